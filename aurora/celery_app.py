@@ -1,0 +1,120 @@
+"""The Celery application: broker settings, the beat schedule, and process heartbeats.
+
+Messages carry only a run id; the database holds the truth. ``acks_late`` with
+``reject_on_worker_lost`` lets a broker that supports it redeliver a killed worker's message;
+the run's lease and the beat sweeper recover it on every broker, including the embedded
+filesystem transport, which cannot redeliver.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from typing import Any
+
+from celery import Celery, signals
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+
+from .config import Settings
+from .db import dispose_all
+from .models import ProcessHeartbeat, utcnow
+from .runtime import get_runtime
+
+log = logging.getLogger(__name__)
+
+#: seconds between two heartbeats of a worker or beat process
+HEARTBEAT_INTERVAL = 10.0
+#: the queue every run goes through
+QUEUE = "aurora"
+
+
+def broker_options(settings: Settings) -> dict[str, Any]:
+    if settings.embedded_broker:
+        folder = settings.broker_folder
+        for sub in ("queue", "processed", "control"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        return {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "processed_folder": str(folder / "processed"),
+            "control_folder": str(folder / "control"),
+            "store_processed": False,
+            "polling_interval": 0.05,
+        }
+    if settings.broker_url.startswith(("redis://", "rediss://")):
+        # The lease, not the visibility timeout, recovers killed workers' runs quickly.
+        return {"visibility_timeout": 3600}
+    return {}
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("aurora", broker=settings.broker_url, set_as_current=True)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        result_backend=None,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue=QUEUE,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options=broker_options(settings),
+        worker_hijack_root_logger=False,
+        worker_enable_remote_control=not settings.embedded_broker,
+        worker_send_task_events=False,
+        beat_schedule={
+            "aurora-sweep": {"task": "aurora.sweep", "schedule": settings.sweep_interval},
+        },
+        beat_schedule_filename=str(settings.home / "celerybeat-schedule"),
+    )
+    return app
+
+
+celery = make_celery(get_runtime().settings)
+celery.autodiscover_tasks(["aurora"], related_name="tasks", force=True)
+
+
+def _beat(kind: str, name: str) -> None:
+    db = get_runtime().db
+    try:
+        with db.write() as session:
+            moved = session.execute(
+                update(ProcessHeartbeat).where(ProcessHeartbeat.name == name).values(last_seen=utcnow(), kind=kind)
+            ).rowcount
+            if not moved:
+                session.add(ProcessHeartbeat(name=name, kind=kind, last_seen=utcnow()))
+    except IntegrityError:
+        pass
+    except Exception:  # noqa: BLE001 - a missed heartbeat must never stop the process
+        log.warning("heartbeat of %s failed", name, exc_info=True)
+
+
+def _start_heartbeat(kind: str) -> None:
+    name = f"{kind}@{socket.gethostname()}:{os.getpid()}"
+
+    def loop() -> None:
+        while True:
+            _beat(kind, name)
+            threading.Event().wait(HEARTBEAT_INTERVAL)
+
+    threading.Thread(target=loop, name=f"{kind}-heartbeat", daemon=True).start()
+
+
+@signals.worker_ready.connect
+def _on_worker_ready(**_: Any) -> None:
+    _start_heartbeat("worker")
+
+
+@signals.beat_init.connect
+def _on_beat_init(**_: Any) -> None:
+    _start_heartbeat("beat")
+
+
+@signals.worker_process_init.connect
+def _on_child_start(**_: Any) -> None:
+    # Connections opened by the parent must not be shared with forked children.
+    dispose_all()

@@ -1,0 +1,303 @@
+"""The ``aurora`` command."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__, documents
+from .client import Client, ClientError
+from .errors import AuroraError
+
+FINAL = {"succeeded", "failed", "rejected", "expired", "cancelled"}
+EXIT_CODES = {"succeeded": 0, "awaiting_approval": 3}
+
+
+def _runtime() -> Any:
+    from .runtime import get_runtime
+
+    return get_runtime()
+
+
+def _client() -> Client:
+    return Client.from_environment()
+
+
+def _print(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.echo(f"aurora: {message}", err=True)
+    sys.exit(code)
+
+
+class AuroraGroup(click.Group):
+    """Turns Aurora's own errors into one clear line and an exit status, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ClientError as exc:
+            detail = "".join(f"\n  {e['path'] or '(document)'}: {e['message']}" for e in exc.body.get("errors", []))
+            _fail(f"{exc}{detail}", 2 if exc.status and exc.status < 500 else 1)
+        except AuroraError as exc:
+            _fail(str(exc), 2)
+
+
+@click.group(cls=AuroraGroup)
+@click.version_option(__version__, prog_name="aurora")
+def main() -> None:
+    """Aurora: submit, run and watch workflows, safely (dry run unless everything says live).
+
+    The CLI talks to the server at AURORA_URL with the key in AURORA_TOKEN, or the config file
+    that `aurora up` writes. Server-side commands (up, serve, worker, beat, keys, db) read
+    AURORA_DATABASE_URL, AURORA_BROKER_URL and the other AURORA_* settings.
+    """
+
+
+# -- running the stack -------------------------------------------------------------------------
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", "ports", multiple=True, type=int, default=[9292, 9195], show_default=True,
+              help="Port to listen on (repeat for several; the seed uses 9292 and 9195).")
+@click.option("--web-workers", default=2, show_default=True, help="gunicorn worker processes.")
+def up(host: str, ports: tuple[int, ...], web_workers: int) -> None:
+    """Migrate the database and start web, worker and beat; Ctrl-C stops all of them."""
+    from .stack import gunicorn_command, prepare, run_stack
+
+    runtime = _runtime()
+    settings = runtime.settings
+    runtime.policies.current()
+    url = f"http://{host}:{ports[0]}"
+    key = prepare(settings, url)
+    if key:
+        click.echo("Aurora's first admin API key (shown once; also saved for this user's CLI):")
+        click.echo(f"  {key}")
+        click.echo(f"  export AURORA_URL={url} AURORA_TOKEN={key}")
+    click.echo(f"Aurora {__version__}: node {settings.node_name}, listening on "
+               + ", ".join(f"http://{host}:{p}" for p in ports))
+    click.echo(f"  database {settings.database_url.split('@')[-1]}, broker {settings.broker_url.split('@')[-1]}")
+    python = sys.executable
+    code = run_stack({
+        "web": gunicorn_command([f"{host}:{p}" for p in ports], web_workers),
+        "worker": [python, "-m", "aurora", "worker"],
+        "beat": [python, "-m", "aurora", "beat"],
+    })
+    sys.exit(code)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=9292, show_default=True, type=int)
+@click.option("--workers", default=2, show_default=True, help="gunicorn worker processes.")
+def serve(host: str, port: int, workers: int) -> None:
+    """Run only the web API (gunicorn) on one port."""
+    import os
+
+    from .stack import gunicorn_command
+
+    _runtime().policies.current()
+    command = gunicorn_command([f"{host}:{port}"], workers)
+    os.execv(command[0], command)
+
+
+@main.command()
+@click.option("--concurrency", "-c", type=int, default=None, help="Worker processes (default AURORA_WORKER_CONCURRENCY).")
+@click.option("--loglevel", "-l", default="info", show_default=True)
+def worker(concurrency: int | None, loglevel: str) -> None:
+    """Run a Celery worker that executes runs."""
+    import socket
+
+    from .celery_app import QUEUE, celery
+
+    runtime = _runtime()
+    runtime.policies.current()
+    count = concurrency or runtime.settings.worker_concurrency
+    celery.worker_main(["worker", "-Q", QUEUE, "-c", str(count), "-l", loglevel, "--without-mingle",
+                        "--without-gossip", "-n", f"aurora-{socket.gethostname()}-{__import__('os').getpid()}@%h"])
+
+
+@main.command()
+@click.option("--loglevel", "-l", default="info", show_default=True)
+def beat(loglevel: str) -> None:
+    """Run Celery beat: the sweeper that recovers stuck runs and expires overdue gates."""
+    from .celery_app import celery
+
+    settings = _runtime().settings
+    settings.home.mkdir(parents=True, exist_ok=True)
+    celery.start(["beat", "-l", loglevel, "-s", str(settings.home / "celerybeat-schedule")])
+
+
+@main.group()
+def db() -> None:
+    """Database schema commands."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(revision: str) -> None:
+    """Apply the Alembic migrations (aurora up does this too)."""
+    from .migrations import current, upgrade
+
+    url = _runtime().settings.database_url
+    upgrade(url, revision)
+    click.echo(f"database at revision {current(url)}")
+
+
+# -- keys -------------------------------------------------------------------------------------
+
+@main.group()
+def keys() -> None:
+    """API keys (run on the server; they go straight to the database)."""
+
+
+@keys.command("create")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["admin", "submitter", "approver", "viewer"]), required=True)
+def keys_create(name: str, role: str) -> None:
+    """Make a key; prints the key alone on stdout (it is never shown again)."""
+    from . import keys as key_store
+    from .models import Role
+
+    click.echo(key_store.create(_runtime().db, name, Role(role)))
+
+
+@keys.command("list")
+def keys_list() -> None:
+    """Show every key's name, role and state (never the key)."""
+    from . import keys as key_store
+
+    for row in key_store.listing(_runtime().db):
+        state = f"revoked {row['revoked_at']}" if row["revoked_at"] else "active"
+        click.echo(f"{row['name']:<24} {row['role']:<10} {row['key_id']}  {state}")
+
+
+@keys.command("revoke")
+@click.argument("name")
+def keys_revoke(name: str) -> None:
+    """Revoke a key at once."""
+    from . import keys as key_store
+
+    key_store.revoke(_runtime().db, name)
+    click.echo(f"revoked {name}")
+
+
+# -- workflows --------------------------------------------------------------------------------
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+def validate(files: tuple[Path, ...]) -> None:
+    """Check workflow files locally, without a server."""
+    bad = 0
+    for path in files:
+        try:
+            body = path.read_bytes()
+            workflow = documents.load(body, fmt="json" if path.suffix == ".json" else "yaml")
+            click.echo(f"{path}: ok ({workflow.goal}, {workflow.name})")
+        except OSError as exc:
+            bad += 1
+            click.echo(f"{path}: cannot read: {exc.strerror}", err=True)
+        except AuroraError as exc:
+            bad += 1
+            for problem in getattr(exc, "problems", []) or [exc]:
+                click.echo(f"{path}: {problem}", err=True)
+    sys.exit(1 if bad else 0)
+
+
+def _progress_line(run: dict[str, Any]) -> str:
+    line = f"{run['id'][:8]} {run['name']}: {run['status']}"
+    if run.get("step"):
+        line += f" (step {run['step']})"
+    if run["status"] == "awaiting_approval":
+        approvals = run.get("approvals", {})
+        line += f", {len(approvals.get('votes', []))}/{approvals.get('required')} approvals"
+    return line
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--wait", is_flag=True, help="Follow the run until it ends (or waits for approval).")
+@click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait at most.")
+def submit(file: Path, wait: bool, timeout: float) -> None:
+    """Submit a workflow file; with --wait, follow it and print the result."""
+    try:
+        body = file.read_bytes()
+    except OSError as exc:
+        _fail(f"{file}: cannot read: {exc.strerror}", 2)
+    content_type = "application/json" if file.suffix == ".json" else "application/yaml"
+    client = _client()
+    run = client.post("/workflows", data=body, headers={"Content-Type": content_type})
+    if not wait:
+        _print(run)
+        return
+    deadline = time.monotonic() + timeout
+    interactive = sys.stderr.isatty()
+    last = ""
+    while True:
+        run = client.get(f"/workflows/{run['id']}")
+        line = _progress_line(run)
+        if line != last:
+            click.echo(("\r\033[K" if interactive else "") + line, nl=not interactive, err=True)
+            last = line
+        if run["status"] in FINAL or run["status"] == "awaiting_approval":
+            break
+        if time.monotonic() > deadline:
+            _fail(f"still {run['status']} after {timeout:.0f} s; follow it with: aurora status {run['id']}", 4)
+        time.sleep(0.25)
+    if interactive:
+        click.echo(err=True)
+    _print({k: run[k] for k in ("id", "name", "goal", "status", "result", "error")})
+    sys.exit(EXIT_CODES.get(run["status"], 1))
+
+
+@main.command()
+@click.argument("run_id")
+def status(run_id: str) -> None:
+    """Show one run: document, status, result and timeline."""
+    _print(_client().get(f"/workflows/{run_id}"))
+
+
+@main.command("list")
+@click.option("--status", "status_", default=None, help="Only runs in this status.")
+@click.option("--goal", default=None)
+@click.option("--name", default=None)
+@click.option("--limit", default=20, show_default=True)
+@click.option("--cursor", default=None, help="Continue after a previous page.")
+def list_runs(status_: str | None, goal: str | None, name: str | None, limit: int, cursor: str | None) -> None:
+    """List runs, newest first."""
+    page = _client().get("/workflows", status=status_, goal=goal, name=name, limit=limit, cursor=cursor)
+    for run in page["runs"]:
+        click.echo(f"{run['id']}  {run['status']:<18} {run['goal']:<14} {run['name']}  {run['created_at']}")
+    if page.get("next_cursor"):
+        click.echo(f"more: aurora list --cursor {page['next_cursor']}")
+
+
+@main.command()
+@click.argument("run_id")
+def cancel(run_id: str) -> None:
+    """Cancel a run that has not begun its action."""
+    _print(_client().post(f"/workflows/{run_id}/cancel"))
+
+
+@main.command("route")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole decision as JSON.")
+@click.argument("texts", nargs=-1, required=True)
+def route_cmd(as_json: bool, texts: tuple[str, ...]) -> None:
+    """Show which AI engine each text goes to (with - read one text per line from stdin)."""
+    from .router import Rules, route
+
+    policy = _runtime().policies.current()
+    rules = Rules.from_policy(policy.routing, policy.version)
+    lines = [line.rstrip("\n") for line in sys.stdin] if texts == ("-",) else list(texts)
+    for text in lines:
+        if not text.strip():
+            continue
+        decision = route(text, rules)
+        click.echo(json.dumps(decision.as_dict(), ensure_ascii=False) if as_json else f"{decision.target}\t{text}")

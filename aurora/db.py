@@ -1,0 +1,108 @@
+"""Database engine and sessions, SQLite and PostgreSQL alike.
+
+SQLite is the embedded default and is shared by several processes (web, workers, beat), so it
+runs in WAL mode with a busy timeout, and every write transaction starts with ``BEGIN
+IMMEDIATE``: a deferred transaction that reads and then writes can fail at once with
+"database is locked" instead of waiting its turn.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from .errors import ConfigError
+
+#: how long a SQLite writer waits for the lock before giving up (milliseconds)
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+_IMMEDIATE = "aurora_immediate"
+
+
+def _setup_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy's "begin" event issues BEGIN itself
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection) -> None:  # type: ignore[no-untyped-def]
+        immediate = connection.get_execution_options().get(_IMMEDIATE, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+_ENGINES: dict[str, Engine] = {}
+
+
+def engine_for(url: str) -> Engine:
+    """One engine (and pool) per database URL per process."""
+    if url not in _ENGINES:
+        _ENGINES[url] = _create(url)
+    return _ENGINES[url]
+
+
+def _create(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        _setup_sqlite(engine)
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    raise ConfigError(f"AURORA_DATABASE_URL: unsupported database {parsed.get_backend_name()!r} (use sqlite or postgresql)")
+
+
+def dispose_all() -> None:
+    """Drop every pooled connection: call in a child process after fork."""
+    for engine in _ENGINES.values():
+        engine.dispose(close=False)
+
+
+class Database:
+    """Sessions on one database. ``write()`` for anything that changes rows, ``read()`` otherwise."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = engine_for(url)
+        self.dialect = self.engine.dialect.name
+        self._writer = sessionmaker(self.engine.execution_options(**{_IMMEDIATE: True}), expire_on_commit=False)
+        self._reader = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A transaction that commits on success and rolls back on any exception."""
+        with self._writer() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with self._reader() as session, session.begin():
+            yield session
+
+    def ping(self) -> None:
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    def lock(self, session: Session, key: int) -> None:
+        """Serialise this transaction with others taking the same key until it ends.
+
+        SQLite writers are already serialised by ``BEGIN IMMEDIATE``; PostgreSQL takes an
+        advisory transaction lock, so that sequence numbers commit in the order they are given.
+        """
+        if self.dialect == "postgresql":
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})

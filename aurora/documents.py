@@ -1,0 +1,301 @@
+"""Workflow documents: bytes in, a validated, normalised workflow out, or every problem at once.
+
+YAML is read with PyYAML's safe loader (libyaml's C parser where present). Before anything is
+built from it, one pass over the parser's events rejects what a workflow never needs and an
+attacker loves: aliases (billion-laughs bombs), non-standard tags (``!!python/object``), several
+documents in one stream, nesting deeper than :data:`MAX_DEPTH`, duplicate keys and non-string
+keys. The built value is then checked against ``schemas/workflow.schema.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema.exceptions import ValidationError, best_match
+
+from .errors import DocumentError, DocumentSyntaxError, DocumentTooLarge, Problem
+from .resources import load_schema
+
+#: deepest nesting of mappings and sequences a workflow may have
+MAX_DEPTH = 32
+#: goals whose action is expensive or public: they always need a quorum of approvals
+CRITICAL_GOALS = frozenset({"charge", "post_external"})
+#: every goal a workflow may have
+GOALS = frozenset({"analyse", "send_email", "post_external", "charge", "ingest_forms"})
+
+_Loader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_ALLOWED_TAGS = {
+    None, "!",
+    "tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null",
+    "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq",
+}
+_EMAIL = re.compile(r"^[^@\s<>(),;:\"\[\]]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
+
+
+class _WorkflowLoader(_Loader):  # type: ignore[misc, valid-type]
+    """Safe loader that keeps dates as the strings the user wrote (JSON has no date type)."""
+
+
+_WorkflowLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in _Loader.yaml_implicit_resolvers.items()
+}
+
+
+@dataclass(frozen=True)
+class Workflow:
+    """A validated workflow document and the hash that approvals are bound to."""
+
+    document: dict[str, Any]
+    digest: str
+
+    @property
+    def name(self) -> str:
+        return self.document["name"]
+
+    @property
+    def goal(self) -> str:
+        return self.document["goal"]
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return self.document["payload"]
+
+    @property
+    def critical(self) -> bool:
+        return self.goal in CRITICAL_GOALS
+
+
+def _syntax(message: str, path: str = "") -> DocumentSyntaxError:
+    return DocumentSyntaxError([Problem(path, message)])
+
+
+def _where(mark: Any) -> str:
+    return f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+
+
+def _check_events(text: str) -> None:
+    """Reject forbidden YAML constructs from the event stream, before building anything."""
+    # Each open collection: [is_mapping, expecting_key, keys_seen]
+    stack: list[list[Any]] = []
+    documents = 0
+
+    def value_done() -> None:
+        if stack and stack[-1][0]:
+            stack[-1][1] = not stack[-1][1]
+
+    try:
+        for event in yaml.parse(text, Loader=_Loader):
+            if isinstance(event, yaml.DocumentStartEvent):
+                documents += 1
+                if documents > 1:
+                    raise _syntax("a workflow file holds exactly one YAML document; found a second" + _where(event.start_mark))
+            elif isinstance(event, yaml.AliasEvent):
+                raise _syntax("YAML aliases (*name) are not allowed in workflows" + _where(event.start_mark))
+            elif isinstance(event, (yaml.ScalarEvent, yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                if event.tag not in _ALLOWED_TAGS:
+                    raise _syntax(f"YAML tag {event.tag!r} is not allowed" + _where(event.start_mark))
+                if event.anchor is not None:
+                    raise _syntax("YAML anchors (&name) are not allowed in workflows" + _where(event.start_mark))
+                in_key = bool(stack) and stack[-1][0] and stack[-1][1]
+                if isinstance(event, yaml.ScalarEvent):
+                    if in_key:
+                        keys = stack[-1][2]
+                        if event.value in keys:
+                            raise _syntax(f"duplicate key {event.value!r}" + _where(event.start_mark))
+                        keys.add(event.value)
+                    value_done()
+                else:
+                    if in_key:
+                        raise _syntax("mapping keys must be plain strings" + _where(event.start_mark))
+                    if len(stack) >= MAX_DEPTH:
+                        raise _syntax(f"nesting deeper than {MAX_DEPTH} levels" + _where(event.start_mark))
+                    stack.append([isinstance(event, yaml.MappingStartEvent), True, set()])
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                stack.pop()
+                value_done()
+    except yaml.MarkedYAMLError as exc:
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise _syntax(f"invalid YAML: {problem}" + _where(exc.problem_mark)) from None
+    except yaml.YAMLError as exc:
+        raise _syntax(f"invalid YAML: {exc}") from None
+
+
+def _check_values(value: Any, path: str = "", depth: int = 0) -> None:
+    if depth > MAX_DEPTH:
+        raise _syntax(f"nesting deeper than {MAX_DEPTH} levels", path)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise _syntax(f"key {key!r} must be a string", path)
+            _check_values(item, f"{path}.{key}" if path else key, depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_values(item, f"{path}[{index}]", depth + 1)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise _syntax(f"{value!r} is not a finite number", path)
+
+
+def _decode(body: bytes | str, max_bytes: int) -> str:
+    size = len(body.encode("utf-8")) if isinstance(body, str) else len(body)
+    if size > max_bytes:
+        raise DocumentTooLarge([Problem("", f"document is {size} bytes; the limit is {max_bytes}")])
+    if isinstance(body, str):
+        return body
+    try:
+        return body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise _syntax(f"document is not UTF-8 (invalid byte at offset {exc.start})") from None
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _syntax(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def _reject_constant(name: str) -> Any:
+    raise _syntax(f"{name} is not a valid JSON number")
+
+
+def parse(body: bytes | str, *, fmt: str = "yaml", max_bytes: int = 256 * 1024) -> Any:
+    """Turn a YAML or JSON body into plain Python values, or raise :class:`DocumentSyntaxError`."""
+    text = _decode(body, max_bytes)
+    if not text.strip():
+        raise _syntax("document is empty")
+    if fmt == "json":
+        try:
+            value = json.loads(text, object_pairs_hook=_reject_duplicate_keys, parse_constant=_reject_constant)
+        except json.JSONDecodeError as exc:
+            raise _syntax(f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+        except RecursionError:
+            raise _syntax(f"nesting deeper than {MAX_DEPTH} levels") from None
+    else:
+        _check_events(text)
+        try:
+            value = yaml.load(text, Loader=_WorkflowLoader)  # noqa: S506 - a safe loader subclass
+        except yaml.YAMLError as exc:
+            raise _syntax(f"invalid YAML: {exc}") from None
+    _check_values(value)
+    return value
+
+
+def _email_format(value: object) -> bool:
+    return not isinstance(value, str) or bool(_EMAIL.match(value))
+
+
+@cache
+def _validator() -> Draft202012Validator:
+    checker = FormatChecker(formats=())
+    checker.checks("email")(_email_format)
+    return Draft202012Validator(load_schema("workflow.schema.json"), format_checker=checker)
+
+
+def _path(parts: Any) -> str:
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _problems(error: ValidationError) -> list[Problem]:
+    path = _path(error.absolute_path)
+    kind = error.validator
+    if kind == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = [k for k in error.instance if k not in error.schema.get("properties", {})]
+        return [
+            Problem(_path([*error.absolute_path, key]), f"unknown key; allowed here: {', '.join(allowed)}")
+            for key in extra
+        ]
+    if kind == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else error.message
+        return [Problem(_path([*error.absolute_path, missing]), "is required")]
+    if kind == "anyOf" and all(sub.validator == "required" for sub in error.context):
+        names = [sub.validator_value[0] for sub in error.context]
+        return [Problem(path, f"needs one of {', '.join(names)}")]
+    if kind in ("oneOf", "anyOf") and error.context:
+        return _alternatives(error)
+    if kind == "format" and error.validator_value == "email":
+        return [Problem(path, f"{_short(error.instance)} is not an email")]
+    if kind == "pattern":
+        hint = error.parent.schema.get("description") if error.parent else None
+        described = error.schema.get("description") if isinstance(error.schema, dict) else None
+        return [Problem(path, f"{_short(error.instance)} does not match {error.validator_value!r}"
+                        + (f" ({described or hint})" if (described or hint) else ""))]
+    if kind == "const":
+        return [Problem(path, f"must be {_short(error.validator_value)}, got {_short(error.instance)}")]
+    if kind == "enum":
+        choices = ", ".join(_short(v) for v in error.validator_value)
+        return [Problem(path, f"{_short(error.instance)} is not one of {choices}")]
+    if kind == "type":
+        return [Problem(path, f"must be of type {error.validator_value}, got {_short(error.instance)}")]
+    return [Problem(path, error.message)]
+
+
+def _alternatives(error: ValidationError) -> list[Problem]:
+    """Explain a failed oneOf/anyOf by the branch whose type fits the value, if one does."""
+    branches: dict[int, list[ValidationError]] = {}
+    for sub in error.context:
+        branches.setdefault(sub.relative_schema_path[0], []).append(sub)
+    fitting = [
+        errors for errors in branches.values()
+        if not any(e.validator == "type" and not e.relative_path for e in errors)
+    ]
+    if len(fitting) == 1:
+        return [problem for sub in fitting[0] for problem in _problems(sub)]
+    return _problems(best_match(error.context))
+
+
+def normalise(document: dict[str, Any]) -> dict[str, Any]:
+    """The canonical form approvals are bound to: defaults filled, case-insensitive values folded."""
+    doc = json.loads(json.dumps(document))
+    doc.setdefault("type", "task")
+    payload = doc.get("payload", {})
+    if doc.get("goal") == "charge" and isinstance(payload.get("currency"), str):
+        payload["currency"] = payload["currency"].upper()
+    return doc
+
+
+def digest(document: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of a normalised document."""
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def validate(value: Any) -> Workflow:
+    """Check parsed values against the workflow schema; raise with every problem, sorted by path."""
+    if not isinstance(value, dict):
+        kind = "a list" if isinstance(value, list) else type(value).__name__
+        raise DocumentError([Problem("", f"a workflow must be a mapping of keys to values, got {kind}")])
+    problems: list[Problem] = []
+    for error in _validator().iter_errors(value):
+        for problem in _problems(error):
+            if problem not in problems:
+                problems.append(problem)
+    if problems:
+        raise DocumentError(sorted(problems, key=lambda p: (p.path, p.message)))
+    document = normalise(value)
+    return Workflow(document=document, digest=digest(document))
+
+
+def load(body: bytes | str, *, fmt: str = "yaml", max_bytes: int = 256 * 1024) -> Workflow:
+    """Parse and validate in one call."""
+    return validate(parse(body, fmt=fmt, max_bytes=max_bytes))

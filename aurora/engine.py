@@ -1,0 +1,348 @@
+"""The run state machine and its pipeline: route -> gate -> act.
+
+Every status change is a compare-and-set ``UPDATE ... WHERE status IN (...)`` that appends its
+event in the same transaction, so two workers, a redelivered message, a cancel and a sweeper can
+race freely: exactly one of them wins each transition. A worker holds a *lease* on the run it
+executes, renewed while it works; the sweeper hands runs with a lapsed lease to another worker.
+Finished steps are recorded and never run again.
+
+    queued ──> running ──> succeeded | failed
+      ^  │        ├──> awaiting_approval ──> queued (quorum reached) | rejected | expired
+      │  │        └──> rejected
+      │  └──> cancelled  (also from running before it acts, and from awaiting_approval)
+      └── running (lease lapsed: reclaimed by the sweeper)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from . import audit, events, gates
+from .adapters import BY_GOAL, CallContext
+from .config import Settings
+from .db import Database
+from .documents import CRITICAL_GOALS, Workflow
+from .errors import AuroraError, Conflict, NotFound
+from .models import Approval, Run, RunStatus, RunStep, utcnow
+from .policy import Policy, PolicyStore
+from .router import Rules, route
+from .secrets import Secrets
+
+log = logging.getLogger(__name__)
+
+#: a run claimed this many times without finishing is failed instead of tried again
+MAX_ATTEMPTS = 5
+#: statuses from which a cancel is accepted (``running`` only until the act step begins)
+CANCELLABLE = (RunStatus.QUEUED, RunStatus.AWAITING_APPROVAL, RunStatus.RUNNING)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one ``execute`` call did with the run."""
+
+    run_id: str
+    status: str
+    detail: str = ""
+
+
+def worker_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Engine:
+    """Core operations on runs. Knows nothing of HTTP or Celery."""
+
+    def __init__(self, settings: Settings, db: Database, policies: PolicyStore, secrets: Callable[[], Secrets]):
+        self.settings = settings
+        self.db = db
+        self.policies = policies
+        self.secrets = secrets
+
+    @property
+    def node(self) -> str:
+        return self.settings.node_name
+
+    # -- transitions -------------------------------------------------------------------------
+
+    def _transition(
+        self,
+        session: Session,
+        run_id: str,
+        from_statuses: tuple[RunStatus, ...],
+        to: RunStatus,
+        event_data: dict[str, Any] | None = None,
+        where: Any = None,
+        **fields: Any,
+    ) -> bool:
+        """Compare-and-set the run's status; append ``run.<to>`` if it moved."""
+        now = utcnow()
+        condition = and_(Run.id == run_id, Run.status.in_([s.value for s in from_statuses]))
+        if where is not None:
+            condition = and_(condition, where)
+        if to.final:
+            fields.setdefault("finished_at", now)
+            fields.setdefault("lease_owner", None)
+            fields.setdefault("lease_expires_at", None)
+        moved = session.execute(
+            update(Run).where(condition).values(status=to.value, updated_at=now, **fields)
+        ).rowcount
+        if moved:
+            events.append(self.db, session, self.node, f"run.{to.value}", event_data or {}, run_id=run_id, at=now)
+        return bool(moved)
+
+    # -- submission and cancel ---------------------------------------------------------------
+
+    def submit(self, workflow: Workflow, submitter: str) -> Run:
+        """Store a validated workflow as a queued run (the caller then enqueues its id)."""
+        now = utcnow()
+        run = Run(
+            id=str(uuid.uuid4()),
+            name=workflow.name,
+            goal=workflow.goal,
+            document=workflow.document,
+            document_hash=workflow.digest,
+            status=RunStatus.QUEUED.value,
+            submitted_by=submitter,
+            approvals_required=0,
+            attempts=0,
+            created_at=now,
+            updated_at=now,
+            enqueued_at=now,
+        )
+        with self.db.write() as session:
+            session.add(run)
+            events.append(self.db, session, self.node, "run.queued",
+                          {"name": run.name, "goal": run.goal, "submitted_by": submitter}, run_id=run.id, at=now)
+        return run
+
+    def cancel(self, run_id: str, by: str) -> str:
+        """Cancel a run that has not begun its action; return the new status."""
+        with self.db.write() as session:
+            run = session.scalar(select(Run).where(Run.id == run_id))
+            if run is None:
+                raise NotFound(f"no run {run_id}")
+            not_acting = or_(Run.step.is_(None), Run.step != "act")
+            if self._transition(session, run_id, CANCELLABLE, RunStatus.CANCELLED, {"by": by}, where=not_acting):
+                return RunStatus.CANCELLED.value
+            session.refresh(run)
+            if run.status == RunStatus.CANCELLED.value:
+                return run.status
+            if run.status == RunStatus.RUNNING.value:
+                raise Conflict("the run is already carrying out its action and can no longer be cancelled")
+            raise Conflict(f"the run is {run.status} and can no longer be cancelled")
+
+    # -- execution ---------------------------------------------------------------------------
+
+    def execute(self, run_id: str, owner: str | None = None) -> Outcome:
+        """Move a run as far as it can go now. Safe to call any number of times, concurrently."""
+        owner = owner or worker_identity()
+        policy = self.policies.current()
+        plan = self._claim(run_id, owner, policy)
+        if plan is None or isinstance(plan, Outcome):
+            return plan or Outcome(run_id, "missing", "no such run")
+        run, payload = plan
+        adapter = BY_GOAL[run.goal]
+        ctx = CallContext(run_id, policy, self.secrets(), self.settings.simulated_latency_ms)
+        error: dict[str, Any] | None = None
+        with self._lease(run_id, owner):
+            try:
+                result = adapter.call(payload, ctx)
+            except AuroraError as exc:
+                result, error = None, {"type": exc.code, "message": str(exc)}
+            except Exception as exc:  # noqa: BLE001 - an adapter bug must fail the run, not loop it
+                log.exception("adapter %s failed on run %s", adapter.name, run_id)
+                result, error = None, {"type": "internal_error", "message": exc.__class__.__name__}
+        return self._finish(run, owner, adapter.name, adapter.operation, ctx, payload, result, error)
+
+    def _claim(self, run_id: str, owner: str, policy: Policy) -> tuple[Run, dict[str, Any]] | Outcome | None:
+        """Take the lease, run route and gate, and mark the act step begun, in one transaction."""
+        now = utcnow()
+        lease_until = now + timedelta(seconds=self.settings.lease_seconds)
+        with self.db.write() as session:
+            run = session.scalar(select(Run).where(Run.id == run_id))
+            if run is None:
+                return None
+            claimable = or_(
+                Run.status == RunStatus.QUEUED.value,
+                and_(Run.status == RunStatus.RUNNING.value, Run.lease_expires_at < now),
+            )
+            claimed = session.execute(
+                update(Run).where(Run.id == run_id, claimable).values(
+                    status=RunStatus.RUNNING.value, lease_owner=owner, lease_expires_at=lease_until,
+                    attempts=Run.attempts + 1, started_at=run.started_at or now, updated_at=now,
+                )
+            ).rowcount
+            if not claimed:
+                return Outcome(run_id, run.status, "not claimable: already finished, waiting or held by another worker")
+            session.refresh(run)
+            events.append(self.db, session, self.node, "run.running",
+                          {"attempt": run.attempts, "worker": owner.rsplit(":", 1)[0]}, run_id=run_id, at=now)
+            if run.attempts > MAX_ATTEMPTS:
+                self._transition(session, run_id, (RunStatus.RUNNING,), RunStatus.FAILED,
+                                 {"error": "gave up"}, error={"type": "too_many_attempts",
+                                                               "message": f"gave up after {MAX_ATTEMPTS} attempts"})
+                return Outcome(run_id, RunStatus.FAILED.value, "too many attempts")
+            steps = {s.step: s for s in session.scalars(select(RunStep).where(RunStep.run_id == run_id))}
+            payload = dict(run.document["payload"])
+            routed = self._route_step(session, run, steps, policy)
+            if "engine" in routed:
+                payload["engine"] = routed["engine"]
+            verdict = self._gate(session, run, policy, now)
+            if verdict is not None:
+                return verdict
+            self._step(session, steps, run_id, "gate", "done", {"state": "open"})
+            self._step(session, steps, run_id, "act", "started", None, attempt=run.attempts)
+            run.step = "act"
+            return run, payload
+
+    def _route_step(self, session: Session, run: Run, steps: dict[str, RunStep], policy: Policy) -> dict[str, Any]:
+        done = steps.get("route")
+        if done is not None and done.status == "done":
+            return done.result or {}
+        payload = run.document["payload"]
+        if run.goal == "analyse":
+            if payload.get("engine"):
+                result: dict[str, Any] = {"engine": payload["engine"], "reason": "engine named in the payload"}
+            else:
+                decision = route(payload["text"], Rules.from_policy(policy.routing, policy.version))
+                result = {"engine": decision.target, "decision": decision.as_dict()}
+        else:
+            result = {"adapter": BY_GOAL[run.goal].name}
+        self._step(session, steps, run.id, "route", "done", result)
+        run.step = "route"
+        return result
+
+    def _gate(self, session: Session, run: Run, policy: Policy, now: datetime) -> Outcome | None:
+        """None if the run may act; otherwise the outcome that stops it here."""
+        required = policy.required_approvals(run.goal in CRITICAL_GOALS, bool(run.document["payload"].get("require_approval")))
+        if required == 0:
+            return None
+        votes = [
+            gates.Vote(a.voter, a.decision, a.document_hash)
+            for a in session.scalars(select(Approval).where(Approval.run_id == run.id).order_by(Approval.pk))
+        ]
+        decision = gates.evaluate(required, votes, run.document_hash, run.submitted_by)
+        if decision.state is gates.GateState.OPEN:
+            return None
+        if decision.state is gates.GateState.REJECTED:
+            self._transition(session, run.id, (RunStatus.RUNNING,), RunStatus.REJECTED, decision.as_dict(),
+                             approvals_required=required)
+            return Outcome(run.id, RunStatus.REJECTED.value, f"rejected by {decision.rejected_by}")
+        deadline = run.gate_deadline or now + timedelta(seconds=policy.approval_timeout_seconds)
+        self._transition(session, run.id, (RunStatus.RUNNING,), RunStatus.AWAITING_APPROVAL,
+                         {**decision.as_dict(), "deadline": deadline.isoformat()},
+                         approvals_required=required, gate_deadline=deadline, step="gate",
+                         lease_owner=None, lease_expires_at=None)
+        return Outcome(run.id, RunStatus.AWAITING_APPROVAL.value, f"{decision.missing} approval(s) missing")
+
+    @staticmethod
+    def _step(session: Session, steps: dict[str, RunStep], run_id: str, name: str, status: str,
+              result: dict[str, Any] | None, attempt: int = 1) -> None:
+        now = utcnow()
+        step = steps.get(name)
+        if step is None:
+            step = RunStep(run_id=run_id, step=name, status=status, result=result, attempt=attempt, started_at=now)
+            session.add(step)
+            steps[name] = step
+        else:
+            step.status, step.result, step.attempt = status, result, attempt
+        step.finished_at = now if status == "done" else None
+
+    def _finish(self, run: Run, owner: str, adapter: str, operation: str, ctx: CallContext,
+                payload: dict[str, Any], result: Any, error: dict[str, Any] | None) -> Outcome:
+        secrets = ctx.secrets
+        with self.db.write() as session:
+            record = audit.append(
+                self.db, session, run_id=run.id, adapter=adapter, operation=operation,
+                mode=result.mode.name if result else "simulated",
+                reason=result.mode.reason if result else "failed before the call",
+                request=secrets.redact(result.request if result else {"payload": payload}),
+                outcome="ok" if result and result.ok else "error",
+                response=secrets.redact(result.response if result else error),
+                duration_ms=result.duration_ms if result else 0.0,
+            )
+            mine = Run.lease_owner == owner
+            if result is not None and result.ok:
+                body = secrets.redact(result.as_dict())
+                moved = self._transition(session, run.id, (RunStatus.RUNNING,), RunStatus.SUCCEEDED,
+                                         {"mode": result.mode.name, "audit": record.pk}, where=mine, result=body)
+                status = RunStatus.SUCCEEDED
+            else:
+                error = secrets.redact(error or {"type": "adapter_error", "message": "the call failed"})
+                moved = self._transition(session, run.id, (RunStatus.RUNNING,), RunStatus.FAILED,
+                                         {"error": error}, where=mine, error=error)
+                status = RunStatus.FAILED
+            if not moved:
+                events.append(self.db, session, self.node, "run.lease_lost", {"worker": owner.rsplit(":", 1)[0]}, run_id=run.id)
+                return Outcome(run.id, "lease_lost", "another worker reclaimed the run")
+            step = session.scalar(select(RunStep).where(RunStep.run_id == run.id, RunStep.step == "act"))
+            if step is not None:
+                step.status, step.finished_at = "done", utcnow()
+                step.result = {"audit": record.pk, "ok": status is RunStatus.SUCCEEDED}
+        return Outcome(run.id, status.value)
+
+    @contextmanager
+    def _lease(self, run_id: str, owner: str) -> Iterator[None]:
+        """Renew the run's lease every third of its length until the block ends."""
+        stop = threading.Event()
+        period = self.settings.lease_seconds / 3
+
+        def renew() -> None:
+            while not stop.wait(period):
+                until = utcnow() + timedelta(seconds=self.settings.lease_seconds)
+                try:
+                    with self.db.write() as session:
+                        session.execute(update(Run).where(Run.id == run_id, Run.lease_owner == owner)
+                                        .values(lease_expires_at=until))
+                except Exception:  # noqa: BLE001 - a missed renewal only shortens the lease
+                    log.warning("could not renew the lease on run %s", run_id, exc_info=True)
+
+        thread = threading.Thread(target=renew, name=f"lease-{run_id[:8]}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=1)
+
+    # -- sweeping ----------------------------------------------------------------------------
+
+    def sweep(self) -> list[str]:
+        """Reclaim lapsed leases, expire overdue gates; return the run ids to enqueue again."""
+        now = utcnow()
+        stale = now - timedelta(seconds=self.settings.requeue_after)
+        again: list[str] = []
+        with self.db.write() as session:
+            lapsed = session.scalars(select(Run.id).where(
+                Run.status == RunStatus.RUNNING.value, Run.lease_expires_at < now)).all()
+            for run_id in lapsed:
+                if self._transition(session, run_id, (RunStatus.RUNNING,), RunStatus.QUEUED,
+                                    {"reason": "lease lapsed: the worker stopped"},
+                                    where=Run.lease_expires_at < now, lease_owner=None,
+                                    lease_expires_at=None, enqueued_at=now):
+                    again.append(run_id)
+            forgotten = session.scalars(select(Run.id).where(
+                Run.status == RunStatus.QUEUED.value, Run.enqueued_at < stale)).all()
+            for run_id in forgotten:
+                session.execute(update(Run).where(Run.id == run_id).values(enqueued_at=now))
+                events.append(self.db, session, self.node, "run.requeued",
+                              {"reason": "queued too long: message sent again"}, run_id=run_id, at=now)
+                again.append(run_id)
+            overdue = session.scalars(select(Run.id).where(
+                Run.status == RunStatus.AWAITING_APPROVAL.value, Run.gate_deadline < now)).all()
+            for run_id in overdue:
+                self._transition(session, run_id, (RunStatus.AWAITING_APPROVAL,), RunStatus.EXPIRED,
+                                 {"reason": "approval deadline passed"}, where=Run.gate_deadline < now)
+        return again

@@ -1,0 +1,117 @@
+"""Every error Aurora raises on purpose descends from one root.
+
+    AuroraError
+    ├── ConfigError            a setting or file Aurora needs is missing or wrong
+    │   ├── PolicyError        the policy file does not validate
+    │   └── SecretsError       the secrets file is unsafe or malformed
+    ├── DocumentError          a submitted workflow cannot be accepted (carries a list of problems)
+    │   ├── DocumentTooLarge   the body is larger than the configured limit
+    │   └── DocumentSyntaxError  the body is not well-formed YAML/JSON/UTF-8
+    ├── AuthError              a request carries no valid API key
+    │   └── PermissionDenied   the key is valid but its role may not do this
+    ├── NotFound               a run, key or other record does not exist
+    ├── Conflict               the request is valid but the record's state forbids it now
+    └── AdapterError           an adapter call could not be made or failed
+        └── AmountError        a money amount cannot be represented exactly in its currency
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class AuroraError(Exception):
+    """Raised for every error Aurora means to report; the root of the tree above."""
+
+    #: short machine-readable code used in JSON error bodies
+    code = "aurora_error"
+
+
+class ConfigError(AuroraError):
+    """Raised when a setting or a configuration file is missing or invalid."""
+
+    code = "config_error"
+
+
+class PolicyError(ConfigError):
+    """Raised when the policy file cannot be read or does not validate."""
+
+    code = "policy_error"
+
+
+class SecretsError(ConfigError):
+    """Raised when the secrets file is readable by others or malformed."""
+
+    code = "secrets_error"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a document: where (a dotted path) and what."""
+
+    path: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"path": self.path, "message": self.message}
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class DocumentError(AuroraError):
+    """Raised when a submitted workflow document is invalid; carries every problem found."""
+
+    code = "invalid_workflow"
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("; ".join(str(p) for p in problems))
+
+
+class DocumentSyntaxError(DocumentError):
+    """Raised when the body is not well-formed UTF-8 YAML or JSON, or uses forbidden constructs."""
+
+    code = "malformed_workflow"
+
+
+class DocumentTooLarge(DocumentError):
+    """Raised when the body exceeds the configured size limit."""
+
+    code = "workflow_too_large"
+
+
+class AuthError(AuroraError):
+    """Raised when a request has no API key or an unknown or revoked one."""
+
+    code = "unauthorized"
+
+
+class PermissionDenied(AuthError):
+    """Raised when the API key is valid but its role does not allow the action."""
+
+    code = "forbidden"
+
+
+class NotFound(AuroraError):
+    """Raised when the requested record does not exist."""
+
+    code = "not_found"
+
+
+class Conflict(AuroraError):
+    """Raised when the record exists but its current state forbids the action."""
+
+    code = "conflict"
+
+
+class AdapterError(AuroraError):
+    """Raised when an adapter cannot build or make its call."""
+
+    code = "adapter_error"
+
+
+class AmountError(AdapterError):
+    """Raised when an amount is a float, malformed, or too precise for its currency."""
+
+    code = "invalid_amount"

@@ -1,0 +1,60 @@
+"""The outbox: every state change appends an event in the same transaction as the change.
+
+Events are numbered by a local, monotonic ``seq``. On PostgreSQL, appends take an advisory lock
+so sequence numbers become visible in the order they were handed out: a peer that has read up
+to ``seq`` N never later finds an event below N appear.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .db import Database
+from .models import Event, utcnow
+
+#: advisory lock key that orders event appends on PostgreSQL ("AURORA_EV")
+EVENT_LOCK_KEY = 0x4155524F52415F45
+
+
+def append(
+    db: Database,
+    session: Session,
+    origin: str,
+    type_: str,
+    data: dict[str, Any],
+    run_id: str | None = None,
+    at: datetime | None = None,
+) -> Event:
+    """Add one event to the session's transaction (it commits or rolls back with it)."""
+    db.lock(session, EVENT_LOCK_KEY)
+    event = Event(id=str(uuid.uuid4()), origin=origin, type=type_, run_id=run_id, data=data, created_at=at or utcnow())
+    session.add(event)
+    return event
+
+
+def as_dict(event: Event) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "seq": event.seq,
+        "origin": event.origin,
+        "type": event.type,
+        "run_id": event.run_id,
+        "created_at": event.created_at.isoformat(),
+        "data": event.data,
+    }
+
+
+def for_run(session: Session, run_id: str) -> list[Event]:
+    return list(session.scalars(select(Event).where(Event.run_id == run_id).order_by(Event.seq)))
+
+
+def page(session: Session, since: int = 0, limit: int = 100, origin: str | None = None) -> list[Event]:
+    query = select(Event).where(Event.seq > since)
+    if origin:
+        query = query.where(Event.origin == origin)
+    return list(session.scalars(query.order_by(Event.seq).limit(limit)))

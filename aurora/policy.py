@@ -1,0 +1,139 @@
+"""The policy file (``batch8_policy.json``): load, validate, reload; answers safety questions.
+
+A :class:`PolicyStore` re-reads the file when its modification time changes (checked at most
+once a second), so an edit reaches every web and worker process without a restart. A broken
+edit is refused: the last good policy stays in force and :attr:`PolicyStore.last_error` says why.
+At start there is no last good policy, so a broken file is a :class:`PolicyError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from .errors import PolicyError
+from .resources import load_schema
+
+log = logging.getLogger(__name__)
+
+#: how often, at most, the file's modification time is looked at (seconds)
+RELOAD_CHECK_INTERVAL = 1.0
+
+
+@cache
+def _validator() -> Draft202012Validator:
+    return Draft202012Validator(load_schema("policy.schema.json"))
+
+
+def _where(error: Any) -> str:
+    parts = [str(p) for p in error.absolute_path]
+    if error.validator == "additionalProperties":
+        known = error.schema.get("properties", {})
+        unknown = [k for k in error.instance if k not in known]
+        key = ".".join([*parts, unknown[0]]) if unknown else ".".join(parts)
+        return f"{key}: unknown key (allowed: {', '.join(sorted(known))})"
+    return f"{'.'.join(parts) or '(top level)'}: {error.message}"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """One validated policy. Accessors give the safe default when a section is absent."""
+
+    data: dict[str, Any]
+    version: str
+
+    @property
+    def dry_run(self) -> bool:
+        return bool(self.data["dry_run"])
+
+    @property
+    def quorum_for_critical(self) -> int:
+        return int(self.data.get("security", {}).get("require_quorum_for_critical", 2))
+
+    @property
+    def canary_percent(self) -> int:
+        return int(self.data.get("security", {}).get("canary_percent", 10))
+
+    @property
+    def approval_timeout_seconds(self) -> float:
+        return float(self.data.get("approvals", {}).get("timeout_hours", 72)) * 3600
+
+    @property
+    def routing(self) -> dict[str, Any]:
+        return self.data.get("ki_routing", {"enabled": False, "rules": []})
+
+    def required_approvals(self, critical: bool, require_approval: bool) -> int:
+        """How many distinct approvals a run needs before it may act."""
+        if critical:
+            return max(self.quorum_for_critical, 1)
+        return 1 if require_approval else 0
+
+
+def parse_policy(text: str, source: str = "policy") -> Policy:
+    """Validate policy JSON text; raise :class:`PolicyError` naming the offending key."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PolicyError(f"{source}: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+    errors = sorted(_validator().iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        raise PolicyError(f"{source}: " + "; ".join(_where(e) for e in errors))
+    rules = data.get("ki_routing", {}).get("rules", [])
+    engines = [rule["engine"] for rule in rules]
+    if len(engines) != len(set(engines)):
+        raise PolicyError(f"{source}: ki_routing.rules: each engine may have one rule only")
+    version = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+    return Policy(data=data, version=version)
+
+
+class PolicyStore:
+    """The current policy of one process, reloaded when the file changes."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.last_error: str | None = None
+        self._lock = threading.Lock()
+        self._checked_at = 0.0
+        self._mtime = self._stat()
+        self._policy = self._read()
+
+    def _stat(self) -> float | None:
+        try:
+            return self.path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return None
+
+    def _read(self) -> Policy:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise PolicyError(f"{self.path}: cannot read the policy file: {exc.strerror}") from None
+        return parse_policy(text, str(self.path))
+
+    def current(self) -> Policy:
+        """The policy in force, re-read first if the file changed since the last look."""
+        now = time.monotonic()
+        if now - self._checked_at < RELOAD_CHECK_INTERVAL:
+            return self._policy
+        with self._lock:
+            self._checked_at = now
+            mtime = self._stat()
+            if mtime != self._mtime:
+                self._mtime = mtime
+                try:
+                    self._policy = self._read()
+                    self.last_error = None
+                    log.info("policy reloaded from %s (version %s)", self.path, self._policy.version)
+                except PolicyError as exc:
+                    self.last_error = str(exc)
+                    log.error("policy edit refused, keeping version %s: %s", self._policy.version, exc)
+        return self._policy

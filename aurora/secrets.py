@@ -1,0 +1,106 @@
+"""external_secrets.json: permission check, placeholders, environment overrides, redaction.
+
+The file is refused if group or others may read it (``chmod 600``). A value that still contains
+``PLACEHOLDER`` means "not configured". ``AURORA_SECRET_<SECTION>_<KEY>`` environment variables
+override the file (``AURORA_SECRET_MAILGUN_API_KEY``, ``AURORA_SECRET_SOCIAL_FACEBOOK_ACCESS_TOKEN``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import SecretsError
+
+PLACEHOLDER = "PLACEHOLDER"
+REDACTED = "[REDACTED]"
+ENV_PREFIX = "AURORA_SECRET_"
+#: keys whose values are not secret (they identify, they do not authenticate)
+PUBLIC_KEYS = frozenset({"domain", "from", "form_id", "page_id", "account_id", "publishable_key", "region", "base_url"})
+
+
+def _flatten(data: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    if isinstance(data, dict):
+        for key, value in data.items():
+            yield from _flatten(value, (*prefix, str(key)))
+    else:
+        yield prefix, data
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """Loaded secrets. ``get`` gives None for anything missing or still a placeholder."""
+
+    values: dict[tuple[str, ...], str] = field(default_factory=dict)
+
+    def get(self, *path: str) -> str | None:
+        value = self.values.get(tuple(path))
+        if value is None or PLACEHOLDER in value or value == "":
+            return None
+        return value
+
+    def configured(self, *path: str) -> bool:
+        return self.get(*path) is not None
+
+    def secret_values(self) -> list[str]:
+        """Every value that must never be shown, longest first."""
+        found = {v for k, v in self.values.items() if k[-1] not in PUBLIC_KEYS and v and PLACEHOLDER not in v}
+        return sorted((v for v in found if len(v) >= 4), key=len, reverse=True)
+
+    def redact(self, value: Any) -> Any:
+        """A copy of ``value`` with every secret replaced by ``[REDACTED]``."""
+        secrets = self.secret_values()
+        if not secrets:
+            return value
+        return _redact(value, secrets)
+
+
+def _redact(value: Any, secrets: list[str]) -> Any:
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret in value:
+                value = value.replace(secret, REDACTED)
+        return value
+    if isinstance(value, dict):
+        return {k: _redact(v, secrets) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redact(v, secrets) for v in value]
+    return value
+
+
+def load_secrets(path: Path, environ: dict[str, str] | None = None) -> Secrets:
+    """Read the file (if any) and apply environment overrides."""
+    env = os.environ if environ is None else environ
+    values: dict[tuple[str, ...], str] = {}
+    if path.exists():
+        mode = path.stat().st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise SecretsError(
+                f"{path} is readable by group or others (mode {stat.S_IMODE(mode):03o}); run: chmod 600 {path}"
+            )
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise SecretsError(f"{path}: cannot read secrets: {exc.__class__.__name__}") from None
+        if not isinstance(data, dict):
+            raise SecretsError(f"{path}: must be a JSON object of sections")
+        for key, value in _flatten(data):
+            if not isinstance(value, str):
+                raise SecretsError(f"{path}: {'.'.join(key)} must be a string")
+            values[key] = value
+    for name, value in env.items():
+        if name.startswith(ENV_PREFIX) and value:
+            key = tuple(name[len(ENV_PREFIX):].lower().split("_", 1))
+            # Section names hold no underscore; the rest of the name is the key path.
+            section, rest = key[0], key[1] if len(key) > 1 else ""
+            if section == "social":
+                platform, _, leaf = rest.partition("_")
+                values[(section, platform, leaf)] = value
+            else:
+                values[(section, rest)] = value
+    return Secrets(values)

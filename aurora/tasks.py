@@ -1,0 +1,39 @@
+"""Thin Celery tasks: take the run id, call the engine. All logic lives in ``engine.py``."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from sqlalchemy.exc import OperationalError
+
+from .runtime import get_runtime
+
+log = logging.getLogger(__name__)
+
+
+@shared_task(
+    name="aurora.execute_run",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    retry_backoff_max=60,
+    max_retries=10,
+)
+def execute_run(run_id: str) -> str:
+    outcome = get_runtime().engine.execute(run_id)
+    log.info("run %s: %s %s", run_id, outcome.status, outcome.detail)
+    return outcome.status
+
+
+@shared_task(name="aurora.sweep", acks_late=True)
+def sweep() -> int:
+    from .queue import enqueue
+
+    again = get_runtime().engine.sweep()
+    for run_id in again:
+        enqueue(run_id)
+    if again:
+        log.info("sweeper sent %d run(s) again", len(again))
+    return len(again)

@@ -1,0 +1,125 @@
+"""The workflows API: submit, look at, list and cancel runs; read the event log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
+
+from .. import documents, events
+from .. import runs as run_views
+from ..errors import AuroraError, DocumentSyntaxError, PermissionDenied, Problem
+from ..models import Role, RunStatus
+from ..queue import enqueue
+from .auth import ANY_ROLE, require
+
+bp = Blueprint("api", __name__)
+
+_YAML_TYPES = {"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain"}
+_JSON_TYPES = {"application/json"}
+
+
+class UnsupportedMediaType(AuroraError):
+    """Raised when a workflow is sent in a format Aurora does not read."""
+
+    code = "unsupported_media_type"
+    http_status = 415
+
+
+class BadParameter(AuroraError):
+    """Raised when a query parameter has a value Aurora cannot use."""
+
+    code = "bad_parameter"
+
+
+def _runtime() -> Any:
+    return current_app.extensions["aurora"]
+
+
+def _body() -> tuple[bytes, str]:
+    """The workflow bytes and their format (yaml or json), from any accepted content type."""
+    mimetype = request.mimetype or ""
+    if mimetype == "multipart/form-data":
+        upload = request.files.get("file")
+        if upload is None:
+            raise DocumentSyntaxError([Problem("file", "multipart body needs a file field named 'file'")])
+        filename = (upload.filename or "").lower()
+        return upload.read(), "json" if filename.endswith(".json") or upload.mimetype in _JSON_TYPES else "yaml"
+    if mimetype in _JSON_TYPES or mimetype.endswith("+json"):
+        return request.get_data(cache=False), "json"
+    if mimetype in _YAML_TYPES or mimetype.endswith("+yaml"):
+        return request.get_data(cache=False), "yaml"
+    accepted = "application/yaml, text/yaml, application/json or multipart/form-data with a 'file'"
+    raise UnsupportedMediaType(f"Content-Type {mimetype or '(none)'!r} is not accepted; send {accepted}")
+
+
+@bp.post("/workflows")
+@require(Role.SUBMITTER)
+def submit() -> tuple[Response, int, dict[str, str]]:
+    runtime = _runtime()
+    body, fmt = _body()
+    workflow = documents.load(body, fmt=fmt, max_bytes=runtime.settings.max_document_bytes)
+    run = runtime.engine.submit(workflow, g.caller.name)
+    queued = enqueue(run.id)
+    payload = {**run_views.summary(run), "document_hash": run.document_hash, "links": {"self": f"/workflows/{run.id}"}}
+    if not queued:
+        payload["warning"] = "stored, but the queue is unreachable; it will be sent again automatically"
+    return jsonify(payload), 201, {"Location": f"/workflows/{run.id}"}
+
+
+def _int_arg(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadParameter(f"{name}: {raw[:20]!r} is not an integer") from None
+    if not low <= value <= high:
+        raise BadParameter(f"{name}: must be between {low} and {high}, got {value}")
+    return value
+
+
+@bp.get("/workflows")
+@require(*ANY_ROLE)
+def listing() -> Response:
+    status = request.args.get("status")
+    if status is not None and status not in {s.value for s in RunStatus}:
+        raise BadParameter(f"status: {status[:40]!r} is not one of {', '.join(s.value for s in RunStatus)}")
+    goal = request.args.get("goal")
+    if goal is not None and goal not in documents.GOALS:
+        raise BadParameter(f"goal: {goal[:40]!r} is not one of {', '.join(sorted(documents.GOALS))}")
+    limit = _int_arg("limit", 50, 1, run_views.MAX_PAGE)
+    with _runtime().db.read() as session:
+        return jsonify(run_views.listing(session, status=status, goal=goal, name=request.args.get("name"),
+                                         limit=limit, cursor=request.args.get("cursor")))
+
+
+@bp.get("/workflows/<run_id>")
+@require(*ANY_ROLE)
+def show(run_id: str) -> Response:
+    with _runtime().db.read() as session:
+        return jsonify(run_views.detail(session, run_id))
+
+
+@bp.post("/workflows/<run_id>/cancel")
+@require(Role.SUBMITTER)
+def cancel(run_id: str) -> Response:
+    runtime = _runtime()
+    with runtime.db.read() as session:
+        current = run_views.detail(session, run_id)
+    if g.caller.role is not Role.ADMIN and current["submitted_by"] != g.caller.name:
+        raise PermissionDenied("only the submitter of a run or an admin may cancel it")
+    status = runtime.engine.cancel(run_id, g.caller.name)
+    return jsonify({"id": run_id, "status": status})
+
+
+@bp.get("/events")
+@require(*ANY_ROLE)
+def event_log() -> Response:
+    since = _int_arg("since", 0, 0, 2**62)
+    limit = _int_arg("limit", 100, 1, 1000)
+    with _runtime().db.read() as session:
+        page = events.page(session, since=since, limit=limit, origin=request.args.get("origin"))
+        items = [events.as_dict(e) for e in page]
+    return jsonify({"events": items, "last_seq": items[-1]["seq"] if items else since, "has_more": len(items) == limit})
