@@ -50,8 +50,8 @@ def broker_options(settings: Settings) -> dict[str, Any]:
     return {}
 
 
-def make_celery(settings: Settings) -> Celery:
-    app = Celery("aurora", broker=settings.broker_url, set_as_current=True)
+def make_celery(settings: Settings, set_as_current: bool = True) -> Celery:
+    app = Celery("aurora", broker=settings.broker_url, set_as_current=set_as_current)
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],

@@ -21,7 +21,8 @@ import yaml
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError, best_match
 
-from .errors import DocumentError, DocumentSyntaxError, DocumentTooLarge, Problem
+from .errors import AmountError, DocumentError, DocumentSyntaxError, DocumentTooLarge, Problem
+from .money import to_minor_units
 from .resources import load_schema
 
 #: deepest nesting of mappings and sequences a workflow may have
@@ -264,6 +265,17 @@ def _alternatives(error: ValidationError) -> list[Problem]:
     return _problems(best_match(error.context))
 
 
+def _semantic_problems(document: dict[str, Any]) -> list[Problem]:
+    """Checks a schema cannot express: an amount's precision depends on its currency."""
+    payload = document["payload"]
+    if document["goal"] == "charge":
+        try:
+            to_minor_units(payload["amount"], payload["currency"])
+        except AmountError as exc:
+            return [Problem("payload.amount", str(exc))]
+    return []
+
+
 def normalise(document: dict[str, Any]) -> dict[str, Any]:
     """The canonical form approvals are bound to: defaults filled, case-insensitive values folded."""
     doc = json.loads(json.dumps(document))
@@ -290,6 +302,8 @@ def validate(value: Any) -> Workflow:
         for problem in _problems(error):
             if problem not in problems:
                 problems.append(problem)
+    if not problems:
+        problems = _semantic_problems(value)
     if problems:
         raise DocumentError(sorted(problems, key=lambda p: (p.path, p.message)))
     document = normalise(value)

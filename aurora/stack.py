@@ -19,7 +19,7 @@ from .runtime import get_runtime
 
 def gunicorn_command(binds: Sequence[str], workers: int, threads: int = 4) -> list[str]:
     command = [sys.executable, "-m", "gunicorn", "--worker-class", "gthread",
-               "--workers", str(workers), "--threads", str(threads), "--graceful-timeout", "10"]
+               "--workers", str(workers), "--threads", str(threads), "--graceful-timeout", "10", "--no-control-socket"]
     for bind in binds:
         command += ["--bind", bind]
     return [*command, "aurora.web.wsgi:app"]

@@ -1,0 +1,286 @@
+"""Fixtures: settings on a temporary SQLite database, the Flask app and client, real Redis and
+PostgreSQL, and whole Aurora stacks started as real processes.
+
+A test that needs a service which is not there is skipped locally; with
+``AURORA_TEST_REQUIRE_SERVICES=1`` (set by ``.ci/run``) it fails instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from aurora import keys
+from aurora.config import load_settings
+from aurora.migrations import upgrade
+from aurora.models import Role
+from aurora.runtime import Runtime, set_runtime
+
+ROOT = Path(__file__).resolve().parent.parent
+REQUIRE_SERVICES = os.environ.get("AURORA_TEST_REQUIRE_SERVICES") == "1"
+
+
+def missing(why: str) -> None:
+    """Skip, or fail when CI demands every service."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"required service missing: {why}")
+    pytest.skip(why)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+# -- in-process fixtures ----------------------------------------------------------------------
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """AURORA_* settings for a private home, SQLite database and filesystem broker."""
+    policy = tmp_path / "policy.json"
+    shutil.copy(ROOT / "policy" / "batch8_policy.json", policy)
+    return {
+        "AURORA_HOME": str(tmp_path / "var"),
+        "AURORA_DATABASE_URL": f"sqlite:///{tmp_path / 'aurora.db'}",
+        "AURORA_BROKER_URL": "filesystem://",
+        "AURORA_POLICY_FILE": str(policy),
+        "AURORA_SECRETS_FILE": str(tmp_path / "secrets.json"),
+        "AURORA_NODE_NAME": "test-node",
+    }
+
+
+@pytest.fixture
+def runtime(env: dict[str, str]) -> Iterator[Runtime]:
+    rt = Runtime(load_settings(env))
+    upgrade(rt.settings.database_url)
+    set_runtime(rt)
+    yield rt
+    set_runtime(None)
+
+
+@pytest.fixture
+def app(runtime: Runtime) -> Any:
+    from aurora.web import create_app
+
+    return create_app({"TESTING": True})
+
+
+@pytest.fixture
+def client(app: Any) -> Any:
+    return app.test_client()
+
+
+@dataclass
+class Keys:
+    admin: str
+    submitter: str
+    other_submitter: str
+    approver: str
+    viewer: str
+
+    def header(self, role: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {getattr(self, role)}"}
+
+
+@pytest.fixture
+def api_keys(runtime: Runtime) -> Keys:
+    return Keys(
+        admin=keys.create(runtime.db, "admin", Role.ADMIN),
+        submitter=keys.create(runtime.db, "sam", Role.SUBMITTER),
+        other_submitter=keys.create(runtime.db, "sue", Role.SUBMITTER),
+        approver=keys.create(runtime.db, "alice", Role.APPROVER),
+        viewer=keys.create(runtime.db, "vic", Role.VIEWER),
+    )
+
+
+# -- real services ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A Redis database for this test session: the configured one, or a private server."""
+    url = os.environ.get("AURORA_TEST_REDIS_URL")
+    proc = None
+    if not url:
+        if reachable("127.0.0.1", 6379):
+            url = "redis://127.0.0.1:6379/13"
+        elif shutil.which("redis-server"):
+            port = free_port()
+            proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                     "--appendonly", "no"], stdout=subprocess.DEVNULL)
+            deadline = time.monotonic() + 10
+            while not reachable("127.0.0.1", port) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            url = f"redis://127.0.0.1:{port}/0"
+        else:
+            missing("Redis: nothing on 127.0.0.1:6379 and no redis-server binary")
+    import redis
+
+    try:
+        redis.Redis.from_url(url).flushdb()
+    except redis.RedisError as exc:
+        missing(f"Redis at {url}: {exc}")
+    yield url
+    if proc:
+        proc.terminate()
+        proc.wait()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database, dropped afterwards."""
+    import psycopg
+
+    admin_url = os.environ.get("AURORA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    name = f"aurora_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with psycopg.connect(admin_url, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.Error as exc:
+        missing(f"PostgreSQL at {admin_url}: {exc.__class__.__name__}")
+    base = admin_url.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    from aurora.db import _ENGINES
+
+    for url in [u for u in _ENGINES if u.endswith(name)]:
+        _ENGINES.pop(url).dispose()
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# -- whole stacks as real processes -----------------------------------------------------------
+
+@dataclass
+class Stack:
+    """Aurora processes started for one test; everything is stopped at teardown."""
+
+    env: dict[str, str]
+    cwd: Path
+    port: int = 0
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    logs: dict[str, Path] = field(default_factory=dict)
+    keys: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def aurora(self, *args: str, check: bool = True, **kwargs: Any) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "aurora", *args], env=self.env, cwd=self.cwd,
+                              capture_output=True, text=True, check=check, timeout=120, **kwargs)
+
+    def start(self, name: str, *args: str) -> subprocess.Popen:
+        log = self.cwd / f"{name}.log"
+        self.logs[name] = log
+        handle = open(log, "ab")  # noqa: SIM115 - closed with the process at teardown
+        proc = subprocess.Popen([sys.executable, "-m", "aurora", *args], env=self.env, cwd=self.cwd,
+                                stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs[name] = proc
+        return proc
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs.pop(name)
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        for name in list(self.procs):
+            proc = self.procs[name]
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for name in list(self.procs):
+            proc = self.procs.pop(name)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+    def log(self, name: str) -> str:
+        return self.logs[name].read_text(errors="replace") if name in self.logs else ""
+
+    def http(self, method: str, path: str, key: str = "admin", **kwargs: Any) -> requests.Response:
+        headers = kwargs.pop("headers", {})
+        if key:
+            headers.setdefault("Authorization", f"Bearer {self.keys[key]}")
+        return requests.request(method, self.url + path, headers=headers, timeout=10, **kwargs)
+
+    def wait_healthy(self, timeout: float = 60, workers: bool = True) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        body: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            try:
+                body = requests.get(self.url + "/health", timeout=2).json()
+                comps = body.get("components", {})
+                if comps.get("database", {}).get("ok") and (not workers or comps.get("workers", {}).get("ok")):
+                    return body
+            except (requests.RequestException, ValueError):
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"stack not healthy: {body}\n" + "\n".join(
+            f"--- {n}\n{self.log(n)[-3000:]}" for n in self.logs))
+
+    def wait_status(self, run_id: str, statuses: set[str], timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        run: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            run = self.http("GET", f"/workflows/{run_id}").json()
+            if run.get("status") in statuses:
+                return run
+            time.sleep(0.1)
+        raise AssertionError(f"run {run_id} is {run.get('status')}, wanted {statuses}\n" + "\n".join(
+            f"--- {n}\n{self.log(n)[-3000:]}" for n in self.logs))
+
+
+@pytest.fixture
+def make_stack(tmp_path: Path) -> Iterator[Any]:
+    """Build a stack: ``make_stack(database_url=..., broker_url=..., **extra_env)``."""
+    stacks: list[Stack] = []
+
+    def build(database_url: str | None = None, broker_url: str = "filesystem://", **extra: str) -> Stack:
+        home = tmp_path / f"stack{len(stacks)}"
+        home.mkdir()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AURORA_")}
+        env.update({
+            "AURORA_HOME": str(home / "var"),
+            "AURORA_DATABASE_URL": database_url or f"sqlite:///{home / 'aurora.db'}",
+            "AURORA_BROKER_URL": broker_url,
+            "AURORA_POLICY_FILE": str(ROOT / "policy" / "batch8_policy.json"),
+            "AURORA_SECRETS_FILE": str(home / "secrets.json"),
+            "AURORA_NODE_NAME": f"node{len(stacks)}",
+            "AURORA_CLI_CONFIG": str(home / "cli.json"),
+            "AURORA_SWEEP_INTERVAL": "0.5",
+            "PYTHONUNBUFFERED": "1",
+            **extra,
+        })
+        stack = Stack(env=env, cwd=home)
+        stacks.append(stack)
+        return stack
+
+    yield build
+    for stack in stacks:
+        stack.stop()
