@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import timedelta
 from typing import Any
@@ -22,8 +23,12 @@ def _broker(runtime: Any) -> dict[str, Any]:
     settings = runtime.settings
     if settings.embedded_broker:
         folder = settings.broker_folder / "queue"
-        ok = folder.is_dir()
-        return {"ok": ok, "kind": "filesystem", **({} if ok else {"error": f"{folder} is missing"})}
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            ok = os.access(folder, os.W_OK)
+        except OSError:
+            ok = False
+        return {"ok": ok, "kind": "filesystem", **({} if ok else {"error": "the queue folder is not writable"})}
     from kombu import Connection
 
     started = time.perf_counter()

@@ -1,0 +1,198 @@
+"""The run state machine on a real database: SQLite here, PostgreSQL in the same tests."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select, update
+
+from aurora import audit, documents
+from aurora.config import load_settings
+from aurora.engine import MAX_ATTEMPTS, Engine
+from aurora.errors import Conflict
+from aurora.migrations import upgrade
+from aurora.models import Approval, AuditRecord, Event, Run, RunStep, utcnow
+from aurora.runtime import Runtime
+
+MAIL = "name: mail\ngoal: send_email\npayload: {to: a@example.com, subject: Hi, text: Hallo}\n"
+CHARGE = 'name: pay\ngoal: charge\npayload: {customer: cus_1, amount: "9.99", currency: EUR}\n'
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request, env) -> Engine:
+    if request.param == "postgresql":
+        env = {**env, "AURORA_DATABASE_URL": request.getfixturevalue("postgres_url")}
+    rt = Runtime(load_settings(env))
+    upgrade(rt.settings.database_url)
+    return rt.engine
+
+
+def count(engine: Engine, model, *where) -> int:
+    with engine.db.read() as session:
+        return session.scalar(select(func.count()).select_from(model).where(*where))
+
+
+def run_of(engine: Engine, run_id: str) -> Run:
+    with engine.db.read() as session:
+        return session.scalar(select(Run).where(Run.id == run_id))
+
+
+def event_types(engine: Engine, run_id: str) -> list[str]:
+    with engine.db.read() as session:
+        return list(session.scalars(select(Event.type).where(Event.run_id == run_id).order_by(Event.seq)))
+
+
+def test_a_mail_run_goes_queued_running_succeeded_with_events_and_audit(engine: Engine) -> None:
+    run = engine.submit(documents.load(MAIL), "sam")
+    assert run.status == "queued"
+    outcome = engine.execute(run.id)
+    assert outcome.status == "succeeded"
+    stored = run_of(engine, run.id)
+    assert stored.result["dry_run"] is True and stored.result["msg"] == "Simulated mail send"
+    assert stored.result["request"]["form"]["to"] == ["a@example.com"]
+    assert event_types(engine, run.id) == ["run.queued", "run.running", "run.succeeded"]
+    assert count(engine, AuditRecord, AuditRecord.run_id == run.id) == 1
+    with engine.db.read() as session:
+        record = session.scalar(select(AuditRecord).where(AuditRecord.run_id == run.id))
+        assert record.mode == "simulated" and record.reason == "policy: dry_run is true"
+        assert audit.verify(session.scalars(select(AuditRecord).order_by(AuditRecord.pk)))[0]
+
+
+def test_executing_again_never_repeats_a_step(engine: Engine) -> None:
+    run = engine.submit(documents.load(MAIL), "sam")
+    engine.execute(run.id)
+    again = engine.execute(run.id)
+    assert again.status == "succeeded" and "not claimable" in again.detail
+    assert count(engine, AuditRecord, AuditRecord.run_id == run.id) == 1
+
+
+def test_concurrent_duplicate_deliveries_act_once(engine: Engine) -> None:
+    run = engine.submit(documents.load(MAIL), "sam")
+    outcomes = []
+    threads = [threading.Thread(target=lambda: outcomes.append(engine.execute(run.id))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # One thread acts; the others find the run held or already finished.
+    assert {o.status for o in outcomes} <= {"running", "succeeded"} and len(outcomes) == 4
+    assert count(engine, AuditRecord, AuditRecord.run_id == run.id) == 1
+    assert event_types(engine, run.id).count("run.succeeded") == 1
+    assert event_types(engine, run.id).count("run.running") == 1
+
+
+def test_critical_runs_wait_for_a_quorum_then_act(engine: Engine) -> None:
+    run = engine.submit(documents.load(CHARGE), "sam")
+    assert engine.execute(run.id).status == "awaiting_approval"
+    stored = run_of(engine, run.id)
+    assert stored.approvals_required == 2 and stored.gate_deadline is not None
+    assert count(engine, AuditRecord, AuditRecord.run_id == run.id) == 0
+    with engine.db.write() as session:
+        for voter in ("sam", "alice", "bob"):  # the submitter's own vote never counts
+            session.add(Approval(run_id=run.id, voter=voter, decision="approve", channel="api",
+                                 document_hash=stored.document_hash))
+        session.execute(update(Run).where(Run.id == run.id).values(status="queued"))
+    assert engine.execute(run.id).status == "succeeded"
+    assert run_of(engine, run.id).result["request"]["form"]["amount"] == 999
+
+
+def test_a_rejection_ends_the_run_without_acting(engine: Engine) -> None:
+    run = engine.submit(documents.load(CHARGE), "sam")
+    engine.execute(run.id)
+    with engine.db.write() as session:
+        session.add(Approval(run_id=run.id, voter="alice", decision="reject", channel="api",
+                             document_hash=run.document_hash))
+        session.execute(update(Run).where(Run.id == run.id).values(status="queued"))
+    assert engine.execute(run.id).status == "rejected"
+    assert count(engine, AuditRecord, AuditRecord.run_id == run.id) == 0
+
+
+def test_cancel_before_acting_and_conflict_after(engine: Engine) -> None:
+    run = engine.submit(documents.load(MAIL), "sam")
+    assert engine.cancel(run.id, "sam") == "cancelled"
+    assert engine.execute(run.id).status == "cancelled"
+    assert count(engine, AuditRecord, AuditRecord.run_id == run.id) == 0
+    done = engine.submit(documents.load(MAIL), "sam")
+    engine.execute(done.id)
+    with pytest.raises(Conflict, match="succeeded"):
+        engine.cancel(done.id, "sam")
+
+
+def test_a_running_run_cannot_be_cancelled_once_it_acts(engine: Engine) -> None:
+    run = engine.submit(documents.load(MAIL), "sam")
+    with engine.db.write() as session:
+        session.execute(update(Run).where(Run.id == run.id).values(
+            status="running", step="act", lease_owner="w", lease_expires_at=utcnow() + timedelta(minutes=1)))
+    with pytest.raises(Conflict, match="carrying out its action"):
+        engine.cancel(run.id, "sam")
+
+
+def test_sweeper_reclaims_a_lapsed_lease_and_the_run_finishes_once(engine: Engine) -> None:
+    run = engine.submit(documents.load(MAIL), "sam")
+    # A worker claimed it, began the act step and died: its lease lapsed.
+    with engine.db.write() as session:
+        session.execute(update(Run).where(Run.id == run.id).values(
+            status="running", step="act", attempts=1, lease_owner="dead",
+            lease_expires_at=utcnow() - timedelta(seconds=1)))
+        session.add(RunStep(run_id=run.id, step="act", status="started"))
+    assert engine.sweep() == [run.id]
+    assert run_of(engine, run.id).status == "queued"
+    assert engine.sweep() == []
+    assert engine.execute(run.id).status == "succeeded"
+    assert run_of(engine, run.id).attempts == 2
+    assert count(engine, AuditRecord, AuditRecord.run_id == run.id) == 1
+
+
+def test_a_live_lease_is_not_taken_over(engine: Engine) -> None:
+    run = engine.submit(documents.load(MAIL), "sam")
+    with engine.db.write() as session:
+        session.execute(update(Run).where(Run.id == run.id).values(
+            status="running", lease_owner="busy", lease_expires_at=utcnow() + timedelta(minutes=1)))
+    assert engine.execute(run.id).status == "running"
+    assert engine.sweep() == []
+
+
+def test_sweeper_resends_forgotten_queued_runs_and_expires_gates(engine: Engine) -> None:
+    lost = engine.submit(documents.load(MAIL), "sam")
+    waiting = engine.submit(documents.load(CHARGE), "sam")
+    engine.execute(waiting.id)
+    with engine.db.write() as session:
+        session.execute(update(Run).where(Run.id == lost.id).values(enqueued_at=utcnow() - timedelta(hours=1)))
+        session.execute(update(Run).where(Run.id == waiting.id).values(gate_deadline=utcnow() - timedelta(seconds=1)))
+    assert engine.sweep() == [lost.id]
+    assert run_of(engine, waiting.id).status == "expired"
+    assert "run.requeued" in event_types(engine, lost.id)
+
+
+def test_a_run_that_keeps_crashing_is_failed_not_looped(engine: Engine) -> None:
+    run = engine.submit(documents.load(MAIL), "sam")
+    with engine.db.write() as session:
+        session.execute(update(Run).where(Run.id == run.id).values(attempts=MAX_ATTEMPTS))
+    assert engine.execute(run.id).status == "failed"
+    assert run_of(engine, run.id).error["type"] == "too_many_attempts"
+
+
+def test_analyse_routes_then_asks_the_chosen_engine(engine: Engine) -> None:
+    run = engine.submit(documents.load("name: a\ngoal: analyse\npayload: {text: Recherchiere Studien zu PBM}"), "sam")
+    engine.execute(run.id)
+    stored = run_of(engine, run.id)
+    assert stored.result["request"]["url"].startswith("https://api.perplexity.ai")
+    with engine.db.read() as session:
+        step = session.scalar(select(RunStep).where(RunStep.run_id == run.id, RunStep.step == "route"))
+        assert step.result["engine"] == "perplexity"
+
+
+def test_event_sequence_is_monotonic_and_audit_chain_detects_tampering(engine: Engine) -> None:
+    for _ in range(3):
+        engine.execute(engine.submit(documents.load(MAIL), "sam").id)
+    with engine.db.read() as session:
+        rows = list(session.execute(select(Event.seq, Event.created_at).order_by(Event.seq)))
+        assert [r.created_at for r in rows] == sorted(r.created_at for r in rows)
+    with engine.db.write() as session:
+        first = session.scalar(select(AuditRecord).order_by(AuditRecord.pk).limit(1))
+        first.reason = "edited"
+    with engine.db.read() as session:
+        intact, bad_pk, _ = audit.verify(session.scalars(select(AuditRecord).order_by(AuditRecord.pk)))
+        assert not intact and bad_pk == first.pk
