@@ -1,0 +1,164 @@
+"""End to end: real gunicorn, real Celery worker and beat processes, real brokers and databases."""
+
+from __future__ import annotations
+
+import json
+import re
+import stat
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import ROOT, free_port
+
+EXAMPLES = {
+    "send_report": "succeeded",
+    "intelligent_analysis": "succeeded",
+    "post_instagram": "awaiting_approval",
+    "charge_invoice": "awaiting_approval",
+}
+EXIT = {"succeeded": 0, "awaiting_approval": 3}
+
+
+def test_aurora_up_on_embedded_defaults_runs_every_example(make_stack) -> None:
+    stack = make_stack()
+    ports = [free_port(), free_port()]
+    stack.port = ports[0]
+    stack.start("up", "up", "--port", str(ports[0]), "--port", str(ports[1]), "--web-workers", "1")
+    deadline = time.monotonic() + 60
+    while "AURORA_TOKEN=" not in stack.log("up") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    match = re.search(r"AURORA_TOKEN=(aur_\S+)", stack.log("up"))
+    assert match, stack.log("up")
+    stack.keys["admin"] = match.group(1)
+    health = stack.wait_healthy()
+    assert health["components"]["database"]["kind"] == "sqlite"
+    assert health["components"]["broker"]["kind"] == "filesystem"
+    second = requests.get(f"http://127.0.0.1:{ports[1]}/health", timeout=5).json()
+    assert second["node"] == health["node"]
+
+    config = Path(stack.env["AURORA_CLI_CONFIG"])
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    assert json.loads(config.read_text())["token"] == stack.keys["admin"]
+
+    # The CLI finds URL and key in the config file that `up` wrote.
+    for name, final in EXAMPLES.items():
+        done = stack.aurora("submit", str(ROOT / "workflows" / f"{name}.yaml"), "--wait", "--timeout", "60",
+                            check=False)
+        assert done.returncode == EXIT[final], done.stderr + done.stdout
+        result = json.loads(done.stdout)
+        assert result["status"] == final
+        if final == "succeeded":
+            assert result["result"]["dry_run"] is True
+        assert f"{name}: {final}" in done.stderr
+
+    listed = stack.aurora("list", "--limit", "10").stdout
+    assert len(listed.strip().splitlines()) == 4
+    waiting = stack.aurora("list", "--status", "awaiting_approval").stdout.split()[0]
+    assert json.loads(stack.aurora("cancel", waiting).stdout)["status"] == "cancelled"
+    assert json.loads(stack.aurora("status", waiting).stdout)["timeline"][-1]["type"] == "run.cancelled"
+
+    key = stack.aurora("keys", "create", "reporter", "--role", "viewer").stdout
+    assert re.fullmatch(r"aur_[0-9a-f]{12}_\S+\n", key)
+    viewer = requests.get(stack.url + "/workflows", headers={"Authorization": f"Bearer {key.strip()}"}, timeout=5)
+    assert viewer.status_code == 200
+    bad = stack.aurora("submit", str(ROOT / "README.md"), check=False)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+@pytest.fixture
+def redis_stack(make_stack, redis_url, postgres_url):
+    def build(database_url: str | None = None, workers: int = 1, **extra: str):
+        stack = make_stack(database_url=database_url, broker_url=redis_url, **extra)
+        stack.port = free_port()
+        stack.aurora("db", "upgrade")
+        stack.keys["admin"] = stack.aurora("keys", "create", "admin", "--role", "admin").stdout.strip()
+        stack.keys["submitter"] = stack.aurora("keys", "create", "sam", "--role", "submitter").stdout.strip()
+        stack.start("web", "serve", "--port", str(stack.port), "--workers", "1")
+        for i in range(workers):
+            stack.start(f"worker{i}", "worker", "-c", "2")
+        stack.start("beat", "beat")
+        stack.wait_healthy()
+        return stack
+
+    import redis
+
+    redis.Redis.from_url(redis_url).flushdb()
+    return build
+
+
+def submit(stack, name: str) -> str:
+    body = (ROOT / "workflows" / f"{name}.yaml").read_bytes()
+    response = stack.http("POST", "/workflows", key="submitter", data=body,
+                          headers={"Content-Type": "application/yaml"})
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def test_redis_and_postgresql_stack_runs_every_example(redis_stack, postgres_url) -> None:
+    stack = redis_stack(database_url=postgres_url, workers=2)
+    health = stack.http("GET", "/health", key="").json()
+    assert health["components"]["database"]["kind"] == "postgresql"
+    assert health["components"]["broker"]["kind"] == "redis"
+    assert health["components"]["workers"]["seen"] == 2
+    ids = {name: submit(stack, name) for name in EXAMPLES for _ in range(3)}
+    for name, run_id in ids.items():
+        run = stack.wait_status(run_id, {EXAMPLES[name]})
+        assert [e["type"] for e in run["timeline"]].count("run.running") == 1
+    events = stack.http("GET", "/events?limit=1000").json()["events"]
+    assert [e["seq"] for e in events] == sorted(e["seq"] for e in events)
+    assert {e["origin"] for e in events} == {stack.env["AURORA_NODE_NAME"]}
+
+
+def test_a_worker_killed_mid_run_is_recovered_and_the_run_finishes_once(redis_stack) -> None:
+    stack = redis_stack(AURORA_SIMULATED_LATENCY_MS="4000", AURORA_LEASE_SECONDS="2")
+    run_id = submit(stack, "send_report")
+    run = stack.wait_status(run_id, {"running"})
+    deadline = time.monotonic() + 20
+    while run.get("step") != "act" and time.monotonic() < deadline:
+        run = stack.http("GET", f"/workflows/{run_id}").json()
+    assert run["step"] == "act" and run["status"] == "running"
+    stack.kill("worker0")  # SIGKILL to the whole worker: main process and its children
+    stack.start("worker1", "worker", "-c", "1")
+    run = stack.wait_status(run_id, {"succeeded", "failed"}, timeout=90)
+    assert run["status"] == "succeeded", run
+    types = [e["type"] for e in run["timeline"]]
+    assert types.count("run.succeeded") == 1
+    assert types.count("run.running") == 2  # the killed attempt and the one that finished
+    assert run["attempts"] == 2
+    reclaimed = [e for e in run["timeline"] if e["type"] == "run.queued" and "lease" in e["data"].get("reason", "")]
+    assert len(reclaimed) == 1
+
+
+def test_duplicate_messages_never_run_a_step_twice(redis_stack) -> None:
+    stack = redis_stack()
+    run_id = submit(stack, "send_report")
+    from celery import Celery
+
+    producer = Celery(broker=stack.env["AURORA_BROKER_URL"], set_as_current=False)
+    for _ in range(3):
+        producer.send_task("aurora.execute_run", args=[run_id], queue="aurora")
+    stack.wait_status(run_id, {"succeeded"})
+    time.sleep(1.5)  # let the duplicates arrive and be refused
+    run = stack.http("GET", f"/workflows/{run_id}").json()
+    types = [e["type"] for e in run["timeline"]]
+    assert types.count("run.running") == 1 and types.count("run.succeeded") == 1
+    assert run["attempts"] == 1
+
+
+def test_submit_while_the_broker_is_down_loses_nothing(client, api_keys, runtime) -> None:
+    from dataclasses import replace
+
+    from aurora.runtime import set_runtime
+
+    port = free_port()  # nothing listens here
+    runtime.settings = replace(runtime.settings, broker_url=f"redis://127.0.0.1:{port}/0")
+    set_runtime(runtime)
+    body = (ROOT / "workflows" / "send_report.yaml").read_bytes()
+    response = client.post("/workflows", data=body, headers={"Content-Type": "application/yaml",
+                                                             **api_keys.header("submitter")})
+    assert response.status_code == 201
+    assert "sent again automatically" in response.json["warning"]
+    run = client.get(f"/workflows/{response.json['id']}", headers=api_keys.header("viewer")).json
+    assert run["status"] == "queued"
