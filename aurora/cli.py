@@ -10,9 +10,8 @@ from typing import Any
 
 import click
 
-from . import __version__, documents
-from .client import Client, ClientError
-from .errors import AuroraError
+from . import __version__
+from .errors import AuroraError, ClientError
 
 FINAL = {"succeeded", "failed", "rejected", "expired", "cancelled"}
 EXIT_CODES = {"succeeded": 0, "awaiting_approval": 3}
@@ -24,7 +23,9 @@ def _runtime() -> Any:
     return get_runtime()
 
 
-def _client() -> Client:
+def _client() -> Any:
+    from .client import Client
+
     return Client.from_environment()
 
 
@@ -67,16 +68,22 @@ def main() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", "ports", multiple=True, type=int, default=[9292, 9195], show_default=True,
               help="Port to listen on (repeat for several; the seed uses 9292 and 9195).")
-@click.option("--web-workers", default=2, show_default=True, help="gunicorn worker processes.")
+@click.option("--web-workers", default=1, show_default=True, help="gunicorn worker processes (8 threads each).")
 def up(host: str, ports: tuple[int, ...], web_workers: int) -> None:
     """Migrate the database and start web, worker and beat; Ctrl-C stops all of them."""
-    from .stack import gunicorn_command, prepare, run_stack
+    import subprocess
 
-    runtime = _runtime()
-    settings = runtime.settings
-    runtime.policies.current()
+    from .config import load_settings
+    from .stack import gunicorn_command, run_stack
+
+    settings = load_settings()
     url = f"http://{host}:{ports[0]}"
-    key = prepare(settings, url)
+    # Migrations and the first key run in a child, so this supervisor stays small while it waits.
+    prepared = subprocess.run([sys.executable, "-m", "aurora", "bootstrap", "--url", url],
+                              stdout=subprocess.PIPE, text=True)
+    if prepared.returncode:
+        sys.exit(prepared.returncode)
+    key = prepared.stdout.strip()
     if key:
         click.echo("Aurora's first admin API key (shown once; also saved for this user's CLI):")
         click.echo(f"  {key}")
@@ -86,11 +93,24 @@ def up(host: str, ports: tuple[int, ...], web_workers: int) -> None:
     click.echo(f"  database {settings.database_url.split('@')[-1]}, broker {settings.broker_url.split('@')[-1]}")
     python = sys.executable
     code = run_stack({
-        "web": gunicorn_command([f"{host}:{p}" for p in ports], web_workers),
+        "web": gunicorn_command([f"{host}:{p}" for p in ports], web_workers, threads=8),
         "worker": [python, "-m", "aurora", "worker"],
         "beat": [python, "-m", "aurora", "beat"],
     })
     sys.exit(code)
+
+
+@main.command()
+@click.option("--url", default="http://127.0.0.1:9292", show_default=True, help="URL the CLI should use.")
+def bootstrap(url: str) -> None:
+    """Migrate the database; on first start make an admin key, save it for the CLI and print it."""
+    from .stack import prepare
+
+    runtime = _runtime()
+    runtime.policies.current()
+    key = prepare(runtime.settings, url)
+    if key:
+        click.echo(key)
 
 
 @main.command()
@@ -195,6 +215,8 @@ def keys_revoke(name: str) -> None:
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 def validate(files: tuple[Path, ...]) -> None:
     """Check workflow files locally, without a server."""
+    from . import documents
+
     bad = 0
     for path in files:
         try:

@@ -11,20 +11,9 @@ from typing import Any
 
 import requests
 
-from .errors import AuroraError
+from .errors import ClientError
 
 DEFAULT_URL = "http://127.0.0.1:9292"
-
-
-class ClientError(AuroraError):
-    """Raised when the server answers with an error or cannot be reached."""
-
-    code = "client_error"
-
-    def __init__(self, message: str, status: int | None = None, body: dict[str, Any] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.body = body or {}
 
 
 def config_path() -> Path:

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 #: a run claimed this many times without finishing is failed instead of tried again
 MAX_ATTEMPTS = 5
+_INSERT_RUN = Run.__table__.insert()
 #: statuses from which a cancel is accepted (``running`` only until the act step begins)
 CANCELLABLE = (RunStatus.QUEUED, RunStatus.AWAITING_APPROVAL, RunStatus.RUNNING)
 
@@ -122,7 +123,8 @@ class Engine:
             enqueued_at=now,
         )
         with self.db.write() as session:
-            session.add(run)
+            columns = {c.key: getattr(run, c.key) for c in Run.__table__.columns if c.key != "pk"}
+            session.connection().execute(_INSERT_RUN, {k: v for k, v in columns.items() if v is not None})
             events.append(self.db, session, self.node, "run.queued",
                           {"name": run.name, "goal": run.goal, "submitted_by": submitter}, run_id=run.id, at=now)
         return run

@@ -11,6 +11,7 @@
     │   └── PermissionDenied   the key is valid but its role may not do this
     ├── NotFound               a run, key or other record does not exist
     ├── Conflict               the request is valid but the record's state forbids it now
+    ├── ClientError            the CLI got an error answer from the server, or none
     └── AdapterError           an adapter call could not be made or failed
         └── AmountError        a money amount cannot be represented exactly in its currency
 """
@@ -115,3 +116,14 @@ class AmountError(AdapterError):
     """Raised when an amount is a float, malformed, or too precise for its currency."""
 
     code = "invalid_amount"
+
+
+class ClientError(AuroraError):
+    """Raised when the server answers the CLI with an error or cannot be reached."""
+
+    code = "client_error"
+
+    def __init__(self, message: str, status: int | None = None, body: dict | None = None):
+        super().__init__(message)
+        self.status = status
+        self.body = body or {}

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from .db import Database
 from .models import Event, utcnow
 
+_INSERT = Event.__table__.insert()
 #: advisory lock key that orders event appends on PostgreSQL ("AURORA_EV")
 EVENT_LOCK_KEY = 0x4155524F52415F45
 
@@ -29,12 +30,13 @@ def append(
     data: dict[str, Any],
     run_id: str | None = None,
     at: datetime | None = None,
-) -> Event:
+) -> dict[str, Any]:
     """Add one event to the session's transaction (it commits or rolls back with it)."""
     db.lock(session, EVENT_LOCK_KEY)
-    event = Event(id=str(uuid.uuid4()), origin=origin, type=type_, run_id=run_id, data=data, created_at=at or utcnow())
-    session.add(event)
-    return event
+    values = {"id": str(uuid.uuid4()), "origin": origin, "type": type_, "run_id": run_id, "data": data,
+              "created_at": at or utcnow()}
+    session.connection().execute(_INSERT, values)
+    return values
 
 
 def as_dict(event: Event) -> dict[str, Any]:

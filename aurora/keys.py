@@ -12,13 +12,15 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from .db import Database
 from .errors import AuthError, Conflict, NotFound, PermissionDenied
 from .models import ApiKey, Role, utcnow
 
 PREFIX = "aur_"
+_BY_KEY_ID = select(ApiKey.name, ApiKey.role, ApiKey.key_hash, ApiKey.revoked_at).where(
+    ApiKey.key_id == bindparam("key_id"))
 
 
 @dataclass(frozen=True)
@@ -56,8 +58,8 @@ def authenticate(db: Database, key: str | None) -> Caller:
     parts = key.split("_")
     if len(parts) < 3 or not key.startswith(PREFIX):
         raise AuthError("invalid API key")
-    with db.read() as session:
-        row = session.scalar(select(ApiKey).where(ApiKey.key_id == parts[1]))
+    with db.engine.connect() as connection:
+        row = connection.execute(_BY_KEY_ID, {"key_id": parts[1]}).one_or_none()
         # Compare even when the row is missing, so timing does not reveal which key ids exist.
         expected = row.key_hash if row is not None else _hash("")
         valid = hmac.compare_digest(expected, _hash(key)) and row is not None

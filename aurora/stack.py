@@ -9,12 +9,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from . import keys
-from .client import write_config
 from .config import Settings
-from .migrations import upgrade
-from .models import Role
-from .runtime import get_runtime
 
 
 def gunicorn_command(binds: Sequence[str], workers: int, threads: int = 4) -> list[str]:
@@ -27,6 +22,12 @@ def gunicorn_command(binds: Sequence[str], workers: int, threads: int = 4) -> li
 
 def prepare(settings: Settings, url: str) -> str | None:
     """Migrate the database; on first start make an admin key, store it for the CLI, return it."""
+    from . import keys
+    from .client import write_config
+    from .migrations import upgrade
+    from .models import Role
+    from .runtime import get_runtime
+
     settings.home.mkdir(parents=True, exist_ok=True)
     upgrade(settings.database_url)
     db = get_runtime().db
