@@ -19,6 +19,9 @@ from .models import AuditRecord, utcnow
 
 #: the ``prev_hash`` of the first record
 GENESIS = "0" * 64
+_TABLE = AuditRecord.__table__
+_INSERT = _TABLE.insert()
+_LAST_HASH = select(_TABLE.c.hash).order_by(_TABLE.c.pk.desc()).limit(1)
 #: advisory lock key that serialises appends on PostgreSQL ("AURORA_AU")
 AUDIT_LOCK_KEY = 0x4155524F52415F41
 
@@ -43,20 +46,20 @@ def record_hash(prev_hash: str, record: AuditRecord) -> str:
     return hashlib.sha256((prev_hash + canonical).encode("utf-8")).hexdigest()
 
 
-def append(db: Database, session: Session, **fields: Any) -> AuditRecord:
-    """Add one record, chained to the newest one, to the session's transaction.
+def append(db: Database, session: Session, **fields: Any) -> dict[str, Any]:
+    """Add one record, chained to the newest one, to the session's transaction; return its values.
 
     ``fields`` must already be redacted: nothing here knows what a secret looks like.
     """
     db.lock(session, AUDIT_LOCK_KEY)
-    prev = session.scalar(select(AuditRecord.hash).order_by(AuditRecord.pk.desc()).limit(1)) or GENESIS
+    conn = session.connection()
+    prev = conn.execute(_LAST_HASH).scalar() or GENESIS
     fields.setdefault("created_at", utcnow())
     fields["duration_ms"] = round(float(fields.get("duration_ms", 0.0)), 3)
-    record = AuditRecord(prev_hash=prev, hash="", **fields)
-    record.hash = record_hash(prev, record)
-    session.add(record)
-    session.flush()
-    return record
+    fields["prev_hash"] = prev
+    fields["hash"] = record_hash(prev, AuditRecord(**fields))
+    fields["pk"] = conn.execute(_INSERT, fields).inserted_primary_key[0]
+    return fields
 
 
 def verify(records: Iterable[AuditRecord]) -> tuple[bool, int | None, str]:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from . import audit, events, gates
@@ -44,7 +44,9 @@ log = logging.getLogger(__name__)
 
 #: a run claimed this many times without finishing is failed instead of tried again
 MAX_ATTEMPTS = 5
-_INSERT_RUN = Run.__table__.insert()
+RUNS = Run.__table__
+STEPS = RunStep.__table__
+_INSERT_RUN = RUNS.insert()
 #: statuses from which a cancel is accepted (``running`` only until the act step begins)
 CANCELLABLE = (RunStatus.QUEUED, RunStatus.AWAITING_APPROVAL, RunStatus.RUNNING)
 
@@ -89,15 +91,15 @@ class Engine:
     ) -> bool:
         """Compare-and-set the run's status; append ``run.<to>`` if it moved."""
         now = utcnow()
-        condition = and_(Run.id == run_id, Run.status.in_([s.value for s in from_statuses]))
+        condition = and_(RUNS.c.id == run_id, RUNS.c.status.in_([s.value for s in from_statuses]))
         if where is not None:
             condition = and_(condition, where)
         if to.final:
             fields.setdefault("finished_at", now)
             fields.setdefault("lease_owner", None)
             fields.setdefault("lease_expires_at", None)
-        moved = session.execute(
-            update(Run).where(condition).values(status=to.value, updated_at=now, **fields)
+        moved = session.connection().execute(
+            update(RUNS).where(condition).values(status=to.value, updated_at=now, **fields)
         ).rowcount
         if moved:
             events.append(self.db, session, self.node, f"run.{to.value}", event_data or {}, run_id=run_id, at=now)
@@ -135,7 +137,7 @@ class Engine:
             run = session.scalar(select(Run).where(Run.id == run_id))
             if run is None:
                 raise NotFound(f"no run {run_id}")
-            not_acting = or_(Run.step.is_(None), Run.step != "act")
+            not_acting = or_(RUNS.c.step.is_(None), RUNS.c.step != "act")
             if self._transition(session, run_id, CANCELLABLE, RunStatus.CANCELLED, {"by": by}, where=not_acting):
                 return RunStatus.CANCELLED.value
             session.refresh(run)
@@ -168,27 +170,28 @@ class Engine:
                 result, error = None, {"type": "internal_error", "message": exc.__class__.__name__}
         return self._finish(run, owner, adapter.name, adapter.operation, ctx, payload, result, error)
 
-    def _claim(self, run_id: str, owner: str, policy: Policy) -> tuple[Run, dict[str, Any]] | Outcome | None:
+    def _claim(self, run_id: str, owner: str, policy: Policy) -> tuple[Any, dict[str, Any]] | Outcome | None:
         """Take the lease, run route and gate, and mark the act step begun, in one transaction."""
         now = utcnow()
         lease_until = now + timedelta(seconds=self.settings.lease_seconds)
         with self.db.write() as session:
-            run = session.scalar(select(Run).where(Run.id == run_id))
-            if run is None:
-                return None
+            conn = session.connection()
             claimable = or_(
-                Run.status == RunStatus.QUEUED.value,
-                and_(Run.status == RunStatus.RUNNING.value, Run.lease_expires_at < now),
+                RUNS.c.status == RunStatus.QUEUED.value,
+                and_(RUNS.c.status == RunStatus.RUNNING.value, RUNS.c.lease_expires_at < now),
             )
-            claimed = session.execute(
-                update(Run).where(Run.id == run_id, claimable).values(
-                    status=RunStatus.RUNNING.value, lease_owner=owner, lease_expires_at=lease_until,
-                    attempts=Run.attempts + 1, started_at=run.started_at or now, updated_at=now,
-                )
-            ).rowcount
-            if not claimed:
-                return Outcome(run_id, run.status, "not claimable: already finished, waiting or held by another worker")
-            session.refresh(run)
+            # step is set to "act" now; a gate that stops the run below sets it back to "gate".
+            run = conn.execute(
+                update(RUNS).where(RUNS.c.id == run_id, claimable).values(
+                    status=RunStatus.RUNNING.value, lease_owner=owner, lease_expires_at=lease_until, step="act",
+                    attempts=RUNS.c.attempts + 1, started_at=func.coalesce(RUNS.c.started_at, now), updated_at=now,
+                ).returning(*RUNS.c)
+            ).one_or_none()
+            if run is None:
+                status = conn.execute(select(RUNS.c.status).where(RUNS.c.id == run_id)).scalar()
+                if status is None:
+                    return None
+                return Outcome(run_id, status, "not claimable: already finished, waiting or held by another worker")
             events.append(self.db, session, self.node, "run.running",
                           {"attempt": run.attempts, "worker": owner.rsplit(":", 1)[0]}, run_id=run_id, at=now)
             if run.attempts > MAX_ATTEMPTS:
@@ -196,20 +199,26 @@ class Engine:
                                  {"error": "gave up"}, error={"type": "too_many_attempts",
                                                                "message": f"gave up after {MAX_ATTEMPTS} attempts"})
                 return Outcome(run_id, RunStatus.FAILED.value, "too many attempts")
-            steps = {s.step: s for s in session.scalars(select(RunStep).where(RunStep.run_id == run_id))}
+            # A first attempt has no steps yet; later ones resume after what is done.
+            steps: dict[str, Any] = {} if run.attempts == 1 else {
+                row.step: row for row in conn.execute(select(STEPS).where(STEPS.c.run_id == run_id))}
             payload = dict(run.document["payload"])
-            routed = self._route_step(session, run, steps, policy)
+            pending: list[dict[str, Any]] = []
+            routed = self._route_step(run, steps, policy, pending)
             if "engine" in routed:
                 payload["engine"] = routed["engine"]
             verdict = self._gate(session, run, policy, now)
+            self._record_steps(session, run_id, steps, pending)
             if verdict is not None:
                 return verdict
-            self._step(session, steps, run_id, "gate", "done", {"state": "open"})
-            self._step(session, steps, run_id, "act", "started", None, attempt=run.attempts)
-            run.step = "act"
+            self._record_steps(session, run_id, steps, [
+                {"step": "gate", "status": "done", "result": {"state": "open"}},
+                {"step": "act", "status": "started", "result": None, "attempt": run.attempts},
+            ])
             return run, payload
 
-    def _route_step(self, session: Session, run: Run, steps: dict[str, RunStep], policy: Policy) -> dict[str, Any]:
+    def _route_step(self, run: Any, steps: dict[str, Any], policy: Policy,
+                    pending: list[dict[str, Any]]) -> dict[str, Any]:
         done = steps.get("route")
         if done is not None and done.status == "done":
             return done.result or {}
@@ -222,11 +231,10 @@ class Engine:
                 result = {"engine": decision.target, "decision": decision.as_dict()}
         else:
             result = {"adapter": BY_GOAL[run.goal].name}
-        self._step(session, steps, run.id, "route", "done", result)
-        run.step = "route"
+        pending.append({"step": "route", "status": "done", "result": result})
         return result
 
-    def _gate(self, session: Session, run: Run, policy: Policy, now: datetime) -> Outcome | None:
+    def _gate(self, session: Session, run: Any, policy: Policy, now: datetime) -> Outcome | None:
         """None if the run may act; otherwise the outcome that stops it here."""
         required = policy.required_approvals(run.goal in CRITICAL_GOALS, bool(run.document["payload"].get("require_approval")))
         if required == 0:
@@ -240,7 +248,7 @@ class Engine:
             return None
         if decision.state is gates.GateState.REJECTED:
             self._transition(session, run.id, (RunStatus.RUNNING,), RunStatus.REJECTED, decision.as_dict(),
-                             approvals_required=required)
+                             approvals_required=required, step="gate")
             return Outcome(run.id, RunStatus.REJECTED.value, f"rejected by {decision.rejected_by}")
         deadline = run.gate_deadline or now + timedelta(seconds=policy.approval_timeout_seconds)
         self._transition(session, run.id, (RunStatus.RUNNING,), RunStatus.AWAITING_APPROVAL,
@@ -250,19 +258,22 @@ class Engine:
         return Outcome(run.id, RunStatus.AWAITING_APPROVAL.value, f"{decision.missing} approval(s) missing")
 
     @staticmethod
-    def _step(session: Session, steps: dict[str, RunStep], run_id: str, name: str, status: str,
-              result: dict[str, Any] | None, attempt: int = 1) -> None:
+    def _record_steps(session: Session, run_id: str, steps: dict[str, Any], records: list[dict[str, Any]]) -> None:
+        """Insert new steps in one statement; update those an earlier attempt left behind."""
         now = utcnow()
-        step = steps.get(name)
-        if step is None:
-            step = RunStep(run_id=run_id, step=name, status=status, result=result, attempt=attempt, started_at=now)
-            session.add(step)
-            steps[name] = step
-        else:
-            step.status, step.result, step.attempt = status, result, attempt
-        step.finished_at = now if status == "done" else None
+        new = []
+        for record in records:
+            values = {"attempt": 1, **record, "finished_at": now if record["status"] == "done" else None}
+            if record["step"] in steps:
+                session.connection().execute(update(STEPS).where(
+                    STEPS.c.run_id == run_id, STEPS.c.step == record["step"]).values(**values))
+            else:
+                new.append({"run_id": run_id, "started_at": now, **values})
+            steps[record["step"]] = True
+        if new:
+            session.connection().execute(insert(STEPS), new)
 
-    def _finish(self, run: Run, owner: str, adapter: str, operation: str, ctx: CallContext,
+    def _finish(self, run: Any, owner: str, adapter: str, operation: str, ctx: CallContext,
                 payload: dict[str, Any], result: Any, error: dict[str, Any] | None) -> Outcome:
         secrets = ctx.secrets
         with self.db.write() as session:
@@ -275,11 +286,11 @@ class Engine:
                 response=secrets.redact(result.response if result else error),
                 duration_ms=result.duration_ms if result else 0.0,
             )
-            mine = Run.lease_owner == owner
+            mine = RUNS.c.lease_owner == owner
             if result is not None and result.ok:
                 body = secrets.redact(result.as_dict())
                 moved = self._transition(session, run.id, (RunStatus.RUNNING,), RunStatus.SUCCEEDED,
-                                         {"mode": result.mode.name, "audit": record.pk}, where=mine, result=body)
+                                         {"mode": result.mode.name, "audit": record["pk"]}, where=mine, result=body)
                 status = RunStatus.SUCCEEDED
             else:
                 error = secrets.redact(error or {"type": "adapter_error", "message": "the call failed"})
@@ -289,10 +300,10 @@ class Engine:
             if not moved:
                 events.append(self.db, session, self.node, "run.lease_lost", {"worker": owner.rsplit(":", 1)[0]}, run_id=run.id)
                 return Outcome(run.id, "lease_lost", "another worker reclaimed the run")
-            step = session.scalar(select(RunStep).where(RunStep.run_id == run.id, RunStep.step == "act"))
-            if step is not None:
-                step.status, step.finished_at = "done", utcnow()
-                step.result = {"audit": record.pk, "ok": status is RunStatus.SUCCEEDED}
+            session.connection().execute(
+                update(STEPS).where(STEPS.c.run_id == run.id, STEPS.c.step == "act").values(
+                    status="done", finished_at=utcnow(),
+                    result={"audit": record["pk"], "ok": status is RunStatus.SUCCEEDED}))
         return Outcome(run.id, status.value)
 
     @contextmanager
@@ -332,7 +343,7 @@ class Engine:
             for run_id in lapsed:
                 if self._transition(session, run_id, (RunStatus.RUNNING,), RunStatus.QUEUED,
                                     {"reason": "lease lapsed: the worker stopped"},
-                                    where=Run.lease_expires_at < now, lease_owner=None,
+                                    where=RUNS.c.lease_expires_at < now, lease_owner=None,
                                     lease_expires_at=None, enqueued_at=now):
                     again.append(run_id)
             forgotten = session.scalars(select(Run.id).where(
@@ -346,5 +357,5 @@ class Engine:
                 Run.status == RunStatus.AWAITING_APPROVAL.value, Run.gate_deadline < now)).all()
             for run_id in overdue:
                 self._transition(session, run_id, (RunStatus.AWAITING_APPROVAL,), RunStatus.EXPIRED,
-                                 {"reason": "approval deadline passed"}, where=Run.gate_deadline < now)
+                                 {"reason": "approval deadline passed"}, where=RUNS.c.gate_deadline < now)
         return again
