@@ -31,9 +31,11 @@ from sqlalchemy.orm import Session
 
 from . import audit, events, gates
 from .adapters import BY_GOAL, CallContext
+from .adapters.engines import DEFAULT_FALLBACK
 from .config import Settings
 from .db import Database
 from .documents import CRITICAL_GOALS, Workflow
+from .engine_health import HealthStore
 from .errors import AuroraError, Conflict, NotFound
 from .models import Approval, Run, RunStatus, RunStep, utcnow
 from .policy import Policy, PolicyStore
@@ -72,6 +74,10 @@ class Engine:
         self.db = db
         self.policies = policies
         self.secrets = secrets
+
+    def health(self, policy: Policy) -> HealthStore:
+        fallback = {**DEFAULT_FALLBACK, **policy.routing.get("fallback", {})}
+        return HealthStore(self.db, fallback["failures_before_cooldown"], fallback["cooldown_seconds"])
 
     @property
     def node(self) -> str:
@@ -158,7 +164,7 @@ class Engine:
             return plan or Outcome(run_id, "missing", "no such run")
         run, payload = plan
         adapter = BY_GOAL[run.goal]
-        ctx = CallContext(run_id, policy, self.secrets(), self.settings.simulated_latency_ms)
+        ctx = CallContext(run_id, policy, self.secrets(), self.settings.simulated_latency_ms, self.health(policy))
         error: dict[str, Any] | None = None
         with self._lease(run_id, owner):
             try:
@@ -207,6 +213,7 @@ class Engine:
             routed = self._route_step(run, steps, policy, pending)
             if "engine" in routed:
                 payload["engine"] = routed["engine"]
+                payload["candidates"] = routed.get("ranking") or [routed["engine"]]
             verdict = self._gate(session, run, policy, now)
             self._record_steps(session, run_id, steps, pending)
             if verdict is not None:
@@ -228,7 +235,7 @@ class Engine:
                 result: dict[str, Any] = {"engine": payload["engine"], "reason": "engine named in the payload"}
             else:
                 decision = route(payload["text"], Rules.from_policy(policy.routing, policy.version))
-                result = {"engine": decision.target, "decision": decision.as_dict()}
+                result = {"engine": decision.target, "ranking": list(decision.ranking), "decision": decision.as_dict()}
         else:
             result = {"adapter": BY_GOAL[run.goal].name}
         pending.append({"step": "route", "status": "done", "result": result})

@@ -2,7 +2,8 @@
 
 The file is refused if group or others may read it (``chmod 600``). A value that still contains
 ``PLACEHOLDER`` means "not configured". ``AURORA_SECRET_<SECTION>_<KEY>`` environment variables
-override the file (``AURORA_SECRET_MAILGUN_API_KEY``, ``AURORA_SECRET_SOCIAL_FACEBOOK_ACCESS_TOKEN``).
+override the file (``AURORA_SECRET_MAILGUN_API_KEY``, ``AURORA_SECRET_SOCIAL_FACEBOOK_ACCESS_TOKEN``,
+``AURORA_SECRET_ENGINES__GPT5_GENIUS__API_KEY`` — a double underscore separates every level).
 """
 
 from __future__ import annotations
@@ -73,6 +74,18 @@ def _redact(value: Any, secrets: list[str]) -> Any:
     return value
 
 
+def _env_path(rest: str) -> tuple[str, ...]:
+    """``ENGINES__GPT5_GENIUS__API_KEY`` splits on ``__``; without it, ``MAILGUN_API_KEY`` splits
+    into section and key, and ``SOCIAL_FACEBOOK_ACCESS_TOKEN`` into section, platform and key."""
+    if "__" in rest:
+        return tuple(rest.split("__"))
+    section, _, key = rest.partition("_")
+    if section == "social":
+        platform, _, leaf = key.partition("_")
+        return (section, platform, leaf)
+    return (section, key)
+
+
 def load_secrets(path: Path, environ: dict[str, str] | None = None) -> Secrets:
     """Read the file (if any) and apply environment overrides."""
     env = os.environ if environ is None else environ
@@ -95,12 +108,5 @@ def load_secrets(path: Path, environ: dict[str, str] | None = None) -> Secrets:
             values[key] = value
     for name, value in env.items():
         if name.startswith(ENV_PREFIX) and value:
-            key = tuple(name[len(ENV_PREFIX):].lower().split("_", 1))
-            # Section names hold no underscore; the rest of the name is the key path.
-            section, rest = key[0], key[1] if len(key) > 1 else ""
-            if section == "social":
-                platform, _, leaf = rest.partition("_")
-                values[(section, platform, leaf)] = value
-            else:
-                values[(section, rest)] = value
+            values[_env_path(name[len(ENV_PREFIX):].lower())] = value
     return Secrets(values)

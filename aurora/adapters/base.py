@@ -24,6 +24,8 @@ class CallContext:
     policy: Policy
     secrets: Secrets
     simulated_latency_ms: int = 0
+    #: AI-engine cool-down state shared by all processes (None outside a run)
+    health: Any = None
 
     def idempotency_key(self, adapter: str, operation: str) -> str:
         return f"aurora-{self.run_id or 'adhoc'}-{adapter}-{operation}"
@@ -77,7 +79,7 @@ ALLOW_FLAGS = {
 }
 
 
-def decide_mode(adapter: str, policy: Policy, credentials_configured: bool) -> Mode:
+def decide_mode(adapter: str, policy: Policy, credentials_configured: bool, live_capable: bool = True) -> Mode:
     """The one answer to "may this call go live?", with the reason for it."""
     if policy.dry_run:
         return Mode(False, "policy: dry_run is true")
@@ -86,8 +88,9 @@ def decide_mode(adapter: str, policy: Policy, credentials_configured: bool) -> M
         return Mode(False, f"policy: {flag} is false")
     if not credentials_configured:
         return Mode(False, f"secrets: {adapter} is not configured (PLACEHOLDER)")
-    # Live calls arrive with the live-adapters work; until then nothing leaves the machine.
-    return Mode(False, "live mode is not available in this version")
+    if not live_capable:
+        return Mode(False, f"live mode for {adapter} is not available in this version")
+    return Mode(True, "policy allows it and the secrets are configured")
 
 
 class Adapter:
@@ -96,6 +99,8 @@ class Adapter:
     name = "adapter"
     operation = "call"
     simulated_msg = "Simulated call"
+    #: whether this adapter can make real calls (the others always simulate, and say why)
+    live_capable = False
 
     def build(self, payload: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         raise NotImplementedError
@@ -106,7 +111,7 @@ class Adapter:
     def call(self, payload: dict[str, Any], ctx: CallContext) -> AdapterResult:
         started = time.perf_counter()
         request = self.build(payload, ctx)
-        mode = decide_mode(self.name, ctx.policy, self.credentials_configured(payload, ctx.secrets))
+        mode = decide_mode(self.name, ctx.policy, self.credentials_configured(payload, ctx.secrets), self.live_capable)
         if ctx.simulated_latency_ms:
             time.sleep(ctx.simulated_latency_ms / 1000)
         result = AdapterResult(self.name, self.operation, mode, self.simulated_msg, request)

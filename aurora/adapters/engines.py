@@ -1,43 +1,170 @@
-"""AI engines asked by goal ``analyse``: OpenAI-compatible chat completions, Anthropic Messages."""
+"""AI engines asked by goal ``analyse``: OpenAI-compatible chat completions (perplexity,
+gpt5_genius) and the Anthropic Messages API (claude). Base URLs and models come from the policy
+(``ki_routing.engines``), keys from the secrets file (``engines.<name>.api_key``).
+
+The router ranks the engines; this adapter asks the first one that is not cooling down. An engine
+that times out, answers 5xx or 429 is retried (429 after its ``Retry-After``), then counted as a
+failure and the next engine in the ranking is asked; the result says so. An auth error is never
+retried: a wrong key will not become right.
+"""
 
 from __future__ import annotations
 
+import random
+import time
 from typing import Any
 
-from ..secrets import REDACTED, Secrets
-from .base import Adapter, CallContext
+import requests
 
-#: engine -> (API style, base URL, model); the router issue moves these into the policy
-ENGINES: dict[str, tuple[str, str, str]] = {
-    "perplexity": ("openai", "https://api.perplexity.ai", "sonar"),
-    "gpt5_genius": ("openai", "https://api.openai.com/v1", "gpt-5"),
-    "claude": ("anthropic", "https://api.anthropic.com/v1", "claude-sonnet-4-5"),
+from ..errors import AdapterError
+from ..secrets import REDACTED, Secrets
+from .base import Adapter, AdapterResult, CallContext, Mode, decide_mode
+
+#: used when the policy names no engines section
+DEFAULT_ENGINES: dict[str, dict[str, Any]] = {
+    "perplexity": {"api": "openai", "base_url": "https://api.perplexity.ai", "model": "sonar"},
+    "gpt5_genius": {"api": "openai", "base_url": "https://api.openai.com/v1", "model": "gpt-5"},
+    "claude": {"api": "anthropic", "base_url": "https://api.anthropic.com/v1", "model": "claude-sonnet-4-5"},
 }
-MAX_TOKENS = 1024
+DEFAULT_FALLBACK = {"failures_before_cooldown": 3, "cooldown_seconds": 300, "retries": 2,
+                    "timeout_seconds": 60, "max_retry_after_seconds": 30}
+ANTHROPIC_VERSION = "2023-06-01"
+
+
+class EngineUnavailable(AdapterError):
+    """Raised when an engine keeps failing (timeouts, 5xx, 429) after its retries."""
+
+
+class EngineRefused(AdapterError):
+    """Raised when an engine refuses the request for good (auth errors, other 4xx)."""
+
+
+def engine_config(ctx: CallContext, engine: str) -> dict[str, Any]:
+    engines = ctx.policy.routing.get("engines") or DEFAULT_ENGINES
+    if engine not in engines:
+        raise AdapterError(f"engine {engine!r} is not configured in ki_routing.engines")
+    return {"max_tokens": 1024, **engines[engine]}
+
+
+def fallback_settings(ctx: CallContext) -> dict[str, Any]:
+    return {**DEFAULT_FALLBACK, **ctx.policy.routing.get("fallback", {})}
 
 
 class EngineAdapter(Adapter):
     name = "engine"
     operation = "analyse"
     simulated_msg = "Simulated analysis"
+    live_capable = True
 
     def build(self, payload: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         engine = payload["engine"]
-        style, base, model = ENGINES.get(engine, ENGINES["gpt5_genius"])
+        config = engine_config(ctx, engine)
+        base = config["base_url"].rstrip("/")
         messages = [{"role": "user", "content": payload["text"]}]
-        if style == "anthropic":
+        if config["api"] == "anthropic":
             return {
                 "method": "POST",
                 "url": f"{base}/messages",
-                "headers": {"x-api-key": REDACTED, "anthropic-version": "2023-06-01"},
-                "json": {"model": model, "max_tokens": MAX_TOKENS, "messages": messages},
+                "headers": {"x-api-key": REDACTED, "anthropic-version": ANTHROPIC_VERSION,
+                            "content-type": "application/json"},
+                "json": {"model": config["model"], "max_tokens": config["max_tokens"], "messages": messages},
             }
         return {
             "method": "POST",
             "url": f"{base}/chat/completions",
-            "headers": {"Authorization": f"Bearer {REDACTED}"},
-            "json": {"model": model, "messages": messages},
+            "headers": {"Authorization": f"Bearer {REDACTED}", "Content-Type": "application/json"},
+            "json": {"model": config["model"], "messages": messages, "max_tokens": config["max_tokens"]},
         }
 
     def credentials_configured(self, payload: dict[str, Any], secrets: Secrets) -> bool:
-        return secrets.configured("engines", payload.get("engine", ""))
+        return secrets.configured("engines", payload.get("engine", ""), "api_key")
+
+    def call(self, payload: dict[str, Any], ctx: CallContext) -> AdapterResult:
+        started = time.perf_counter()
+        candidates = payload.get("candidates") or [payload["engine"]]
+        skipped: list[dict[str, str]] = []
+        for engine in candidates:
+            until = ctx.health.cooling_until(engine) if ctx.health else None
+            if until is not None:
+                skipped.append({"engine": engine, "why": f"cooling down until {until.isoformat()}"})
+                continue
+            attempt = {**payload, "engine": engine}
+            request = self.build(attempt, ctx)
+            mode = decide_mode(self.name, ctx.policy, self.credentials_configured(attempt, ctx.secrets))
+            if not mode.live:
+                return self._result(engine, mode, request, None, candidates, skipped, started, ctx)
+            try:
+                response = self._send(engine, request, ctx)
+            except (EngineUnavailable, EngineRefused) as exc:
+                if ctx.health:
+                    ctx.health.failure(engine, str(exc))
+                skipped.append({"engine": engine, "why": str(exc)})
+                continue
+            if ctx.health:
+                ctx.health.success(engine)
+            return self._result(engine, mode, request, response, candidates, skipped, started, ctx)
+        reasons = "; ".join(f"{s['engine']}: {s['why']}" for s in skipped)
+        raise AdapterError(f"no engine could answer ({reasons})")
+
+    def _result(self, engine: str, mode: Mode, request: dict[str, Any], response: dict[str, Any] | None,
+                candidates: list[str], skipped: list[dict[str, str]], started: float, ctx: CallContext) -> AdapterResult:
+        if not mode.live and ctx.simulated_latency_ms:
+            time.sleep(ctx.simulated_latency_ms / 1000)
+        msg = "Analysis" if mode.live else self.simulated_msg
+        result = AdapterResult(self.name, self.operation, mode, msg, request, response=response)
+        result.extra["engine"] = engine
+        if engine != candidates[0]:
+            result.extra["fallback"] = {"from": candidates[0], "to": engine, "skipped": skipped}
+        result.duration_ms = (time.perf_counter() - started) * 1000
+        return result
+
+    def _send(self, engine: str, request: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        """One live call with retries; the real key replaces the redaction marker only here."""
+        settings = fallback_settings(ctx)
+        key = ctx.secrets.get("engines", engine, "api_key") or ""
+        headers = {k: (v.replace(REDACTED, key) if isinstance(v, str) else v) for k, v in request["headers"].items()}
+        last = "no attempt"
+        for attempt in range(settings["retries"] + 1):
+            try:
+                response = requests.post(request["url"], json=request["json"], headers=headers,
+                                         timeout=settings["timeout_seconds"])
+            except requests.RequestException as exc:
+                last = f"{exc.__class__.__name__} (attempt {attempt + 1})"
+                self._pause(attempt, None, settings)
+                continue
+            if response.status_code in (401, 403):
+                raise EngineRefused(f"authentication failed (HTTP {response.status_code}); not retried")
+            if response.status_code == 429 or response.status_code >= 500:
+                last = f"HTTP {response.status_code} (attempt {attempt + 1})"
+                if attempt < settings["retries"]:
+                    self._pause(attempt, response.headers.get("Retry-After"), settings)
+                continue
+            if response.status_code >= 400:
+                raise EngineRefused(f"request refused (HTTP {response.status_code})")
+            try:
+                return parse_answer(request, response.json())
+            except (ValueError, KeyError, IndexError, TypeError):
+                raise EngineRefused("the answer was not in the expected format") from None
+        raise EngineUnavailable(f"unavailable after {settings['retries'] + 1} attempts: {last}")
+
+    @staticmethod
+    def _pause(attempt: int, retry_after: str | None, settings: dict[str, Any]) -> None:
+        if retry_after is not None:
+            try:
+                wait = float(retry_after)
+            except ValueError:
+                wait = 1.0
+        else:
+            wait = min(0.25 * 2**attempt, 4.0) * (0.5 + random.random())  # noqa: S311 - jitter, not security
+        time.sleep(min(max(wait, 0.0), settings["max_retry_after_seconds"]))
+
+
+def parse_answer(request: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    """The answer text, model and token usage, from either API's response."""
+    if "/messages" in request["url"]:
+        text = "".join(part.get("text", "") for part in body["content"] if part.get("type") == "text")
+        return {"text": text, "model": body.get("model"), "usage": body.get("usage"),
+                "stop_reason": body.get("stop_reason")}
+    choice = body["choices"][0]
+    return {"text": choice["message"]["content"], "model": body.get("model"), "usage": body.get("usage"),
+            "finish_reason": choice.get("finish_reason")}

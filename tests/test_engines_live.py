@@ -1,0 +1,134 @@
+"""Goal analyse against fake OpenAI-compatible and Anthropic servers: exact requests, retries,
+cool-down and fallback, auth errors not retried, and keys never stored."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from aurora import documents
+from aurora.models import AuditRecord, Run
+from fakes import FakeServer, Reply, anthropic_answer, engine_default, openai_answer
+
+ROOT = Path(__file__).resolve().parent.parent
+KEYS = {"perplexity": "pplx-live-key-1234", "claude": "sk-ant-live-key-5678", "gpt5_genius": "sk-live-key-9012"}
+
+
+@pytest.fixture
+def server():
+    with FakeServer(default=engine_default) as fake:
+        yield fake
+
+
+@pytest.fixture
+def live(env, server, runtime):
+    """The runtime with dry_run off, engines pointed at the fake server, and keys configured."""
+    policy = json.loads((ROOT / "policy" / "batch8_policy.json").read_text())
+    policy["dry_run"] = False
+    for engine in policy["ki_routing"]["engines"].values():
+        engine["base_url"] = server.url + "/" + engine["api"]
+    policy["ki_routing"]["fallback"] = {"failures_before_cooldown": 2, "cooldown_seconds": 300, "retries": 1,
+                                        "timeout_seconds": 2, "max_retry_after_seconds": 0.2}
+    Path(env["AURORA_POLICY_FILE"]).write_text(json.dumps(policy))
+    secrets = Path(env["AURORA_SECRETS_FILE"])
+    secrets.write_text(json.dumps({"engines": {name: {"api_key": key} for name, key in KEYS.items()}}))
+    secrets.chmod(0o600)
+    runtime.policies._mtime = None  # noqa: SLF001 - force the reload the mtime check would make
+    runtime.policies._checked_at = 0
+    return runtime
+
+
+def analyse(runtime, text: str, **payload) -> dict:
+    run = runtime.engine.submit(documents.load(json.dumps(
+        {"name": "a", "goal": "analyse", "payload": {"text": text, **payload}}), fmt="json"), "sam")
+    runtime.engine.execute(run.id)
+    with runtime.db.read() as session:
+        stored = session.scalar(select(Run).where(Run.id == run.id))
+        audit = list(session.scalars(select(AuditRecord).where(AuditRecord.run_id == run.id)))
+        return {"status": stored.status, "result": stored.result, "error": stored.error, "audit": audit}
+
+
+def test_perplexity_gets_an_openai_chat_completion_request(live, server) -> None:
+    done = analyse(live, "Recherchiere aktuelle Studien zu PBM")
+    assert done["status"] == "succeeded", done
+    assert done["result"]["mode"] == "live" and done["result"]["engine"] == "perplexity"
+    assert done["result"]["response"]["text"] == "openai says hi"
+    [request] = server.requests_to("/openai/chat/completions")
+    assert request.headers["authorization"] == f"Bearer {KEYS['perplexity']}"
+    body = request.json()
+    assert body["model"] == "sonar" and body["messages"] == [{"role": "user", "content": "Recherchiere aktuelle Studien zu PBM"}]
+    dumped = json.dumps(done["result"]) + json.dumps([a.request for a in done["audit"]])
+    assert all(key not in dumped for key in KEYS.values())
+    assert done["audit"][0].mode == "live"
+
+
+def test_claude_gets_an_anthropic_messages_request(live, server) -> None:
+    done = analyse(live, "Implementiere die Importfunktion")
+    assert done["result"]["engine"] == "claude"
+    [request] = server.requests_to("/anthropic/messages")
+    assert request.headers["x-api-key"] == KEYS["claude"]
+    assert request.headers["anthropic-version"] == "2023-06-01"
+    assert request.json()["max_tokens"] == 1024
+    assert done["result"]["response"]["text"] == "anthropic says hi"
+
+
+def test_429_is_retried_after_retry_after_then_succeeds(live, server) -> None:
+    server.script("/anthropic/messages", Reply(429, {"type": "error"}, {"Retry-After": "0.1"}),
+                  anthropic_answer("second time lucky"))
+    done = analyse(live, "Debug the failing tests")
+    assert done["result"]["response"]["text"] == "second time lucky"
+    assert len(server.requests_to("/anthropic/messages")) == 2
+
+
+def test_failing_engine_falls_back_to_the_next_best_and_cools_down(live, server) -> None:
+    # claude answers 503 to everything: two attempts per run (retries: 1), then the next engine.
+    server.script("/anthropic/messages", *[Reply(503, {"type": "error"}) for _ in range(4)])
+    first = analyse(live, "Refactor the code structure")
+    assert first["status"] == "succeeded"
+    assert first["result"]["engine"] != "claude"
+    assert first["result"]["fallback"]["from"] == "claude"
+    assert "HTTP 503" in first["result"]["fallback"]["skipped"][0]["why"]
+    analyse(live, "Refactor the code structure")  # second failure: claude now cools down
+    calls = len(server.requests_to("/anthropic/messages"))
+    third = analyse(live, "Refactor the code structure")
+    assert len(server.requests_to("/anthropic/messages")) == calls  # not even asked
+    assert "cooling down" in third["result"]["fallback"]["skipped"][0]["why"]
+
+
+def test_auth_errors_are_not_retried(live, server) -> None:
+    server.script("/anthropic/messages", Reply(401, {"type": "error", "error": {"type": "authentication_error"}}))
+    done = analyse(live, "Implementiere den Code")
+    assert len(server.requests_to("/anthropic/messages")) == 1
+    assert "not retried" in done["result"]["fallback"]["skipped"][0]["why"]
+
+
+def test_every_engine_down_fails_the_run_with_reasons(live, server) -> None:
+    server.default = lambda request: Reply(500, {"error": "down"})
+    done = analyse(live, "Recherchiere Studien")
+    assert done["status"] == "failed"
+    assert "no engine could answer" in done["error"]["message"]
+    assert done["audit"][0].outcome == "error"
+
+
+def test_named_engine_is_asked_without_routing(live, server) -> None:
+    server.script("/openai/chat/completions", openai_answer("from gpt5", model="gpt-5"))
+    done = analyse(live, "Recherchiere Studien", engine="gpt5_genius")
+    assert done["result"]["engine"] == "gpt5_genius"
+    assert server.requests_to("/openai/chat/completions")[0].json()["model"] == "gpt-5"
+
+
+def test_dry_run_sends_nothing_and_returns_the_request(runtime, server) -> None:
+    done = analyse(runtime, "Recherchiere Studien")
+    assert done["result"]["dry_run"] is True and done["result"]["reason"] == "policy: dry_run is true"
+    assert done["result"]["request"]["json"]["model"] == "sonar"
+    assert server.received == []
+
+
+def test_missing_key_keeps_an_engine_simulated(live, env, server) -> None:
+    Path(env["AURORA_SECRETS_FILE"]).write_text(json.dumps({"engines": {"claude": {"api_key": "sk-ant-PLACEHOLDER"}}}))
+    done = analyse(live, "Implementiere den Code")
+    assert done["result"]["mode"] == "simulated" and "not configured" in done["result"]["reason"]
+    assert server.received == []
