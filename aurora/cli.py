@@ -309,17 +309,40 @@ def cancel(run_id: str) -> None:
 
 
 @main.command("route")
-@click.option("--json", "as_json", is_flag=True, help="Print the whole decision as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print each decision as one line of JSON.")
 @click.argument("texts", nargs=-1, required=True)
 def route_cmd(as_json: bool, texts: tuple[str, ...]) -> None:
-    """Show which AI engine each text goes to (with - read one text per line from stdin)."""
+    """Show which AI engine each TEXT goes to, with the rules of the policy in force.
+
+    \b
+    aurora route "Recherchiere Studien zu PBM"       engine and text
+    aurora route --json TEXT...                       one JSON decision per text
+    aurora route --json -                             one text per line from stdin
+    aurora route eval FILE.jsonl                      accuracy, confusion matrix, mistakes
+                                                      (lines of {"text": ..., "target": ...})
+    """
     from .router import Rules, route
 
     policy = _runtime().policies.current()
     rules = Rules.from_policy(policy.routing, policy.version)
-    lines = [line.rstrip("\n") for line in sys.stdin] if texts == ("-",) else list(texts)
+    if texts[0] == "eval":
+        _route_eval(rules, texts[1:], as_json)
+        return
+    lines = (line.rstrip("\n") for line in sys.stdin) if texts == ("-",) else iter(texts)
     for text in lines:
         if not text.strip():
             continue
         decision = route(text, rules)
         click.echo(json.dumps(decision.as_dict(), ensure_ascii=False) if as_json else f"{decision.target}\t{text}")
+
+
+def _route_eval(rules: Any, files: tuple[str, ...], as_json: bool) -> None:
+    from .route_eval import evaluate, load_labelled
+
+    if len(files) != 1:
+        _fail("usage: aurora route eval FILE.jsonl", 2)
+    path = Path(files[0])
+    if not path.is_file():
+        _fail(f"{path}: no such file", 2)
+    report = evaluate(rules, load_labelled(path))
+    click.echo(json.dumps(report.as_dict(), ensure_ascii=False, indent=2) if as_json else report.render())

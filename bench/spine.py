@@ -16,9 +16,8 @@ from typing import Any
 
 import redis
 import requests
-from sqlalchemy import func, select
-
 from harness import ROOT, Procs, aurora_env, cleanup, free_port, percentile, temp_home, tree_rss_mb, wait_http
+from sqlalchemy import func, select
 
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/12")
 MAIL = (ROOT / "workflows" / "send_report.yaml").read_bytes()
@@ -114,8 +113,8 @@ def latency(n: int = 200) -> dict[str, Any]:
         env = aurora_env(home, AURORA_BROKER_URL=REDIS)
         with Procs(env, home) as procs:
             procs.aurora("worker", "-c", "1", "-l", "warning")
-            from aurora.engine import Engine  # noqa: F401 - imported for its side effects on mappers
             from aurora import documents
+            from aurora.engine import Engine  # noqa: F401 - imported for its side effects on mappers
             from aurora.models import Run
             from aurora.queue import enqueue
 

@@ -8,7 +8,6 @@ import time
 from typing import Any
 
 import redis
-
 from harness import ROOT, Procs, cleanup, temp_home
 
 N = 500

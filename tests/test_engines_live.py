@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
+from fakes import FakeServer, Reply, anthropic_answer, engine_default, openai_answer
 from sqlalchemy import select
 
 from aurora import documents
 from aurora.models import AuditRecord, Run
-from fakes import FakeServer, Reply, anthropic_answer, engine_default, openai_answer
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = {"perplexity": "pplx-live-key-1234", "claude": "sk-ant-live-key-5678", "gpt5_genius": "sk-live-key-9012"}
