@@ -209,6 +209,78 @@ def keys_revoke(name: str) -> None:
     click.echo(f"revoked {name}")
 
 
+# -- adapters ---------------------------------------------------------------------------------
+
+@main.group()
+def adapters() -> None:
+    """Adapter rollout: status, self-test, promote past the canary, re-enable after a rollback."""
+
+
+def _adapter_name(name: str) -> str:
+    from .adapter_state import ADAPTERS
+
+    if name not in ADAPTERS:
+        _fail(f"unknown adapter {name!r}; one of: {', '.join(ADAPTERS)}", 2)
+    return name
+
+
+@adapters.command("status")
+def adapters_status() -> None:
+    """Each adapter's mode for a new run now, and why."""
+    from dataclasses import replace
+
+    from . import adapter_state
+    from .adapters import BY_NAME
+    from .adapters.context import default_context
+    from .adapters.selftest import SAMPLES, canary_probe_id
+
+    runtime = _runtime()
+    rollouts = adapter_state.load(runtime.db)
+    ctx = replace(default_context(), rollouts=rollouts)
+    for name, adapter in BY_NAME.items():
+        configured = adapter.credentials_configured(SAMPLES[name], ctx.secrets)
+        inside = adapter.decide(SAMPLES[name], replace(ctx, run_id=canary_probe_id()))
+        rollout = rollouts[name]
+        stage = "rolled back" if rollout.rolled_back else ("promoted" if rollout.promoted else "canary")
+        mode = "live" if inside.live and stage == "promoted" else (
+            f"live for {runtime.policies.current().canary_percent}% of runs" if inside.live else "simulated")
+        click.echo(f"{name:<9} {mode:<22} {stage:<11} {'configured' if configured else 'not configured':<15} "
+                   f"{inside.reason}")
+
+
+@adapters.command("test")
+@click.argument("name", required=False)
+def adapters_test(name: str | None) -> None:
+    """Make a simulated call of NAME (or every adapter) and say what would happen live."""
+    from .adapter_state import ADAPTERS
+    from .adapters.selftest import check
+
+    for each in [_adapter_name(name)] if name else list(ADAPTERS):
+        _print(check(each))
+
+
+@adapters.command("promote")
+@click.argument("name")
+def adapters_promote(name: str) -> None:
+    """End NAME's canary: every run that may go live goes live."""
+    from . import adapter_state
+
+    runtime = _runtime()
+    adapter_state.promote(runtime.db, _adapter_name(name), runtime.settings.node_name)
+    click.echo(f"{name}: promoted")
+
+
+@adapters.command("enable")
+@click.argument("name")
+def adapters_enable(name: str) -> None:
+    """Clear NAME's rollback; it starts again in its canary."""
+    from . import adapter_state
+
+    runtime = _runtime()
+    adapter_state.enable(runtime.db, _adapter_name(name), runtime.settings.node_name)
+    click.echo(f"{name}: enabled (canary)")
+
+
 # -- workflows --------------------------------------------------------------------------------
 
 @main.command()

@@ -29,15 +29,16 @@ from typing import Any
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from . import audit, events, gates
-from .adapters import BY_GOAL, CallContext
+from . import adapter_state, audit, events, gates
+from .adapters import BY_GOAL, CallContext, Mode
+from .adapters.base import LiveCallFailed
 from .adapters.engines import DEFAULT_FALLBACK
 from .config import Settings
 from .db import Database
 from .documents import CRITICAL_GOALS, Workflow
 from .engine_health import HealthStore
 from .errors import AuroraError, Conflict, NotFound
-from .models import Approval, Run, RunStatus, RunStep, utcnow
+from .models import Approval, FormCursor, Run, RunStatus, RunStep, utcnow
 from .policy import Policy, PolicyStore
 from .router import Rules, route
 from .secrets import Secrets
@@ -69,11 +70,13 @@ def worker_identity() -> str:
 class Engine:
     """Core operations on runs. Knows nothing of HTTP or Celery."""
 
-    def __init__(self, settings: Settings, db: Database, policies: PolicyStore, secrets: Callable[[], Secrets]):
+    def __init__(self, settings: Settings, db: Database, policies: PolicyStore, secrets: Callable[[], Secrets],
+                 limiter: Any = None):
         self.settings = settings
         self.db = db
         self.policies = policies
         self.secrets = secrets
+        self.limiter = limiter
 
     def health(self, policy: Policy) -> HealthStore:
         fallback = {**DEFAULT_FALLBACK, **policy.routing.get("fallback", {})}
@@ -159,25 +162,36 @@ class Engine:
         """Move a run as far as it can go now. Safe to call any number of times, concurrently."""
         owner = owner or worker_identity()
         policy = self.policies.current()
-        plan = self._claim(run_id, owner, policy)
+        ctx = CallContext(run_id, policy, self.secrets(), self.settings.simulated_latency_ms, self.health(policy),
+                          rollouts=adapter_state.load(self.db), limiter=self.limiter)
+        plan = self._claim(run_id, owner, ctx)
         if plan is None or isinstance(plan, Outcome):
             return plan or Outcome(run_id, "missing", "no such run")
-        run, payload = plan
+        run, payload, mode = plan
         adapter = BY_GOAL[run.goal]
-        ctx = CallContext(run_id, policy, self.secrets(), self.settings.simulated_latency_ms, self.health(policy))
         error: dict[str, Any] | None = None
+        rollback: str | None = None
         with self._lease(run_id, owner):
             try:
-                result = adapter.call(payload, ctx)
+                result = adapter.call(payload, ctx, mode)
+            except LiveCallFailed as exc:
+                result, error = None, {"type": "live_call_failed", "kind": exc.kind, "message": str(exc),
+                                       "response": exc.response}
+                if exc.kind == "ambiguous" and not adapter.repeat_safe:
+                    error["type"] = "needs_reconciliation"
+                if exc.adapter_fault and policy.auto_rollback:
+                    rollback = f"{exc.kind}: {exc}"
             except AuroraError as exc:
                 result, error = None, {"type": exc.code, "message": str(exc)}
             except Exception as exc:  # noqa: BLE001 - an adapter bug must fail the run, not loop it
                 log.exception("adapter %s failed on run %s", adapter.name, run_id)
                 result, error = None, {"type": "internal_error", "message": exc.__class__.__name__}
-        return self._finish(run, owner, adapter.name, adapter.operation, ctx, payload, result, error)
+        return self._finish(run, owner, adapter, ctx, payload, mode, result, error, rollback)
 
-    def _claim(self, run_id: str, owner: str, policy: Policy) -> tuple[Any, dict[str, Any]] | Outcome | None:
-        """Take the lease, run route and gate, and mark the act step begun, in one transaction."""
+    def _claim(self, run_id: str, owner: str, ctx: CallContext) -> tuple[Any, dict[str, Any], Mode] | Outcome | None:
+        """Take the lease, run route and gate, decide the mode and mark the act step begun, in one
+        transaction."""
+        policy = ctx.policy
         now = utcnow()
         lease_until = now + timedelta(seconds=self.settings.lease_seconds)
         with self.db.write() as session:
@@ -218,11 +232,29 @@ class Engine:
             self._record_steps(session, run_id, steps, pending)
             if verdict is not None:
                 return verdict
+            adapter = BY_GOAL[run.goal]
+            if run.goal == "ingest_forms":
+                cursor = session.get(FormCursor, adapter.form_id(payload, ctx))
+                if cursor is not None and cursor.after:
+                    payload["after"] = cursor.after
+            earlier = steps.get("act")
+            if earlier is not None and earlier is not True and earlier.status == "started" \
+                    and (earlier.result or {}).get("mode") == "live" and not adapter.repeat_safe:
+                # A live call was begun and its worker died: it may have reached the provider,
+                # which cannot deduplicate it. Sending again could do it twice; a person decides.
+                self._transition(session, run_id, (RunStatus.RUNNING,), RunStatus.FAILED,
+                                 {"error": "needs_reconciliation", "adapter": adapter.name},
+                                 error={"type": "needs_reconciliation", "message":
+                                        f"a live {adapter.name} call was interrupted and may have been made; "
+                                        "check with the provider before submitting again"})
+                return Outcome(run_id, RunStatus.FAILED.value, "needs reconciliation")
+            mode = adapter.decide(payload, ctx)
             self._record_steps(session, run_id, steps, [
                 {"step": "gate", "status": "done", "result": {"state": "open"}},
-                {"step": "act", "status": "started", "result": None, "attempt": run.attempts},
+                {"step": "act", "status": "started", "result": {"mode": mode.name, "reason": mode.reason},
+                 "attempt": run.attempts},
             ])
-            return run, payload
+            return run, payload, mode
 
     def _route_step(self, run: Any, steps: dict[str, Any], policy: Policy,
                     pending: list[dict[str, Any]]) -> dict[str, Any]:
@@ -280,19 +312,23 @@ class Engine:
         if new:
             session.connection().execute(insert(STEPS), new)
 
-    def _finish(self, run: Any, owner: str, adapter: str, operation: str, ctx: CallContext,
-                payload: dict[str, Any], result: Any, error: dict[str, Any] | None) -> Outcome:
+    def _finish(self, run: Any, owner: str, adapter: Any, ctx: CallContext, payload: dict[str, Any], mode: Mode,
+                result: Any, error: dict[str, Any] | None, rollback: str | None) -> Outcome:
         secrets = ctx.secrets
         with self.db.write() as session:
+            if result is not None and result.ok and hasattr(adapter, "persist"):
+                adapter.persist(self.db, session, self.node, run.id, result)
             record = audit.append(
-                self.db, session, run_id=run.id, adapter=adapter, operation=operation,
-                mode=result.mode.name if result else "simulated",
-                reason=result.mode.reason if result else "failed before the call",
+                self.db, session, run_id=run.id, adapter=adapter.name, operation=adapter.operation,
+                mode=result.mode.name if result else mode.name,
+                reason=result.mode.reason if result else mode.reason,
                 request=secrets.redact(result.request if result else {"payload": payload}),
                 outcome="ok" if result and result.ok else "error",
                 response=secrets.redact(result.response if result else error),
                 duration_ms=result.duration_ms if result else 0.0,
             )
+            if rollback:
+                adapter_state.roll_back(self.db, session, adapter.name, self.node, secrets.redact(rollback), run.id)
             mine = RUNS.c.lease_owner == owner
             if result is not None and result.ok:
                 body = secrets.redact(result.as_dict())
@@ -310,7 +346,7 @@ class Engine:
             session.connection().execute(
                 update(STEPS).where(STEPS.c.run_id == run.id, STEPS.c.step == "act").values(
                     status="done", finished_at=utcnow(),
-                    result={"audit": record["pk"], "ok": status is RunStatus.SUCCEEDED}))
+                    result={"audit": record["pk"], "ok": status is RunStatus.SUCCEEDED, "mode": record["mode"]}))
         return Outcome(run.id, status.value)
 
     @contextmanager

@@ -30,10 +30,11 @@ def append(
     data: dict[str, Any],
     run_id: str | None = None,
     at: datetime | None = None,
+    event_id: str | None = None,
 ) -> dict[str, Any]:
     """Add one event to the session's transaction (it commits or rolls back with it)."""
     db.lock(session, EVENT_LOCK_KEY)
-    values = {"id": str(uuid.uuid4()), "origin": origin, "type": type_, "run_id": run_id, "data": data,
+    values = {"id": event_id or str(uuid.uuid4()), "origin": origin, "type": type_, "run_id": run_id, "data": data,
               "created_at": at or utcnow()}
     session.connection().execute(_INSERT, values)
     return values

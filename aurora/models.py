@@ -212,3 +212,26 @@ class EngineHealth(Base):
     cooldown_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(String(255))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AdapterState(Base):
+    """An adapter's live rollout: promoted past its canary, or rolled back after a live failure."""
+
+    __tablename__ = "adapter_states"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    promoted: Mapped[bool] = mapped_column(default=False)
+    rolled_back_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    rollback_reason: Mapped[str | None] = mapped_column(String(255))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class FormCursor(Base):
+    """Where the last Typeform ingest of a form stopped (the token of its last response)."""
+
+    __tablename__ = "form_cursors"
+
+    form_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    after: Mapped[str | None] = mapped_column(String(128))
+    ingested: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -71,6 +71,14 @@ class Policy:
     def routing(self) -> dict[str, Any]:
         return self.data.get("ki_routing", {"enabled": False, "rules": []})
 
+    @property
+    def auto_rollback(self) -> bool:
+        return bool(self.data.get("security", {}).get("auto_rollback_on_failure", True))
+
+    def adapter(self, name: str) -> dict[str, Any]:
+        """The ``adapters.<name>`` section (empty if absent)."""
+        return dict(self.data.get("adapters", {}).get(name, {}))
+
     def required_approvals(self, critical: bool, require_approval: bool) -> int:
         """How many distinct approvals a run needs before it may act."""
         if critical:

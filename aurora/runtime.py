@@ -10,6 +10,7 @@ from .config import Settings, load_settings
 from .db import Database
 from .engine import Engine
 from .policy import PolicyStore
+from .ratelimit import RateLimiter
 from .secrets import Secrets, load_secrets
 
 
@@ -30,7 +31,11 @@ class Runtime:
 
     @cached_property
     def engine(self) -> Engine:
-        return Engine(self.settings, self.db, self.policies, self.secrets)
+        return Engine(self.settings, self.db, self.policies, self.secrets, self.limiter)
+
+    @cached_property
+    def limiter(self) -> RateLimiter:
+        return RateLimiter(self.settings)
 
 
 _current: Runtime | None = None

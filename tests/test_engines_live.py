@@ -28,6 +28,7 @@ def live(env, server, runtime):
     """The runtime with dry_run off, engines pointed at the fake server, and keys configured."""
     policy = json.loads((ROOT / "policy" / "batch8_policy.json").read_text())
     policy["dry_run"] = False
+    policy["security"]["canary_percent"] = 100  # the canary has its own tests
     for engine in policy["ki_routing"]["engines"].values():
         engine["base_url"] = server.url + "/" + engine["api"]
     policy["ki_routing"]["fallback"] = {"failures_before_cooldown": 2, "cooldown_seconds": 300, "retries": 1,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from aurora import policy as policy_mod
-from aurora.adapters import decide_mode, stripe_adapter
+from aurora.adapters import stripe_adapter
 from aurora.errors import AmountError, PolicyError, SecretsError
 from aurora.money import to_minor_units
 from aurora.policy import PolicyStore, parse_policy
@@ -121,13 +121,3 @@ def test_seed_python_api_returns_a_simulated_charge_with_the_exact_request() -> 
     assert result["request"]["form"]["amount"] == 15000
     assert result["request"]["form"]["currency"] == "eur"
     assert REDACTED in result["request"]["headers"]["Authorization"]
-
-
-def test_mode_decision_always_has_a_reason() -> None:
-    policy = parse_policy(json.dumps(DEFAULT))
-    assert decide_mode("stripe", policy, True).reason == "policy: dry_run is true"
-    live_policy = parse_policy(json.dumps({**DEFAULT, "dry_run": False}))
-    mode = decide_mode("stripe", live_policy, True)
-    assert not mode.live and mode.reason == "policy: allow_payments is false"
-    mode = decide_mode("mailgun", live_policy, False)
-    assert not mode.live and "not configured" in mode.reason

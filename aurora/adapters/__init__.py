@@ -1,28 +1,22 @@
-"""Adapters: the only way anything reaches an external service. One module per service."""
+"""Adapters: the only way anything reaches an external service. One module per service.
+
+The seed's imports keep working (``from aurora.adapters import stripe_adapter``); the registry
+is loaded on first use, so ``python -m aurora.adapters.stripe_adapter`` runs cleanly.
+"""
 
 from __future__ import annotations
 
-from . import engines, mailgun_adapter, social_adapter, stripe_adapter, typeform_adapter
-from .base import Adapter, AdapterResult, CallContext, Mode, decide_mode
+from typing import Any
 
-#: the adapter that carries out each workflow goal
-BY_GOAL: dict[str, Adapter] = {
-    "analyse": engines.EngineAdapter(),
-    "send_email": mailgun_adapter.MailgunAdapter(),
-    "post_external": social_adapter.SocialAdapter(),
-    "charge": stripe_adapter.StripeAdapter(),
-    "ingest_forms": typeform_adapter.TypeformAdapter(),
-}
+from .base import Adapter, AdapterResult, CallContext, LiveCallFailed, Mode, decide_mode
 
-__all__ = [
-    "BY_GOAL",
-    "Adapter",
-    "AdapterResult",
-    "CallContext",
-    "Mode",
-    "decide_mode",
-    "mailgun_adapter",
-    "social_adapter",
-    "stripe_adapter",
-    "typeform_adapter",
-]
+
+def __getattr__(name: str) -> Any:
+    if name in ("BY_GOAL", "BY_NAME"):
+        from . import registry
+
+        return getattr(registry, name)
+    raise AttributeError(f"module 'aurora.adapters' has no attribute {name!r}")
+
+
+__all__ = ["Adapter", "AdapterResult", "CallContext", "LiveCallFailed", "Mode", "decide_mode"]

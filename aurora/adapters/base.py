@@ -1,19 +1,55 @@
-"""What every adapter shares: one request description, one mode decision, simulated results.
+"""What every adapter shares: the exact request, one mode decision, simulated or live calls.
 
-An adapter turns a payload into the exact request it would send (``build``), with credentials
-shown as ``[REDACTED]``: the description is safe to store, log and return. Whether the call is
-live or simulated is decided by :func:`decide_mode` alone, and the reason travels with the
-result into the audit record.
+An adapter turns a payload into the exact request it would send (``build``), credentials shown as
+``[REDACTED]``: the description is safe to store, log and return. Whether a call is live or
+simulated is decided by :func:`decide_mode` alone, and the reason travels into the audit record.
+Live calls (``send``) raise :class:`LiveCallFailed` with a ``kind`` that says whether the failure
+is the adapter's (``unavailable``, ``auth``, ``ambiguous``: these roll the adapter back) or the
+request's (``declined``, ``invalid``: these only fail the run).
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import AdapterError
 from ..policy import Policy
 from ..secrets import REDACTED, Secrets
+
+#: which allow flag a live call of each adapter needs, besides dry_run being off
+ALLOW_FLAGS = {
+    "stripe": "allow_payments",
+    "social": "allow_external_posting",
+    "typeform": "allow_typeform_auto_ingest",
+}
+#: failure kinds that say the adapter (not the request) is broken: they trigger auto rollback
+ADAPTER_FAULTS = frozenset({"unavailable", "auth", "ambiguous"})
+
+
+class LiveCallFailed(AdapterError):
+    """Raised when a live call fails for good; ``kind`` classifies why."""
+
+    def __init__(self, message: str, kind: str, response: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.kind = kind
+        self.response = response
+
+    @property
+    def adapter_fault(self) -> bool:
+        return self.kind in ADAPTER_FAULTS
+
+
+@dataclass(frozen=True)
+class Mode:
+    live: bool
+    reason: str
+
+    @property
+    def name(self) -> str:
+        return "live" if self.live else "simulated"
 
 
 @dataclass(frozen=True)
@@ -26,19 +62,55 @@ class CallContext:
     simulated_latency_ms: int = 0
     #: AI-engine cool-down state shared by all processes (None outside a run)
     health: Any = None
+    #: adapter name -> aurora.adapter_state.Rollout
+    rollouts: dict[str, Any] = field(default_factory=dict)
+    #: aurora.ratelimit.RateLimiter, or None for no limiting
+    limiter: Any = None
 
     def idempotency_key(self, adapter: str, operation: str) -> str:
         return f"aurora-{self.run_id or 'adhoc'}-{adapter}-{operation}"
 
+    def settings(self, adapter: str) -> dict[str, Any]:
+        return self.policy.adapter(adapter)
 
-@dataclass(frozen=True)
-class Mode:
-    live: bool
-    reason: str
+    def wait_for_rate(self, adapter: str) -> None:
+        if self.limiter is not None:
+            self.limiter.acquire(adapter, self.settings(adapter).get("rate_limit"))
 
-    @property
-    def name(self) -> str:
-        return "live" if self.live else "simulated"
+
+def canary_bucket(run_id: str) -> int:
+    """0..99, the same for a run id on every machine and every retry."""
+    return int(hashlib.sha256(run_id.encode()).hexdigest()[:8], 16) % 100
+
+
+def decide_mode(adapter: str, ctx: CallContext, configured: bool, live_capable: bool = True) -> Mode:
+    """The one answer to "may this call go live?", with the reason for it."""
+    policy = ctx.policy
+    override = policy.adapter(adapter).get("dry_run")
+    if override is True:
+        return Mode(False, f"policy: adapters.{adapter}.dry_run is true")
+    if override is None and policy.dry_run:
+        return Mode(False, "policy: dry_run is true")
+    flag = ALLOW_FLAGS.get(adapter)
+    if flag and not policy.data.get(flag, False):
+        return Mode(False, f"policy: {flag} is false")
+    if not configured:
+        return Mode(False, f"secrets: {adapter} is not configured (missing or PLACEHOLDER)")
+    if not live_capable:
+        return Mode(False, f"live mode for {adapter} is not available")
+    rollout = ctx.rollouts.get(adapter)
+    if rollout is not None and rollout.rolled_back:
+        return Mode(False, f"rolled back after a live failure ({rollout.rollback_reason}); "
+                           f"re-enable with: aurora adapters enable {adapter}")
+    source = f"adapters.{adapter}.dry_run is false" if override is False else "dry_run is false"
+    promoted = rollout is not None and rollout.promoted
+    percent = policy.canary_percent
+    if not promoted and percent < 100:
+        if ctx.run_id is None or canary_bucket(ctx.run_id) >= percent:
+            return Mode(False, f"canary: this run is outside the {percent}% live share "
+                               f"(until: aurora adapters promote {adapter})")
+        return Mode(True, f"canary: this run is inside the {percent}% live share; policy {source}")
+    return Mode(True, f"live: policy {source}, {flag or 'no allow flag needed'}, secrets configured, promoted")
 
 
 @dataclass
@@ -71,36 +143,18 @@ class AdapterResult:
         return out
 
 
-#: which allow flag a live call of each adapter needs, besides ``dry_run: false``
-ALLOW_FLAGS = {
-    "stripe": "allow_payments",
-    "social": "allow_external_posting",
-    "typeform": "allow_typeform_auto_ingest",
-}
-
-
-def decide_mode(adapter: str, policy: Policy, credentials_configured: bool, live_capable: bool = True) -> Mode:
-    """The one answer to "may this call go live?", with the reason for it."""
-    if policy.dry_run:
-        return Mode(False, "policy: dry_run is true")
-    flag = ALLOW_FLAGS.get(adapter)
-    if flag and not policy.data.get(flag, False):
-        return Mode(False, f"policy: {flag} is false")
-    if not credentials_configured:
-        return Mode(False, f"secrets: {adapter} is not configured (PLACEHOLDER)")
-    if not live_capable:
-        return Mode(False, f"live mode for {adapter} is not available in this version")
-    return Mode(True, "policy allows it and the secrets are configured")
-
-
 class Adapter:
-    """Base of every adapter. Subclasses set the class attributes and implement ``build``."""
+    """Base of every adapter. Subclasses set the class attributes and implement ``build``
+    (and ``send`` if they can go live)."""
 
     name = "adapter"
     operation = "call"
     simulated_msg = "Simulated call"
-    #: whether this adapter can make real calls (the others always simulate, and say why)
+    live_msg = "Done"
+    #: whether this adapter can make real calls
     live_capable = False
+    #: whether a live call interrupted midway may simply be made again (the provider dedups it)
+    repeat_safe = False
 
     def build(self, payload: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         raise NotImplementedError
@@ -108,13 +162,23 @@ class Adapter:
     def credentials_configured(self, payload: dict[str, Any], secrets: Secrets) -> bool:
         return False
 
-    def call(self, payload: dict[str, Any], ctx: CallContext) -> AdapterResult:
+    def decide(self, payload: dict[str, Any], ctx: CallContext) -> Mode:
+        return decide_mode(self.name, ctx, self.credentials_configured(payload, ctx.secrets), self.live_capable)
+
+    def send(self, payload: dict[str, Any], request: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        raise LiveCallFailed(f"{self.name} cannot make live calls", "invalid")
+
+    def call(self, payload: dict[str, Any], ctx: CallContext, mode: Mode | None = None) -> AdapterResult:
         started = time.perf_counter()
         request = self.build(payload, ctx)
-        mode = decide_mode(self.name, ctx.policy, self.credentials_configured(payload, ctx.secrets), self.live_capable)
-        if ctx.simulated_latency_ms:
-            time.sleep(ctx.simulated_latency_ms / 1000)
-        result = AdapterResult(self.name, self.operation, mode, self.simulated_msg, request)
+        mode = mode or self.decide(payload, ctx)
+        if mode.live:
+            response = self.send(payload, request, ctx)
+            result = AdapterResult(self.name, self.operation, mode, self.live_msg, request, response=response)
+        else:
+            if ctx.simulated_latency_ms:
+                time.sleep(ctx.simulated_latency_ms / 1000)
+            result = AdapterResult(self.name, self.operation, mode, self.simulated_msg, request)
         result.duration_ms = (time.perf_counter() - started) * 1000
         return result
 

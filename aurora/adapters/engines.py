@@ -55,6 +55,7 @@ class EngineAdapter(Adapter):
     operation = "analyse"
     simulated_msg = "Simulated analysis"
     live_capable = True
+    repeat_safe = True  # asking again is harmless
 
     def build(self, payload: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         engine = payload["engine"]
@@ -79,7 +80,7 @@ class EngineAdapter(Adapter):
     def credentials_configured(self, payload: dict[str, Any], secrets: Secrets) -> bool:
         return secrets.configured("engines", payload.get("engine", ""), "api_key")
 
-    def call(self, payload: dict[str, Any], ctx: CallContext) -> AdapterResult:
+    def call(self, payload: dict[str, Any], ctx: CallContext, mode: Mode | None = None) -> AdapterResult:
         started = time.perf_counter()
         candidates = payload.get("candidates") or [payload["engine"]]
         skipped: list[dict[str, str]] = []
@@ -90,7 +91,7 @@ class EngineAdapter(Adapter):
                 continue
             attempt = {**payload, "engine": engine}
             request = self.build(attempt, ctx)
-            mode = decide_mode(self.name, ctx.policy, self.credentials_configured(attempt, ctx.secrets))
+            mode = decide_mode(self.name, ctx, self.credentials_configured(attempt, ctx.secrets))
             if not mode.live:
                 return self._result(engine, mode, request, None, candidates, skipped, started, ctx)
             try:

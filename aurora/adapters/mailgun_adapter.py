@@ -1,4 +1,9 @@
-"""Mailgun: send one message through ``POST /v3/{domain}/messages``."""
+"""Mailgun: send one message with ``POST /v3/{domain}/messages`` (basic auth ``api:KEY``).
+
+Mailgun has no idempotency key, so a send is never repeated blindly: the engine records the
+attempt before sending, a read timeout after the request left is *ambiguous* (the mail may be on
+its way) and marks the run for reconciliation instead of sending again.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,11 @@ import json
 from typing import Any
 
 from ..secrets import REDACTED, Secrets
+from . import http
 from .base import Adapter, CallContext
 from .context import default_context
 
-API_BASE = "https://api.mailgun.net"
+BASE_URLS = {"us": "https://api.mailgun.net", "eu": "https://api.eu.mailgun.net"}
 DEFAULT_DOMAIN = "mg.example.com"
 DEFAULT_FROM = "noreply@example.com"
 
@@ -18,6 +24,13 @@ class MailgunAdapter(Adapter):
     name = "mailgun"
     operation = "send"
     simulated_msg = "Simulated mail send"
+    live_msg = "Mail queued"
+    live_capable = True
+    repeat_safe = False
+
+    def base_url(self, ctx: CallContext) -> str:
+        settings = ctx.settings(self.name)
+        return settings.get("base_url") or BASE_URLS[settings.get("region", "us")]
 
     def build(self, payload: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         domain = ctx.secrets.get("mailgun", "domain") or DEFAULT_DOMAIN
@@ -36,13 +49,22 @@ class MailgunAdapter(Adapter):
             form["v:aurora_run_id"] = ctx.run_id
         return {
             "method": "POST",
-            "url": f"{API_BASE}/v3/{domain}/messages",
+            "url": f"{self.base_url(ctx).rstrip('/')}/v3/{domain}/messages",
             "auth": {"type": "basic", "username": "api", "password": REDACTED},
             "form": form,
         }
 
     def credentials_configured(self, payload: dict[str, Any], secrets: Secrets) -> bool:
         return secrets.configured("mailgun", "api_key") and secrets.configured("mailgun", "domain")
+
+    def send(self, payload: dict[str, Any], request: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        fields: list[tuple[str, str]] = []
+        for key, value in request["form"].items():
+            for item in value if isinstance(value, list) else [value]:
+                fields.append((key, str(item)))
+        body = http.call(self.name, ctx, "POST", request["url"], data=fields,
+                         auth=("api", ctx.secrets.get("mailgun", "api_key") or ""))
+        return {"id": body.get("id"), "message": body.get("message")}
 
 
 def send_mail(to: str, subject: str, body: str) -> dict[str, Any]:
@@ -51,4 +73,6 @@ def send_mail(to: str, subject: str, body: str) -> dict[str, Any]:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    print(json.dumps(send_mail("user@example.com", "Subject", "Body"), indent=2))
+    from .selftest import main
+
+    main("mailgun")

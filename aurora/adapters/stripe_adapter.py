@@ -1,4 +1,10 @@
-"""Stripe: charge a customer with a PaymentIntent confirmed off-session."""
+"""Stripe: charge a customer with a PaymentIntent confirmed off-session, through the official SDK.
+
+Amounts are decimal strings converted to minor units by the currency's exponent. The idempotency
+key is derived from the run id, so every retry — the SDK's own (it honours ``Stripe-Should-Retry``
+and retries 409, 5xx and connection errors with backoff) or a whole worker's after a crash —
+reaches Stripe as the same request, and Stripe charges once. A card decline is never retried.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ from typing import Any
 
 from ..money import to_minor_units
 from ..secrets import REDACTED, Secrets
-from .base import Adapter, CallContext
+from .base import Adapter, CallContext, LiveCallFailed
 from .context import default_context
 
 API_BASE = "https://api.stripe.com"
@@ -16,6 +22,9 @@ class StripeAdapter(Adapter):
     name = "stripe"
     operation = "charge"
     simulated_msg = "Simulated charge"
+    live_msg = "Charged"
+    live_capable = True
+    repeat_safe = True  # the idempotency key makes a repeated call the same call
 
     def build(self, payload: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         currency = str(payload["currency"])
@@ -32,9 +41,10 @@ class StripeAdapter(Adapter):
             form["description"] = payload["description"]
         if ctx.run_id:
             form["metadata[aurora_run_id]"] = ctx.run_id
+        base = ctx.settings(self.name).get("base_url", API_BASE).rstrip("/")
         return {
             "method": "POST",
-            "url": f"{API_BASE}/v1/payment_intents",
+            "url": f"{base}/v1/payment_intents",
             "headers": {
                 "Authorization": f"Bearer {REDACTED}",
                 "Idempotency-Key": ctx.idempotency_key(self.name, self.operation),
@@ -46,6 +56,53 @@ class StripeAdapter(Adapter):
     def credentials_configured(self, payload: dict[str, Any], secrets: Secrets) -> bool:
         return secrets.configured("stripe", "secret_key")
 
+    def send(self, payload: dict[str, Any], request: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        import stripe
+
+        settings = ctx.settings(self.name)
+        client = stripe.StripeClient(
+            ctx.secrets.get("stripe", "secret_key") or "",
+            base_addresses={"api": settings.get("base_url", API_BASE)},
+            max_network_retries=int(settings.get("retries", 2)),
+            http_client=stripe.RequestsClient(timeout=float(settings.get("timeout_seconds", 30))),
+        )
+        form = request["form"]
+        params: dict[str, Any] = {
+            "amount": form["amount"], "currency": form["currency"], "customer": form["customer"],
+            "confirm": True, "off_session": True,
+        }
+        for key in ("description", "payment_method"):
+            if key in form:
+                params[key] = form[key]
+        if ctx.run_id:
+            params["metadata"] = {"aurora_run_id": ctx.run_id}
+        try:
+            if "payment_method" not in params:
+                ctx.wait_for_rate(self.name)
+                customer = client.v1.customers.retrieve(form["customer"])
+                default = (customer.get("invoice_settings") or {}).get("default_payment_method")
+                if not default:
+                    raise LiveCallFailed(f"customer {form['customer']} has no default payment method", "invalid")
+                params["payment_method"] = default if isinstance(default, str) else default["id"]
+            ctx.wait_for_rate(self.name)
+            intent = client.v1.payment_intents.create(
+                params=params, options={"idempotency_key": request["headers"]["Idempotency-Key"]})
+        except stripe.CardError as exc:
+            error = exc.error
+            raise LiveCallFailed(f"card declined ({exc.code})", "declined", {
+                "code": exc.code, "decline_code": getattr(error, "decline_code", None),
+                "payment_intent": (getattr(error, "payment_intent", None) or {}).get("id"),
+            }) from None
+        except (stripe.AuthenticationError, stripe.PermissionError) as exc:
+            raise LiveCallFailed(f"Stripe refused the key (HTTP {exc.http_status})", "auth") from None
+        except (stripe.InvalidRequestError, stripe.IdempotencyError) as exc:
+            raise LiveCallFailed(f"Stripe refused the request ({exc.code or exc.http_status})", "invalid",
+                                 {"code": exc.code, "param": getattr(exc, "param", None)}) from None
+        except stripe.StripeError as exc:
+            raise LiveCallFailed(f"Stripe unavailable ({exc.__class__.__name__})", "unavailable") from None
+        return {"id": intent.id, "status": intent.status, "amount": intent.amount, "currency": intent.currency,
+                "latest_charge": intent.get("latest_charge")}
+
 
 def charge_customer(customer: str, amount: str | int, currency: str, description: str | None = None) -> dict[str, Any]:
     """The seed's call: ``charge_customer("cus_123", "150.00", "EUR")`` (simulated unless live)."""
@@ -56,6 +113,6 @@ def charge_customer(customer: str, amount: str | int, currency: str, description
 
 
 if __name__ == "__main__":  # pragma: no cover - the seed's "test each adapter alone"
-    import json
+    from .selftest import main
 
-    print(json.dumps(charge_customer("cus_123", "150.00", "EUR"), indent=2))
+    main("stripe")

@@ -1,0 +1,94 @@
+"""One live HTTP call with the house rules: the adapter's rate limit, retries with backoff on
+429 (after ``Retry-After``), 5xx and connection failures, and failures classified.
+
+A request that may have reached the provider before the connection broke (a read timeout) is
+*ambiguous*: it is never re-sent here, since the provider may already have acted on it.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+import requests
+
+from .base import CallContext, LiveCallFailed
+
+#: the longest a Retry-After is honoured before the call counts as unavailable
+MAX_RETRY_AFTER = 60.0
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        return None
+
+
+def never_sent(exc: requests.RequestException) -> bool:
+    """True when the request surely did not reach the provider (no connection was made)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.ConnectionError) and not isinstance(exc, requests.ReadTimeout):
+        text = repr(exc)
+        return "NewConnectionError" in text or "Connection refused" in text or "NameResolutionError" in text
+    return False
+
+
+def _backoff(attempt: int) -> float:
+    return min(0.5 * 2**attempt, 8.0) * (0.5 + random.random())  # noqa: S311 - jitter, not security
+
+
+def body_of(response: requests.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+        return body if isinstance(body, dict) else {"body": body}
+    except ValueError:
+        return {"body": response.text[:500]}
+
+
+def call(adapter: str, ctx: CallContext, method: str, url: str, *, classify: Any = None, **kwargs: Any) -> dict[str, Any]:
+    """Make the call and return the JSON body, or raise :class:`LiveCallFailed`.
+
+    ``classify(status, body)`` may name a failure kind for a 4xx answer (default: 401/403 are
+    ``auth``, others ``invalid``).
+    """
+    settings = ctx.settings(adapter)
+    retries = int(settings.get("retries", 2))
+    timeout = float(settings.get("timeout_seconds", 30))
+    last = ""
+    for attempt in range(retries + 1):
+        ctx.wait_for_rate(adapter)
+        try:
+            response = requests.request(method, url, timeout=timeout, **kwargs)
+        except requests.RequestException as exc:
+            if not never_sent(exc):
+                raise LiveCallFailed("the connection broke after the request was sent; it may have been acted on",
+                                     "ambiguous") from None
+            last = exc.__class__.__name__
+            time.sleep(_backoff(attempt))
+            continue
+        if response.status_code < 400:
+            return body_of(response)
+        body = body_of(response)
+        kind = classify(response.status_code, body) if classify else None
+        if kind is None:
+            if response.status_code == 429 or response.status_code >= 500:
+                kind = "retry"
+            elif response.status_code in (401, 403):
+                kind = "auth"
+            else:
+                kind = "invalid"
+        if kind != "retry":
+            raise LiveCallFailed(f"HTTP {response.status_code}", kind, body)
+        last = f"HTTP {response.status_code}"
+        if attempt < retries:
+            wait = _retry_after(response)
+            if wait is not None and wait > MAX_RETRY_AFTER:
+                break
+            time.sleep(wait if wait is not None else _backoff(attempt))
+    raise LiveCallFailed(f"unavailable after {retries + 1} attempts ({last})", "unavailable")
