@@ -79,7 +79,7 @@ class FakeServer:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
     def url(self) -> str:
@@ -125,3 +125,136 @@ def engine_default(request: Received) -> Reply:
     if request.path.endswith("/chat/completions"):
         return openai_answer("openai says hi")
     return Reply(404, {"error": {"message": "unknown path"}})
+
+
+class StripeState:
+    """A fake Stripe account: PaymentIntents, idempotency keys, customers, scripted failures."""
+
+    def __init__(self, secret_key: str):
+        self.secret_key = secret_key
+        self.intents: dict[str, dict[str, Any]] = {}
+        self.by_key: dict[str, tuple[int, dict[str, Any]]] = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, request: Received) -> Reply:
+        if request.headers.get("authorization") != f"Bearer {self.secret_key}":
+            return Reply(401, {"error": {"type": "invalid_request_error", "message": "Invalid API Key provided"}})
+        if request.method == "GET" and request.path.startswith("/v1/customers/"):
+            customer = request.path.rsplit("/", 1)[1]
+            default = None if customer == "cus_nopm" else "pm_card_visa"
+            return Reply(200, {"id": customer, "object": "customer",
+                               "invoice_settings": {"default_payment_method": default}})
+        if request.method == "POST" and request.path == "/v1/payment_intents":
+            key = request.headers.get("idempotency-key", "")
+            with self.lock:
+                if key in self.by_key:
+                    status, body = self.by_key[key]
+                    return Reply(status, body, {"Idempotent-Replayed": "true"})
+                form = {k: v[0] for k, v in request.form().items()}
+                if form.get("customer") == "cus_declined":
+                    status, body = 402, {"error": {"type": "card_error", "code": "card_declined",
+                                                   "decline_code": "insufficient_funds", "message": "declined"}}
+                else:
+                    number = len(self.intents) + 1
+                    body = {"id": f"pi_{number:04d}", "object": "payment_intent", "amount": int(form["amount"]),
+                            "currency": form["currency"], "customer": form["customer"], "status": "succeeded",
+                            "latest_charge": f"ch_{number:04d}", "payment_method": form.get("payment_method"),
+                            "metadata": {k[9:-1]: v for k, v in form.items() if k.startswith("metadata[")}}
+                    self.intents[body["id"]] = body
+                    status = 200
+                if key:
+                    self.by_key[key] = (status, body)
+                return Reply(status, body)
+        return Reply(404, {"error": {"type": "invalid_request_error", "message": "Unrecognized request URL"}})
+
+
+class MailgunState:
+    def __init__(self, api_key: str):
+        self.api_key = api_key
+        self.sent: list[dict[str, list[str]]] = []
+
+    def __call__(self, request: Received) -> Reply:
+        import base64
+
+        expected = "Basic " + base64.b64encode(f"api:{self.api_key}".encode()).decode()
+        if request.headers.get("authorization") != expected:
+            return Reply(401, b"Forbidden")
+        if request.method == "POST" and request.path.endswith("/messages"):
+            self.sent.append(request.form())
+            return Reply(200, {"id": f"<{len(self.sent)}@mg.example.com>", "message": "Queued. Thank you."})
+        return Reply(404, {"message": "not found"})
+
+
+class TypeformState:
+    def __init__(self, token: str, form_id: str, count: int):
+        self.token, self.form_id = token, form_id
+        self.responses = [self.response(i) for i in range(count)]
+
+    @staticmethod
+    def response(i: int) -> dict[str, Any]:
+        return {"token": f"tok{i:05d}", "response_id": f"tok{i:05d}", "submitted_at": f"2026-11-01T10:{i % 60:02d}:00Z",
+                "answers": [{"field": {"ref": "email"}, "type": "email", "email": f"k{i}@example.com"}], "hidden": {}}
+
+    def add(self, count: int) -> None:
+        start = len(self.responses)
+        self.responses += [self.response(i) for i in range(start, start + count)]
+
+    def __call__(self, request: Received) -> Reply:
+        if request.headers.get("authorization") != f"Bearer {self.token}":
+            return Reply(401, {"code": "AUTHENTICATION_FAILED"})
+        if request.path != f"/forms/{self.form_id}/responses":
+            return Reply(404, {"code": "FORM_NOT_FOUND"})
+        size = int(request.query.get("page_size", ["25"])[0])
+        after = request.query.get("after", [None])[0]
+        items = self.responses
+        if after:
+            index = next((i for i, r in enumerate(items) if r["token"] == after), None)
+            items = items[index + 1:] if index is not None else []
+        page = items[:size]
+        return Reply(200, {"total_items": len(items), "page_count": max(1, -(-len(items) // size)), "items": page})
+
+
+class GraphState:
+    """Facebook page feed and Instagram containers, Graph API v21.0."""
+
+    def __init__(self, *tokens: str, page: str = "page1", account: str = "ig1", polls_before_ready: int = 1):
+        self.tokens, self.page, self.account = set(tokens), page, account
+        self.posts: list[dict[str, Any]] = []
+        self.containers: dict[str, dict[str, Any]] = {}
+        self.published: list[str] = []
+        self.polls_before_ready = polls_before_ready
+
+    def __call__(self, request: Received) -> Reply:
+        if request.headers.get("authorization", "").removeprefix("Bearer ") not in self.tokens:
+            return Reply(400, {"error": {"message": "Invalid OAuth access token.", "type": "OAuthException", "code": 190}})
+        path = request.path.split("/")[2:]  # drop "", "v21.0"
+        if request.method == "POST" and path == [self.page, "feed"]:
+            from datetime import datetime, timezone
+
+            form = {k: v[0] for k, v in request.form().items()}
+            post = {"id": f"{self.page}_{len(self.posts) + 1}", "message": form["message"],
+                    "created_time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S+0000")}
+            self.posts.append(post)
+            return Reply(200, {"id": post["id"]})
+        if request.method == "GET" and path == [self.page, "feed"]:
+            return Reply(200, {"data": list(reversed(self.posts))})
+        if request.method == "POST" and path == [self.account, "media"]:
+            form = {k: v[0] for k, v in request.form().items()}
+            cid = f"c{len(self.containers) + 1}"
+            self.containers[cid] = {"form": form, "polls": 0, "status": "IN_PROGRESS"}
+            return Reply(200, {"id": cid})
+        if request.method == "GET" and len(path) == 1 and path[0] in self.containers:
+            container = self.containers[path[0]]
+            container["polls"] += 1
+            if container["status"] == "IN_PROGRESS" and container["polls"] > self.polls_before_ready:
+                container["status"] = "FINISHED"
+            return Reply(200, {"status_code": container["status"], "id": path[0]})
+        if request.method == "POST" and path == [self.account, "media_publish"]:
+            cid = request.form()["creation_id"][0]
+            container = self.containers.get(cid)
+            if not container or container["status"] != "FINISHED":
+                return Reply(400, {"error": {"message": "Media ID is not available", "code": 9007}})
+            container["status"] = "PUBLISHED"
+            self.published.append(cid)
+            return Reply(200, {"id": f"media_{len(self.published)}"})
+        return Reply(400, {"error": {"message": "Unsupported request", "code": 100}})

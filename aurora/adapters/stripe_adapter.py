@@ -79,7 +79,7 @@ class StripeAdapter(Adapter):
         try:
             if "payment_method" not in params:
                 ctx.wait_for_rate(self.name)
-                customer = client.v1.customers.retrieve(form["customer"])
+                customer = client.v1.customers.retrieve(form["customer"]).to_dict()
                 default = (customer.get("invoice_settings") or {}).get("default_payment_method")
                 if not default:
                     raise LiveCallFailed(f"customer {form['customer']} has no default payment method", "invalid")
@@ -91,7 +91,7 @@ class StripeAdapter(Adapter):
             error = exc.error
             raise LiveCallFailed(f"card declined ({exc.code})", "declined", {
                 "code": exc.code, "decline_code": getattr(error, "decline_code", None),
-                "payment_intent": (getattr(error, "payment_intent", None) or {}).get("id"),
+                "payment_intent": getattr(getattr(error, "payment_intent", None), "id", None),
             }) from None
         except (stripe.AuthenticationError, stripe.PermissionError) as exc:
             raise LiveCallFailed(f"Stripe refused the key (HTTP {exc.http_status})", "auth") from None
@@ -100,8 +100,8 @@ class StripeAdapter(Adapter):
                                  {"code": exc.code, "param": getattr(exc, "param", None)}) from None
         except stripe.StripeError as exc:
             raise LiveCallFailed(f"Stripe unavailable ({exc.__class__.__name__})", "unavailable") from None
-        return {"id": intent.id, "status": intent.status, "amount": intent.amount, "currency": intent.currency,
-                "latest_charge": intent.get("latest_charge")}
+        body = intent.to_dict()
+        return {key: body.get(key) for key in ("id", "status", "amount", "currency", "latest_charge")}
 
 
 def charge_customer(customer: str, amount: str | int, currency: str, description: str | None = None) -> dict[str, Any]:

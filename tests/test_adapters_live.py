@@ -1,0 +1,340 @@
+"""Live adapters against fake provider servers: exact requests, retries, the switches, canary,
+rollback, idempotency, reconciliation, and secrets that never leak."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+
+from aurora import adapter_state, documents
+from aurora.adapters import CallContext, decide_mode
+from aurora.adapters.base import canary_bucket
+from aurora.adapters.mailgun_adapter import MailgunAdapter
+from aurora.models import Approval, AuditRecord, Event, Run, RunStep, utcnow
+from aurora.policy import parse_policy
+from aurora.secrets import Secrets, load_secrets
+from fakes import FakeServer, GraphState, MailgunState, Reply, StripeState, TypeformState
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRETS = {
+    "stripe": {"secret_key": "sk_test_liveSECRET4242", "webhook_secret": "whsec_liveSECRET"},
+    "mailgun": {"api_key": "key-liveSECRET7777", "domain": "mg.example.com", "from": "noreply@example.com"},
+    "typeform": {"token": "tfp_liveSECRET8888", "form_id": "FORM1"},
+    "social": {"facebook": {"access_token": "EAAliveSECRET", "page_id": "page1"},
+               "instagram": {"access_token": "IGQliveSECRET", "account_id": "ig1"}},
+}
+SECRET_VALUES = ["sk_test_liveSECRET4242", "whsec_liveSECRET", "key-liveSECRET7777", "tfp_liveSECRET8888",
+                 "EAAliveSECRET", "IGQliveSECRET"]
+
+
+class Live:
+    def __init__(self, runtime, env, servers):
+        self.runtime, self.env, self.servers = runtime, env, servers
+
+    def policy(self, **changes) -> dict:
+        data = json.loads((ROOT / "policy" / "batch8_policy.json").read_text())
+        data.update(dry_run=False, allow_payments=True, allow_external_posting=True, allow_typeform_auto_ingest=True)
+        data["security"]["canary_percent"] = 100
+        for name, server in self.servers.items():
+            data["adapters"][name].update(base_url=server.url, retries=1, timeout_seconds=1)
+        data["adapters"]["social"]["publish_poll_seconds"] = 0.05
+        for name in ("typeform", "social"):
+            data["adapters"][name]["rate_limit"] = "100/second"
+        for key, value in changes.items():
+            section, _, leaf = key.partition("__")
+            if leaf:
+                sub, _, leaf2 = leaf.partition("__")
+                target = data[section][sub] if leaf2 else data[section]
+                target[leaf2 or leaf] = value
+            else:
+                data[key] = value
+        return data
+
+    def set_policy(self, **changes) -> None:
+        Path(self.env["AURORA_POLICY_FILE"]).write_text(json.dumps(self.policy(**changes)))
+        self.runtime.policies._mtime, self.runtime.policies._checked_at = None, 0  # noqa: SLF001
+
+    def run(self, goal: str, payload: dict, approve: bool = True) -> Run:
+        doc = {"name": "live", "goal": goal, "payload": payload}
+        engine = self.runtime.engine
+        run = engine.submit(documents.load(json.dumps(doc), fmt="json"), "sam")
+        engine.execute(run.id)
+        stored = self.get(run.id)
+        if stored.status == "awaiting_approval" and approve:
+            with self.runtime.db.write() as session:
+                for voter in ("alice", "bob"):
+                    session.add(Approval(run_id=run.id, voter=voter, decision="approve", channel="api",
+                                         document_hash=stored.document_hash))
+                session.execute(update(Run).where(Run.id == run.id).values(status="queued"))
+            engine.execute(run.id)
+        return self.get(run.id)
+
+    def get(self, run_id: str) -> Run:
+        with self.runtime.db.read() as session:
+            return session.scalar(select(Run).where(Run.id == run_id))
+
+    def audit(self, run_id: str) -> list[AuditRecord]:
+        with self.runtime.db.read() as session:
+            return list(session.scalars(select(AuditRecord).where(AuditRecord.run_id == run_id)))
+
+
+@pytest.fixture
+def live(runtime, env):
+    stripe = StripeState(SECRETS["stripe"]["secret_key"])
+    mailgun = MailgunState(SECRETS["mailgun"]["api_key"])
+    typeform = TypeformState(SECRETS["typeform"]["token"], "FORM1", 2500)
+    graph = GraphState(SECRETS["social"]["facebook"]["access_token"], SECRETS["social"]["instagram"]["access_token"])
+    with FakeServer(stripe) as s, FakeServer(mailgun) as m, FakeServer(typeform) as t, FakeServer(graph) as g:
+        s.state, m.state, t.state, g.state = stripe, mailgun, typeform, graph
+        secrets = Path(env["AURORA_SECRETS_FILE"])
+        secrets.write_text(json.dumps(SECRETS))
+        secrets.chmod(0o600)
+        harness = Live(runtime, env, {"stripe": s, "mailgun": m, "typeform": t, "social": g})
+        harness.set_policy()
+        yield harness
+
+
+CHARGE = {"customer": "cus_42", "amount": "150.00", "currency": "EUR", "description": "Rechnung 1"}
+
+
+def test_stripe_payment_intent_exact_request(live) -> None:
+    run = live.run("charge", CHARGE)
+    assert run.status == "succeeded", run.error
+    assert run.result["mode"] == "live" and run.result["response"]["id"] == "pi_0001"
+    server = live.servers["stripe"]
+    [customer, intent] = server.received
+    assert customer.path == "/v1/customers/cus_42"
+    form = {k: v[0] for k, v in intent.form().items()}
+    assert form["amount"] == "15000" and form["currency"] == "eur" and form["customer"] == "cus_42"
+    assert form["confirm"] == "true" and form["off_session"] == "true" and form["payment_method"] == "pm_card_visa"
+    assert form["metadata[aurora_run_id]"] == run.id
+    assert intent.headers["idempotency-key"] == f"aurora-{run.id}-stripe-charge"
+    assert intent.headers["authorization"] == f"Bearer {SECRETS['stripe']['secret_key']}"
+
+
+def test_zero_decimal_currency_minor_units(live) -> None:
+    run = live.run("charge", {**CHARGE, "amount": "5000", "currency": "JPY", "payment_method": "pm_1"})
+    assert run.status == "succeeded"
+    assert live.servers["stripe"].state.intents["pi_0001"]["amount"] == 5000
+
+
+def test_stripe_retries_a_5xx_with_the_same_key_and_never_a_decline(live) -> None:
+    server = live.servers["stripe"]
+    server.script("/v1/payment_intents", Reply(500, {"error": {"type": "api_error"}}, {"Stripe-Should-Retry": "true"}))
+    run = live.run("charge", {**CHARGE, "payment_method": "pm_1"})
+    assert run.status == "succeeded"
+    attempts = server.requests_to("/v1/payment_intents")
+    assert len(attempts) == 2 and len({a.headers["idempotency-key"] for a in attempts}) == 1
+    assert len(server.state.intents) == 1
+
+    declined = live.run("charge", {**CHARGE, "customer": "cus_declined", "payment_method": "pm_1"})
+    assert declined.status == "failed" and declined.error["kind"] == "declined"
+    assert len(server.requests_to("/v1/payment_intents")) == 3  # one try only
+    assert not adapter_state.load(live.runtime.db)["stripe"].rolled_back  # a decline is not the adapter's fault
+
+
+def test_should_retry_false_is_honoured(live) -> None:
+    server = live.servers["stripe"]
+    server.script("/v1/payment_intents", Reply(500, {"error": {"type": "api_error"}}, {"Stripe-Should-Retry": "false"}))
+    run = live.run("charge", {**CHARGE, "payment_method": "pm_1"})
+    assert run.status == "failed"
+    assert len(server.requests_to("/v1/payment_intents")) == 1
+
+
+def test_live_failure_rolls_the_adapter_back_until_enabled(live) -> None:
+    live.servers["stripe"].state.secret_key = "sk_test_rotated"  # our key is now wrong
+    failed = live.run("charge", {**CHARGE, "payment_method": "pm_1"})
+    assert failed.status == "failed" and failed.error["kind"] == "auth"
+    rollout = adapter_state.load(live.runtime.db)["stripe"]
+    assert rollout.rolled_back
+    with live.runtime.db.read() as session:
+        assert session.scalar(select(Event).where(Event.type == "adapter.rolled_back")) is not None
+        assert session.scalar(select(AuditRecord).where(AuditRecord.operation == "rollback")) is not None
+    after = live.run("charge", {**CHARGE, "payment_method": "pm_1"})
+    assert after.status == "succeeded" and after.result["mode"] == "simulated"
+    assert "rolled back" in after.result["reason"] and "aurora adapters enable stripe" in after.result["reason"]
+    live.servers["stripe"].state.secret_key = SECRETS["stripe"]["secret_key"]
+    adapter_state.enable(live.runtime.db, "stripe", "test-node")
+    assert live.run("charge", {**CHARGE, "payment_method": "pm_1"}).result["mode"] == "live"
+
+
+def test_mailgun_exact_request(live) -> None:
+    run = live.run("send_email", {"to": ["a@example.com", "b@example.com"], "subject": "Bericht",
+                                  "template": "monthly_report", "variables": {"monat": "Oktober"}})
+    assert run.status == "succeeded", run.error
+    assert run.result["response"]["message"] == "Queued. Thank you."
+    [request] = live.servers["mailgun"].received
+    assert request.path == "/v3/mg.example.com/messages"
+    form = request.form()
+    assert form["to"] == ["a@example.com", "b@example.com"] and form["from"] == ["noreply@example.com"]
+    assert form["template"] == ["monthly_report"] and json.loads(form["t:variables"][0]) == {"monat": "Oktober"}
+    assert form["v:aurora_run_id"] == [run.id]
+
+
+def test_mailgun_region_picks_the_base_url(live) -> None:
+    data = live.policy()
+    data["adapters"]["mailgun"].pop("base_url")
+    data["adapters"]["mailgun"]["region"] = "eu"
+    ctx = CallContext("r1", parse_policy(json.dumps(data)), Secrets())
+    assert MailgunAdapter().build({"to": "a@example.com", "subject": "s", "text": "t"}, ctx)["url"].startswith(
+        "https://api.eu.mailgun.net/v3/")
+
+
+def test_mailgun_429_waits_for_retry_after(live) -> None:
+    server = live.servers["mailgun"]
+    server.script("/v3/", Reply(429, {"message": "slow down"}, {"Retry-After": "0.3"}))
+    started = time.monotonic()
+    run = live.run("send_email", {"to": "a@example.com", "subject": "s", "text": "t"})
+    assert run.status == "succeeded" and time.monotonic() - started >= 0.3
+    assert len(server.received) == 2 and len(server.state.sent) == 1
+
+
+def test_mailgun_timeout_after_sending_is_not_resent(live) -> None:
+    server = live.servers["mailgun"]
+    server.script("/v3/", Reply(200, {"id": "<x>", "message": "Queued"}, delay=1.5))
+    run = live.run("send_email", {"to": "a@example.com", "subject": "s", "text": "t"})
+    assert run.status == "failed" and run.error["type"] == "needs_reconciliation"
+    assert len(server.received) == 1
+    assert not adapter_state.load(live.runtime.db)["mailgun"].promoted
+
+
+def test_interrupted_live_mail_is_reconciled_not_resent(live) -> None:
+    engine = live.runtime.engine
+    run = engine.submit(documents.load("name: m\ngoal: send_email\npayload: {to: a@example.com, subject: s, text: t}"),
+                        "sam")
+    with live.runtime.db.write() as session:  # a worker began the live send, then died
+        session.execute(update(Run).where(Run.id == run.id).values(
+            status="running", step="act", attempts=1, lease_owner="dead", lease_expires_at=utcnow()))
+        session.add(RunStep(run_id=run.id, step="act", status="started", result={"mode": "live"}))
+    engine.execute(run.id)
+    stored = live.get(run.id)
+    assert stored.status == "failed" and stored.error["type"] == "needs_reconciliation"
+    assert live.servers["mailgun"].received == []
+
+
+def test_typeform_pages_cursor_and_dedup(live) -> None:
+    first = live.run("ingest_forms", {"form_id": "FORM1"})
+    assert first.status == "succeeded", first.error
+    assert first.result["response"]["received"] == 2500 and first.result["response"]["new"] == 2500
+    requests_ = live.servers["typeform"].received
+    assert [r.query.get("after", [None])[0] for r in requests_] == [None, "tok00999", "tok01999"]
+    assert requests_[0].query["sort"] == ["submitted_at,asc"] and requests_[0].query["page_size"] == ["1000"]
+    live.servers["typeform"].state.add(5)
+    second = live.run("ingest_forms", {"form_id": "FORM1"})
+    assert second.result["response"]["new"] == 5
+    assert live.servers["typeform"].received[-1].query["after"] == ["tok02499"]
+    with live.runtime.db.read() as session:
+        tokens = [e.data["token"] for e in session.scalars(select(Event).where(Event.type == "typeform.response"))]
+    assert len(tokens) == len(set(tokens)) == 2505
+
+
+def test_typeform_rate_limit_spaces_requests(live) -> None:
+    live.set_policy(adapters__typeform__rate_limit="2/second")
+    live.servers["typeform"].state.responses = live.servers["typeform"].state.responses[:2500]
+    started = time.monotonic()
+    live.run("ingest_forms", {"form_id": "FORM1"})
+    assert time.monotonic() - started >= 0.9  # three requests at two per second
+
+
+def test_facebook_post_keeps_the_token_out_of_urls(live) -> None:
+    run = live.run("post_external", {"platform": "facebook", "content": "Herbst-Tipps"})
+    assert run.status == "succeeded", run.error
+    [request] = live.servers["social"].received
+    assert request.path == "/v21.0/page1/feed" and request.form()["message"] == ["Herbst-Tipps"]
+    assert "EAA" not in request.path + json.dumps(request.query) + request.body.decode()
+
+
+def test_instagram_two_step_publish(live) -> None:
+    run = live.run("post_external", {"platform": "instagram", "content": "Hallo", "media_url": "https://e.com/a.jpg"})
+    assert run.status == "succeeded", run.error
+    graph = live.servers["social"]
+    paths = [(r.method, r.path) for r in graph.received]
+    assert paths[0] == ("POST", "/v21.0/ig1/media") and paths[-1] == ("POST", "/v21.0/ig1/media_publish")
+    assert ("GET", "/v21.0/c1") in paths
+    assert graph.state.published == ["c1"] and run.result["response"]["id"] == "media_1"
+
+
+def test_timed_out_facebook_post_is_checked_before_retrying(live) -> None:
+    graph = live.servers["social"]
+    original = graph.default
+
+    def slow_first_post(request):
+        reply = original(request)
+        if request.method == "POST" and len(graph.state.posts) == 1:
+            reply.delay = 1.5  # posted, but the answer comes too late
+        return reply
+
+    graph.default = slow_first_post
+    run = live.run("post_external", {"platform": "facebook", "content": "Nur einmal"})
+    assert run.status == "succeeded" and run.result["response"]["verified_after_timeout"] is True
+    assert len(graph.state.posts) == 1
+
+
+def test_graph_auth_error_code_190_is_classified(live) -> None:
+    live.servers["social"].state.tokens = {"EAArotated"}
+    run = live.run("post_external", {"platform": "facebook", "content": "x"})
+    assert run.error["kind"] == "auth" and adapter_state.load(live.runtime.db)["social"].rolled_back
+
+
+def rollout(promoted=False, rolled_back=False):
+    return adapter_state.Rollout("stripe", promoted, utcnow() if rolled_back else None, "auth" if rolled_back else None)
+
+
+@pytest.mark.parametrize("changes, configured, state, live_expected, reason", [
+    ({}, True, rollout(True), True, "live: policy dry_run is false"),
+    ({"dry_run": True}, True, rollout(True), False, "policy: dry_run is true"),
+    ({"dry_run": True, "adapters__stripe__dry_run": False}, True, rollout(True), True, "adapters.stripe.dry_run is false"),
+    ({"adapters__stripe__dry_run": True}, True, rollout(True), False, "policy: adapters.stripe.dry_run is true"),
+    ({"allow_payments": False}, True, rollout(True), False, "policy: allow_payments is false"),
+    ({}, False, rollout(True), False, "secrets: stripe is not configured"),
+    ({}, True, rollout(True, rolled_back=True), False, "rolled back"),
+    ({"security__canary_percent": 0}, True, rollout(False), False, "canary: this run is outside"),
+    ({"security__canary_percent": 0}, True, rollout(True), True, "promoted"),
+])
+def test_every_switch_ends_in_one_mode_with_its_reason(live, changes, configured, state, live_expected, reason):
+    policy = parse_policy(json.dumps(live.policy(**changes)))
+    ctx = CallContext("run-1", policy, Secrets(), rollouts={"stripe": state})
+    mode = decide_mode("stripe", ctx, configured)
+    assert mode.live is live_expected and reason in mode.reason
+
+
+def test_canary_share_is_within_tolerance_over_1000_runs(live) -> None:
+    policy = parse_policy(json.dumps(live.policy(security__canary_percent=10)))
+    base = CallContext(None, policy, Secrets(), rollouts={"stripe": rollout(False)})
+    ids = [str(uuid.UUID(int=i * 7919 + 13)) for i in range(1000)]
+    live_count = sum(decide_mode("stripe", replace(base, run_id=i), True).live for i in ids)
+    assert 70 <= live_count <= 130
+    assert all(decide_mode("stripe", replace(base, run_id=i), True).live == (canary_bucket(i) < 10) for i in ids[:50])
+
+
+def test_secrets_never_leak_into_logs_records_or_api(live, client, api_keys, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    live.servers["stripe"].state.secret_key = "sk_test_wrong"  # make errors happen too
+    runs = [live.run("charge", {**CHARGE, "payment_method": "pm_1"}),
+            live.run("send_email", {"to": "a@example.com", "subject": "s", "text": "t"}),
+            live.run("ingest_forms", {"form_id": "FORM1"}),
+            live.run("post_external", {"platform": "instagram", "content": "c", "media_url": "https://e.com/a.jpg"})]
+    texts = [r.getMessage() for r in caplog.records] + [json.dumps(r.__dict__, default=str) for r in caplog.records]
+    with live.runtime.db.read() as session:
+        texts += [json.dumps(e.data) for e in session.scalars(select(Event))]
+        texts += [json.dumps([a.request, a.response, a.reason]) for a in session.scalars(select(AuditRecord))]
+    for run in runs:
+        texts.append(json.dumps([run.result, run.error]))
+        texts.append(client.get(f"/workflows/{run.id}", headers=api_keys.header("viewer")).get_data(as_text=True))
+    blob = "\n".join(texts)
+    assert runs[0].status == "failed" and runs[1].status == "succeeded"
+    for secret in SECRET_VALUES:
+        assert secret not in blob, secret
+
+
+def test_secrets_file_mode_is_enforced_at_load(live, env) -> None:
+    Path(env["AURORA_SECRETS_FILE"]).chmod(0o640)
+    with pytest.raises(Exception, match="chmod 600"):
+        load_secrets(Path(env["AURORA_SECRETS_FILE"]))
