@@ -50,6 +50,14 @@ def broker_options(settings: Settings) -> dict[str, Any]:
     return {}
 
 
+def _ingest_interval() -> float:
+    try:
+        policy = get_runtime().policies.current()
+    except Exception:  # noqa: BLE001 - the worker reports a broken policy itself
+        return 600.0
+    return float(policy.adapter("typeform").get("ingest_interval_seconds", 600))
+
+
 def make_celery(settings: Settings, set_as_current: bool = True) -> Celery:
     app = Celery("aurora", broker=settings.broker_url, set_as_current=set_as_current)
     app.conf.update(
@@ -68,6 +76,7 @@ def make_celery(settings: Settings, set_as_current: bool = True) -> Celery:
         worker_send_task_events=False,
         beat_schedule={
             "aurora-sweep": {"task": "aurora.sweep", "schedule": settings.sweep_interval},
+            "aurora-ingest-forms": {"task": "aurora.ingest_forms", "schedule": _ingest_interval()},
         },
         beat_schedule_filename=str(settings.home / "celerybeat-schedule"),
     )

@@ -15,6 +15,7 @@ Finished steps are recorded and never run again.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -372,6 +373,31 @@ class Engine:
         finally:
             stop.set()
             thread.join(timeout=1)
+
+    # -- scheduled work ----------------------------------------------------------------------
+
+    def schedule_form_ingests(self) -> list[str]:
+        """Start an ingest run per configured form, when the policy allows automatic ingest and
+        no ingest of that form is still queued or running. Return the new run ids."""
+        policy = self.policies.current()
+        if not policy.data.get("allow_typeform_auto_ingest"):
+            return []
+        forms = list(policy.adapter("typeform").get("forms") or [])
+        if not forms and self.secrets().get("typeform", "form_id"):
+            forms = [self.secrets().get("typeform", "form_id")]
+        from .documents import load
+
+        started = []
+        with self.db.read() as session:
+            busy = {row.document["payload"].get("form_id") for row in session.scalars(select(Run).where(
+                Run.goal == "ingest_forms", Run.status.in_(["queued", "running"])))}
+        for form_id in forms:
+            if form_id in busy:
+                continue
+            workflow = load(json.dumps({"name": f"typeform_ingest_{form_id}", "category": "forms", "origin": "beat",
+                                        "goal": "ingest_forms", "payload": {"form_id": form_id}}), fmt="json")
+            started.append(self.submit(workflow, "beat").id)
+        return started
 
     # -- sweeping ----------------------------------------------------------------------------
 

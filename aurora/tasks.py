@@ -37,3 +37,14 @@ def sweep() -> int:
     if again:
         log.info("sweeper sent %d run(s) again", len(again))
     return len(again)
+
+
+@shared_task(name="aurora.ingest_forms", acks_late=True)
+def ingest_forms() -> int:
+    """Beat's Typeform ingest: one run per configured form, only with allow_typeform_auto_ingest."""
+    from .queue import enqueue
+
+    started = get_runtime().engine.schedule_form_ingests()
+    for run_id in started:
+        enqueue(run_id)
+    return len(started)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import adapters  # noqa: E402
 import router  # noqa: E402
 import spine  # noqa: E402
 import transports  # noqa: E402
@@ -28,6 +29,7 @@ BENCHES = {
     "transports": transports.compare,
     "router": router.decisions,
     "route_http": router.http_latency,
+    "adapters": adapters.overhead,
 }
 NOTES = """## Reading the figures
 
@@ -91,6 +93,10 @@ def write(results: dict) -> None:
     if h:
         lines.append(f"| `POST /route` at {h['rate_per_s']} requests/s (gunicorn, 2 workers) |"
                      f" p50 {h['p50_ms']} ms, p99 {h['p99_ms']} ms | — | — | {h['goal']} |")
+    a = results.get("adapters")
+    if a:
+        lines.append(f"| adapter layer per simulated call (Mailgun) | {a['adapter_us']} µs |"
+                     f" bare function {a['bare_us']} µs | +{a['overhead_us']} µs | {a['goal']} |")
     lines += ["", NOTES, "", "Raw figures:", "", "```json", json.dumps(results, indent=2), "```", ""]
     DOC.write_text("\n".join(lines))
     print(f"wrote {DOC}")

@@ -8,6 +8,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import UTC
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -229,11 +230,11 @@ class GraphState:
             return Reply(400, {"error": {"message": "Invalid OAuth access token.", "type": "OAuthException", "code": 190}})
         path = request.path.split("/")[2:]  # drop "", "v21.0"
         if request.method == "POST" and path == [self.page, "feed"]:
-            from datetime import datetime, timezone
+            from datetime import datetime
 
             form = {k: v[0] for k, v in request.form().items()}
             post = {"id": f"{self.page}_{len(self.posts) + 1}", "message": form["message"],
-                    "created_time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S+0000")}
+                    "created_time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S+0000")}
             self.posts.append(post)
             return Reply(200, {"id": post["id"]})
         if request.method == "GET" and path == [self.page, "feed"]:

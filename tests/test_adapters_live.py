@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from fakes import FakeServer, GraphState, MailgunState, Reply, StripeState, TypeformState
 from sqlalchemy import select, update
 
 from aurora import adapter_state, documents
@@ -20,7 +21,6 @@ from aurora.adapters.mailgun_adapter import MailgunAdapter
 from aurora.models import Approval, AuditRecord, Event, Run, RunStep, utcnow
 from aurora.policy import parse_policy
 from aurora.secrets import Secrets, load_secrets
-from fakes import FakeServer, GraphState, MailgunState, Reply, StripeState, TypeformState
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRETS = {
@@ -338,3 +338,17 @@ def test_secrets_file_mode_is_enforced_at_load(live, env) -> None:
     Path(env["AURORA_SECRETS_FILE"]).chmod(0o640)
     with pytest.raises(Exception, match="chmod 600"):
         load_secrets(Path(env["AURORA_SECRETS_FILE"]))
+
+
+def test_beat_ingests_forms_only_when_allowed_and_not_twice(live) -> None:
+    engine = live.runtime.engine
+    live.set_policy(allow_typeform_auto_ingest=False, adapters__typeform__forms=["FORM1"])
+    assert engine.schedule_form_ingests() == []
+    live.set_policy(adapters__typeform__forms=["FORM1"])
+    [run_id] = engine.schedule_form_ingests()
+    assert engine.schedule_form_ingests() == []  # the first is still queued
+    engine.execute(run_id)
+    stored = live.get(run_id)
+    assert stored.status == "succeeded" and stored.submitted_by == "beat"
+    assert stored.result["response"]["new"] == 2500
+    assert len(engine.schedule_form_ingests()) == 1
