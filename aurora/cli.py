@@ -374,6 +374,41 @@ def list_runs(status_: str | None, goal: str | None, name: str | None, limit: in
 
 
 @main.command()
+def approvals() -> None:
+    """List the runs waiting for your approval."""
+    waiting = _client().get("/approvals")["waiting"]
+    if not waiting:
+        click.echo("nothing waits for you")
+    for run in waiting:
+        click.echo(f"{run['id']}  {run['goal']:<14} {run['name']:<24} {run['received']}/{run['required']} approvals"
+                   f"  by {run['submitted_by']}  until {run['deadline']}")
+        click.echo(f"    {json.dumps(run['payload'], ensure_ascii=False)}")
+
+
+def _vote(run_id: str, decision: str, message: str | None) -> None:
+    body = {"comment": message} if message else {}
+    result = _client().post(f"/workflows/{run_id}/{decision}", json=body, headers={"X-Aurora-Channel": "cli"})
+    gate = result["gate"]
+    click.echo(f"{run_id}: {result['status']} ({gate['received']}/{gate['required']} approvals)")
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("-m", "--message", default=None, help="A comment for the ledger.")
+def approve(run_id: str, message: str | None) -> None:
+    """Approve a waiting run."""
+    _vote(run_id, "approve", message)
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("-m", "--message", default=None, help="A comment for the ledger.")
+def reject(run_id: str, message: str | None) -> None:
+    """Reject a waiting run (one rejection ends it)."""
+    _vote(run_id, "reject", message)
+
+
+@main.command()
 @click.argument("run_id")
 def cancel(run_id: str) -> None:
     """Cancel a run that has not begun its action."""

@@ -89,7 +89,7 @@ class Engine:
 
     # -- transitions -------------------------------------------------------------------------
 
-    def _transition(
+    def transition(
         self,
         session: Session,
         run_id: str,
@@ -148,7 +148,7 @@ class Engine:
             if run is None:
                 raise NotFound(f"no run {run_id}")
             not_acting = or_(RUNS.c.step.is_(None), RUNS.c.step != "act")
-            if self._transition(session, run_id, CANCELLABLE, RunStatus.CANCELLED, {"by": by}, where=not_acting):
+            if self.transition(session, run_id, CANCELLABLE, RunStatus.CANCELLED, {"by": by}, where=not_acting):
                 return RunStatus.CANCELLED.value
             session.refresh(run)
             if run.status == RunStatus.CANCELLED.value:
@@ -167,6 +167,10 @@ class Engine:
                           rollouts=adapter_state.load(self.db), limiter=self.limiter)
         plan = self._claim(run_id, owner, ctx)
         if plan is None or isinstance(plan, Outcome):
+            if plan is not None and plan.status == RunStatus.AWAITING_APPROVAL.value and plan.detail != "not claimable":
+                from .approvals import notify
+
+                notify(self, run_id, ctx)
             return plan or Outcome(run_id, "missing", "no such run")
         run, payload, mode = plan
         adapter = BY_GOAL[run.goal]
@@ -212,11 +216,11 @@ class Engine:
                 status = conn.execute(select(RUNS.c.status).where(RUNS.c.id == run_id)).scalar()
                 if status is None:
                     return None
-                return Outcome(run_id, status, "not claimable: already finished, waiting or held by another worker")
+                return Outcome(run_id, status, "not claimable")
             events.append(self.db, session, self.node, "run.running",
                           {"attempt": run.attempts, "worker": owner.rsplit(":", 1)[0]}, run_id=run_id, at=now)
             if run.attempts > MAX_ATTEMPTS:
-                self._transition(session, run_id, (RunStatus.RUNNING,), RunStatus.FAILED,
+                self.transition(session, run_id, (RunStatus.RUNNING,), RunStatus.FAILED,
                                  {"error": "gave up"}, error={"type": "too_many_attempts",
                                                                "message": f"gave up after {MAX_ATTEMPTS} attempts"})
                 return Outcome(run_id, RunStatus.FAILED.value, "too many attempts")
@@ -243,7 +247,7 @@ class Engine:
                     and (earlier.result or {}).get("mode") == "live" and not adapter.repeat_safe:
                 # A live call was begun and its worker died: it may have reached the provider,
                 # which cannot deduplicate it. Sending again could do it twice; a person decides.
-                self._transition(session, run_id, (RunStatus.RUNNING,), RunStatus.FAILED,
+                self.transition(session, run_id, (RunStatus.RUNNING,), RunStatus.FAILED,
                                  {"error": "needs_reconciliation", "adapter": adapter.name},
                                  error={"type": "needs_reconciliation", "message":
                                         f"a live {adapter.name} call was interrupted and may have been made; "
@@ -287,11 +291,11 @@ class Engine:
         if decision.state is gates.GateState.OPEN:
             return None
         if decision.state is gates.GateState.REJECTED:
-            self._transition(session, run.id, (RunStatus.RUNNING,), RunStatus.REJECTED, decision.as_dict(),
+            self.transition(session, run.id, (RunStatus.RUNNING,), RunStatus.REJECTED, decision.as_dict(),
                              approvals_required=required, step="gate")
             return Outcome(run.id, RunStatus.REJECTED.value, f"rejected by {decision.rejected_by}")
         deadline = run.gate_deadline or now + timedelta(seconds=policy.approval_timeout_seconds)
-        self._transition(session, run.id, (RunStatus.RUNNING,), RunStatus.AWAITING_APPROVAL,
+        self.transition(session, run.id, (RunStatus.RUNNING,), RunStatus.AWAITING_APPROVAL,
                          {**decision.as_dict(), "deadline": deadline.isoformat()},
                          approvals_required=required, gate_deadline=deadline, step="gate",
                          lease_owner=None, lease_expires_at=None)
@@ -333,12 +337,12 @@ class Engine:
             mine = RUNS.c.lease_owner == owner
             if result is not None and result.ok:
                 body = secrets.redact(result.as_dict())
-                moved = self._transition(session, run.id, (RunStatus.RUNNING,), RunStatus.SUCCEEDED,
+                moved = self.transition(session, run.id, (RunStatus.RUNNING,), RunStatus.SUCCEEDED,
                                          {"mode": result.mode.name, "audit": record["pk"]}, where=mine, result=body)
                 status = RunStatus.SUCCEEDED
             else:
                 error = secrets.redact(error or {"type": "adapter_error", "message": "the call failed"})
-                moved = self._transition(session, run.id, (RunStatus.RUNNING,), RunStatus.FAILED,
+                moved = self.transition(session, run.id, (RunStatus.RUNNING,), RunStatus.FAILED,
                                          {"error": error}, where=mine, error=error)
                 status = RunStatus.FAILED
             if not moved:
@@ -410,7 +414,7 @@ class Engine:
             lapsed = session.scalars(select(Run.id).where(
                 Run.status == RunStatus.RUNNING.value, Run.lease_expires_at < now)).all()
             for run_id in lapsed:
-                if self._transition(session, run_id, (RunStatus.RUNNING,), RunStatus.QUEUED,
+                if self.transition(session, run_id, (RunStatus.RUNNING,), RunStatus.QUEUED,
                                     {"reason": "lease lapsed: the worker stopped"},
                                     where=RUNS.c.lease_expires_at < now, lease_owner=None,
                                     lease_expires_at=None, enqueued_at=now):
@@ -425,6 +429,6 @@ class Engine:
             overdue = session.scalars(select(Run.id).where(
                 Run.status == RunStatus.AWAITING_APPROVAL.value, Run.gate_deadline < now)).all()
             for run_id in overdue:
-                self._transition(session, run_id, (RunStatus.AWAITING_APPROVAL,), RunStatus.EXPIRED,
+                self.transition(session, run_id, (RunStatus.AWAITING_APPROVAL,), RunStatus.EXPIRED,
                                  {"reason": "approval deadline passed"}, where=RUNS.c.gate_deadline < now)
         return again

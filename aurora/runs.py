@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from . import events
+from .approvals import gate_summary
 from .errors import AuroraError, NotFound
 from .models import Approval, Run, RunStatus, RunStep
 
@@ -55,8 +56,7 @@ def detail(session: Session, run_id: str) -> dict[str, Any]:
         "step": run.step,
         "started_at": _iso(run.started_at),
         "approvals": {
-            "required": run.approvals_required,
-            "deadline": _iso(run.gate_deadline),
+            **gate_summary(session, run),
             "votes": [
                 {"voter": v.voter, "decision": v.decision, "comment": v.comment, "channel": v.channel,
                  "document_hash": v.document_hash, "at": _iso(v.created_at)}

@@ -123,3 +123,36 @@ def event_log() -> Response:
         page = events.page(session, since=since, limit=limit, origin=request.args.get("origin"))
         items = [events.as_dict(e) for e in page]
     return jsonify({"events": items, "last_seq": items[-1]["seq"] if items else since, "has_more": len(items) == limit})
+
+
+def _vote(run_id: str, decision: str) -> Response:
+    from .. import approvals
+
+    body = request.get_json(silent=True) if request.data else {}
+    if body is None or not isinstance(body, dict):
+        raise BadParameter('send a JSON object such as {"comment": "looks right"}, or no body')
+    comment = body.get("comment")
+    if comment is not None and not isinstance(comment, str):
+        raise BadParameter("comment: must be a string")
+    channel = "cli" if request.headers.get("X-Aurora-Channel") == "cli" else "api"
+    return jsonify(approvals.vote(_runtime().engine, run_id, g.caller, decision, comment, channel))
+
+
+@bp.post("/workflows/<run_id>/approve")
+@require(Role.APPROVER)
+def approve(run_id: str) -> Response:
+    return _vote(run_id, "approve")
+
+
+@bp.post("/workflows/<run_id>/reject")
+@require(Role.APPROVER)
+def reject(run_id: str) -> Response:
+    return _vote(run_id, "reject")
+
+
+@bp.get("/approvals")
+@require(*ANY_ROLE)
+def waiting() -> Response:
+    from .. import approvals
+
+    return jsonify({"waiting": approvals.waiting_for(_runtime().engine, g.caller)})
