@@ -95,3 +95,19 @@ def any_admin(db: Database) -> bool:
     with db.read() as session:
         query = select(ApiKey.pk).where(ApiKey.role == Role.ADMIN.value, ApiKey.revoked_at.is_(None)).limit(1)
         return session.scalar(query) is not None
+
+
+def fingerprint(key: str) -> tuple[str, str]:
+    """What a web session keeps instead of the key: its id and its hash."""
+    return key.split("_")[1], _hash(key)
+
+
+def authenticate_fingerprint(db: Database, key_id: str | None, key_hash: str | None) -> Caller:
+    """The caller of a signed-in session, re-checked on every request (a revoked key ends it)."""
+    if not key_id or not key_hash:
+        raise AuthError("not signed in")
+    with db.engine.connect() as connection:
+        row = connection.execute(_BY_KEY_ID, {"key_id": key_id}).one_or_none()
+    if row is None or row.revoked_at is not None or not hmac.compare_digest(row.key_hash, key_hash):
+        raise AuthError("the session's key is no longer valid")
+    return Caller(name=row.name, role=Role(row.role))

@@ -28,10 +28,14 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config.update({k: v for k, v in test_config.items() if k != "AURORA_ENV"})
     app.extensions["aurora"] = runtime
 
-    from . import api, errors, health, route
+    from . import api, errors, health, route, ui
 
     errors.register(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(route.bp)
+    ui.init_app(app, runtime.settings.home)
+    # The JSON API authenticates every call with a bearer key, never a cookie: no CSRF there.
+    for blueprint in (api.bp, route.bp, health.bp):
+        ui.csrf.exempt(blueprint)
     return app

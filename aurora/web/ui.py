@@ -1,0 +1,171 @@
+"""The approval page: server-rendered, no build step. Sign in with an API key (kept as a
+fingerprint in a signed session cookie), CSRF tokens on every form, readable on a phone."""
+
+from __future__ import annotations
+
+import os
+import secrets as random_secrets
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from flask import Blueprint, Flask, current_app, flash, g, redirect, render_template, request, session, url_for
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from sqlalchemy import select
+
+from .. import approvals, keys
+from .. import runs as run_views
+from ..errors import AuroraError, AuthError
+from ..models import Role, Run
+
+bp = Blueprint("ui", __name__, url_prefix="/ui", template_folder="templates")
+csrf = CSRFProtect()
+
+
+def secret_key(home: Path) -> str:
+    """``AURORA_SECRET_KEY``, or a random key made once and kept in ``$AURORA_HOME/web_secret`` (0600)."""
+    if os.environ.get("AURORA_SECRET_KEY"):
+        return os.environ["AURORA_SECRET_KEY"]
+    path = home / "web_secret"
+    home.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(random_secrets.token_urlsafe(48))
+    except FileExistsError:
+        pass
+    return path.read_text().strip()
+
+
+def init_app(app: Flask, home: Path) -> None:
+    app.secret_key = secret_key(home)
+    app.config.update(
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=os.environ.get("AURORA_COOKIE_SECURE") == "1",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=8),
+        WTF_CSRF_TIME_LIMIT=None,
+    )
+    csrf.init_app(app)
+    app.register_blueprint(bp)
+
+    @app.errorhandler(CSRFError)
+    def csrf_failed(exc: CSRFError):  # type: ignore[no-untyped-def]
+        if request.path.startswith("/ui"):
+            return render_template("message.html", title="Form expired",
+                                   message="The form was too old or not from this page. Please try again."), 400
+        return {"error": "csrf", "message": exc.description}, 400
+
+
+@bp.app_template_filter("when")
+def when(value: str | None) -> str:
+    """``2026-11-28T20:21:32.600414+00:00`` -> ``2026-11-28 20:21 UTC``."""
+    return f"{value[:10]} {value[11:16]} UTC" if value else "—"
+
+
+def _runtime() -> Any:
+    return current_app.extensions["aurora"]
+
+
+@bp.before_request
+def load_caller() -> Any:
+    g.caller = None
+    if request.endpoint in ("ui.login", "ui.static"):
+        return None
+    try:
+        g.caller = keys.authenticate_fingerprint(_runtime().db, session.get("key_id"), session.get("key_hash"))
+    except AuthError:
+        session.clear()
+        return redirect(url_for("ui.login", next=request.path))
+    return None
+
+
+def describe(goal: str, payload: dict[str, Any]) -> list[tuple[str, str]]:
+    """What a person must see before approving, in plain words."""
+    if goal == "charge":
+        rows = [("Amount", f"{payload['amount']} {payload['currency'].upper()}"), ("Customer", payload["customer"])]
+        if payload.get("description"):
+            rows.append(("Description", payload["description"]))
+        return rows
+    if goal == "post_external":
+        rows = [("Platform", payload["platform"].capitalize()), ("Post text", payload["content"])]
+        if payload.get("media_url"):
+            rows.append(("Image URL", payload["media_url"]))
+        return rows
+    if goal == "send_email":
+        to = payload["to"] if isinstance(payload["to"], list) else [payload["to"]]
+        rows = [("Recipients", ", ".join(to)), ("Subject", payload["subject"])]
+        for field in ("text", "template"):
+            if payload.get(field):
+                rows.append((field.capitalize(), payload[field]))
+        return rows
+    if goal == "analyse":
+        return [("Text", payload["text"])]
+    return [(key, str(value)) for key, value in payload.items()]
+
+
+@bp.app_template_global()
+def can_vote(run: dict[str, Any]) -> bool:
+    caller = g.get("caller")
+    return bool(caller and caller.role in (Role.APPROVER, Role.ADMIN) and run["status"] == "awaiting_approval"
+                and run["submitted_by"] != caller.name
+                and not any(v["voter"] == caller.name and v["document_hash"] == run["document_hash"]
+                            for v in run.get("approvals", {}).get("votes", [])))
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    if request.method == "POST":
+        key = (request.form.get("key") or "").strip()
+        try:
+            caller = keys.authenticate(_runtime().db, key)
+        except AuthError:
+            flash("That key is not valid.", "error")
+            return render_template("login.html"), 401
+        session.clear()
+        session["key_id"], session["key_hash"] = keys.fingerprint(key)
+        session.permanent = True
+        flash(f"Signed in as {caller.name} ({caller.role.value}).", "ok")
+        target = request.args.get("next") or ""
+        return redirect(target if target.startswith("/ui/") else url_for("ui.index"))
+    return render_template("login.html")
+
+
+@bp.post("/logout")
+def logout() -> Any:
+    session.clear()
+    return redirect(url_for("ui.login"))
+
+
+@bp.get("/")
+def index() -> Any:
+    engine = _runtime().engine
+    waiting = approvals.waiting_for(engine, g.caller)
+    for item in waiting:
+        item["summary"] = describe(item["goal"], item["payload"])
+    with _runtime().db.read() as db_session:
+        recent = run_views.listing(db_session, limit=25)["runs"]
+    return render_template("index.html", waiting=waiting, recent=recent)
+
+
+@bp.get("/runs/<run_id>")
+def run_page(run_id: str) -> Any:
+    with _runtime().db.read() as db_session:
+        if db_session.scalar(select(Run.pk).where(Run.id == run_id)) is None:
+            return render_template("message.html", title="Not found", message="There is no such run."), 404
+        run = run_views.detail(db_session, run_id)
+    return render_template("run.html", run=run, summary=describe(run["goal"], run["document"]["payload"]))
+
+
+@bp.post("/runs/<run_id>/<decision>")
+def vote(run_id: str, decision: str) -> Any:
+    if decision not in ("approve", "reject"):
+        return render_template("message.html", title="Not found", message="Unknown action."), 404
+    comment = (request.form.get("comment") or "").strip() or None
+    try:
+        result = approvals.vote(_runtime().engine, run_id, g.caller, decision, comment, "web")
+        flash(f"Your {'approval' if decision == 'approve' else 'rejection'} is recorded; the run is now "
+              f"{result['status'].replace('_', ' ')}.", "ok")
+    except AuroraError as exc:
+        flash(str(exc), "error")
+    return redirect(url_for("ui.run_page", run_id=run_id))
