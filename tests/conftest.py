@@ -186,8 +186,9 @@ class Stack:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def aurora(self, *args: str, check: bool = True, **kwargs: Any) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "aurora", *args], env=self.env, cwd=self.cwd,
+    def aurora(self, *args: str, check: bool = True, env: dict[str, str] | None = None,
+               **kwargs: Any) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "aurora", *args], env=env or self.env, cwd=self.cwd,
                               capture_output=True, text=True, check=check, timeout=120, **kwargs)
 
     def start(self, name: str, *args: str) -> subprocess.Popen:

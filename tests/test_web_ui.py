@@ -9,7 +9,6 @@ import time
 
 import pytest
 import requests
-
 from conftest import ROOT, free_port, missing
 
 CHROMIUM = os.environ.get("AURORA_TEST_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
