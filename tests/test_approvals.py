@@ -113,39 +113,43 @@ def test_deadline_expires_and_never_approves(engine) -> None:
     assert status(engine, run_id) == "expired"
 
 
+def race_once(engine) -> None:
+    run_id = waiting_run(engine)
+    approvals.vote(engine, run_id, ALICE, "approve", None, "api")
+    with engine.db.write() as session:
+        session.execute(update(Run).where(Run.id == run_id).values(
+            gate_deadline=utcnow() + timedelta(milliseconds=30)))
+    results: list[object] = []
+    barrier = threading.Barrier(3)
+
+    def voter(caller):
+        barrier.wait()
+        try:
+            results.append(approvals.vote(engine, run_id, caller, "approve", None, "api")["status"])
+        except Conflict as exc:
+            results.append(type(exc).__name__)
+
+    def sweeper():
+        barrier.wait()
+        threading.Event().wait(0.03)
+        engine.sweep()
+
+    threads = [threading.Thread(target=voter, args=(c,)) for c in (BOB, CAROL)] + [threading.Thread(target=sweeper)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    final = status(engine, run_id)
+    types = event_types(engine, run_id)
+    assert final in {"queued", "expired"}
+    assert (types.count("run.queued") - 1) + types.count("run.expired") == 1, types
+    if final == "queued":
+        assert results.count("queued") == 1
+
+
 def test_simultaneous_votes_and_the_deadline_have_exactly_one_outcome(engine) -> None:
     for _ in range(5):
-        run_id = waiting_run(engine)
-        approvals.vote(engine, run_id, ALICE, "approve", None, "api")
-        with engine.db.write() as session:
-            session.execute(update(Run).where(Run.id == run_id).values(
-                gate_deadline=utcnow() + timedelta(milliseconds=30)))
-        results: list[object] = []
-        barrier = threading.Barrier(3)
-
-        def voter(caller):
-            barrier.wait()
-            try:
-                results.append(approvals.vote(engine, run_id, caller, "approve", None, "api")["status"])
-            except Conflict as exc:
-                results.append(type(exc).__name__)
-
-        def sweeper():
-            barrier.wait()
-            threading.Event().wait(0.03)
-            engine.sweep()
-
-        threads = [threading.Thread(target=voter, args=(c,)) for c in (BOB, CAROL)] + [threading.Thread(target=sweeper)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        final = status(engine, run_id)
-        types = event_types(engine, run_id)
-        assert final in {"queued", "expired"}
-        assert (types.count("run.queued") - 1) + types.count("run.expired") == 1, types
-        if final == "queued":
-            assert results.count("queued") == 1
+        race_once(engine)
 
 
 def test_notification_mail_links_to_the_page(env, engine) -> None:
