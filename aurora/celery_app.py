@@ -50,12 +50,16 @@ def broker_options(settings: Settings) -> dict[str, Any]:
     return {}
 
 
-def _ingest_interval() -> float:
+def _policy_number(pick: Any, default: float) -> float:
+    """A schedule interval from the policy in force when beat starts."""
     try:
-        policy = get_runtime().policies.current()
+        return float(pick(get_runtime().policies.current()))
     except Exception:  # noqa: BLE001 - the worker reports a broken policy itself
-        return 600.0
-    return float(policy.adapter("typeform").get("ingest_interval_seconds", 600))
+        return default
+
+
+def _ingest_interval() -> float:
+    return _policy_number(lambda p: p.adapter("typeform").get("ingest_interval_seconds", 600), 600.0)
 
 
 def make_celery(settings: Settings, set_as_current: bool = True) -> Celery:
@@ -77,6 +81,8 @@ def make_celery(settings: Settings, set_as_current: bool = True) -> Celery:
         beat_schedule={
             "aurora-sweep": {"task": "aurora.sweep", "schedule": settings.sweep_interval},
             "aurora-ingest-forms": {"task": "aurora.ingest_forms", "schedule": _ingest_interval()},
+            "aurora-federation-sync": {"task": "aurora.federation_sync", "schedule": _policy_number(
+                lambda p: p.federation["sync_interval"], 600.0)},
         },
         beat_schedule_filename=str(settings.home / "celerybeat-schedule"),
     )

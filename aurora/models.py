@@ -235,3 +235,36 @@ class FormCursor(Base):
     after: Mapped[str | None] = mapped_column(String(128))
     ingested: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Node(Base):
+    """A peer this node pulls events from. ``token`` is the peer's, presented when pulling."""
+
+    __tablename__ = "nodes"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    url: Mapped[str] = mapped_column(String(512))
+    token: Mapped[str] = mapped_column(String(256))
+    enabled: Mapped[bool] = mapped_column(default=True)
+    cursor: Mapped[int] = mapped_column(BigInteger, default=0)
+    remote_last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_seen: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_success: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(String(255))
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sync_owner: Mapped[str | None] = mapped_column(String(128))
+    sync_lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class FederationToken(Base):
+    """A token this node accepts from one peer. Two may be valid at once, for rotation."""
+
+    __tablename__ = "federation_tokens"
+
+    pk: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    peer: Mapped[str] = mapped_column(String(64), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

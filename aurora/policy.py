@@ -75,6 +75,14 @@ class Policy:
     def auto_rollback(self) -> bool:
         return bool(self.data.get("security", {}).get("auto_rollback_on_failure", True))
 
+    @property
+    def federation(self) -> dict[str, Any]:
+        """``federation`` settings with their defaults, plus the seed's two switches."""
+        return {"sync_interval": 600, "page_size": 500, "max_pages": 200, "timeout_seconds": 10,
+                "backoff_max_seconds": 3600, **self.data.get("federation", {}),
+                "enabled": bool(self.data.get("federation_enabled", False)),
+                "nodes": list(self.data.get("federation_nodes", []))}
+
     def adapter(self, name: str) -> dict[str, Any]:
         """The ``adapters.<name>`` section (empty if absent)."""
         return dict(self.data.get("adapters", {}).get(name, {}))

@@ -48,3 +48,14 @@ def ingest_forms() -> int:
     for run_id in started:
         enqueue(run_id)
     return len(started)
+
+
+@shared_task(name="aurora.federation_sync", acks_late=True)
+def federation_sync() -> int:
+    """Beat's sync pass over every enabled peer (each peer is synced by one process at a time)."""
+    from .federation.sync import Syncer
+
+    results = Syncer(get_runtime()).run()
+    for result in results:
+        log.info("federation sync: %s", result)
+    return sum(r.get("pulled", 0) for r in results)

@@ -169,3 +169,22 @@ def vote(run_id: str, decision: str) -> Any:
     except AuroraError as exc:
         flash(str(exc), "error")
     return redirect(url_for("ui.run_page", run_id=run_id))
+
+
+@bp.get("/nodes")
+def nodes_page() -> Any:
+    """The federation view: each peer's state, and the latest events that came from elsewhere."""
+    from .. import events
+    from ..federation import registry
+    from ..models import Event
+
+    runtime = _runtime()
+    interval = float(runtime.policies.current().federation["sync_interval"])
+    origin = request.args.get("origin")
+    with runtime.db.read() as db_session:
+        query = select(Event).order_by(Event.seq.desc()).limit(50)
+        query = query.where(Event.origin == origin) if origin else query.where(
+            Event.origin != runtime.settings.node_name)
+        received = [events.as_dict(e) for e in db_session.scalars(query)]
+    return render_template("nodes.html", nodes=registry.listing(runtime.db, interval), received=received,
+                           origin=origin, node=runtime.settings.node_name)

@@ -1,0 +1,172 @@
+"""Pull peers' events: after the stored cursor, a page at a time; each page's events and the new
+cursor commit in one transaction, so a sync killed at any moment resumes without loss or
+duplicates. Events whose origin is this node, or that are already held (origin + id), are skipped,
+which carries A's events A → B → C and never back to A. One sync per peer runs at a time across
+all processes (a lease on the peer's row); failures back off with jitter, a success resets them.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import requests
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from ..engine import worker_identity
+from ..events import EVENT_LOCK_KEY
+from ..models import Event, Node, utcnow
+
+#: how long one sync may hold a peer before another process may take over (renewed per page)
+LEASE = timedelta(minutes=5)
+#: the first backoff after a failure, doubled per further failure (with jitter), up to the policy's max
+BACKOFF_BASE = 30.0
+
+
+class BadPage(Exception):
+    """Raised (and turned into a recorded failure) when a peer's answer is not a page of events."""
+
+
+def _parse_time(value: str) -> datetime:
+    when = datetime.fromisoformat(value)
+    if when.tzinfo is None:
+        raise ValueError("naive time")
+    return when
+
+
+def _validate(body: Any) -> tuple[list[dict[str, Any]], int, bool]:
+    if not isinstance(body, dict) or not isinstance(body.get("events"), list):
+        raise BadPage("the answer has no list of events")
+    rows = []
+    for item in body["events"]:
+        try:
+            rows.append({
+                "id": str(item["id"])[:36], "origin": str(item["origin"])[:64], "type": str(item["type"])[:64],
+                "run_id": (str(item["run_id"])[:36] if item.get("run_id") else None),
+                "created_at": _parse_time(item["created_at"]), "data": dict(item["data"]), "seq": int(item["seq"]),
+            })
+        except (KeyError, TypeError, ValueError):
+            raise BadPage("an event in the page is malformed") from None
+    try:
+        return rows, int(body["last_seq"]), bool(body["has_more"])
+    except (KeyError, TypeError, ValueError):
+        raise BadPage("the page has no last_seq / has_more") from None
+
+
+class Syncer:
+    def __init__(self, runtime: Any):
+        self.runtime = runtime
+        self.db = runtime.db
+        self.node_name = runtime.settings.node_name
+        self.owner = worker_identity()
+
+    def run(self, only: str | None = None, progress: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+        fed = self.runtime.policies.current().federation
+        if not fed["enabled"]:
+            return [{"node": only or "*", "skipped": "federation_enabled is false in the policy"}]
+        with self.db.read() as session:
+            names = list(session.scalars(select(Node.name).where(Node.enabled.is_(True)).order_by(Node.name)))
+        if only and only not in names:
+            return [{"node": only, "skipped": "no such enabled node"}]
+        results = []
+        for name in [only] if only else names:
+            if name not in fed["nodes"]:
+                results.append({"node": name, "skipped": "not named in the policy's federation_nodes"})
+                continue
+            results.append(self.sync_peer(name, fed, force=bool(only), progress=progress))
+        return results
+
+    def _take(self, name: str, force: bool) -> bool:
+        now = utcnow()
+        condition = and_(Node.name == name, or_(Node.sync_lease_until.is_(None), Node.sync_lease_until < now))
+        if not force:
+            condition = and_(condition, or_(Node.next_attempt_at.is_(None), Node.next_attempt_at <= now))
+        with self.db.write() as session:
+            return bool(session.execute(update(Node).where(condition).values(
+                sync_owner=self.owner, sync_lease_until=now + LEASE)).rowcount)
+
+    def _release(self, name: str) -> None:
+        with self.db.write() as session:
+            session.execute(update(Node).where(Node.name == name, Node.sync_owner == self.owner).values(
+                sync_owner=None, sync_lease_until=None))
+
+    def _fail(self, name: str, reason: str, fed: dict[str, Any], contacted: bool) -> None:
+        now = utcnow()
+        with self.db.write() as session:
+            node = session.get(Node, name)
+            node.failures += 1
+            node.last_error = reason[:255]
+            delay = min(BACKOFF_BASE * 2 ** (node.failures - 1), float(fed["backoff_max_seconds"]))
+            node.next_attempt_at = now + timedelta(seconds=delay * random.uniform(0.5, 1.0))  # noqa: S311
+            if contacted:
+                node.last_seen = now
+
+    def _store(self, name: str, old_cursor: int, rows: list[dict[str, Any]], last_seq: int) -> int:
+        """Insert the page's new events and move the cursor, in one transaction; return how many were new."""
+        now = utcnow()
+        with self.db.write() as session:
+            moved = session.execute(update(Node).where(
+                Node.name == name, Node.sync_owner == self.owner, Node.cursor == old_cursor).values(
+                cursor=max(last_seq, old_cursor), remote_last_seq=last_seq, last_seen=now, last_success=now,
+                failures=0, last_error=None, next_attempt_at=None, sync_lease_until=now + LEASE)).rowcount
+            if not moved:
+                raise BadPage("another sync moved this peer's cursor; stopping")
+            fresh = [{k: v for k, v in row.items() if k != "seq"} for row in rows if row["origin"] != self.node_name]
+            if not fresh:
+                return 0
+            self.db.lock(session, EVENT_LOCK_KEY)
+            insert = pg_insert if self.db.dialect == "postgresql" else sqlite_insert
+            statement = insert(Event.__table__).on_conflict_do_nothing(index_elements=["origin", "id"])
+            result = session.connection().execute(statement, fresh)
+            return max(result.rowcount, 0)
+
+    def sync_peer(self, name: str, fed: dict[str, Any], force: bool = False,
+                  progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        if not self._take(name, force):
+            return {"node": name, "skipped": "another sync holds this peer, or it is backing off after failures"}
+        pulled = pages = 0
+        error = None
+        try:
+            while pages < int(fed["max_pages"]):
+                with self.db.read() as session:
+                    node = session.get(Node, name)
+                    url, token, cursor = node.url, node.token, node.cursor
+                try:
+                    response = requests.get(f"{url}/federation/events", params={"since": cursor, "limit": fed["page_size"]},
+                                            headers={"Authorization": f"Bearer {token}"},
+                                            timeout=float(fed["timeout_seconds"]))
+                except requests.RequestException as exc:
+                    error = f"unreachable: {exc.__class__.__name__}"
+                    self._fail(name, error, fed, contacted=False)
+                    break
+                if response.status_code != 200:
+                    try:
+                        detail = str(response.json().get("message", ""))[:120]
+                    except ValueError:
+                        detail = ""
+                    error = f"HTTP {response.status_code}" + (f": {detail}" if detail else "")
+                    self._fail(name, error, fed, contacted=True)
+                    break
+                try:
+                    rows, last_seq, has_more = _validate(response.json())
+                    new = self._store(name, cursor, rows, last_seq)
+                except (BadPage, ValueError) as exc:
+                    error = f"bad answer: {exc}"
+                    self._fail(name, error, fed, contacted=True)
+                    break
+                pulled += new
+                pages += 1
+                if progress:
+                    progress({"node": name, "page": pages, "new": new, "cursor": last_seq})
+                if not has_more:
+                    break
+        finally:
+            self._release(name)
+        result: dict[str, Any] = {"node": name, "pulled": pulled, "pages": pages}
+        if error:
+            result["error"] = error
+        return result
