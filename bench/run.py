@@ -17,6 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import adapters  # noqa: E402
+import federation  # noqa: E402
 import router  # noqa: E402
 import spine  # noqa: E402
 import transports  # noqa: E402
@@ -30,6 +31,7 @@ BENCHES = {
     "router": router.decisions,
     "route_http": router.http_latency,
     "adapters": adapters.overhead,
+    "federation": federation.replicate,
 }
 NOTES = """## Reading the figures
 
@@ -97,6 +99,10 @@ def write(results: dict) -> None:
     if a:
         lines.append(f"| adapter layer per simulated call (Mailgun) | {a['adapter_us']} µs |"
                      f" bare function {a['bare_us']} µs | +{a['overhead_us']} µs | {a['goal']} |")
+    f = results.get("federation")
+    if f:
+        lines.append(f"| federation: {f['events']:,} events node → node over HTTP | {f['replicated_per_s']} events/s"
+                     f" ({f['sync_s']} s) | reading the same rows locally: {f['local_read_s']} s | — | {f['goal']} |")
     lines += ["", NOTES, "", "Raw figures:", "", "```json", json.dumps(results, indent=2), "```", ""]
     DOC.write_text("\n".join(lines))
     print(f"wrote {DOC}")

@@ -21,8 +21,6 @@ from ..engine import worker_identity
 from ..events import EVENT_LOCK_KEY
 from ..models import Event, Node, utcnow
 
-#: how long one sync may hold a peer before another process may take over (renewed per page)
-LEASE = timedelta(minutes=5)
 #: the first backoff after a failure, doubled per further failure (with jitter), up to the policy's max
 BACKOFF_BASE = 30.0
 
@@ -80,14 +78,14 @@ class Syncer:
             results.append(self.sync_peer(name, fed, force=bool(only), progress=progress))
         return results
 
-    def _take(self, name: str, force: bool) -> bool:
+    def _take(self, name: str, force: bool, lease: timedelta) -> bool:
         now = utcnow()
         condition = and_(Node.name == name, or_(Node.sync_lease_until.is_(None), Node.sync_lease_until < now))
         if not force:
             condition = and_(condition, or_(Node.next_attempt_at.is_(None), Node.next_attempt_at <= now))
         with self.db.write() as session:
             return bool(session.execute(update(Node).where(condition).values(
-                sync_owner=self.owner, sync_lease_until=now + LEASE)).rowcount)
+                sync_owner=self.owner, sync_lease_until=now + lease)).rowcount)
 
     def _release(self, name: str) -> None:
         with self.db.write() as session:
@@ -105,14 +103,15 @@ class Syncer:
             if contacted:
                 node.last_seen = now
 
-    def _store(self, name: str, old_cursor: int, rows: list[dict[str, Any]], last_seq: int) -> int:
+    def _store(self, name: str, old_cursor: int, rows: list[dict[str, Any]], last_seq: int,
+               lease: timedelta) -> int:
         """Insert the page's new events and move the cursor, in one transaction; return how many were new."""
         now = utcnow()
         with self.db.write() as session:
             moved = session.execute(update(Node).where(
                 Node.name == name, Node.sync_owner == self.owner, Node.cursor == old_cursor).values(
                 cursor=max(last_seq, old_cursor), remote_last_seq=last_seq, last_seen=now, last_success=now,
-                failures=0, last_error=None, next_attempt_at=None, sync_lease_until=now + LEASE)).rowcount
+                failures=0, last_error=None, next_attempt_at=None, sync_lease_until=now + lease)).rowcount
             if not moved:
                 raise BadPage("another sync moved this peer's cursor; stopping")
             fresh = [{k: v for k, v in row.items() if k != "seq"} for row in rows if row["origin"] != self.node_name]
@@ -126,7 +125,8 @@ class Syncer:
 
     def sync_peer(self, name: str, fed: dict[str, Any], force: bool = False,
                   progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-        if not self._take(name, force):
+        lease = timedelta(seconds=float(fed["lease_seconds"]))
+        if not self._take(name, force, lease):
             return {"node": name, "skipped": "another sync holds this peer, or it is backing off after failures"}
         pulled = pages = 0
         error = None
@@ -153,7 +153,7 @@ class Syncer:
                     break
                 try:
                     rows, last_seq, has_more = _validate(response.json())
-                    new = self._store(name, cursor, rows, last_seq)
+                    new = self._store(name, cursor, rows, last_seq, lease)
                 except (BadPage, ValueError) as exc:
                     error = f"bad answer: {exc}"
                     self._fail(name, error, fed, contacted=True)

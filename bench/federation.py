@@ -1,0 +1,63 @@
+"""Replicate 100,000 events from one node to another over HTTP (goal >= 5,000 events/s), beside
+the time to read the same rows locally."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+from harness import ROOT, Procs, aurora_env, cleanup, free_port, temp_home, wait_http
+
+
+def replicate(count: int = 100_000) -> dict[str, Any]:
+    from sqlalchemy import select
+
+    from aurora import events
+    from aurora.config import load_settings
+    from aurora.federation import registry
+    from aurora.federation.sync import Syncer
+    from aurora.migrations import upgrade
+    from aurora.models import Event, utcnow
+    from aurora.runtime import Runtime, set_runtime
+
+    home_a, home_b = temp_home(), temp_home()
+    try:
+        policy = json.loads((ROOT / "policy" / "batch8_policy.json").read_text())
+        policy.update(federation_enabled=True, federation_nodes=["bench-a", "bench-b"])
+        policy["federation"].update(page_size=1000, max_pages=100_000)
+        for home in (home_a, home_b):
+            (home / "policy.json").write_text(json.dumps(policy))
+        env_a = aurora_env(home_a, AURORA_NODE_NAME="bench-a", AURORA_POLICY_FILE=str(home_a / "policy.json"))
+        env_b = aurora_env(home_b, AURORA_NODE_NAME="bench-b", AURORA_POLICY_FILE=str(home_b / "policy.json"))
+        node_a = Runtime(load_settings(env_a))
+        upgrade(node_a.settings.database_url)
+        now = utcnow()
+        rows = [{"id": str(uuid.uuid4()), "origin": "bench-a", "type": "run.succeeded", "run_id": str(uuid.uuid4()),
+                 "created_at": now, "data": {"mode": "simulated", "n": i}} for i in range(count)]
+        with node_a.db.write() as session:
+            session.connection().execute(Event.__table__.insert(), rows)
+        started = time.perf_counter()
+        with node_a.db.read() as session:
+            local = [events.as_dict(e) for e in session.scalars(select(Event).order_by(Event.seq))]
+        local_s = time.perf_counter() - started
+        assert len(local) == count
+        with Procs(env_a, home_a) as procs:
+            token = procs.run("federation", "token", "create", "bench-b").strip()
+            port = free_port()
+            procs.aurora("serve", "--port", str(port), "--workers", "2")
+            wait_http(f"http://127.0.0.1:{port}")
+            node_b = Runtime(load_settings(env_b))
+            upgrade(node_b.settings.database_url)
+            set_runtime(node_b)
+            registry.register(node_b.db, f"http://127.0.0.1:{port}", "bench-a", token)
+            started = time.perf_counter()
+            [result] = Syncer(node_b).run("bench-a")
+            sync_s = time.perf_counter() - started
+        assert result.get("pulled") == count, result
+        return {"events": count, "replicated_per_s": round(count / sync_s), "sync_s": round(sync_s, 1),
+                "local_read_s": round(local_s, 2), "goal": ">= 5000 events/s"}
+    finally:
+        cleanup(home_a)
+        cleanup(home_b)
