@@ -100,6 +100,8 @@ class Run(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     gate_deadline: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: for charges: what the money did after the action (pending, succeeded, failed), from webhooks
+    settlement: Mapped[str | None] = mapped_column(String(16))
 
     __table_args__ = (
         Index("ix_runs_status_pk", "status", "pk"),
@@ -268,3 +270,26 @@ class FederationToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ExternalRef(Base):
+    """A provider's id for something a run made (a PaymentIntent, a mail), to find the run again."""
+
+    __tablename__ = "external_refs"
+
+    provider: Mapped[str] = mapped_column(String(32), primary_key=True)
+    ref: Mapped[str] = mapped_column(String(255), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(36), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebhookReceipt(Base):
+    """One provider callback taken in: its id (or replay token) is unique, so a retry changes nothing."""
+
+    __tablename__ = "webhook_receipts"
+
+    provider: Mapped[str] = mapped_column(String(32), primary_key=True)
+    external_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(String(64))
+    run_id: Mapped[str | None] = mapped_column(String(36))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -53,6 +53,7 @@ def detail(session: Session, run_id: str) -> dict[str, Any]:
         "result": run.result,
         "error": run.error,
         "attempts": run.attempts,
+        "settlement": run.settlement,
         "step": run.step,
         "started_at": _iso(run.started_at),
         "approvals": {

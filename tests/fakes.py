@@ -158,7 +158,8 @@ class StripeState:
                 else:
                     number = len(self.intents) + 1
                     body = {"id": f"pi_{number:04d}", "object": "payment_intent", "amount": int(form["amount"]),
-                            "currency": form["currency"], "customer": form["customer"], "status": "succeeded",
+                            "currency": form["currency"], "customer": form["customer"],
+                            "status": "processing" if form["customer"] == "cus_async" else "succeeded",
                             "latest_charge": f"ch_{number:04d}", "payment_method": form.get("payment_method"),
                             "metadata": {k[9:-1]: v for k, v in form.items() if k.startswith("metadata[")}}
                     self.intents[body["id"]] = body

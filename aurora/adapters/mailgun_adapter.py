@@ -67,6 +67,15 @@ class MailgunAdapter(Adapter):
         return {"id": body.get("id"), "message": body.get("message")}
 
 
+    def persist(self, db: Any, session: Any, node: str, run_id: str, result: Any) -> None:
+        """Remember the message id, so delivery events find their run."""
+        from ..models import ExternalRef
+
+        message_id = (result.response or {}).get("id")
+        if result.mode.live and message_id:
+            session.merge(ExternalRef(provider="mailgun", ref=message_id.strip("<>"), run_id=run_id))
+
+
 def send_mail(to: str, subject: str, body: str) -> dict[str, Any]:
     """The seed's call: ``send_mail("user@example.com", "Subject", "Body")``."""
     return MailgunAdapter().call({"to": to, "subject": subject, "text": body}, default_context()).as_dict()

@@ -104,6 +104,18 @@ class StripeAdapter(Adapter):
         return {key: body.get(key) for key in ("id", "status", "amount", "currency", "latest_charge")}
 
 
+    def persist(self, db: Any, session: Any, node: str, run_id: str, result: Any) -> None:
+        """Remember the PaymentIntent's id (webhooks find the run by it) and what the money did so far."""
+        from ..models import ExternalRef, Run
+
+        response = result.response or {}
+        if not result.mode.live or not response.get("id"):
+            return
+        session.merge(ExternalRef(provider="stripe", ref=response["id"], run_id=run_id))
+        settlement = "succeeded" if response.get("status") == "succeeded" else "pending"
+        session.query(Run).filter(Run.id == run_id).update({"settlement": settlement})
+
+
 def charge_customer(customer: str, amount: str | int, currency: str, description: str | None = None) -> dict[str, Any]:
     """The seed's call: ``charge_customer("cus_123", "150.00", "EUR")`` (simulated unless live)."""
     payload: dict[str, Any] = {"customer": customer, "amount": amount, "currency": currency}

@@ -28,15 +28,16 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config.update({k: v for k, v in test_config.items() if k != "AURORA_ENV"})
     app.extensions["aurora"] = runtime
 
-    from . import api, errors, federation, health, route, ui
+    from . import api, errors, federation, health, route, ui, webhooks
 
     errors.register(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(route.bp)
     app.register_blueprint(federation.bp)
+    app.register_blueprint(webhooks.bp)
     ui.init_app(app, runtime.settings.home)
     # The JSON API authenticates every call with a bearer key, never a cookie: no CSRF there.
-    for blueprint in (api.bp, route.bp, health.bp, federation.bp):
+    for blueprint in (api.bp, route.bp, health.bp, federation.bp, webhooks.bp):
         ui.csrf.exempt(blueprint)
     return app

@@ -1,0 +1,243 @@
+"""Provider callbacks: proven authentic, counted once, applied to the right run.
+
+Each provider's own signature scheme is checked on the raw body before anything is parsed
+(Mailgun signs fields inside the body, so its body is parsed first, then nothing else happens
+until the signature holds). A callback is stored once by its id; a provider retrying the same
+one changes nothing twice. A refused callback is a 4xx with a short reason, recorded in the
+audit log without its body.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from . import audit, events
+from .errors import AuroraError
+from .models import ExternalRef, Run, WebhookReceipt, utcnow
+
+#: how far a signed timestamp may be from now (seconds), as Stripe's and Mailgun's libraries use
+TOLERANCE = 300
+
+
+class WebhookRejected(AuroraError):
+    """Raised when a callback's signature, timestamp or shape is not acceptable."""
+
+    code = "webhook_rejected"
+    http_status = 400
+
+    def __init__(self, reason: str, status: int = 400):
+        super().__init__(reason)
+        self.http_status = status
+
+
+def _hmac(key: str, message: bytes) -> bytes:
+    return hmac.new(key.encode("utf-8"), message, hashlib.sha256).digest()
+
+
+def verify_stripe(body: bytes, header: str | None, secret: str, now: float | None = None) -> None:
+    """``Stripe-Signature: t=…,v1=…[,v1=…]``: HMAC-SHA256 of ``t.`` + body with the ``whsec_`` secret."""
+    if not header:
+        raise WebhookRejected("missing Stripe-Signature header", 401)
+    pairs = [part.split("=", 1) for part in header.split(",") if "=" in part]
+    stamps = [v for k, v in pairs if k.strip() == "t"]
+    signatures = [v for k, v in pairs if k.strip() == "v1"]
+    if not stamps or not signatures:
+        raise WebhookRejected("Stripe-Signature has no timestamp or no v1 signature", 401)
+    expected = _hmac(secret, stamps[0].encode() + b"." + body).hex()
+    if not any(hmac.compare_digest(expected, candidate.strip()) for candidate in signatures):
+        raise WebhookRejected("Stripe signature does not match the body", 401)
+    try:
+        stamp = int(stamps[0])
+    except ValueError:
+        raise WebhookRejected("Stripe-Signature timestamp is not a number", 401) from None
+    if abs((now or time.time()) - stamp) > TOLERANCE:
+        raise WebhookRejected("Stripe-Signature timestamp is outside the 300 s tolerance", 401)
+
+
+def verify_typeform(body: bytes, header: str | None, secret: str) -> None:
+    """``Typeform-Signature: sha256=`` + base64 HMAC-SHA256 of the body."""
+    if not header or not header.startswith("sha256="):
+        raise WebhookRejected("missing Typeform-Signature header", 401)
+    expected = "sha256=" + base64.b64encode(_hmac(secret, body)).decode()
+    if not hmac.compare_digest(expected, header.strip()):
+        raise WebhookRejected("Typeform signature does not match the body", 401)
+
+
+def verify_mailgun(signature: dict[str, Any], key: str, now: float | None = None) -> str:
+    """HMAC-SHA256 of timestamp + token with the webhook signing key; returns the token."""
+    try:
+        stamp, token, given = str(signature["timestamp"]), str(signature["token"]), str(signature["signature"])
+    except (KeyError, TypeError):
+        raise WebhookRejected("Mailgun body has no signature object", 401) from None
+    expected = _hmac(key, (stamp + token).encode()).hex()
+    if not hmac.compare_digest(expected, given):
+        raise WebhookRejected("Mailgun signature does not match", 401)
+    try:
+        if abs((now or time.time()) - float(stamp)) > TOLERANCE:
+            raise WebhookRejected("Mailgun timestamp is outside the 300 s tolerance", 401)
+    except ValueError:
+        raise WebhookRejected("Mailgun timestamp is not a number", 401) from None
+    return token
+
+
+def record_rejection(db: Any, provider: str, reason: str, headers: dict[str, str], size: int) -> None:
+    """Audit a refused callback: the reason and harmless facts, never the body or its signature."""
+    with db.write() as session:
+        audit.append(db, session, run_id=None, adapter=provider, operation="webhook", mode="inbound",
+                     reason=reason[:255], request={"headers": headers, "bytes": size}, outcome="rejected",
+                     response=None, duration_ms=0.0)
+
+
+def _first_time(session: Any, provider: str, external_id: str, type_: str, run_id: str | None) -> bool:
+    """Claim this callback id; False if it was taken before (the provider retried)."""
+    try:
+        with session.begin_nested():
+            session.add(WebhookReceipt(provider=provider, external_id=external_id[:255], type=type_[:64],
+                                       run_id=run_id, received_at=utcnow()))
+        return True
+    except IntegrityError:
+        return False
+
+
+def _run_for(session: Any, provider: str, ref: str | None) -> str | None:
+    if not ref:
+        return None
+    return session.scalar(select(ExternalRef.run_id).where(ExternalRef.provider == provider, ExternalRef.ref == ref))
+
+
+SETTLING = {"payment_intent.succeeded": "succeeded", "payment_intent.payment_failed": "failed"}
+
+
+def apply_stripe(engine: Any, event: dict[str, Any]) -> dict[str, Any]:
+    event_id, type_ = str(event.get("id", "")), str(event.get("type", ""))
+    if not event_id.startswith("evt_"):
+        raise WebhookRejected("not a Stripe event")
+    intent = ((event.get("data") or {}).get("object") or {})
+    with engine.db.write() as session:
+        run_id = _run_for(session, "stripe", intent.get("id"))
+        if not _first_time(session, "stripe", event_id, type_, run_id):
+            return {"received": True, "duplicate": True}
+        outcome = SETTLING.get(type_)
+        if outcome is None:
+            return {"received": True, "ignored": f"{type_} is not acted upon"}
+        if run_id is None:
+            events.append(engine.db, session, engine.node, "webhook.unmatched",
+                          {"provider": "stripe", "type": type_, "payment_intent": intent.get("id")})
+            return {"received": True, "ignored": "no run made this payment intent"}
+        session.execute(update(Run).where(Run.id == run_id).values(settlement=outcome, updated_at=utcnow()))
+        error = intent.get("last_payment_error") or {}
+        events.append(engine.db, session, engine.node, "run.settled",
+                      {"settlement": outcome, "payment_intent": intent.get("id"), "stripe_event": event_id,
+                       "decline_code": error.get("decline_code"), "code": error.get("code")}, run_id=run_id)
+    return {"received": True, "run_id": run_id, "settlement": outcome}
+
+
+def apply_typeform(engine: Any, body: dict[str, Any]) -> dict[str, Any]:
+    from .adapters.typeform_adapter import response_event_id
+
+    response = body.get("form_response") or {}
+    token, form_id = response.get("token"), response.get("form_id")
+    if not token or not form_id:
+        raise WebhookRejected("not a Typeform form_response")
+    answers = {_answer_key(a): _answer_value(a) for a in response.get("answers", []) if isinstance(a, dict)}
+    policy = engine.policies.current()
+    started = None
+    with engine.db.write() as session:
+        if not _first_time(session, "typeform", f"{form_id}:{token}", "form_response", None):
+            return {"received": True, "duplicate": True}
+        event_id = response_event_id(form_id, token)
+        from .models import Event
+
+        if session.scalar(select(Event.seq).where(Event.id == event_id)) is None:  # an ingest may hold it
+            events.append(engine.db, session, engine.node, "typeform.response",
+                          {"form_id": form_id, "token": token, "submitted_at": response.get("submitted_at"),
+                           "answers": response.get("answers", []), "hidden": response.get("hidden", {}),
+                           "via": "webhook"}, event_id=event_id)
+    mapping = (policy.data.get("typeform_workflows") or {}).get(form_id)
+    if mapping and policy.data.get("allow_typeform_auto_ingest"):
+        started = _start_mapped(engine, mapping, form_id, token, answers)
+    return {"received": True, "run_id": started}
+
+
+def _answer_key(answer: dict[str, Any]) -> str:
+    field = answer.get("field") or {}
+    return str(field.get("ref") or field.get("id") or "answer")
+
+
+def _answer_value(answer: dict[str, Any]) -> Any:
+    kind = answer.get("type")
+    value = answer.get(kind) if kind else None
+    if isinstance(value, dict) and "label" in value:
+        return value["label"]
+    if isinstance(value, dict) and "labels" in value:
+        return value["labels"]
+    return value
+
+
+def _fill(template: Any, answers: dict[str, Any]) -> Any:
+    """``{{ref}}`` in the mapped workflow's strings becomes that answer."""
+    if isinstance(template, str):
+        for key, value in answers.items():
+            template = template.replace("{{" + key + "}}", str(value))
+        return template
+    if isinstance(template, dict):
+        return {k: _fill(v, answers) for k, v in template.items()}
+    if isinstance(template, list):
+        return [_fill(v, answers) for v in template]
+    return template
+
+
+def _start_mapped(engine: Any, mapping: dict[str, Any], form_id: str, token: str, answers: dict[str, Any]) -> str | None:
+    from . import documents
+    from .errors import DocumentError
+    from .queue import enqueue
+
+    document = _fill(json.loads(json.dumps(mapping)), answers)
+    if document.get("goal") == "send_email":
+        document.setdefault("payload", {}).setdefault("variables", {})["answers"] = answers
+    document.setdefault("origin", "typeform")
+    try:
+        workflow = documents.validate(document)
+    except DocumentError as exc:
+        with engine.db.write() as session:
+            events.append(engine.db, session, engine.node, "webhook.workflow_invalid",
+                          {"form_id": form_id, "token": token, "errors": [p.as_dict() for p in exc.problems]})
+        return None
+    run = engine.submit(workflow, "typeform-webhook")
+    enqueue(run.id)
+    return run.id
+
+
+MAILGUN_EVENTS = {"delivered": "mail.delivered", "failed": "mail.failed", "complained": "mail.complained",
+                  "opened": "mail.opened", "clicked": "mail.clicked", "unsubscribed": "mail.unsubscribed"}
+
+
+def apply_mailgun(engine: Any, body: dict[str, Any], replay_token: str) -> dict[str, Any]:
+    data = body.get("event-data") or {}
+    kind = str(data.get("event", ""))
+    run_id = str((data.get("user-variables") or {}).get("aurora_run_id") or "") or None
+    with engine.db.write() as session:
+        if not _first_time(session, "mailgun-token", replay_token, kind, run_id):
+            raise WebhookRejected("Mailgun token was used before (a replay)", 401)
+        event_id = str(data.get("id") or replay_token)
+        if not _first_time(session, "mailgun", event_id, kind, run_id):
+            return {"received": True, "duplicate": True}
+        known = run_id and session.scalar(select(Run.pk).where(Run.id == run_id)) is not None
+        if kind not in MAILGUN_EVENTS or not known:
+            events.append(engine.db, session, engine.node, "webhook.unmatched",
+                          {"provider": "mailgun", "event": kind, "run_id": run_id})
+            return {"received": True, "ignored": "unknown event or run"}
+        message = data.get("message") or {}
+        events.append(engine.db, session, engine.node, MAILGUN_EVENTS[kind],
+                      {"recipient": data.get("recipient"), "severity": data.get("severity"),
+                       "reason": data.get("reason"), "message_id": (message.get("headers") or {}).get("message-id"),
+                       "mailgun_event": event_id}, run_id=run_id)
+    return {"received": True, "run_id": run_id, "event": MAILGUN_EVENTS[kind]}

@@ -1,0 +1,196 @@
+"""Webhooks in: signatures made with each provider's own algorithm (and Stripe's SDK as a
+cross-check), tampered bodies, old timestamps, replays, unknown runs, and a live charge settled."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from pathlib import Path
+
+import pytest
+import stripe
+from fakes import FakeServer, StripeState
+from sqlalchemy import select
+from test_adapters_live import SECRETS as LIVE_SECRETS
+from test_adapters_live import Live
+
+from aurora.models import AuditRecord, Event, Run
+
+WHSEC = "whsec_testSECRET1234567890"
+TYPEFORM_SECRET = "tf-hook-SECRET-abc"
+MAILGUN_KEY = "mg-signing-SECRET-xyz"
+
+
+@pytest.fixture
+def hooks(env, runtime):
+    secrets = {**LIVE_SECRETS,
+               "stripe": {**LIVE_SECRETS["stripe"], "webhook_secret": WHSEC},
+               "typeform": {**LIVE_SECRETS["typeform"], "webhook_secret": TYPEFORM_SECRET},
+               "mailgun": {**LIVE_SECRETS["mailgun"], "webhook_signing_key": MAILGUN_KEY}}
+    path = Path(env["AURORA_SECRETS_FILE"])
+    path.write_text(json.dumps(secrets))
+    path.chmod(0o600)
+    return runtime
+
+
+def stripe_header(body: bytes, secret: str = WHSEC, at: int | None = None, extra: str = "") -> str:
+    stamp = at or int(time.time())
+    signature = hmac.new(secret.encode(), f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={stamp},{extra}v1={signature}"
+
+
+def stripe_event(event_id: str, type_: str, intent: str, **extra) -> bytes:
+    return json.dumps({"id": event_id, "object": "event", "type": type_,
+                       "data": {"object": {"id": intent, "object": "payment_intent", **extra}}}).encode()
+
+
+def post(client, path: str, body: bytes, **headers):
+    return client.post(path, data=body, headers={"Content-Type": "application/json", **headers})
+
+
+def rejections(runtime) -> list[AuditRecord]:
+    with runtime.db.read() as session:
+        return list(session.scalars(select(AuditRecord).where(AuditRecord.outcome == "rejected")))
+
+
+def test_stripe_signature_scheme_matches_the_official_sdk() -> None:
+    body = stripe_event("evt_1", "payment_intent.succeeded", "pi_1")
+    header = stripe_header(body)
+    assert stripe.WebhookSignature.verify_header(body.decode(), header, WHSEC, tolerance=300)
+    with pytest.raises(stripe.SignatureVerificationError):
+        stripe.WebhookSignature.verify_header(body.decode() + " ", header, WHSEC, tolerance=300)
+    from aurora.webhooks import verify_stripe
+
+    sdk_signed = stripe.WebhookSignature._compute_signature(f"{int(time.time())}.{body.decode()}", WHSEC)
+    verify_stripe(body, f"t={int(time.time())},v1={sdk_signed}", WHSEC)
+
+
+def test_stripe_rejects_tampering_old_timestamps_and_missing_headers(client, hooks) -> None:
+    body = stripe_event("evt_1", "payment_intent.succeeded", "pi_1")
+    tampered = post(client, "/webhooks/stripe", body.replace(b"pi_1", b"pi_2"), **{"Stripe-Signature": stripe_header(body)})
+    assert tampered.status_code == 401 and "does not match" in tampered.json["message"]
+    old = post(client, "/webhooks/stripe", body, **{"Stripe-Signature": stripe_header(body, at=int(time.time()) - 301)})
+    assert old.status_code == 401 and "tolerance" in old.json["message"]
+    assert post(client, "/webhooks/stripe", body).status_code == 401
+    wrong_key = post(client, "/webhooks/stripe", body, **{"Stripe-Signature": stripe_header(body, secret="whsec_other")})
+    assert wrong_key.status_code == 401
+    records = rejections(hooks)
+    assert len(records) == 4 and all(r.adapter == "stripe" for r in records)
+    assert all("pi_1" not in json.dumps(r.request) and WHSEC not in json.dumps(r.request) for r in records)
+    with hooks.db.read() as session:
+        assert session.scalar(select(Event).where(Event.type.like("run.settled"))) is None
+
+
+def test_any_v1_may_match(client, hooks) -> None:
+    body = stripe_event("evt_2", "customer.created", "cus_1")
+    header = stripe_header(body, extra="v1=" + "0" * 64 + ",")
+    assert post(client, "/webhooks/stripe", body, **{"Stripe-Signature": header}).status_code == 200
+
+
+def test_a_live_charge_is_settled_by_its_webhook_once(client, hooks, env) -> None:
+    state = StripeState(LIVE_SECRETS["stripe"]["secret_key"])
+    with FakeServer(state) as server:
+        live = Live(hooks, env, {"stripe": server, "mailgun": server, "typeform": server, "social": server})
+        live.set_policy()
+        run = live.run("charge", {"customer": "cus_async", "amount": "80.00", "currency": "EUR", "payment_method": "pm_1"})
+    assert run.status == "succeeded" and run.settlement == "pending"
+    intent = run.result["response"]["id"]
+    body = stripe_event("evt_ok", "payment_intent.succeeded", intent, status="succeeded")
+    first = post(client, "/webhooks/stripe", body, **{"Stripe-Signature": stripe_header(body)})
+    assert first.status_code == 200 and first.json["settlement"] == "succeeded" and first.json["run_id"] == run.id
+    again = post(client, "/webhooks/stripe", body, **{"Stripe-Signature": stripe_header(body)})
+    assert again.json["duplicate"] is True
+    detail = client.get(f"/workflows/{run.id}", headers={"Authorization": f"Bearer {_viewer(hooks)}"}).json
+    assert detail["settlement"] == "succeeded"
+    assert [e["type"] for e in detail["timeline"]].count("run.settled") == 1
+    unknown = stripe_event("evt_x", "payment_intent.payment_failed", "pi_unknown")
+    answer = post(client, "/webhooks/stripe", unknown, **{"Stripe-Signature": stripe_header(unknown)})
+    assert answer.status_code == 200 and "no run" in answer.json["ignored"]
+
+
+def _viewer(runtime) -> str:
+    from aurora import keys
+    from aurora.models import Role
+
+    return keys.create(runtime.db, f"viewer{time.monotonic_ns()}", Role.VIEWER)
+
+
+def typeform_body(token: str = "resp_1", form: str = "FORM1", email: str = "neu@example.com") -> bytes:
+    return json.dumps({"event_id": f"ev_{token}", "event_type": "form_response", "form_response": {
+        "form_id": form, "token": token, "submitted_at": "2026-11-25T10:00:00Z",
+        "answers": [{"type": "email", "email": email, "field": {"id": "f1", "ref": "email", "type": "email"}},
+                    {"type": "choice", "choice": {"label": "Pferd"}, "field": {"id": "f2", "ref": "tier"}}]}}).encode()
+
+
+def typeform_signature(body: bytes, secret: str = TYPEFORM_SECRET) -> str:
+    return "sha256=" + base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+
+
+def test_typeform_verified_deduplicated_and_mapped_to_a_workflow(client, hooks, env) -> None:
+    policy = json.loads(Path(env["AURORA_POLICY_FILE"]).read_text())
+    policy["allow_typeform_auto_ingest"] = True
+    policy["typeform_workflows"] = {"FORM1": {"name": "welcome", "goal": "send_email", "payload": {
+        "to": "{{email}}", "subject": "Willkommen, {{tier}}-Freund", "template": "welcome"}}}
+    Path(env["AURORA_POLICY_FILE"]).write_text(json.dumps(policy))
+    hooks.policies._mtime, hooks.policies._checked_at = None, 0  # noqa: SLF001
+    body = typeform_body()
+    first = post(client, "/webhooks/typeform", body, **{"Typeform-Signature": typeform_signature(body)})
+    assert first.status_code == 200 and first.json["run_id"]
+    with hooks.db.read() as session:
+        run = session.scalar(select(Run).where(Run.id == first.json["run_id"]))
+        stored = list(session.scalars(select(Event).where(Event.type == "typeform.response")))
+    assert run.document["payload"]["to"] == "neu@example.com"
+    assert run.document["payload"]["subject"] == "Willkommen, Pferd-Freund"
+    assert run.document["payload"]["variables"]["answers"] == {"email": "neu@example.com", "tier": "Pferd"}
+    assert run.submitted_by == "typeform-webhook" and len(stored) == 1
+    again = post(client, "/webhooks/typeform", body, **{"Typeform-Signature": typeform_signature(body)})
+    assert again.json["duplicate"] is True
+    tampered = post(client, "/webhooks/typeform", body.replace(b"neu@", b"evil@"),
+                    **{"Typeform-Signature": typeform_signature(body)})
+    assert tampered.status_code == 401
+    other = typeform_body("resp_2", form="OTHER")
+    unknown_form = post(client, "/webhooks/typeform", other, **{"Typeform-Signature": typeform_signature(other)})
+    assert unknown_form.status_code == 200 and unknown_form.json["run_id"] is None
+    for response in (first, again, tampered, unknown_form):
+        assert response.status_code not in (404, 410)
+
+
+def mailgun_body(run_id: str | None, event: str = "delivered", token: str = "tok-1", at: float | None = None,
+                 key: str = MAILGUN_KEY) -> bytes:
+    stamp = str(int(at or time.time()))
+    signature = hmac.new(key.encode(), (stamp + token).encode(), hashlib.sha256).hexdigest()
+    return json.dumps({"signature": {"timestamp": stamp, "token": token, "signature": signature},
+                       "event-data": {"id": f"mg-{token}", "event": event, "recipient": "a@example.com",
+                                      "user-variables": {"aurora_run_id": run_id} if run_id else {}}}).encode()
+
+
+def test_mailgun_events_recorded_against_the_run_and_replays_refused(client, hooks) -> None:
+    from aurora import documents
+
+    run = hooks.engine.submit(documents.load("name: m\ngoal: send_email\npayload: {to: a@example.com, subject: s, text: t}"),
+                              "sam")
+    hooks.engine.execute(run.id)
+    delivered = post(client, "/webhooks/mailgun", mailgun_body(run.id))
+    assert delivered.status_code == 200 and delivered.json["event"] == "mail.delivered"
+    replay = post(client, "/webhooks/mailgun", mailgun_body(run.id))
+    assert replay.status_code == 401 and "replay" in replay.json["message"]
+    failed = post(client, "/webhooks/mailgun", mailgun_body(run.id, "failed", token="tok-2"))
+    assert failed.json["event"] == "mail.failed"
+    stale = post(client, "/webhooks/mailgun", mailgun_body(run.id, token="tok-3", at=time.time() - 600))
+    assert stale.status_code == 401 and "tolerance" in stale.json["message"]
+    forged = post(client, "/webhooks/mailgun", mailgun_body(run.id, token="tok-4", key="wrong"))
+    assert forged.status_code == 401
+    unknown = post(client, "/webhooks/mailgun", mailgun_body("no-such-run", token="tok-5"))
+    assert unknown.status_code == 200 and "ignored" in unknown.json
+    assert post(client, "/webhooks/mailgun", b"not json").status_code == 400
+    with hooks.db.read() as session:
+        types = list(session.scalars(select(Event.type).where(Event.run_id == run.id).order_by(Event.seq)))
+    assert types.count("mail.delivered") == 1 and types.count("mail.failed") == 1
+
+
+def test_unconfigured_secret_refuses_politely(client, runtime) -> None:
+    answer = post(client, "/webhooks/stripe", b"{}", **{"Stripe-Signature": "t=1,v1=x"})
+    assert answer.status_code == 503 and "webhook_secret is not configured" in answer.json["message"]
