@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -119,6 +120,7 @@ class PolicyStore:
         self.last_error: str | None = None
         self._lock = threading.Lock()
         self._checked_at = 0.0
+        self._watcher_pid = 0
         self._mtime = self._stat()
         self._policy = self._read()
 
@@ -137,19 +139,44 @@ class PolicyStore:
 
     def current(self) -> Policy:
         """The policy in force, re-read first if the file changed since the last look."""
-        now = time.monotonic()
-        if now - self._checked_at < RELOAD_CHECK_INTERVAL:
-            return self._policy
-        with self._lock:
-            self._checked_at = now
-            mtime = self._stat()
-            if mtime != self._mtime:
-                self._mtime = mtime
-                try:
-                    self._policy = self._read()
-                    self.last_error = None
-                    log.info("policy reloaded from %s (version %s)", self.path, self._policy.version)
-                except PolicyError as exc:
-                    self.last_error = str(exc)
-                    log.error("policy edit refused, keeping version %s: %s", self._policy.version, exc)
+        if self._watcher_pid != os.getpid():
+            self._start_watcher()
+        if time.monotonic() - self._checked_at >= RELOAD_CHECK_INTERVAL:
+            self._check()
         return self._policy
+
+    def _start_watcher(self) -> None:
+        """Look at the file every second in the background too, so that a process that serves no
+        request for a while still follows every good edit (and is not left on an old policy when
+        a later edit is broken)."""
+        self._watcher_pid = os.getpid()
+
+        def watch() -> None:
+            while True:
+                time.sleep(RELOAD_CHECK_INTERVAL)
+                try:
+                    self._check()
+                except Exception:  # noqa: BLE001 - the watcher must outlive any surprise
+                    log.exception("policy watcher failed")
+
+        threading.Thread(target=watch, name="policy-watcher", daemon=True).start()
+
+    def _check(self) -> None:
+        with self._lock:
+            self._checked_at = time.monotonic()
+            mtime = self._stat()
+            # A refused edit is looked at again each time: it may have been read half-written.
+            if mtime == self._mtime and self.last_error is None:
+                return
+            self._mtime = mtime
+            try:
+                policy = self._read()
+            except PolicyError as exc:
+                if str(exc) != self.last_error:
+                    log.error("policy edit refused, keeping version %s: %s", self._policy.version, exc)
+                self.last_error = str(exc)
+                return
+            self.last_error = None
+            if policy.version != self._policy.version:
+                self._policy = policy
+                log.info("policy reloaded from %s (version %s)", self.path, policy.version)
