@@ -119,6 +119,14 @@ def _start_heartbeat(kind: str) -> None:
     threading.Thread(target=loop, name=f"{kind}-heartbeat", daemon=True).start()
 
 
+@signals.setup_logging.connect
+def _on_setup_logging(**_: Any) -> None:
+    # Connected, so Celery leaves logging to Aurora: the same redaction and format everywhere.
+    from .logs import configure
+
+    configure(get_runtime().secret_values)
+
+
 @signals.worker_ready.connect
 def _on_worker_ready(**_: Any) -> None:
     _start_heartbeat("worker")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,9 @@ def up(host: str, ports: tuple[int, ...], web_workers: int) -> None:
 
     settings = load_settings()
     url = f"http://{host}:{ports[0]}"
+    from .metrics import prepare
+
+    prepare(settings.home, clear=True)  # counters start afresh with the stack; children share the folder
     # Migrations and the first key run in a child, so this supervisor stays small while it waits.
     prepared = subprocess.run([sys.executable, "-m", "aurora", "bootstrap", "--url", url],
                               stdout=subprocess.PIPE, text=True)
@@ -380,6 +384,75 @@ def federation_sync(name: str | None) -> None:
         click.echo(json.dumps(result))
     if any("error" in r for r in results):
         sys.exit(1)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+def doctor(as_json: bool) -> None:
+    """The security checklist: secrets mode, placeholders, quorum, canaries, webhook secrets, rate
+    limits, the audit chain, federation tokens, the policy. Exit 0 all good, 1 warnings, 2 errors."""
+    from dataclasses import asdict
+
+    from .doctor import exit_status, run_checks
+
+    findings = run_checks(_runtime())
+    if as_json:
+        _print([asdict(f) for f in findings])
+    else:
+        marks = {"ok": "ok  ", "warn": "WARN", "error": "FAIL"}
+        for f in findings:
+            click.echo(f"[{marks[f.level]}] {f.check}: {f.message}" + (f"\n       -> {f.fix}" if f.fix else ""))
+    sys.exit(exit_status(findings))
+
+
+# -- audit ------------------------------------------------------------------------------------
+
+@main.group()
+def audit() -> None:
+    """The hash-chained audit log of every adapter call."""
+
+
+@audit.command("verify")
+def audit_verify() -> None:
+    """Walk the chain; exit 1 and name the first record that was edited or follows a deleted one."""
+    from sqlalchemy import select
+
+    from . import audit as audit_log
+    from .models import AuditRecord
+
+    db = _runtime().db
+    with db.read() as session:
+        records = session.scalars(select(AuditRecord).order_by(AuditRecord.pk)).yield_per(1000)
+        intact, bad_pk, why = audit_log.verify(records)
+        total = session.query(AuditRecord).count()
+    if intact:
+        click.echo(f"audit chain intact ({total} records)")
+        return
+    _fail(f"audit chain broken at record {bad_pk}: {why}", 1)
+
+
+@audit.command("export")
+@click.option("--since", default=None, help="ISO date or time (UTC), e.g. 2026-11-01 or 2026-11-01T12:00.")
+@click.option("--output", "-o", type=click.File("w"), default="-", help="File to write (default stdout).")
+def audit_export(since: str | None, output: Any) -> None:
+    """Write audit records as JSON lines, oldest first."""
+    from datetime import datetime
+
+    from sqlalchemy import select
+
+    from . import audit as audit_log
+    from .models import AuditRecord
+
+    query = select(AuditRecord).order_by(AuditRecord.pk)
+    if since:
+        try:
+            when = datetime.fromisoformat(since)
+        except ValueError:
+            _fail(f"--since: {since!r} is not an ISO date or time", 2)
+        query = query.where(AuditRecord.created_at >= (when if when.tzinfo else when.replace(tzinfo=UTC)))
+    with _runtime().db.read() as session:
+        for record in session.scalars(query).yield_per(1000):
+            output.write(json.dumps(audit_log.as_dict(record), ensure_ascii=False) + "\n")
 
 
 # -- workflows --------------------------------------------------------------------------------

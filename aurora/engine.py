@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from . import adapter_state, audit, events, gates
+from . import adapter_state, audit, events, gates, metrics
 from .adapters import BY_GOAL, CallContext, Mode
 from .adapters.base import LiveCallFailed
 from .adapters.engines import DEFAULT_FALLBACK
@@ -39,6 +39,7 @@ from .db import Database
 from .documents import CRITICAL_GOALS, Workflow
 from .engine_health import HealthStore
 from .errors import AuroraError, Conflict, NotFound
+from .logs import RUN_ID
 from .models import Approval, FormCursor, Run, RunStatus, RunStep, utcnow
 from .policy import Policy, PolicyStore
 from .router import Rules, route
@@ -162,11 +163,20 @@ class Engine:
     def execute(self, run_id: str, owner: str | None = None) -> Outcome:
         """Move a run as far as it can go now. Safe to call any number of times, concurrently."""
         owner = owner or worker_identity()
+        token = RUN_ID.set(run_id)
+        try:
+            return self._execute(run_id, owner)
+        finally:
+            RUN_ID.reset(token)
+
+    def _execute(self, run_id: str, owner: str) -> Outcome:
         policy = self.policies.current()
         ctx = CallContext(run_id, policy, self.secrets(), self.settings.simulated_latency_ms, self.health(policy),
                           rollouts=adapter_state.load(self.db), limiter=self.limiter)
         plan = self._claim(run_id, owner, ctx)
         if plan is None or isinstance(plan, Outcome):
+            if plan is not None:
+                log.info("run %s: %s (%s)", run_id, plan.status, plan.detail, extra={"step": "claim"})
             if plan is not None and plan.status == RunStatus.AWAITING_APPROVAL.value and plan.detail != "not claimable":
                 from .approvals import notify
 
@@ -174,6 +184,8 @@ class Engine:
             return plan or Outcome(run_id, "missing", "no such run")
         run, payload, mode = plan
         adapter = BY_GOAL[run.goal]
+        log.info("run %s: attempt %d, acting through %s (%s: %s)", run_id, run.attempts, adapter.name, mode.name,
+                 mode.reason, extra={"step": "act", "mode": mode.name, "attempt": run.attempts, "goal": run.goal})
         error: dict[str, Any] | None = None
         rollback: str | None = None
         with self._lease(run_id, owner):
@@ -191,7 +203,10 @@ class Engine:
             except Exception as exc:  # noqa: BLE001 - an adapter bug must fail the run, not loop it
                 log.exception("adapter %s failed on run %s", adapter.name, run_id)
                 result, error = None, {"type": "internal_error", "message": exc.__class__.__name__}
-        return self._finish(run, owner, adapter, ctx, payload, mode, result, error, rollback)
+        outcome = self._finish(run, owner, adapter, ctx, payload, mode, result, error, rollback)
+        metrics.run_finished(run.goal, outcome.status, (utcnow() - run.created_at).total_seconds())
+        log.info("run %s: %s", run_id, outcome.status, extra={"step": "finish", "status": outcome.status})
+        return outcome
 
     def _claim(self, run_id: str, owner: str, ctx: CallContext) -> tuple[Any, dict[str, Any], Mode] | Outcome | None:
         """Take the lease, run route and gate, decide the mode and mark the act step begun, in one

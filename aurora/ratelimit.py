@@ -40,6 +40,9 @@ class RateLimiter:
                 raise TimeoutError(f"rate limit of {adapter} ({rate}) not free after {timeout:.0f} s")
             time.sleep(min(max(reset - time.time(), 0.01), 1.0))
         waited = time.monotonic() - started
+        from .metrics import rate_limit_waited
+
+        rate_limit_waited(adapter, waited)
         with self._lock:
             self.waited[adapter] = self.waited.get(adapter, 0.0) + waited
         return waited

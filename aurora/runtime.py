@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from functools import cached_property
 
 from .config import Settings, load_settings
@@ -17,6 +18,13 @@ from .secrets import Secrets, load_secrets
 @dataclass
 class Runtime:
     settings: Settings
+    _secret_values: list[str] = field(default_factory=list, repr=False)
+    _secret_values_at: float = field(default=-1e9, repr=False)
+
+    def __post_init__(self) -> None:
+        from .metrics import prepare
+
+        prepare(self.settings.home)
 
     @cached_property
     def db(self) -> Database:
@@ -28,6 +36,17 @@ class Runtime:
 
     def secrets(self) -> Secrets:
         return load_secrets(self.settings.secrets_file)
+
+    def secret_values(self) -> list[str]:
+        """The values logs must never show; re-read at most every 10 s, never raising."""
+        now = time.monotonic()
+        if now - self._secret_values_at > 10:
+            try:
+                self._secret_values = self.secrets().secret_values()
+            except Exception:  # noqa: BLE001 - a broken secrets file must not break logging
+                self._secret_values = []
+            self._secret_values_at = now
+        return self._secret_values
 
     @cached_property
     def engine(self) -> Engine:

@@ -28,7 +28,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config.update({k: v for k, v in test_config.items() if k != "AURORA_ENV"})
     app.extensions["aurora"] = runtime
 
+    from .. import logs
     from . import api, errors, federation, health, route, ui, webhooks
+
+    logs.configure(runtime.secret_values)
+    _request_log(app)
 
     errors.register(app)
     app.register_blueprint(health.bp)
@@ -41,3 +45,32 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     for blueprint in (api.bp, route.bp, health.bp, federation.bp, webhooks.bp):
         ui.csrf.exempt(blueprint)
     return app
+
+
+def _request_log(app: Flask) -> None:
+    """One line per request: method, path (never the query string: it may hold a token), status,
+    duration, and who asked."""
+    import logging
+    import time
+
+    from flask import g, request
+
+    log = logging.getLogger("aurora.request")
+
+    @app.before_request
+    def _start() -> None:
+        g.request_started = time.perf_counter()
+
+    @app.after_request
+    def _line(response):  # type: ignore[no-untyped-def]
+        started = g.get("request_started")
+        duration = round((time.perf_counter() - started) * 1000, 2) if started else None
+        caller = g.get("caller")
+        from ..metrics import request_done
+
+        request_done(request.method, request.url_rule.rule if request.url_rule else "unmatched",
+                     response.status_code, (duration or 0) / 1000)
+        log.info("%s %s %s", request.method, request.path, response.status_code, extra={
+            "method": request.method, "path": request.path, "status": response.status_code,
+            "duration_ms": duration, "caller": caller.name if caller else None})
+        return response

@@ -41,6 +41,23 @@ def _broker(runtime: Any) -> dict[str, Any]:
         return {"ok": False, "kind": settings.broker_url.split(":", 1)[0], "error": exc.__class__.__name__}
 
 
+def _federation(runtime: Any, policy: Any) -> dict[str, Any]:
+    fed = policy.federation
+    if not fed["enabled"]:
+        return {"ok": True, "enabled": False}
+    from ..federation import registry
+
+    try:
+        peers = registry.listing(runtime.db, float(fed["sync_interval"]))
+    except Exception as exc:  # noqa: BLE001
+        return {"ok": False, "enabled": True, "error": exc.__class__.__name__}
+    down = [p["name"] for p in peers if p["state"] == "down" and p["name"] in fed["nodes"]]
+    result: dict[str, Any] = {"ok": not down, "enabled": True, "peers": {p["name"]: p["state"] for p in peers}}
+    if down:
+        result["error"] = f"peers down: {', '.join(down)}"
+    return result
+
+
 @bp.get("/health")
 def health() -> tuple[Response, int]:
     runtime = current_app.extensions["aurora"]
@@ -62,6 +79,7 @@ def health() -> tuple[Response, int]:
         if not alive:
             components[f"{kind}s"]["error"] = f"no {kind} seen in the last {int(STALE_AFTER.total_seconds())} s"
     policy = runtime.policies.current()
+    components["federation"] = _federation(runtime, policy)
     components["policy"] = {"ok": runtime.policies.last_error is None, "version": policy.version,
                             "dry_run": policy.dry_run}
     if runtime.policies.last_error:
@@ -78,3 +96,16 @@ def health() -> tuple[Response, int]:
         "components": components,
     }
     return jsonify(body), 200 if healthy else 503
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    """Prometheus text format; any API key (Prometheus sends it as a bearer token)."""
+    from .. import keys
+    from ..metrics import render
+    from .auth import presented_key
+
+    runtime = current_app.extensions["aurora"]
+    keys.authenticate(runtime.db, presented_key())
+    body, content_type = render(runtime)
+    return Response(body, content_type=content_type)

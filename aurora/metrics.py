@@ -1,0 +1,128 @@
+"""Prometheus metrics with the official client, in multi-process mode: every Aurora process on a
+machine writes its counters into ``$AURORA_HOME/metrics`` (``PROMETHEUS_MULTIPROC_DIR``), and
+``GET /metrics`` adds them up. Figures the database already knows (runs by goal and status, queue
+depth, approvals waiting, adapter calls, federation lag) are read from it at scrape time, so they
+are right whichever machine did the work.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+_dir: Path | None = None
+
+
+def prepare(home: Path, clear: bool = False) -> None:
+    """Point this process (and its children) at the shared directory, before prometheus_client loads."""
+    global _dir
+    path = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or home / "metrics")
+    if clear and path.exists():
+        shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    _dir = path
+
+
+@cache
+def _metrics() -> dict[str, Any]:
+    from prometheus_client import Counter, Histogram
+
+    return {
+        "requests": Counter("aurora_http_requests_total", "HTTP requests", ["method", "endpoint", "status"]),
+        "request_seconds": Histogram("aurora_http_request_duration_seconds", "HTTP request duration", ["endpoint"],
+                                     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)),
+        "run_seconds": Histogram("aurora_run_duration_seconds", "From submission to a final status",
+                                 ["goal", "status"],
+                                 buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400)),
+        "rate_waits": Counter("aurora_rate_limit_waits_total", "Calls that waited for a rate limit", ["adapter"]),
+        "rate_wait_seconds": Counter("aurora_rate_limit_wait_seconds_total", "Seconds waited for rate limits",
+                                     ["adapter"]),
+    }
+
+
+def _enabled() -> bool:
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+def request_done(method: str, endpoint: str, status: int, seconds: float) -> None:
+    if _enabled():
+        m = _metrics()
+        m["requests"].labels(method, endpoint, str(status)).inc()
+        m["request_seconds"].labels(endpoint).observe(seconds)
+
+
+def run_finished(goal: str, status: str, seconds: float) -> None:
+    if _enabled():
+        _metrics()["run_seconds"].labels(goal, status).observe(max(seconds, 0.0))
+
+
+def rate_limit_waited(adapter: str, seconds: float) -> None:
+    if _enabled() and seconds > 0:
+        m = _metrics()
+        m["rate_waits"].labels(adapter).inc()
+        m["rate_wait_seconds"].labels(adapter).inc(seconds)
+
+
+class DatabaseCollector:
+    """Gauges and counters read from the database at scrape time."""
+
+    def __init__(self, runtime: Any):
+        self.runtime = runtime
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        from sqlalchemy import func, select
+
+        from .federation import registry
+        from .models import AuditRecord, Run
+
+        db = self.runtime.db
+        with db.read() as session:
+            by_state = session.execute(select(Run.goal, Run.status, func.count()).group_by(Run.goal, Run.status)).all()
+            calls = session.execute(select(AuditRecord.adapter, AuditRecord.mode, AuditRecord.outcome, func.count())
+                                    .group_by(AuditRecord.adapter, AuditRecord.mode, AuditRecord.outcome)).all()
+        runs = GaugeMetricFamily("aurora_runs", "Runs by goal and status", labels=["goal", "status"])
+        for goal, status, count in by_state:
+            runs.add_metric([goal, status], count)
+        yield runs
+        queued = sum(count for _, status, count in by_state if status == "queued")
+        yield GaugeMetricFamily("aurora_queue_depth", "Runs queued and not yet picked up", value=queued)
+        waiting = sum(count for _, status, count in by_state if status == "awaiting_approval")
+        yield GaugeMetricFamily("aurora_approvals_waiting", "Runs waiting for approvals", value=waiting)
+        adapter_calls = CounterMetricFamily("aurora_adapter_calls", "Adapter calls (from the audit log)",
+                                            labels=["adapter", "mode", "outcome"])
+        for adapter, mode, outcome, count in calls:
+            adapter_calls.add_metric([adapter, mode, outcome], count)
+        yield adapter_calls
+        interval = float(self.runtime.policies.current().federation["sync_interval"])
+        lag = GaugeMetricFamily("aurora_federation_lag_events", "Events a peer has that this node has not pulled",
+                                labels=["peer"])
+        up = GaugeMetricFamily("aurora_federation_peer_healthy", "1 if the peer is healthy", labels=["peer"])
+        for node in registry.listing(db, interval):
+            lag.add_metric([node["name"]], node["lag"])
+            up.add_metric([node["name"]], 1 if node["state"] == "healthy" else 0)
+        yield lag
+        yield up
+
+
+def render(runtime: Any) -> tuple[bytes, str]:
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    if _enabled():
+        MultiProcessCollector(registry)
+    registry.register(DatabaseCollector(runtime))
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def process_exited(pid: int) -> None:
+    """gunicorn's child_exit hook: drop the dead worker's live gauges."""
+    if _enabled():
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)

@@ -1,0 +1,110 @@
+"""Operations: aurora doctor, the audit chain from the CLI, /metrics, JSON logs with run ids and
+without tokens, and /health per component."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import requests
+from conftest import ROOT, free_port
+
+MAIL = (ROOT / "workflows" / "send_report.yaml").read_bytes()
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "aurora", *args], env={**os.environ, **env}, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_doctor_findings_and_exit_status(env, runtime) -> None:
+    done = cli(env, "doctor")
+    assert done.returncode == 1 and "secrets file" in done.stdout and "does not exist" in done.stdout
+    secrets = Path(env["AURORA_SECRETS_FILE"])
+    secrets.write_text(json.dumps({"stripe": {"secret_key": "sk_test_realREAL123"}}))
+    secrets.chmod(0o644)
+    bad = cli(env, "doctor")
+    assert bad.returncode == 2 and "chmod 600" in bad.stdout
+    secrets.chmod(0o600)
+    policy = json.loads(Path(env["AURORA_POLICY_FILE"]).read_text())
+    policy.update(dry_run=False, allow_payments=True)
+    policy["security"].update(require_quorum_for_critical=1, canary_percent=100)
+    policy["adapters"]["stripe"].pop("rate_limit")
+    Path(env["AURORA_POLICY_FILE"]).write_text(json.dumps(policy))
+    findings = json.loads(cli(env, "doctor", "--json").stdout)
+    failing = {f["check"]: f for f in findings if f["level"] != "ok"}
+    assert failing["quorum"]["level"] == "error"
+    assert failing["stripe webhook secret"]["level"] == "error"
+    assert failing["stripe canary"]["level"] == "warn" and failing["stripe rate limit"]["level"] == "warn"
+    assert all(f["fix"] for f in failing.values())
+    assert "sk_test_realREAL123" not in json.dumps(findings)
+
+
+def test_audit_verify_detects_edits_and_deletions_and_exports(env, runtime) -> None:
+    from sqlalchemy import delete, select
+
+    from aurora import documents
+    from aurora.models import AuditRecord
+
+    for _ in range(4):
+        runtime.engine.execute(runtime.engine.submit(documents.load(MAIL), "sam").id)
+    assert cli(env, "audit", "verify").stdout.startswith("audit chain intact (4 records)")
+    exported = [json.loads(line) for line in cli(env, "audit", "export", "--since", "2020-01-01").stdout.splitlines()]
+    assert len(exported) == 4 and exported[1]["prev_hash"] == exported[0]["hash"]
+    assert cli(env, "audit", "export", "--since", "2999-01-01").stdout == ""
+    assert cli(env, "audit", "export", "--since", "yesterday").returncode == 2
+    with runtime.db.write() as session:
+        second = session.scalars(select(AuditRecord).order_by(AuditRecord.pk)).all()[1]
+        session.execute(delete(AuditRecord).where(AuditRecord.pk == second.pk))
+    broken = cli(env, "audit", "verify")
+    assert broken.returncode == 1 and f"record {second.pk + 1}" in broken.stderr
+
+
+def test_metrics_logs_and_health_in_a_running_stack(make_stack) -> None:
+    stack = make_stack(AURORA_LOG_FORMAT="json")
+    ports = [free_port(), free_port()]
+    stack.port = ports[0]
+    stack.start("up", "up", "--port", str(ports[0]), "--port", str(ports[1]))
+    import re
+    import time
+
+    deadline = time.monotonic() + 60
+    while "AURORA_TOKEN=" not in stack.log("up") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    stack.keys["admin"] = re.search(r"AURORA_TOKEN=(aur_\S+)", stack.log("up")).group(1)
+    stack.wait_healthy()
+    run_id = stack.http("POST", "/workflows", data=MAIL, headers={"Content-Type": "application/yaml"}).json()["id"]
+    stack.wait_status(run_id, {"succeeded"})
+    requests.get(f"{stack.url}/federation/events?token=aurfed_SECRETQUERYTOKEN", timeout=5)
+
+    assert requests.get(stack.url + "/metrics", timeout=5).status_code == 401
+    text = stack.http("GET", "/metrics").text
+    assert 'aurora_runs{goal="send_email",status="succeeded"} 1.0' in text
+    assert 'aurora_adapter_calls_total{adapter="mailgun",mode="simulated",outcome="ok"} 1.0' in text
+    assert 'aurora_run_duration_seconds_count{goal="send_email",status="succeeded"} 1.0' in text  # from the worker
+    assert "aurora_http_requests_total" in text and "aurora_queue_depth 0.0" in text
+
+    time.sleep(0.5)
+    lines = [json.loads(line) for line in stack.log("up").splitlines() if line.startswith("{")]
+    run_lines = [line for line in lines if line.get("run_id") == run_id]
+    assert {line.get("step") for line in run_lines} >= {"act", "finish"}
+    requests_logged = [line for line in lines if line.get("logger") == "aurora.request"]
+    assert any(line["path"] == "/workflows" and line["status"] == 201 for line in requests_logged)
+    blob = stack.log("up")
+    assert "aurfed_SECRETQUERYTOKEN" not in blob
+    assert blob.count(stack.keys["admin"]) == 2  # only in the first-start banner: the key line and the export line
+
+    health = stack.http("GET", "/health", key="").json()
+    assert set(health["components"]) >= {"database", "broker", "workers", "beats", "policy", "federation"}
+
+
+def test_health_is_503_when_the_broker_is_unreachable(client, runtime) -> None:
+    from dataclasses import replace
+
+    runtime.settings = replace(runtime.settings, broker_url=f"redis://127.0.0.1:{free_port()}/0")
+    response = client.get("/health")
+    assert response.status_code == 503 and response.json["status"] == "down"
+    assert response.json["components"]["broker"]["ok"] is False
