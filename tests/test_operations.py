@@ -108,3 +108,25 @@ def test_health_is_503_when_the_broker_is_unreachable(client, runtime) -> None:
     response = client.get("/health")
     assert response.status_code == 503 and response.json["status"] == "down"
     assert response.json["components"]["broker"]["ok"] is False
+
+
+def test_deploy_files_are_hardened_and_start_the_real_commands(env) -> None:
+    import configparser
+
+    for name, command in (("aurora-web", "gunicorn --config"), ("aurora-worker", "aurora worker"),
+                          ("aurora-beat", "aurora beat")):
+        unit = configparser.ConfigParser(strict=False, interpolation=None)
+        unit.optionxform = str
+        unit.read(ROOT / "deploy" / f"{name}.service")
+        service = unit["Service"]
+        assert command in service["ExecStart"]
+        for key, value in (("NoNewPrivileges", "true"), ("ProtectSystem", "strict"), ("PrivateTmp", "true"),
+                           ("User", "aurora"), ("Restart", "on-failure")):
+            assert service[key] == value, (name, key)
+        assert service["EnvironmentFile"] == "/etc/aurora/aurora.env"
+    check = subprocess.run([sys.executable, "-m", "gunicorn", "--check-config", "--config",
+                            str(ROOT / "deploy" / "gunicorn.conf.py"), "aurora.web.wsgi:app"],
+                           env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stderr
+    procfile = (ROOT / "Procfile").read_text()
+    assert "web: gunicorn" in procfile and "worker: aurora worker" in procfile and "beat: aurora beat" in procfile
