@@ -193,4 +193,4 @@ def test_mailgun_events_recorded_against_the_run_and_replays_refused(client, hoo
 
 def test_unconfigured_secret_refuses_politely(client, runtime) -> None:
     answer = post(client, "/webhooks/stripe", b"{}", **{"Stripe-Signature": "t=1,v1=x"})
-    assert answer.status_code == 503 and "webhook_secret is not configured" in answer.json["message"]
+    assert answer.status_code == 403 and "webhook_secret is not configured" in answer.json["message"]

@@ -30,7 +30,7 @@ def _handle(provider: str, secret_path: tuple[str, ...], process: Callable[[byte
     secret = _runtime().secrets().get(*secret_path)
     if not secret:
         return jsonify({"error": "not_configured",
-                        "message": f"{'.'.join(secret_path)} is not configured in the secrets file"}), 503
+                        "message": f"{'.'.join(secret_path)} is not configured in the secrets file"}), 403
     try:
         return jsonify(process(body, secret)), 200
     except WebhookRejected as exc:

@@ -1,0 +1,198 @@
+"""The API's contract: an OpenAPI 3.1 document (``GET /openapi.json``) and a page that shows it
+(``GET /docs``). A test compares its paths with the app's routes; CI fuzzes the live app with
+schemathesis against it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, render_template
+
+from .. import __version__
+
+bp = Blueprint("openapi", __name__)
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    meaning = {400: "Bad request", 401: "No or an invalid key", 403: "The key may not do this", 404: "Not found",
+               405: "Method not allowed", 409: "The record's state forbids it", 413: "Body too large",
+               415: "Unsupported content type", 422: "The workflow is invalid", 503: "Unhealthy"}
+    return {str(code): _json(_ref("Error"), meaning[code]) for code in codes}
+
+
+AUTH = [{"bearerAuth": []}]
+NONE: list[dict[str, list[str]]] = []
+RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}}
+SCHEMAS: dict[str, Any] = {
+    "Error": {"type": "object", "required": ["error", "message"], "properties": {
+        "error": {"type": "string"}, "message": {"type": "string"},
+        "errors": {"type": "array", "items": {"type": "object", "required": ["path", "message"],
+                                              "properties": {"path": {"type": "string"}, "message": {"type": "string"}}}}}},
+    "RunSummary": {"type": "object", "required": ["id", "name", "goal", "status", "created_at"], "properties": {
+        "id": {"type": "string"}, "name": {"type": "string"}, "goal": {"type": "string"},
+        "status": {"enum": ["queued", "running", "awaiting_approval", "succeeded", "failed", "rejected", "expired",
+                            "cancelled"]},
+        "submitted_by": {"type": "string"}, "created_at": {"type": "string"}, "updated_at": {"type": "string"},
+        "finished_at": {"type": ["string", "null"]}}},
+    "Run": {"allOf": [_ref("RunSummary"), {"type": "object", "required": ["document", "timeline", "approvals"],
+                                           "properties": {
+        "document": {"type": "object"}, "document_hash": {"type": "string"},
+        "result": {"type": ["object", "null"]}, "error": {"type": ["object", "null"]},
+        "settlement": {"type": ["string", "null"]}, "attempts": {"type": "integer"},
+        "approvals": {"type": "object", "required": ["required", "received", "missing", "votes"]},
+        "steps": {"type": "array", "items": {"type": "object"}},
+        "timeline": {"type": "array", "items": _ref("Event")}}}]},
+    "Event": {"type": "object", "required": ["id", "seq", "origin", "type", "created_at", "data"], "properties": {
+        "id": {"type": "string"}, "seq": {"type": "integer"}, "origin": {"type": "string"}, "type": {"type": "string"},
+        "run_id": {"type": ["string", "null"]}, "created_at": {"type": "string"}, "data": {"type": "object"}}},
+    "EventPage": {"type": "object", "required": ["events", "last_seq", "has_more"], "properties": {
+        "node": {"type": "string"}, "events": {"type": "array", "items": _ref("Event")},
+        "last_seq": {"type": "integer"}, "has_more": {"type": "boolean"}}},
+    "Vote": {"type": "object", "required": ["id", "status", "gate"], "properties": {
+        "id": {"type": "string"}, "status": {"type": "string"}, "gate": {"type": "object"}}},
+    "Decision": {"type": "object", "required": ["target", "text_preview", "score", "hits", "rules_version", "reason"],
+                 "properties": {"target": {"type": "string"}, "text_preview": {"type": "string"},
+                                "score": {"type": "number"}, "hits": {"type": "array", "items": {"type": "object"}},
+                                "runner_up": {"type": ["string", "null"]}, "runner_up_score": {"type": "number"},
+                                "rules_version": {"type": "string"}, "reason": {"type": "string"},
+                                "ranking": {"type": "array", "items": {"type": "string"}}}},
+    "Health": {"type": "object", "required": ["status", "node", "version", "components"], "properties": {
+        "status": {"enum": ["ok", "degraded", "down"]}, "node": {"type": "string"}, "version": {"type": "string"},
+        "last_event_seq": {"type": ["integer", "null"]}, "server_time": {"type": "string"},
+        "components": {"type": "object"}}},
+    "Received": {"type": "object", "required": ["received"], "properties": {"received": {"type": "boolean"}}},
+}
+
+
+def _vote(decision: str) -> dict[str, Any]:
+    return {"post": {
+        "summary": f"{decision.capitalize()} a waiting run (approver or admin; never your own run)",
+        "security": AUTH, "parameters": [RUN_ID],
+        "requestBody": {"required": False, "content": {"application/json": {"schema": {
+            "type": "object", "properties": {"comment": {"type": "string", "maxLength": 2000}}}}}},
+        "responses": {"200": _json(_ref("Vote"), "The vote and the gate after it"),
+                      **_errors(400, 401, 403, 404, 409, 415)}}}
+
+
+def _webhook(provider: str, header: str | None) -> dict[str, Any]:
+    parameters = [{"name": header, "in": "header", "required": False, "schema": {"type": "string"}}] if header else []
+    return {"post": {
+        "summary": f"{provider} callback, proven by its signature (no API key)", "security": NONE,
+        "parameters": parameters,
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+        "responses": {"200": _json(_ref("Received"), "Taken in (or a retry of one taken before)"),
+                      **_errors(400, 401, 403, 413)}}}
+
+
+EXAMPLE_WORKFLOW = {"name": "send_report", "category": "business", "origin": "claude", "type": "task",
+                    "goal": "send_email", "payload": {"to": "kunde@example.com", "subject": "Monatsbericht",
+                                                      "template": "monthly_report"}}
+RUN_LINKS = {name: {"operationId": op, "parameters": {"run_id": "$response.body#/id"}}
+             for name, op in (("GetRun", "getRun"), ("CancelRun", "cancelRun"), ("ApproveRun", "approveRun"),
+                              ("RejectRun", "rejectRun"))}
+
+
+def _with_ids(spec: dict[str, Any]) -> dict[str, Any]:
+    ids = {("/workflows", "post"): "submitWorkflow", ("/workflows/{run_id}", "get"): "getRun",
+           ("/workflows/{run_id}/cancel", "post"): "cancelRun", ("/workflows/{run_id}/approve", "post"): "approveRun",
+           ("/workflows/{run_id}/reject", "post"): "rejectRun"}
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            operation["operationId"] = ids.get((path, method)) or (
+                method + "".join(part.strip("{}").replace(".", "_").title() for part in path.split("/")))
+    return spec
+
+
+def document() -> dict[str, Any]:
+    return _with_ids({
+        "openapi": "3.1.0",
+        "info": {"title": "Aurora", "version": __version__,
+                 "description": "Submit, run and watch workflows; nothing expensive or public happens by accident."},
+        "components": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}, "schemas": SCHEMAS},
+        "security": AUTH,
+        "paths": {
+            "/health": {"get": {"summary": "Health per component", "security": NONE, "responses": {
+                "200": _json(_ref("Health"), "Healthy (or degraded)"), "503": _json(_ref("Health"), "Down")}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
+                "200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                **_errors(401)}}},
+            "/openapi.json": {"get": {"summary": "This document", "security": NONE,
+                                      "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")}}},
+            "/docs": {"get": {"summary": "This document as a page", "security": NONE, "responses": {
+                "200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+            "/workflows": {
+                "post": {"summary": "Submit a workflow (YAML, JSON or a multipart file)", "requestBody": {
+                    "required": True, "content": {
+                        "application/yaml": {"schema": {"type": "string"}},
+                        "application/json": {"schema": {"type": "object"}, "example": EXAMPLE_WORKFLOW},
+                        "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+                            "file": {"type": "string", "contentEncoding": "binary"}}}}}},
+                    "responses": {"201": {**_json(_ref("RunSummary"), "Stored and queued"), "links": RUN_LINKS},
+                                  **_errors(400, 401, 403, 413, 415, 422)}},
+                "get": {"summary": "List runs, newest first", "parameters": [
+                    {"name": "status", "in": "query", "schema": {"type": "string"}},
+                    {"name": "goal", "in": "query", "schema": {"type": "string"}},
+                    {"name": "name", "in": "query", "schema": {"type": "string"}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200}},
+                    {"name": "cursor", "in": "query", "schema": {"type": "string"}}],
+                    "responses": {"200": _json({"type": "object", "required": ["runs", "next_cursor"], "properties": {
+                        "runs": {"type": "array", "items": _ref("RunSummary")},
+                        "next_cursor": {"type": ["string", "null"]}}}, "A page of runs"), **_errors(400, 401)}},
+            },
+            "/workflows/{run_id}": {"get": {"summary": "One run with its document, result and timeline",
+                                            "parameters": [RUN_ID], "responses": {
+                "200": _json(_ref("Run"), "The run"), **_errors(401, 404)}}},
+            "/workflows/{run_id}/cancel": {"post": {"summary": "Cancel a run before it acts (its submitter or admin)",
+                                                    "parameters": [RUN_ID], "responses": {
+                "200": _json({"type": "object", "required": ["id", "status"]}, "Cancelled"),
+                **_errors(401, 403, 404, 409)}}},
+            "/workflows/{run_id}/approve": _vote("approve"),
+            "/workflows/{run_id}/reject": _vote("reject"),
+            "/approvals": {"get": {"summary": "Runs waiting for the caller's vote", "responses": {
+                "200": _json({"type": "object", "required": ["waiting"], "properties": {
+                    "waiting": {"type": "array", "items": {"type": "object"}}}}, "Waiting runs"), **_errors(401)}}},
+            "/events": {"get": {"summary": "The event log in seq order", "parameters": [
+                {"name": "since", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                {"name": "origin", "in": "query", "schema": {"type": "string"}}],
+                "responses": {"200": _json(_ref("EventPage"), "A page of events"), **_errors(400, 401)}}},
+            "/route": {"post": {"summary": "Which AI engine a text goes to, and why", "requestBody": {
+                "required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}},
+                    "example": {"text": "Recherchiere aktuelle Studien zu PBM"}}}},
+                "responses": {"200": _json(_ref("Decision"), "The decision"), **_errors(401, 413, 422)}}},
+            "/route/rules": {"get": {"summary": "The routing rules in force", "responses": {
+                "200": _json({"type": "object", "required": ["enabled", "default_engine", "rules"]}, "Rules"),
+                **_errors(401)}}},
+            "/federation/events": {"get": {"summary": "Events for a peer (Bearer peer token, or ?token=)",
+                                           "parameters": [
+                {"name": "since", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                {"name": "token", "in": "query", "schema": {"type": "string"}}],
+                "responses": {"200": _json(_ref("EventPage"), "A page of events"), **_errors(400, 401, 403)}}},
+            "/federation/nodes": {"get": {"summary": "The peers this node pulls from (admin key or peer token)",
+                                          "responses": {
+                "200": _json({"type": "object", "required": ["node", "nodes"]}, "Peers"), **_errors(401, 403)}}},
+            "/webhooks/stripe": _webhook("Stripe", "Stripe-Signature"),
+            "/webhooks/typeform": _webhook("Typeform", "Typeform-Signature"),
+            "/webhooks/mailgun": _webhook("Mailgun", None),
+        },
+    })
+
+
+@bp.get("/openapi.json")
+def spec() -> Response:
+    return jsonify(document())
+
+
+@bp.get("/docs")
+def docs() -> str:
+    return render_template("docs.html", spec=document())
