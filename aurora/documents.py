@@ -185,10 +185,13 @@ def parse(body: bytes | str, *, fmt: str = "yaml", max_bytes: int = 256 * 1024) 
             raise _syntax(f"nesting deeper than {MAX_DEPTH} levels") from None
     else:
         _check_events(text)
+        loader = _WorkflowLoader(text)
         try:
-            value = yaml.load(text, Loader=_WorkflowLoader)  # noqa: S506 - a safe loader subclass
+            value = loader.get_single_data()
         except yaml.YAMLError as exc:
             raise _syntax(f"invalid YAML: {exc}") from None
+        finally:
+            loader.dispose()
     _check_values(value)
     return value
 

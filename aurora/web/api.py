@@ -12,6 +12,7 @@ from ..errors import AuroraError, DocumentSyntaxError, PermissionDenied, Problem
 from ..models import Role, RunStatus
 from ..queue import enqueue
 from .auth import ANY_ROLE, require
+from .params import BadParameter, int_arg
 
 bp = Blueprint("api", __name__)
 
@@ -24,12 +25,6 @@ class UnsupportedMediaType(AuroraError):
 
     code = "unsupported_media_type"
     http_status = 415
-
-
-class BadParameter(AuroraError):
-    """Raised when a query parameter has a value Aurora cannot use."""
-
-    code = "bad_parameter"
 
 
 def _runtime() -> Any:
@@ -67,19 +62,6 @@ def submit() -> tuple[Response, int, dict[str, str]]:
     return jsonify(payload), 201, {"Location": f"/workflows/{run.id}"}
 
 
-def _int_arg(name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadParameter(f"{name}: {raw[:20]!r} is not an integer") from None
-    if not low <= value <= high:
-        raise BadParameter(f"{name}: must be between {low} and {high}, got {value}")
-    return value
-
-
 @bp.get("/workflows")
 @require(*ANY_ROLE)
 def listing() -> Response:
@@ -89,7 +71,7 @@ def listing() -> Response:
     goal = request.args.get("goal")
     if goal is not None and goal not in documents.GOALS:
         raise BadParameter(f"goal: {goal[:40]!r} is not one of {', '.join(sorted(documents.GOALS))}")
-    limit = _int_arg("limit", 50, 1, run_views.MAX_PAGE)
+    limit = int_arg("limit", 50, 1, run_views.MAX_PAGE)
     with _runtime().db.read() as session:
         return jsonify(run_views.listing(session, status=status, goal=goal, name=request.args.get("name"),
                                          limit=limit, cursor=request.args.get("cursor")))
@@ -117,8 +99,8 @@ def cancel(run_id: str) -> Response:
 @bp.get("/events")
 @require(*ANY_ROLE)
 def event_log() -> Response:
-    since = _int_arg("since", 0, 0, 2**62)
-    limit = _int_arg("limit", 100, 1, 1000)
+    since = int_arg("since", 0, 0, 2**62)
+    limit = int_arg("limit", 100, 1, 1000)
     with _runtime().db.read() as session:
         page = events.page(session, since=since, limit=limit, origin=request.args.get("origin"))
         items = [events.as_dict(e) for e in page]

@@ -8,10 +8,11 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import select
 
 from .. import events, keys
-from ..errors import AuroraError, AuthError, PermissionDenied
+from ..errors import AuthError, PermissionDenied
 from ..federation import registry, tokens
 from ..models import Event, Role
 from .auth import presented_key
+from .params import int_arg
 
 bp = Blueprint("federation", __name__)
 
@@ -25,12 +26,6 @@ class FederationDisabled(PermissionDenied):
     code = "federation_disabled"
 
 
-class BadParameter(AuroraError):
-    """Raised when ``since`` or ``limit`` is not a usable number."""
-
-    code = "bad_parameter"
-
-
 def _runtime() -> Any:
     return current_app.extensions["aurora"]
 
@@ -38,17 +33,6 @@ def _runtime() -> Any:
 def _token() -> str | None:
     # The seed's ?token= is accepted too; Aurora's request log never records query strings.
     return presented_key() or request.args.get("token")
-
-
-def _int(name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadParameter(f"{name}: {raw[:20]!r} is not an integer") from None
-    return min(max(value, low), high)
 
 
 @bp.get("/federation/events")
@@ -60,8 +44,8 @@ def pull() -> Response:
         raise FederationDisabled("federation is disabled on this node (federation_enabled is false in its policy)")
     if peer not in fed["nodes"]:
         raise PermissionDenied(f"peer {peer!r} is not named in this node's federation_nodes")
-    since = _int("since", 0, 0, 2**62)
-    limit = _int("limit", 100, 1, MAX_PAGE)
+    since = int_arg("since", 0, 0, 2**62, clamp=True)
+    limit = int_arg("limit", 100, 1, MAX_PAGE, clamp=True)
     with runtime.db.read() as session:
         rows = list(session.scalars(select(Event).where(Event.seq > since).order_by(Event.seq).limit(limit + 1)))
     more = len(rows) > limit

@@ -1,0 +1,8 @@
+"""The ``aurora`` command, one module per area; importing them registers their commands."""
+
+from __future__ import annotations
+
+from . import admin, federation, stack, workflows  # noqa: F401 - registers the commands
+from ._common import main
+
+__all__ = ["main"]

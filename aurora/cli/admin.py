@@ -1,0 +1,189 @@
+"""Administration: keys, adapters, doctor, audit."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from ._common import _fail, _print, _runtime, main
+
+# -- keys -------------------------------------------------------------------------------------
+
+@main.group()
+def keys() -> None:
+    """API keys (run on the server; they go straight to the database)."""
+
+
+@keys.command("create")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["admin", "submitter", "approver", "viewer"]), required=True)
+def keys_create(name: str, role: str) -> None:
+    """Make a key; prints the key alone on stdout (it is never shown again)."""
+    from .. import keys as key_store
+    from ..models import Role
+
+    click.echo(key_store.create(_runtime().db, name, Role(role)))
+
+
+@keys.command("list")
+def keys_list() -> None:
+    """Show every key's name, role and state (never the key)."""
+    from .. import keys as key_store
+
+    for row in key_store.listing(_runtime().db):
+        state = f"revoked {row['revoked_at']}" if row["revoked_at"] else "active"
+        click.echo(f"{row['name']:<24} {row['role']:<10} {row['key_id']}  {state}")
+
+
+@keys.command("revoke")
+@click.argument("name")
+def keys_revoke(name: str) -> None:
+    """Revoke a key at once."""
+    from .. import keys as key_store
+
+    key_store.revoke(_runtime().db, name)
+    click.echo(f"revoked {name}")
+
+
+# -- adapters ---------------------------------------------------------------------------------
+
+@main.group()
+def adapters() -> None:
+    """Adapter rollout: status, self-test, promote past the canary, re-enable after a rollback."""
+
+
+def _adapter_name(name: str) -> str:
+    from ..adapter_state import ADAPTERS
+
+    if name not in ADAPTERS:
+        _fail(f"unknown adapter {name!r}; one of: {', '.join(ADAPTERS)}", 2)
+    return name
+
+
+@adapters.command("status")
+def adapters_status() -> None:
+    """Each adapter's mode for a new run now, and why."""
+    from dataclasses import replace
+
+    from .. import adapter_state
+    from ..adapters import BY_NAME
+    from ..adapters.context import default_context
+    from ..adapters.selftest import SAMPLES, canary_probe_id
+
+    runtime = _runtime()
+    rollouts = adapter_state.load(runtime.db)
+    ctx = replace(default_context(), rollouts=rollouts)
+    for name, adapter in BY_NAME.items():
+        configured = adapter.credentials_configured(SAMPLES[name], ctx.secrets)
+        inside = adapter.decide(SAMPLES[name], replace(ctx, run_id=canary_probe_id()))
+        rollout = rollouts[name]
+        stage = "rolled back" if rollout.rolled_back else ("promoted" if rollout.promoted else "canary")
+        mode = "live" if inside.live and stage == "promoted" else (
+            f"live for {runtime.policies.current().canary_percent}% of runs" if inside.live else "simulated")
+        click.echo(f"{name:<9} {mode:<22} {stage:<11} {'configured' if configured else 'not configured':<15} "
+                   f"{inside.reason}")
+
+
+@adapters.command("test")
+@click.argument("name", required=False)
+def adapters_test(name: str | None) -> None:
+    """Make a simulated call of NAME (or every adapter) and say what would happen live."""
+    from ..adapter_state import ADAPTERS
+    from ..adapters.selftest import check
+
+    for each in [_adapter_name(name)] if name else list(ADAPTERS):
+        _print(check(each))
+
+
+@adapters.command("promote")
+@click.argument("name")
+def adapters_promote(name: str) -> None:
+    """End NAME's canary: every run that may go live goes live."""
+    from .. import adapter_state
+
+    runtime = _runtime()
+    adapter_state.promote(runtime.db, _adapter_name(name), runtime.settings.node_name)
+    click.echo(f"{name}: promoted")
+
+
+@adapters.command("enable")
+@click.argument("name")
+def adapters_enable(name: str) -> None:
+    """Clear NAME's rollback; it starts again in its canary."""
+    from .. import adapter_state
+
+    runtime = _runtime()
+    adapter_state.enable(runtime.db, _adapter_name(name), runtime.settings.node_name)
+    click.echo(f"{name}: enabled (canary)")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+def doctor(as_json: bool) -> None:
+    """The security checklist: secrets mode, placeholders, quorum, canaries, webhook secrets, rate
+    limits, the audit chain, federation tokens, the policy. Exit 0 all good, 1 warnings, 2 errors."""
+    from dataclasses import asdict
+
+    from ..doctor import exit_status, run_checks
+
+    findings = run_checks(_runtime())
+    if as_json:
+        _print([asdict(f) for f in findings])
+    else:
+        marks = {"ok": "ok  ", "warn": "WARN", "error": "FAIL"}
+        for f in findings:
+            click.echo(f"[{marks[f.level]}] {f.check}: {f.message}" + (f"\n       -> {f.fix}" if f.fix else ""))
+    sys.exit(exit_status(findings))
+
+
+# -- audit ------------------------------------------------------------------------------------
+
+@main.group()
+def audit() -> None:
+    """The hash-chained audit log of every adapter call."""
+
+
+@audit.command("verify")
+def audit_verify() -> None:
+    """Walk the chain; exit 1 and name the first record that was edited or follows a deleted one."""
+    from sqlalchemy import select
+
+    from .. import audit as audit_log
+    from ..models import AuditRecord
+
+    db = _runtime().db
+    with db.read() as session:
+        records = session.scalars(select(AuditRecord).order_by(AuditRecord.pk)).yield_per(1000)
+        intact, bad_pk, why = audit_log.verify(records)
+        total = session.query(AuditRecord).count()
+    if intact:
+        click.echo(f"audit chain intact ({total} records)")
+        return
+    _fail(f"audit chain broken at record {bad_pk}: {why}", 1)
+
+
+@audit.command("export")
+@click.option("--since", default=None, help="ISO date or time (UTC), e.g. 2026-11-01 or 2026-11-01T12:00.")
+@click.option("--output", "-o", type=click.File("w"), default="-", help="File to write (default stdout).")
+def audit_export(since: str | None, output: Any) -> None:
+    """Write audit records as JSON lines, oldest first."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select
+
+    from .. import audit as audit_log
+    from ..models import AuditRecord
+
+    query = select(AuditRecord).order_by(AuditRecord.pk)
+    if since:
+        try:
+            when = datetime.fromisoformat(since)
+        except ValueError:
+            _fail(f"--since: {since!r} is not an ISO date or time", 2)
+        query = query.where(AuditRecord.created_at >= (when if when.tzinfo else when.replace(tzinfo=UTC)))
+    with _runtime().db.read() as session:
+        for record in session.scalars(query).yield_per(1000):
+            output.write(json.dumps(audit_log.as_dict(record), ensure_ascii=False) + "\n")

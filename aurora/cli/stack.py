@@ -1,0 +1,121 @@
+"""Running Aurora: up, bootstrap, serve, worker, beat, db."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .. import __version__
+from ._common import _runtime, main
+
+# -- running the stack -------------------------------------------------------------------------
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", "ports", multiple=True, type=int, default=[9292, 9195], show_default=True,
+              help="Port to listen on (repeat for several; the seed uses 9292 and 9195).")
+@click.option("--web-workers", default=1, show_default=True, help="gunicorn worker processes (8 threads each).")
+def up(host: str, ports: tuple[int, ...], web_workers: int) -> None:
+    """Migrate the database and start web, worker and beat; Ctrl-C stops all of them."""
+    import subprocess
+
+    from ..config import load_settings
+    from ..stack import gunicorn_command, run_stack
+
+    settings = load_settings()
+    url = f"http://{host}:{ports[0]}"
+    from ..metrics import prepare
+
+    prepare(settings.home, clear=True)  # counters start afresh with the stack; children share the folder
+    # Migrations and the first key run in a child, so this supervisor stays small while it waits.
+    prepared = subprocess.run([sys.executable, "-m", "aurora", "bootstrap", "--url", url],
+                              stdout=subprocess.PIPE, text=True)
+    if prepared.returncode:
+        sys.exit(prepared.returncode)
+    key = prepared.stdout.strip()
+    if key:
+        click.echo("Aurora's first admin API key (shown once; also saved for this user's CLI):")
+        click.echo(f"  {key}")
+        click.echo(f"  export AURORA_URL={url} AURORA_TOKEN={key}")
+    click.echo(f"Aurora {__version__}: node {settings.node_name}, listening on "
+               + ", ".join(f"http://{host}:{p}" for p in ports))
+    click.echo(f"  database {settings.database_url.split('@')[-1]}, broker {settings.broker_url.split('@')[-1]}")
+    python = sys.executable
+    code = run_stack({
+        "web": gunicorn_command([f"{host}:{p}" for p in ports], web_workers, threads=8),
+        "worker": [python, "-m", "aurora", "worker"],
+        "beat": [python, "-m", "aurora", "beat"],
+    })
+    sys.exit(code)
+
+
+@main.command()
+@click.option("--url", default="http://127.0.0.1:9292", show_default=True, help="URL the CLI should use.")
+def bootstrap(url: str) -> None:
+    """Migrate the database; on first start make an admin key, save it for the CLI and print it."""
+    from ..stack import prepare
+
+    runtime = _runtime()
+    runtime.policies.current()
+    key = prepare(runtime.settings, url)
+    if key:
+        click.echo(key)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=9292, show_default=True, type=int)
+@click.option("--workers", default=2, show_default=True, help="gunicorn worker processes.")
+def serve(host: str, port: int, workers: int) -> None:
+    """Run only the web API (gunicorn) on one port."""
+    import os
+
+    from ..stack import gunicorn_command
+
+    _runtime().policies.current()
+    command = gunicorn_command([f"{host}:{port}"], workers)
+    os.execv(command[0], command)
+
+
+@main.command()
+@click.option("--concurrency", "-c", type=int, default=None, help="Worker processes (default AURORA_WORKER_CONCURRENCY).")
+@click.option("--loglevel", "-l", default="info", show_default=True)
+def worker(concurrency: int | None, loglevel: str) -> None:
+    """Run a Celery worker that executes runs."""
+    import socket
+
+    from ..celery_app import QUEUE, celery
+
+    runtime = _runtime()
+    runtime.policies.current()
+    count = concurrency or runtime.settings.worker_concurrency
+    celery.worker_main(["worker", "-Q", QUEUE, "-c", str(count), "-l", loglevel, "--without-mingle",
+                        "--without-gossip", "-n", f"aurora-{socket.gethostname()}-{__import__('os').getpid()}@%h"])
+
+
+@main.command()
+@click.option("--loglevel", "-l", default="info", show_default=True)
+def beat(loglevel: str) -> None:
+    """Run Celery beat: the sweeper that recovers stuck runs and expires overdue gates."""
+    from ..celery_app import celery
+
+    settings = _runtime().settings
+    settings.home.mkdir(parents=True, exist_ok=True)
+    celery.start(["beat", "-l", loglevel, "-s", str(settings.home / "celerybeat-schedule")])
+
+
+@main.group()
+def db() -> None:
+    """Database schema commands."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(revision: str) -> None:
+    """Apply the Alembic migrations (aurora up does this too)."""
+    from ..migrations import current, upgrade
+
+    url = _runtime().settings.database_url
+    upgrade(url, revision)
+    click.echo(f"database at revision {current(url)}")

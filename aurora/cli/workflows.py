@@ -1,0 +1,187 @@
+"""Workflows: validate, submit, status, list, cancel, approvals, route."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import AuroraError
+from ._common import EXIT_CODES, FINAL, _client, _fail, _print, _runtime, main
+
+# -- workflows --------------------------------------------------------------------------------
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+def validate(files: tuple[Path, ...]) -> None:
+    """Check workflow files locally, without a server."""
+    from .. import documents
+
+    bad = 0
+    for path in files:
+        try:
+            body = path.read_bytes()
+            workflow = documents.load(body, fmt="json" if path.suffix == ".json" else "yaml")
+            click.echo(f"{path}: ok ({workflow.goal}, {workflow.name})")
+        except OSError as exc:
+            bad += 1
+            click.echo(f"{path}: cannot read: {exc.strerror}", err=True)
+        except AuroraError as exc:
+            bad += 1
+            for problem in getattr(exc, "problems", []) or [exc]:
+                click.echo(f"{path}: {problem}", err=True)
+    sys.exit(1 if bad else 0)
+
+
+def _progress_line(run: dict[str, Any]) -> str:
+    line = f"{run['id'][:8]} {run['name']}: {run['status']}"
+    if run.get("step"):
+        line += f" (step {run['step']})"
+    if run["status"] == "awaiting_approval":
+        approvals = run.get("approvals", {})
+        line += f", {len(approvals.get('votes', []))}/{approvals.get('required')} approvals"
+    return line
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--wait", is_flag=True, help="Follow the run until it ends (or waits for approval).")
+@click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait at most.")
+def submit(file: Path, wait: bool, timeout: float) -> None:
+    """Submit a workflow file; with --wait, follow it and print the result."""
+    try:
+        body = file.read_bytes()
+    except OSError as exc:
+        _fail(f"{file}: cannot read: {exc.strerror}", 2)
+    content_type = "application/json" if file.suffix == ".json" else "application/yaml"
+    client = _client()
+    run = client.post("/workflows", data=body, headers={"Content-Type": content_type})
+    if not wait:
+        _print(run)
+        return
+    deadline = time.monotonic() + timeout
+    interactive = sys.stderr.isatty()
+    last = ""
+    while True:
+        run = client.get(f"/workflows/{run['id']}")
+        line = _progress_line(run)
+        if line != last:
+            click.echo(("\r\033[K" if interactive else "") + line, nl=not interactive, err=True)
+            last = line
+        if run["status"] in FINAL or run["status"] == "awaiting_approval":
+            break
+        if time.monotonic() > deadline:
+            _fail(f"still {run['status']} after {timeout:.0f} s; follow it with: aurora status {run['id']}", 4)
+        time.sleep(0.25)
+    if interactive:
+        click.echo(err=True)
+    _print({k: run[k] for k in ("id", "name", "goal", "status", "result", "error")})
+    sys.exit(EXIT_CODES.get(run["status"], 1))
+
+
+@main.command()
+@click.argument("run_id")
+def status(run_id: str) -> None:
+    """Show one run: document, status, result and timeline."""
+    _print(_client().get(f"/workflows/{run_id}"))
+
+
+@main.command("list")
+@click.option("--status", "status_", default=None, help="Only runs in this status.")
+@click.option("--goal", default=None)
+@click.option("--name", default=None)
+@click.option("--limit", default=20, show_default=True)
+@click.option("--cursor", default=None, help="Continue after a previous page.")
+def list_runs(status_: str | None, goal: str | None, name: str | None, limit: int, cursor: str | None) -> None:
+    """List runs, newest first."""
+    page = _client().get("/workflows", status=status_, goal=goal, name=name, limit=limit, cursor=cursor)
+    for run in page["runs"]:
+        click.echo(f"{run['id']}  {run['status']:<18} {run['goal']:<14} {run['name']}  {run['created_at']}")
+    if page.get("next_cursor"):
+        click.echo(f"more: aurora list --cursor {page['next_cursor']}")
+
+
+@main.command()
+def approvals() -> None:
+    """List the runs waiting for your approval."""
+    waiting = _client().get("/approvals")["waiting"]
+    if not waiting:
+        click.echo("nothing waits for you")
+    for run in waiting:
+        click.echo(f"{run['id']}  {run['goal']:<14} {run['name']:<24} {run['received']}/{run['required']} approvals"
+                   f"  by {run['submitted_by']}  until {run['deadline']}")
+        click.echo(f"    {json.dumps(run['payload'], ensure_ascii=False)}")
+
+
+def _vote(run_id: str, decision: str, message: str | None) -> None:
+    body = {"comment": message} if message else {}
+    result = _client().post(f"/workflows/{run_id}/{decision}", json=body, headers={"X-Aurora-Channel": "cli"})
+    gate = result["gate"]
+    click.echo(f"{run_id}: {result['status']} ({gate['received']}/{gate['required']} approvals)")
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("-m", "--message", default=None, help="A comment for the ledger.")
+def approve(run_id: str, message: str | None) -> None:
+    """Approve a waiting run."""
+    _vote(run_id, "approve", message)
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("-m", "--message", default=None, help="A comment for the ledger.")
+def reject(run_id: str, message: str | None) -> None:
+    """Reject a waiting run (one rejection ends it)."""
+    _vote(run_id, "reject", message)
+
+
+@main.command()
+@click.argument("run_id")
+def cancel(run_id: str) -> None:
+    """Cancel a run that has not begun its action."""
+    _print(_client().post(f"/workflows/{run_id}/cancel"))
+
+
+@main.command("route")
+@click.option("--json", "as_json", is_flag=True, help="Print each decision as one line of JSON.")
+@click.argument("texts", nargs=-1, required=True)
+def route_cmd(as_json: bool, texts: tuple[str, ...]) -> None:
+    """Show which AI engine each TEXT goes to, with the rules of the policy in force.
+
+    \b
+    aurora route "Recherchiere Studien zu PBM"       engine and text
+    aurora route --json TEXT...                       one JSON decision per text
+    aurora route --json -                             one text per line from stdin
+    aurora route eval FILE.jsonl                      accuracy, confusion matrix, mistakes
+                                                      (lines of {"text": ..., "target": ...})
+    """
+    from ..router import Rules, route
+
+    policy = _runtime().policies.current()
+    rules = Rules.from_policy(policy.routing, policy.version)
+    if texts[0] == "eval":
+        _route_eval(rules, texts[1:], as_json)
+        return
+    lines = (line.rstrip("\n") for line in sys.stdin) if texts == ("-",) else iter(texts)
+    for text in lines:
+        if not text.strip():
+            continue
+        decision = route(text, rules)
+        click.echo(json.dumps(decision.as_dict(), ensure_ascii=False) if as_json else f"{decision.target}\t{text}")
+
+
+def _route_eval(rules: Any, files: tuple[str, ...], as_json: bool) -> None:
+    from ..route_eval import evaluate, load_labelled
+
+    if len(files) != 1:
+        _fail("usage: aurora route eval FILE.jsonl", 2)
+    path = Path(files[0])
+    if not path.is_file():
+        _fail(f"{path}: no such file", 2)
+    report = evaluate(rules, load_labelled(path))
+    click.echo(json.dumps(report.as_dict(), ensure_ascii=False, indent=2) if as_json else report.render())
