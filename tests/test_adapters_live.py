@@ -352,3 +352,17 @@ def test_beat_ingests_forms_only_when_allowed_and_not_twice(live) -> None:
     assert stored.status == "succeeded" and stored.submitted_by == "beat"
     assert stored.result["response"]["new"] == 2500
     assert len(engine.schedule_form_ingests()) == 1
+
+
+def test_rate_limits_are_shared_through_redis(env, redis_url) -> None:
+    from aurora.config import load_settings
+    from aurora.ratelimit import RateLimiter
+
+    settings = load_settings({**env, "AURORA_BROKER_URL": redis_url})
+    first, second = RateLimiter(settings), RateLimiter(settings)  # as two worker processes would
+    adapter = f"shared-{uuid.uuid4().hex[:6]}"
+    started = time.monotonic()
+    for limiter in (first, second, first, second, first):
+        limiter.acquire(adapter, "2/second")
+    assert time.monotonic() - started >= 1.0  # five calls at two per second, counted together
+    assert first.waited.get(adapter, 0) + second.waited.get(adapter, 0) > 0.5
