@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from functools import cache
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,22 @@ def prepare(home: Path, clear: bool = False) -> None:
     _dir = path
 
 
-@cache
+_lock = threading.Lock()
+_made: dict[str, Any] = {}
+
+
 def _metrics() -> dict[str, Any]:
+    """The process's metric objects, made once even when many threads ask at the same moment
+    (prometheus_client refuses to register a name twice)."""
+    if _made:
+        return _made
+    with _lock:
+        if not _made:
+            _made.update(_create())
+    return _made
+
+
+def _create() -> dict[str, Any]:
     from prometheus_client import Counter, Histogram
 
     return {

@@ -6,13 +6,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from .config import Settings, load_settings
-from .db import Database
-from .engine import Engine
-from .policy import PolicyStore
-from .ratelimit import RateLimiter
-from .secrets import Secrets, load_secrets
+
+if TYPE_CHECKING:  # the parts load on first use: beat and gunicorn's master need few of them
+    from .db import Database
+    from .engine import Engine
+    from .policy import PolicyStore
+    from .ratelimit import RateLimiter
+    from .secrets import Secrets
 
 
 @dataclass
@@ -28,13 +31,19 @@ class Runtime:
 
     @cached_property
     def db(self) -> Database:
+        from .db import Database
+
         return Database(self.settings.database_url)
 
     @cached_property
     def policies(self) -> PolicyStore:
+        from .policy import PolicyStore
+
         return PolicyStore(self.settings.policy_file)
 
     def secrets(self) -> Secrets:
+        from .secrets import load_secrets
+
         return load_secrets(self.settings.secrets_file)
 
     def secret_values(self) -> list[str]:
@@ -50,10 +59,14 @@ class Runtime:
 
     @cached_property
     def engine(self) -> Engine:
+        from .engine import Engine
+
         return Engine(self.settings, self.db, self.policies, self.secrets, self.limiter)
 
     @cached_property
     def limiter(self) -> RateLimiter:
+        from .ratelimit import RateLimiter
+
         return RateLimiter(self.settings)
 
 

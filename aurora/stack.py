@@ -17,7 +17,7 @@ def gunicorn_command(binds: Sequence[str], workers: int, threads: int = 4) -> li
                "--workers", str(workers), "--threads", str(threads), "--graceful-timeout", "10", "--no-control-socket"]
     for bind in binds:
         command += ["--bind", bind]
-    return [*command, "--config", "python:aurora.web.gunicorn_conf", "aurora.web.wsgi:app"]
+    return [*command, "--config", "python:aurora.gunicorn_conf", "aurora.web.wsgi:app"]
 
 
 def prepare(settings: Settings, url: str) -> str | None:

@@ -78,7 +78,7 @@ def http_latency(rate_per_s: int = 200, seconds: float = 10.0) -> dict[str, Any]
                 response = session.post(url + "/route", json={"text": text},
                                         headers={"Authorization": f"Bearer {key}"}, timeout=5)
                 elapsed = (time.perf_counter() - started) * 1000
-                assert response.status_code == 200
+                assert response.status_code == 200, (response.status_code, response.text[:300])
                 with lock:
                     latencies.append(elapsed)
 

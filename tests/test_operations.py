@@ -130,3 +130,26 @@ def test_deploy_files_are_hardened_and_start_the_real_commands(env) -> None:
     assert check.returncode == 0, check.stderr
     procfile = (ROOT / "Procfile").read_text()
     assert "web: gunicorn" in procfile and "worker: aurora worker" in procfile and "beat: aurora beat" in procfile
+
+
+def test_metrics_are_made_once_when_many_threads_start_together(tmp_path) -> None:
+    # A fresh process, so the metric objects do not exist yet; 16 threads race to make them.
+    code = """
+import os, threading, sys
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = sys.argv[1]
+from aurora import metrics
+errors = []
+barrier = threading.Barrier(16)
+def hit():
+    barrier.wait()
+    try:
+        metrics.request_done("POST", "/route", 200, 0.001)
+    except Exception as exc:
+        errors.append(repr(exc))
+threads = [threading.Thread(target=hit) for _ in range(16)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print(errors)
+"""
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr

@@ -69,8 +69,11 @@ def _request_log(app: Flask) -> None:
         caller = g.get("caller")
         from ..metrics import request_done
 
-        request_done(request.method, request.url_rule.rule if request.url_rule else "unmatched",
-                     response.status_code, (duration or 0) / 1000)
+        try:
+            request_done(request.method, request.url_rule.rule if request.url_rule else "unmatched",
+                         response.status_code, (duration or 0) / 1000)
+        except Exception:  # noqa: BLE001 - counting a request must never fail it
+            log.warning("could not count the request in the metrics", exc_info=True)
         log.info("%s %s %s", request.method, request.path, response.status_code, extra={
             "method": request.method, "path": request.path, "status": response.status_code,
             "duration_ms": duration, "caller": caller.name if caller else None})
