@@ -36,7 +36,12 @@ class Rollout:
 
 def load(db: Database) -> dict[str, Rollout]:
     with db.read() as session:
-        rows = session.scalars(select(AdapterState)).all()
+        return load_in(session)
+
+
+def load_in(session: Session) -> dict[str, Rollout]:
+    """Every adapter's rollout, read in the caller's transaction."""
+    rows = session.scalars(select(AdapterState)).all()
     found = {r.name: Rollout(r.name, r.promoted, r.rolled_back_at, r.rollback_reason) for r in rows}
     return {name: found.get(name, Rollout(name)) for name in ADAPTERS}
 

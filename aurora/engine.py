@@ -19,15 +19,14 @@ import json
 import logging
 import os
 import socket
-import threading
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from . import adapter_state, audit, events, gates, metrics
@@ -39,8 +38,9 @@ from .db import Database
 from .documents import CRITICAL_GOALS, Workflow
 from .engine_health import HealthStore
 from .errors import AuroraError, Conflict, NotFound
+from .leases import LeaseKeeper
 from .logs import RUN_ID
-from .models import Approval, FormCursor, Run, RunStatus, RunStep, utcnow
+from .models import Approval, FormCursor, Run, RunStatus, RunStep, UTCDateTime, utcnow
 from .policy import Policy, PolicyStore
 from .router import Rules, route
 from .secrets import Secrets
@@ -52,6 +52,17 @@ MAX_ATTEMPTS = 5
 RUNS = Run.__table__
 STEPS = RunStep.__table__
 _INSERT_RUN = RUNS.insert()
+# Built once: the claim runs for every run, and building the statement costs more than running it.
+_NOW = bindparam("now", type_=UTCDateTime())
+_CLAIM = update(RUNS).where(
+    RUNS.c.id == bindparam("rid"),
+    or_(RUNS.c.status == RunStatus.QUEUED.value,
+        and_(RUNS.c.status == RunStatus.RUNNING.value, RUNS.c.lease_expires_at < _NOW)),
+).values(
+    status=RunStatus.RUNNING.value, lease_owner=bindparam("owner"), step="act",
+    lease_expires_at=bindparam("until", type_=UTCDateTime()), attempts=RUNS.c.attempts + 1,
+    started_at=func.coalesce(RUNS.c.started_at, _NOW), updated_at=_NOW,
+).returning(*RUNS.c)
 #: statuses from which a cancel is accepted (``running`` only until the act step begins)
 CANCELLABLE = (RunStatus.QUEUED, RunStatus.AWAITING_APPROVAL, RunStatus.RUNNING)
 
@@ -172,7 +183,7 @@ class Engine:
     def _execute(self, run_id: str, owner: str) -> Outcome:
         policy = self.policies.current()
         ctx = CallContext(run_id, policy, self.secrets(), self.settings.simulated_latency_ms, self.health(policy),
-                          rollouts=adapter_state.load(self.db), limiter=self.limiter)
+                          limiter=self.limiter)
         plan = self._claim(run_id, owner, ctx)
         if plan is None or isinstance(plan, Outcome):
             if plan is not None:
@@ -182,13 +193,13 @@ class Engine:
 
                 notify(self, run_id, ctx)
             return plan or Outcome(run_id, "missing", "no such run")
-        run, payload, mode = plan
+        run, payload, mode, ctx = plan
         adapter = BY_GOAL[run.goal]
         log.info("run %s: attempt %d, acting through %s (%s: %s)", run_id, run.attempts, adapter.name, mode.name,
                  mode.reason, extra={"step": "act", "mode": mode.name, "attempt": run.attempts, "goal": run.goal})
         error: dict[str, Any] | None = None
         rollback: str | None = None
-        with self._lease(run_id, owner):
+        with self.leases.hold(run_id, owner):
             try:
                 result = adapter.call(payload, ctx, mode)
             except LiveCallFailed as exc:
@@ -208,7 +219,8 @@ class Engine:
         log.info("run %s: %s", run_id, outcome.status, extra={"step": "finish", "status": outcome.status})
         return outcome
 
-    def _claim(self, run_id: str, owner: str, ctx: CallContext) -> tuple[Any, dict[str, Any], Mode] | Outcome | None:
+    def _claim(self, run_id: str, owner: str,
+               ctx: CallContext) -> tuple[Any, dict[str, Any], Mode, CallContext] | Outcome | None:
         """Take the lease, run route and gate, decide the mode and mark the act step begun, in one
         transaction."""
         policy = ctx.policy
@@ -216,17 +228,8 @@ class Engine:
         lease_until = now + timedelta(seconds=self.settings.lease_seconds)
         with self.db.write() as session:
             conn = session.connection()
-            claimable = or_(
-                RUNS.c.status == RunStatus.QUEUED.value,
-                and_(RUNS.c.status == RunStatus.RUNNING.value, RUNS.c.lease_expires_at < now),
-            )
             # step is set to "act" now; a gate that stops the run below sets it back to "gate".
-            run = conn.execute(
-                update(RUNS).where(RUNS.c.id == run_id, claimable).values(
-                    status=RunStatus.RUNNING.value, lease_owner=owner, lease_expires_at=lease_until, step="act",
-                    attempts=RUNS.c.attempts + 1, started_at=func.coalesce(RUNS.c.started_at, now), updated_at=now,
-                ).returning(*RUNS.c)
-            ).one_or_none()
+            run = conn.execute(_CLAIM, {"rid": run_id, "now": now, "owner": owner, "until": lease_until}).one_or_none()
             if run is None:
                 status = conn.execute(select(RUNS.c.status).where(RUNS.c.id == run_id)).scalar()
                 if status is None:
@@ -268,13 +271,14 @@ class Engine:
                                         f"a live {adapter.name} call was interrupted and may have been made; "
                                         "check with the provider before submitting again"})
                 return Outcome(run_id, RunStatus.FAILED.value, "needs reconciliation")
+            ctx = replace(ctx, rollouts=adapter_state.load_in(session))
             mode = adapter.decide(payload, ctx)
             self._record_steps(session, run_id, steps, [
                 {"step": "gate", "status": "done", "result": {"state": "open"}},
                 {"step": "act", "status": "started", "result": {"mode": mode.name, "reason": mode.reason},
                  "attempt": run.attempts},
             ])
-            return run, payload, mode
+            return run, payload, mode, ctx
 
     def _route_step(self, run: Any, steps: dict[str, Any], policy: Policy,
                     pending: list[dict[str, Any]]) -> dict[str, Any]:
@@ -369,29 +373,9 @@ class Engine:
                     result={"audit": record["pk"], "ok": status is RunStatus.SUCCEEDED, "mode": record["mode"]}))
         return Outcome(run.id, status.value)
 
-    @contextmanager
-    def _lease(self, run_id: str, owner: str) -> Iterator[None]:
-        """Renew the run's lease every third of its length until the block ends."""
-        stop = threading.Event()
-        period = self.settings.lease_seconds / 3
-
-        def renew() -> None:
-            while not stop.wait(period):
-                until = utcnow() + timedelta(seconds=self.settings.lease_seconds)
-                try:
-                    with self.db.write() as session:
-                        session.execute(update(Run).where(Run.id == run_id, Run.lease_owner == owner)
-                                        .values(lease_expires_at=until))
-                except Exception:  # noqa: BLE001 - a missed renewal only shortens the lease
-                    log.warning("could not renew the lease on run %s", run_id, exc_info=True)
-
-        thread = threading.Thread(target=renew, name=f"lease-{run_id[:8]}", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join(timeout=1)
+    @cached_property
+    def leases(self) -> LeaseKeeper:
+        return LeaseKeeper(self.db, self.settings.lease_seconds)
 
     # -- scheduled work ----------------------------------------------------------------------
 
