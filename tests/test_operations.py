@@ -153,3 +153,11 @@ print(errors)
 """
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_a_refused_policy_edit_degrades_health_but_keeps_it_up(client, runtime, env) -> None:
+    Path(env["AURORA_POLICY_FILE"]).write_text('{"dry_run": "maybe"}')
+    runtime.policies._mtime, runtime.policies._checked_at = None, 0  # noqa: SLF001
+    response = client.get("/health")
+    assert response.status_code == 200 and response.json["status"] == "degraded"
+    assert "dry_run" in response.json["components"]["policy"]["error"]

@@ -84,7 +84,8 @@ def health() -> tuple[Response, int]:
                             "dry_run": policy.dry_run}
     if runtime.policies.last_error:
         components["policy"]["error"] = runtime.policies.last_error
-    essential = ("database", "broker", "policy")
+    # A refused policy edit leaves the last good policy in force: degraded, not down.
+    essential = ("database", "broker")
     healthy = all(components[name]["ok"] for name in essential)
     status = "ok" if healthy and all(c["ok"] for c in components.values()) else ("degraded" if healthy else "down")
     body = {
