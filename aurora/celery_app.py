@@ -42,7 +42,7 @@ def broker_options(settings: Settings) -> dict[str, Any]:
             "processed_folder": str(folder / "processed"),
             "control_folder": str(folder / "control"),
             "store_processed": False,
-            "polling_interval": 0.05,
+            "polling_interval": 0.01,
         }
     if settings.broker_url.startswith(("redis://", "rediss://")):
         # The lease, not the visibility timeout, recovers killed workers' runs quickly.

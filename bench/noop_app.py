@@ -23,7 +23,7 @@ if BROKER.startswith("filesystem://"):
         os.makedirs(os.path.join(folder, sub), exist_ok=True)
     app.conf.broker_transport_options = {
         "data_folder_in": os.path.join(folder, "queue"), "data_folder_out": os.path.join(folder, "queue"),
-        "processed_folder": os.path.join(folder, "processed"), "polling_interval": 0.05,
+        "processed_folder": os.path.join(folder, "processed"), "polling_interval": 0.01,
     }
 _counter = redis.Redis.from_url(os.environ.get("BENCH_COUNTER", "redis://127.0.0.1:6379/12"))
 
