@@ -44,7 +44,9 @@ def test_schemathesis_finds_no_server_error_and_no_schema_break(make_stack, tmp_
     done = subprocess.run(
         [binary, "run", f"{stack.url}/openapi.json", "-H", f"Authorization: Bearer {key}",
          "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
-         "--max-examples", "15", "--workers", "2", "--seed", "20261125", "--no-color"],
+         # One worker: CPython 3.11 can fail building ASTs in several threads at once ("AST
+         # constructor recursion depth mismatch"), which schemathesis would report as its own error.
+         "--max-examples", "15", "--workers", "1", "--seed", "20261125", "--no-color"],
         capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-6000:]
     assert re.search(r"\d+ generated, \d+ passed", done.stdout)

@@ -98,7 +98,11 @@ def submit(stack, name: str) -> str:
 
 def test_redis_and_postgresql_stack_runs_every_example(redis_stack, postgres_url) -> None:
     stack = redis_stack(database_url=postgres_url, workers=2)
+    deadline = time.monotonic() + 60
     health = stack.http("GET", "/health", key="").json()
+    while health["components"]["workers"]["seen"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.3)  # the second worker says it is ready a moment after the first
+        health = stack.http("GET", "/health", key="").json()
     assert health["components"]["database"]["kind"] == "postgresql"
     assert health["components"]["broker"]["kind"] == "redis"
     assert health["components"]["workers"]["seen"] == 2
