@@ -278,6 +278,10 @@ class Engine:
                 {"step": "act", "status": "started", "result": {"mode": mode.name, "reason": mode.reason},
                  "attempt": run.attempts},
             ])
+            if not mode.live and not self.settings.simulated_latency_ms:
+                # Nothing leaves the machine: the simulated call and its outcome commit with the
+                # claim, in one transaction (a crash rolls all of it back; it simply runs again).
+                return self._simulate_now(session, run, owner, adapter, ctx, payload, mode)
             return run, payload, mode, ctx
 
     def _route_step(self, run: Any, steps: dict[str, Any], policy: Policy,
@@ -336,41 +340,63 @@ class Engine:
         if new:
             session.connection().execute(insert(STEPS), new)
 
+    def _simulate_now(self, session: Session, run: Any, owner: str, adapter: Any, ctx: CallContext,
+                      payload: dict[str, Any], mode: Mode) -> Outcome:
+        result, error = None, None
+        try:
+            result = adapter.call(payload, ctx, mode)
+        except AuroraError as exc:
+            error = {"type": exc.code, "message": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - an adapter bug must fail the run, not loop it
+            log.exception("adapter %s failed on run %s", adapter.name, run.id)
+            error = {"type": "internal_error", "message": exc.__class__.__name__}
+        outcome = self._finish_in(session, run, owner, adapter, ctx, payload, mode, result, error, None)
+        metrics.run_finished(run.goal, outcome.status, (utcnow() - run.created_at).total_seconds())
+        log.info("run %s: %s (%s, in one transaction)", run.id, outcome.status, mode.reason,
+                 extra={"step": "finish", "mode": mode.name, "status": outcome.status})
+        return replace(outcome, detail="simulated")
+
     def _finish(self, run: Any, owner: str, adapter: Any, ctx: CallContext, payload: dict[str, Any], mode: Mode,
                 result: Any, error: dict[str, Any] | None, rollback: str | None) -> Outcome:
-        secrets = ctx.secrets
         with self.db.write() as session:
-            if result is not None and result.ok and hasattr(adapter, "persist"):
-                adapter.persist(self.db, session, self.node, run.id, result)
-            record = audit.append(
-                self.db, session, run_id=run.id, adapter=adapter.name, operation=adapter.operation,
-                mode=result.mode.name if result else mode.name,
-                reason=result.mode.reason if result else mode.reason,
-                request=secrets.redact(result.request if result else {"payload": payload}),
-                outcome="ok" if result and result.ok else "error",
-                response=secrets.redact(result.response if result else error),
-                duration_ms=result.duration_ms if result else 0.0,
-            )
-            if rollback:
-                adapter_state.roll_back(self.db, session, adapter.name, self.node, secrets.redact(rollback), run.id)
-            mine = RUNS.c.lease_owner == owner
-            if result is not None and result.ok:
-                body = secrets.redact(result.as_dict())
-                moved = self.transition(session, run.id, (RunStatus.RUNNING,), RunStatus.SUCCEEDED,
-                                         {"mode": result.mode.name, "audit": record["pk"]}, where=mine, result=body)
-                status = RunStatus.SUCCEEDED
-            else:
-                error = secrets.redact(error or {"type": "adapter_error", "message": "the call failed"})
-                moved = self.transition(session, run.id, (RunStatus.RUNNING,), RunStatus.FAILED,
-                                         {"error": error}, where=mine, error=error)
-                status = RunStatus.FAILED
-            if not moved:
-                events.append(self.db, session, self.node, "run.lease_lost", {"worker": owner.rsplit(":", 1)[0]}, run_id=run.id)
-                return Outcome(run.id, "lease_lost", "another worker reclaimed the run")
-            session.connection().execute(
-                update(STEPS).where(STEPS.c.run_id == run.id, STEPS.c.step == "act").values(
-                    status="done", finished_at=utcnow(),
-                    result={"audit": record["pk"], "ok": status is RunStatus.SUCCEEDED, "mode": record["mode"]}))
+            return self._finish_in(session, run, owner, adapter, ctx, payload, mode, result, error, rollback)
+
+    def _finish_in(self, session: Session, run: Any, owner: str, adapter: Any, ctx: CallContext,
+                   payload: dict[str, Any], mode: Mode, result: Any, error: dict[str, Any] | None,
+                   rollback: str | None) -> Outcome:
+        """Audit record, result, final status and event, in the caller's transaction."""
+        secrets = ctx.secrets
+        if result is not None and result.ok and hasattr(adapter, "persist"):
+            adapter.persist(self.db, session, self.node, run.id, result)
+        record = audit.append(
+            self.db, session, run_id=run.id, adapter=adapter.name, operation=adapter.operation,
+            mode=result.mode.name if result else mode.name,
+            reason=result.mode.reason if result else mode.reason,
+            request=secrets.redact(result.request if result else {"payload": payload}),
+            outcome="ok" if result and result.ok else "error",
+            response=secrets.redact(result.response if result else error),
+            duration_ms=result.duration_ms if result else 0.0,
+        )
+        if rollback:
+            adapter_state.roll_back(self.db, session, adapter.name, self.node, secrets.redact(rollback), run.id)
+        mine = RUNS.c.lease_owner == owner
+        if result is not None and result.ok:
+            body = secrets.redact(result.as_dict())
+            moved = self.transition(session, run.id, (RunStatus.RUNNING,), RunStatus.SUCCEEDED,
+                                     {"mode": result.mode.name, "audit": record["pk"]}, where=mine, result=body)
+            status = RunStatus.SUCCEEDED
+        else:
+            error = secrets.redact(error or {"type": "adapter_error", "message": "the call failed"})
+            moved = self.transition(session, run.id, (RunStatus.RUNNING,), RunStatus.FAILED,
+                                     {"error": error}, where=mine, error=error)
+            status = RunStatus.FAILED
+        if not moved:
+            events.append(self.db, session, self.node, "run.lease_lost", {"worker": owner.rsplit(":", 1)[0]}, run_id=run.id)
+            return Outcome(run.id, "lease_lost", "another worker reclaimed the run")
+        session.connection().execute(
+            update(STEPS).where(STEPS.c.run_id == run.id, STEPS.c.step == "act").values(
+                status="done", finished_at=utcnow(),
+                result={"audit": record["pk"], "ok": status is RunStatus.SUCCEEDED, "mode": record["mode"]}))
         return Outcome(run.id, status.value)
 
     @cached_property
