@@ -343,6 +343,8 @@ class Engine:
     def _simulate_now(self, session: Session, run: Any, owner: str, adapter: Any, ctx: CallContext,
                       payload: dict[str, Any], mode: Mode) -> Outcome:
         result, error = None, None
+        log.info("run %s: attempt %d, acting through %s (%s: %s)", run.id, run.attempts, adapter.name, mode.name,
+                 mode.reason, extra={"step": "act", "mode": mode.name, "attempt": run.attempts, "goal": run.goal})
         try:
             result = adapter.call(payload, ctx, mode)
         except AuroraError as exc:
