@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
@@ -63,8 +63,6 @@ class Settings:
     simulated_latency_ms: int = 0
     #: worker processes started by ``aurora worker`` / ``aurora up``
     worker_concurrency: int = 2
-    #: extra settings a test or embedding program sets directly
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def embedded_broker(self) -> bool:

@@ -414,8 +414,9 @@ class Engine:
         if not policy.data.get("allow_typeform_auto_ingest"):
             return []
         forms = list(policy.adapter("typeform").get("forms") or [])
-        if not forms and self.secrets().get("typeform", "form_id"):
-            forms = [self.secrets().get("typeform", "form_id")]
+        configured = None if forms else self.secrets().get("typeform", "form_id")
+        if configured:
+            forms = [configured]
         from .documents import load
 
         started = []

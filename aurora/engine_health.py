@@ -52,12 +52,3 @@ class HealthStore:
         with self.db.write() as session:
             session.execute(update(EngineHealth).where(EngineHealth.engine == engine, EngineHealth.failures > 0)
                             .values(failures=0, updated_at=utcnow()))
-
-    def snapshot(self) -> list[dict[str, object]]:
-        with self.db.read() as session:
-            return [
-                {"engine": row.engine, "failures": row.failures, "last_error": row.last_error,
-                 "cooling_until": row.cooldown_until.isoformat() if row.cooldown_until and row.cooldown_until > utcnow()
-                 else None}
-                for row in session.scalars(select(EngineHealth).order_by(EngineHealth.engine))
-            ]
