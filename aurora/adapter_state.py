@@ -8,6 +8,7 @@ NAME`` (which starts a new canary).
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -18,6 +19,7 @@ from . import audit, events
 from .db import Database
 from .models import AdapterState, utcnow
 
+_ALL = select(AdapterState.__table__)
 #: every adapter Aurora has
 ADAPTERS = ("stripe", "mailgun", "typeform", "social", "engine")
 
@@ -41,9 +43,35 @@ def load(db: Database) -> dict[str, Rollout]:
 
 def load_in(session: Session) -> dict[str, Rollout]:
     """Every adapter's rollout, read in the caller's transaction."""
-    rows = session.scalars(select(AdapterState)).all()
-    found = {r.name: Rollout(r.name, r.promoted, r.rolled_back_at, r.rollback_reason) for r in rows}
+    found = {r.name: Rollout(r.name, r.promoted, r.rolled_back_at, r.rollback_reason)
+             for r in session.connection().execute(_ALL)}
     return {name: found.get(name, Rollout(name)) for name in ADAPTERS}
+
+
+class Rollouts(Mapping[str, Rollout]):
+    """Every adapter's rollout, read in the caller's transaction when first asked for.
+
+    Most calls are decided before the rollout matters (dry run, allow flag off, no secrets), and
+    the run path should not pay for a query it does not need.
+    """
+
+    def __init__(self, session: Session):
+        self._session = session
+        self._loaded: dict[str, Rollout] | None = None
+
+    def _all(self) -> dict[str, Rollout]:
+        if self._loaded is None:
+            self._loaded = load_in(self._session)
+        return self._loaded
+
+    def __getitem__(self, name: str) -> Rollout:
+        return self._all()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
 
 
 def _row(session: Session, name: str) -> AdapterState:

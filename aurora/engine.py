@@ -26,10 +26,10 @@ from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from . import adapter_state, audit, events, gates, metrics
+from . import adapter_state, audit, events, gates, metrics, run_sql
 from .adapters import BY_GOAL, CallContext, Mode
 from .adapters.base import LiveCallFailed
 from .adapters.engines import DEFAULT_FALLBACK
@@ -40,29 +40,16 @@ from .engine_health import HealthStore
 from .errors import AuroraError, Conflict, NotFound
 from .leases import LeaseKeeper
 from .logs import RUN_ID
-from .models import Approval, FormCursor, Run, RunStatus, RunStep, UTCDateTime, utcnow
+from .models import Approval, FormCursor, Run, RunStatus, utcnow
 from .policy import Policy, PolicyStore
 from .router import Rules, route
+from .run_sql import RUNS, STEPS
 from .secrets import Secrets
 
 log = logging.getLogger(__name__)
 
 #: a run claimed this many times without finishing is failed instead of tried again
 MAX_ATTEMPTS = 5
-RUNS = Run.__table__
-STEPS = RunStep.__table__
-_INSERT_RUN = RUNS.insert()
-# Built once: the claim runs for every run, and building the statement costs more than running it.
-_NOW = bindparam("now", type_=UTCDateTime())
-_CLAIM = update(RUNS).where(
-    RUNS.c.id == bindparam("rid"),
-    or_(RUNS.c.status == RunStatus.QUEUED.value,
-        and_(RUNS.c.status == RunStatus.RUNNING.value, RUNS.c.lease_expires_at < _NOW)),
-).values(
-    status=RunStatus.RUNNING.value, lease_owner=bindparam("owner"), step="act",
-    lease_expires_at=bindparam("until", type_=UTCDateTime()), attempts=RUNS.c.attempts + 1,
-    started_at=func.coalesce(RUNS.c.started_at, _NOW), updated_at=_NOW,
-).returning(*RUNS.c)
 #: statuses from which a cancel is accepted (``running`` only until the act step begins)
 CANCELLABLE = (RunStatus.QUEUED, RunStatus.AWAITING_APPROVAL, RunStatus.RUNNING)
 
@@ -108,21 +95,23 @@ class Engine:
         from_statuses: tuple[RunStatus, ...],
         to: RunStatus,
         event_data: dict[str, Any] | None = None,
-        where: Any = None,
+        where: str | None = None,
+        where_params: dict[str, Any] | None = None,
         **fields: Any,
     ) -> bool:
-        """Compare-and-set the run's status; append ``run.<to>`` if it moved."""
+        """Compare-and-set the run's status; append ``run.<to>`` if it moved.
+
+        ``where`` names an extra condition of :data:`aurora.run_sql.CONDITIONS`, with its
+        ``w_`` parameters in ``where_params``.
+        """
         now = utcnow()
-        condition = and_(RUNS.c.id == run_id, RUNS.c.status.in_([s.value for s in from_statuses]))
-        if where is not None:
-            condition = and_(condition, where)
         if to.final:
             fields.setdefault("finished_at", now)
             fields.setdefault("lease_owner", None)
             fields.setdefault("lease_expires_at", None)
-        moved = session.connection().execute(
-            update(RUNS).where(condition).values(status=to.value, updated_at=now, **fields)
-        ).rowcount
+        statement = run_sql.transition(tuple(s.value for s in from_statuses), to.value, tuple(sorted(fields)), where)
+        params = {"rid": run_id, "now": now, **(where_params or {}), **{f"v_{k}": v for k, v in fields.items()}}
+        moved = session.connection().execute(statement, params).rowcount
         if moved:
             events.append(self.db, session, self.node, f"run.{to.value}", event_data or {}, run_id=run_id, at=now)
         return bool(moved)
@@ -148,7 +137,7 @@ class Engine:
         )
         with self.db.write() as session:
             columns = {c.key: getattr(run, c.key) for c in Run.__table__.columns if c.key != "pk"}
-            session.connection().execute(_INSERT_RUN, {k: v for k, v in columns.items() if v is not None})
+            session.connection().execute(run_sql.INSERT_RUN, {k: v for k, v in columns.items() if v is not None})
             events.append(self.db, session, self.node, "run.queued",
                           {"name": run.name, "goal": run.goal, "submitted_by": submitter}, run_id=run.id, at=now)
         return run
@@ -159,8 +148,7 @@ class Engine:
             run = session.scalar(select(Run).where(Run.id == run_id))
             if run is None:
                 raise NotFound(f"no run {run_id}")
-            not_acting = or_(RUNS.c.step.is_(None), RUNS.c.step != "act")
-            if self.transition(session, run_id, CANCELLABLE, RunStatus.CANCELLED, {"by": by}, where=not_acting):
+            if self.transition(session, run_id, CANCELLABLE, RunStatus.CANCELLED, {"by": by}, where="not_acting"):
                 return RunStatus.CANCELLED.value
             session.refresh(run)
             if run.status == RunStatus.CANCELLED.value:
@@ -229,7 +217,7 @@ class Engine:
         with self.db.write() as session:
             conn = session.connection()
             # step is set to "act" now; a gate that stops the run below sets it back to "gate".
-            run = conn.execute(_CLAIM, {"rid": run_id, "now": now, "owner": owner, "until": lease_until}).one_or_none()
+            run = conn.execute(run_sql.CLAIM, {"rid": run_id, "now": now, "owner": owner, "until": lease_until}).one_or_none()
             if run is None:
                 status = conn.execute(select(RUNS.c.status).where(RUNS.c.id == run_id)).scalar()
                 if status is None:
@@ -252,8 +240,8 @@ class Engine:
                 payload["engine"] = routed["engine"]
                 payload["candidates"] = routed.get("ranking") or [routed["engine"]]
             verdict = self._gate(session, run, policy, now)
-            self._record_steps(session, run_id, steps, pending)
             if verdict is not None:
+                self._record_steps(session, run_id, steps, pending)
                 return verdict
             adapter = BY_GOAL[run.goal]
             if run.goal == "ingest_forms":
@@ -265,24 +253,27 @@ class Engine:
                     and (earlier.result or {}).get("mode") == "live" and not adapter.repeat_safe:
                 # A live call was begun and its worker died: it may have reached the provider,
                 # which cannot deduplicate it. Sending again could do it twice; a person decides.
+                self._record_steps(session, run_id, steps, pending)
                 self.transition(session, run_id, (RunStatus.RUNNING,), RunStatus.FAILED,
                                  {"error": "needs_reconciliation", "adapter": adapter.name},
                                  error={"type": "needs_reconciliation", "message":
                                         f"a live {adapter.name} call was interrupted and may have been made; "
                                         "check with the provider before submitting again"})
                 return Outcome(run_id, RunStatus.FAILED.value, "needs reconciliation")
-            ctx = replace(ctx, rollouts=adapter_state.load_in(session))
+            ctx = replace(ctx, rollouts=adapter_state.Rollouts(session))
             mode = adapter.decide(payload, ctx)
-            self._record_steps(session, run_id, steps, [
+            pending += [
                 {"step": "gate", "status": "done", "result": {"state": "open"}},
                 {"step": "act", "status": "started", "result": {"mode": mode.name, "reason": mode.reason},
                  "attempt": run.attempts},
-            ])
+            ]
             if not mode.live and not self.settings.simulated_latency_ms:
                 # Nothing leaves the machine: the simulated call and its outcome commit with the
                 # claim, in one transaction (a crash rolls all of it back; it simply runs again).
-                return self._simulate_now(session, run, owner, adapter, ctx, payload, mode)
-            return run, payload, mode, ctx
+                return self._simulate_now(session, run, owner, adapter, ctx, payload, mode, steps, pending)
+            self._record_steps(session, run_id, steps, pending)
+            # The call happens after this transaction: take the rollouts along, read.
+            return run, payload, mode, replace(ctx, rollouts=dict(ctx.rollouts))
 
     def _route_step(self, run: Any, steps: dict[str, Any], policy: Policy,
                     pending: list[dict[str, Any]]) -> dict[str, Any]:
@@ -328,20 +319,22 @@ class Engine:
     def _record_steps(session: Session, run_id: str, steps: dict[str, Any], records: list[dict[str, Any]]) -> None:
         """Insert new steps in one statement; update those an earlier attempt left behind."""
         now = utcnow()
+        conn = session.connection()
         new = []
         for record in records:
-            values = {"attempt": 1, **record, "finished_at": now if record["status"] == "done" else None}
+            values = {"attempt": 1, "result": None, **record, "finished_at": now if record["status"] == "done" else None}
             if record["step"] in steps:
-                session.connection().execute(update(STEPS).where(
-                    STEPS.c.run_id == run_id, STEPS.c.step == record["step"]).values(**values))
+                conn.execute(run_sql.UPDATE_STEP, {"rid": run_id, "sname": record["step"],
+                                                   **{f"v_{k}": v for k, v in values.items() if k != "step"}})
             else:
                 new.append({"run_id": run_id, "started_at": now, **values})
             steps[record["step"]] = True
         if new:
-            session.connection().execute(insert(STEPS), new)
+            conn.execute(run_sql.INSERT_STEPS, new)
 
     def _simulate_now(self, session: Session, run: Any, owner: str, adapter: Any, ctx: CallContext,
-                      payload: dict[str, Any], mode: Mode) -> Outcome:
+                      payload: dict[str, Any], mode: Mode, steps: dict[str, Any],
+                      pending: list[dict[str, Any]]) -> Outcome:
         result, error = None, None
         log.info("run %s: attempt %d, acting through %s (%s: %s)", run.id, run.attempts, adapter.name, mode.name,
                  mode.reason, extra={"step": "act", "mode": mode.name, "attempt": run.attempts, "goal": run.goal})
@@ -352,7 +345,8 @@ class Engine:
         except Exception as exc:  # noqa: BLE001 - an adapter bug must fail the run, not loop it
             log.exception("adapter %s failed on run %s", adapter.name, run.id)
             error = {"type": "internal_error", "message": exc.__class__.__name__}
-        outcome = self._finish_in(session, run, owner, adapter, ctx, payload, mode, result, error, None)
+        outcome = self._finish_in(session, run, owner, adapter, ctx, payload, mode, result, error, None,
+                                  (steps, pending))
         metrics.run_finished(run.goal, outcome.status, (utcnow() - run.created_at).total_seconds())
         log.info("run %s: %s (%s, in one transaction)", run.id, outcome.status, mode.reason,
                  extra={"step": "finish", "mode": mode.name, "status": outcome.status})
@@ -365,8 +359,13 @@ class Engine:
 
     def _finish_in(self, session: Session, run: Any, owner: str, adapter: Any, ctx: CallContext,
                    payload: dict[str, Any], mode: Mode, result: Any, error: dict[str, Any] | None,
-                   rollback: str | None) -> Outcome:
-        """Audit record, result, final status and event, in the caller's transaction."""
+                   rollback: str | None,
+                   unrecorded: tuple[dict[str, Any], list[dict[str, Any]]] | None = None) -> Outcome:
+        """Audit record, result, final status and event, in the caller's transaction.
+
+        ``unrecorded`` carries steps of this transaction not yet written (``steps``, ``pending``,
+        the act step last): they are written once, the act step already done.
+        """
         secrets = ctx.secrets
         if result is not None and result.ok and hasattr(adapter, "persist"):
             adapter.persist(self.db, session, self.node, run.id, result)
@@ -381,24 +380,26 @@ class Engine:
         )
         if rollback:
             adapter_state.roll_back(self.db, session, adapter.name, self.node, secrets.redact(rollback), run.id)
-        mine = RUNS.c.lease_owner == owner
+        mine = {"where": "owned", "where_params": {"w_owner": owner}}
         if result is not None and result.ok:
             body = secrets.redact(result.as_dict())
             moved = self.transition(session, run.id, (RunStatus.RUNNING,), RunStatus.SUCCEEDED,
-                                     {"mode": result.mode.name, "audit": record["pk"]}, where=mine, result=body)
+                                     {"mode": result.mode.name, "audit": record["pk"]}, result=body, **mine)
             status = RunStatus.SUCCEEDED
         else:
             error = secrets.redact(error or {"type": "adapter_error", "message": "the call failed"})
             moved = self.transition(session, run.id, (RunStatus.RUNNING,), RunStatus.FAILED,
-                                     {"error": error}, where=mine, error=error)
+                                     {"error": error}, error=error, **mine)
             status = RunStatus.FAILED
         if not moved:
+            if unrecorded:
+                self._record_steps(session, run.id, *unrecorded)
             events.append(self.db, session, self.node, "run.lease_lost", {"worker": owner.rsplit(":", 1)[0]}, run_id=run.id)
             return Outcome(run.id, "lease_lost", "another worker reclaimed the run")
-        session.connection().execute(
-            update(STEPS).where(STEPS.c.run_id == run.id, STEPS.c.step == "act").values(
-                status="done", finished_at=utcnow(),
-                result={"audit": record["pk"], "ok": status is RunStatus.SUCCEEDED, "mode": record["mode"]}))
+        act = {"step": "act", "status": "done", "attempt": run.attempts,
+               "result": {"audit": record["pk"], "ok": status is RunStatus.SUCCEEDED, "mode": record["mode"]}}
+        steps, pending = unrecorded or ({"act": True}, [])
+        self._record_steps(session, run.id, steps, [r for r in pending if r["step"] != "act"] + [act])
         return Outcome(run.id, status.value)
 
     @cached_property
@@ -444,7 +445,7 @@ class Engine:
             for run_id in lapsed:
                 if self.transition(session, run_id, (RunStatus.RUNNING,), RunStatus.QUEUED,
                                     {"reason": "lease lapsed: the worker stopped"},
-                                    where=RUNS.c.lease_expires_at < now, lease_owner=None,
+                                    where="lease_lapsed", where_params={"w_before": now}, lease_owner=None,
                                     lease_expires_at=None, enqueued_at=now):
                     again.append(run_id)
             forgotten = session.scalars(select(Run.id).where(
@@ -458,5 +459,6 @@ class Engine:
                 Run.status == RunStatus.AWAITING_APPROVAL.value, Run.gate_deadline < now)).all()
             for run_id in overdue:
                 self.transition(session, run_id, (RunStatus.AWAITING_APPROVAL,), RunStatus.EXPIRED,
-                                 {"reason": "approval deadline passed"}, where=RUNS.c.gate_deadline < now)
+                                 {"reason": "approval deadline passed"}, where="gate_overdue",
+                                 where_params={"w_before": now})
         return again

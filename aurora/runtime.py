@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # the parts load on first use: beat and gunicorn's master nee
     from .engine import Engine
     from .policy import PolicyStore
     from .ratelimit import RateLimiter
-    from .secrets import Secrets
+    from .secrets import Secrets, SecretsFile
 
 
 @dataclass
@@ -42,9 +42,13 @@ class Runtime:
         return PolicyStore(self.settings.policy_file)
 
     def secrets(self) -> Secrets:
-        from .secrets import load_secrets
+        return self._secrets_file.load()
 
-        return load_secrets(self.settings.secrets_file)
+    @cached_property
+    def _secrets_file(self) -> SecretsFile:
+        from .secrets import SecretsFile
+
+        return SecretsFile(self.settings.secrets_file)
 
     def secret_values(self) -> list[str]:
         """The values logs must never show; re-read at most every 10 s, never raising."""

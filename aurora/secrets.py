@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,3 +111,32 @@ def load_secrets(path: Path, environ: dict[str, str] | None = None) -> Secrets:
         if name.startswith(ENV_PREFIX) and value:
             values[_env_path(name[len(ENV_PREFIX):].lower())] = value
     return Secrets(values)
+
+
+class SecretsFile:
+    """One secrets file, read again only when it or the ``AURORA_SECRET_*`` environment changed.
+
+    Every run needs the secrets; re-reading and re-parsing the file each time cost more than a
+    third of a dry-run run's own work. A ``stat`` tells whether anything changed (an edit or a
+    ``chmod`` changes its ctime), so edits still take effect at the next run.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock = threading.Lock()
+        self._seen: tuple[Any, ...] | None = None
+        self._secrets: Secrets | None = None
+
+    def load(self) -> Secrets:
+        try:
+            st = self.path.stat()
+            signature: tuple[Any, ...] | None = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
+        except FileNotFoundError:
+            signature = None
+        seen = (signature, tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(ENV_PREFIX))))
+        with self._lock:
+            if self._secrets is None or seen != self._seen:
+                self._secrets = None
+                self._secrets = load_secrets(self.path)  # a broken file raises every time, never cached
+                self._seen = seen
+            return self._secrets

@@ -1,0 +1,59 @@
+"""Statements on runs and their steps, each built once per process.
+
+Building a SQLAlchemy statement and its cache key costs about three times as much as executing
+it (measured here: ~240 µs against ~60 µs for an UPDATE on SQLite), and every run executes about
+ten of them. So the statements of the run path are built once, with bind parameters, and only
+executed per run. Conditions a transition may add are named, so that their statements can be
+cached too.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from sqlalchemy import Update, and_, bindparam, func, or_, update
+
+from .models import Run, RunStatus, RunStep, UTCDateTime
+
+RUNS = Run.__table__
+STEPS = RunStep.__table__
+NOW = bindparam("now", type_=UTCDateTime())
+
+INSERT_RUN = RUNS.insert()
+INSERT_STEPS = STEPS.insert()
+
+#: take a queued run, or a running one whose lease lapsed; the step is "act" from here on
+CLAIM = update(RUNS).where(
+    RUNS.c.id == bindparam("rid"),
+    or_(RUNS.c.status == RunStatus.QUEUED.value,
+        and_(RUNS.c.status == RunStatus.RUNNING.value, RUNS.c.lease_expires_at < NOW)),
+).values(
+    status=RunStatus.RUNNING.value, lease_owner=bindparam("owner"), step="act",
+    lease_expires_at=bindparam("until", type_=UTCDateTime()), attempts=RUNS.c.attempts + 1,
+    started_at=func.coalesce(RUNS.c.started_at, NOW), updated_at=NOW,
+).returning(*RUNS.c)
+
+#: change a step an earlier attempt left behind
+UPDATE_STEP = update(STEPS).where(STEPS.c.run_id == bindparam("rid"), STEPS.c.step == bindparam("sname")).values(
+    status=bindparam("v_status"), result=bindparam("v_result"), attempt=bindparam("v_attempt"),
+    finished_at=bindparam("v_finished_at", type_=UTCDateTime()),
+)
+
+#: extra conditions a transition may name; their parameters start with ``w_``
+CONDITIONS = {
+    "owned": RUNS.c.lease_owner == bindparam("w_owner"),
+    "not_acting": or_(RUNS.c.step.is_(None), RUNS.c.step != "act"),
+    "lease_lapsed": RUNS.c.lease_expires_at < bindparam("w_before", type_=UTCDateTime()),
+    "gate_overdue": RUNS.c.gate_deadline < bindparam("w_before", type_=UTCDateTime()),
+}
+
+
+@cache
+def transition(from_statuses: tuple[str, ...], to: str, fields: tuple[str, ...], where: str | None) -> Update:
+    """``UPDATE runs SET status = to, updated_at = :now, <field> = :v_<field> ... WHERE id = :rid
+    AND status IN from_statuses [AND <condition>]``."""
+    condition = and_(RUNS.c.id == bindparam("rid"), RUNS.c.status.in_(from_statuses))
+    if where is not None:
+        condition = and_(condition, CONDITIONS[where])
+    values = {name: bindparam(f"v_{name}") for name in fields}
+    return update(RUNS).where(condition).values(status=to, updated_at=NOW, **values)
