@@ -120,11 +120,12 @@ def _start_heartbeat(kind: str) -> None:
 
 
 @signals.setup_logging.connect
-def _on_setup_logging(**_: Any) -> None:
+def _on_setup_logging(loglevel: int | str | None = None, **_: Any) -> None:
     # Connected, so Celery leaves logging to Aurora: the same redaction and format everywhere.
+    # The level is the one given with ``-l`` (Celery passes it here, not to the root logger).
     from .logs import configure
 
-    configure(get_runtime().secret_values)
+    configure(get_runtime().secret_values, logging.getLevelName(loglevel) if isinstance(loglevel, int) else loglevel)
 
 
 @signals.worker_ready.connect

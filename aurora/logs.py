@@ -111,6 +111,8 @@ def configure(secrets: Callable[[], list[str]], level: str | None = None) -> Non
     else:
         _redactor.secrets = secrets
     root = logging.getLogger()
+    if level:
+        root.setLevel(level.upper())
     if any(getattr(h, "_aurora", False) for h in root.handlers):
         return
     handler = logging.StreamHandler(sys.stderr)

@@ -69,7 +69,7 @@ def test_aurora_up_on_embedded_defaults_runs_every_example(make_stack) -> None:
 
 @pytest.fixture
 def redis_stack(make_stack, redis_url, postgres_url):
-    def build(database_url: str | None = None, workers: int = 1, **extra: str):
+    def build(database_url: str | None = None, workers: int = 1, loglevel: str = "info", **extra: str):
         stack = make_stack(database_url=database_url, broker_url=redis_url, **extra)
         stack.port = free_port()
         stack.aurora("db", "upgrade")
@@ -77,7 +77,7 @@ def redis_stack(make_stack, redis_url, postgres_url):
         stack.keys["submitter"] = stack.aurora("keys", "create", "sam", "--role", "submitter").stdout.strip()
         stack.start("web", "serve", "--port", str(stack.port), "--workers", "1")
         for i in range(workers):
-            stack.start(f"worker{i}", "worker", "-c", "2")
+            stack.start(f"worker{i}", "worker", "-c", "2", "-l", loglevel)
         stack.start("beat", "beat")
         stack.wait_healthy()
         return stack
@@ -149,6 +149,14 @@ def test_duplicate_messages_never_run_a_step_twice(redis_stack) -> None:
     types = [e["type"] for e in run["timeline"]]
     assert types.count("run.running") == 1 and types.count("run.succeeded") == 1
     assert run["attempts"] == 1
+
+
+def test_the_worker_log_level_option_is_obeyed(redis_stack) -> None:
+    stack = redis_stack(loglevel="warning")
+    run_id = submit(stack, "send_report")
+    stack.wait_status(run_id, {"succeeded"})
+    log = stack.log("worker0")
+    assert " INFO " not in log and run_id not in log, log[-2000:]
 
 
 def test_submit_while_the_broker_is_down_loses_nothing(client, api_keys, runtime) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -78,9 +79,14 @@ def serve(host: str, port: int, workers: int) -> None:
     os.execv(command[0], command)
 
 
+def _default_loglevel() -> str:
+    return os.environ.get("AURORA_LOG_LEVEL", "info").lower()
+
+
 @main.command()
 @click.option("--concurrency", "-c", type=int, default=None, help="Worker processes (default AURORA_WORKER_CONCURRENCY).")
-@click.option("--loglevel", "-l", default="info", show_default=True)
+@click.option("--loglevel", "-l", default=_default_loglevel, show_default="AURORA_LOG_LEVEL, else info",
+              help="Lowest level of log lines written.")
 def worker(concurrency: int | None, loglevel: str) -> None:
     """Run a Celery worker that executes runs."""
     import socket
@@ -91,11 +97,12 @@ def worker(concurrency: int | None, loglevel: str) -> None:
     runtime.policies.current()
     count = concurrency or runtime.settings.worker_concurrency
     celery.worker_main(["worker", "-Q", QUEUE, "-c", str(count), "-l", loglevel, "--without-mingle",
-                        "--without-gossip", "-n", f"aurora-{socket.gethostname()}-{__import__('os').getpid()}@%h"])
+                        "--without-gossip", "-n", f"aurora-{socket.gethostname()}-{os.getpid()}@%h"])
 
 
 @main.command()
-@click.option("--loglevel", "-l", default="info", show_default=True)
+@click.option("--loglevel", "-l", default=_default_loglevel, show_default="AURORA_LOG_LEVEL, else info",
+              help="Lowest level of log lines written.")
 def beat(loglevel: str) -> None:
     """Run Celery beat: the sweeper that recovers stuck runs and expires overdue gates."""
     from ..celery_app import celery
