@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -26,40 +27,60 @@ _LAST_HASH = select(_TABLE.c.hash).order_by(_TABLE.c.pk.desc()).limit(1)
 AUDIT_LOCK_KEY = 0x4155524F52415F41
 
 
-def _content(record: AuditRecord) -> dict[str, Any]:
+def _content(record: Any) -> dict[str, Any]:
+    """What a record's hash covers; ``record`` is a row or a dict of its fields."""
+    get = record.get if isinstance(record, dict) else lambda name: getattr(record, name)
     return {
-        "created_at": record.created_at.isoformat(),
-        "run_id": record.run_id,
-        "adapter": record.adapter,
-        "operation": record.operation,
-        "mode": record.mode,
-        "reason": record.reason,
-        "request": record.request,
-        "outcome": record.outcome,
-        "response": record.response,
-        "duration_ms": round(record.duration_ms, 3),
+        "created_at": get("created_at").isoformat(),
+        "run_id": get("run_id"),
+        "adapter": get("adapter"),
+        "operation": get("operation"),
+        "mode": get("mode"),
+        "reason": get("reason"),
+        "request": get("request"),
+        "outcome": get("outcome"),
+        "response": get("response"),
+        "duration_ms": round(get("duration_ms"), 3),
     }
 
 
-def record_hash(prev_hash: str, record: AuditRecord) -> str:
-    canonical = json.dumps(_content(record), sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256((prev_hash + canonical).encode("utf-8")).hexdigest()
+def _canonical(record: Any) -> str:
+    return json.dumps(_content(record), sort_keys=True, separators=(",", ":"), default=str)
 
 
-def append(db: Database, session: Session, **fields: Any) -> dict[str, Any]:
+def record_hash(prev_hash: str, record: Any) -> str:
+    return hashlib.sha256((prev_hash + _canonical(record)).encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A record's fields and the canonical text its hash covers, made before any transaction:
+    appending then only chains it to the newest record."""
+
+    fields: dict[str, Any]
+    canonical: str
+
+
+def prepare(**fields: Any) -> Prepared:
+    """``fields`` must already be redacted: nothing here knows what a secret looks like."""
+    fields.setdefault("created_at", utcnow())
+    fields["duration_ms"] = round(float(fields.get("duration_ms", 0.0)), 3)
+    return Prepared(fields, _canonical(fields))
+
+
+def append(db: Database, session: Session, prepared: Prepared | None = None, **fields: Any) -> dict[str, Any]:
     """Add one record, chained to the newest one, to the session's transaction; return its values.
 
-    ``fields`` must already be redacted: nothing here knows what a secret looks like.
+    Give either a record made by :func:`prepare` or its ``fields`` (already redacted).
     """
+    prepared = prepared or prepare(**fields)
     db.lock(session, AUDIT_LOCK_KEY)
     conn = session.connection()
     prev = conn.execute(_LAST_HASH).scalar() or GENESIS
-    fields.setdefault("created_at", utcnow())
-    fields["duration_ms"] = round(float(fields.get("duration_ms", 0.0)), 3)
-    fields["prev_hash"] = prev
-    fields["hash"] = record_hash(prev, AuditRecord(**fields))
-    fields["pk"] = conn.execute(_INSERT, fields).inserted_primary_key[0]
-    return fields
+    values = {**prepared.fields, "prev_hash": prev,
+              "hash": hashlib.sha256((prev + prepared.canonical).encode("utf-8")).hexdigest()}
+    values["pk"] = conn.execute(_INSERT, values).inserted_primary_key[0]
+    return values
 
 
 def verify(records: Iterable[AuditRecord]) -> tuple[bool, int | None, str]:

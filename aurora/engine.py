@@ -29,20 +29,19 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from . import adapter_state, audit, events, gates, metrics, run_sql
+from . import adapter_state, audit, events, gates, metrics, pipeline, run_sql
 from .adapters import BY_GOAL, CallContext, Mode
 from .adapters.base import LiveCallFailed
 from .adapters.engines import DEFAULT_FALLBACK
 from .config import Settings
 from .db import Database
-from .documents import CRITICAL_GOALS, Workflow
+from .documents import Workflow
 from .engine_health import HealthStore
 from .errors import AuroraError, Conflict, NotFound
 from .leases import LeaseKeeper
 from .logs import RUN_ID
 from .models import Approval, FormCursor, Run, RunStatus, utcnow
 from .policy import Policy, PolicyStore
-from .router import Rules, route
 from .run_sql import RUNS, STEPS
 from .secrets import Secrets
 
@@ -61,6 +60,8 @@ class Outcome:
     run_id: str
     status: str
     detail: str = ""
+    goal: str = ""
+    created_at: datetime | None = None
 
 
 def worker_identity() -> str:
@@ -172,7 +173,13 @@ class Engine:
         policy = self.policies.current()
         ctx = CallContext(run_id, policy, self.secrets(), self.settings.simulated_latency_ms, self.health(policy),
                           limiter=self.limiter)
-        plan = self._claim(run_id, owner, ctx)
+        plan = self._claim(run_id, owner, ctx, self._plan_ahead(run_id, ctx))
+        if isinstance(plan, Outcome) and plan.detail == "simulated":
+            log.info("run %s: %s (simulated, in one transaction)", run_id, plan.status,
+                     extra={"step": "finish", "mode": "simulated", "status": plan.status})
+            if plan.created_at is not None:
+                metrics.run_finished(plan.goal, plan.status, (utcnow() - plan.created_at).total_seconds())
+            return plan
         if plan is None or isinstance(plan, Outcome):
             if plan is not None:
                 log.info("run %s: %s (%s)", run_id, plan.status, plan.detail, extra={"step": "claim"})
@@ -207,11 +214,22 @@ class Engine:
         log.info("run %s: %s", run_id, outcome.status, extra={"step": "finish", "status": outcome.status})
         return outcome
 
-    def _claim(self, run_id: str, owner: str,
-               ctx: CallContext) -> tuple[Any, dict[str, Any], Mode, CallContext] | Outcome | None:
+    def _plan_ahead(self, run_id: str, ctx: CallContext) -> tuple[str, pipeline.Plan] | None:
+        """A fresh queued run's plan, worked out before the write transaction so that the time a
+        worker holds the write lock is only the time it takes to write (the transaction uses the
+        plan only if the run it claims is still that fresh run)."""
+        with self.db.read() as session:
+            run = session.connection().execute(run_sql.FRESH, {"rid": run_id}).one_or_none()
+        if run is None:
+            return None
+        simulate = not self.settings.simulated_latency_ms
+        return run.document_hash, pipeline.plan(run, {}, ctx, ahead=True, simulate=simulate)
+
+    def _claim(self, run_id: str, owner: str, ctx: CallContext,
+               ahead: tuple[str, pipeline.Plan] | None = None,
+               ) -> tuple[Any, dict[str, Any], Mode, CallContext] | Outcome | None:
         """Take the lease, run route and gate, decide the mode and mark the act step begun, in one
-        transaction."""
-        policy = ctx.policy
+        transaction; a simulated call's outcome commits in it too."""
         now = utcnow()
         lease_until = now + timedelta(seconds=self.settings.lease_seconds)
         with self.db.write() as session:
@@ -230,16 +248,16 @@ class Engine:
                                  {"error": "gave up"}, error={"type": "too_many_attempts",
                                                                "message": f"gave up after {MAX_ATTEMPTS} attempts"})
                 return Outcome(run_id, RunStatus.FAILED.value, "too many attempts")
-            # A first attempt has no steps yet; later ones resume after what is done.
-            steps: dict[str, Any] = {} if run.attempts == 1 else {
-                row.step: row for row in conn.execute(select(STEPS).where(STEPS.c.run_id == run_id))}
-            payload = dict(run.document["payload"])
-            pending: list[dict[str, Any]] = []
-            routed = self._route_step(run, steps, policy, pending)
-            if "engine" in routed:
-                payload["engine"] = routed["engine"]
-                payload["candidates"] = routed.get("ranking") or [routed["engine"]]
-            verdict = self._gate(session, run, policy, now)
+            if ahead is not None and run.attempts == 1 and run.document_hash == ahead[0]:
+                steps: dict[str, Any] = {}  # the first attempt: nothing was recorded before
+                plan = ahead[1]
+            else:
+                # Later attempts resume after what is done.
+                steps = {} if run.attempts == 1 else {
+                    row.step: row for row in conn.execute(select(STEPS).where(STEPS.c.run_id == run_id))}
+                plan = pipeline.plan(run, steps, ctx)
+            payload, pending = plan.payload, plan.pending
+            verdict = self._gate(session, run, plan.required, ctx.policy, now)
             if verdict is not None:
                 self._record_steps(session, run_id, steps, pending)
                 return verdict
@@ -261,7 +279,7 @@ class Engine:
                                         "check with the provider before submitting again"})
                 return Outcome(run_id, RunStatus.FAILED.value, "needs reconciliation")
             ctx = replace(ctx, rollouts=adapter_state.Rollouts(session))
-            mode = adapter.decide(payload, ctx)
+            mode = plan.mode or adapter.decide(payload, ctx)
             pending += [
                 {"step": "gate", "status": "done", "result": {"state": "open"}},
                 {"step": "act", "status": "started", "result": {"mode": mode.name, "reason": mode.reason},
@@ -270,31 +288,18 @@ class Engine:
             if not mode.live and not self.settings.simulated_latency_ms:
                 # Nothing leaves the machine: the simulated call and its outcome commit with the
                 # claim, in one transaction (a crash rolls all of it back; it simply runs again).
-                return self._simulate_now(session, run, owner, adapter, ctx, payload, mode, steps, pending)
+                settlement = plan.simulated
+                if settlement is None:
+                    result, error = pipeline.call_simulated(adapter, run, payload, ctx, mode)
+                    settlement = pipeline.settle(run.id, adapter, ctx, payload, mode, result, error)
+                outcome = self._finish_in(session, run, owner, adapter, settlement, None, (steps, pending))
+                return replace(outcome, detail="simulated", goal=run.goal, created_at=run.created_at)
             self._record_steps(session, run_id, steps, pending)
             # The call happens after this transaction: take the rollouts along, read.
             return run, payload, mode, replace(ctx, rollouts=dict(ctx.rollouts))
 
-    def _route_step(self, run: Any, steps: dict[str, Any], policy: Policy,
-                    pending: list[dict[str, Any]]) -> dict[str, Any]:
-        done = steps.get("route")
-        if done is not None and done.status == "done":
-            return done.result or {}
-        payload = run.document["payload"]
-        if run.goal == "analyse":
-            if payload.get("engine"):
-                result: dict[str, Any] = {"engine": payload["engine"], "reason": "engine named in the payload"}
-            else:
-                decision = route(payload["text"], Rules.from_policy(policy.routing, policy.version))
-                result = {"engine": decision.target, "ranking": list(decision.ranking), "decision": decision.as_dict()}
-        else:
-            result = {"adapter": BY_GOAL[run.goal].name}
-        pending.append({"step": "route", "status": "done", "result": result})
-        return result
-
-    def _gate(self, session: Session, run: Any, policy: Policy, now: datetime) -> Outcome | None:
+    def _gate(self, session: Session, run: Any, required: int, policy: Policy, now: datetime) -> Outcome | None:
         """None if the run may act; otherwise the outcome that stops it here."""
-        required = policy.required_approvals(run.goal in CRITICAL_GOALS, bool(run.document["payload"].get("require_approval")))
         if required == 0:
             return None
         votes = [
@@ -332,64 +337,36 @@ class Engine:
         if new:
             conn.execute(run_sql.INSERT_STEPS, new)
 
-    def _simulate_now(self, session: Session, run: Any, owner: str, adapter: Any, ctx: CallContext,
-                      payload: dict[str, Any], mode: Mode, steps: dict[str, Any],
-                      pending: list[dict[str, Any]]) -> Outcome:
-        result, error = None, None
-        log.info("run %s: attempt %d, acting through %s (%s: %s)", run.id, run.attempts, adapter.name, mode.name,
-                 mode.reason, extra={"step": "act", "mode": mode.name, "attempt": run.attempts, "goal": run.goal})
-        try:
-            result = adapter.call(payload, ctx, mode)
-        except AuroraError as exc:
-            error = {"type": exc.code, "message": str(exc)}
-        except Exception as exc:  # noqa: BLE001 - an adapter bug must fail the run, not loop it
-            log.exception("adapter %s failed on run %s", adapter.name, run.id)
-            error = {"type": "internal_error", "message": exc.__class__.__name__}
-        outcome = self._finish_in(session, run, owner, adapter, ctx, payload, mode, result, error, None,
-                                  (steps, pending))
-        metrics.run_finished(run.goal, outcome.status, (utcnow() - run.created_at).total_seconds())
-        log.info("run %s: %s (%s, in one transaction)", run.id, outcome.status, mode.reason,
-                 extra={"step": "finish", "mode": mode.name, "status": outcome.status})
-        return replace(outcome, detail="simulated")
-
     def _finish(self, run: Any, owner: str, adapter: Any, ctx: CallContext, payload: dict[str, Any], mode: Mode,
                 result: Any, error: dict[str, Any] | None, rollback: str | None) -> Outcome:
+        rollback = ctx.secrets.redact(rollback) if rollback else None
         with self.db.write() as session:
-            return self._finish_in(session, run, owner, adapter, ctx, payload, mode, result, error, rollback)
+            if result is not None and result.ok and result.mode.live and hasattr(adapter, "persist"):
+                # What a live call left at the provider (ids, form responses) is stored with the
+                # outcome; persisting may trim the response (ingested items become events).
+                adapter.persist(self.db, session, self.node, run.id, result)
+            settlement = pipeline.settle(run.id, adapter, ctx, payload, mode, result, error)
+            return self._finish_in(session, run, owner, adapter, settlement, rollback)
 
-    def _finish_in(self, session: Session, run: Any, owner: str, adapter: Any, ctx: CallContext,
-                   payload: dict[str, Any], mode: Mode, result: Any, error: dict[str, Any] | None,
-                   rollback: str | None,
+    def _finish_in(self, session: Session, run: Any, owner: str, adapter: Any, settlement: pipeline.Settlement,
+                   rollback: str | None = None,
                    unrecorded: tuple[dict[str, Any], list[dict[str, Any]]] | None = None) -> Outcome:
         """Audit record, result, final status and event, in the caller's transaction.
 
         ``unrecorded`` carries steps of this transaction not yet written (``steps``, ``pending``,
         the act step last): they are written once, the act step already done.
         """
-        secrets = ctx.secrets
-        if result is not None and result.ok and hasattr(adapter, "persist"):
-            adapter.persist(self.db, session, self.node, run.id, result)
-        record = audit.append(
-            self.db, session, run_id=run.id, adapter=adapter.name, operation=adapter.operation,
-            mode=result.mode.name if result else mode.name,
-            reason=result.mode.reason if result else mode.reason,
-            request=secrets.redact(result.request if result else {"payload": payload}),
-            outcome="ok" if result and result.ok else "error",
-            response=secrets.redact(result.response if result else error),
-            duration_ms=result.duration_ms if result else 0.0,
-        )
+        record = audit.append(self.db, session, settlement.record)
         if rollback:
-            adapter_state.roll_back(self.db, session, adapter.name, self.node, secrets.redact(rollback), run.id)
+            adapter_state.roll_back(self.db, session, adapter.name, self.node, rollback, run.id)
         mine = {"where": "owned", "where_params": {"w_owner": owner}}
-        if result is not None and result.ok:
-            body = secrets.redact(result.as_dict())
+        if settlement.ok:
             moved = self.transition(session, run.id, (RunStatus.RUNNING,), RunStatus.SUCCEEDED,
-                                     {"mode": result.mode.name, "audit": record["pk"]}, result=body, **mine)
+                                     {"mode": record["mode"], "audit": record["pk"]}, result=settlement.body, **mine)
             status = RunStatus.SUCCEEDED
         else:
-            error = secrets.redact(error or {"type": "adapter_error", "message": "the call failed"})
             moved = self.transition(session, run.id, (RunStatus.RUNNING,), RunStatus.FAILED,
-                                     {"error": error}, error=error, **mine)
+                                     {"error": settlement.error}, error=settlement.error, **mine)
             status = RunStatus.FAILED
         if not moved:
             if unrecorded:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from sqlalchemy import Update, and_, bindparam, func, or_, update
+from sqlalchemy import Update, and_, bindparam, func, or_, select, update
 
 from .models import Run, RunStatus, RunStep, UTCDateTime
 
@@ -57,3 +57,7 @@ def transition(from_statuses: tuple[str, ...], to: str, fields: tuple[str, ...],
         condition = and_(condition, CONDITIONS[where])
     values = {name: bindparam(f"v_{name}") for name in fields}
     return update(RUNS).where(condition).values(status=to, updated_at=NOW, **values)
+
+#: a run no worker has claimed yet: its plan can be worked out before the write transaction
+FRESH = select(RUNS).where(RUNS.c.id == bindparam("rid"), RUNS.c.status == RunStatus.QUEUED.value,
+                           RUNS.c.attempts == 0)
