@@ -214,25 +214,29 @@ class Engine:
         log.info("run %s: %s", run_id, outcome.status, extra={"step": "finish", "status": outcome.status})
         return outcome
 
-    def _plan_ahead(self, run_id: str, ctx: CallContext) -> tuple[str, pipeline.Plan] | None:
+    def _plan_ahead(self, run_id: str, ctx: CallContext) -> tuple[Any, pipeline.Plan] | None:
         """A fresh queued run's plan, worked out before the write transaction so that the time a
         worker holds the write lock is only the time it takes to write (the transaction uses the
         plan only if the run it claims is still that fresh run)."""
-        with self.db.read() as session:
-            run = session.connection().execute(run_sql.FRESH, {"rid": run_id}).one_or_none()
+        with self.db.read_rows() as connection:
+            run = connection.execute(run_sql.FRESH, {"rid": run_id}).one_or_none()
         if run is None:
             return None
         simulate = not self.settings.simulated_latency_ms
-        return run.document_hash, pipeline.plan(run, {}, ctx, ahead=True, simulate=simulate)
+        return run, pipeline.plan(run, {}, ctx, ahead=True, simulate=simulate)
 
     def _claim(self, run_id: str, owner: str, ctx: CallContext,
-               ahead: tuple[str, pipeline.Plan] | None = None,
+               ahead: tuple[Any, pipeline.Plan] | None = None,
                ) -> tuple[Any, dict[str, Any], Mode, CallContext] | Outcome | None:
         """Take the lease, run route and gate, decide the mode and mark the act step begun, in one
         transaction; a simulated call's outcome commits in it too."""
         now = utcnow()
         lease_until = now + timedelta(seconds=self.settings.lease_seconds)
         with self.db.write() as session:
+            if ahead is not None and ahead[1].simulated is not None:
+                settled = self._settle_fresh(session, ahead[0], owner, ahead[1], now)
+                if settled is not None:
+                    return settled
             conn = session.connection()
             # step is set to "act" now; a gate that stops the run below sets it back to "gate".
             run = conn.execute(run_sql.CLAIM, {"rid": run_id, "now": now, "owner": owner, "until": lease_until}).one_or_none()
@@ -248,7 +252,7 @@ class Engine:
                                  {"error": "gave up"}, error={"type": "too_many_attempts",
                                                                "message": f"gave up after {MAX_ATTEMPTS} attempts"})
                 return Outcome(run_id, RunStatus.FAILED.value, "too many attempts")
-            if ahead is not None and run.attempts == 1 and run.document_hash == ahead[0]:
+            if ahead is not None and run.attempts == 1 and run.document_hash == ahead[0].document_hash:
                 steps: dict[str, Any] = {}  # the first attempt: nothing was recorded before
                 plan = ahead[1]
             else:
@@ -281,7 +285,7 @@ class Engine:
             ctx = replace(ctx, rollouts=adapter_state.Rollouts(session))
             mode = plan.mode or adapter.decide(payload, ctx)
             pending += [
-                {"step": "gate", "status": "done", "result": {"state": "open"}},
+                self._gate_open,
                 {"step": "act", "status": "started", "result": {"mode": mode.name, "reason": mode.reason},
                  "attempt": run.attempts},
             ]
@@ -297,6 +301,36 @@ class Engine:
             self._record_steps(session, run_id, steps, pending)
             # The call happens after this transaction: take the rollouts along, read.
             return run, payload, mode, replace(ctx, rollouts=dict(ctx.rollouts))
+
+    def _settle_fresh(self, session: Session, run: Any, owner: str, plan: pipeline.Plan,
+                      now: datetime) -> Outcome | None:
+        """A fresh run planned ahead to a simulated outcome: claim and finish it in one statement,
+        with its events, steps and audit record. None if it is no longer fresh (another worker,
+        a cancel): the caller then takes the usual path, which finds out what happened."""
+        settlement, run_id = plan.simulated, run.id
+        assert settlement is not None
+        status = RunStatus.SUCCEEDED if settlement.ok else RunStatus.FAILED
+        moved = session.connection().execute(run_sql.SETTLE_FRESH, {
+            "rid": run_id, "now": now, "v_status": status.value, "v_result": settlement.body,
+            "v_error": settlement.error}).rowcount
+        if not moved:
+            return None
+        record = audit.append(self.db, session, settlement.record)
+        final = {"mode": record["mode"], "audit": record["pk"]} if settlement.ok else {"error": settlement.error}
+        events.append_many(self.db, session, self.node, [
+            ("run.running", {"attempt": 1, "worker": owner.rsplit(":", 1)[0]}),
+            (f"run.{status.value}", final),
+        ], run_id=run_id, at=now)
+        self._record_steps(session, run_id, {}, [*plan.pending, self._gate_open, self._act_done(record, status, 1)])
+        return Outcome(run_id, status.value, "simulated", run.goal, run.created_at)
+
+    #: the gate step of a run that needs no approval
+    _gate_open = {"step": "gate", "status": "done", "result": {"state": "open"}}
+
+    @staticmethod
+    def _act_done(record: dict[str, Any], status: RunStatus, attempt: int) -> dict[str, Any]:
+        return {"step": "act", "status": "done", "attempt": attempt,
+                "result": {"audit": record["pk"], "ok": status is RunStatus.SUCCEEDED, "mode": record["mode"]}}
 
     def _gate(self, session: Session, run: Any, required: int, policy: Policy, now: datetime) -> Outcome | None:
         """None if the run may act; otherwise the outcome that stops it here."""
@@ -373,8 +407,7 @@ class Engine:
                 self._record_steps(session, run.id, *unrecorded)
             events.append(self.db, session, self.node, "run.lease_lost", {"worker": owner.rsplit(":", 1)[0]}, run_id=run.id)
             return Outcome(run.id, "lease_lost", "another worker reclaimed the run")
-        act = {"step": "act", "status": "done", "attempt": run.attempts,
-               "result": {"audit": record["pk"], "ok": status is RunStatus.SUCCEEDED, "mode": record["mode"]}}
+        act = self._act_done(record, status, run.attempts)
         steps, pending = unrecorded or ({"act": True}, [])
         self._record_steps(session, run.id, steps, [r for r in pending if r["step"] != "act"] + [act])
         return Outcome(run.id, status.value)

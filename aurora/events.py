@@ -40,6 +40,16 @@ def append(
     return values
 
 
+def append_many(db: Database, session: Session, origin: str, items: list[tuple[str, dict[str, Any]]],
+                run_id: str | None = None, at: datetime | None = None) -> None:
+    """Add several events of one run, in order, with one statement."""
+    db.lock(session, EVENT_LOCK_KEY)
+    at = at or utcnow()
+    session.connection().execute(_INSERT, [
+        {"id": str(uuid.uuid4()), "origin": origin, "type": type_, "run_id": run_id, "data": data, "created_at": at}
+        for type_, data in items])
+
+
 def as_dict(event: Event) -> dict[str, Any]:
     return {
         "id": event.id,

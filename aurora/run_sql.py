@@ -61,3 +61,11 @@ def transition(from_statuses: tuple[str, ...], to: str, fields: tuple[str, ...],
 #: a run no worker has claimed yet: its plan can be worked out before the write transaction
 FRESH = select(RUNS).where(RUNS.c.id == bindparam("rid"), RUNS.c.status == RunStatus.QUEUED.value,
                            RUNS.c.attempts == 0)
+
+#: a fresh run whose simulated outcome was worked out ahead goes from queued to final at once
+SETTLE_FRESH = update(RUNS).where(
+    RUNS.c.id == bindparam("rid"), RUNS.c.status == RunStatus.QUEUED.value, RUNS.c.attempts == 0,
+).values(
+    status=bindparam("v_status"), attempts=1, step="act", started_at=NOW, finished_at=NOW, updated_at=NOW,
+    result=bindparam("v_result"), error=bindparam("v_error"),
+)

@@ -114,7 +114,8 @@ def load_secrets(path: Path, environ: dict[str, str] | None = None) -> Secrets:
 
 
 class SecretsFile:
-    """One secrets file, read again only when it or the ``AURORA_SECRET_*`` environment changed.
+    """One secrets file, read again only when it changed; ``AURORA_SECRET_*`` overrides are
+    taken from the environment the process started with.
 
     Every run needs the secrets; re-reading and re-parsing the file each time cost more than a
     third of a dry-run run's own work. A ``stat`` tells whether anything changed (an edit or a
@@ -123,6 +124,7 @@ class SecretsFile:
 
     def __init__(self, path: Path):
         self.path = path
+        self._environ = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIX)}
         self._lock = threading.Lock()
         self._seen: tuple[Any, ...] | None = None
         self._secrets: Secrets | None = None
@@ -133,10 +135,10 @@ class SecretsFile:
             signature: tuple[Any, ...] | None = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
         except FileNotFoundError:
             signature = None
-        seen = (signature, tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(ENV_PREFIX))))
         with self._lock:
-            if self._secrets is None or seen != self._seen:
+            if self._secrets is None or signature != self._seen:
                 self._secrets = None
-                self._secrets = load_secrets(self.path)  # a broken file raises every time, never cached
-                self._seen = seen
+                # a broken file raises every time: it is never cached
+                self._secrets = load_secrets(self.path, self._environ)
+                self._seen = signature
             return self._secrets
