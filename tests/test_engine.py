@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import timedelta
 
@@ -196,3 +197,58 @@ def test_event_sequence_is_monotonic_and_audit_chain_detects_tampering(engine: E
     with engine.db.read() as session:
         intact, bad_pk, _ = audit.verify(session.scalars(select(AuditRecord).order_by(AuditRecord.pk)))
         assert not intact and bad_pk == first.pk
+
+
+def _steps(engine: Engine, run_id: str) -> dict[str, tuple[str, int]]:
+    with engine.db.read() as session:
+        return {s.step: (s.status, s.attempt) for s in session.scalars(select(RunStep).where(RunStep.run_id == run_id))}
+
+
+def _claim_planned_ahead(engine: Engine, run_id: str, meanwhile) -> object:
+    """Plan a run as a worker does before its transaction, let ``meanwhile`` happen, then claim."""
+    from aurora.adapters import CallContext
+
+    ctx = CallContext(run_id, engine.policies.current(), engine.secrets())
+    ahead = engine._plan_ahead(run_id, ctx)
+    assert ahead is not None and ahead[1].simulated is not None  # a fresh dry run is planned in full
+    meanwhile()
+    return engine._claim(run_id, "late:1:worker", ctx, ahead)
+
+
+def test_a_run_settled_in_one_statement_leaves_the_same_record_as_one_claimed_step_by_step(engine: Engine) -> None:
+    fresh = engine.submit(documents.load(MAIL), "sam")
+    assert engine.execute(fresh.id).detail == "simulated"
+    retried = engine.submit(documents.load(MAIL), "sam")
+    with engine.db.write() as session:  # a first attempt that died before it acted: not fresh any more
+        session.execute(update(Run).where(Run.id == retried.id).values(
+            status="running", attempts=1, lease_owner="dead", lease_expires_at=utcnow() - timedelta(seconds=1)))
+    assert engine.execute(retried.id).status == "succeeded"
+    a, b = run_of(engine, fresh.id), run_of(engine, retried.id)
+    assert (a.status, a.step, a.attempts, a.lease_owner, a.error) == ("succeeded", "act", 1, None, None)
+    assert json.dumps(a.result).replace(fresh.id, "RUN") == json.dumps(b.result).replace(retried.id, "RUN")
+    assert a.started_at and a.finished_at
+    assert event_types(engine, fresh.id) == ["run.queued", "run.running", "run.succeeded"]
+    assert _steps(engine, fresh.id) == {"route": ("done", 1), "gate": ("done", 1), "act": ("done", 1)}
+    assert _steps(engine, retried.id) == {"route": ("done", 1), "gate": ("done", 1), "act": ("done", 2)}
+    with engine.db.read() as session:
+        records = {r.run_id: r for r in session.scalars(select(AuditRecord))}
+        assert json.dumps(records[fresh.id].request).replace(fresh.id, "RUN") == \
+            json.dumps(records[retried.id].request).replace(retried.id, "RUN")
+        assert audit.verify(session.scalars(select(AuditRecord).order_by(AuditRecord.pk)))[0]
+
+
+def test_a_cancel_between_planning_and_claiming_wins(engine: Engine) -> None:
+    run = engine.submit(documents.load(MAIL), "sam")
+    outcome = _claim_planned_ahead(engine, run.id, lambda: engine.cancel(run.id, "sam"))
+    assert (outcome.status, outcome.detail) == ("cancelled", "not claimable")
+    assert run_of(engine, run.id).status == "cancelled"
+    assert count(engine, AuditRecord, AuditRecord.run_id == run.id) == 0
+    assert _steps(engine, run.id) == {}
+
+
+def test_a_run_another_worker_finished_after_the_plan_is_not_settled_twice(engine: Engine) -> None:
+    run = engine.submit(documents.load(MAIL), "sam")
+    outcome = _claim_planned_ahead(engine, run.id, lambda: engine.execute(run.id))
+    assert (outcome.status, outcome.detail) == ("succeeded", "not claimable")
+    assert event_types(engine, run.id) == ["run.queued", "run.running", "run.succeeded"]
+    assert count(engine, AuditRecord, AuditRecord.run_id == run.id) == 1
