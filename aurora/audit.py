@@ -12,10 +12,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
-from .db import Database
+from .db import Database, rows
 from .models import AuditRecord, utcnow
 
 #: the ``prev_hash`` of the first record
@@ -68,14 +68,14 @@ def prepare(**fields: Any) -> Prepared:
     return Prepared(fields, _canonical(fields))
 
 
-def append(db: Database, session: Session, prepared: Prepared | None = None, **fields: Any) -> dict[str, Any]:
+def append(db: Database, session: Session | Connection, prepared: Prepared | None = None, **fields: Any) -> dict[str, Any]:
     """Add one record, chained to the newest one, to the session's transaction; return its values.
 
     Give either a record made by :func:`prepare` or its ``fields`` (already redacted).
     """
     prepared = prepared or prepare(**fields)
     db.lock(session, AUDIT_LOCK_KEY)
-    conn = session.connection()
+    conn = rows(session)
     prev = conn.execute(_LAST_HASH).scalar() or GENESIS
     values = {**prepared.fields, "prev_hash": prev,
               "hash": hashlib.sha256((prev + prepared.canonical).encode("utf-8")).hexdigest()}

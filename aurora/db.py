@@ -70,6 +70,11 @@ def _create(url: str) -> Engine:
     raise ConfigError(f"AURORA_DATABASE_URL: unsupported database {parsed.get_backend_name()!r} (use sqlite or postgresql)")
 
 
+def rows(session: Session | Connection) -> Connection:
+    """The Core connection of a Session's transaction, or the connection itself."""
+    return session if isinstance(session, Connection) else session.connection()
+
+
 def dispose_all() -> None:
     """Drop every pooled connection: call in a child process after fork."""
     for engine in _ENGINES.values():
@@ -111,7 +116,8 @@ class Database:
         self.url = url
         self.engine = engine_for(url)
         self.dialect = self.engine.dialect.name
-        self._writer = sessionmaker(self.engine.execution_options(**{_IMMEDIATE: True}), expire_on_commit=False)
+        self._immediate = self.engine.execution_options(**{_IMMEDIATE: True})
+        self._writer = sessionmaker(self._immediate, expire_on_commit=False)
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
         database = self.engine.url.database
         self._write_lock = (
@@ -130,6 +136,16 @@ class Database:
             yield session
 
     @contextmanager
+    def write_rows(self) -> Iterator[Connection]:
+        """Like :meth:`write`, on a Core connection: for a hot path whose statements are all Core."""
+        if self._write_lock is None:
+            with self._immediate.begin() as connection:
+                yield connection
+            return
+        with self._write_lock.hold(), self._immediate.begin() as connection:
+            yield connection
+
+    @contextmanager
     def read(self) -> Iterator[Session]:
         with self._reader() as session, session.begin():
             yield session
@@ -144,7 +160,7 @@ class Database:
         with self.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
 
-    def lock(self, session: Session, key: int) -> None:
+    def lock(self, session: Session | Connection, key: int) -> None:
         """Serialise this transaction with others taking the same key until it ends.
 
         SQLite writers are already serialised by ``BEGIN IMMEDIATE``; PostgreSQL takes an

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, select, update
 from sqlalchemy.orm import Session
 
 from . import adapter_state, audit, events, gates, metrics, pipeline, run_sql
@@ -34,7 +34,7 @@ from .adapters import BY_GOAL, CallContext, Mode
 from .adapters.base import LiveCallFailed
 from .adapters.engines import DEFAULT_FALLBACK
 from .config import Settings
-from .db import Database
+from .db import Database, rows
 from .documents import Workflow
 from .engine_health import HealthStore
 from .errors import AuroraError, Conflict, NotFound
@@ -232,11 +232,12 @@ class Engine:
         transaction; a simulated call's outcome commits in it too."""
         now = utcnow()
         lease_until = now + timedelta(seconds=self.settings.lease_seconds)
+        if ahead is not None and ahead[1].simulated is not None:
+            with self.db.write_rows() as connection:
+                settled = self._settle_fresh(connection, ahead[0], owner, ahead[1], now)
+            if settled is not None:
+                return settled
         with self.db.write() as session:
-            if ahead is not None and ahead[1].simulated is not None:
-                settled = self._settle_fresh(session, ahead[0], owner, ahead[1], now)
-                if settled is not None:
-                    return settled
             conn = session.connection()
             # step is set to "act" now; a gate that stops the run below sets it back to "gate".
             run = conn.execute(run_sql.CLAIM, {"rid": run_id, "now": now, "owner": owner, "until": lease_until}).one_or_none()
@@ -302,7 +303,7 @@ class Engine:
             # The call happens after this transaction: take the rollouts along, read.
             return run, payload, mode, replace(ctx, rollouts=dict(ctx.rollouts))
 
-    def _settle_fresh(self, session: Session, run: Any, owner: str, plan: pipeline.Plan,
+    def _settle_fresh(self, rows: Connection, run: Any, owner: str, plan: pipeline.Plan,
                       now: datetime) -> Outcome | None:
         """A fresh run planned ahead to a simulated outcome: claim and finish it in one statement,
         with its events, steps and audit record. None if it is no longer fresh (another worker,
@@ -310,18 +311,18 @@ class Engine:
         settlement, run_id = plan.simulated, run.id
         assert settlement is not None
         status = RunStatus.SUCCEEDED if settlement.ok else RunStatus.FAILED
-        moved = session.connection().execute(run_sql.SETTLE_FRESH, {
+        moved = rows.execute(run_sql.SETTLE_FRESH, {
             "rid": run_id, "now": now, "v_status": status.value, "v_result": settlement.body,
             "v_error": settlement.error}).rowcount
         if not moved:
             return None
-        record = audit.append(self.db, session, settlement.record)
+        record = audit.append(self.db, rows, settlement.record)
         final = {"mode": record["mode"], "audit": record["pk"]} if settlement.ok else {"error": settlement.error}
-        events.append_many(self.db, session, self.node, [
+        events.append_many(self.db, rows, self.node, [
             ("run.running", {"attempt": 1, "worker": owner.rsplit(":", 1)[0]}),
             (f"run.{status.value}", final),
         ], run_id=run_id, at=now)
-        self._record_steps(session, run_id, {}, [*plan.pending, self._gate_open, self._act_done(record, status, 1)])
+        self._record_steps(rows, run_id, {}, [*plan.pending, self._gate_open, self._act_done(record, status, 1)])
         return Outcome(run_id, status.value, "simulated", run.goal, run.created_at)
 
     #: the gate step of a run that needs no approval
@@ -355,10 +356,10 @@ class Engine:
         return Outcome(run.id, RunStatus.AWAITING_APPROVAL.value, f"{decision.missing} approval(s) missing")
 
     @staticmethod
-    def _record_steps(session: Session, run_id: str, steps: dict[str, Any], records: list[dict[str, Any]]) -> None:
+    def _record_steps(session: Session | Connection, run_id: str, steps: dict[str, Any], records: list[dict[str, Any]]) -> None:
         """Insert new steps in one statement; update those an earlier attempt left behind."""
         now = utcnow()
-        conn = session.connection()
+        conn = rows(session)
         new = []
         for record in records:
             values = {"attempt": 1, "result": None, **record, "finished_at": now if record["status"] == "done" else None}

@@ -11,10 +11,10 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
-from .db import Database
+from .db import Database, rows
 from .models import Event, utcnow
 
 _INSERT = Event.__table__.insert()
@@ -24,7 +24,7 @@ EVENT_LOCK_KEY = 0x4155524F52415F45
 
 def append(
     db: Database,
-    session: Session,
+    session: Session | Connection,
     origin: str,
     type_: str,
     data: dict[str, Any],
@@ -36,16 +36,16 @@ def append(
     db.lock(session, EVENT_LOCK_KEY)
     values = {"id": event_id or str(uuid.uuid4()), "origin": origin, "type": type_, "run_id": run_id, "data": data,
               "created_at": at or utcnow()}
-    session.connection().execute(_INSERT, values)
+    rows(session).execute(_INSERT, values)
     return values
 
 
-def append_many(db: Database, session: Session, origin: str, items: list[tuple[str, dict[str, Any]]],
+def append_many(db: Database, session: Session | Connection, origin: str, items: list[tuple[str, dict[str, Any]]],
                 run_id: str | None = None, at: datetime | None = None) -> None:
     """Add several events of one run, in order, with one statement."""
     db.lock(session, EVENT_LOCK_KEY)
     at = at or utcnow()
-    session.connection().execute(_INSERT, [
+    rows(session).execute(_INSERT, [
         {"id": str(uuid.uuid4()), "origin": origin, "type": type_, "run_id": run_id, "data": data, "created_at": at}
         for type_, data in items])
 
