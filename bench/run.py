@@ -40,14 +40,18 @@ NOTES = """## Reading the figures
   logs and counts the request; the baseline parses and validates only. The submit path uses
   precompiled Core statements; what is left is one key lookup, one durable commit and one publish,
   and on this 2-core machine the load generator competes with both servers for the CPU.
-- **Throughput** (goal ≥ 0.5 of raw Celery: not met). A dry-run run is one durable write
-  transaction (claim, route, gate, mode, the simulated call, audit record, result, status, events)
-  plus its Celery message; a live run is two, around the call. In one process the engine needs about 3 ms a run; on SQLite all writers take turns (a
-  file lock queues them without SQLite's sleeping busy handler), and since nearly all of a run's
-  work happens inside those two transactions, a second worker process adds little. PostgreSQL
-  lets writers run side by side but each commit waits for the disk, and measured lower here.
-  Safety (compare-and-set, outbox event, audit record in the same transaction) is the cost; the
-  poller that counts finished runs checks every 100 ms so it takes little from the workers.
+- **Throughput** (goal ≥ 0.5 of raw Celery: not met). Where the time goes, measured per run
+  with both figures taken the same way: raw Celery spends about 3 core-ms per task, nearly two of
+  them in the worker's parent process (Redis fetch and ack); Aurora's children add about 4 core-ms
+  (a read of the fresh run, the plan, and one write transaction: the compare-and-set from queued
+  to succeeded, events, steps, the hash-chained audit record, the commit). Both workers keep
+  their children busy only part of the time: a child waits for the parent to hand it the next
+  message, and on SQLite for the other child's write lock. Done so far: statements built once,
+  the plan and the redacted audit record worked out before the write transaction, a fresh dry run
+  settled in one statement on a Core connection, secrets re-read only when their file changed,
+  and `-l` honoured by the worker (it used to log every run at INFO). The engine alone takes about
+  2.5 ms a run in one process (it took 5 ms at the start of this round). What is left is
+  SQLAlchemy's per-statement cost (~50 µs each, ten a run) and SQLite's commit (~20 pages a run).
 - **Embedded broker**: the filesystem transport beat the SQLAlchemy transport, so it is the default.
 """
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
