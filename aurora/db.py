@@ -26,6 +26,7 @@ from .errors import ConfigError
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 _IMMEDIATE = "aurora_immediate"
+_SINGLE_READ = "aurora_single_read"
 
 
 def _setup_sqlite(engine: Engine) -> None:
@@ -41,8 +42,10 @@ def _setup_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection) -> None:  # type: ignore[no-untyped-def]
-        immediate = connection.get_execution_options().get(_IMMEDIATE, False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        options = connection.get_execution_options()
+        if options.get(_SINGLE_READ):
+            return  # one SELECT reads a consistent snapshot on its own: no transaction to open
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if options.get(_IMMEDIATE, False) else "BEGIN")
 
 
 _ENGINES: dict[str, Engine] = {}
@@ -117,6 +120,7 @@ class Database:
         self.engine = engine_for(url)
         self.dialect = self.engine.dialect.name
         self._immediate = self.engine.execution_options(**{_IMMEDIATE: True})
+        self._single_read = self.engine.execution_options(**{_SINGLE_READ: True})
         self._writer = sessionmaker(self._immediate, expire_on_commit=False)
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
         database = self.engine.url.database
@@ -152,8 +156,9 @@ class Database:
 
     @contextmanager
     def read_rows(self) -> Iterator[Connection]:
-        """A read-only Core connection, for reads on a hot path: a Session costs more than the read."""
-        with self.engine.connect() as connection:
+        """A Core connection for one read on a hot path (a Session costs more than the read).
+        Give it a single statement: on SQLite it runs without an enclosing transaction."""
+        with self._single_read.connect() as connection:
             yield connection
 
     def ping(self) -> None:

@@ -59,7 +59,8 @@ def transition(from_statuses: tuple[str, ...], to: str, fields: tuple[str, ...],
     return update(RUNS).where(condition).values(status=to, updated_at=NOW, **values)
 
 #: a run no worker has claimed yet: its plan can be worked out before the write transaction
-FRESH = select(RUNS).where(RUNS.c.id == bindparam("rid"), RUNS.c.status == RunStatus.QUEUED.value,
+FRESH = select(RUNS.c.id, RUNS.c.goal, RUNS.c.document, RUNS.c.document_hash, RUNS.c.attempts,
+               RUNS.c.created_at).where(RUNS.c.id == bindparam("rid"), RUNS.c.status == RunStatus.QUEUED.value,
                            RUNS.c.attempts == 0)
 
 #: a fresh run whose simulated outcome was worked out ahead goes from queued to final at once
