@@ -122,26 +122,17 @@ class Engine:
     def submit(self, workflow: Workflow, submitter: str) -> Run:
         """Store a validated workflow as a queued run (the caller then enqueues its id)."""
         now = utcnow()
-        run = Run(
-            id=str(uuid.uuid4()),
-            name=workflow.name,
-            goal=workflow.goal,
-            document=workflow.document,
-            document_hash=workflow.digest,
-            status=RunStatus.QUEUED.value,
-            submitted_by=submitter,
-            approvals_required=0,
-            attempts=0,
-            created_at=now,
-            updated_at=now,
-            enqueued_at=now,
-        )
-        with self.db.write() as session:
-            columns = {c.key: getattr(run, c.key) for c in Run.__table__.columns if c.key != "pk"}
-            session.connection().execute(run_sql.INSERT_RUN, {k: v for k, v in columns.items() if v is not None})
-            events.append(self.db, session, self.node, "run.queued",
-                          {"name": run.name, "goal": run.goal, "submitted_by": submitter}, run_id=run.id, at=now)
-        return run
+        values = {
+            "id": str(uuid.uuid4()), "name": workflow.name, "goal": workflow.goal, "document": workflow.document,
+            "document_hash": workflow.digest, "status": RunStatus.QUEUED.value, "submitted_by": submitter,
+            "approvals_required": 0, "attempts": 0, "created_at": now, "updated_at": now, "enqueued_at": now,
+        }
+        with self.db.write_rows() as connection:
+            connection.execute(run_sql.INSERT_RUN, values)
+            events.append(self.db, connection, self.node, "run.queued",
+                          {"name": workflow.name, "goal": workflow.goal, "submitted_by": submitter},
+                          run_id=values["id"], at=now)
+        return Run(**values)
 
     def cancel(self, run_id: str, by: str) -> str:
         """Cancel a run that has not begun its action; return the new status."""
