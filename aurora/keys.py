@@ -58,7 +58,7 @@ def authenticate(db: Database, key: str | None) -> Caller:
     parts = key.split("_")
     if len(parts) < 3 or not key.startswith(PREFIX):
         raise AuthError("invalid API key")
-    with db.engine.connect() as connection:
+    with db.read_rows() as connection:
         row = connection.execute(_BY_KEY_ID, {"key_id": parts[1]}).one_or_none()
         # Compare even when the row is missing, so timing does not reveal which key ids exist.
         expected = row.key_hash if row is not None else _hash("")
@@ -106,7 +106,7 @@ def authenticate_fingerprint(db: Database, key_id: str | None, key_hash: str | N
     """The caller of a signed-in session, re-checked on every request (a revoked key ends it)."""
     if not key_id or not key_hash:
         raise AuthError("not signed in")
-    with db.engine.connect() as connection:
+    with db.read_rows() as connection:
         row = connection.execute(_BY_KEY_ID, {"key_id": key_id}).one_or_none()
     if row is None or row.revoked_at is not None or not hmac.compare_digest(row.key_hash, key_hash):
         raise AuthError("the session's key is no longer valid")
