@@ -60,6 +60,7 @@ class Outcome:
     run_id: str
     status: str
     detail: str = ""
+    #: of a run finished inside the claim transaction: counted in the metrics after it commits
     goal: str = ""
     created_at: datetime | None = None
 
