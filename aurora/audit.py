@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
-from .db import Database, rows
+from .db import Database, connection_of
 from .models import AuditRecord, utcnow
 
 #: the ``prev_hash`` of the first record
@@ -75,7 +75,7 @@ def append(db: Database, session: Session | Connection, prepared: Prepared | Non
     """
     prepared = prepared or prepare(**fields)
     db.lock(session, AUDIT_LOCK_KEY)
-    conn = rows(session)
+    conn = connection_of(session)
     prev = conn.execute(_LAST_HASH).scalar() or GENESIS
     values = {**prepared.fields, "prev_hash": prev,
               "hash": hashlib.sha256((prev + prepared.canonical).encode("utf-8")).hexdigest()}

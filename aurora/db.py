@@ -73,7 +73,7 @@ def _create(url: str) -> Engine:
     raise ConfigError(f"AURORA_DATABASE_URL: unsupported database {parsed.get_backend_name()!r} (use sqlite or postgresql)")
 
 
-def rows(session: Session | Connection) -> Connection:
+def connection_of(session: Session | Connection) -> Connection:
     """The Core connection of a Session's transaction, or the connection itself."""
     return session if isinstance(session, Connection) else session.connection()
 

@@ -34,7 +34,7 @@ from .adapters import BY_GOAL, CallContext, Mode
 from .adapters.base import LiveCallFailed
 from .adapters.engines import DEFAULT_FALLBACK
 from .config import Settings
-from .db import Database, rows
+from .db import Database, connection_of
 from .documents import Workflow
 from .engine_health import HealthStore
 from .errors import AuroraError, Conflict, NotFound
@@ -295,7 +295,7 @@ class Engine:
             # The call happens after this transaction: take the rollouts along, read.
             return run, payload, mode, replace(ctx, rollouts=dict(ctx.rollouts))
 
-    def _settle_fresh(self, rows: Connection, run: Any, owner: str, plan: pipeline.Plan,
+    def _settle_fresh(self, connection: Connection, run: Any, owner: str, plan: pipeline.Plan,
                       now: datetime) -> Outcome | None:
         """A fresh run planned ahead to a simulated outcome: claim and finish it in one statement,
         with its events, steps and audit record. None if it is no longer fresh (another worker,
@@ -303,18 +303,18 @@ class Engine:
         settlement, run_id = plan.simulated, run.id
         assert settlement is not None
         status = RunStatus.SUCCEEDED if settlement.ok else RunStatus.FAILED
-        moved = rows.execute(run_sql.SETTLE_FRESH, {
+        moved = connection.execute(run_sql.SETTLE_FRESH, {
             "rid": run_id, "now": now, "v_status": status.value, "v_result": settlement.body,
             "v_error": settlement.error}).rowcount
         if not moved:
             return None
-        record = audit.append(self.db, rows, settlement.record)
+        record = audit.append(self.db, connection, settlement.record)
         final = {"mode": record["mode"], "audit": record["pk"]} if settlement.ok else {"error": settlement.error}
-        events.append_many(self.db, rows, self.node, [
+        events.append_many(self.db, connection, self.node, [
             ("run.running", {"attempt": 1, "worker": owner.rsplit(":", 1)[0]}),
             (f"run.{status.value}", final),
         ], run_id=run_id, at=now)
-        self._record_steps(rows, run_id, {}, [*plan.pending, self._gate_open, self._act_done(record, status, 1)])
+        self._record_steps(connection, run_id, {}, [*plan.pending, self._gate_open, self._act_done(record, status, 1)])
         return Outcome(run_id, status.value, "simulated", run.goal, run.created_at)
 
     #: the gate step of a run that needs no approval
@@ -351,7 +351,7 @@ class Engine:
     def _record_steps(session: Session | Connection, run_id: str, steps: dict[str, Any], records: list[dict[str, Any]]) -> None:
         """Insert new steps in one statement; update those an earlier attempt left behind."""
         now = utcnow()
-        conn = rows(session)
+        conn = connection_of(session)
         new = []
         for record in records:
             values = {"attempt": 1, "result": None, **record, "finished_at": now if record["status"] == "done" else None}

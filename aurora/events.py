@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
-from .db import Database, rows
+from .db import Database, connection_of
 from .models import Event, utcnow
 
 _INSERT = Event.__table__.insert()
@@ -33,21 +33,27 @@ def append(
     event_id: str | None = None,
 ) -> dict[str, Any]:
     """Add one event to the session's transaction (it commits or rolls back with it)."""
-    db.lock(session, EVENT_LOCK_KEY)
-    values = {"id": event_id or str(uuid.uuid4()), "origin": origin, "type": type_, "run_id": run_id, "data": data,
-              "created_at": at or utcnow()}
-    rows(session).execute(_INSERT, values)
+    values = _values(origin, type_, data, run_id, at or utcnow(), event_id)
+    _insert(db, session, values)
     return values
 
 
 def append_many(db: Database, session: Session | Connection, origin: str, items: list[tuple[str, dict[str, Any]]],
                 run_id: str | None = None, at: datetime | None = None) -> None:
     """Add several events of one run, in order, with one statement."""
-    db.lock(session, EVENT_LOCK_KEY)
     at = at or utcnow()
-    rows(session).execute(_INSERT, [
-        {"id": str(uuid.uuid4()), "origin": origin, "type": type_, "run_id": run_id, "data": data, "created_at": at}
-        for type_, data in items])
+    _insert(db, session, [_values(origin, type_, data, run_id, at) for type_, data in items])
+
+
+def _values(origin: str, type_: str, data: dict[str, Any], run_id: str | None, at: datetime,
+            event_id: str | None = None) -> dict[str, Any]:
+    return {"id": event_id or str(uuid.uuid4()), "origin": origin, "type": type_, "run_id": run_id, "data": data,
+            "created_at": at}
+
+
+def _insert(db: Database, session: Session | Connection, values: dict[str, Any] | list[dict[str, Any]]) -> None:
+    db.lock(session, EVENT_LOCK_KEY)
+    connection_of(session).execute(_INSERT, values)
 
 
 def as_dict(event: Event) -> dict[str, Any]:
