@@ -64,6 +64,10 @@ def _ingest_interval() -> float:
 
 def make_celery(settings: Settings, set_as_current: bool = True) -> Celery:
     app = Celery("aurora", broker=settings.broker_url, set_as_current=set_as_current)
+    if settings.broker_url.startswith(("redis://", "rediss://")):
+        from . import redis_transport
+
+        app.conf.broker_transport = redis_transport.NAME
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
