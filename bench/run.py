@@ -91,14 +91,15 @@ def write(results: dict) -> None:
     for clients, row in (s or {}).get("by_clients", {}).items():
         lines.append(f"| submissions through `POST /workflows` (SQLite + Redis), {clients} client(s) |"
                      f" {row['aurora_per_s']}/s | {row['baseline_per_s']}/s (bare Flask: parse + validate) |"
-                     f" {row['ratio']} | {s['goal']} |")
+                     f" {row['ratio']} (rounds {' / '.join(map(str, row['round_ratios']))}) | {s['goal']} |")
     if lat:
         lines.append(f"| submit → succeeded, dry-run `send_email`, Redis, 1 worker | p50 {lat['aurora_p50_ms']} ms,"
                      f" p95 {lat['aurora_p95_ms']} ms | raw Celery no-op round trip p50 {lat['raw_p50_ms']} ms,"
                      f" p95 {lat['raw_p95_ms']} ms | {lat['ratio_p50']}× | {lat['goal']} |")
     if thr:
         lines.append(f"| 5,000 queued dry-run runs, 2 worker processes | {thr['aurora_runs_per_s']} runs/s |"
-                     f" raw Celery no-op {thr['raw_tasks_per_s']} tasks/s | {thr['ratio']} | {thr['goal']} |")
+                     f" raw Celery no-op {thr['raw_tasks_per_s']} tasks/s (before {thr['raw_before_after'][0]},"
+                     f" after {thr['raw_before_after'][1]}) | {thr['ratio']} | {thr['goal']} |")
     if mem:
         lines.append(f"| idle stack RSS of `aurora up` (supervisor, gunicorn 1×8 threads, Celery worker with 2 processes, beat) |"
                      f" {mem['idle_stack_rss_mb']} MB | — | — | {mem['goal']} |")
