@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from . import wal
 from .errors import ConfigError
 
 #: how long a SQLite writer waits for the lock before giving up (milliseconds)
@@ -37,6 +38,7 @@ def _setup_sqlite(engine: Engine) -> None:
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute(f"PRAGMA wal_autocheckpoint = {wal.BACKSTOP_PAGES}")  # checkpoints: see aurora/wal.py
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()
 
@@ -128,6 +130,7 @@ class Database:
             WriterLock(Path(database + ".writelock"))
             if self.dialect == "sqlite" and database and database != ":memory:" else None
         )
+        self.checkpointer = wal.checkpointer_for(self.engine) if self._write_lock is not None else None
 
     @contextmanager
     def write(self) -> Iterator[Session]:
@@ -138,6 +141,7 @@ class Database:
             return
         with self._write_lock.hold(), self._writer() as session, session.begin():
             yield session
+        self.checkpointer.committed()  # type: ignore[union-attr] - set whenever the writer lock is
 
     @contextmanager
     def write_rows(self) -> Iterator[Connection]:
@@ -148,6 +152,7 @@ class Database:
             return
         with self._write_lock.hold(), self._immediate.begin() as connection:
             yield connection
+        self.checkpointer.committed()  # type: ignore[union-attr] - after the writer lock is released
 
     @contextmanager
     def read(self) -> Iterator[Session]:
