@@ -35,33 +35,39 @@ BENCHES = {
 }
 NOTES = """## Reading the figures
 
-- **Submissions** (goal ≥ 0.6 of the bare endpoint: not met). Per request Aurora also looks up the
-  API key, commits the run with its `run.queued` event, publishes the run id to the broker, and
-  logs and counts the request; the baseline parses and validates only. Measured in one process
-  with Flask's test client: the bare endpoint takes 0.9–1.5 ms; Aurora adds the key lookup
-  (~0.6 ms), the durable insert of run and event (~1.6 ms, most of it SQLite's commit), Celery's
-  publish (~0.8 ms, of which a bare Redis LPUSH is 0.17 ms) and the request log and metrics
-  (~0.3 ms). Each is already a single prebuilt Core statement or call; on this 2-core machine the
-  load generator also competes with both servers for the CPU.
-- **Throughput** (goal ≥ 0.5 of raw Celery: not met). Where the time goes, measured per run
-  with both figures taken the same way: raw Celery spends about 3 core-ms per task, nearly two of
-  them in the worker's parent process (Redis fetch and ack); Aurora's children add about 4 core-ms
-  (a read of the fresh run, the plan, and one write transaction: the compare-and-set from queued
-  to succeeded, events, steps, the hash-chained audit record, the commit). Both workers keep
-  their children busy only part of the time: a child waits for the parent to hand it the next
-  message, and on SQLite for the other child's write lock. Done so far: statements built once,
-  the plan and the redacted audit record worked out before the write transaction, a fresh dry run
-  settled in one statement on a Core connection, secrets re-read only when their file changed,
-  and `-l` honoured by the worker (it used to log every run at INFO). The engine alone takes about
-  2.5 ms a run in one process (it took 5 ms at the start of this round). What is left is
-  SQLAlchemy's per-statement cost (~50 µs each, ten a run) and SQLite's commit (~20 pages a run).
+- **Submissions** (goal ≥ 0.6 of the bare endpoint: not met). For each client count the two apps
+  take turns three times and the median ratio is shown (the rounds' ratios beside it), because
+  this machine's speed drifts within a minute. Per request Aurora also looks up the API key,
+  commits the run with its `run.queued` event, publishes the run id to the broker, and logs and
+  counts the request; the baseline parses and validates only. Measured in one process (Flask's
+  test client, each part timed inside the real request sequence): the bare endpoint takes about
+  0.8 ms; Aurora about 4 ms — the key lookup ~0.4 ms, parsing and validating ~1.0 ms, the durable
+  insert of run and event ~1.0 ms, Celery's publish ~1.2 ms, Flask and the request log the rest.
+  Each is one prebuilt statement or call. Under gunicorn both servers add about 1 ms of their own,
+  and the load generator shares the two cores with them. Done: kombu's Redis transport no longer
+  builds a Redis client object per publish (a fifth of a publish), and a WAL checkpoint no longer
+  stalls submissions behind the writer lock (see below).
+- **Throughput** (goal ≥ 0.5 of raw Celery). Aurora is measured between two raw Celery runs and
+  compared with their mean; both are shown, so a drift of the machine during the measurement is
+  visible. Per run, measured from /proc in the same setting: the worker's parent process spends
+  1.6–1.9 core-ms (Redis fetch and ack, handing the message to a child — the same work as raw
+  Celery's parent), each child ~3.2 core-ms per run it executes (a read of the fresh run, the
+  plan, one write transaction: the compare-and-set from queued to succeeded, events, steps, the
+  hash-chained audit record, the commit), Redis 0.2. Done this round: SQLite checkpoints moved out
+  of the commit that holds the writer lock into a background thread (one commit in about forty
+  used to take 20–50 ms with the lock held; the engine's mean time per run in one process went
+  from 2.6 to 1.5 ms, p99 from 24 to 3 ms), and the Redis transport keeps one client per channel
+  (the ack in the worker's parent built a new one each time). What is left is SQLAlchemy's
+  per-statement cost (~50 µs, six statements a run), SQLite's commit (~20 pages a run), and
+  Celery's own per-task work in the child (tracing, returning the result to the parent).
 - **This machine varies.** Absolute figures move with the virtual machine: a plain-Python loop
   (`python -m timeit "sum(range(10**6))"`) timed 18 ms and 30 ms in two runs a minute apart, and
-  the raw Celery baseline has measured anywhere from 420 to 730 tasks/s. `POST /route` (goal p99
-  < 5 ms) measured p50 2.2 ms / p99 3.1 ms on the first session's machine and p50 5–6 ms / p99
-  12–24 ms on the second — where the code from before the second session measured the same
-  (p50 5.1–5.6 ms, p99 12–23 ms), so that is the machine, not a regression. Ratios against a
-  baseline taken in the same run are the figures to read.
+  the raw Celery baseline has measured anywhere from 420 to 730 tasks/s; the worker parent's CPU
+  per message (the same work every time) measured 1.5–2.1 ms across runs of the same code.
+  `POST /route` (goal p99 < 5 ms) measured p50 2.2 ms / p99 3.1 ms on the first session's machine
+  and p50 5–6 ms / p99 12–24 ms on the second — where the code from before the second session
+  measured the same (p50 5.1–5.6 ms, p99 12–23 ms), so that is the machine, not a regression.
+  Ratios against a baseline taken in the same run are the figures to read.
 - **Embedded broker**: the filesystem transport beat the SQLAlchemy transport, so it is the default.
 """
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
