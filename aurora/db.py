@@ -15,8 +15,11 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.dialects import registry
+from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -26,14 +29,38 @@ from .errors import ConfigError
 #: how long a SQLite writer waits for the lock before giving up (milliseconds)
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
-_IMMEDIATE = "aurora_immediate"
-_SINGLE_READ = "aurora_single_read"
+#: how each kind of SQLite transaction begins (None: a single statement, no transaction)
+BEGIN_DEFERRED, BEGIN_IMMEDIATE, NO_TRANSACTION = "BEGIN", "BEGIN IMMEDIATE", None
+
+
+class SQLiteDialect(SQLiteDialect_pysqlite):
+    """pysqlite, with transactions begun by SQLAlchemy as this engine says.
+
+    pysqlite's own transaction handling begins a transaction only before a write, so a read-then-
+    write could see two snapshots; SQLAlchemy's recipe is a ``begin`` event listener that sends
+    BEGIN. But any connection event listener makes SQLAlchemy dispatch every execution's events
+    (~20 µs, a quarter of a simple statement), so the BEGIN is sent here instead, and each kind of
+    transaction gets its own engine.
+    """
+
+    supports_statement_cache = True
+
+    def __init__(self, aurora_begin: str | None = BEGIN_DEFERRED, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.aurora_begin = aurora_begin
+
+    def do_begin(self, dbapi_connection: Any) -> None:
+        if self.aurora_begin:
+            dbapi_connection.execute(self.aurora_begin)
+
+
+registry.register("sqlite.aurora", __name__, "SQLiteDialect")
 
 
 def _setup_sqlite(engine: Engine) -> None:
-    @event.listens_for(engine, "connect")
+    @event.listens_for(engine, "connect")  # a pool event: executions stay free of event dispatch
     def _on_connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:
-        dbapi_connection.isolation_level = None  # SQLAlchemy's "begin" event issues BEGIN itself
+        dbapi_connection.isolation_level = None  # the dialect sends BEGIN itself
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA journal_mode = WAL")
@@ -42,30 +69,30 @@ def _setup_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()
 
-    @event.listens_for(engine, "begin")
-    def _on_begin(connection) -> None:  # type: ignore[no-untyped-def]
-        options = connection.get_execution_options()
-        if options.get(_SINGLE_READ):
-            return  # one SELECT reads a consistent snapshot on its own: no transaction to open
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if options.get(_IMMEDIATE, False) else "BEGIN")
+
+_ENGINES: dict[tuple[str, str | None], Engine] = {}
 
 
-_ENGINES: dict[str, Engine] = {}
+def engine_for(url: str, begin: str | None = BEGIN_DEFERRED) -> Engine:
+    """One engine (and pool) per database URL and kind of transaction per process.
+
+    ``begin`` matters on SQLite only: PostgreSQL has one engine for all three kinds."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        begin = BEGIN_DEFERRED if parsed.get_backend_name() != "sqlite" else BEGIN_IMMEDIATE  # one shared database
+    key = (url, begin)
+    if key not in _ENGINES:
+        _ENGINES[key] = _create(url, begin)
+    return _ENGINES[key]
 
 
-def engine_for(url: str) -> Engine:
-    """One engine (and pool) per database URL per process."""
-    if url not in _ENGINES:
-        _ENGINES[url] = _create(url)
-    return _ENGINES[url]
-
-
-def _create(url: str) -> Engine:
+def _create(url: str, begin: str | None) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        engine = create_engine(parsed.set(drivername="sqlite+aurora"), aurora_begin=begin,
+                               connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         _setup_sqlite(engine)
         return engine
     if parsed.get_backend_name() == "postgresql":
@@ -78,6 +105,12 @@ def _create(url: str) -> Engine:
 def connection_of(session: Session | Connection) -> Connection:
     """The Core connection of a Session's transaction, or the connection itself."""
     return session if isinstance(session, Connection) else session.connection()
+
+
+def forget(url: str) -> None:
+    """Close and drop this process's engines for a database (before the database is dropped)."""
+    for key in [k for k in _ENGINES if k[0] == url]:
+        _ENGINES.pop(key).dispose()
 
 
 def dispose_all() -> None:
@@ -121,8 +154,8 @@ class Database:
         self.url = url
         self.engine = engine_for(url)
         self.dialect = self.engine.dialect.name
-        self._immediate = self.engine.execution_options(**{_IMMEDIATE: True})
-        self._single_read = self.engine.execution_options(**{_SINGLE_READ: True})
+        self._immediate = engine_for(url, BEGIN_IMMEDIATE)
+        self._single_read = engine_for(url, NO_TRANSACTION)
         self._writer = sessionmaker(self._immediate, expire_on_commit=False)
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
         database = self.engine.url.database

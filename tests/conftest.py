@@ -161,10 +161,9 @@ def postgres_url() -> Iterator[str]:
         missing(f"PostgreSQL at {admin_url}: {exc.__class__.__name__}")
     base = admin_url.rsplit("/", 1)[0]
     yield f"{base}/{name}"
-    from aurora.db import _ENGINES
+    from aurora.db import forget
 
-    for url in [u for u in _ENGINES if u.endswith(name)]:
-        _ENGINES.pop(url).dispose()
+    forget(f"{base}/{name}")
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

@@ -1,0 +1,56 @@
+"""How SQLite transactions begin: a snapshot for reads, the write lock up front for writes."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from sqlalchemy import func, select, text
+
+from aurora.db import Database
+from aurora.models import Event
+
+
+def _other_writer(db: Database) -> sqlite3.Connection:
+    return sqlite3.connect(db.engine.url.database, timeout=0, isolation_level=None)
+
+
+def _add_event(connection: sqlite3.Connection, event_id: str) -> None:
+    connection.execute("INSERT INTO events (id, origin, type, created_at, data) VALUES (?, 'other', 't', "
+                       "'2026-01-01 00:00:00.000000', '{}')", (event_id,))
+
+
+def test_a_read_sees_one_snapshot_for_all_its_statements(runtime) -> None:
+    db = runtime.db
+    other = _other_writer(db)
+    with db.read() as session:
+        before = session.scalar(select(func.count()).select_from(Event))
+        _add_event(other, "e-1")  # commits at once: the other connection is in autocommit
+        assert session.scalar(select(func.count()).select_from(Event)) == before
+    with db.read() as session:
+        assert session.scalar(select(func.count()).select_from(Event)) == before + 1
+
+
+def test_a_write_takes_the_write_lock_when_it_begins(runtime) -> None:
+    db = runtime.db
+    other = _other_writer(db)
+    with db.write_rows():
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            other.execute("BEGIN IMMEDIATE")
+    other.execute("BEGIN IMMEDIATE")  # free again once the write committed
+    other.execute("ROLLBACK")
+
+
+def test_a_single_read_opens_no_transaction(runtime) -> None:
+    db = runtime.db
+    with db.read_rows() as connection:
+        connection.execute(text("SELECT 1")).scalar()
+        assert connection.connection.driver_connection.in_transaction is False
+
+
+def test_executions_dispatch_no_connection_events(runtime) -> None:
+    # any connection event listener makes SQLAlchemy dispatch events around every statement
+    db = runtime.db
+    assert not db.engine._has_events
+    assert not db._immediate._has_events
+    assert not db._single_read._has_events
