@@ -64,7 +64,9 @@ def _ingest_interval() -> float:
 
 def make_celery(settings: Settings, set_as_current: bool = True) -> Celery:
     app = Celery("aurora", broker=settings.broker_url, set_as_current=set_as_current)
-    if settings.broker_url.startswith(("redis://", "rediss://")):
+    if settings.broker_url.startswith("redis://"):
+        # Not rediss://: kombu turns TLS on from the URL's scheme name, which a transport given
+        # by class would hide.
         from . import redis_transport
 
         app.conf.broker_transport = redis_transport.NAME

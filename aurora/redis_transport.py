@@ -7,7 +7,8 @@ cost of sending a run id, and as much again on each ack in a worker. A ``redis.R
 safe to share between threads (it takes a connection from its pool for each command), so a
 channel keeps one for as long as its pool lives. Everything else is kombu's.
 
-Used for ``redis://`` and ``rediss://`` broker URLs (``broker_transport`` in ``celery_app``).
+Used for ``redis://`` broker URLs (``broker_transport`` in ``celery_app``); ``rediss://`` keeps
+kombu's own transport, which turns TLS on from the URL's scheme name.
 """
 
 from __future__ import annotations

@@ -53,3 +53,10 @@ def test_run_ids_published_through_it_arrive_and_are_acknowledged(env, redis_url
 def test_other_brokers_keep_their_own_transport(env) -> None:
     app = make_celery(load_settings(env), set_as_current=False)
     assert app.conf.broker_transport is None
+
+
+def test_a_tls_redis_broker_keeps_kombus_transport_so_tls_stays_on(env) -> None:
+    app = make_celery(load_settings({**env, "AURORA_BROKER_URL": "rediss://127.0.0.1:6380/0"}), set_as_current=False)
+    assert app.conf.broker_transport is None
+    connection = app.connection_for_write()
+    assert connection.ssl  # kombu's default for rediss:// without options; ours would have dropped it
