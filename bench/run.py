@@ -45,8 +45,10 @@ NOTES = """## Reading the figures
   insert of run and event ~1.0 ms, Celery's publish ~1.2 ms, Flask and the request log the rest.
   Each is one prebuilt statement or call. Under gunicorn both servers add about 1 ms of their own,
   and the load generator shares the two cores with them. Done: kombu's Redis transport no longer
-  builds a Redis client object per publish (a fifth of a publish), and a WAL checkpoint no longer
-  stalls submissions behind the writer lock (see below).
+  builds a Redis client object per publish (a fifth of a publish), SQLAlchemy no longer dispatches
+  connection events around every statement, and a WAL checkpoint no longer stalls submissions
+  behind the writer lock (see below). For 0.6 the key lookup, durable insert, publish and log line
+  together would have to cost about 0.7 ms — less than Celery's publish alone.
 - **Throughput** (goal ≥ 0.5 of raw Celery). Aurora is measured between two raw Celery runs and
   compared with their mean; both are shown, so a drift of the machine during the measurement is
   visible. Per run, measured from /proc in the same setting: the worker's parent process spends
@@ -56,10 +58,14 @@ NOTES = """## Reading the figures
   hash-chained audit record, the commit), Redis 0.2. Done this round: SQLite checkpoints moved out
   of the commit that holds the writer lock into a background thread (one commit in about forty
   used to take 20–50 ms with the lock held; the engine's mean time per run in one process went
-  from 2.6 to 1.5 ms, p99 from 24 to 3 ms), and the Redis transport keeps one client per channel
-  (the ack in the worker's parent built a new one each time). What is left is SQLAlchemy's
-  per-statement cost (~50 µs, six statements a run), SQLite's commit (~20 pages a run), and
-  Celery's own per-task work in the child (tracing, returning the result to the parent).
+  from 2.6 to 1.5 ms, p99 from 24 to 3 ms); the Redis transport keeps one client per channel
+  (the ack in the worker's parent built a new one each time); and SQLite transactions are begun
+  by Aurora's dialect instead of a `begin` event listener, whose presence made SQLAlchemy dispatch
+  connection events around every statement (~20 µs of a ~65 µs statement). What is left is
+  SQLAlchemy's per-statement cost (~45 µs, eight statements a run), SQLite's commit (~20 pages a
+  run), the cross-process invalidation of SQLite's page cache (two processes running the engine
+  on one database each spend ~35% more CPU per run than one alone), and Celery's own per-task work
+  in the child (tracing, returning the result to the parent).
 - **This machine varies.** Absolute figures move with the virtual machine: a plain-Python loop
   (`python -m timeit "sum(range(10**6))"`) timed 18 ms and 30 ms in two runs a minute apart, and
   the raw Celery baseline has measured anywhere from 420 to 730 tasks/s; the worker parent's CPU
