@@ -3,7 +3,9 @@
 SQLite is the embedded default and is shared by several processes (web, workers, beat), so it
 runs in WAL mode with a busy timeout, and every write transaction starts with ``BEGIN
 IMMEDIATE``: a deferred transaction that reads and then writes can fail at once with
-"database is locked" instead of waiting its turn.
+"database is locked" instead of waiting its turn. Reads begin with ``BEGIN`` (one snapshot for
+all their statements), a single-statement read with no transaction at all; each of the three
+kinds has its own engine (see :class:`SQLiteDialect`).
 """
 
 from __future__ import annotations
@@ -78,8 +80,10 @@ def engine_for(url: str, begin: str | None = BEGIN_DEFERRED) -> Engine:
 
     ``begin`` matters on SQLite only: PostgreSQL has one engine for all three kinds."""
     parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
-        begin = BEGIN_DEFERRED if parsed.get_backend_name() != "sqlite" else BEGIN_IMMEDIATE  # one shared database
+    if parsed.get_backend_name() != "sqlite":
+        begin = BEGIN_DEFERRED
+    elif parsed.database in (None, "", ":memory:"):
+        begin = BEGIN_IMMEDIATE  # an in-memory database lives in one pool: every kind shares its engine
     key = (url, begin)
     if key not in _ENGINES:
         _ENGINES[key] = _create(url, begin)
