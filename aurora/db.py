@@ -170,26 +170,27 @@ class Database:
         self.checkpointer = wal.checkpointer_for(self.engine) if self._write_lock is not None else None
 
     @contextmanager
+    def _writer_turn(self) -> Iterator[None]:
+        """On a SQLite file: hold the writers' lock for the transaction, then count the commit for
+        the background checkpoint (after the lock is released, so a checkpoint never holds it)."""
+        if self._write_lock is None or self.checkpointer is None:
+            yield
+            return
+        with self._write_lock.hold():
+            yield
+        self.checkpointer.committed()
+
+    @contextmanager
     def write(self) -> Iterator[Session]:
         """A transaction that commits on success and rolls back on any exception."""
-        if self._write_lock is None:
-            with self._writer() as session, session.begin():
-                yield session
-            return
-        with self._write_lock.hold(), self._writer() as session, session.begin():
+        with self._writer_turn(), self._writer() as session, session.begin():
             yield session
-        self.checkpointer.committed()  # type: ignore[union-attr] - set whenever the writer lock is
 
     @contextmanager
     def write_rows(self) -> Iterator[Connection]:
         """Like :meth:`write`, on a Core connection: for a hot path whose statements are all Core."""
-        if self._write_lock is None:
-            with self._immediate.begin() as connection:
-                yield connection
-            return
-        with self._write_lock.hold(), self._immediate.begin() as connection:
+        with self._writer_turn(), self._immediate.begin() as connection:
             yield connection
-        self.checkpointer.committed()  # type: ignore[union-attr] - after the writer lock is released
 
     @contextmanager
     def read(self) -> Iterator[Session]:
