@@ -1,6 +1,7 @@
 """The spine's four figures, each beside a baseline measured in the same run.
 
-1. submissions/s through POST /workflows vs a bare Flask endpoint that parses and validates;
+1. submissions/s through POST /workflows vs a bare Flask endpoint that parses and validates (and vs
+   ``floor_app``, the least any implementation must do);
 2. submit-to-succeeded latency (p50/p95) vs a raw Celery no-op round trip on the same Redis;
 3. runs completed/s with 5,000 queued runs and 2 worker processes vs raw Celery no-op throughput;
 4. resident memory of the idle stack (web + worker + beat).
@@ -52,10 +53,13 @@ def _hammer(url: str, headers: dict[str, str], n: int, clients: int = 8) -> floa
 
 
 def submissions(n: int = 600, rounds: int = 3) -> dict[str, Any]:
-    """Both apps under the same gunicorn settings (2 workers x 4 threads), 1 to 8 concurrent clients.
+    """Three apps under the same gunicorn settings (2 workers x 4 threads), 1 to 8 concurrent clients.
 
-    This machine's speed drifts by tens of percent within a minute, so for each client count the two
-    apps take turns (bare, Aurora, bare, Aurora, ...) and the median of the rounds' ratios is reported.
+    The bare endpoint (``bare_app``) is the issue's baseline; the floor (``floor_app``) does the least
+    the spine must do per submission, with the same libraries and none of Aurora's own work, so the
+    figures show how much of the gap is the work itself. This machine's speed drifts by tens of
+    percent within a minute, so for each client count the apps take turns (bare, floor, Aurora,
+    bare, ...) and the median of the rounds' ratios is reported.
     """
     from statistics import median
 
@@ -67,21 +71,24 @@ def submissions(n: int = 600, rounds: int = 3) -> dict[str, Any]:
         with Procs(env, home) as procs:
             procs.run("db", "upgrade")
             key = procs.run("keys", "create", "bench", "--role", "submitter").strip()
-            ours_port, bare_port = free_port(), free_port()
+            ours_port, bare_port, floor_port = free_port(), free_port(), free_port()
             procs.aurora("serve", "--port", str(ours_port), "--workers", "2")
             procs.start(*gunicorn(bare_port, "bare_app:app", chdir=ROOT / "bench"))
+            procs.start(*gunicorn(floor_port, "floor_app:app", chdir=ROOT / "bench"))
             wait_http(f"http://127.0.0.1:{ours_port}")
             headers = {"Content-Type": "application/yaml", "Authorization": f"Bearer {key}"}
             time.sleep(1)
             by_clients = {}
             for clients in (1, 2, 4, 8):
-                pairs = [(_hammer(f"http://127.0.0.1:{bare_port}/workflows", headers, n, clients),
-                          _hammer(f"http://127.0.0.1:{ours_port}/workflows", headers, n, clients))
-                         for _ in range(rounds)]
-                by_clients[clients] = {"aurora_per_s": round(median(o for _, o in pairs)),
-                                       "baseline_per_s": round(median(b for b, _ in pairs)),
-                                       "ratio": round(median(o / b for b, o in pairs), 2),
-                                       "round_ratios": [round(o / b, 2) for b, o in pairs]}
+                turns = [tuple(_hammer(f"http://127.0.0.1:{port}/workflows", headers, n, clients)
+                               for port in (bare_port, floor_port, ours_port)) for _ in range(rounds)]
+                by_clients[clients] = {"aurora_per_s": round(median(o for _, _, o in turns)),
+                                       "baseline_per_s": round(median(b for b, _, _ in turns)),
+                                       "floor_per_s": round(median(f for _, f, _ in turns)),
+                                       "ratio": round(median(o / b for b, _, o in turns), 2),
+                                       "round_ratios": [round(o / b, 2) for b, _, o in turns],
+                                       "floor_ratio": round(median(f / b for b, f, _ in turns), 2),
+                                       "ratio_to_floor": round(median(o / f for _, f, o in turns), 2)}
         return {"by_clients": by_clients, "goal": ">= 0.6"}
     finally:
         redis.Redis.from_url(REDIS).flushdb()
