@@ -25,18 +25,21 @@ from celery import Celery
 from flask import Flask, jsonify, request
 from jsonschema import Draft202012Validator
 
+from aurora.celery_app import QUEUE
+from aurora.redis_transport import NAME as AURORA_REDIS_TRANSPORT
+
 SCHEMA = json.loads((Path(__file__).resolve().parent.parent / "schemas" / "workflow.schema.json").read_text())
 validator = Draft202012Validator(SCHEMA)
 DATABASE = os.environ["AURORA_DATABASE_URL"].removeprefix("sqlite:///")
 celery = Celery("floor", broker=os.environ["AURORA_BROKER_URL"])
-celery.conf.update(broker_transport="aurora.redis_transport:Transport", task_default_queue="aurora")
+celery.conf.update(broker_transport=AURORA_REDIS_TRANSPORT, task_default_queue=QUEUE)
 app = Flask("floor")
 _local = threading.local()
 
 
 def _db() -> sqlite3.Connection:
     if not hasattr(_local, "db"):
-        _local.db = sqlite3.connect(DATABASE, isolation_level=None, check_same_thread=False)
+        _local.db = sqlite3.connect(DATABASE, isolation_level=None)
         _local.db.execute("PRAGMA busy_timeout = 5000")
         _local.db.execute("PRAGMA synchronous = NORMAL")
     return _local.db

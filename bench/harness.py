@@ -102,6 +102,18 @@ def wait_http(url: str, timeout: float = 60, workers: bool = False) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
+def wait_port(port: int, timeout: float = 60) -> None:
+    """Until something accepts connections on 127.0.0.1:``port`` (for apps without /health)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
 def tree_rss_mb(pid: int) -> float:
     """Resident memory of a process and all its descendants, in MB (from /proc)."""
     children: dict[int, list[int]] = {}

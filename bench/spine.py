@@ -17,7 +17,18 @@ from typing import Any
 
 import redis
 import requests
-from harness import ROOT, Procs, aurora_env, cleanup, free_port, percentile, temp_home, tree_rss_mb, wait_http
+from harness import (
+    ROOT,
+    Procs,
+    aurora_env,
+    cleanup,
+    free_port,
+    percentile,
+    temp_home,
+    tree_rss_mb,
+    wait_http,
+    wait_port,
+)
 from sqlalchemy import func, select
 
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/12")
@@ -76,6 +87,8 @@ def submissions(n: int = 600, rounds: int = 3) -> dict[str, Any]:
             procs.start(*gunicorn(bare_port, "bare_app:app", chdir=ROOT / "bench"))
             procs.start(*gunicorn(floor_port, "floor_app:app", chdir=ROOT / "bench"))
             wait_http(f"http://127.0.0.1:{ours_port}")
+            wait_port(bare_port)
+            wait_port(floor_port)
             headers = {"Content-Type": "application/yaml", "Authorization": f"Bearer {key}"}
             time.sleep(1)
             by_clients = {}
