@@ -29,6 +29,12 @@ log = logging.getLogger(__name__)
 HEARTBEAT_INTERVAL = 10.0
 #: the queue every run goes through
 QUEUE = "aurora"
+#: the queue of the system's own work (sweeps, form ingests, federation syncs), served by
+#: ``aurora worker --system`` so that a backlog of runs never delays recovery, and a slow peer
+#: never delays a run
+SYSTEM_QUEUE = "aurora.system"
+#: the tasks that go through :data:`SYSTEM_QUEUE`
+SYSTEM_TASKS = ("aurora.sweep", "aurora.ingest_forms", "aurora.federation_sync")
 
 
 def broker_options(settings: Settings) -> dict[str, Any]:
@@ -62,6 +68,13 @@ def _ingest_interval() -> float:
     return _policy_number(lambda p: p.adapter("typeform").get("ingest_interval_seconds", 600), 600.0)
 
 
+def _schedule(entries: dict[str, tuple[str, float]]) -> dict[str, dict[str, Any]]:
+    # A firing not taken within its interval is dropped: when the system worker was down, the
+    # next firing does the same work, and a pile of stale sweeps would only delay it.
+    return {name: {"task": task, "schedule": every, "options": {"expires": max(every, 1.0)}}
+            for name, (task, every) in entries.items()}
+
+
 def make_celery(settings: Settings, set_as_current: bool = True) -> Celery:
     app = Celery("aurora", broker=settings.broker_url, set_as_current=set_as_current)
     if settings.broker_url.startswith("redis://"):
@@ -70,6 +83,10 @@ def make_celery(settings: Settings, set_as_current: bool = True) -> Celery:
         from . import redis_transport
 
         app.conf.broker_transport = redis_transport.NAME
+    elif settings.embedded_broker:
+        from . import filesystem_transport
+
+        app.conf.broker_transport = filesystem_transport.NAME
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -84,12 +101,13 @@ def make_celery(settings: Settings, set_as_current: bool = True) -> Celery:
         worker_hijack_root_logger=False,
         worker_enable_remote_control=not settings.embedded_broker,
         worker_send_task_events=False,
-        beat_schedule={
-            "aurora-sweep": {"task": "aurora.sweep", "schedule": settings.sweep_interval},
-            "aurora-ingest-forms": {"task": "aurora.ingest_forms", "schedule": _ingest_interval()},
-            "aurora-federation-sync": {"task": "aurora.federation_sync", "schedule": _policy_number(
-                lambda p: p.federation["sync_interval"], 600.0)},
-        },
+        task_routes={name: {"queue": SYSTEM_QUEUE} for name in SYSTEM_TASKS},
+        beat_schedule=_schedule({
+            "aurora-sweep": ("aurora.sweep", settings.sweep_interval),
+            "aurora-ingest-forms": ("aurora.ingest_forms", _ingest_interval()),
+            "aurora-federation-sync": ("aurora.federation_sync", _policy_number(
+                lambda p: p.federation["sync_interval"], 600.0)),
+        }),
         beat_schedule_filename=str(settings.home / "celerybeat-schedule"),
     )
     return app
@@ -114,6 +132,10 @@ def _beat(kind: str, name: str) -> None:
         log.warning("heartbeat of %s failed", name, exc_info=True)
 
 
+#: what this process's heartbeat says it is: ``worker``, ``system`` (``aurora worker --system``) or ``beat``
+process_kind = "worker"
+
+
 def _start_heartbeat(kind: str) -> None:
     name = f"{kind}@{socket.gethostname()}:{os.getpid()}"
 
@@ -136,7 +158,7 @@ def _on_setup_logging(loglevel: int | str | None = None, **_: Any) -> None:
 
 @signals.worker_ready.connect
 def _on_worker_ready(**_: Any) -> None:
-    _start_heartbeat("worker")
+    _start_heartbeat(process_kind)
 
 
 @signals.beat_init.connect

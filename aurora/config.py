@@ -56,9 +56,9 @@ class Settings:
     #: seconds a worker holds a run before the sweeper may reclaim it (renewed while it runs)
     lease_seconds: int = 60
     #: seconds between two sweeps by beat
-    sweep_interval: float = 15.0
-    #: a queued run whose message is older than this is sent again by the sweeper
-    requeue_after: int = 300
+    sweep_interval: float = 5.0
+    #: a queued run this old whose message is not waiting in the broker is sent again by the sweeper
+    requeue_after: int = 15
     #: artificial delay of each simulated adapter call, to make dry runs look like real ones
     simulated_latency_ms: int = 0
     #: worker processes started by ``aurora worker`` / ``aurora up``
@@ -96,8 +96,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         node_name=node_name,
         max_document_bytes=_int(env, "AURORA_MAX_DOCUMENT_BYTES", 256 * 1024, minimum=1024),
         lease_seconds=_int(env, "AURORA_LEASE_SECONDS", 60, minimum=1),
-        sweep_interval=_float(env, "AURORA_SWEEP_INTERVAL", 15.0, minimum=0.1),
-        requeue_after=_int(env, "AURORA_REQUEUE_AFTER", 300, minimum=1),
+        sweep_interval=_float(env, "AURORA_SWEEP_INTERVAL", 5.0, minimum=0.1),
+        requeue_after=_int(env, "AURORA_REQUEUE_AFTER", 15, minimum=1),
         simulated_latency_ms=_int(env, "AURORA_SIMULATED_LATENCY_MS", 0),
         worker_concurrency=_int(env, "AURORA_WORKER_CONCURRENCY", 2, minimum=1),
     )

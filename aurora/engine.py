@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 
 #: a run claimed this many times without finishing is failed instead of tried again
 MAX_ATTEMPTS = 5
+#: the most lost messages one sweep sends again
+RESEND_BATCH = 1000
 #: statuses from which a cancel is accepted (``running`` only until the act step begins)
 CANCELLABLE = (RunStatus.QUEUED, RunStatus.AWAITING_APPROVAL, RunStatus.RUNNING)
 
@@ -437,10 +439,11 @@ class Engine:
 
     # -- sweeping ----------------------------------------------------------------------------
 
-    def sweep(self) -> list[str]:
-        """Reclaim lapsed leases, expire overdue gates; return the run ids to enqueue again."""
+    def sweep(self, waiting: int | None = None) -> list[str]:
+        """Reclaim lapsed leases, resend lost messages, expire overdue gates; return the run ids
+        to enqueue again. ``waiting`` is the number of messages the broker holds for the run
+        queue (None when it cannot tell)."""
         now = utcnow()
-        stale = now - timedelta(seconds=self.settings.requeue_after)
         again: list[str] = []
         with self.db.write() as session:
             lapsed = session.scalars(select(Run.id).where(
@@ -451,12 +454,10 @@ class Engine:
                                     where="lease_lapsed", where_params={"w_before": now}, lease_owner=None,
                                     lease_expires_at=None, enqueued_at=now):
                     again.append(run_id)
-            forgotten = session.scalars(select(Run.id).where(
-                Run.status == RunStatus.QUEUED.value, Run.enqueued_at < stale)).all()
-            for run_id in forgotten:
+            for run_id in self._lost_messages(session, waiting, now):
                 session.execute(update(Run).where(Run.id == run_id).values(enqueued_at=now))
                 events.append(self.db, session, self.node, "run.requeued",
-                              {"reason": "queued too long: message sent again"}, run_id=run_id, at=now)
+                              {"reason": "its message was lost: sent again"}, run_id=run_id, at=now)
                 again.append(run_id)
             overdue = session.scalars(select(Run.id).where(
                 Run.status == RunStatus.AWAITING_APPROVAL.value, Run.gate_deadline < now)).all()
@@ -465,3 +466,23 @@ class Engine:
                                  {"reason": "approval deadline passed"}, where="gate_overdue",
                                  where_params={"w_before": now})
         return again
+
+    def _lost_messages(self, session: Session, waiting: int | None, now: datetime) -> list[str]:
+        """Queued runs whose message is no longer in the broker, though no worker claimed them.
+
+        The broker hands out messages first in, first out, so the ``waiting`` messages it still
+        holds are those of the ``waiting`` most recently enqueued runs. A queued run older than
+        those, and enqueued more than ``requeue_after`` seconds ago, had its message taken by a
+        worker that died before claiming it, or lost with the broker's data, or never sent
+        (broker down at submit). A backlog is never resent: its messages are all waiting. The
+        estimate errs towards waiting: a duplicate still in the broker counts as waiting, and a
+        message a busy worker holds in its prefetch is sent once more at worst, harmlessly (the
+        claim is a compare-and-set).
+        """
+        if waiting is None:
+            return []
+        stale = now - timedelta(seconds=self.settings.requeue_after)
+        queued = session.execute(
+            select(Run.id, Run.enqueued_at).where(Run.status == RunStatus.QUEUED.value)
+            .order_by(Run.enqueued_at.desc(), Run.pk.desc()).offset(waiting).limit(RESEND_BATCH)).all()
+        return [row.id for row in queued if row.enqueued_at is None or row.enqueued_at < stale]

@@ -29,9 +29,9 @@ def execute_run(run_id: str) -> str:
 
 @shared_task(name="aurora.sweep", acks_late=True)
 def sweep() -> int:
-    from .queue import enqueue
+    from .queue import enqueue, waiting
 
-    again = get_runtime().engine.sweep()
+    again = get_runtime().engine.sweep(waiting())
     for run_id in again:
         enqueue(run_id)
     if again:

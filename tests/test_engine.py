@@ -162,9 +162,25 @@ def test_sweeper_resends_forgotten_queued_runs_and_expires_gates(engine: Engine)
     with engine.db.write() as session:
         session.execute(update(Run).where(Run.id == lost.id).values(enqueued_at=utcnow() - timedelta(hours=1)))
         session.execute(update(Run).where(Run.id == waiting.id).values(gate_deadline=utcnow() - timedelta(seconds=1)))
-    assert engine.sweep() == [lost.id]
+    assert engine.sweep(waiting=1) == []  # its message may be the one still waiting in the broker
+    assert engine.sweep(waiting=0) == [lost.id]
     assert run_of(engine, waiting.id).status == "expired"
     assert "run.requeued" in event_types(engine, lost.id)
+    assert engine.sweep(waiting=0) == []  # sent again just now: not again at the next sweep
+
+
+def test_a_backlog_is_not_resent_only_the_messages_it_lost(engine: Engine) -> None:
+    runs = [engine.submit(documents.load(MAIL), "sam") for _ in range(30)]
+    with engine.db.write() as session:  # all of them old, in order of submission
+        for age, run in enumerate(reversed(runs)):
+            session.execute(update(Run).where(Run.id == run.id).values(
+                enqueued_at=utcnow() - timedelta(hours=1, seconds=age)))
+    # The broker holds the 30 messages: a backlog, nothing is lost.
+    assert engine.sweep(waiting=30) == []
+    # A worker took the two oldest messages and died before claiming: the broker holds 28.
+    assert engine.sweep(waiting=28) == [runs[1].id, runs[0].id]
+    # The broker cannot tell (down): nothing is sent.
+    assert engine.sweep(waiting=None) == []
 
 
 def test_a_run_that_keeps_crashing_is_failed_not_looped(engine: Engine) -> None:

@@ -78,6 +78,7 @@ def redis_stack(make_stack, redis_url, postgres_url):
         stack.start("web", "serve", "--port", str(stack.port), "--workers", "1")
         for i in range(workers):
             stack.start(f"worker{i}", "worker", "-c", "2", "-l", loglevel)
+        stack.start("system", "worker", "--system")
         stack.start("beat", "beat")
         stack.wait_healthy()
         return stack

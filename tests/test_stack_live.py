@@ -41,6 +41,7 @@ def test_worker_killed_during_a_stripe_call_charges_once(make_stack, tmp_path) -
             stack.keys[name] = stack.aurora("keys", "create", name, "--role", role).stdout.strip()
         stack.start("web", "serve", "--port", str(stack.port), "--workers", "1")
         stack.start("worker0", "worker", "-c", "1")
+        stack.start("system", "worker", "--system")
         stack.start("beat", "beat")
         stack.wait_healthy()
 

@@ -18,7 +18,7 @@ from ._common import _runtime, main
               help="Port to listen on (repeat for several; the seed uses 9292 and 9195).")
 @click.option("--web-workers", default=1, show_default=True, help="gunicorn worker processes (8 threads each).")
 def up(host: str, ports: tuple[int, ...], web_workers: int) -> None:
-    """Migrate the database and start web, worker and beat; Ctrl-C stops all of them."""
+    """Migrate the database and start web, worker, system worker and beat; Ctrl-C stops all of them."""
     import subprocess
 
     from ..config import load_settings
@@ -46,6 +46,7 @@ def up(host: str, ports: tuple[int, ...], web_workers: int) -> None:
     code = run_stack({
         "web": gunicorn_command([f"{host}:{p}" for p in ports], web_workers, threads=8),
         "worker": [python, "-m", "aurora", "worker"],
+        "system": [python, "-m", "aurora", "worker", "--system"],
         "beat": [python, "-m", "aurora", "beat"],
     })
     sys.exit(code)
@@ -84,20 +85,29 @@ def _default_loglevel() -> str:
 
 
 @main.command()
-@click.option("--concurrency", "-c", type=int, default=None, help="Worker processes (default AURORA_WORKER_CONCURRENCY).")
+@click.option("--concurrency", "-c", type=int, default=None,
+              help="Worker processes (default AURORA_WORKER_CONCURRENCY); threads with --system (default 4).")
 @click.option("--loglevel", "-l", default=_default_loglevel, show_default="AURORA_LOG_LEVEL, else info",
               help="Lowest level of log lines written.")
-def worker(concurrency: int | None, loglevel: str) -> None:
-    """Run a Celery worker that executes runs."""
+@click.option("--system", is_flag=True,
+              help="Serve the system queue instead of runs: sweeps, form ingests, federation syncs.")
+def worker(concurrency: int | None, loglevel: str, system: bool) -> None:
+    """Run a Celery worker that executes runs (or, with --system, the system's own work)."""
     import socket
 
-    from ..celery_app import QUEUE, celery
+    from .. import celery_app
+    from ..celery_app import QUEUE, SYSTEM_QUEUE, celery
 
     runtime = _runtime()
     runtime.policies.current()
-    count = concurrency or runtime.settings.worker_concurrency
-    celery.worker_main(["worker", "-Q", QUEUE, "-c", str(count), "-l", loglevel, "--without-mingle",
-                        "--without-gossip", "-n", f"aurora-{socket.gethostname()}-{os.getpid()}@%h"])
+    if system:
+        # Threads: a sync that waits on a slow peer must not hold up a sweep beside it.
+        queue, pool, count, kind = SYSTEM_QUEUE, "threads", concurrency or 4, "system"
+    else:
+        queue, pool, count, kind = QUEUE, "prefork", concurrency or runtime.settings.worker_concurrency, "worker"
+    celery_app.process_kind = kind
+    celery.worker_main(["worker", "-Q", queue, "-P", pool, "-c", str(count), "-l", loglevel, "--without-mingle",
+                        "--without-gossip", "-n", f"aurora-{kind}-{socket.gethostname()}-{os.getpid()}@%h"])
 
 
 @main.command()

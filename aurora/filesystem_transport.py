@@ -1,0 +1,117 @@
+"""kombu's filesystem transport, made safe for the embedded default: no reader ever sees a
+partial message, and a malformed one is set aside instead of killing the worker.
+
+Stock kombu (5.7) creates a message file under its final name and writes it afterwards, so a
+worker polling the folder can read it empty and die with ``Unrecoverable error:
+JSONDecodeError`` (kombu issue #1551); a full disk leaves 0-byte files that kill the worker
+again on every restart. Here:
+
+- ``_put`` writes to a hidden temporary name in the same folder and renames it into place, so a
+  message appears whole or not at all (rename is atomic on one file system). A failed write
+  (disk full) removes the temporary file and raises, and the run stays queued in the database
+  for the sweeper to send again. No fsync: after a power loss a renamed but empty file is set
+  aside like any malformed one, and the database, not the broker, holds the run.
+- ``_get`` claims a file by renaming it into the processed folder (on the same file system, so
+  two workers never take the same file), reads it and deletes it. A file that is not a whole
+  JSON message is moved to ``bad/`` beside the queue folder, logged once, and the next file is
+  read.
+
+Offered upstream with kombu #1551; the change is these two methods.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from pathlib import Path
+from queue import Empty
+from typing import Any
+
+from kombu.exceptions import ChannelError
+from kombu.transport import filesystem, virtual
+from kombu.utils.json import dumps, loads
+
+log = logging.getLogger(__name__)
+
+#: the folder, beside the queue folder, where malformed message files are set aside
+BAD_FOLDER = "bad"
+
+
+class Channel(filesystem.Channel):
+    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+        folder = Path(self.data_folder_out)
+        # kombu orders messages by this name; the leading dot keeps the temporary file out of
+        # every reader's listing (a reader matches names ending in ".<queue>.msg" after the first dot).
+        name = f"{int(round(time.monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
+        temporary = folder / f".{name}.tmp"
+        try:
+            with open(temporary, "wb") as handle:
+                handle.write(dumps(payload).encode())
+            os.replace(temporary, folder / name)
+        except OSError as exc:
+            temporary.unlink(missing_ok=True)
+            raise ChannelError(f"cannot add a message to {folder}: {exc.strerror or exc}") from exc
+
+    def _get(self, queue: str) -> Any:
+        folder = Path(self.data_folder_in)
+        wanted = f"{queue}.msg"
+        claimed_folder = Path(self.processed_folder)
+        for name in sorted(os.listdir(folder)):
+            if name.partition(".")[2] != wanted:
+                continue
+            claimed = claimed_folder / name
+            try:
+                os.replace(folder / name, claimed)  # only one reader wins the rename
+            except OSError:
+                continue  # another worker took it
+            try:
+                raw = claimed.read_bytes()
+            except OSError as exc:
+                raise ChannelError(f"cannot read {claimed}") from exc
+            try:
+                message = loads(raw.decode())
+                if not isinstance(message, dict):
+                    raise ValueError("not a JSON object")
+            except (ValueError, UnicodeDecodeError) as exc:
+                self._set_aside(claimed, folder, exc, len(raw))
+                continue
+            claimed.unlink(missing_ok=True)
+            return message
+        raise Empty()
+
+    @staticmethod
+    def _set_aside(path: Path, folder: Path, problem: Exception, size: int) -> None:
+        bad = folder.parent / BAD_FOLDER
+        try:
+            bad.mkdir(exist_ok=True)
+            os.replace(path, bad / path.name)
+            where = bad / path.name
+        except OSError:
+            path.unlink(missing_ok=True)
+            where = None
+        reason = "empty" if size == 0 else (problem.msg if isinstance(problem, json.JSONDecodeError) else str(problem))
+        log.error("broker: set aside a malformed message file %s (%d bytes, %s)%s", path.name, size, reason,
+                  f"; kept in {where}" if where else "; deleted")
+
+
+class Transport(filesystem.Transport):
+    """One broker state (declared exchanges and bindings) per broker folder.
+
+    kombu keeps one for the whole process, so a second broker folder in the same process (tests,
+    a bench) believed its bindings already written and sent every message to the dead-letter queue.
+    """
+
+    Channel = Channel
+    _states: dict[str, virtual.BrokerState] = {}
+
+    def __init__(self, client: Any, **kwargs: Any) -> None:
+        super().__init__(client, **kwargs)
+        folder = str((client.transport_options or {}).get("control_folder", "control"))
+        self.state = self._states.setdefault(folder, virtual.BrokerState())
+
+
+#: how Celery's ``broker_transport`` names this transport
+NAME = f"{__name__}:Transport"

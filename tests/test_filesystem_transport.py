@@ -1,0 +1,93 @@
+"""The embedded broker: whole messages or none, and a malformed file never stops a worker."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+from conftest import missing
+from kombu import Connection
+
+from aurora import filesystem_transport
+
+
+def connection(folder: Path) -> Connection:
+    for sub in ("queue", "processed", "control"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    return Connection("filesystem://", transport=filesystem_transport.NAME, transport_options={
+        "data_folder_in": str(folder / "queue"), "data_folder_out": str(folder / "queue"),
+        "processed_folder": str(folder / "processed"), "control_folder": str(folder / "control"),
+        "store_processed": False})
+
+
+def test_a_malformed_or_empty_message_file_is_set_aside_and_the_next_is_read(tmp_path: Path, caplog) -> None:
+    queue = tmp_path / "queue"
+    with connection(tmp_path) as conn:
+        inbox = conn.SimpleQueue("q")
+        (queue / f"0001_{uuid.uuid4()}.q.msg").write_bytes(b"")  # what kombu #1551 leaves behind
+        (queue / f"0002_{uuid.uuid4()}.q.msg").write_bytes(b'{"body": "trunc')
+        (queue / f"0003_{uuid.uuid4()}.q.msg").write_bytes(b"\xff\xfe")
+        inbox.put({"n": 1})
+        assert inbox.get(timeout=2).payload == {"n": 1}
+        assert len(os.listdir(tmp_path / "bad")) == 3
+        assert os.listdir(queue) == [] and os.listdir(tmp_path / "processed") == []
+    assert caplog.text.count("set aside a malformed message file") == 3
+
+
+def test_readers_never_see_a_partial_message_while_writers_publish(tmp_path: Path) -> None:
+    count, got, problems = 400, [], []
+
+    def publish(offset: int) -> None:
+        with connection(tmp_path) as conn:
+            inbox = conn.SimpleQueue("q")
+            for i in range(count // 2):
+                inbox.put({"n": offset + i, "pad": "x" * 20_000})  # big enough to be written in pieces
+
+    def read() -> None:
+        with connection(tmp_path) as conn:
+            inbox = conn.SimpleQueue("q")
+            while len(got) < count:
+                try:
+                    message = inbox.get(timeout=5)
+                except Exception as exc:  # noqa: BLE001 - the test reports it
+                    problems.append(repr(exc))
+                    return
+                got.append(message.payload["n"])
+                message.ack()
+
+    threads = [threading.Thread(target=read), threading.Thread(target=publish, args=(0,)),
+               threading.Thread(target=publish, args=(count // 2,))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert problems == [] and sorted(got) == list(range(count))
+    assert not (tmp_path / "bad").exists()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path):
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode:
+        missing(f"a small tmpfs for a full disk: {mounted.stderr.decode().strip()} (needs root)")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_publish_on_a_full_disk_fails_and_leaves_no_file(tiny_disk: Path) -> None:
+    with connection(tiny_disk) as conn:
+        inbox = conn.SimpleQueue("q")
+        with pytest.raises(Exception, match="cannot add a message"):
+            for i in range(100):
+                inbox.put({"n": i, "pad": "x" * 10_000})
+        sizes = [p.stat().st_size for p in (tiny_disk / "queue").iterdir()]
+        assert all(sizes) and not any(p.name.endswith(".tmp") for p in (tiny_disk / "queue").iterdir())
+        whole = len(sizes)
+        for _ in range(whole):  # every message that was stored is read back whole
+            assert inbox.get(timeout=2).payload["pad"] == "x" * 10_000

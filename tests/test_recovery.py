@@ -1,0 +1,128 @@
+"""Recovery end to end: malformed broker files, lost messages, a broker outage, a backlog."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import ROOT, free_port, missing, reachable
+from sqlalchemy import create_engine, update
+
+from aurora.models import Run, utcnow
+
+
+def started(stack, *, workers: bool = True, concurrency: int = 2):
+    """web + (run worker) + system worker + beat on the stack's settings."""
+    stack.port = free_port()
+    stack.aurora("db", "upgrade")
+    stack.keys["admin"] = stack.aurora("keys", "create", "admin", "--role", "admin").stdout.strip()
+    stack.start("web", "serve", "--port", str(stack.port), "--workers", "1")
+    if workers:
+        stack.start("worker", "worker", "-c", str(concurrency))
+    stack.start("system", "worker", "--system")
+    stack.start("beat", "beat")
+    stack.wait_healthy(workers=workers)
+    return stack
+
+
+def submit(stack, name: str = "send_report") -> str:
+    response = stack.http("POST", "/workflows", data=(ROOT / "workflows" / f"{name}.yaml").read_bytes(),
+                          headers={"Content-Type": "application/yaml"})
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def test_the_embedded_worker_sets_malformed_message_files_aside_and_carries_on(make_stack) -> None:
+    stack = make_stack()
+    queue = Path(stack.env["AURORA_HOME"]) / "broker" / "queue"
+    queue.mkdir(parents=True)
+    (queue / f"0001_{uuid.uuid4()}.aurora.msg").write_bytes(b"")  # kombu #1551, or a full disk
+    (queue / f"0002_{uuid.uuid4()}.aurora.msg").write_bytes(b'{"body": "eyJ')
+    started(stack)
+    run = stack.wait_status(submit(stack), {"succeeded"}, timeout=30)
+    assert run["result"]["dry_run"] is True
+    time.sleep(1)
+    assert stack.procs["worker"].poll() is None, stack.log("worker")[-3000:]
+    assert "Unrecoverable error" not in stack.log("worker")
+    assert len(list((queue.parent / "bad").iterdir())) == 2
+    assert stack.log("worker").count("set aside a malformed message file") == 2
+
+
+def test_a_message_taken_by_a_worker_that_died_is_sent_again_within_seconds(make_stack, redis_url) -> None:
+    import redis
+
+    redis.Redis.from_url(redis_url).flushdb()
+    stack = started(make_stack(broker_url=redis_url), workers=False)
+    run_id = submit(stack)
+    client = redis.Redis.from_url(redis_url)
+    deadline = time.monotonic() + 10
+    while not client.llen("aurora") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert client.rpop("aurora")  # taken off the queue, and never claimed: the worker died
+    stack.start("worker", "worker", "-c", "1")
+    started_at = time.monotonic()
+    run = stack.wait_status(run_id, {"succeeded"}, timeout=60)
+    assert time.monotonic() - started_at < 30
+    types = [e["type"] for e in run["timeline"]]
+    assert types.count("run.requeued") == 1 and types.count("run.running") == 1
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path):
+    if not shutil.which("redis-server"):
+        missing("redis-server, to stop a private Redis on purpose")
+    port = free_port()
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+               "--dir", str(tmp_path)]
+
+    def start() -> subprocess.Popen:
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not reachable("127.0.0.1", port) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return proc
+
+    state = {"proc": start()}
+
+    def stop() -> None:
+        state["proc"].terminate()
+        state["proc"].wait(10)
+
+    def restart() -> None:
+        state["proc"] = start()
+
+    yield f"redis://127.0.0.1:{port}/0", stop, restart
+    if state["proc"].poll() is None:
+        stop()
+
+
+def test_runs_accepted_while_the_broker_was_down_run_when_it_is_back(make_stack, private_redis) -> None:
+    url, stop, restart = private_redis
+    stack = started(make_stack(broker_url=url))
+    stop()  # the broker and everything it held are gone
+    accepted = [submit(stack) for _ in range(3)]
+    health = requests.get(stack.url + "/health", timeout=5).json()
+    assert health["components"]["broker"]["ok"] is False
+    restart()
+    for run_id in accepted:
+        run = stack.wait_status(run_id, {"succeeded"}, timeout=60)
+        assert [e["type"] for e in run["timeline"]].count("run.running") == 1
+
+
+def test_a_backlog_of_runs_does_not_delay_the_sweeper(make_stack) -> None:
+    stack = started(make_stack(AURORA_SIMULATED_LATENCY_MS="500"), concurrency=1)
+    waiting = submit(stack, "charge_invoice")
+    stack.wait_status(waiting, {"awaiting_approval"}, timeout=30)
+    backlog = [submit(stack) for _ in range(40)]  # 20 s of work for the one worker process
+    database = create_engine(stack.env["AURORA_DATABASE_URL"])
+    with database.begin() as connection:
+        connection.execute(update(Run).where(Run.id == waiting).values(gate_deadline=utcnow() - timedelta(seconds=1)))
+    database.dispose()
+    stack.wait_status(waiting, {"expired"}, timeout=6)
+    assert stack.http("GET", f"/workflows/{backlog[-1]}").json()["status"] == "queued"
