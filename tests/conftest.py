@@ -148,6 +148,28 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture
+def rabbitmq_url() -> str:
+    """RabbitMQ's default virtual host, its run and system queues emptied first."""
+    url = os.environ.get("AURORA_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
+    from kombu import Connection
+
+    try:
+        with Connection(url, connect_timeout=3) as conn:
+            conn.ensure_connection(max_retries=1)
+            for queue in ("aurora", "aurora.system"):
+                channel = conn.channel()
+                try:
+                    channel.queue_purge(queue)
+                except Exception:  # noqa: BLE001 - not declared yet: nothing to empty
+                    pass
+                finally:
+                    channel.close()
+    except Exception as exc:  # noqa: BLE001
+        missing(f"RabbitMQ at {url}: {exc.__class__.__name__}")
+    return url
+
+
+@pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database, dropped afterwards."""
     import psycopg
@@ -243,6 +265,26 @@ class Stack:
             time.sleep(0.2)
         raise AssertionError(f"stack not healthy: {body}\n" + "\n".join(
             f"--- {n}\n{self.log(n)[-3000:]}" for n in self.logs))
+
+    def boot(self, *, workers: bool = True, concurrency: int = 2) -> Stack:
+        """Migrate, make an admin key, start web + run worker + system worker + beat."""
+        self.port = self.port or free_port()
+        self.aurora("db", "upgrade")
+        self.keys["admin"] = self.aurora("keys", "create", "admin", "--role", "admin").stdout.strip()
+        self.start("web", "serve", "--port", str(self.port), "--workers", "1")
+        if workers:
+            self.start("worker", "worker", "-c", str(concurrency))
+        self.start("system", "worker", "--system")
+        self.start("beat", "beat")
+        self.wait_healthy(workers=workers)
+        return self
+
+    def submit(self, name: str = "send_report", key: str = "admin") -> str:
+        """Submit one of the example workflows; return the run id."""
+        response = self.http("POST", "/workflows", key=key, data=(ROOT / "workflows" / f"{name}.yaml").read_bytes(),
+                             headers={"Content-Type": "application/yaml"})
+        assert response.status_code == 201, response.text
+        return response.json()["id"]
 
     def wait_status(self, run_id: str, statuses: set[str], timeout: float = 60) -> dict[str, Any]:
         deadline = time.monotonic() + timeout

@@ -11,31 +11,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import ROOT, free_port, missing, reachable
+from conftest import free_port, missing, reachable
 from sqlalchemy import create_engine, update
 
 from aurora.models import Run, utcnow
-
-
-def started(stack, *, workers: bool = True, concurrency: int = 2):
-    """web + (run worker) + system worker + beat on the stack's settings."""
-    stack.port = free_port()
-    stack.aurora("db", "upgrade")
-    stack.keys["admin"] = stack.aurora("keys", "create", "admin", "--role", "admin").stdout.strip()
-    stack.start("web", "serve", "--port", str(stack.port), "--workers", "1")
-    if workers:
-        stack.start("worker", "worker", "-c", str(concurrency))
-    stack.start("system", "worker", "--system")
-    stack.start("beat", "beat")
-    stack.wait_healthy(workers=workers)
-    return stack
-
-
-def submit(stack, name: str = "send_report") -> str:
-    response = stack.http("POST", "/workflows", data=(ROOT / "workflows" / f"{name}.yaml").read_bytes(),
-                          headers={"Content-Type": "application/yaml"})
-    assert response.status_code == 201, response.text
-    return response.json()["id"]
 
 
 def test_the_embedded_worker_sets_malformed_message_files_aside_and_carries_on(make_stack) -> None:
@@ -44,8 +23,8 @@ def test_the_embedded_worker_sets_malformed_message_files_aside_and_carries_on(m
     queue.mkdir(parents=True)
     (queue / f"0001_{uuid.uuid4()}.aurora.msg").write_bytes(b"")  # kombu #1551, or a full disk
     (queue / f"0002_{uuid.uuid4()}.aurora.msg").write_bytes(b'{"body": "eyJ')
-    started(stack)
-    run = stack.wait_status(submit(stack), {"succeeded"}, timeout=30)
+    stack.boot()
+    run = stack.wait_status(stack.submit(), {"succeeded"}, timeout=30)
     assert run["result"]["dry_run"] is True
     time.sleep(1)
     assert stack.procs["worker"].poll() is None, stack.log("worker")[-3000:]
@@ -58,8 +37,8 @@ def test_a_message_taken_by_a_worker_that_died_is_sent_again_within_seconds(make
     import redis
 
     redis.Redis.from_url(redis_url).flushdb()
-    stack = started(make_stack(broker_url=redis_url), workers=False)
-    run_id = submit(stack)
+    stack = make_stack(broker_url=redis_url).boot(workers=False)
+    run_id = stack.submit()
     client = redis.Redis.from_url(redis_url)
     deadline = time.monotonic() + 10
     while not client.llen("aurora") and time.monotonic() < deadline:
@@ -104,9 +83,9 @@ def private_redis(tmp_path: Path):
 
 def test_runs_accepted_while_the_broker_was_down_run_when_it_is_back(make_stack, private_redis) -> None:
     url, stop, restart = private_redis
-    stack = started(make_stack(broker_url=url))
+    stack = make_stack(broker_url=url).boot()
     stop()  # the broker and everything it held are gone
-    accepted = [submit(stack) for _ in range(3)]
+    accepted = [stack.submit() for _ in range(3)]
     health = requests.get(stack.url + "/health", timeout=5).json()
     assert health["components"]["broker"]["ok"] is False
     restart()
@@ -116,10 +95,10 @@ def test_runs_accepted_while_the_broker_was_down_run_when_it_is_back(make_stack,
 
 
 def test_a_backlog_of_runs_does_not_delay_the_sweeper(make_stack) -> None:
-    stack = started(make_stack(AURORA_SIMULATED_LATENCY_MS="500"), concurrency=1)
-    waiting = submit(stack, "charge_invoice")
+    stack = make_stack(AURORA_SIMULATED_LATENCY_MS="500").boot(concurrency=1)
+    waiting = stack.submit("charge_invoice")
     stack.wait_status(waiting, {"awaiting_approval"}, timeout=30)
-    backlog = [submit(stack) for _ in range(40)]  # 20 s of work for the one worker process
+    backlog = [stack.submit() for _ in range(40)]  # 20 s of work for the one worker process
     database = create_engine(stack.env["AURORA_DATABASE_URL"])
     with database.begin() as connection:
         connection.execute(update(Run).where(Run.id == waiting).values(gate_deadline=utcnow() - timedelta(seconds=1)))

@@ -175,3 +175,22 @@ def test_submit_while_the_broker_is_down_loses_nothing(client, api_keys, runtime
     assert "sent again automatically" in response.json["warning"]
     run = client.get(f"/workflows/{response.json['id']}", headers=api_keys.header("viewer")).json
     assert run["status"] == "queued"
+
+
+def test_rabbitmq_stack_runs_every_example_and_recovers_a_killed_worker(make_stack, rabbitmq_url) -> None:
+    stack = make_stack(broker_url=rabbitmq_url, AURORA_LEASE_SECONDS="2").boot()
+    health = stack.http("GET", "/health", key="").json()
+    assert health["components"]["broker"]["kind"] == "amqp" and health["components"]["broker"]["ok"]
+    ids = {stack.submit(name): final for name, final in EXAMPLES.items()}
+    for run_id, final in ids.items():
+        stack.wait_status(run_id, {final})
+    stack.env["AURORA_SIMULATED_LATENCY_MS"] = "4000"
+    stack.kill("worker")
+    stack.start("worker", "worker", "-c", "1")
+    run_id = stack.submit()
+    stack.wait_status(run_id, {"running"})
+    stack.kill("worker")  # mid-run: RabbitMQ gives the message back, the lease decides
+    stack.start("worker", "worker", "-c", "1")
+    run = stack.wait_status(run_id, {"succeeded", "failed"}, timeout=60)
+    assert run["status"] == "succeeded"
+    assert [e["type"] for e in run["timeline"]].count("run.succeeded") == 1
