@@ -156,9 +156,30 @@ def _on_setup_logging(loglevel: int | str | None = None, **_: Any) -> None:
     configure(get_runtime().secret_values, logging.getLevelName(loglevel) if isinstance(loglevel, int) else loglevel)
 
 
+#: set by ``aurora worker --system --beat``: this process runs beat too, in a thread
+embedded_beat = False
+_beat_thread: Any = None
+
+
 @signals.worker_ready.connect
 def _on_worker_ready(**_: Any) -> None:
+    global _beat_thread
     _start_heartbeat(process_kind)
+    if embedded_beat:
+        # Celery's own ``-B`` would fork a process for it; a thread saves that process's memory
+        # (about 70 MB of the embedded stack) and stops with the worker.
+        from celery.beat import EmbeddedService
+
+        settings = get_runtime().settings
+        _beat_thread = EmbeddedService(celery, thread=True,
+                                       schedule_filename=str(settings.home / "celerybeat-schedule"))
+        _beat_thread.start()
+
+
+@signals.worker_shutdown.connect
+def _on_worker_shutdown(**_: Any) -> None:
+    if _beat_thread is not None:
+        _beat_thread.stop()
 
 
 @signals.beat_init.connect

@@ -18,7 +18,7 @@ from ._common import _runtime, main
               help="Port to listen on (repeat for several; the seed uses 9292 and 9195).")
 @click.option("--web-workers", default=1, show_default=True, help="gunicorn worker processes (8 threads each).")
 def up(host: str, ports: tuple[int, ...], web_workers: int) -> None:
-    """Migrate the database and start web, worker, system worker and beat; Ctrl-C stops all of them."""
+    """Migrate the database and start web, worker and system worker (with beat); Ctrl-C stops them all."""
     import subprocess
 
     from ..config import load_settings
@@ -46,8 +46,7 @@ def up(host: str, ports: tuple[int, ...], web_workers: int) -> None:
     code = run_stack({
         "web": gunicorn_command([f"{host}:{p}" for p in ports], web_workers, threads=8),
         "worker": [python, "-m", "aurora", "worker"],
-        "system": [python, "-m", "aurora", "worker", "--system"],
-        "beat": [python, "-m", "aurora", "beat"],
+        "system": [python, "-m", "aurora", "worker", "--system", "--beat"],
     })
     sys.exit(code)
 
@@ -91,7 +90,9 @@ def _default_loglevel() -> str:
               help="Lowest level of log lines written.")
 @click.option("--system", is_flag=True,
               help="Serve the system queue instead of runs: sweeps, form ingests, federation syncs.")
-def worker(concurrency: int | None, loglevel: str, system: bool) -> None:
+@click.option("--beat", "with_beat", is_flag=True,
+              help="With --system: run beat in this process too (what `aurora up` does); run one beat in all.")
+def worker(concurrency: int | None, loglevel: str, system: bool, with_beat: bool) -> None:
     """Run a Celery worker that executes runs (or, with --system, the system's own work)."""
     import socket
 
@@ -105,7 +106,9 @@ def worker(concurrency: int | None, loglevel: str, system: bool) -> None:
         queue, pool, count, kind = SYSTEM_QUEUE, "threads", concurrency or 4, "system"
     else:
         queue, pool, count, kind = QUEUE, "prefork", concurrency or runtime.settings.worker_concurrency, "worker"
-    celery_app.process_kind = kind
+    if with_beat and not system:
+        raise click.UsageError("--beat goes with --system: beat belongs beside the system queue")
+    celery_app.process_kind, celery_app.embedded_beat = kind, with_beat
     celery.worker_main(["worker", "-Q", queue, "-P", pool, "-c", str(count), "-l", loglevel, "--without-mingle",
                         "--without-gossip", "-n", f"aurora-{kind}-{socket.gethostname()}-{os.getpid()}@%h"])
 
