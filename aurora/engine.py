@@ -442,32 +442,46 @@ class Engine:
     def sweep(self, waiting: int | None = None) -> list[str]:
         """Reclaim lapsed leases, resend lost messages, expire overdue gates; return the run ids
         to enqueue again. ``waiting`` is the number of messages the broker holds for the run
-        queue (None when it cannot tell)."""
+        queue (None when it cannot tell).
+
+        The candidates are found in a read, without the writer's turn (on SQLite every worker
+        waits for that turn, and a backlog makes the search longer); the writes that follow are
+        compare-and-sets, so whatever moved in between is left alone.
+        """
         now = utcnow()
-        again: list[str] = []
-        with self.db.write() as session:
+        with self.db.read() as session:
             lapsed = session.scalars(select(Run.id).where(
                 Run.status == RunStatus.RUNNING.value, Run.lease_expires_at < now)).all()
+            lost = self._lost_messages(session, waiting, now)
+            overdue = session.scalars(select(Run.id).where(
+                Run.status == RunStatus.AWAITING_APPROVAL.value, Run.gate_deadline < now)).all()
+        again: list[str] = []
+        if not (lapsed or lost or overdue):
+            return again
+        with self.db.write() as session:
             for run_id in lapsed:
                 if self.transition(session, run_id, (RunStatus.RUNNING,), RunStatus.QUEUED,
                                     {"reason": "lease lapsed: the worker stopped"},
                                     where="lease_lapsed", where_params={"w_before": now}, lease_owner=None,
                                     lease_expires_at=None, enqueued_at=now):
                     again.append(run_id)
-            for run_id in self._lost_messages(session, waiting, now):
-                session.execute(update(Run).where(Run.id == run_id).values(enqueued_at=now))
-                events.append(self.db, session, self.node, "run.requeued",
-                              {"reason": "its message was lost: sent again"}, run_id=run_id, at=now)
-                again.append(run_id)
-            overdue = session.scalars(select(Run.id).where(
-                Run.status == RunStatus.AWAITING_APPROVAL.value, Run.gate_deadline < now)).all()
+            for run_id, enqueued_at in lost:
+                resent = session.execute(update(Run).where(
+                    Run.id == run_id, Run.status == RunStatus.QUEUED.value,
+                    Run.enqueued_at.is_(None) if enqueued_at is None else Run.enqueued_at == enqueued_at,
+                ).values(enqueued_at=now)).rowcount
+                if resent:
+                    events.append(self.db, session, self.node, "run.requeued",
+                                  {"reason": "its message was lost: sent again"}, run_id=run_id, at=now)
+                    again.append(run_id)
             for run_id in overdue:
                 self.transition(session, run_id, (RunStatus.AWAITING_APPROVAL,), RunStatus.EXPIRED,
                                  {"reason": "approval deadline passed"}, where="gate_overdue",
                                  where_params={"w_before": now})
         return again
 
-    def _lost_messages(self, session: Session, waiting: int | None, now: datetime) -> list[str]:
+    def _lost_messages(self, session: Session, waiting: int | None, now: datetime,
+                       ) -> list[tuple[str, datetime | None]]:
         """Queued runs whose message is no longer in the broker, though no worker claimed them.
 
         The broker hands out messages first in, first out, so the ``waiting`` messages it still
@@ -485,4 +499,4 @@ class Engine:
         queued = session.execute(
             select(Run.id, Run.enqueued_at).where(Run.status == RunStatus.QUEUED.value)
             .order_by(Run.enqueued_at.desc(), Run.pk.desc()).offset(waiting).limit(RESEND_BATCH)).all()
-        return [row.id for row in queued if row.enqueued_at is None or row.enqueued_at < stale]
+        return [(row.id, row.enqueued_at) for row in queued if row.enqueued_at is None or row.enqueued_at < stale]

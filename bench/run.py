@@ -1,6 +1,6 @@
 """Run every benchmark, print the figures, and write them to docs/benchmarks.md.
 
-Usage: python bench/run.py [NAME ...]   (names: submissions latency throughput memory transports)
+Usage: python bench/run.py [NAME ...]   (names: the keys of BENCHES below)
 Needs Redis on 127.0.0.1:6379 (database 12 is flushed) or BENCH_REDIS.
 """
 
@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import adapters  # noqa: E402
 import federation  # noqa: E402
+import recovery  # noqa: E402
 import router  # noqa: E402
 import spine  # noqa: E402
 import transports  # noqa: E402
@@ -32,6 +33,7 @@ BENCHES = {
     "route_http": router.http_latency,
     "adapters": adapters.overhead,
     "federation": federation.replicate,
+    "reliability": recovery.reliability,
 }
 NOTES = """## Reading the figures
 
@@ -144,6 +146,21 @@ def write(results: dict) -> None:
     if f:
         lines.append(f"| federation: {f['events']:,} events node → node over HTTP | {f['replicated_per_s']} events/s"
                      f" ({f['sync_s']} s) | reading the same rows locally: {f['local_read_s']} s | — | {f['goal']} |")
+    rel = results.get("reliability")
+    if rel:
+        so, rc, st, bl = rel["soak"], rel["recovery"], rel["stop"], rel["backlog"]
+        lines.append(f"| soak of the embedded default: bursts of 40 submissions every 3 s, a sweep every second,"
+                     f" {so['seconds']:.0f} s | {so['runs']} runs, {so['succeeded']} succeeded, {so['crashes']} crashes,"
+                     f" RSS {so['rss_start_mb']} → {so['rss_end_mb']} MB (max {so['rss_max_mb']}) | — | — | {so['goal']} |")
+        lines.append(f"| recovery: worker SIGKILLed mid-run (lease {rc['lease_s']} s) → run finished |"
+                     f" p50 {rc['worker_killed_p50_s']} s, max {rc['worker_killed_max_s']} s | — | — | lease + one sweep |")
+        lines.append(f"| recovery: message lost before any claim → run finished |"
+                     f" p50 {rc['lost_message_p50_s']} s, max {rc['lost_message_max_s']} s"
+                     f" ({rc['lost_recovered']}/{rc['lost_runs']}) | — | — | {rc['goal']} |")
+        lines.append(f"| `aurora up` stop on SIGTERM | idle {st['idle_stop_s']} s; busy {st['busy_stop_s']} s,"
+                     f" its run {st['busy_run']} | — | — | {st['goal']} |")
+        lines.append(f"| {bl['runs']:,} runs queued before a worker starts (2 processes) | drained in {bl['drained_s']} s,"
+                     f" {bl['resent']} sent again ({bl['resent_pct']}%) | — | — | {bl['goal']} |")
     lines += ["", NOTES, "", "Raw figures:", "", "```json", json.dumps(results, indent=2), "```", ""]
     DOC.write_text("\n".join(lines))
     print(f"wrote {DOC}")
