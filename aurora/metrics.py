@@ -7,13 +7,20 @@ are right whichever machine did the work.
 
 from __future__ import annotations
 
+import errno
+import functools
+import logging
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
 
 _dir: Path | None = None
+F = TypeVar("F", bound=Callable[..., None])
 
 
 def prepare(home: Path, clear: bool = False) -> None:
@@ -25,6 +32,70 @@ def prepare(home: Path, clear: bool = False) -> None:
     path.mkdir(parents=True, exist_ok=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
     _dir = path
+    _reserve_blocks()
+
+
+class _ReservingFile:
+    """A metrics file whose ``truncate`` (how prometheus_client grows it) reserves the blocks."""
+
+    def __init__(self, handle: Any):
+        self._handle = handle
+
+    def truncate(self, size: int) -> int:
+        _fallocate(self._handle.fileno(), size)
+        return self._handle.truncate(size)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._handle, name)
+
+
+def _fallocate(fd: int, size: int) -> None:
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # EINVAL/EOPNOTSUPP: a filesystem that cannot reserve; the hole stays, as before.
+
+
+def _reserve_blocks() -> None:
+    """prometheus_client maps its files after growing them with ``truncate``, which leaves a hole:
+    on a full disk the first write into the hole is a SIGBUS that kills the whole process (a web
+    process with all its threads, a worker in the middle of a run). Reserving the blocks first
+    turns that into an ENOSPC, which the callers below count as a metric not counted."""
+    from prometheus_client import mmap_dict
+
+    cls = mmap_dict.MmapedDict
+    if getattr(cls, "_aurora_reserves", False):
+        return
+    original = cls.__init__
+
+    def __init__(self: Any, filename: str, read_mode: bool = False) -> None:
+        original(self, filename, read_mode)
+        if read_mode:
+            return
+        try:
+            _fallocate(self._f.fileno(), self._capacity)
+        except OSError:
+            self.close()
+            raise
+        self._f = _ReservingFile(self._f)
+
+    cls.__init__ = __init__
+    cls._aurora_reserves = True
+
+
+def _never_fails(function: F) -> F:
+    """Counting must never fail the work it counts (a full disk makes the metrics files fail)."""
+
+    @functools.wraps(function)
+    def wrapped(*args: Any, **kwargs: Any) -> None:
+        try:
+            function(*args, **kwargs)
+        except OSError as exc:
+            log.warning("a metric was not counted: %s", errno.errorcode.get(exc.errno or 0, exc.__class__.__name__))
+
+    return wrapped  # type: ignore[return-value]
 
 
 _lock = threading.Lock()
@@ -62,6 +133,7 @@ def _enabled() -> bool:
     return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 
+@_never_fails
 def request_done(method: str, endpoint: str, status: int, seconds: float) -> None:
     if _enabled():
         m = _metrics()
@@ -69,11 +141,13 @@ def request_done(method: str, endpoint: str, status: int, seconds: float) -> Non
         m["request_seconds"].labels(endpoint).observe(seconds)
 
 
+@_never_fails
 def run_finished(goal: str, status: str, seconds: float) -> None:
     if _enabled():
         _metrics()["run_seconds"].labels(goal, status).observe(max(seconds, 0.0))
 
 
+@_never_fails
 def rate_limit_waited(adapter: str, seconds: float) -> None:
     if _enabled() and seconds > 0:
         m = _metrics()
