@@ -84,3 +84,14 @@ def test_too_little_free_space_is_not_ok(client, runtime) -> None:
     disk = response.json["components"]["disk"]
     assert disk["ok"] is False and "less than" in disk["error"] and runtime.settings.home.as_posix() not in disk["error"]
     assert "disk" in client.get("/health/ready").json["failing"]
+
+
+def test_health_never_echoes_a_broker_url_or_its_password(client, runtime) -> None:
+    from dataclasses import replace
+
+    runtime.settings = replace(runtime.settings, broker_url=f"redis://:s3cr3t-pw@127.0.0.1:{free_port()}/0")
+    for path in ("/health", "/health/ready"):
+        response = client.get(path)
+        assert response.status_code == 503
+        text = response.get_data(as_text=True)
+        assert "s3cr3t-pw" not in text and "127.0.0.1" not in text and str(runtime.settings.home) not in text
