@@ -131,3 +131,31 @@ def test_concurrent_identical_requests_make_one_run(any_runtime) -> None:
     assert sorted(status for status, _ in answers) == [200] * (threads - 1) + [201], answers
     assert len({run_id for _, run_id in answers}) == 1
     assert runs(any_runtime) == 1
+
+
+def test_identical_requests_racing_through_gunicorn_on_postgresql_make_one_run(make_stack, postgres_url) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+    from conftest import free_port
+
+    stack = make_stack(database_url=postgres_url)
+    stack.port = free_port()
+    stack.aurora("db", "upgrade")
+    key = stack.aurora("keys", "create", "sam", "--role", "submitter").stdout.strip()
+    stack.start("web", "serve", "--port", str(stack.port), "--workers", "2")
+    stack.wait_healthy(workers=False)
+    start = threading.Barrier(12)
+
+    def send(_: int) -> tuple[int, str]:
+        start.wait()
+        response = requests.post(stack.url + "/workflows", data=MAIL, timeout=30, headers={
+            **YAML, "Authorization": f"Bearer {key}", "Idempotency-Key": "gunicorn-race"})
+        return response.status_code, response.json().get("id", response.text)
+
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(send, range(12)))
+    assert sorted(status for status, _ in answers) == [200] * 11 + [201], answers
+    assert len({run_id for _, run_id in answers}) == 1
+    listed = requests.get(stack.url + "/workflows", headers={"Authorization": f"Bearer {key}"}, timeout=10).json()
+    assert len(listed["runs"]) == 1
