@@ -180,3 +180,27 @@ def test_an_oserror_of_a_full_disk_is_the_disk(code: int) -> None:
     except RuntimeError as outer:
         assert component_of(outer) == "disk"
     assert component_of(OSError(errno.ENOENT, "no")) is None
+
+
+@pytest.mark.timeout(30)  # without a connect timeout it would hang here for good
+def test_a_database_host_that_never_answers_is_a_503_within_seconds(env) -> None:
+    import socket
+    import time
+
+    from aurora.db import PG_CONNECT_TIMEOUT
+    from aurora.web import create_app
+
+    # A listener that never accepts: the kernel completes the handshake, then nothing answers,
+    # as with a hung server or a half-dead network path.
+    with socket.create_server(("127.0.0.1", 0), backlog=64) as silent:
+        url = f"postgresql://postgres@127.0.0.1:{silent.getsockname()[1]}/aurora"
+        set_runtime(Runtime(load_settings({**env, "AURORA_DATABASE_URL": url})))
+        try:
+            client = create_app({"TESTING": True}).test_client()
+            started = time.monotonic()
+            response = client.get("/workflows", headers={"Authorization": "Bearer aur_0123456789ab_x"})
+            assert response.status_code == 503 and response.json["component"] == "database"
+            assert time.monotonic() - started < PG_CONNECT_TIMEOUT + 3
+        finally:
+            set_runtime(None)
+            forget(url)
