@@ -35,18 +35,10 @@ def prepare(home: Path, clear: bool = False) -> None:
     _reserve_blocks()
 
 
-class _ReservingFile:
-    """A metrics file whose ``truncate`` (how prometheus_client grows it) reserves the blocks."""
-
-    def __init__(self, handle: Any):
-        self._handle = handle
-
-    def truncate(self, size: int) -> int:
-        _fallocate(self._handle.fileno(), size)
-        return self._handle.truncate(size)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._handle, name)
+#: bytes reserved for a new metrics file: its header and the first few dozen entries
+FIRST_BLOCK = 4096
+#: an entry's bytes beyond its key: length, padding to 8, value and timestamp (see mmap_dict)
+ENTRY_OVERHEAD = 32
 
 
 def _fallocate(fd: int, size: int) -> None:
@@ -59,29 +51,34 @@ def _fallocate(fd: int, size: int) -> None:
 
 
 def _reserve_blocks() -> None:
-    """prometheus_client maps its files after growing them with ``truncate``, which leaves a hole:
-    on a full disk the first write into the hole is a SIGBUS that kills the whole process (a web
-    process with all its threads, a worker in the middle of a run). Reserving the blocks first
-    turns that into an ENOSPC, which the callers below count as a metric not counted."""
+    """prometheus_client grows its memory-mapped files with ``truncate``, which leaves a hole: on a
+    full disk the first write into the hole is a SIGBUS that kills the whole process (a web
+    process with all its threads, a worker in the middle of a run). Reserving the blocks an entry
+    will occupy before it is written turns that into an ENOSPC, which the callers below count as
+    a metric not counted. Only what is used is reserved: a file stays as small as before."""
     from prometheus_client import mmap_dict
 
     cls = mmap_dict.MmapedDict
     if getattr(cls, "_aurora_reserves", False):
         return
-    original = cls.__init__
+    original_init, original_init_value = cls.__init__, cls._init_value
 
     def __init__(self: Any, filename: str, read_mode: bool = False) -> None:
-        original(self, filename, read_mode)
-        if read_mode:
-            return
-        try:
-            _fallocate(self._f.fileno(), self._capacity)
-        except OSError:
-            self.close()
-            raise
-        self._f = _ReservingFile(self._f)
+        if not read_mode:
+            fd = os.open(filename, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                if os.fstat(fd).st_size == 0:  # new: its header is written at once
+                    _fallocate(fd, FIRST_BLOCK)
+            finally:
+                os.close(fd)
+        original_init(self, filename, read_mode)
+
+    def _init_value(self: Any, key: str) -> None:
+        _fallocate(self._f.fileno(), self._used + len(key.encode("utf-8")) + ENTRY_OVERHEAD)
+        original_init_value(self, key)
 
     cls.__init__ = __init__
+    cls._init_value = _init_value
     cls._aurora_reserves = True
 
 

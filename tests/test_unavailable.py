@@ -204,3 +204,34 @@ def test_a_database_host_that_never_answers_is_a_503_within_seconds(env) -> None
         finally:
             set_runtime(None)
             forget(url)
+
+
+METRICS_ON_A_FULL_DISK = """
+import sys
+from pathlib import Path
+
+sys.path.insert(0, sys.argv[2])
+from test_unavailable import fill
+
+from aurora import metrics
+
+disk = Path(sys.argv[1])
+metrics.prepare(disk / "metrics")
+metrics.request_done("GET", "/first", 200, 0.01)  # the files exist, with room for a few entries
+fill(disk)
+for i in range(2000):  # each a new entry: the files must grow
+    metrics.request_done("GET", f"/endpoint/{i}", 200, 0.01)
+    metrics.run_finished("send_email", f"status{i}", 1.0)
+print("still alive")
+"""
+
+
+def test_metrics_on_a_full_disk_are_not_counted_instead_of_killing_the_process() -> None:
+    import sys
+
+    with tiny_disk("1M") as disk:
+        done = subprocess.run([sys.executable, "-c", METRICS_ON_A_FULL_DISK, str(disk), str(Path(__file__).parent)],
+                              capture_output=True, text=True, timeout=60,
+                              env={k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"})
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])  # -7 was SIGBUS
+    assert "still alive" in done.stdout and "a metric was not counted: ENOSPC" in done.stderr
