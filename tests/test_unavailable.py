@@ -100,11 +100,19 @@ def tiny_disk(size: str = "2M") -> Iterator[Path]:
                           capture_output=True, text=True)
     if done.returncode != 0:
         missing(f"cannot mount a tmpfs: {done.stderr.strip()}")
+    # The metrics files of this process stay on the real disk: a runtime made on the tiny disk would
+    # point them there for the rest of the session (the subprocess test below covers metrics).
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if metrics_dir is None:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="aurora-metrics-")
     try:
         yield mountpoint
     finally:
-        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
-        mountpoint.rmdir()
+        if metrics_dir is None:
+            shutil.rmtree(os.environ.pop("PROMETHEUS_MULTIPROC_DIR"), ignore_errors=True)
+        if subprocess.run(["umount", str(mountpoint)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mountpoint)], check=False)  # a file still open: detach
+        shutil.rmtree(mountpoint, ignore_errors=True)
 
 
 def fill(folder: Path) -> Path:
