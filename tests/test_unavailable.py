@@ -190,6 +190,17 @@ def test_an_oserror_of_a_full_disk_is_the_disk(code: int) -> None:
     assert component_of(OSError(errno.ENOENT, "no")) is None
 
 
+def test_broker_errors_are_the_broker() -> None:
+    from kombu.exceptions import OperationalError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from aurora.web.unavailable import component_of
+
+    assert component_of(OperationalError("connection refused")) == "broker"
+    assert component_of(RedisConnectionError("Error 111")) == "broker"
+    assert component_of(ValueError("a bug")) is None
+
+
 @pytest.mark.timeout(30)  # without a connect timeout it would hang here for good
 def test_a_database_host_that_never_answers_is_a_503_within_seconds(env) -> None:
     import socket
