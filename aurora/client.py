@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,12 @@ import requests
 from .errors import ClientError
 
 DEFAULT_URL = "http://127.0.0.1:9292"
+#: tries of a request that is safe to repeat: a GET, or a POST that carries an Idempotency-Key
+ATTEMPTS = 4
+#: the longest wait between two tries, whatever a 503's Retry-After says (seconds)
+MAX_WAIT = 10.0
+#: what may fail on the way and be tried again: the request may or may not have arrived
+RETRIED = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
 
 
 def config_path() -> Path:
@@ -46,6 +53,8 @@ class Client:
     url: str
     token: str | None
     timeout: float = 30.0
+    #: seconds before the second try; doubled for each further one
+    backoff: float = 0.5
 
     @classmethod
     def from_environment(cls) -> Client:
@@ -58,10 +67,24 @@ class Client:
         headers = kwargs.pop("headers", {})
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        try:
-            response = requests.request(method, self.url + path, headers=headers, timeout=self.timeout, **kwargs)
-        except requests.RequestException as exc:
-            raise ClientError(f"cannot reach Aurora at {self.url}: {exc.__class__.__name__}") from None
+        # Repeating is safe only when the server can tell a repeat from a new request.
+        repeatable = method == "GET" or "Idempotency-Key" in headers
+        for attempt in range(1, ATTEMPTS + 1):
+            last = not repeatable or attempt == ATTEMPTS
+            wait = self.backoff * 2 ** (attempt - 1)
+            try:
+                response = requests.request(method, self.url + path, headers=headers, timeout=self.timeout, **kwargs)
+            except RETRIED as exc:
+                if last:
+                    raise ClientError(f"cannot reach Aurora at {self.url}: {exc.__class__.__name__}") from None
+                time.sleep(wait)
+                continue
+            except requests.RequestException as exc:
+                raise ClientError(f"cannot reach Aurora at {self.url}: {exc.__class__.__name__}") from None
+            if response.status_code == 503 and not last:
+                time.sleep(min(_retry_after(response, wait), MAX_WAIT))
+                continue
+            break
         try:
             body = response.json()
         except ValueError:
@@ -76,3 +99,10 @@ class Client:
 
     def post(self, path: str, **kwargs: Any) -> dict[str, Any]:
         return self.request("POST", path, **kwargs)
+
+
+def _retry_after(response: requests.Response, default: float) -> float:
+    try:
+        return max(float(response.headers.get("Retry-After", default)), 0.0)
+    except ValueError:  # an HTTP date: not worth parsing for a CLI
+        return default

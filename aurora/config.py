@@ -63,6 +63,8 @@ class Settings:
     simulated_latency_ms: int = 0
     #: worker processes started by ``aurora worker`` / ``aurora up``
     worker_concurrency: int = 2
+    #: below this much free space (MB) on the disk of AURORA_HOME or the database, health says no
+    min_free_disk_mb: int = 100
 
     @property
     def embedded_broker(self) -> bool:
@@ -100,4 +102,5 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         requeue_after=_int(env, "AURORA_REQUEUE_AFTER", 15, minimum=1),
         simulated_latency_ms=_int(env, "AURORA_SIMULATED_LATENCY_MS", 0),
         worker_concurrency=_int(env, "AURORA_WORKER_CONCURRENCY", 2, minimum=1),
+        min_free_disk_mb=_int(env, "AURORA_MIN_FREE_DISK_MB", 100),
     )

@@ -31,6 +31,9 @@ from .errors import ConfigError
 #: how long a SQLite writer waits for the lock before giving up (milliseconds)
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
+#: seconds PostgreSQL may take to accept a new connection (``?connect_timeout=`` in the URL wins)
+PG_CONNECT_TIMEOUT = 5
+
 #: how each kind of SQLite transaction begins (None: a single statement, no transaction)
 BEGIN_DEFERRED, BEGIN_IMMEDIATE, NO_TRANSACTION = "BEGIN", "BEGIN IMMEDIATE", None
 
@@ -102,7 +105,10 @@ def _create(url: str, begin: str | None) -> Engine:
     if parsed.get_backend_name() == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        return create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        # A database host that drops packets would hold a request until TCP gives up (minutes);
+        # with a bound the request fails soon and is answered 503 (aurora/web/unavailable.py).
+        connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": PG_CONNECT_TIMEOUT}
+        return create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=10, connect_args=connect_args)
     raise ConfigError(f"AURORA_DATABASE_URL: unsupported database {parsed.get_backend_name()!r} (use sqlite or postgresql)")
 
 

@@ -27,9 +27,10 @@ from functools import cached_property
 from typing import Any
 
 from sqlalchemy import Connection, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import adapter_state, audit, events, gates, metrics, pipeline, run_sql
+from . import adapter_state, audit, events, gates, idempotency, metrics, pipeline, run_sql
 from .adapters import BY_GOAL, CallContext, Mode
 from .adapters.base import LiveCallFailed
 from .adapters.engines import DEFAULT_FALLBACK
@@ -124,18 +125,36 @@ class Engine:
 
     def submit(self, workflow: Workflow, submitter: str) -> Run:
         """Store a validated workflow as a queued run (the caller then enqueues its id)."""
-        now = utcnow()
-        values = {
-            "id": str(uuid.uuid4()), "name": workflow.name, "goal": workflow.goal, "document": workflow.document,
-            "document_hash": workflow.digest, "status": RunStatus.QUEUED.value, "submitted_by": submitter,
-            "approvals_required": 0, "attempts": 0, "created_at": now, "updated_at": now, "enqueued_at": now,
-        }
-        with self.db.write_rows() as connection:
-            connection.execute(run_sql.INSERT_RUN, values)
-            events.append(self.db, connection, self.node, "run.queued",
-                          {"name": workflow.name, "goal": workflow.goal, "submitted_by": submitter},
-                          run_id=values["id"], at=now)
-        return Run(**values)
+        return self.submit_once(workflow, submitter, None)[0]
+
+    def submit_once(self, workflow: Workflow, submitter: str, idempotency_key: str | None) -> tuple[Run, bool]:
+        """Like :meth:`submit`; with a key, the run an earlier submission with that key (by the same
+        submitter) made, if there is one. Returns the run and whether it is new."""
+        for attempt in (1, 2):
+            now = utcnow()
+            values = {
+                "id": str(uuid.uuid4()), "name": workflow.name, "goal": workflow.goal, "document": workflow.document,
+                "document_hash": workflow.digest, "status": RunStatus.QUEUED.value, "submitted_by": submitter,
+                "approvals_required": 0, "attempts": 0, "created_at": now, "updated_at": now, "enqueued_at": now,
+            }
+            try:
+                with self.db.write_rows() as connection:
+                    # The key's row first, in the run's transaction: a racing twin waits on it here.
+                    earlier = idempotency_key and idempotency.claim(
+                        connection, submitter, idempotency_key, workflow.digest, values["id"], now)
+                    if earlier:
+                        row = connection.execute(select(RUNS).where(RUNS.c.id == earlier)).mappings().one()
+                        return Run(**row), False
+                    connection.execute(run_sql.INSERT_RUN, values)
+                    events.append(self.db, connection, self.node, "run.queued",
+                                  {"name": workflow.name, "goal": workflow.goal, "submitted_by": submitter},
+                                  run_id=values["id"], at=now)
+            except IntegrityError:
+                if idempotency_key is None or attempt == 2:
+                    raise
+                continue  # the twin committed first: the second pass finds its run
+            return Run(**values), True
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def cancel(self, run_id: str, by: str) -> str:
         """Cancel a run that has not begun its action; return the new status."""

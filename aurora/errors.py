@@ -11,6 +11,9 @@
     │   └── PermissionDenied   the key is valid but its role may not do this
     ├── NotFound               a run, key or other record does not exist
     ├── Conflict               the request is valid but the record's state forbids it now
+    ├── IdempotencyKeyError    an Idempotency-Key header is malformed
+    │   └── IdempotencyKeyReused  the key was used before with another request body
+    ├── Unavailable            a component (database, disk, broker) cannot serve now: retry later
     ├── ClientError            the CLI got an error answer from the server, or none
     └── AdapterError           an adapter call could not be made or failed
         └── AmountError        a money amount cannot be represented exactly in its currency
@@ -104,6 +107,35 @@ class Conflict(AuroraError):
     """Raised when the record exists but its current state forbids the action."""
 
     code = "conflict"
+
+
+class IdempotencyKeyError(AuroraError):
+    """Raised when an ``Idempotency-Key`` header is empty, too long or not printable ASCII."""
+
+    code = "invalid_idempotency_key"
+    http_status = 400
+
+
+class IdempotencyKeyReused(IdempotencyKeyError):
+    """Raised when an ``Idempotency-Key`` comes again with a different request body."""
+
+    code = "idempotency_key_reused"
+    http_status = 422
+
+
+class Unavailable(AuroraError):
+    """Raised when the database, the disk or the broker cannot serve the request now.
+
+    Not the caller's fault and not a bug: the answer is 503 with ``Retry-After``, naming the part
+    that failed, so a client or load balancer knows to try again instead of giving up."""
+
+    code = "unavailable"
+    http_status = 503
+
+    def __init__(self, component: str, message: str, retry_after: int = 5):
+        super().__init__(message)
+        self.component = component
+        self.retry_after = retry_after
 
 
 class AdapterError(AuroraError):

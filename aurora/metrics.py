@@ -7,13 +7,20 @@ are right whichever machine did the work.
 
 from __future__ import annotations
 
+import errno
+import functools
+import logging
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
 
 _dir: Path | None = None
+F = TypeVar("F", bound=Callable[..., None])
 
 
 def prepare(home: Path, clear: bool = False) -> None:
@@ -25,6 +32,67 @@ def prepare(home: Path, clear: bool = False) -> None:
     path.mkdir(parents=True, exist_ok=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
     _dir = path
+    _reserve_blocks()
+
+
+#: bytes reserved for a new metrics file: its header and the first few dozen entries
+FIRST_BLOCK = 4096
+#: an entry's bytes beyond its key: length, padding to 8, value and timestamp (see mmap_dict)
+ENTRY_OVERHEAD = 32
+
+
+def _fallocate(fd: int, size: int) -> None:
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # EINVAL/EOPNOTSUPP: a filesystem that cannot reserve; the hole stays, as before.
+
+
+def _reserve_blocks() -> None:
+    """prometheus_client grows its memory-mapped files with ``truncate``, which leaves a hole: on a
+    full disk the first write into the hole is a SIGBUS that kills the whole process (a web
+    process with all its threads, a worker in the middle of a run). Reserving the blocks an entry
+    will occupy before it is written turns that into an ENOSPC, which the callers below count as
+    a metric not counted. Only what is used is reserved: a file stays as small as before."""
+    from prometheus_client import mmap_dict
+
+    cls = mmap_dict.MmapedDict
+    if getattr(cls, "_aurora_reserves", False):
+        return
+    original_init, original_init_value = cls.__init__, cls._init_value
+
+    def __init__(self: Any, filename: str, read_mode: bool = False) -> None:
+        if not read_mode:
+            fd = os.open(filename, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                if os.fstat(fd).st_size == 0:  # new: its header is written at once
+                    _fallocate(fd, FIRST_BLOCK)
+            finally:
+                os.close(fd)
+        original_init(self, filename, read_mode)
+
+    def _init_value(self: Any, key: str) -> None:
+        _fallocate(self._f.fileno(), self._used + len(key.encode("utf-8")) + ENTRY_OVERHEAD)
+        original_init_value(self, key)
+
+    cls.__init__ = __init__
+    cls._init_value = _init_value
+    cls._aurora_reserves = True
+
+
+def _never_fails(function: F) -> F:
+    """Counting must never fail the work it counts (a full disk makes the metrics files fail)."""
+
+    @functools.wraps(function)
+    def wrapped(*args: Any, **kwargs: Any) -> None:
+        try:
+            function(*args, **kwargs)
+        except OSError as exc:
+            log.warning("a metric was not counted: %s", errno.errorcode.get(exc.errno or 0, exc.__class__.__name__))
+
+    return wrapped  # type: ignore[return-value]
 
 
 _lock = threading.Lock()
@@ -62,6 +130,7 @@ def _enabled() -> bool:
     return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 
+@_never_fails
 def request_done(method: str, endpoint: str, status: int, seconds: float) -> None:
     if _enabled():
         m = _metrics()
@@ -69,11 +138,13 @@ def request_done(method: str, endpoint: str, status: int, seconds: float) -> Non
         m["request_seconds"].labels(endpoint).observe(seconds)
 
 
+@_never_fails
 def run_finished(goal: str, status: str, seconds: float) -> None:
     if _enabled():
         _metrics()["run_seconds"].labels(goal, status).observe(max(seconds, 0.0))
 
 
+@_never_fails
 def rate_limit_waited(adapter: str, seconds: float) -> None:
     if _enabled() and seconds > 0:
         m = _metrics()

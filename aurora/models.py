@@ -293,3 +293,16 @@ class WebhookReceipt(Base):
     type: Mapped[str] = mapped_column(String(64))
     run_id: Mapped[str | None] = mapped_column(String(36))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class IdempotencyKey(Base):
+    """A client's ``Idempotency-Key`` for one submission: the same key again finds the same run."""
+
+    __tablename__ = "idempotency_keys"
+
+    owner: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    #: the submitted document's digest: the same key with another document is refused
+    request_hash: Mapped[str] = mapped_column(String(64))
+    run_id: Mapped[str] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

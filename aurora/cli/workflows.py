@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,9 @@ def submit(file: Path, wait: bool, timeout: float) -> None:
         _fail(f"{file}: cannot read: {exc.strerror}", 2)
     content_type = "application/json" if file.suffix == ".json" else "application/yaml"
     client = _client()
-    run = client.post("/workflows", data=body, headers={"Content-Type": content_type})
+    # One key for this invocation: a try repeated after a reset connection finds the same run.
+    run = client.post("/workflows", data=body,
+                      headers={"Content-Type": content_type, "Idempotency-Key": str(uuid.uuid4())})
     if not wait:
         _print(run)
         return

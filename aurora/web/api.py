@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from .. import documents, events
+from .. import documents, events, idempotency
 from .. import runs as run_views
 from ..errors import AuroraError, DocumentSyntaxError, PermissionDenied, Problem
 from ..models import Role, RunStatus
@@ -52,14 +52,18 @@ def _body() -> tuple[bytes, str]:
 @require(Role.SUBMITTER)
 def submit() -> tuple[Response, int, dict[str, str]]:
     runtime = _runtime()
+    key = idempotency.parse(request.headers.get("Idempotency-Key"))
     body, fmt = _body()
     workflow = documents.load(body, fmt=fmt, max_bytes=runtime.settings.max_document_bytes)
-    run = runtime.engine.submit(workflow, g.caller.name)
-    queued = enqueue(run.id)
+    run, new = runtime.engine.submit_once(workflow, g.caller.name, key)
     payload = {**run_views.summary(run), "document_hash": run.document_hash, "links": {"self": f"/workflows/{run.id}"}}
-    if not queued:
+    headers = {"Location": f"/workflows/{run.id}"}
+    if not new:
+        # A retry: the first request sent it (or the sweeper will); sending it again gains nothing.
+        return jsonify(payload), 200, {**headers, "Idempotent-Replayed": "true"}
+    if not enqueue(run.id):
         payload["warning"] = "stored, but the queue is unreachable; it will be sent again automatically"
-    return jsonify(payload), 201, {"Location": f"/workflows/{run.id}"}
+    return jsonify(payload), 201, headers
 
 
 @bp.get("/workflows")

@@ -15,7 +15,9 @@ from ..errors import (
     DocumentTooLarge,
     NotFound,
     PermissionDenied,
+    Unavailable,
 )
+from .unavailable import classify
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,8 @@ def register(app: Flask) -> None:
             extra["errors"] = [p.as_dict() for p in exc.problems]
             if status == 400 and exc.code == "invalid_workflow":
                 status = 422
+        if isinstance(exc, Unavailable):
+            return _unavailable(exc)
         response = jsonify(error_body(exc.code, str(exc), **extra))
         response.status_code = status
         if status == 401:
@@ -61,7 +65,19 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):  # type: ignore[no-untyped-def]
+        down = classify(exc)
+        if down is not None:
+            # An outage, not a bug: one line per request, without the driver's text (hosts, paths).
+            log.warning("%s unavailable: %s", down.component, exc.__class__.__name__)
+            return _unavailable(down)
         log.exception("unhandled error")
         response = jsonify(error_body("internal_error", "an unexpected error occurred; it has been logged"))
         response.status_code = 500
         return response
+
+
+def _unavailable(exc: Unavailable):  # type: ignore[no-untyped-def]
+    response = jsonify(error_body(exc.code, str(exc), component=exc.component))
+    response.status_code = 503
+    response.headers["Retry-After"] = str(exc.retry_after)
+    return response

@@ -1,34 +1,98 @@
-"""``GET /health`` (no authentication): is each part of the stack working?"""
+"""``GET /health``, ``/health/live`` and ``/health/ready`` (no authentication): is each part of the
+stack working? Errors name a component and an exception class or errno, never a path, URL or secret."""
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import time
+import uuid
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, insert, select
 
 from .. import __version__
 from ..models import Event, ProcessHeartbeat, utcnow
+from .unavailable import component_of
 
 bp = Blueprint("health", __name__)
 
 #: a worker or beat process not heard from for this long counts as gone
 STALE_AFTER = timedelta(seconds=45)
+#: what a readiness probe that failed should wait before asking again (seconds)
+READY_RETRY_AFTER = 5
+#: the components without which a request fails: /health is 503 when one of them is
+ESSENTIAL = ("database", "broker", "disk")
+#: what /health/ready checks: the essentials, and someone to run what is submitted
+READY = (*ESSENTIAL, "workers")
+#: bytes written by the broker folder's write test: about one message
+PROBE_BYTES = 1024
+
+
+def _database(runtime: Any) -> tuple[dict[str, Any], int | None, list[ProcessHeartbeat]]:
+    """Read what /health shows, then prove the database takes a write: a row inserted and deleted
+    in one transaction (nobody else ever sees it, but the commit is written like any other)."""
+    kind = runtime.db.dialect
+    try:
+        with runtime.db.read() as session:
+            last_seq = session.scalar(select(func.max(Event.seq))) or 0
+            beats = list(session.scalars(select(ProcessHeartbeat)))
+    except Exception as exc:  # noqa: BLE001 - any failure means "database down"; the class name only
+        return {"ok": False, "kind": kind, "error": exc.__class__.__name__}, None, []
+    probe = f"probe:{uuid.uuid4().hex}"
+    try:
+        with runtime.db.write() as session:
+            session.execute(insert(ProcessHeartbeat).values(name=probe, kind="probe", last_seen=utcnow()))
+            session.execute(delete(ProcessHeartbeat).where(ProcessHeartbeat.name == probe))
+    except Exception as exc:  # noqa: BLE001
+        cause = component_of(exc)
+        why = "the disk is full" if cause == "disk" else exc.__class__.__name__
+        return {"ok": False, "kind": kind, "writable": False, "error": f"not writable: {why}"}, last_seq, beats
+    return {"ok": True, "kind": kind, "writable": True}, last_seq, beats
+
+
+def _disk(runtime: Any) -> dict[str, Any]:
+    """Free space where Aurora writes: AURORA_HOME (broker folder, beat schedule) and a SQLite
+    database, when it lies on another disk. The paths stay out of the answer."""
+    settings = runtime.settings
+    places = {"home": settings.home}
+    database = runtime.db.engine.url.database if runtime.db.dialect == "sqlite" else None
+    if database and database != ":memory:":
+        places["database"] = Path(database).parent
+    minimum = settings.min_free_disk_mb * 1024 * 1024
+    result: dict[str, Any] = {"ok": True, "min_free_mb": settings.min_free_disk_mb}
+    seen: set[int] = set()
+    for name, folder in places.items():
+        try:
+            folder = _existing(folder)
+            device = folder.stat().st_dev
+            if device in seen:
+                continue
+            seen.add(device)
+            usage = shutil.disk_usage(folder)
+        except OSError as exc:
+            return {**result, "ok": False, "error": f"{name}: cannot be read ({errno.errorcode.get(exc.errno or 0, 'error')})"}
+        result[f"{name}_free_mb"] = round(usage.free / 1024 / 1024, 1)
+        if usage.free < minimum:
+            result["ok"] = False
+            result["error"] = f"{name}: {result[f'{name}_free_mb']} MB free, less than {settings.min_free_disk_mb} MB"
+    return result
+
+
+def _existing(folder: Path) -> Path:
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
 
 
 def _broker(runtime: Any) -> dict[str, Any]:
     settings = runtime.settings
     if settings.embedded_broker:
-        folder = settings.broker_folder / "queue"
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            ok = os.access(folder, os.W_OK)
-        except OSError:
-            ok = False
-        return {"ok": ok, "kind": "filesystem", **({} if ok else {"error": "the queue folder is not writable"})}
+        return _broker_folder(settings.broker_folder)
     from kombu import Connection
 
     started = time.perf_counter()
@@ -39,6 +103,43 @@ def _broker(runtime: Any) -> dict[str, Any]:
                 "latency_ms": round((time.perf_counter() - started) * 1000, 1)}
     except Exception as exc:  # noqa: BLE001 - any failure means "broker unreachable"
         return {"ok": False, "kind": settings.broker_url.split(":", 1)[0], "error": exc.__class__.__name__}
+
+
+def _broker_folder(folder: Path) -> dict[str, Any]:
+    """A real write where the embedded broker writes: create, fill, fsync and delete a file the size
+    of a message. Beside the queue folder, never in it, where a worker would take it for one."""
+    probe = folder / f".health-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, b"\0" * PROBE_BYTES)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            probe.unlink(missing_ok=True)
+    except OSError as exc:
+        name = errno.errorcode.get(exc.errno or 0, "error")
+        why = "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else name
+        return {"ok": False, "kind": "filesystem", "error": f"the broker folder is not writable: {why}"}
+    return {"ok": True, "kind": "filesystem"}
+
+
+def _processes(beats: list[ProcessHeartbeat], now: Any) -> dict[str, dict[str, Any]]:
+    components: dict[str, dict[str, Any]] = {}
+    for kind in ("worker", "beat"):
+        alive = [b for b in beats if b.kind == kind and now - b.last_seen < STALE_AFTER]
+        components[f"{kind}s"] = {"ok": bool(alive), "seen": len(alive)}
+        if not alive:
+            components[f"{kind}s"]["error"] = f"no {kind} seen in the last {int(STALE_AFTER.total_seconds())} s"
+    return components
+
+
+def _essentials(runtime: Any) -> tuple[dict[str, dict[str, Any]], int | None]:
+    database, last_seq, beats = _database(runtime)
+    components = {"database": database, "broker": _broker(runtime), "disk": _disk(runtime),
+                  **_processes(beats, utcnow())}
+    return components, last_seq
 
 
 def _federation(runtime: Any, policy: Any) -> dict[str, Any]:
@@ -60,24 +161,11 @@ def _federation(runtime: Any, policy: Any) -> dict[str, Any]:
 
 @bp.get("/health")
 def health() -> tuple[Response, int]:
+    """Everything, per component. 503 ("down") when the database, the broker or the disk fails,
+    so no request can succeed; 200 with "degraded" when only workers, beat, the policy or a peer
+    is missing; 200 "ok" otherwise. A load balancer wants ``/health/ready`` instead."""
     runtime = current_app.extensions["aurora"]
-    components: dict[str, dict[str, Any]] = {}
-    last_seq = None
-    try:
-        with runtime.db.read() as session:
-            last_seq = session.scalar(select(func.max(Event.seq))) or 0
-            beats = list(session.scalars(select(ProcessHeartbeat)))
-        components["database"] = {"ok": True, "kind": runtime.db.dialect}
-    except Exception as exc:  # noqa: BLE001
-        components["database"] = {"ok": False, "kind": runtime.db.dialect, "error": exc.__class__.__name__}
-        beats = []
-    components["broker"] = _broker(runtime)
-    now = utcnow()
-    for kind in ("worker", "beat"):
-        alive = [b for b in beats if b.kind == kind and now - b.last_seen < STALE_AFTER]
-        components[f"{kind}s"] = {"ok": bool(alive), "seen": len(alive)}
-        if not alive:
-            components[f"{kind}s"]["error"] = f"no {kind} seen in the last {int(STALE_AFTER.total_seconds())} s"
+    components, last_seq = _essentials(runtime)
     policy = runtime.policies.current()
     components["federation"] = _federation(runtime, policy)
     components["policy"] = {"ok": runtime.policies.last_error is None, "version": policy.version,
@@ -85,18 +173,39 @@ def health() -> tuple[Response, int]:
     if runtime.policies.last_error:
         components["policy"]["error"] = runtime.policies.last_error
     # A refused policy edit leaves the last good policy in force: degraded, not down.
-    essential = ("database", "broker")
-    healthy = all(components[name]["ok"] for name in essential)
+    healthy = all(components[name]["ok"] for name in ESSENTIAL)
     status = "ok" if healthy and all(c["ok"] for c in components.values()) else ("degraded" if healthy else "down")
     body = {
         "status": status,
         "node": runtime.settings.node_name,
         "version": __version__,
         "last_event_seq": last_seq,
-        "server_time": now.isoformat(),
+        "server_time": utcnow().isoformat(),
         "components": components,
     }
     return jsonify(body), 200 if healthy else 503
+
+
+@bp.get("/health/live")
+def live() -> Response:
+    """Liveness: the process answers. It touches nothing else, so a database outage never makes an
+    orchestrator restart healthy web processes (that is what readiness is for)."""
+    runtime = current_app.extensions["aurora"]
+    return jsonify({"status": "ok", "node": runtime.settings.node_name, "version": __version__})
+
+
+@bp.get("/health/ready")
+def ready() -> tuple[Response, int, dict[str, str]]:
+    """Readiness: 200 only when a submission would be stored and run now — the database takes a
+    write, the broker takes a message, the disk has room and a worker was heard from recently."""
+    runtime = current_app.extensions["aurora"]
+    components, _ = _essentials(runtime)
+    checked = {name: components[name] for name in READY}
+    failing = [name for name, component in checked.items() if not component["ok"]]
+    if failing:
+        body = {"status": "not_ready", "failing": failing, "components": checked}
+        return jsonify(body), 503, {"Retry-After": str(READY_RETRY_AFTER)}
+    return jsonify({"status": "ready", "components": checked}), 200, {}
 
 
 @bp.get("/metrics")

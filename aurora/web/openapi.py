@@ -34,6 +34,8 @@ RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "
 SCHEMAS: dict[str, Any] = {
     "Error": {"type": "object", "required": ["error", "message"], "properties": {
         "error": {"type": "string"}, "message": {"type": "string"},
+        "component": {"enum": ["database", "disk", "broker"],
+                      "description": "with error 'unavailable' (503): the part of the stack that failed"},
         "errors": {"type": "array", "items": {"type": "object", "required": ["path", "message"],
                                               "properties": {"path": {"type": "string"}, "message": {"type": "string"}}}}}},
     "RunSummary": {"type": "object", "required": ["id", "name", "goal", "status", "created_at"], "properties": {
@@ -68,6 +70,10 @@ SCHEMAS: dict[str, Any] = {
         "status": {"enum": ["ok", "degraded", "down"]}, "node": {"type": "string"}, "version": {"type": "string"},
         "last_event_seq": {"type": ["integer", "null"]}, "server_time": {"type": "string"},
         "components": {"type": "object"}}},
+    "Ready": {"type": "object", "required": ["status", "components"], "properties": {
+        "status": {"enum": ["ready", "not_ready"]},
+        "failing": {"type": "array", "items": {"enum": ["database", "broker", "disk", "workers"]}},
+        "components": {"type": "object"}}},
     "Received": {"type": "object", "required": ["received"], "properties": {"received": {"type": "boolean"}}},
 }
 
@@ -100,6 +106,31 @@ RUN_LINKS = {name: {"operationId": op, "parameters": {"run_id": "$response.body#
                               ("RejectRun", "rejectRun"))}
 
 
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key", "in": "header", "required": False,
+    "description": "Makes a retry safe (draft-ietf-httpapi-idempotency-key-header): the same key from the same "
+                   "owner with the same workflow answers the run the first request made (200, "
+                   "Idempotent-Replayed: true); with another workflow it is a 422. Kept 24 hours. Printable "
+                   "ASCII, at most 255 characters, bare or as a quoted string; a UUID is ideal.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ !#-\\[\\]-~]+$"}}
+RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying again",
+                               "schema": {"type": "integer", "minimum": 1}}}
+UNAVAILABLE = {"503": {**_json(_ref("Error"), "The database, the disk or the broker is unavailable "
+                                              "(error 'unavailable', with the component): try again later"),
+                       "headers": RETRY_AFTER}}
+#: paths that touch neither the database nor the broker
+NO_BACKEND = {"/openapi.json", "/docs", "/health", "/health/live", "/health/ready"}
+
+
+def _with_unavailable(spec: dict[str, Any]) -> dict[str, Any]:
+    """Every operation that reaches the database may answer 503 when it is down (see web/unavailable.py)."""
+    for path, item in spec["paths"].items():
+        if path not in NO_BACKEND:
+            for operation in item.values():
+                operation["responses"].update(UNAVAILABLE)
+    return spec
+
+
 def _with_ids(spec: dict[str, Any]) -> dict[str, Any]:
     ids = {("/workflows", "post"): "submitWorkflow", ("/workflows/{run_id}", "get"): "getRun",
            ("/workflows/{run_id}/cancel", "post"): "cancelRun", ("/workflows/{run_id}/approve", "post"): "approveRun",
@@ -112,7 +143,7 @@ def _with_ids(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def document() -> dict[str, Any]:
-    return _with_ids({
+    return _with_unavailable(_with_ids({
         "openapi": "3.1.0",
         "info": {"title": "Aurora", "version": __version__,
                  "description": "Submit, run and watch workflows; nothing expensive or public happens by accident."},
@@ -120,7 +151,14 @@ def document() -> dict[str, Any]:
         "security": AUTH,
         "paths": {
             "/health": {"get": {"summary": "Health per component", "security": NONE, "responses": {
-                "200": _json(_ref("Health"), "Healthy (or degraded)"), "503": _json(_ref("Health"), "Down")}}},
+                "200": _json(_ref("Health"), "ok, or degraded (no worker or beat, a refused policy edit, a peer down)"),
+                "503": _json(_ref("Health"), "Down: the database, the broker or the disk fails")}}},
+            "/health/live": {"get": {"summary": "Liveness: the process answers (checks nothing else)", "security": NONE,
+                                     "responses": {"200": _json({"type": "object", "required": ["status"]}, "Alive")}}},
+            "/health/ready": {"get": {"summary": "Readiness: database writable, broker writable, disk has room, a worker "
+                                                 "alive", "security": NONE, "responses": {
+                "200": _json(_ref("Ready"), "Ready"),
+                "503": {**_json(_ref("Ready"), "Not ready: the failing components"), "headers": RETRY_AFTER}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
                 "200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}},
                 **_errors(401)}}},
@@ -129,13 +167,18 @@ def document() -> dict[str, Any]:
             "/docs": {"get": {"summary": "This document as a page", "security": NONE, "responses": {
                 "200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
             "/workflows": {
-                "post": {"summary": "Submit a workflow (YAML, JSON or a multipart file)", "requestBody": {
+                "post": {"summary": "Submit a workflow (YAML, JSON or a multipart file)",
+                         "parameters": [IDEMPOTENCY_KEY], "requestBody": {
                     "required": True, "content": {
                         "application/yaml": {"schema": {"type": "string"}},
                         "application/json": {"schema": {"type": "object"}, "example": EXAMPLE_WORKFLOW},
                         "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
                             "file": {"type": "string", "contentEncoding": "binary"}}}}}},
                     "responses": {"201": {**_json(_ref("RunSummary"), "Stored and queued"), "links": RUN_LINKS},
+                                  "200": {**_json(_ref("RunSummary"), "A retry with the same Idempotency-Key: the "
+                                                                      "run the first request made"),
+                                          "headers": {"Idempotent-Replayed": {"schema": {"const": "true"}}},
+                                          "links": RUN_LINKS},
                                   **_errors(400, 401, 403, 413, 415, 422)}},
                 "get": {"summary": "List runs, newest first", "parameters": [
                     {"name": "status", "in": "query", "schema": {"type": "string"}},
@@ -185,7 +228,7 @@ def document() -> dict[str, Any]:
             "/webhooks/typeform": _webhook("Typeform", "Typeform-Signature"),
             "/webhooks/mailgun": _webhook("Mailgun", None),
         },
-    })
+    }))
 
 
 @bp.get("/openapi.json")
