@@ -89,8 +89,8 @@ def test_runs_accepted_while_the_broker_was_down_run_when_it_is_back(make_stack,
     health = requests.get(stack.url + "/health", timeout=5).json()
     assert health["components"]["broker"]["ok"] is False
     restart()
-    for run_id in accepted:
-        run = stack.wait_status(run_id, {"succeeded"}, timeout=60)
+    for run_id in accepted:  # the workers reconnect with Celery's backoff (2 s, then 4 s, ...)
+        run = stack.wait_status(run_id, {"succeeded"}, timeout=90)
         assert [e["type"] for e in run["timeline"]].count("run.running") == 1
 
 

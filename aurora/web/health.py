@@ -127,11 +127,13 @@ def _broker_folder(folder: Path) -> dict[str, Any]:
 
 def _processes(beats: list[ProcessHeartbeat], now: Any) -> dict[str, dict[str, Any]]:
     components: dict[str, dict[str, Any]] = {}
-    for kind in ("worker", "beat"):
+    # The system worker (`aurora worker --system`) runs the sweeps: without it nothing recovers.
+    for kind, name, label in (("worker", "workers", "worker"), ("system", "system_workers", "system worker"),
+                              ("beat", "beats", "beat")):
         alive = [b for b in beats if b.kind == kind and now - b.last_seen < STALE_AFTER]
-        components[f"{kind}s"] = {"ok": bool(alive), "seen": len(alive)}
+        components[name] = {"ok": bool(alive), "seen": len(alive)}
         if not alive:
-            components[f"{kind}s"]["error"] = f"no {kind} seen in the last {int(STALE_AFTER.total_seconds())} s"
+            components[name]["error"] = f"no {label} seen in the last {int(STALE_AFTER.total_seconds())} s"
     return components
 
 
