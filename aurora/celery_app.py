@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import threading
 from typing import Any
 
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 HEARTBEAT_INTERVAL = 10.0
 #: the queue every run goes through
 QUEUE = "aurora"
+#: the queue of the system worker (``aurora worker --system``): sweeps, ingest, federation sync
+SYSTEM_QUEUE = "aurora.system"
 
 
 def broker_options(settings: Settings) -> dict[str, Any]:
@@ -70,6 +73,10 @@ def make_celery(settings: Settings, set_as_current: bool = True) -> Celery:
         from . import redis_transport
 
         app.conf.broker_transport = redis_transport.NAME
+    elif settings.embedded_broker:
+        from . import fs_transport  # a worker that stops at once when asked (see its docstring)
+
+        app.conf.broker_transport = fs_transport.NAME
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -84,6 +91,9 @@ def make_celery(settings: Settings, set_as_current: bool = True) -> Celery:
         worker_hijack_root_logger=False,
         worker_enable_remote_control=not settings.embedded_broker,
         worker_send_task_events=False,
+        # The worker's timer thread sleeps up to this long between checks, and a stopping worker
+        # waits for it: Celery's default of 1 s was a second of every shutdown.
+        worker_timer_precision=0.1,
         beat_schedule={
             "aurora-sweep": {"task": "aurora.sweep", "schedule": settings.sweep_interval},
             "aurora-ingest-forms": {"task": "aurora.ingest_forms", "schedule": _ingest_interval()},
@@ -142,6 +152,29 @@ def _on_worker_ready(**_: Any) -> None:
 @signals.beat_init.connect
 def _on_beat_init(**_: Any) -> None:
     _start_heartbeat("beat")
+
+
+def exit_when_stopped() -> None:
+    """Make this worker process leave as soon as Celery's warm shutdown is complete.
+
+    ``worker_shutdown`` is sent once the consumer is closed and the pool has finished every task
+    it held (runs done, messages acknowledged). What Celery and billiard still do after it is only
+    joining their own threads, each parked in a sleep of up to a second (billiard's timeout
+    handler, its pool finalizer): about a second of an idle stop spent waiting for nothing. Only
+    the ``aurora worker`` command calls this; a worker embedded in another program keeps Celery's
+    own exit.
+    """
+
+    @signals.worker_shutdown.connect(weak=False)
+    def _leave(sender: Any = None, **_: Any) -> None:
+        code = getattr(sender, "exitcode", 0) or 0
+        logging.shutdown()  # flush every handler; nothing after this line may log
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code if isinstance(code, int) else 1)
 
 
 @signals.worker_process_init.connect

@@ -91,11 +91,12 @@ def worker(concurrency: int | None, loglevel: str) -> None:
     """Run a Celery worker that executes runs."""
     import socket
 
-    from ..celery_app import QUEUE, celery
+    from ..celery_app import QUEUE, celery, exit_when_stopped
 
     runtime = _runtime()
     runtime.policies.current()
     count = concurrency or runtime.settings.worker_concurrency
+    exit_when_stopped()
     celery.worker_main(["worker", "-Q", QUEUE, "-c", str(count), "-l", loglevel, "--without-mingle",
                         "--without-gossip", "-n", f"aurora-{socket.gethostname()}-{os.getpid()}@%h"])
 
