@@ -144,9 +144,14 @@ def _on_setup_logging(loglevel: int | str | None = None, **_: Any) -> None:
     configure(get_runtime().secret_values, logging.getLevelName(loglevel) if isinstance(loglevel, int) else loglevel)
 
 
+#: the heartbeat kind of this worker process: "system" for ``aurora worker --system``, which
+#: ``/health`` must not count as a worker that executes runs
+worker_kind = "worker"
+
+
 @signals.worker_ready.connect
 def _on_worker_ready(**_: Any) -> None:
-    _start_heartbeat("worker")
+    _start_heartbeat(worker_kind)
 
 
 @signals.beat_init.connect

@@ -18,14 +18,23 @@ from ._common import _runtime, main
               help="Port to listen on (repeat for several; the seed uses 9292 and 9195).")
 @click.option("--web-workers", default=1, show_default=True, help="gunicorn worker processes (8 threads each).")
 def up(host: str, ports: tuple[int, ...], web_workers: int) -> None:
-    """Migrate the database and start web, worker and beat; Ctrl-C stops all of them."""
+    """Migrate the database and supervise web, worker, system worker and beat.
+
+    A process that exits is started again (with a growing pause; the stack stops after 5 exits
+    of one process within 60 s). Ctrl-C or SIGTERM lets the runs in flight finish (at most
+    AURORA_LEASE_SECONDS), a second Ctrl-C stops at once. Refuses to start when a port is taken or
+    another `aurora up` runs on the same AURORA_HOME.
+    """
     import subprocess
 
     from ..config import load_settings
-    from ..stack import gunicorn_command, run_stack
+    from ..stack import check_ports, claim_home, gunicorn_command, run_stack
 
     settings = load_settings()
     url = f"http://{host}:{ports[0]}"
+    # Checked before anything is started or cleared: a second stack must not disturb the first.
+    lock = claim_home(settings.home)
+    check_ports(host, ports)
     from ..metrics import prepare
 
     prepare(settings.home, clear=True)  # counters start afresh with the stack; children share the folder
@@ -46,8 +55,10 @@ def up(host: str, ports: tuple[int, ...], web_workers: int) -> None:
     code = run_stack({
         "web": gunicorn_command([f"{host}:{p}" for p in ports], web_workers, threads=8),
         "worker": [python, "-m", "aurora", "worker"],
+        "system": [python, "-m", "aurora", "worker", "--system"],
         "beat": [python, "-m", "aurora", "beat"],
-    })
+    }, grace=settings.lease_seconds)
+    lock.close()
     sys.exit(code)
 
 
@@ -87,18 +98,25 @@ def _default_loglevel() -> str:
 @click.option("--concurrency", "-c", type=int, default=None, help="Worker processes (default AURORA_WORKER_CONCURRENCY).")
 @click.option("--loglevel", "-l", default=_default_loglevel, show_default="AURORA_LOG_LEVEL, else info",
               help="Lowest level of log lines written.")
-def worker(concurrency: int | None, loglevel: str) -> None:
-    """Run a Celery worker that executes runs."""
+@click.option("--system", is_flag=True,
+              help="Serve the system queue (sweeps, ingest, federation sync) with 4 threads instead of runs.")
+def worker(concurrency: int | None, loglevel: str, system: bool) -> None:
+    """Run a Celery worker that executes runs (or, with --system, the system tasks)."""
     import socket
 
-    from ..celery_app import QUEUE, celery, exit_when_stopped
+    from .. import celery_app
+    from ..celery_app import QUEUE, SYSTEM_QUEUE, celery, exit_when_stopped
 
     runtime = _runtime()
     runtime.policies.current()
-    count = concurrency or runtime.settings.worker_concurrency
+    if system:
+        queue, pool, count, name = SYSTEM_QUEUE, ["-P", "threads"], concurrency or 4, "aurora-system"
+        celery_app.worker_kind = "system"
+    else:
+        queue, pool, count, name = QUEUE, [], concurrency or runtime.settings.worker_concurrency, "aurora"
     exit_when_stopped()
-    celery.worker_main(["worker", "-Q", QUEUE, "-c", str(count), "-l", loglevel, "--without-mingle",
-                        "--without-gossip", "-n", f"aurora-{socket.gethostname()}-{os.getpid()}@%h"])
+    celery.worker_main(["worker", "-Q", queue, *pool, "-c", str(count), "-l", loglevel, "--without-mingle",
+                        "--without-gossip", "-n", f"{name}-{socket.gethostname()}-{os.getpid()}@%h"])
 
 
 @main.command()
