@@ -255,7 +255,7 @@ def _stop(children: list[Child], signals: _Signals, grace: float) -> None:
     if alive:
         _say("stopping: " + ", ".join(c.name for c in alive) + " (finishing what is in flight; "
              "Ctrl-C again to stop at once)")
-    first = signals.count or 1
+    first = signals.count  # 0 when the supervisor gave up: then the first Ctrl-C stops at once
     for child in alive:
         child.signal(signal.SIGTERM)
     deadline = time.monotonic() + grace

@@ -95,7 +95,7 @@ def _default_loglevel() -> str:
 
 
 @main.command()
-@click.option("--concurrency", "-c", type=int, default=None, help="Worker processes (default AURORA_WORKER_CONCURRENCY).")
+@click.option("--concurrency", "-c", type=int, default=None, help="Worker processes, or threads with --system (default AURORA_WORKER_CONCURRENCY; 4 with --system).")
 @click.option("--loglevel", "-l", default=_default_loglevel, show_default="AURORA_LOG_LEVEL, else info",
               help="Lowest level of log lines written.")
 @click.option("--system", is_flag=True,
