@@ -16,7 +16,14 @@ again on every restart. Here:
   JSON message is moved to ``bad/`` beside the queue folder, logged once, and the next file is
   read.
 
-Offered upstream with kombu #1551; the change is these two methods.
+And a worker that stops when asked: the filesystem transport cannot wake a waiting consumer, so
+Celery runs it in its blocking loop, each turn polling the folder for up to two seconds; on
+SIGTERM Celery only sets a flag (``state.should_stop``) that the loop reads between turns, and it
+runs one more turn after seeing it, so an idle worker sat up to four seconds in two polls after
+"Warm shutdown". ``drain_events`` here looks at that flag on every poll and ends the wait at once;
+runs in flight are still drained by Celery.
+
+Offered upstream with kombu #1551; the change is ``_put`` and ``_get``.
 """
 
 from __future__ import annotations
@@ -24,10 +31,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 import uuid
 from pathlib import Path
 from queue import Empty
+from time import monotonic, sleep
 from typing import Any
 
 from kombu.exceptions import ChannelError
@@ -45,7 +52,7 @@ class Channel(filesystem.Channel):
         folder = Path(self.data_folder_out)
         # kombu orders messages by this name; the leading dot keeps the temporary file out of
         # every reader's listing (a reader matches names ending in ".<queue>.msg" after the first dot).
-        name = f"{int(round(time.monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
+        name = f"{int(round(monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
         temporary = folder / f".{name}.tmp"
         try:
             with open(temporary, "wb") as handle:
@@ -97,6 +104,14 @@ class Channel(filesystem.Channel):
                   f"; kept in {where}" if where else "; deleted")
 
 
+def _stopping() -> bool:
+    # Imported late: web processes publish through this transport and never load the worker.
+    from celery.worker import state
+
+    # The flags hold an exit code, and a clean stop's is 0: test for "set", as Celery does.
+    return any(flag is not None and flag is not False for flag in (state.should_stop, state.should_terminate))
+
+
 class Transport(filesystem.Transport):
     """One broker state (declared exchanges and bindings) per broker folder.
 
@@ -111,6 +126,21 @@ class Transport(filesystem.Transport):
         super().__init__(client, **kwargs)
         folder = str((client.transport_options or {}).get("control_folder", "control"))
         self.state = self._states.setdefault(folder, virtual.BrokerState())
+
+    def drain_events(self, connection: Any, timeout: float | None = None) -> None:
+        start = monotonic()
+        interval = self.polling_interval
+        if timeout and interval and interval > timeout:
+            interval = timeout
+        while True:
+            try:
+                self.cycle.get(self._deliver, timeout=timeout)
+                return
+            except Empty:
+                if _stopping() or (timeout is not None and monotonic() - start >= timeout):
+                    raise TimeoutError() from None  # socket.timeout, which Celery expects
+                if interval is not None:
+                    sleep(interval)
 
 
 #: how Celery's ``broker_transport`` names this transport

@@ -123,6 +123,8 @@ def _create() -> dict[str, Any]:
         "rate_waits": Counter("aurora_rate_limit_waits_total", "Calls that waited for a rate limit", ["adapter"]),
         "rate_wait_seconds": Counter("aurora_rate_limit_wait_seconds_total", "Seconds waited for rate limits",
                                      ["adapter"]),
+        "restarts": Counter("aurora_supervisor_restarts_total", "Children of `aurora up` started again after an "
+                            "unexpected exit", ["process"]),
     }
 
 
@@ -150,6 +152,11 @@ def rate_limit_waited(adapter: str, seconds: float) -> None:
         m = _metrics()
         m["rate_waits"].labels(adapter).inc()
         m["rate_wait_seconds"].labels(adapter).inc(seconds)
+
+
+def supervisor_restarted(process: str) -> None:
+    if _enabled():
+        _metrics()["restarts"].labels(process).inc()
 
 
 class DatabaseCollector:

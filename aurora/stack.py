@@ -1,15 +1,56 @@
-"""``aurora up``: migrate, make the first admin key, then run web, worker and beat together."""
+"""``aurora up``: migrate, make the first admin key, then supervise web, workers and beat.
+
+The supervisor (``run_stack``) keeps any number of named children running:
+
+- a child that exits while the stack is not stopping is started again, after 0.5 s, then 1, 2,
+  4 … 30 s while it keeps failing; each restart is one log line and one count in
+  ``aurora_supervisor_restarts_total{process}``. A child that exits ``MAX_FAST_EXITS`` times
+  within ``FAST_EXIT_WINDOW`` seconds is broken, not unlucky: the stack stops with a message.
+- SIGTERM or Ctrl-C sends SIGTERM to each child's *main* process only, so that Celery's warm
+  shutdown finishes the runs in flight and gunicorn finishes its requests (a SIGTERM to the whole
+  process group killed Celery's pool processes mid-run). A child still there after the grace
+  period (the run lease, ``AURORA_LEASE_SECONDS``), or any child after a second signal, gets
+  SIGKILL with its whole process group.
+- each child asks the kernel for SIGTERM when ``aurora up`` dies, even by SIGKILL
+  (``prctl(PR_SET_PDEATHSIG)``), so no orphan keeps the ports. That call is Linux-only; elsewhere
+  the children run without it (stop them yourself if the supervisor is killed).
+
+Before starting anything, ``claim_home`` takes an exclusive lock on ``$AURORA_HOME/up.lock`` and
+``check_ports`` makes sure every port is free: a second stack fails with a clear message and
+touches nothing of the first's.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import errno
+import fcntl
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
 
 from .config import Settings
+from .errors import ConfigError
+
+#: exits of one child within FAST_EXIT_WINDOW seconds after which the supervisor gives up
+MAX_FAST_EXITS = 5
+#: seconds over which a child's exits count as "fast"
+FAST_EXIT_WINDOW = 60.0
+#: first restart delay in seconds; doubled for each further exit within the window
+RESTART_DELAY = 0.5
+#: longest restart delay in seconds
+MAX_RESTART_DELAY = 30.0
+
+_PR_SET_PDEATHSIG = 1
 
 
 def gunicorn_command(binds: Sequence[str], workers: int, threads: int = 4) -> list[str]:
@@ -44,34 +85,189 @@ def prepare(settings: Settings, url: str) -> str | None:
     return key
 
 
-def run_stack(commands: dict[str, list[str]]) -> int:
-    """Start every process; when one ends or a signal comes, stop the others. Return an exit code."""
-    children = {name: subprocess.Popen(cmd, start_new_session=True) for name, cmd in commands.items()}
-    stopping = False
+# -- before anything starts --------------------------------------------------------------------
 
-    def stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
+def claim_home(home: Path) -> IO[str]:
+    """Lock ``home`` for this ``aurora up``; the lock lasts as long as the returned file is open
+    (the kernel drops it when the process ends, however it ends)."""
+    home.mkdir(parents=True, exist_ok=True)
+    handle = open(home / "up.lock", "a+")  # noqa: SIM115 - held open for the life of the stack
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise ConfigError(f"another `aurora up` (pid {holder}) is running on AURORA_HOME={home}; "
+                          "stop it first, or give this one its own AURORA_HOME") from exc
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+
+def check_ports(host: str, ports: Sequence[int]) -> None:
+    """Raise ConfigError naming the first port that cannot be bound on ``host``."""
+    for port in ports:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            # As gunicorn binds: a port in TIME_WAIT after a stop is free, one being listened on is not.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    why = "is already in use (another Aurora stack, or another program: " \
+                          f"`ss -ltnp 'sport = :{port}'` shows which)"
+                else:
+                    why = f"cannot be used: {exc.strerror}"
+                raise ConfigError(f"port {port} on {host} {why}; nothing was started. Stop that program, "
+                                  "or choose other ports with --port") from exc
+
+
+# -- the children ------------------------------------------------------------------------------
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec function that asks for SIGTERM when the supervisor dies; None off Linux."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    parent = os.getpid()
+
+    def preexec() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the supervisor died before prctl: the signal would never come
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
+@dataclass
+class Child:
+    name: str
+    command: list[str]
+    proc: subprocess.Popen | None = None
+    exits: deque[float] = field(default_factory=deque)
+    restarts: int = 0
+    start_at: float = 0.0  # when a child that exited may start again (monotonic)
+
+    def start(self, preexec: Callable[[], None] | None) -> None:
+        # Its own session: Ctrl-C in the terminal reaches the supervisor only, which decides.
+        self.proc = subprocess.Popen(self.command, start_new_session=True, preexec_fn=preexec)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: int, group: bool = False) -> None:
+        if self.proc is None:
+            return
+        try:
+            if group:
+                os.killpg(self.proc.pid, sig)  # the group id is the child's pid (its own session)
+            elif self.proc.poll() is None:
+                self.proc.send_signal(sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _say(message: str) -> None:
+    print(f"aurora: {message}", file=sys.stderr, flush=True)
+
+
+def _count_restart(name: str) -> None:
+    try:
+        from .metrics import supervisor_restarted
+
+        supervisor_restarted(name)
+    except Exception as exc:  # noqa: BLE001 - a metric must never stop the supervisor
+        _say(f"could not count the restart of {name}: {exc}")
+
+
+class _Signals:
+    """SIGTERM/SIGINT: the first asks for a graceful stop, the second for an immediate one."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.count += 1
+
+
+def run_stack(commands: dict[str, list[str]], grace: float = 60.0) -> int:
+    """Run every command as a supervised child until a signal or a child that keeps failing.
+
+    Return 0 after a stop by signal, 1 when the supervisor gave up on a child.
+    """
+    preexec = _die_with_parent()
+    signals = _Signals()
+    children = [Child(name, list(cmd)) for name, cmd in commands.items()]
     code = 0
     try:
-        while not stopping:
-            for name, child in children.items():
-                if child.poll() is not None:
-                    print(f"aurora: {name} exited with {child.returncode}; stopping the stack", file=sys.stderr)
-                    code = child.returncode or 1
-                    stopping = True
-            time.sleep(0.2)
+        for child in children:
+            child.start(preexec)
+        while not signals.count:
+            now = time.monotonic()
+            for child in children:
+                if child.proc is not None and child.proc.poll() is not None:
+                    failed = _on_exit(child, now)
+                    if failed:
+                        code = 1
+                        break
+                elif child.proc is None and now >= child.start_at:
+                    child.start(preexec)
+            if code:
+                break
+            time.sleep(0.1)
     finally:
-        for child in children.values():
-            if child.poll() is None:
-                os.killpg(child.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for child in children.values():
-            try:
-                child.wait(timeout=max(deadline - time.monotonic(), 0.1))
-            except subprocess.TimeoutExpired:
-                os.killpg(child.pid, signal.SIGKILL)
+        _stop(children, signals, grace)
     return code
+
+
+def _on_exit(child: Child, now: float) -> bool:
+    """Schedule the restart of a child that exited; True when it failed too often."""
+    assert child.proc is not None
+    returncode, pid = child.proc.returncode, child.proc.pid
+    child.signal(signal.SIGKILL, group=True)  # what it left behind, if anything, holds no port
+    child.proc = None
+    child.exits.append(now)
+    while child.exits and now - child.exits[0] > FAST_EXIT_WINDOW:
+        child.exits.popleft()
+    how = f"was killed by signal {-returncode}" if returncode < 0 else f"exited with code {returncode}"
+    if len(child.exits) >= MAX_FAST_EXITS:
+        _say(f"{child.name} (pid {pid}) {how}; it exited {len(child.exits)} times within "
+             f"{FAST_EXIT_WINDOW:.0f} s, so it is not restarted again: stopping the stack. "
+             "Its log lines above say why; fix that and run `aurora up` again.")
+        return True
+    delay = min(RESTART_DELAY * 2 ** (len(child.exits) - 1), MAX_RESTART_DELAY)
+    child.restarts += 1
+    child.start_at = now + delay
+    _say(f"{child.name} (pid {pid}) {how}; restarting it in {delay:g} s (restart {child.restarts})")
+    _count_restart(child.name)
+    return False
+
+
+def _stop(children: list[Child], signals: _Signals, grace: float) -> None:
+    """SIGTERM to each main process; SIGKILL to the groups after ``grace`` s or a second signal."""
+    alive = [c for c in children if c.alive()]
+    if alive:
+        _say("stopping: " + ", ".join(c.name for c in alive) + " (finishing what is in flight; "
+             "Ctrl-C again to stop at once)")
+    first = signals.count  # 0 when the supervisor gave up: then the first Ctrl-C stops at once
+    for child in alive:
+        child.signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while any(c.alive() for c in alive):
+        if signals.count > first or time.monotonic() >= deadline:
+            late = [c for c in alive if c.alive()]
+            _say("stopping at once: " + ", ".join(c.name for c in late))
+            for child in late:
+                child.signal(signal.SIGKILL, group=True)
+            for child in late:
+                child.proc.wait()  # type: ignore[union-attr]
+            break
+        time.sleep(0.05)
+    for child in children:
+        child.signal(signal.SIGKILL, group=True)  # leftovers of a main process that is gone

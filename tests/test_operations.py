@@ -118,14 +118,14 @@ def test_deploy_files_are_hardened_and_start_the_real_commands(env) -> None:
     import configparser
 
     for name, command in (("aurora-web", "gunicorn --config"), ("aurora-worker", "aurora worker"),
-                          ("aurora-beat", "aurora beat")):
+                          ("aurora-system-worker", "aurora worker --system"), ("aurora-beat", "aurora beat")):
         unit = configparser.ConfigParser(strict=False, interpolation=None)
         unit.optionxform = str
         unit.read(ROOT / "deploy" / f"{name}.service")
         service = unit["Service"]
         assert command in service["ExecStart"]
-        for key, value in (("NoNewPrivileges", "true"), ("ProtectSystem", "strict"), ("PrivateTmp", "true"),
-                           ("User", "aurora"), ("Restart", "on-failure")):
+        for key, value in (("NoNewPrivileges", "yes"), ("ProtectSystem", "strict"), ("PrivateTmp", "yes"),
+                           ("User", "aurora"), ("Restart", "always"), ("KillMode", "mixed")):
             assert service[key] == value, (name, key)
         assert service["EnvironmentFile"] == "/etc/aurora/aurora.env"
     check = subprocess.run([sys.executable, "-m", "gunicorn", "--check-config", "--config",
@@ -134,6 +134,7 @@ def test_deploy_files_are_hardened_and_start_the_real_commands(env) -> None:
     assert check.returncode == 0, check.stderr
     procfile = (ROOT / "Procfile").read_text()
     assert "web: gunicorn" in procfile and "worker: aurora worker" in procfile and "beat: aurora beat" in procfile
+    assert "system: aurora worker --system" in procfile
 
 
 def test_metrics_are_made_once_when_many_threads_start_together(tmp_path) -> None:

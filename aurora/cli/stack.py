@@ -18,14 +18,23 @@ from ._common import _runtime, main
               help="Port to listen on (repeat for several; the seed uses 9292 and 9195).")
 @click.option("--web-workers", default=1, show_default=True, help="gunicorn worker processes (8 threads each).")
 def up(host: str, ports: tuple[int, ...], web_workers: int) -> None:
-    """Migrate the database and start web, worker and system worker (with beat); Ctrl-C stops them all."""
+    """Migrate the database and supervise web, worker and system worker (with beat).
+
+    A process that exits is started again (with a growing pause; the stack stops after 5 exits
+    of one process within 60 s). Ctrl-C or SIGTERM lets the runs in flight finish (at most
+    AURORA_LEASE_SECONDS), a second Ctrl-C stops at once. Refuses to start when a port is taken or
+    another `aurora up` runs on the same AURORA_HOME.
+    """
     import subprocess
 
     from ..config import load_settings
-    from ..stack import gunicorn_command, run_stack
+    from ..stack import check_ports, claim_home, gunicorn_command, run_stack
 
     settings = load_settings()
     url = f"http://{host}:{ports[0]}"
+    # Checked before anything is started or cleared: a second stack must not disturb the first.
+    lock = claim_home(settings.home)
+    check_ports(host, ports)
     from ..metrics import prepare
 
     prepare(settings.home, clear=True)  # counters start afresh with the stack; children share the folder
@@ -47,7 +56,8 @@ def up(host: str, ports: tuple[int, ...], web_workers: int) -> None:
         "web": gunicorn_command([f"{host}:{p}" for p in ports], web_workers, threads=8),
         "worker": [python, "-m", "aurora", "worker"],
         "system": [python, "-m", "aurora", "worker", "--system", "--beat"],
-    })
+    }, grace=settings.lease_seconds)
+    lock.close()
     sys.exit(code)
 
 
@@ -97,7 +107,7 @@ def worker(concurrency: int | None, loglevel: str, system: bool, with_beat: bool
     import socket
 
     from .. import celery_app
-    from ..celery_app import QUEUE, SYSTEM_QUEUE, celery
+    from ..celery_app import QUEUE, SYSTEM_QUEUE, celery, exit_when_stopped
 
     runtime = _runtime()
     runtime.policies.current()
@@ -109,6 +119,7 @@ def worker(concurrency: int | None, loglevel: str, system: bool, with_beat: bool
     if with_beat and not system:
         raise click.UsageError("--beat goes with --system: beat belongs beside the system queue")
     celery_app.process_kind, celery_app.embedded_beat = kind, with_beat
+    exit_when_stopped()
     celery.worker_main(["worker", "-Q", queue, "-P", pool, "-c", str(count), "-l", loglevel, "--without-mingle",
                         "--without-gossip", "-n", f"aurora-{kind}-{socket.gethostname()}-{os.getpid()}@%h"])
 

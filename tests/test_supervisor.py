@@ -1,0 +1,195 @@
+"""``aurora up`` as a supervisor, with real processes: it drains on SIGTERM, stops an idle stack
+quickly, refuses to start beside another stack, restarts a child that died, and takes its children
+with it when it is killed."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, free_port, reachable
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the supervisor's guarantees are Linux's")
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Every living process below ``pid``: pid -> command line."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if fields[0] != "Z":
+                parents[int(entry.name)] = int(fields[1])
+    found: dict[int, str] = {}
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        for child, parent in parents.items():
+            if parent == current and child not in found:
+                try:
+                    found[child] = (Path("/proc") / str(child) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                except OSError:
+                    found[child] = ""
+                todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def start_up(make_stack, **extra: str):
+    """``aurora up`` on two free ports; returns the stack with its admin key, once healthy."""
+    stack = make_stack(**extra)
+    stack.ports = [free_port(), free_port()]
+    stack.port = stack.ports[0]
+    stack.start("up", "up", "--port", str(stack.ports[0]), "--port", str(stack.ports[1]))
+    deadline = time.monotonic() + 60
+    while "AURORA_TOKEN=" not in stack.log("up") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    match = re.search(r"AURORA_TOKEN=(aur_\S+)", stack.log("up"))
+    assert match, stack.log("up")
+    stack.keys["admin"] = match.group(1)
+    stack.wait_healthy()
+    return stack
+
+
+def children_named(stack, needle: str, exclude: str = "\0") -> list[int]:
+    """The supervisor's own children (not theirs) whose command line has ``needle``."""
+    up = stack.procs["up"].pid
+    direct = {int(p) for p in Path(f"/proc/{up}/task/{up}/children").read_text().split()}
+    return [pid for pid, cmd in descendants(up).items() if pid in direct and needle in cmd and exclude not in cmd]
+
+
+def submit(stack, name: str = "send_report") -> str:
+    body = (ROOT / "workflows" / f"{name}.yaml").read_bytes()
+    response = stack.http("POST", "/workflows", data=body, headers={"Content-Type": "application/yaml"})
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def stop_up(stack, timeout: float = 30) -> float:
+    """SIGTERM to the ``aurora up`` process alone; seconds until it exited."""
+    proc = stack.procs.pop("up")
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=timeout)
+    return time.monotonic() - started
+
+
+def test_sigterm_lets_the_run_in_flight_finish(make_stack) -> None:
+    stack = start_up(make_stack, AURORA_SIMULATED_LATENCY_MS="3000")
+    run_id = submit(stack)
+    deadline = time.monotonic() + 20
+    run = stack.http("GET", f"/workflows/{run_id}").json()
+    while not (run["status"] == "running" and run.get("step") == "act") and time.monotonic() < deadline:
+        time.sleep(0.05)
+        run = stack.http("GET", f"/workflows/{run_id}").json()
+    assert run["status"] == "running" and run["step"] == "act", run  # inside the 3 s simulated call
+    stop_up(stack)
+    database = stack.env["AURORA_DATABASE_URL"].removeprefix("sqlite:///")
+    with sqlite3.connect(database) as db:
+        status = db.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()[0]
+    assert status == "succeeded", stack.log("up")[-3000:]
+    assert "Warm shutdown" in stack.log("up")
+
+
+def test_an_idle_stack_stops_in_under_three_seconds_and_leaves_nothing(make_stack) -> None:
+    stack = start_up(make_stack)
+    pids = descendants(stack.procs["up"].pid)
+    assert any("aurora worker --system" in cmd for cmd in pids.values()), pids  # the fourth child
+    took = stop_up(stack)
+    assert took < 3, f"stopping took {took:.1f} s\n" + stack.log("up")[-3000:]
+    assert not [pid for pid in pids if alive(pid)]
+    assert not any(reachable("127.0.0.1", port) for port in stack.ports)
+
+
+def test_a_taken_port_or_a_running_stack_on_the_same_home_starts_and_clears_nothing(make_stack) -> None:
+    stack = make_stack()
+    home = Path(stack.env["AURORA_HOME"])
+    (home / "metrics").mkdir(parents=True)
+    (home / "metrics" / "counter_1.db").write_text("the other stack's counters")
+    taken, free = free_port(), free_port()
+    import socket
+
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", taken))
+        other.listen()
+        up = stack.aurora("up", "--port", str(free), "--port", str(taken), check=False)
+    assert up.returncode == 2, up.stdout + up.stderr
+    assert f"port {taken} on 127.0.0.1 is already in use" in up.stderr and "--port" in up.stderr
+    assert "Traceback" not in up.stderr
+    assert (home / "metrics" / "counter_1.db").read_text() == "the other stack's counters"
+    assert not Path(stack.env["AURORA_DATABASE_URL"].removeprefix("sqlite:///")).exists()  # not even migrated
+    assert not (home / "broker").exists() and not list(home.glob("celerybeat-schedule*"))
+
+    with open(home / "up.lock", "w") as lock:  # what a running `aurora up` holds
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock.write("4242\n")
+        lock.flush()
+        up = stack.aurora("up", "--port", str(free_port()), check=False)
+    assert up.returncode == 2, up.stdout + up.stderr
+    assert "another `aurora up` (pid 4242) is running" in up.stderr
+    assert (home / "metrics" / "counter_1.db").exists()
+
+
+def test_a_killed_worker_is_restarted_and_the_stack_keeps_working(make_stack) -> None:
+    stack = start_up(make_stack)
+    [worker] = children_named(stack, "aurora worker", exclude="--system")
+    os.kill(worker, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while "restarting it" not in stack.log("up") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert re.search(rf"aurora: worker \(pid {worker}\) was killed by signal 9; restarting it in 0\.5 s "
+                     r"\(restart 1\)", stack.log("up")), stack.log("up")[-3000:]
+    run_id = submit(stack)
+    assert stack.wait_status(run_id, {"succeeded", "failed"}, timeout=60)["status"] == "succeeded"
+    assert children_named(stack, "aurora worker", exclude="--system") != [worker]
+    metrics = stack.http("GET", "/metrics").text
+    assert 'aurora_supervisor_restarts_total{process="worker"} 1.0' in metrics
+
+
+def test_a_killed_supervisor_takes_its_children_with_it(make_stack) -> None:
+    stack = start_up(make_stack)
+    pids = descendants(stack.procs["up"].pid)
+    assert len([cmd for cmd in pids.values() if "-m aurora" in cmd or "gunicorn" in cmd]) >= 4, pids
+    stack.kill("up")  # SIGKILL: no handler runs in the supervisor
+    deadline = time.monotonic() + 15
+    while (any(alive(pid) for pid in pids) or any(reachable("127.0.0.1", p) for p in stack.ports)) \
+            and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [cmd for pid, cmd in pids.items() if alive(pid)]
+    assert not any(reachable("127.0.0.1", port) for port in stack.ports)
+
+
+def test_the_supervisor_gives_up_on_a_child_that_keeps_failing() -> None:
+    script = (
+        "import sys\n"
+        "from aurora import stack\n"
+        "stack.RESTART_DELAY = 0.01\n"
+        "code = stack.run_stack({'ok': [sys.executable, '-c', 'import time; time.sleep(60)'],"
+        " 'broken': [sys.executable, '-c', 'raise SystemExit(3)']})\n"
+        "sys.exit(code)\n"
+    )
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1, done.stderr
+    assert time.monotonic() - started < 10  # the healthy child was stopped, not waited for
+    assert done.stderr.count("broken (pid") == 5
+    assert "exited 5 times within 60 s, so it is not restarted again" in done.stderr
