@@ -223,7 +223,6 @@ class Engine:
         """Take the lease, run route and gate, decide the mode and mark the act step begun, in one
         transaction; a simulated call's outcome commits in it too."""
         now = utcnow()
-        lease_until = now + timedelta(seconds=self.settings.lease_seconds)
         if ahead is not None and ahead[1].simulated is not None:
             with self.db.write_rows() as connection:
                 settled = self._settle_fresh(connection, ahead[0], owner, ahead[1], now)
@@ -232,7 +231,8 @@ class Engine:
         with self.db.write() as session:
             conn = session.connection()
             # step is set to "act" now; a gate that stops the run below sets it back to "gate".
-            run = conn.execute(run_sql.CLAIM, {"rid": run_id, "now": now, "owner": owner, "until": lease_until}).one_or_none()
+            run = conn.execute(run_sql.CLAIM, {"rid": run_id, "now": now, "owner": owner,
+                                                   "lease": float(self.settings.lease_seconds)}).one_or_none()
             if run is None:
                 status = conn.execute(select(RUNS.c.status).where(RUNS.c.id == run_id)).scalar()
                 if status is None:
@@ -443,12 +443,12 @@ class Engine:
         stale = now - timedelta(seconds=self.settings.requeue_after)
         again: list[str] = []
         with self.db.write() as session:
-            lapsed = session.scalars(select(Run.id).where(
-                Run.status == RunStatus.RUNNING.value, Run.lease_expires_at < now)).all()
+            # Lapsed by the database's clock, not this process's (aurora/dbclock.py).
+            lapsed = session.execute(run_sql.LAPSED).scalars().all()
             for run_id in lapsed:
                 if self.transition(session, run_id, (RunStatus.RUNNING,), RunStatus.QUEUED,
                                     {"reason": "lease lapsed: the worker stopped"},
-                                    where="lease_lapsed", where_params={"w_before": now}, lease_owner=None,
+                                    where="lease_lapsed", lease_owner=None,
                                     lease_expires_at=None, enqueued_at=now):
                     again.append(run_id)
             forgotten = session.scalars(select(Run.id).where(

@@ -13,6 +13,7 @@ from functools import cache
 
 from sqlalchemy import Update, and_, bindparam, func, or_, select, update
 
+from .dbclock import db_later, db_now
 from .models import Run, RunStatus, RunStep, UTCDateTime
 
 RUNS = Run.__table__
@@ -22,14 +23,15 @@ NOW = bindparam("now", type_=UTCDateTime())
 INSERT_RUN = RUNS.insert()
 INSERT_STEPS = STEPS.insert()
 
-#: take a queued run, or a running one whose lease lapsed; the step is "act" from here on
+#: take a queued run, or a running one whose lease lapsed; the step is "act" from here on. The
+#: lease is on the database's clock (``aurora.dbclock``): a worker's own clock may be skewed.
 CLAIM = update(RUNS).where(
     RUNS.c.id == bindparam("rid"),
     or_(RUNS.c.status == RunStatus.QUEUED.value,
-        and_(RUNS.c.status == RunStatus.RUNNING.value, RUNS.c.lease_expires_at < NOW)),
+        and_(RUNS.c.status == RunStatus.RUNNING.value, RUNS.c.lease_expires_at < db_now())),
 ).values(
     status=RunStatus.RUNNING.value, lease_owner=bindparam("owner"), step="act",
-    lease_expires_at=bindparam("until", type_=UTCDateTime()), attempts=RUNS.c.attempts + 1,
+    lease_expires_at=db_later(bindparam("lease")), attempts=RUNS.c.attempts + 1,
     started_at=func.coalesce(RUNS.c.started_at, NOW), updated_at=NOW,
 ).returning(*RUNS.c)
 
@@ -43,7 +45,7 @@ UPDATE_STEP = update(STEPS).where(STEPS.c.run_id == bindparam("rid"), STEPS.c.st
 CONDITIONS = {
     "owned": RUNS.c.lease_owner == bindparam("w_owner"),
     "not_acting": or_(RUNS.c.step.is_(None), RUNS.c.step != "act"),
-    "lease_lapsed": RUNS.c.lease_expires_at < bindparam("w_before", type_=UTCDateTime()),
+    "lease_lapsed": RUNS.c.lease_expires_at < db_now(),
     "gate_overdue": RUNS.c.gate_deadline < bindparam("w_before", type_=UTCDateTime()),
 }
 
@@ -62,6 +64,13 @@ def transition(from_statuses: tuple[str, ...], to: str, fields: tuple[str, ...],
 FRESH = select(RUNS.c.id, RUNS.c.goal, RUNS.c.document, RUNS.c.document_hash, RUNS.c.attempts,
                RUNS.c.created_at).where(RUNS.c.id == bindparam("rid"), RUNS.c.status == RunStatus.QUEUED.value,
                            RUNS.c.attempts == 0)
+
+#: renew the leases this process holds (one owner each), on the database's clock
+RENEW = update(RUNS).where(RUNS.c.id == bindparam("rid"), RUNS.c.lease_owner == bindparam("owner"),
+                           RUNS.c.status == RunStatus.RUNNING.value).values(lease_expires_at=db_later(bindparam("lease")))
+
+#: running runs whose lease lapsed, by the database's clock
+LAPSED = select(RUNS.c.id).where(RUNS.c.status == RunStatus.RUNNING.value, RUNS.c.lease_expires_at < db_now())
 
 #: a fresh run whose simulated outcome was worked out ahead goes from queued to final at once
 SETTLE_FRESH = update(RUNS).where(
