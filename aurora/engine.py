@@ -6,7 +6,7 @@ race freely: exactly one of them wins each transition. A worker holds a *lease* 
 executes, renewed while it works; the sweeper hands runs with a lapsed lease to another worker.
 Finished steps are recorded and never run again.
 
-    queued ──> running ──> succeeded | failed
+    queued ──> running ──> succeeded | failed | needs_reconciliation
       ^  │        ├──> awaiting_approval ──> queued (quorum reached) | rejected | expired
       │  │        └──> rejected
       │  └──> cancelled  (also from running before it acts, and from awaiting_approval)
@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 from sqlalchemy.orm import Session
 
-from . import adapter_state, audit, events, gates, metrics, pipeline, run_sql
+from . import adapter_state, audit, events, finishing, gates, metrics, pipeline, run_sql
 from .adapters import BY_GOAL, CallContext, Mode
 from .adapters.base import LiveCallFailed
 from .adapters.engines import DEFAULT_FALLBACK
@@ -47,7 +47,8 @@ from .secrets import Secrets
 
 log = logging.getLogger(__name__)
 
-#: a run claimed this many times without finishing is failed instead of tried again
+#: a run whose act was begun this many times without finishing is given up instead of tried
+#: again (a claim that only passes its gate does not count: ``attempts`` counts act starts)
 MAX_ATTEMPTS = 5
 #: statuses from which a cancel is accepted (``running`` only until the act step begins)
 CANCELLABLE = (RunStatus.QUEUED, RunStatus.AWAITING_APPROVAL, RunStatus.RUNNING)
@@ -99,9 +100,11 @@ class Engine:
         event_data: dict[str, Any] | None = None,
         where: str | None = None,
         where_params: dict[str, Any] | None = None,
+        announce: bool = True,
         **fields: Any,
     ) -> bool:
-        """Compare-and-set the run's status; append ``run.<to>`` if it moved.
+        """Compare-and-set the run's status; append ``run.<to>`` if it moved (unless not
+        ``announce``: the caller then appends it).
 
         ``where`` names an extra condition of :data:`aurora.run_sql.CONDITIONS`, with its
         ``w_`` parameters in ``where_params``.
@@ -114,7 +117,7 @@ class Engine:
         statement = run_sql.transition(tuple(s.value for s in from_statuses), to.value, tuple(sorted(fields)), where)
         params = {"rid": run_id, "now": now, **(where_params or {}), **{f"v_{k}": v for k, v in fields.items()}}
         moved = session.connection().execute(statement, params).rowcount
-        if moved:
+        if moved and announce:
             events.append(self.db, session, self.node, f"run.{to.value}", event_data or {}, run_id=run_id, at=now)
         return bool(moved)
 
@@ -186,14 +189,17 @@ class Engine:
                  mode.reason, extra={"step": "act", "mode": mode.name, "attempt": run.attempts, "goal": run.goal})
         error: dict[str, Any] | None = None
         rollback: str | None = None
+        # The lease is held until the outcome is written: the finish may wait out a database blip.
         with self.leases.hold(run_id, owner):
             try:
                 result = adapter.call(payload, ctx, mode)
             except LiveCallFailed as exc:
                 result, error = None, {"type": "live_call_failed", "kind": exc.kind, "message": str(exc),
                                        "response": exc.response}
-                if exc.kind == "ambiguous" and not adapter.repeat_safe:
-                    error["type"] = "needs_reconciliation"
+                if exc.kind == "ambiguous" and mode.live and adapter.has_side_effects:
+                    # It may have happened at the provider: ending it "failed" would invite a
+                    # second submission that does it twice.
+                    error = finishing.reconcile_error(adapter, ctx, str(exc), kind=exc.kind, response=exc.response)
                 if exc.adapter_fault and policy.auto_rollback:
                     rollback = f"{exc.kind}: {exc}"
             except AuroraError as exc:
@@ -201,7 +207,10 @@ class Engine:
             except Exception as exc:  # noqa: BLE001 - an adapter bug must fail the run, not loop it
                 log.exception("adapter %s failed on run %s", adapter.name, run_id)
                 result, error = None, {"type": "internal_error", "message": exc.__class__.__name__}
-        outcome = self._finish(run, owner, adapter, ctx, payload, mode, result, error, rollback)
+                if mode.live and adapter.has_side_effects:
+                    error = finishing.reconcile_error(adapter, ctx, f"the live call broke off ({exc.__class__.__name__})"
+                                                      " and may have been made", kind="internal_error")
+            outcome = finishing.finish(self, run, owner, adapter, ctx, payload, mode, result, error, rollback)
         metrics.run_finished(run.goal, outcome.status, (utcnow() - run.created_at).total_seconds())
         log.info("run %s: %s", run_id, outcome.status, extra={"step": "finish", "status": outcome.status})
         return outcome
@@ -232,7 +241,7 @@ class Engine:
             conn = session.connection()
             # step is set to "act" now; a gate that stops the run below sets it back to "gate".
             run = conn.execute(run_sql.CLAIM, {"rid": run_id, "now": now, "owner": owner,
-                                                   "lease": float(self.settings.lease_seconds)}).one_or_none()
+                                               "lease": float(self.settings.lease_seconds)}).one_or_none()
             if run is None:
                 status = conn.execute(select(RUNS.c.status).where(RUNS.c.id == run_id)).scalar()
                 if status is None:
@@ -240,41 +249,35 @@ class Engine:
                 return Outcome(run_id, status, "not claimable")
             events.append(self.db, session, self.node, "run.running",
                           {"attempt": run.attempts, "worker": owner.rsplit(":", 1)[0]}, run_id=run_id, at=now)
-            if run.attempts > MAX_ATTEMPTS:
-                self.transition(session, run_id, (RunStatus.RUNNING,), RunStatus.FAILED,
-                                 {"error": "gave up"}, error={"type": "too_many_attempts",
-                                                               "message": f"gave up after {MAX_ATTEMPTS} attempts"})
-                return Outcome(run_id, RunStatus.FAILED.value, "too many attempts")
-            if ahead is not None and run.attempts == 1 and run.document_hash == ahead[0].document_hash:
-                steps: dict[str, Any] = {}  # the first attempt: nothing was recorded before
+            # The first claim ever (CLAIM sets started_at only then): nothing was recorded before.
+            first = run.attempts == 1 and run.started_at == now
+            if ahead is not None and first and run.document_hash == ahead[0].document_hash:
+                steps: dict[str, Any] = {}
                 plan = ahead[1]
             else:
                 # Later attempts resume after what is done.
-                steps = {} if run.attempts == 1 else {
+                steps = {} if first else {
                     row.step: row for row in conn.execute(select(STEPS).where(STEPS.c.run_id == run_id))}
                 plan = pipeline.plan(run, steps, ctx)
             payload, pending = plan.payload, plan.pending
+            adapter = BY_GOAL[run.goal]
+            earlier = steps.get("act")
+            if earlier is not None and earlier is not True and earlier.status == "started":
+                # An earlier attempt began the act (its gate was open then): finish or give it up,
+                # never gate it again.
+                ended = self._resume(session, run, owner, adapter, ctx, payload, earlier.result or {}, steps, pending)
+                if ended is not None:
+                    return ended
+            elif run.attempts > MAX_ATTEMPTS:
+                return self._give_up(session, run, adapter, ctx, None, steps, pending)
             verdict = self._gate(session, run, plan.required, ctx.policy, now)
             if verdict is not None:
                 self._record_steps(session, run_id, steps, pending)
                 return verdict
-            adapter = BY_GOAL[run.goal]
             if run.goal == "ingest_forms":
                 cursor = session.get(FormCursor, adapter.form_id(payload, ctx))
                 if cursor is not None and cursor.after:
                     payload["after"] = cursor.after
-            earlier = steps.get("act")
-            if earlier is not None and earlier is not True and earlier.status == "started" \
-                    and (earlier.result or {}).get("mode") == "live" and not adapter.repeat_safe:
-                # A live call was begun and its worker died: it may have reached the provider,
-                # which cannot deduplicate it. Sending again could do it twice; a person decides.
-                self._record_steps(session, run_id, steps, pending)
-                self.transition(session, run_id, (RunStatus.RUNNING,), RunStatus.FAILED,
-                                 {"error": "needs_reconciliation", "adapter": adapter.name},
-                                 error={"type": "needs_reconciliation", "message":
-                                        f"a live {adapter.name} call was interrupted and may have been made; "
-                                        "check with the provider before submitting again"})
-                return Outcome(run_id, RunStatus.FAILED.value, "needs reconciliation")
             ctx = replace(ctx, rollouts=adapter_state.Rollouts(session))
             mode = plan.mode or adapter.decide(payload, ctx)
             pending += [
@@ -289,11 +292,48 @@ class Engine:
                 if settlement is None:
                     result, error = pipeline.call_simulated(adapter, run, payload, ctx, mode)
                     settlement = pipeline.settle(run.id, adapter, ctx, payload, mode, result, error)
-                outcome = self._finish_in(session, run, owner, adapter, settlement, None, (steps, pending))
+                outcome = finishing.settle_in(self, session, run, owner, adapter, settlement, None, (steps, pending))
                 return replace(outcome, detail="simulated", goal=run.goal, created_at=run.created_at)
             self._record_steps(session, run_id, steps, pending)
             # The call happens after this transaction: take the rollouts along, read.
             return run, payload, mode, replace(ctx, rollouts=dict(ctx.rollouts))
+
+    def _resume(self, session: Session, run: Any, owner: str, adapter: Any, ctx: CallContext,
+                payload: dict[str, Any], act: dict[str, Any], steps: dict[str, Any],
+                pending: list[dict[str, Any]]) -> Outcome | None:
+        """A run whose act an earlier attempt began: finish it from the outcome that attempt kept,
+        or give it up if the call may have happened and cannot be made again safely (or too
+        often). None: make the call again (the provider deduplicates it, or it was simulated)."""
+        live = act.get("mode") == "live"
+        if "kept" in act:
+            self._record_steps(session, run.id, steps, pending)
+            result, error, rollback = finishing.restore(adapter, act)
+            mode = result.mode if result is not None else Mode(live, act.get("reason", ""))
+            return finishing.finish_in(self, session, run, owner, adapter, ctx, payload, mode, result, error,
+                                       rollback, None, owned=True)
+        if (live and adapter.has_side_effects and not adapter.repeat_safe) or run.attempts > MAX_ATTEMPTS:
+            return self._give_up(session, run, adapter, ctx, act, steps, pending)
+        return None
+
+    def _give_up(self, session: Session, run: Any, adapter: Any, ctx: CallContext, act: dict[str, Any] | None,
+                 steps: dict[str, Any], pending: list[dict[str, Any]]) -> Outcome:
+        """End a run that is not acted on again: ``needs_reconciliation`` when a live call with
+        side effects may have reached the provider, else ``failed``."""
+        self._record_steps(session, run.id, steps, pending)
+        if act is not None and act.get("mode") == "live" and adapter.has_side_effects:
+            why = ("it was begun too often without finishing" if run.attempts > MAX_ATTEMPTS
+                   else "this provider cannot deduplicate a repeat")
+            error = finishing.reconcile_error(
+                adapter, ctx, f"a live {adapter.name} call was interrupted and may have been made ({why}); "
+                "check with the provider before submitting again",
+                reason="too_many_attempts" if run.attempts > MAX_ATTEMPTS else "interrupted")
+            status = RunStatus.NEEDS_RECONCILIATION
+        else:
+            error = {"type": "too_many_attempts", "message": f"gave up after {MAX_ATTEMPTS} attempts"}
+            status = RunStatus.FAILED
+        self.transition(session, run.id, (RunStatus.RUNNING,), status, {"error": error["type"], "adapter": adapter.name},
+                        error=error)
+        return Outcome(run.id, status.value, error.get("reason", error["type"]).replace("_", " "))
 
     def _settle_fresh(self, connection: Connection, run: Any, owner: str, plan: pipeline.Plan,
                       now: datetime) -> Outcome | None:
@@ -314,16 +354,11 @@ class Engine:
             ("run.running", {"attempt": 1, "worker": owner.rsplit(":", 1)[0]}),
             (f"run.{status.value}", final),
         ], run_id=run_id, at=now)
-        self._record_steps(connection, run_id, {}, [*plan.pending, self._gate_open, self._act_done(record, status, 1)])
+        self._record_steps(connection, run_id, {}, [*plan.pending, self._gate_open, finishing.act_done(record, status, 1)])
         return Outcome(run_id, status.value, "simulated", run.goal, run.created_at)
 
     #: the gate step of a run that needs no approval
     _gate_open = {"step": "gate", "status": "done", "result": {"state": "open"}}
-
-    @staticmethod
-    def _act_done(record: dict[str, Any], status: RunStatus, attempt: int) -> dict[str, Any]:
-        return {"step": "act", "status": "done", "attempt": attempt,
-                "result": {"audit": record["pk"], "ok": status is RunStatus.SUCCEEDED, "mode": record["mode"]}}
 
     def _gate(self, session: Session, run: Any, required: int, policy: Policy, now: datetime) -> Outcome | None:
         """None if the run may act; otherwise the outcome that stops it here."""
@@ -338,13 +373,14 @@ class Engine:
             return None
         if decision.state is gates.GateState.REJECTED:
             self.transition(session, run.id, (RunStatus.RUNNING,), RunStatus.REJECTED, decision.as_dict(),
-                             approvals_required=required, step="gate")
+                             approvals_required=required, step="gate", attempts=run.attempts - 1)
             return Outcome(run.id, RunStatus.REJECTED.value, f"rejected by {decision.rejected_by}")
         deadline = run.gate_deadline or now + timedelta(seconds=policy.approval_timeout_seconds)
         self.transition(session, run.id, (RunStatus.RUNNING,), RunStatus.AWAITING_APPROVAL,
                          {**decision.as_dict(), "deadline": deadline.isoformat()},
                          approvals_required=required, gate_deadline=deadline, step="gate",
-                         lease_owner=None, lease_expires_at=None)
+                         lease_owner=None, lease_expires_at=None,
+                         attempts=run.attempts - 1)  # only a claim that acts counts as an attempt
         return Outcome(run.id, RunStatus.AWAITING_APPROVAL.value, f"{decision.missing} approval(s) missing")
 
     @staticmethod
@@ -363,47 +399,6 @@ class Engine:
             steps[record["step"]] = True
         if new:
             conn.execute(run_sql.INSERT_STEPS, new)
-
-    def _finish(self, run: Any, owner: str, adapter: Any, ctx: CallContext, payload: dict[str, Any], mode: Mode,
-                result: Any, error: dict[str, Any] | None, rollback: str | None) -> Outcome:
-        rollback = ctx.secrets.redact(rollback) if rollback else None
-        with self.db.write() as session:
-            if result is not None and result.ok and result.mode.live and hasattr(adapter, "persist"):
-                # What a live call left at the provider (ids, form responses) is stored with the
-                # outcome; persisting may trim the response (ingested items become events).
-                adapter.persist(self.db, session, self.node, run.id, result)
-            settlement = pipeline.settle(run.id, adapter, ctx, payload, mode, result, error)
-            return self._finish_in(session, run, owner, adapter, settlement, rollback)
-
-    def _finish_in(self, session: Session, run: Any, owner: str, adapter: Any, settlement: pipeline.Settlement,
-                   rollback: str | None = None,
-                   unrecorded: tuple[dict[str, Any], list[dict[str, Any]]] | None = None) -> Outcome:
-        """Audit record, result, final status and event, in the caller's transaction.
-
-        ``unrecorded`` carries steps of this transaction not yet written (``steps``, ``pending``,
-        the act step last): they are written once, the act step already done.
-        """
-        record = audit.append(self.db, session, settlement.record)
-        if rollback:
-            adapter_state.roll_back(self.db, session, adapter.name, self.node, rollback, run.id)
-        mine = {"where": "owned", "where_params": {"w_owner": owner}}
-        if settlement.ok:
-            moved = self.transition(session, run.id, (RunStatus.RUNNING,), RunStatus.SUCCEEDED,
-                                     {"mode": record["mode"], "audit": record["pk"]}, result=settlement.body, **mine)
-            status = RunStatus.SUCCEEDED
-        else:
-            moved = self.transition(session, run.id, (RunStatus.RUNNING,), RunStatus.FAILED,
-                                     {"error": settlement.error}, error=settlement.error, **mine)
-            status = RunStatus.FAILED
-        if not moved:
-            if unrecorded:
-                self._record_steps(session, run.id, *unrecorded)
-            events.append(self.db, session, self.node, "run.lease_lost", {"worker": owner.rsplit(":", 1)[0]}, run_id=run.id)
-            return Outcome(run.id, "lease_lost", "another worker reclaimed the run")
-        act = self._act_done(record, status, run.attempts)
-        steps, pending = unrecorded or ({"act": True}, [])
-        self._record_steps(session, run.id, steps, [r for r in pending if r["step"] != "act"] + [act])
-        return Outcome(run.id, status.value)
 
     @cached_property
     def leases(self) -> LeaseKeeper:

@@ -63,7 +63,7 @@ def transition(from_statuses: tuple[str, ...], to: str, fields: tuple[str, ...],
 #: a run no worker has claimed yet: its plan can be worked out before the write transaction
 FRESH = select(RUNS.c.id, RUNS.c.goal, RUNS.c.document, RUNS.c.document_hash, RUNS.c.attempts,
                RUNS.c.created_at).where(RUNS.c.id == bindparam("rid"), RUNS.c.status == RunStatus.QUEUED.value,
-                           RUNS.c.attempts == 0)
+                           RUNS.c.attempts == 0, RUNS.c.started_at.is_(None))
 
 #: renew the leases this process holds (one owner each), on the database's clock
 RENEW = update(RUNS).where(RUNS.c.id == bindparam("rid"), RUNS.c.lease_owner == bindparam("owner"),
@@ -75,7 +75,19 @@ LAPSED = select(RUNS.c.id).where(RUNS.c.status == RunStatus.RUNNING.value, RUNS.
 #: a fresh run whose simulated outcome was worked out ahead goes from queued to final at once
 SETTLE_FRESH = update(RUNS).where(
     RUNS.c.id == bindparam("rid"), RUNS.c.status == RunStatus.QUEUED.value, RUNS.c.attempts == 0,
+    RUNS.c.started_at.is_(None),
 ).values(
     status=bindparam("v_status"), attempts=1, step="act", started_at=NOW, finished_at=NOW, updated_at=NOW,
     result=bindparam("v_result"), error=bindparam("v_error"),
 )
+
+#: does this worker still hold the run? (On PostgreSQL it also locks the row until the finish
+#: commits; SQLite's writer already holds the database.)
+STILL_OWNED = update(RUNS).where(
+    RUNS.c.id == bindparam("rid"), RUNS.c.status == RunStatus.RUNNING.value, RUNS.c.lease_owner == bindparam("owner"),
+).values(lease_owner=bindparam("owner"))
+
+#: keep a live call's outcome on its act step, for the attempt that finishes the run
+KEEP_OUTCOME = update(STEPS).where(
+    STEPS.c.run_id == bindparam("rid"), STEPS.c.step == "act", STEPS.c.status == "started",
+).values(result=bindparam("v_result"))
