@@ -1,0 +1,210 @@
+"""A live call's outcome is kept exactly once, in every crash path: a worker killed after Stripe
+charged (again and again), a finish transaction that fails after a mail was sent, a finish that
+finds its lease taken. Every live call that reached a provider ends with exactly one audit record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, update
+from test_adapters_live import CHARGE, SECRETS, live  # noqa: F401 - the fixture
+from test_webhooks import post, stripe_header
+
+from aurora import db as aurora_db
+from aurora.engine import MAX_ATTEMPTS
+from aurora.models import Approval, AuditRecord, Event, Run, RunStep, utcnow
+
+ROOT = Path(__file__).resolve().parent.parent
+#: one worker process: execute the run once, print its outcome
+WORKER = """
+import sys
+from aurora.config import load_settings
+from aurora.runtime import Runtime
+print(Runtime(load_settings()).engine.execute(sys.argv[1]).status)
+"""
+
+
+def audit_records(harness, run_id: str) -> list[AuditRecord]:
+    return harness.audit(run_id)
+
+
+def approve(harness, run_id: str) -> None:
+    stored = harness.get(run_id)
+    with harness.runtime.db.write() as session:
+        for voter in ("alice", "bob"):
+            session.add(Approval(run_id=run_id, voter=voter, decision="approve", channel="api",
+                                 document_hash=stored.document_hash))
+        session.execute(update(Run).where(Run.id == run_id).values(status="queued"))
+
+
+def kill_after_stripe_charged(harness, run_id: str) -> None:
+    """A worker process executes the run; the moment its charge reaches Stripe (which makes it and
+    stalls its answer) the process is killed with SIGKILL. Then its lease lapses and the sweeper
+    sends the run again, as beat would."""
+    server = harness.servers["stripe"]
+    before = len(server.requests_to("/v1/payment_intents"))
+    env = {**os.environ, **harness.env, "AURORA_LEASE_SECONDS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", WORKER, run_id], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while len(server.requests_to("/v1/payment_intents")) == before:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            out, err = proc.communicate()
+            raise AssertionError(f"the worker did not charge: {out} {err[-2000:]}")
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while harness.runtime.engine.sweep() != [run_id]:
+        assert time.monotonic() < deadline, "the lease of the killed worker did not lapse"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def stalling_stripe(live):  # noqa: F811
+    """Stripe makes each PaymentIntent at once but answers only after 20 s while ``on``."""
+    server = live.servers["stripe"]
+    original, switch = server.default, {"on": True}
+
+    def stall(request):
+        reply = original(request)
+        if switch["on"] and request.path == "/v1/payment_intents":
+            reply.delay = 20
+        return reply
+
+    server.default = stall
+    return switch
+
+
+@pytest.mark.parametrize("crashes", [MAX_ATTEMPTS - 1, MAX_ATTEMPTS])
+def test_a_charge_whose_worker_is_killed_after_stripe_charged_is_settled_and_recorded_once(
+        live, stalling_stripe, client, crashes) -> None:  # noqa: F811
+    engine, stripe = live.runtime.engine, live.servers["stripe"]
+    run = live.run("charge", {**CHARGE, "customer": "cus_async", "payment_method": "pm_1"}, approve=False)
+    assert run.status == "awaiting_approval"  # a gate pass: not an attempt
+    approve(live, run.id)
+    for _ in range(crashes):
+        kill_after_stripe_charged(live, run.id)
+    stalling_stripe["on"] = False
+    outcome = engine.execute(run.id)
+    stored = live.get(run.id)
+    assert len(stripe.state.intents) == 1  # every attempt sent the same idempotency key
+    [intent] = stripe.state.intents.values()
+    if crashes < MAX_ATTEMPTS:
+        # the fifth act: Stripe replays the charge it made, and the run records it
+        assert outcome.status == "succeeded" and stored.attempts == MAX_ATTEMPTS, stored.error
+        assert stored.result["response"]["id"] == intent["id"] and stored.settlement == "pending"
+        assert len(stripe.requests_to("/v1/payment_intents")) == crashes + 1
+    else:
+        # given up without calling again; what a person needs to look it up is in the error
+        assert stored.status == "needs_reconciliation", stored.error
+        assert stored.error["reason"] == "too_many_attempts"
+        assert stored.error["idempotency_key"] == f"aurora-{run.id}-stripe-charge"
+        assert len(stripe.requests_to("/v1/payment_intents")) == crashes
+        assert audit_records(live, run.id) == []
+    body = json.dumps({"id": "evt_settle", "object": "event", "type": "payment_intent.succeeded",
+                       "data": {"object": {**intent, "status": "succeeded"}}}).encode()
+    assert intent["metadata"] == {"aurora_run_id": run.id}
+    answer = post(client, "/webhooks/stripe", body,
+                  **{"Stripe-Signature": stripe_header(body, secret=SECRETS["stripe"]["webhook_secret"])})
+    assert answer.status_code == 200 and answer.json["run_id"] == run.id, answer.json
+    stored = live.get(run.id)
+    assert stored.status == "succeeded" and stored.settlement == "succeeded"
+    [record] = audit_records(live, run.id)
+    assert (record.mode, record.outcome, record.adapter) == ("live", "ok", "stripe")
+    assert record.response["id"] == intent["id"]
+    with live.runtime.db.read() as session:
+        settled = session.scalars(select(Event).where(Event.run_id == run.id, Event.type == "run.settled")).all()
+    assert len(settled) == 1
+    again = post(client, "/webhooks/stripe", body,
+                 **{"Stripe-Signature": stripe_header(body, secret=SECRETS["stripe"]["webhook_secret"])})
+    assert again.json["duplicate"] is True and len(audit_records(live, run.id)) == 1
+
+
+@pytest.fixture
+def short_busy_timeout(live, monkeypatch):  # noqa: F811
+    """SQLite writers of this test give up after 0.3 s instead of 30: a lock held longer is then
+    what a database blip is, a failed transaction."""
+    monkeypatch.setattr(aurora_db, "SQLITE_BUSY_TIMEOUT_MS", 300)
+    aurora_db.forget(live.runtime.settings.database_url)
+    live.runtime.__dict__.pop("db", None)
+    live.runtime.__dict__.pop("engine", None)
+    yield
+    aurora_db.forget(live.runtime.settings.database_url)
+
+
+def test_a_finish_that_fails_after_a_live_mail_is_retried_and_sends_once(live, short_busy_timeout, caplog) -> None:  # noqa: F811
+    mailgun = live.servers["mailgun"]
+    original = mailgun.default
+    path = live.runtime.settings.database_url.removeprefix("sqlite:///")
+
+    def send_then_lock(request):
+        reply = original(request)  # the mail is sent
+        blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        blocker.execute("BEGIN EXCLUSIVE")  # for 3 s nobody else may write (or read)
+
+        def release() -> None:
+            blocker.execute("COMMIT")
+            blocker.close()
+
+        threading.Timer(3, release).start()
+        return reply
+
+    mailgun.default = send_then_lock
+    started = time.monotonic()
+    run = live.run("send_email", {"to": "a@example.com", "subject": "s", "text": "t"})
+    assert run.status == "succeeded", run.error
+    assert time.monotonic() - started >= 3
+    assert len(mailgun.state.sent) == 1
+    [record] = audit_records(live, run.id)
+    assert (record.mode, record.outcome) == ("live", "ok")
+    assert any("could not write its outcome" in r.getMessage() for r in caplog.records)
+
+
+def test_a_finish_that_lost_its_lease_writes_no_record_and_the_next_attempt_finishes_it(live) -> None:  # noqa: F811
+    mailgun, engine = live.servers["mailgun"], live.runtime.engine
+    original = mailgun.default
+    taken: list[str] = []
+
+    def send_while_reclaimed(request):
+        reply = original(request)
+        run_id = request.form()["v:aurora_run_id"][0]
+        with live.runtime.db.write() as session:  # the sweeper and another worker took the run meanwhile
+            session.execute(update(Run).where(Run.id == run_id).values(
+                lease_owner="other:1:worker", lease_expires_at=utcnow()))
+        taken.append(run_id)
+        return reply
+
+    mailgun.default = send_while_reclaimed
+    from aurora import documents
+
+    run = engine.submit(documents.load(json.dumps({"name": "m", "goal": "send_email", "payload": {
+        "to": "a@example.com", "subject": "s", "text": "t"}}), fmt="json"), "sam")
+    first = engine.execute(run.id)
+    assert first.status == "lease_lost" and taken == [run.id]
+    assert audit_records(live, run.id) == []  # the finish that lost its lease recorded nothing
+    with live.runtime.db.read() as session:
+        act = session.scalar(select(RunStep).where(RunStep.run_id == run.id, RunStep.step == "act"))
+    assert act.status == "started" and act.result["kept"]["result"]["response"]["id"]
+    mailgun.default = original
+    time.sleep(0.01)
+    again = engine.execute(run.id)  # the lease lapsed: the next attempt finishes from the kept outcome
+    assert again.status == "succeeded"
+    assert len(mailgun.state.sent) == 1 and len(mailgun.received) == 1
+    [record] = audit_records(live, run.id)
+    assert (record.mode, record.outcome) == ("live", "ok")
+    stored = live.get(run.id)
+    assert stored.result["response"]["id"] == act.result["kept"]["result"]["response"]["id"]
+    with live.runtime.db.read() as session:
+        assert session.scalar(select(func.count()).select_from(Event).where(
+            Event.run_id == run.id, Event.type == "run.succeeded")) == 1
