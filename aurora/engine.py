@@ -269,7 +269,7 @@ class Engine:
                 if ended is not None:
                     return ended
             elif run.attempts > MAX_ATTEMPTS:
-                return self._give_up(session, run, adapter, ctx, None, steps, pending)
+                return self._give_up(session, run, adapter, ctx, payload, None, steps, pending)
             verdict = self._gate(session, run, plan.required, ctx.policy, now)
             if verdict is not None:
                 self._record_steps(session, run_id, steps, pending)
@@ -312,28 +312,13 @@ class Engine:
             return finishing.finish_in(self, session, run, owner, adapter, ctx, payload, mode, result, error,
                                        rollback, None, owned=True)
         if (live and adapter.has_side_effects and not adapter.repeat_safe) or run.attempts > MAX_ATTEMPTS:
-            return self._give_up(session, run, adapter, ctx, act, steps, pending)
+            return self._give_up(session, run, adapter, ctx, payload, act, steps, pending)
         return None
 
-    def _give_up(self, session: Session, run: Any, adapter: Any, ctx: CallContext, act: dict[str, Any] | None,
-                 steps: dict[str, Any], pending: list[dict[str, Any]]) -> Outcome:
-        """End a run that is not acted on again: ``needs_reconciliation`` when a live call with
-        side effects may have reached the provider, else ``failed``."""
+    def _give_up(self, session: Session, run: Any, adapter: Any, ctx: CallContext, payload: dict[str, Any],
+                 act: dict[str, Any] | None, steps: dict[str, Any], pending: list[dict[str, Any]]) -> Outcome:
         self._record_steps(session, run.id, steps, pending)
-        if act is not None and act.get("mode") == "live" and adapter.has_side_effects:
-            why = ("it was begun too often without finishing" if run.attempts > MAX_ATTEMPTS
-                   else "this provider cannot deduplicate a repeat")
-            error = finishing.reconcile_error(
-                adapter, ctx, f"a live {adapter.name} call was interrupted and may have been made ({why}); "
-                "check with the provider before submitting again",
-                reason="too_many_attempts" if run.attempts > MAX_ATTEMPTS else "interrupted")
-            status = RunStatus.NEEDS_RECONCILIATION
-        else:
-            error = {"type": "too_many_attempts", "message": f"gave up after {MAX_ATTEMPTS} attempts"}
-            status = RunStatus.FAILED
-        self.transition(session, run.id, (RunStatus.RUNNING,), status, {"error": error["type"], "adapter": adapter.name},
-                        error=error)
-        return Outcome(run.id, status.value, error.get("reason", error["type"]).replace("_", " "))
+        return finishing.give_up(self, session, run, adapter, ctx, payload, act, MAX_ATTEMPTS)
 
     def _settle_fresh(self, connection: Connection, run: Any, owner: str, plan: pipeline.Plan,
                       now: datetime) -> Outcome | None:

@@ -61,6 +61,36 @@ def reconcile_error(adapter: Any, ctx: CallContext, message: str, **details: Any
             **{k: v for k, v in details.items() if v is not None}}
 
 
+def give_up(engine: Any, session: Any, run: Any, adapter: Any, ctx: CallContext, payload: dict[str, Any],
+            act: dict[str, Any] | None, max_attempts: int) -> Any:
+    """End a run that is not acted on again: ``needs_reconciliation`` when a live call with side
+    effects may have reached the provider (with one audit record of that call, outcome
+    ``unknown``: the log shows every call that may have happened), else ``failed``."""
+    from .engine import Outcome
+
+    too_often = run.attempts > max_attempts
+    if act is None or act.get("mode") != "live" or not adapter.has_side_effects:
+        error = {"type": "too_many_attempts", "message": f"gave up after {max_attempts} attempts"}
+        engine.transition(session, run.id, (RunStatus.RUNNING,), RunStatus.FAILED,
+                          {"error": error["type"], "adapter": adapter.name}, error=error)
+        return Outcome(run.id, RunStatus.FAILED.value, "too many attempts")
+    why = "it was begun too often without finishing" if too_often else "this provider cannot deduplicate a repeat"
+    error = reconcile_error(adapter, ctx, f"a live {adapter.name} call was interrupted and may have been made "
+                            f"({why}); check with the provider before submitting again",
+                            reason="too_many_attempts" if too_often else "interrupted")
+    try:
+        request = ctx.secrets.redact(adapter.build(payload, ctx))
+    except Exception:  # noqa: BLE001 - the record matters more than the request's exact shape
+        request = ctx.secrets.redact({"payload": payload})
+    record = audit.append(engine.db, session, audit.prepare(
+        run_id=run.id, adapter=adapter.name, operation=adapter.operation, mode="live",
+        reason=f"interrupted: {act.get('reason', '')}"[:255], request=request, outcome="unknown",
+        response={"error": error}, duration_ms=0.0))
+    engine.transition(session, run.id, (RunStatus.RUNNING,), RunStatus.NEEDS_RECONCILIATION,
+                      {"error": RECONCILE, "adapter": adapter.name, "audit": record["pk"]}, error=error)
+    return Outcome(run.id, RunStatus.NEEDS_RECONCILIATION.value, error["reason"].replace("_", " "))
+
+
 # -- keeping an outcome on the act step --------------------------------------------------------
 
 def kept_outcome(mode: Mode, result: AdapterResult | None, error: dict[str, Any] | None,

@@ -111,7 +111,8 @@ def test_a_charge_whose_worker_is_killed_after_stripe_charged_is_settled_and_rec
         assert stored.error["reason"] == "too_many_attempts"
         assert stored.error["idempotency_key"] == f"aurora-{run.id}-stripe-charge"
         assert len(stripe.requests_to("/v1/payment_intents")) == crashes
-        assert audit_records(live, run.id) == []
+        [record] = audit_records(live, run.id)  # the call that may have happened is on record
+        assert (record.mode, record.outcome) == ("live", "unknown")
     body = json.dumps({"id": "evt_settle", "object": "event", "type": "payment_intent.succeeded",
                        "data": {"object": {**intent, "status": "succeeded"}}}).encode()
     assert intent["metadata"] == {"aurora_run_id": run.id}
@@ -120,9 +121,9 @@ def test_a_charge_whose_worker_is_killed_after_stripe_charged_is_settled_and_rec
     assert answer.status_code == 200 and answer.json["run_id"] == run.id, answer.json
     stored = live.get(run.id)
     assert stored.status == "succeeded" and stored.settlement == "succeeded"
-    [record] = audit_records(live, run.id)
-    assert (record.mode, record.outcome, record.adapter) == ("live", "ok", "stripe")
-    assert record.response["id"] == intent["id"]
+    [record] = audit_records(live, run.id)  # still one record of the one charge
+    assert (record.mode, record.adapter, record.outcome) == ("live", "stripe", "ok" if crashes < MAX_ATTEMPTS else "unknown")
+    assert stored.result["response"]["id"] == intent["id"]
     with live.runtime.db.read() as session:
         settled = session.scalars(select(Event).where(Event.run_id == run.id, Event.type == "run.settled")).all()
     assert len(settled) == 1
