@@ -17,12 +17,16 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, update
-from test_adapters_live import CHARGE, SECRETS, live  # noqa: F401 - the fixture
+from sqlalchemy.exc import OperationalError
+from test_adapters_live import CHARGE, SECRETS, Live, live  # noqa: F401 - the fixture
 from test_webhooks import post, stripe_header
 
 from aurora import db as aurora_db
+from aurora.config import load_settings
 from aurora.engine import MAX_ATTEMPTS
+from aurora.migrations import upgrade
 from aurora.models import Approval, AuditRecord, Event, Run, RunStep, utcnow
+from aurora.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 #: one worker process: execute the run once, print its outcome
@@ -209,3 +213,85 @@ def test_a_finish_that_lost_its_lease_writes_no_record_and_the_next_attempt_fini
     with live.runtime.db.read() as session:
         assert session.scalar(select(func.count()).select_from(Event).where(
             Event.run_id == run.id, Event.type == "run.succeeded")) == 1
+
+
+def harness_on(live, **env: str) -> Live:  # noqa: F811
+    """The live harness (same fake providers) with a runtime of its own, with these settings."""
+    settings = {**live.env, **env}
+    upgrade(settings["AURORA_DATABASE_URL"])
+    aurora_db.forget(settings["AURORA_DATABASE_URL"])  # engines made anew, with this test's busy timeout
+    harness = Live(Runtime(load_settings(settings)), settings, live.servers)
+    return harness
+
+
+def blip_after_send(harness: Live, seconds: float) -> None:
+    """Mailgun sends the mail, then the database is unavailable for ``seconds`` before the answer
+    comes back: SQLite is locked by another connection, PostgreSQL refuses every connection."""
+    mailgun = harness.servers["mailgun"]
+    original, url = mailgun.default, harness.runtime.settings.database_url
+
+    def send_then_blip(request):
+        reply = original(request)
+        if url.startswith("sqlite"):
+            blocker = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None, check_same_thread=False)
+            blocker.execute("BEGIN EXCLUSIVE")
+            end = [blocker.execute, "COMMIT"]
+        else:
+            import psycopg
+
+            name = url.rsplit("/", 1)[1]
+            blocker = psycopg.connect(os.environ.get("AURORA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"),
+                                      autocommit=True)
+            blocker.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+            blocker.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+            end = [blocker.execute, f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true']
+
+        def release() -> None:
+            end[0](end[1])
+            blocker.close()
+
+        threading.Timer(seconds, release).start()
+        return reply
+
+    mailgun.default = send_then_blip
+
+
+def test_a_finish_that_fails_after_a_live_mail_on_postgresql_is_retried_and_sends_once(
+        live, postgres_url, caplog) -> None:  # noqa: F811
+    harness = harness_on(live, AURORA_DATABASE_URL=postgres_url)
+    blip_after_send(harness, 3)
+    run = harness.run("send_email", {"to": "a@example.com", "subject": "s", "text": "t"})
+    assert run.status == "succeeded", run.error
+    assert len(harness.servers["mailgun"].state.sent) == 1
+    [record] = audit_records(harness, run.id)
+    assert (record.mode, record.outcome) == ("live", "ok")
+    assert any("could not write its outcome" in r.getMessage() for r in caplog.records)
+    aurora_db.forget(postgres_url)
+
+
+def test_a_finish_that_cannot_be_written_within_its_lease_is_never_sent_again(live, monkeypatch) -> None:  # noqa: F811
+    monkeypatch.setattr(aurora_db, "SQLITE_BUSY_TIMEOUT_MS", 300)
+    harness = harness_on(live, AURORA_LEASE_SECONDS="1")
+    blip_after_send(harness, 3)  # longer than the lease
+    engine = harness.runtime.engine
+    from aurora import documents
+
+    run = engine.submit(documents.load(json.dumps({"name": "m", "goal": "send_email", "payload": {
+        "to": "a@example.com", "subject": "s", "text": "t"}}), fmt="json"), "sam")
+    assert engine.execute(run.id).status == "unfinished"
+    deadline = time.monotonic() + 10
+    while True:  # once the database is back, the sweeper finds the lease lapsed
+        assert time.monotonic() < deadline
+        try:
+            if engine.sweep() == [run.id]:
+                break
+        except OperationalError:
+            pass  # still locked
+        time.sleep(0.2)
+    assert engine.execute(run.id).status == "needs_reconciliation"  # it may have been sent: never again
+    assert len(harness.servers["mailgun"].state.sent) == 1
+    [record] = audit_records(harness, run.id)
+    assert (record.mode, record.outcome) == ("live", "unknown")
+    stored = harness.get(run.id)
+    assert stored.error["idempotency_key"] == f"aurora-{run.id}-mailgun-send"
+    aurora_db.forget(harness.runtime.settings.database_url)
