@@ -262,15 +262,16 @@ class Engine:
             payload, pending = plan.payload, plan.pending
             adapter = BY_GOAL[run.goal]
             earlier = steps.get("act")
-            if earlier is not None and earlier is not True and earlier.status == "started":
-                # An earlier attempt began the act (its gate was open then): finish or give it up,
-                # never gate it again.
+            began = earlier is not None and earlier is not True and earlier.status == "started"
+            if began:
+                # An earlier attempt began the act, its gate open then: finish it, give it up or
+                # make the call again, but never stop it at the gate after it may have happened.
                 ended = self._resume(session, run, owner, adapter, ctx, payload, earlier.result or {}, steps, pending)
                 if ended is not None:
                     return ended
             elif run.attempts > MAX_ATTEMPTS:
                 return self._give_up(session, run, adapter, ctx, payload, None, steps, pending)
-            verdict = self._gate(session, run, plan.required, ctx.policy, now)
+            verdict = None if began else self._gate(session, run, plan.required, ctx.policy, now)
             if verdict is not None:
                 self._record_steps(session, run_id, steps, pending)
                 return verdict

@@ -122,3 +122,25 @@ def test_a_slow_clock_does_not_lose_its_lease(lease_env) -> None:
     assert acted(engine, run.id) == (1, 1)
     with engine.db.read() as session:
         assert session.scalar(select(Run.status).where(Run.id == run.id)) == "succeeded"
+
+
+def test_lease_times_on_the_database_clock_read_back_and_compare_below_a_second(lease_env) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from aurora.dbclock import db_later, db_now
+    from aurora.models import utcnow
+
+    engine = Runtime(load_settings(lease_env)).engine
+    with engine.db.write_rows() as connection:
+        later, now = connection.execute(select(db_later(2.5), db_now())).one()
+    assert later.tzinfo is not None and abs((later - now).total_seconds() - 2.5) < 0.01
+    assert abs((now - utcnow()).total_seconds()) < 1  # the same machine: the clocks agree
+    run = engine.submit(documents.load(MAIL), "sam")
+    with engine.db.write() as session:  # a lease written by Python, 0.5 s from now
+        session.execute(update(Run).where(Run.id == run.id).values(
+            status="running", lease_owner="w", lease_expires_at=utcnow() + timedelta(seconds=0.5)))
+    assert engine.sweep() == []
+    time.sleep(0.7)
+    assert engine.sweep() == [run.id]
