@@ -6,7 +6,7 @@ race freely: exactly one of them wins each transition. A worker holds a *lease* 
 executes, renewed while it works; the sweeper hands runs with a lapsed lease to another worker.
 Finished steps are recorded and never run again.
 
-    queued ──> running ──> succeeded | failed
+    queued ──> running ──> succeeded | failed | needs_reconciliation
       ^  │        ├──> awaiting_approval ──> queued (quorum reached) | rejected | expired
       │  │        └──> rejected
       │  └──> cancelled  (also from running before it acts, and from awaiting_approval)
@@ -26,11 +26,11 @@ from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import adapter_state, audit, events, gates, idempotency, metrics, pipeline, run_sql
+from . import adapter_state, audit, events, finishing, gates, idempotency, metrics, pipeline, run_sql, sweeper
 from .adapters import BY_GOAL, CallContext, Mode
 from .adapters.base import LiveCallFailed
 from .adapters.engines import DEFAULT_FALLBACK
@@ -48,10 +48,9 @@ from .secrets import Secrets
 
 log = logging.getLogger(__name__)
 
-#: a run claimed this many times without finishing is failed instead of tried again
+#: a run whose act was begun this many times without finishing is given up instead of tried
+#: again (a claim that only passes its gate does not count: ``attempts`` counts act starts)
 MAX_ATTEMPTS = 5
-#: the most lost messages one sweep sends again
-RESEND_BATCH = 1000
 #: statuses from which a cancel is accepted (``running`` only until the act step begins)
 CANCELLABLE = (RunStatus.QUEUED, RunStatus.AWAITING_APPROVAL, RunStatus.RUNNING)
 
@@ -102,9 +101,11 @@ class Engine:
         event_data: dict[str, Any] | None = None,
         where: str | None = None,
         where_params: dict[str, Any] | None = None,
+        announce: bool = True,
         **fields: Any,
     ) -> bool:
-        """Compare-and-set the run's status; append ``run.<to>`` if it moved.
+        """Compare-and-set the run's status; append ``run.<to>`` if it moved (unless not
+        ``announce``: the caller then appends it).
 
         ``where`` names an extra condition of :data:`aurora.run_sql.CONDITIONS`, with its
         ``w_`` parameters in ``where_params``.
@@ -117,7 +118,7 @@ class Engine:
         statement = run_sql.transition(tuple(s.value for s in from_statuses), to.value, tuple(sorted(fields)), where)
         params = {"rid": run_id, "now": now, **(where_params or {}), **{f"v_{k}": v for k, v in fields.items()}}
         moved = session.connection().execute(statement, params).rowcount
-        if moved:
+        if moved and announce:
             events.append(self.db, session, self.node, f"run.{to.value}", event_data or {}, run_id=run_id, at=now)
         return bool(moved)
 
@@ -207,14 +208,17 @@ class Engine:
                  mode.reason, extra={"step": "act", "mode": mode.name, "attempt": run.attempts, "goal": run.goal})
         error: dict[str, Any] | None = None
         rollback: str | None = None
+        # The lease is held until the outcome is written: the finish may wait out a database blip.
         with self.leases.hold(run_id, owner):
             try:
                 result = adapter.call(payload, ctx, mode)
             except LiveCallFailed as exc:
                 result, error = None, {"type": "live_call_failed", "kind": exc.kind, "message": str(exc),
                                        "response": exc.response}
-                if exc.kind == "ambiguous" and not adapter.repeat_safe:
-                    error["type"] = "needs_reconciliation"
+                if exc.kind == "ambiguous" and mode.live and adapter.has_side_effects:
+                    # It may have happened at the provider: ending it "failed" would invite a
+                    # second submission that does it twice.
+                    error = finishing.reconcile_error(adapter, ctx, str(exc), kind=exc.kind, response=exc.response)
                 if exc.adapter_fault and policy.auto_rollback:
                     rollback = f"{exc.kind}: {exc}"
             except AuroraError as exc:
@@ -222,7 +226,10 @@ class Engine:
             except Exception as exc:  # noqa: BLE001 - an adapter bug must fail the run, not loop it
                 log.exception("adapter %s failed on run %s", adapter.name, run_id)
                 result, error = None, {"type": "internal_error", "message": exc.__class__.__name__}
-        outcome = self._finish(run, owner, adapter, ctx, payload, mode, result, error, rollback)
+                if mode.live and adapter.has_side_effects:
+                    error = finishing.reconcile_error(adapter, ctx, f"the live call broke off ({exc.__class__.__name__})"
+                                                      " and may have been made", kind="internal_error")
+            outcome = finishing.finish(self, run, owner, adapter, ctx, payload, mode, result, error, rollback)
         metrics.run_finished(run.goal, outcome.status, (utcnow() - run.created_at).total_seconds())
         log.info("run %s: %s", run_id, outcome.status, extra={"step": "finish", "status": outcome.status})
         return outcome
@@ -244,7 +251,6 @@ class Engine:
         """Take the lease, run route and gate, decide the mode and mark the act step begun, in one
         transaction; a simulated call's outcome commits in it too."""
         now = utcnow()
-        lease_until = now + timedelta(seconds=self.settings.lease_seconds)
         if ahead is not None and ahead[1].simulated is not None:
             with self.db.write_rows() as connection:
                 settled = self._settle_fresh(connection, ahead[0], owner, ahead[1], now)
@@ -253,7 +259,8 @@ class Engine:
         with self.db.write() as session:
             conn = session.connection()
             # step is set to "act" now; a gate that stops the run below sets it back to "gate".
-            run = conn.execute(run_sql.CLAIM, {"rid": run_id, "now": now, "owner": owner, "until": lease_until}).one_or_none()
+            run = conn.execute(run_sql.CLAIM, {"rid": run_id, "now": now, "owner": owner,
+                                               "lease": float(self.settings.lease_seconds)}).one_or_none()
             if run is None:
                 status = conn.execute(select(RUNS.c.status).where(RUNS.c.id == run_id)).scalar()
                 if status is None:
@@ -261,41 +268,36 @@ class Engine:
                 return Outcome(run_id, status, "not claimable")
             events.append(self.db, session, self.node, "run.running",
                           {"attempt": run.attempts, "worker": owner.rsplit(":", 1)[0]}, run_id=run_id, at=now)
-            if run.attempts > MAX_ATTEMPTS:
-                self.transition(session, run_id, (RunStatus.RUNNING,), RunStatus.FAILED,
-                                 {"error": "gave up"}, error={"type": "too_many_attempts",
-                                                               "message": f"gave up after {MAX_ATTEMPTS} attempts"})
-                return Outcome(run_id, RunStatus.FAILED.value, "too many attempts")
-            if ahead is not None and run.attempts == 1 and run.document_hash == ahead[0].document_hash:
-                steps: dict[str, Any] = {}  # the first attempt: nothing was recorded before
+            # The first claim ever (CLAIM sets started_at only then): nothing was recorded before.
+            first = run.attempts == 1 and run.started_at == now
+            if ahead is not None and first and run.document_hash == ahead[0].document_hash:
+                steps: dict[str, Any] = {}
                 plan = ahead[1]
             else:
                 # Later attempts resume after what is done.
-                steps = {} if run.attempts == 1 else {
+                steps = {} if first else {
                     row.step: row for row in conn.execute(select(STEPS).where(STEPS.c.run_id == run_id))}
                 plan = pipeline.plan(run, steps, ctx)
             payload, pending = plan.payload, plan.pending
-            verdict = self._gate(session, run, plan.required, ctx.policy, now)
+            adapter = BY_GOAL[run.goal]
+            earlier = steps.get("act")
+            began = earlier is not None and earlier is not True and earlier.status == "started"
+            if began:
+                # An earlier attempt began the act, its gate open then: finish it, give it up or
+                # make the call again, but never stop it at the gate after it may have happened.
+                ended = self._resume(session, run, owner, adapter, ctx, payload, earlier.result or {}, steps, pending)
+                if ended is not None:
+                    return ended
+            elif run.attempts > MAX_ATTEMPTS:
+                return self._give_up(session, run, adapter, ctx, payload, None, steps, pending)
+            verdict = None if began else self._gate(session, run, plan.required, ctx.policy, now)
             if verdict is not None:
                 self._record_steps(session, run_id, steps, pending)
                 return verdict
-            adapter = BY_GOAL[run.goal]
             if run.goal == "ingest_forms":
                 cursor = session.get(FormCursor, adapter.form_id(payload, ctx))
                 if cursor is not None and cursor.after:
                     payload["after"] = cursor.after
-            earlier = steps.get("act")
-            if earlier is not None and earlier is not True and earlier.status == "started" \
-                    and (earlier.result or {}).get("mode") == "live" and not adapter.repeat_safe:
-                # A live call was begun and its worker died: it may have reached the provider,
-                # which cannot deduplicate it. Sending again could do it twice; a person decides.
-                self._record_steps(session, run_id, steps, pending)
-                self.transition(session, run_id, (RunStatus.RUNNING,), RunStatus.FAILED,
-                                 {"error": "needs_reconciliation", "adapter": adapter.name},
-                                 error={"type": "needs_reconciliation", "message":
-                                        f"a live {adapter.name} call was interrupted and may have been made; "
-                                        "check with the provider before submitting again"})
-                return Outcome(run_id, RunStatus.FAILED.value, "needs reconciliation")
             ctx = replace(ctx, rollouts=adapter_state.Rollouts(session))
             mode = plan.mode or adapter.decide(payload, ctx)
             pending += [
@@ -310,11 +312,33 @@ class Engine:
                 if settlement is None:
                     result, error = pipeline.call_simulated(adapter, run, payload, ctx, mode)
                     settlement = pipeline.settle(run.id, adapter, ctx, payload, mode, result, error)
-                outcome = self._finish_in(session, run, owner, adapter, settlement, None, (steps, pending))
+                outcome = finishing.settle_in(self, session, run, owner, adapter, settlement, None, (steps, pending))
                 return replace(outcome, detail="simulated", goal=run.goal, created_at=run.created_at)
             self._record_steps(session, run_id, steps, pending)
             # The call happens after this transaction: take the rollouts along, read.
             return run, payload, mode, replace(ctx, rollouts=dict(ctx.rollouts))
+
+    def _resume(self, session: Session, run: Any, owner: str, adapter: Any, ctx: CallContext,
+                payload: dict[str, Any], act: dict[str, Any], steps: dict[str, Any],
+                pending: list[dict[str, Any]]) -> Outcome | None:
+        """A run whose act an earlier attempt began: finish it from the outcome that attempt kept,
+        or give it up if the call may have happened and cannot be made again safely (or too
+        often). None: make the call again (the provider deduplicates it, or it was simulated)."""
+        live = act.get("mode") == "live"
+        if "kept" in act:
+            self._record_steps(session, run.id, steps, pending)
+            result, error, rollback = finishing.restore(adapter, act)
+            mode = result.mode if result is not None else Mode(live, act.get("reason", ""))
+            return finishing.finish_in(self, session, run, owner, adapter, ctx, payload, mode, result, error,
+                                       rollback, None, owned=True)
+        if (live and adapter.has_side_effects and not adapter.repeat_safe) or run.attempts > MAX_ATTEMPTS:
+            return self._give_up(session, run, adapter, ctx, payload, act, steps, pending)
+        return None
+
+    def _give_up(self, session: Session, run: Any, adapter: Any, ctx: CallContext, payload: dict[str, Any],
+                 act: dict[str, Any] | None, steps: dict[str, Any], pending: list[dict[str, Any]]) -> Outcome:
+        self._record_steps(session, run.id, steps, pending)
+        return finishing.give_up(self, session, run, adapter, ctx, payload, act, MAX_ATTEMPTS)
 
     def _settle_fresh(self, connection: Connection, run: Any, owner: str, plan: pipeline.Plan,
                       now: datetime) -> Outcome | None:
@@ -335,16 +359,11 @@ class Engine:
             ("run.running", {"attempt": 1, "worker": owner.rsplit(":", 1)[0]}),
             (f"run.{status.value}", final),
         ], run_id=run_id, at=now)
-        self._record_steps(connection, run_id, {}, [*plan.pending, self._gate_open, self._act_done(record, status, 1)])
+        self._record_steps(connection, run_id, {}, [*plan.pending, self._gate_open, finishing.act_done(record, status, 1)])
         return Outcome(run_id, status.value, "simulated", run.goal, run.created_at)
 
     #: the gate step of a run that needs no approval
     _gate_open = {"step": "gate", "status": "done", "result": {"state": "open"}}
-
-    @staticmethod
-    def _act_done(record: dict[str, Any], status: RunStatus, attempt: int) -> dict[str, Any]:
-        return {"step": "act", "status": "done", "attempt": attempt,
-                "result": {"audit": record["pk"], "ok": status is RunStatus.SUCCEEDED, "mode": record["mode"]}}
 
     def _gate(self, session: Session, run: Any, required: int, policy: Policy, now: datetime) -> Outcome | None:
         """None if the run may act; otherwise the outcome that stops it here."""
@@ -359,13 +378,14 @@ class Engine:
             return None
         if decision.state is gates.GateState.REJECTED:
             self.transition(session, run.id, (RunStatus.RUNNING,), RunStatus.REJECTED, decision.as_dict(),
-                             approvals_required=required, step="gate")
+                             approvals_required=required, step="gate", attempts=run.attempts - 1)
             return Outcome(run.id, RunStatus.REJECTED.value, f"rejected by {decision.rejected_by}")
         deadline = run.gate_deadline or now + timedelta(seconds=policy.approval_timeout_seconds)
         self.transition(session, run.id, (RunStatus.RUNNING,), RunStatus.AWAITING_APPROVAL,
                          {**decision.as_dict(), "deadline": deadline.isoformat()},
                          approvals_required=required, gate_deadline=deadline, step="gate",
-                         lease_owner=None, lease_expires_at=None)
+                         lease_owner=None, lease_expires_at=None,
+                         attempts=run.attempts - 1)  # only a claim that acts counts as an attempt
         return Outcome(run.id, RunStatus.AWAITING_APPROVAL.value, f"{decision.missing} approval(s) missing")
 
     @staticmethod
@@ -384,47 +404,6 @@ class Engine:
             steps[record["step"]] = True
         if new:
             conn.execute(run_sql.INSERT_STEPS, new)
-
-    def _finish(self, run: Any, owner: str, adapter: Any, ctx: CallContext, payload: dict[str, Any], mode: Mode,
-                result: Any, error: dict[str, Any] | None, rollback: str | None) -> Outcome:
-        rollback = ctx.secrets.redact(rollback) if rollback else None
-        with self.db.write() as session:
-            if result is not None and result.ok and result.mode.live and hasattr(adapter, "persist"):
-                # What a live call left at the provider (ids, form responses) is stored with the
-                # outcome; persisting may trim the response (ingested items become events).
-                adapter.persist(self.db, session, self.node, run.id, result)
-            settlement = pipeline.settle(run.id, adapter, ctx, payload, mode, result, error)
-            return self._finish_in(session, run, owner, adapter, settlement, rollback)
-
-    def _finish_in(self, session: Session, run: Any, owner: str, adapter: Any, settlement: pipeline.Settlement,
-                   rollback: str | None = None,
-                   unrecorded: tuple[dict[str, Any], list[dict[str, Any]]] | None = None) -> Outcome:
-        """Audit record, result, final status and event, in the caller's transaction.
-
-        ``unrecorded`` carries steps of this transaction not yet written (``steps``, ``pending``,
-        the act step last): they are written once, the act step already done.
-        """
-        record = audit.append(self.db, session, settlement.record)
-        if rollback:
-            adapter_state.roll_back(self.db, session, adapter.name, self.node, rollback, run.id)
-        mine = {"where": "owned", "where_params": {"w_owner": owner}}
-        if settlement.ok:
-            moved = self.transition(session, run.id, (RunStatus.RUNNING,), RunStatus.SUCCEEDED,
-                                     {"mode": record["mode"], "audit": record["pk"]}, result=settlement.body, **mine)
-            status = RunStatus.SUCCEEDED
-        else:
-            moved = self.transition(session, run.id, (RunStatus.RUNNING,), RunStatus.FAILED,
-                                     {"error": settlement.error}, error=settlement.error, **mine)
-            status = RunStatus.FAILED
-        if not moved:
-            if unrecorded:
-                self._record_steps(session, run.id, *unrecorded)
-            events.append(self.db, session, self.node, "run.lease_lost", {"worker": owner.rsplit(":", 1)[0]}, run_id=run.id)
-            return Outcome(run.id, "lease_lost", "another worker reclaimed the run")
-        act = self._act_done(record, status, run.attempts)
-        steps, pending = unrecorded or ({"act": True}, [])
-        self._record_steps(session, run.id, steps, [r for r in pending if r["step"] != "act"] + [act])
-        return Outcome(run.id, status.value)
 
     @cached_property
     def leases(self) -> LeaseKeeper:
@@ -459,63 +438,5 @@ class Engine:
     # -- sweeping ----------------------------------------------------------------------------
 
     def sweep(self, waiting: int | None = None) -> list[str]:
-        """Reclaim lapsed leases, resend lost messages, expire overdue gates; return the run ids
-        to enqueue again. ``waiting`` is the number of messages the broker holds for the run
-        queue (None when it cannot tell).
-
-        The candidates are found in a read, without the writer's turn (on SQLite every worker
-        waits for that turn, and a backlog makes the search longer); the writes that follow are
-        compare-and-sets, so whatever moved in between is left alone.
-        """
-        now = utcnow()
-        with self.db.read() as session:
-            lapsed = session.scalars(select(Run.id).where(
-                Run.status == RunStatus.RUNNING.value, Run.lease_expires_at < now)).all()
-            lost = self._lost_messages(session, waiting, now)
-            overdue = session.scalars(select(Run.id).where(
-                Run.status == RunStatus.AWAITING_APPROVAL.value, Run.gate_deadline < now)).all()
-        again: list[str] = []
-        if not (lapsed or lost or overdue):
-            return again
-        with self.db.write() as session:
-            for run_id in lapsed:
-                if self.transition(session, run_id, (RunStatus.RUNNING,), RunStatus.QUEUED,
-                                    {"reason": "lease lapsed: the worker stopped"},
-                                    where="lease_lapsed", where_params={"w_before": now}, lease_owner=None,
-                                    lease_expires_at=None, enqueued_at=now):
-                    again.append(run_id)
-            for run_id, enqueued_at in lost:
-                resent = session.execute(update(Run).where(
-                    Run.id == run_id, Run.status == RunStatus.QUEUED.value,
-                    Run.enqueued_at.is_(None) if enqueued_at is None else Run.enqueued_at == enqueued_at,
-                ).values(enqueued_at=now)).rowcount
-                if resent:
-                    events.append(self.db, session, self.node, "run.requeued",
-                                  {"reason": "its message was lost: sent again"}, run_id=run_id, at=now)
-                    again.append(run_id)
-            for run_id in overdue:
-                self.transition(session, run_id, (RunStatus.AWAITING_APPROVAL,), RunStatus.EXPIRED,
-                                 {"reason": "approval deadline passed"}, where="gate_overdue",
-                                 where_params={"w_before": now})
-        return again
-
-    def _lost_messages(self, session: Session, waiting: int | None, now: datetime,
-                       ) -> list[tuple[str, datetime | None]]:
-        """Queued runs whose message is no longer in the broker, though no worker claimed them.
-
-        The broker hands out messages first in, first out, so the ``waiting`` messages it still
-        holds are those of the ``waiting`` most recently enqueued runs. A queued run older than
-        those, and enqueued more than ``requeue_after`` seconds ago, had its message taken by a
-        worker that died before claiming it, or lost with the broker's data, or never sent
-        (broker down at submit). A backlog is never resent: its messages are all waiting. The
-        estimate errs towards waiting: a duplicate still in the broker counts as waiting, and a
-        message a busy worker holds in its prefetch is sent once more at worst, harmlessly (the
-        claim is a compare-and-set).
-        """
-        if waiting is None:
-            return []
-        stale = now - timedelta(seconds=self.settings.requeue_after)
-        queued = session.execute(
-            select(Run.id, Run.enqueued_at).where(Run.status == RunStatus.QUEUED.value)
-            .order_by(Run.enqueued_at.desc(), Run.pk.desc()).offset(waiting).limit(RESEND_BATCH)).all()
-        return [(row.id, row.enqueued_at) for row in queued if row.enqueued_at is None or row.enqueued_at < stale]
+        """Reclaim lapsed leases, resend lost messages, expire overdue gates (``aurora.sweeper``)."""
+        return sweeper.sweep(self, waiting)

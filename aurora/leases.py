@@ -8,12 +8,9 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import update
-
-from .models import Run, utcnow
+from .run_sql import RENEW
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +18,7 @@ log = logging.getLogger(__name__)
 class LeaseKeeper:
     def __init__(self, db: Any, lease_seconds: float):
         self.db = db
-        self.lease = timedelta(seconds=lease_seconds)
+        self.lease_seconds = float(lease_seconds)
         self.period = lease_seconds / 3
         self._held: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -47,11 +44,11 @@ class LeaseKeeper:
                 held = dict(self._held)
             if not held:
                 continue
-            until = utcnow() + self.lease
             try:
-                with self.db.write() as session:
-                    for run_id, owner in held.items():
-                        session.execute(update(Run).where(Run.id == run_id, Run.lease_owner == owner)
-                                        .values(lease_expires_at=until))
+                # The new expiry is the database's time plus the lease (aurora/dbclock.py): this
+                # process's clock never decides how long another worker must wait.
+                with self.db.write_rows() as connection:
+                    connection.execute(RENEW, [{"rid": run_id, "owner": owner, "lease": self.lease_seconds}
+                                               for run_id, owner in held.items()])
             except Exception:  # noqa: BLE001 - a missed renewal only shortens the lease
                 log.warning("could not renew %d lease(s)", len(held), exc_info=True)

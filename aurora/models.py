@@ -49,6 +49,9 @@ class RunStatus(enum.StrEnum):
     REJECTED = "rejected"
     EXPIRED = "expired"
     CANCELLED = "cancelled"
+    #: a live call may have reached the provider and its outcome is unknown: a person (or the
+    #: provider's signed webhook) decides; never acted on again by a worker
+    NEEDS_RECONCILIATION = "needs_reconciliation"
 
     @property
     def final(self) -> bool:
@@ -56,7 +59,8 @@ class RunStatus(enum.StrEnum):
 
 
 FINAL_STATUSES = frozenset(
-    {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.REJECTED, RunStatus.EXPIRED, RunStatus.CANCELLED}
+    {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.REJECTED, RunStatus.EXPIRED, RunStatus.CANCELLED,
+     RunStatus.NEEDS_RECONCILIATION}
 )
 
 

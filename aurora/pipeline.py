@@ -140,7 +140,8 @@ def settle(run_id: str, adapter: Any, ctx: CallContext, payload: dict[str, Any],
         mode=result.mode.name if result else mode.name,
         reason=result.mode.reason if result else mode.reason,
         request=secrets.redact(result.request if result else {"payload": payload}),
-        outcome="ok" if ok else "error",
+        # a call that may have happened at the provider is neither a success nor a failure
+        outcome="ok" if ok else "unknown" if (error or {}).get("type") == "needs_reconciliation" else "error",
         response=secrets.redact(result.response if result else error),
         duration_ms=result.duration_ms if result else 0.0,
     )

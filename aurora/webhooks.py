@@ -16,12 +16,12 @@ import json
 import time
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from . import audit, events
 from .errors import AuroraError
-from .models import ExternalRef, Run, WebhookReceipt, utcnow
+from .models import AuditRecord, ExternalRef, Run, RunStatus, WebhookReceipt, utcnow
 
 #: how far a signed timestamp may be from now (seconds), as Stripe's and Mailgun's libraries use
 TOLERANCE = 300
@@ -114,6 +114,61 @@ def _run_for(session: Any, provider: str, ref: str | None) -> str | None:
 
 
 SETTLING = {"payment_intent.succeeded": "succeeded", "payment_intent.payment_failed": "failed"}
+#: what of a PaymentIntent goes into a run's record
+INTENT_FIELDS = ("id", "status", "amount", "currency", "customer", "latest_charge")
+
+
+def _run_by_metadata(session: Any, intent: dict[str, Any]) -> str | None:
+    """The charge run named in the intent's ``metadata.aurora_run_id`` (Aurora sets it on every
+    PaymentIntent): a charge whose worker died before it could record the intent's id."""
+    run_id = str((intent.get("metadata") or {}).get("aurora_run_id") or "")
+    if not run_id:
+        return None
+    return session.scalar(select(Run.id).where(Run.id == run_id[:36], Run.goal == "charge"))
+
+
+def _is_this_charge(run: Run, intent: dict[str, Any]) -> bool:
+    """Whether the intent is the one the run's document asked for (amount, currency, customer)."""
+    from .money import to_minor_units
+
+    payload = run.document.get("payload") or {}
+    try:
+        amount = to_minor_units(payload["amount"], str(payload["currency"]))
+    except (KeyError, AuroraError):
+        return False
+    return (intent.get("amount") == amount and str(intent.get("currency", "")).lower() == str(payload["currency"]).lower()
+            and intent.get("customer") in (None, payload.get("customer")))
+
+
+def _reconcile(engine: Any, session: Any, run: Run, intent: dict[str, Any], event_id: str, outcome: str) -> int | None:
+    """A run that ended ``needs_reconciliation`` and the provider's signed word on what happened:
+    record the live call once (if no record of it exists) and end the run by it. Returns the
+    audit record's pk, or None when there was nothing to reconcile."""
+    if run.status != RunStatus.NEEDS_RECONCILIATION.value or not _is_this_charge(run, intent):
+        return None  # a run still in a worker's hands records its own call
+    summary = {key: intent.get(key) for key in INTENT_FIELDS}
+    reason = f"reconciled from Stripe event {event_id}"
+    recorded = session.scalar(select(func.count()).select_from(AuditRecord).where(
+        AuditRecord.run_id == run.id, AuditRecord.adapter == "stripe", AuditRecord.operation == "charge",
+        AuditRecord.mode == "live"))
+    pk = None
+    if not recorded:
+        key = (run.error or {}).get("idempotency_key") or f"aurora-{run.id}-stripe-charge"
+        pk = audit.append(engine.db, session, run_id=run.id, adapter="stripe", operation="charge", mode="live",
+                          reason=reason, request={"idempotency_key": key, "payment_intent": intent.get("id")},
+                          outcome="ok" if outcome == "succeeded" else "error", response=summary,
+                          duration_ms=0.0)["pk"]
+    if outcome == "succeeded":
+        body = {"dry_run": False, "msg": "Charged", "adapter": "stripe", "operation": "charge", "mode": "live",
+                "reason": reason, "response": summary, "reconciled": True}
+        engine.transition(session, run.id, (RunStatus.NEEDS_RECONCILIATION,), RunStatus.SUCCEEDED,
+                          {"mode": "live", "audit": pk, "reconciled_by": event_id}, result=body)
+    else:
+        error = {"type": "live_call_failed", "kind": "declined", "message": "the payment failed at Stripe",
+                 "response": summary, "reconciled_by": event_id}
+        engine.transition(session, run.id, (RunStatus.NEEDS_RECONCILIATION,), RunStatus.FAILED,
+                          {"error": error, "reconciled_by": event_id}, error=error)
+    return pk
 
 
 def apply_stripe(engine: Any, event: dict[str, Any]) -> dict[str, Any]:
@@ -122,7 +177,7 @@ def apply_stripe(engine: Any, event: dict[str, Any]) -> dict[str, Any]:
         raise WebhookRejected("not a Stripe event")
     intent = ((event.get("data") or {}).get("object") or {})
     with engine.db.write() as session:
-        run_id = _run_for(session, "stripe", intent.get("id"))
+        run_id = _run_for(session, "stripe", intent.get("id")) or _run_by_metadata(session, intent)
         if not _first_time(session, "stripe", event_id, type_, run_id):
             return {"received": True, "duplicate": True}
         outcome = SETTLING.get(type_)
@@ -132,11 +187,16 @@ def apply_stripe(engine: Any, event: dict[str, Any]) -> dict[str, Any]:
             events.append(engine.db, session, engine.node, "webhook.unmatched",
                           {"provider": "stripe", "type": type_, "payment_intent": intent.get("id")})
             return {"received": True, "ignored": "no run made this payment intent"}
+        if intent.get("id"):  # later events of this intent find the run by it
+            session.merge(ExternalRef(provider="stripe", ref=str(intent["id"])[:255], run_id=run_id))
         session.execute(update(Run).where(Run.id == run_id).values(settlement=outcome, updated_at=utcnow()))
+        run = session.scalar(select(Run).where(Run.id == run_id))
+        reconciled = _reconcile(engine, session, run, intent, event_id, outcome) if run is not None else None
         error = intent.get("last_payment_error") or {}
         events.append(engine.db, session, engine.node, "run.settled",
                       {"settlement": outcome, "payment_intent": intent.get("id"), "stripe_event": event_id,
-                       "decline_code": error.get("decline_code"), "code": error.get("code")}, run_id=run_id)
+                       "decline_code": error.get("decline_code"), "code": error.get("code"),
+                       "audit": reconciled}, run_id=run_id)
     return {"received": True, "run_id": run_id, "settlement": outcome}
 
 

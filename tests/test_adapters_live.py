@@ -200,7 +200,8 @@ def test_mailgun_timeout_after_sending_is_not_resent(live) -> None:
     server = live.servers["mailgun"]
     server.script("/v3/", Reply(200, {"id": "<x>", "message": "Queued"}, delay=1.5))
     run = live.run("send_email", {"to": "a@example.com", "subject": "s", "text": "t"})
-    assert run.status == "failed" and run.error["type"] == "needs_reconciliation"
+    assert run.status == "needs_reconciliation" and run.error["type"] == "needs_reconciliation"
+    assert run.error["idempotency_key"] == f"aurora-{run.id}-mailgun-send"
     assert len(server.received) == 1
     assert not adapter_state.load(live.runtime.db)["mailgun"].promoted
 
@@ -215,7 +216,7 @@ def test_interrupted_live_mail_is_reconciled_not_resent(live) -> None:
         session.add(RunStep(run_id=run.id, step="act", status="started", result={"mode": "live"}))
     engine.execute(run.id)
     stored = live.get(run.id)
-    assert stored.status == "failed" and stored.error["type"] == "needs_reconciliation"
+    assert stored.status == "needs_reconciliation" and stored.error["type"] == "needs_reconciliation"
     assert live.servers["mailgun"].received == []
 
 

@@ -268,3 +268,20 @@ def test_a_run_another_worker_finished_after_the_plan_is_not_settled_twice(engin
     assert (outcome.status, outcome.detail) == ("succeeded", "not claimable")
     assert event_types(engine, run.id) == ["run.queued", "run.running", "run.succeeded"]
     assert count(engine, AuditRecord, AuditRecord.run_id == run.id) == 1
+
+
+def test_passing_the_gate_is_not_an_attempt(engine: Engine) -> None:
+    run = engine.submit(documents.load(CHARGE), "sam")
+    for _ in range(MAX_ATTEMPTS + 2):  # claimed again and again while votes come in
+        assert engine.execute(run.id).status == "awaiting_approval"
+        with engine.db.write() as session:
+            session.execute(update(Run).where(Run.id == run.id).values(status="queued"))
+    assert run_of(engine, run.id).attempts == 0
+    stored = run_of(engine, run.id)
+    with engine.db.write() as session:
+        for voter in ("alice", "bob"):
+            session.add(Approval(run_id=run.id, voter=voter, decision="approve", channel="api",
+                                 document_hash=stored.document_hash))
+    assert engine.execute(run.id).status == "succeeded"
+    assert run_of(engine, run.id).attempts == 1
+    assert count(engine, AuditRecord, AuditRecord.run_id == run.id) == 1

@@ -155,6 +155,9 @@ class Adapter:
     live_capable = False
     #: whether a live call interrupted midway may simply be made again (the provider dedups it)
     repeat_safe = False
+    #: whether a live call changes something at the provider (reads do not: their outcome needs
+    #: no reconciliation and is not kept for the next attempt)
+    has_side_effects = True
 
     def build(self, payload: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         raise NotImplementedError

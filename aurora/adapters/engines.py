@@ -56,6 +56,7 @@ class EngineAdapter(Adapter):
     simulated_msg = "Simulated analysis"
     live_capable = True
     repeat_safe = True  # asking again is harmless
+    has_side_effects = False
 
     def build(self, payload: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         engine = payload["engine"]

@@ -98,6 +98,10 @@ class StripeAdapter(Adapter):
         except (stripe.InvalidRequestError, stripe.IdempotencyError) as exc:
             raise LiveCallFailed(f"Stripe refused the request ({exc.code or exc.http_status})", "invalid",
                                  {"code": exc.code, "param": getattr(exc, "param", None)}) from None
+        except stripe.APIConnectionError as exc:
+            # No answer after the SDK's retries: one of them may have reached Stripe and charged.
+            raise LiveCallFailed(f"Stripe did not answer ({exc.__class__.__name__}); the charge may have been made",
+                                 "ambiguous") from None
         except stripe.StripeError as exc:
             raise LiveCallFailed(f"Stripe unavailable ({exc.__class__.__name__})", "unavailable") from None
         body = intent.to_dict()
@@ -106,6 +110,8 @@ class StripeAdapter(Adapter):
 
     def persist(self, db: Any, session: Any, node: str, run_id: str, result: Any) -> None:
         """Remember the PaymentIntent's id (webhooks find the run by it) and what the money did so far."""
+        from sqlalchemy import or_
+
         from ..models import ExternalRef, Run
 
         response = result.response or {}
@@ -113,7 +119,9 @@ class StripeAdapter(Adapter):
             return
         session.merge(ExternalRef(provider="stripe", ref=response["id"], run_id=run_id))
         settlement = "succeeded" if response.get("status") == "succeeded" else "pending"
-        session.query(Run).filter(Run.id == run_id).update({"settlement": settlement})
+        # A webhook may have settled it already (while a crashed attempt was retried): keep that.
+        session.query(Run).filter(Run.id == run_id, or_(Run.settlement.is_(None), Run.settlement == "pending")).update(
+            {"settlement": settlement}, synchronize_session=False)
 
 
 def charge_customer(customer: str, amount: str | int, currency: str, description: str | None = None) -> dict[str, Any]:

@@ -35,6 +35,7 @@ class TypeformAdapter(Adapter):
     live_msg = "Forms ingested"
     live_capable = True
     repeat_safe = True  # reading is harmless; storing is deduplicated
+    has_side_effects = False
 
     def form_id(self, payload: dict[str, Any], ctx: CallContext) -> str:
         return payload.get("form_id") or ctx.secrets.get("typeform", "form_id") or "PLACEHOLDER"

@@ -11,8 +11,10 @@ import click
 from .. import __version__
 from ..errors import AuroraError, ClientError
 
-FINAL = {"succeeded", "failed", "rejected", "expired", "cancelled"}
-EXIT_CODES = {"succeeded": 0, "awaiting_approval": 3}
+FINAL = {"succeeded", "failed", "rejected", "expired", "cancelled", "needs_reconciliation"}
+#: ``aurora submit --wait`` / ``aurora status``: 0 succeeded, 3 waiting for approvals, 4 a live call
+#: may have happened and a person must check it with the provider, 1 anything else
+EXIT_CODES = {"succeeded": 0, "awaiting_approval": 3, "needs_reconciliation": 4}
 
 
 def _runtime() -> Any:

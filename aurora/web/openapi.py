@@ -41,7 +41,7 @@ SCHEMAS: dict[str, Any] = {
     "RunSummary": {"type": "object", "required": ["id", "name", "goal", "status", "created_at"], "properties": {
         "id": {"type": "string"}, "name": {"type": "string"}, "goal": {"type": "string"},
         "status": {"enum": ["queued", "running", "awaiting_approval", "succeeded", "failed", "rejected", "expired",
-                            "cancelled"]},
+                            "cancelled", "needs_reconciliation"]},
         "submitted_by": {"type": "string"}, "created_at": {"type": "string"}, "updated_at": {"type": "string"},
         "finished_at": {"type": ["string", "null"]}}},
     "Run": {"allOf": [_ref("RunSummary"), {"type": "object", "required": ["document", "timeline", "approvals"],
