@@ -169,6 +169,21 @@ def test_sweeper_resends_forgotten_queued_runs_and_expires_gates(engine: Engine)
     assert engine.sweep(waiting=0) == []  # sent again just now: not again at the next sweep
 
 
+def test_a_run_whose_message_keeps_getting_lost_is_failed_not_resent_forever(engine: Engine) -> None:
+    from aurora.sweeper import MAX_RESENDS
+
+    run = engine.submit(documents.load(MAIL), "sam")
+    for _ in range(MAX_RESENDS):
+        with engine.db.write() as session:
+            session.execute(update(Run).where(Run.id == run.id).values(enqueued_at=utcnow() - timedelta(hours=1)))
+        assert engine.sweep(waiting=0) == [run.id]
+    with engine.db.write() as session:
+        session.execute(update(Run).where(Run.id == run.id).values(enqueued_at=utcnow() - timedelta(hours=1)))
+    assert engine.sweep(waiting=0) == []
+    failed = run_of(engine, run.id)
+    assert failed.status == "failed" and failed.error["type"] == "lost_too_often"
+
+
 def test_a_backlog_is_not_resent_only_the_messages_it_lost(engine: Engine) -> None:
     runs = [engine.submit(documents.load(MAIL), "sam") for _ in range(30)]
     with engine.db.write() as session:  # all of them old, in order of submission
