@@ -110,14 +110,24 @@ def list_runs(status_: str | None, goal: str | None, name: str | None, limit: in
 
 @main.command()
 def approvals() -> None:
-    """List the runs waiting for your approval."""
+    """List the runs waiting for your approval: what each would send, live or simulated and why."""
     waiting = _client().get("/approvals")["waiting"]
     if not waiting:
         click.echo("nothing waits for you")
     for run in waiting:
         click.echo(f"{run['id']}  {run['goal']:<14} {run['name']:<24} {run['received']}/{run['required']} approvals"
-                   f"  by {run['submitted_by']}  until {run['deadline']}")
-        click.echo(f"    {json.dumps(run['payload'], ensure_ascii=False)}")
+                   f"  by {run.get('submitted_by_person') or run['submitted_by']}  until {run['deadline']}")
+        approval = run.get("approval")
+        if approval is None:
+            click.echo(f"    {json.dumps(run['payload'], ensure_ascii=False)}")
+            continue
+        # what the vote approves: live or simulated and why, in plain words, then the exact request
+        click.echo(f"    {'LIVE' if approval['live'] else 'SIMULATED'}: {approval['reason']}")
+        for row in approval["plain"]:
+            click.echo(f"    {row['label']}: {row['value']}")
+        click.echo("    the exact request (credentials redacted):")
+        for line in json.dumps(approval["request"], indent=2, ensure_ascii=False).splitlines():
+            click.echo(f"      {line}")
 
 
 def _vote(run_id: str, decision: str, message: str | None) -> None:
