@@ -71,7 +71,8 @@ class Live:
             with self.runtime.db.write() as session:
                 for voter in ("alice", "bob"):
                     session.add(Approval(run_id=run.id, voter=voter, decision="approve", channel="api",
-                                         document_hash=stored.document_hash))
+                                         document_hash=stored.document_hash,
+                                 request_hash=stored.approval_binding["hash"]))
                 session.execute(update(Run).where(Run.id == run.id).values(status="queued"))
             engine.execute(run.id)
         return self.get(run.id)

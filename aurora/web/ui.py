@@ -81,7 +81,8 @@ def load_caller() -> Any:
 
 
 def describe(goal: str, payload: dict[str, Any]) -> list[tuple[str, str]]:
-    """What a person must see before approving, in plain words."""
+    """The payload in plain words, for a run without a rendered request (one that never waited
+    for votes); what approvers approve is ``run["approval"]`` (``aurora.binding``)."""
     if goal == "charge":
         rows = [("Amount", f"{payload['amount']} {payload['currency'].upper()}"), ("Customer", payload["customer"])]
         if payload.get("description"):
@@ -143,8 +144,6 @@ def logout() -> Any:
 def index() -> Any:
     engine = _runtime().engine
     waiting = approvals.waiting_for(engine, g.caller)
-    for item in waiting:
-        item["summary"] = describe(item["goal"], item["payload"])
     with _runtime().db.read() as db_session:
         recent = run_views.listing(db_session, limit=25)["runs"]
     return render_template("index.html", waiting=waiting, recent=recent)
