@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from aurora import keys, people, runs
+from aurora.gates import GateState, Vote, evaluate
 from aurora.models import AuditRecord, Event, Role
 
 CHARGE = 'name: pay\ngoal: charge\npayload: {customer: cus_1, amount: "9.99", currency: EUR}\n'
@@ -69,6 +70,15 @@ def test_two_keys_of_one_person_are_not_a_quorum_of_two(client, runtime, api_key
     assert client.get(f"/workflows/{run_id}", headers=bearer(phone)).json["approvals"]["received"] == 1
     done = client.post(f"/workflows/{run_id}/approve", headers=bearer(bob))
     assert done.json["status"] == "queued" and done.json["gate"]["approvers"] == ["alice", "bob"]
+
+
+def test_the_gate_counts_people_not_keys() -> None:
+    ledger = [Vote("alice", "approve", "h", "alice"), Vote("alice-phone", "approve", "h", "alice"),
+              Vote("boss-laptop", "approve", "h", "boss"), Vote("bob", "approve", "h", "bob", void="key 'bob' was revoked"),
+              Vote("carol", "approve", "old", "carol")]
+    decision = evaluate(2, ledger, "h", submitter="boss")
+    assert decision.state is GateState.WAITING and decision.approvers == ("alice",)
+    assert evaluate(2, [*ledger, Vote("dave", "approve", "h", "dave")], "h", "boss").state is GateState.OPEN
 
 
 def test_no_key_of_the_submitters_person_may_approve(client, runtime, api_keys) -> None:
