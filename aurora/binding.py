@@ -34,10 +34,14 @@ _SHOWN_OTHERWISE = {"amount", "currency", "messages"}
 
 def bind(adapter: Any, payload: dict[str, Any], ctx: CallContext, mode: Mode) -> dict[str, Any]:
     """The rendered request and mode of one run, and the hash votes are bound to."""
+    try:
+        request = ctx.secrets.redact(adapter.build(payload, ctx))
+    except Exception as exc:  # noqa: BLE001 - the act fails on it too, as the run's error; approvers see why
+        request = {"unrenderable": f"{exc.__class__.__name__}: {str(exc)[:200]}"}
     body: dict[str, Any] = {
         "adapter": adapter.name,
         "operation": adapter.operation,
-        "request": ctx.secrets.redact(adapter.build(payload, ctx)),
+        "request": request,
         "mode": mode.name,
         "reason": mode.reason,
     }
