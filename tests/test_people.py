@@ -218,3 +218,30 @@ def test_the_notification_mail_shows_the_request_and_its_mode(client, runtime, a
     assert "It will be SIMULATED: policy: dry_run is true" in text
     assert "HTML part: <p>Bitte zahlen Sie an IBAN DE00 0000</p>" in text
     assert '"t:variables"' in text and "[REDACTED]" in text
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_migration_0007_makes_each_key_a_person(request, tmp_path, backend) -> None:
+    from sqlalchemy import create_engine, text
+
+    from aurora.migrations import current, upgrade
+
+    url = f"sqlite:///{tmp_path / 'old.db'}" if backend == "sqlite" else request.getfixturevalue("postgres_url")
+    upgrade(url, "0006")
+    now = "2026-11-30 10:00:00.000000"
+    with create_engine(url).begin() as db:
+        db.execute(text("INSERT INTO api_keys (key_id, name, role, key_hash, created_at) VALUES "
+                        "('k1', 'alice', 'approver', 'h1', :now), ('k2', 'boss', 'admin', 'h2', :now)"), {"now": now})
+        db.execute(text("INSERT INTO runs (id, name, goal, document, document_hash, status, approvals_required, "
+                        "submitted_by, attempts, created_at, updated_at) VALUES ('r1', 'pay', 'charge', '{}', 'd', "
+                        "'awaiting_approval', 2, 'boss', 0, :now, :now)"), {"now": now})
+        db.execute(text("INSERT INTO approvals (run_id, voter, decision, channel, document_hash, created_at) "
+                        "VALUES ('r1', 'alice', 'approve', 'api', 'd', :now)"), {"now": now})
+    upgrade(url)
+    assert current(url) == "0007"
+    with create_engine(url).connect() as db:
+        assert sorted(db.execute(text("SELECT name, role FROM people")).all()) == [
+            ("alice", "approver"), ("boss", "admin")]
+        assert db.execute(text("SELECT person FROM api_keys WHERE name = 'alice'")).scalar() == "alice"
+        assert db.execute(text("SELECT status, submitted_by_person FROM runs")).one() == ("queued", "boss")
+        assert db.execute(text("SELECT person, request_hash FROM approvals")).one() == ("alice", None)
