@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from aurora import keys, people, runs
 from aurora.gates import GateState, Vote, evaluate
-from aurora.models import AuditRecord, Event, Role
+from aurora.models import AuditRecord, Event, Role, utcnow
 
 CHARGE = 'name: pay\ngoal: charge\npayload: {customer: cus_1, amount: "9.99", currency: EUR}\n'
 MAIL = json.dumps({"name": "newsletter", "goal": "send_email", "payload": {
@@ -245,3 +245,37 @@ def test_migration_0007_makes_each_key_a_person(request, tmp_path, backend) -> N
         assert db.execute(text("SELECT person FROM api_keys WHERE name = 'alice'")).scalar() == "alice"
         assert db.execute(text("SELECT status, submitted_by_person FROM runs")).one() == ("queued", "boss")
         assert db.execute(text("SELECT person, request_hash FROM approvals")).one() == ("alice", None)
+
+
+def test_the_binding_changes_with_a_promotion_a_rollback_and_the_sender_domain() -> None:
+    from dataclasses import replace
+
+    from conftest import ROOT
+
+    from aurora.adapter_state import Rollout
+    from aurora.adapters import CallContext
+    from aurora.adapters.base import canary_bucket
+    from aurora.adapters.mailgun_adapter import MailgunAdapter
+    from aurora.binding import bind
+    from aurora.policy import parse_policy
+    from aurora.secrets import Secrets
+
+    data = json.loads((ROOT / "policy" / "batch8_policy.json").read_text())
+    data["dry_run"] = False
+    policy = parse_policy(json.dumps(data))
+    run_id = next(f"run-{i}" for i in range(1000) if canary_bucket(f"run-{i}") >= policy.canary_percent)
+    secrets = Secrets({("mailgun", "api_key"): "key-1", ("mailgun", "domain"): "mg.example.com"})
+    adapter, payload = MailgunAdapter(), {"to": "a@example.com", "subject": "s", "html": "<p>x</p>"}
+    ctx = CallContext(run_id, policy, secrets, rollouts={"mailgun": Rollout("mailgun")})
+
+    def bound(context: CallContext) -> dict:
+        return bind(adapter, payload, context, adapter.decide(payload, context))
+
+    canary = bound(ctx)
+    promoted = bound(replace(ctx, rollouts={"mailgun": Rollout("mailgun", promoted=True)}))
+    rolled_back = bound(replace(ctx, rollouts={"mailgun": Rollout("mailgun", True, utcnow(), "auth")}))
+    other_domain = bound(replace(ctx, secrets=Secrets({**secrets.values, ("mailgun", "domain"): "mg.evil.example"})))
+    assert (canary["mode"], promoted["mode"], rolled_back["mode"]) == ("simulated", "live", "simulated")
+    assert len({canary["hash"], promoted["hash"], rolled_back["hash"], other_domain["hash"]}) == 4
+    assert bound(ctx)["hash"] == canary["hash"]  # the same rendering, the same hash
+    assert "key-1" not in json.dumps(promoted)
