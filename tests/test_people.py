@@ -279,3 +279,20 @@ def test_the_binding_changes_with_a_promotion_a_rollback_and_the_sender_domain()
     assert len({canary["hash"], promoted["hash"], rolled_back["hash"], other_domain["hash"]}) == 4
     assert bound(ctx)["hash"] == canary["hash"]  # the same rendering, the same hash
     assert "key-1" not in json.dumps(promoted)
+
+
+def test_the_last_admin_guard_on_postgresql(env, postgres_url) -> None:
+    from aurora.config import load_settings
+    from aurora.migrations import upgrade
+    from aurora.runtime import Runtime
+
+    rt = Runtime(load_settings({**env, "AURORA_DATABASE_URL": postgres_url}))
+    upgrade(postgres_url)
+    keys.create(rt.db, "root", Role.ADMIN)
+    keys.create(rt.db, "root-ci", Role.ADMIN, person="root")
+    people.revoke_key(rt.db, "root-ci", "test-node")
+    with pytest.raises(people.LastAdmin, match="last admin"):
+        people.revoke_key(rt.db, "root", "test-node")
+    with pytest.raises(people.LastAdmin):
+        people.remove_person(rt.db, "root", "test-node")
+    assert keys.any_admin(rt.db)
