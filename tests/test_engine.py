@@ -93,7 +93,8 @@ def test_critical_runs_wait_for_a_quorum_then_act(engine: Engine) -> None:
     with engine.db.write() as session:
         for voter in ("sam", "alice", "bob"):  # the submitter's own vote never counts
             session.add(Approval(run_id=run.id, voter=voter, decision="approve", channel="api",
-                                 document_hash=stored.document_hash))
+                                 document_hash=stored.document_hash,
+                                 request_hash=stored.approval_binding["hash"]))
         session.execute(update(Run).where(Run.id == run.id).values(status="queued"))
     assert engine.execute(run.id).status == "succeeded"
     assert run_of(engine, run.id).result["request"]["form"]["amount"] == 999
@@ -104,7 +105,8 @@ def test_a_rejection_ends_the_run_without_acting(engine: Engine) -> None:
     engine.execute(run.id)
     with engine.db.write() as session:
         session.add(Approval(run_id=run.id, voter="alice", decision="reject", channel="api",
-                             document_hash=run.document_hash))
+                             document_hash=run.document_hash,
+                             request_hash=run_of(engine, run.id).approval_binding["hash"]))
         session.execute(update(Run).where(Run.id == run.id).values(status="queued"))
     assert engine.execute(run.id).status == "rejected"
     assert count(engine, AuditRecord, AuditRecord.run_id == run.id) == 0
@@ -296,7 +298,8 @@ def test_passing_the_gate_is_not_an_attempt(engine: Engine) -> None:
     with engine.db.write() as session:
         for voter in ("alice", "bob"):
             session.add(Approval(run_id=run.id, voter=voter, decision="approve", channel="api",
-                                 document_hash=stored.document_hash))
+                                 document_hash=stored.document_hash,
+                                 request_hash=stored.approval_binding["hash"]))
     assert engine.execute(run.id).status == "succeeded"
     assert run_of(engine, run.id).attempts == 1
     assert count(engine, AuditRecord, AuditRecord.run_id == run.id) == 1
