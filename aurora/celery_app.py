@@ -121,6 +121,11 @@ celery = make_celery(get_runtime().settings)
 celery.autodiscover_tasks(["aurora"], related_name="tasks", force=True)
 
 
+def record_heartbeat(kind: str, name: str) -> None:
+    """Say in the database that ``name`` (of ``kind``) is alive now; never raises."""
+    _beat(kind, name)
+
+
 def _beat(kind: str, name: str) -> None:
     db = get_runtime().db
     try:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import uuid
 from pathlib import Path
 from queue import Empty
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 
 #: the folder, beside the queue folder, where malformed message files are set aside
 BAD_FOLDER = "bad"
+#: a message file larger than this is not one of Aurora's (they carry a run id)
+MAX_MESSAGE_BYTES = 1024 * 1024
 
 
 class Channel(filesystem.Channel):
@@ -52,7 +55,8 @@ class Channel(filesystem.Channel):
         folder = Path(self.data_folder_out)
         # kombu orders messages by this name; the leading dot keeps the temporary file out of
         # every reader's listing (a reader matches names ending in ".<queue>.msg" after the first dot).
-        name = f"{int(round(monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
+        # Zero-padded: names sort as text, and an unpadded count would put 10000000 before 9999999.
+        name = f"{int(round(monotonic() * 1000)):015d}_{uuid.uuid4()}.{queue}.msg"
         temporary = folder / f".{name}.tmp"
         try:
             with open(temporary, "wb") as handle:
@@ -66,7 +70,13 @@ class Channel(filesystem.Channel):
         folder = Path(self.data_folder_in)
         wanted = f"{queue}.msg"
         claimed_folder = Path(self.processed_folder)
-        for name in sorted(os.listdir(folder)):
+        try:
+            names = sorted(os.listdir(folder))
+            claimed_folder.mkdir(parents=True, exist_ok=True)
+        except FileNotFoundError:
+            folder.mkdir(parents=True, exist_ok=True)  # someone removed the folder: nothing waits
+            raise Empty() from None
+        for name in names:
             if name.partition(".")[2] != wanted:
                 continue
             claimed = claimed_folder / name
@@ -74,34 +84,72 @@ class Channel(filesystem.Channel):
                 os.replace(folder / name, claimed)  # only one reader wins the rename
             except OSError:
                 continue  # another worker took it
-            try:
-                raw = claimed.read_bytes()
-            except OSError as exc:
-                raise ChannelError(f"cannot read {claimed}") from exc
-            try:
-                message = loads(raw.decode())
-                if not isinstance(message, dict):
-                    raise ValueError("not a JSON object")
-            except (ValueError, UnicodeDecodeError) as exc:
-                self._set_aside(claimed, folder, exc, len(raw))
+            message, problem = self._read(claimed)
+            if message is None:
+                self._set_aside(claimed, folder, problem)
                 continue
             claimed.unlink(missing_ok=True)
             return message
         raise Empty()
 
+    def _read(self, path: Path) -> tuple[dict[str, Any] | None, str]:
+        """The message in ``path``, or None and why it is not one of Aurora's messages.
+
+        Only what Celery's JSON protocol 2 sends is taken: anything else (a directory, a FIFO that
+        would block the read for ever, a huge file, JSON nested to a RecursionError, an envelope
+        kombu or Celery would fail on) is a file to set aside, never a reason for the worker to stop.
+        """
+        try:
+            info = os.lstat(path)
+            if not stat.S_ISREG(info.st_mode):
+                return None, "not a regular file"
+            if info.st_size > MAX_MESSAGE_BYTES:
+                return None, f"{info.st_size} bytes, more than {MAX_MESSAGE_BYTES}"
+            if info.st_size == 0:
+                return None, "empty"
+            raw = path.read_bytes()
+            message = loads(raw.decode())
+        except json.JSONDecodeError as exc:
+            return None, f"not JSON: {exc.msg}"
+        except Exception as exc:  # noqa: BLE001 - whatever a file holds must not stop the worker
+            return None, f"unreadable: {exc.__class__.__name__}"
+        if not _is_envelope(message):
+            return None, "not a message envelope"
+        try:
+            self.Message(message, channel=self)  # what kombu does next: it must not fail there
+        except Exception as exc:  # noqa: BLE001
+            return None, f"not a message envelope: {exc.__class__.__name__}"
+        return message, ""
+
     @staticmethod
-    def _set_aside(path: Path, folder: Path, problem: Exception, size: int) -> None:
+    def _set_aside(path: Path, folder: Path, problem: str) -> None:
         bad = folder.parent / BAD_FOLDER
         try:
             bad.mkdir(exist_ok=True)
             os.replace(path, bad / path.name)
-            where = bad / path.name
+            where = f"; kept in {bad / path.name}"
         except OSError:
-            path.unlink(missing_ok=True)
-            where = None
-        reason = "empty" if size == 0 else (problem.msg if isinstance(problem, json.JSONDecodeError) else str(problem))
-        log.error("broker: set aside a malformed message file %s (%d bytes, %s)%s", path.name, size, reason,
-                  f"; kept in {where}" if where else "; deleted")
+            try:
+                if path.is_dir() and not path.is_symlink():
+                    os.rmdir(path)
+                else:
+                    path.unlink(missing_ok=True)
+            except OSError:
+                pass
+            where = "; removed"
+        log.error("broker: set aside a malformed message file %s (%s)%s", path.name, problem, where)
+
+
+def _is_envelope(message: Any) -> bool:
+    """Celery's JSON protocol 2 message, as Aurora's producers send it."""
+    if not isinstance(message, dict) or not isinstance(message.get("body"), str):
+        return False
+    properties, headers = message.get("properties"), message.get("headers")
+    return (isinstance(properties, dict) and "delivery_tag" in properties
+            and isinstance(properties.get("delivery_info"), dict)
+            and isinstance(headers, dict) and isinstance(headers.get("task"), str)
+            and isinstance(headers.get("id"), str)
+            and message.get("content-type") == "application/json")
 
 
 def _stopping() -> bool:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from celery import shared_task
 from sqlalchemy.exc import OperationalError
@@ -10,6 +13,26 @@ from sqlalchemy.exc import OperationalError
 from .runtime import get_runtime
 
 log = logging.getLogger(__name__)
+
+#: threads of a system worker that form ingests and federation syncs may hold at once; the rest
+#: are the sweeper's, so that slow peers or a slow form provider can never stop recovery
+#: (``aurora worker --system`` runs SYSTEM_THREADS threads)
+SYSTEM_THREADS = 4
+_slow_work = threading.BoundedSemaphore(SYSTEM_THREADS - 2)
+
+
+@contextmanager
+def _slow_slot(what: str) -> Iterator[bool]:
+    """Whether ``what`` may run now: a firing that finds no free slot is skipped (the next one
+    comes at the next interval), instead of waiting in a thread a sweep needs."""
+    taken = _slow_work.acquire(blocking=False)
+    if not taken:
+        log.warning("%s skipped: the system worker's slots for slow work are busy", what)
+    try:
+        yield taken
+    finally:
+        if taken:
+            _slow_work.release()
 
 
 @shared_task(
@@ -29,6 +52,7 @@ def execute_run(run_id: str) -> str:
 
 @shared_task(name="aurora.sweep", acks_late=True)
 def sweep() -> int:
+    from .celery_app import record_heartbeat
     from .queue import enqueue, waiting
 
     again = get_runtime().engine.sweep(waiting())
@@ -36,6 +60,7 @@ def sweep() -> int:
         enqueue(run_id)
     if again:
         log.info("sweeper sent %d run(s) again", len(again))
+    record_heartbeat("sweep", "sweeper")  # /health: when the last sweep finished
     return len(again)
 
 
@@ -44,7 +69,8 @@ def ingest_forms() -> int:
     """Beat's Typeform ingest: one run per configured form, only with allow_typeform_auto_ingest."""
     from .queue import enqueue
 
-    started = get_runtime().engine.schedule_form_ingests()
+    with _slow_slot("form ingest") as free:
+        started = get_runtime().engine.schedule_form_ingests() if free else []
     for run_id in started:
         enqueue(run_id)
     return len(started)
@@ -55,7 +81,8 @@ def federation_sync() -> int:
     """Beat's sync pass over every enabled peer (each peer is synced by one process at a time)."""
     from .federation.sync import Syncer
 
-    results = Syncer(get_runtime()).run()
+    with _slow_slot("federation sync") as free:
+        results = Syncer(get_runtime()).run() if free else []
     for result in results:
         log.info("federation sync: %s", result)
     return sum(r.get("pulled", 0) for r in results)

@@ -24,18 +24,62 @@ def connection(folder: Path) -> Connection:
         "store_processed": False})
 
 
-def test_a_malformed_or_empty_message_file_is_set_aside_and_the_next_is_read(tmp_path: Path, caplog) -> None:
+#: what Celery puts in a message's headers (the transport takes only Celery's JSON messages)
+CELERY = {"task": "aurora.execute_run", "id": "1"}
+
+MALFORMED = [
+    b"",  # what kombu #1551 leaves behind, and a full disk
+    b'{"body": "trunc',
+    b"\xff\xfe",
+    b"[1, 2]",
+    b"{}",
+    b'{"properties": {}}',
+    b'{"__type__": "uuid", "__value__": "x"}',  # kombu's type hook
+    b"[" * 200_000 + b"]" * 200_000,  # a RecursionError in the JSON decoder
+    b'{"body": "", "properties": {"delivery_tag": "x", "delivery_info": {}}, "headers": {"task": "t"},'
+    b' "content-type": "application/json"}',  # a Celery message without its id
+]
+
+
+def test_a_malformed_message_file_is_set_aside_and_the_next_is_read(tmp_path: Path, caplog) -> None:
     queue = tmp_path / "queue"
     with connection(tmp_path) as conn:
         inbox = conn.SimpleQueue("q")
-        (queue / f"0001_{uuid.uuid4()}.q.msg").write_bytes(b"")  # what kombu #1551 leaves behind
-        (queue / f"0002_{uuid.uuid4()}.q.msg").write_bytes(b'{"body": "trunc')
-        (queue / f"0003_{uuid.uuid4()}.q.msg").write_bytes(b"\xff\xfe")
-        inbox.put({"n": 1})
-        assert inbox.get(timeout=2).payload == {"n": 1}
-        assert len(os.listdir(tmp_path / "bad")) == 3
+        for i, content in enumerate(MALFORMED):
+            (queue / f"{i:015d}_{uuid.uuid4()}.q.msg").write_bytes(content)
+        (queue / f"000000000000100_{uuid.uuid4()}.q.msg").mkdir()
+        os.mkfifo(queue / f"000000000000101_{uuid.uuid4()}.q.msg")  # opening it would block the worker for ever
+        (queue / f"000000000000102_{uuid.uuid4()}.q.msg").write_bytes(b" " * (2 * 1024 * 1024))
+        inbox.put({"n": 1}, headers=CELERY, serializer="json")
+        assert inbox.get(timeout=5).payload == {"n": 1}
+        assert len(os.listdir(tmp_path / "bad")) == len(MALFORMED) + 3
         assert os.listdir(queue) == [] and os.listdir(tmp_path / "processed") == []
-    assert caplog.text.count("set aside a malformed message file") == 3
+    assert caplog.text.count("set aside a malformed message file") == len(MALFORMED) + 3
+
+
+def test_a_removed_queue_folder_is_made_again(tmp_path: Path) -> None:
+    import shutil
+
+    with connection(tmp_path) as conn:
+        inbox = conn.SimpleQueue("q")
+        shutil.rmtree(tmp_path / "queue")
+        shutil.rmtree(tmp_path / "processed")
+        with pytest.raises(inbox.Empty):
+            inbox.get(timeout=0.5)
+        inbox.put({"n": 2}, headers=CELERY, serializer="json")
+        assert inbox.get(timeout=2).payload == {"n": 2}
+
+
+def test_messages_keep_their_order_across_a_power_of_ten_of_the_clock(tmp_path: Path, monkeypatch) -> None:
+    from aurora import filesystem_transport as transport
+
+    with connection(tmp_path) as conn:
+        inbox = conn.SimpleQueue("q")
+        for n, clock in ((1, 9_999.998), (2, 10_000.001)):  # 9999998 ms, then 10000001 ms
+            monkeypatch.setattr(transport, "monotonic", lambda clock=clock: clock)
+            inbox.put({"n": n}, headers=CELERY, serializer="json")
+        monkeypatch.undo()
+        assert [inbox.get(timeout=2).payload["n"] for _ in range(2)] == [1, 2]
 
 
 def test_readers_never_see_a_partial_message_while_writers_publish(tmp_path: Path) -> None:
@@ -45,7 +89,7 @@ def test_readers_never_see_a_partial_message_while_writers_publish(tmp_path: Pat
         with connection(tmp_path) as conn:
             inbox = conn.SimpleQueue("q")
             for i in range(count // 2):
-                inbox.put({"n": offset + i, "pad": "x" * 20_000})  # big enough to be written in pieces
+                inbox.put({"n": offset + i, "pad": "x" * 20_000}, headers=CELERY, serializer="json")  # big enough to be written in pieces
 
     def read() -> None:
         with connection(tmp_path) as conn:
@@ -85,7 +129,7 @@ def test_a_publish_on_a_full_disk_fails_and_leaves_no_file(tiny_disk: Path) -> N
         inbox = conn.SimpleQueue("q")
         with pytest.raises(Exception, match="cannot add a message"):
             for i in range(100):
-                inbox.put({"n": i, "pad": "x" * 10_000})
+                inbox.put({"n": i, "pad": "x" * 10_000}, headers=CELERY, serializer="json")
         sizes = [p.stat().st_size for p in (tiny_disk / "queue").iterdir()]
         assert all(sizes) and not any(p.name.endswith(".tmp") for p in (tiny_disk / "queue").iterdir())
         whole = len(sizes)

@@ -21,8 +21,8 @@ def test_the_embedded_worker_sets_malformed_message_files_aside_and_carries_on(m
     stack = make_stack()
     queue = Path(stack.env["AURORA_HOME"]) / "broker" / "queue"
     queue.mkdir(parents=True)
-    (queue / f"0001_{uuid.uuid4()}.aurora.msg").write_bytes(b"")  # kombu #1551, or a full disk
-    (queue / f"0002_{uuid.uuid4()}.aurora.msg").write_bytes(b'{"body": "eyJ')
+    (queue / f"{1:015d}_{uuid.uuid4()}.aurora.msg").write_bytes(b"")  # kombu #1551, or a full disk
+    (queue / f"{2:015d}_{uuid.uuid4()}.aurora.msg").write_bytes(b'{"body": "eyJ')
     stack.boot()
     run = stack.wait_status(stack.submit(), {"succeeded"}, timeout=30)
     assert run["result"]["dry_run"] is True

@@ -113,7 +113,9 @@ def worker(concurrency: int | None, loglevel: str, system: bool, with_beat: bool
     runtime.policies.current()
     if system:
         # Threads: a sync that waits on a slow peer must not hold up a sweep beside it.
-        queue, pool, count, kind = SYSTEM_QUEUE, "threads", concurrency or 4, "system"
+        from ..tasks import SYSTEM_THREADS
+
+        queue, pool, count, kind = SYSTEM_QUEUE, "threads", concurrency or SYSTEM_THREADS, "system"
     else:
         queue, pool, count, kind = QUEUE, "prefork", concurrency or runtime.settings.worker_concurrency, "worker"
     if with_beat and not system:

@@ -92,7 +92,7 @@ def _existing(folder: Path) -> Path:
 def _broker(runtime: Any) -> dict[str, Any]:
     settings = runtime.settings
     if settings.embedded_broker:
-        return _broker_folder(settings.broker_folder)
+        return _broker_folder(settings.broker_folder / "queue")
     from kombu import Connection
 
     started = time.perf_counter()
@@ -107,7 +107,8 @@ def _broker(runtime: Any) -> dict[str, Any]:
 
 def _broker_folder(folder: Path) -> dict[str, Any]:
     """A real write where the embedded broker writes: create, fill, fsync and delete a file the size
-    of a message. Beside the queue folder, never in it, where a worker would take it for one."""
+    of a message, in the queue folder itself (a read-only queue folder must not pass). Its name
+    starts with a dot, which no reader takes for a message (``filesystem_transport``)."""
     probe = folder / f".health-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -125,22 +126,26 @@ def _broker_folder(folder: Path) -> dict[str, Any]:
     return {"ok": True, "kind": "filesystem"}
 
 
-def _processes(beats: list[ProcessHeartbeat], now: Any) -> dict[str, dict[str, Any]]:
+def _processes(beats: list[ProcessHeartbeat], now: Any, sweep_interval: float) -> dict[str, dict[str, Any]]:
     components: dict[str, dict[str, Any]] = {}
+    # A system worker whose threads are all stuck still beats its heartbeat: "sweeps" says when
+    # a sweep last finished, which is what recovery needs.
+    sweeps_stale = max(STALE_AFTER, timedelta(seconds=3 * sweep_interval))
     # The system worker (`aurora worker --system`) runs the sweeps: without it nothing recovers.
     for kind, name, label in (("worker", "workers", "worker"), ("system", "system_workers", "system worker"),
-                              ("beat", "beats", "beat")):
-        alive = [b for b in beats if b.kind == kind and now - b.last_seen < STALE_AFTER]
+                              ("beat", "beats", "beat"), ("sweep", "sweeps", "finished sweep")):
+        stale = sweeps_stale if kind == "sweep" else STALE_AFTER
+        alive = [b for b in beats if b.kind == kind and now - b.last_seen < stale]
         components[name] = {"ok": bool(alive), "seen": len(alive)}
         if not alive:
-            components[name]["error"] = f"no {label} seen in the last {int(STALE_AFTER.total_seconds())} s"
+            components[name]["error"] = f"no {label} seen in the last {int(stale.total_seconds())} s"
     return components
 
 
 def _essentials(runtime: Any) -> tuple[dict[str, dict[str, Any]], int | None]:
     database, last_seq, beats = _database(runtime)
     components = {"database": database, "broker": _broker(runtime), "disk": _disk(runtime),
-                  **_processes(beats, utcnow())}
+                  **_processes(beats, utcnow(), runtime.settings.sweep_interval)}
     return components, last_seq
 
 
