@@ -14,6 +14,10 @@ from .runtime import get_runtime
 
 log = logging.getLogger(__name__)
 
+# The system's tasks are acknowledged when taken, not when done: each firing is redone by the
+# next one anyway, and an acknowledgement still pending when the broker connection drops made
+# Celery's threads-pool worker fail its reconnect ("Error on stopping Hub") and stop consuming.
+
 #: threads of a system worker that form ingests and federation syncs may hold at once; the rest
 #: are the sweeper's, so that slow peers or a slow form provider can never stop recovery
 #: (``aurora worker --system`` runs SYSTEM_THREADS threads)
@@ -50,7 +54,7 @@ def execute_run(run_id: str) -> str:
     return outcome.status
 
 
-@shared_task(name="aurora.sweep", acks_late=True)
+@shared_task(name="aurora.sweep", acks_late=False)
 def sweep() -> int:
     from .celery_app import record_heartbeat
     from .queue import enqueue, waiting
@@ -64,7 +68,7 @@ def sweep() -> int:
     return len(again)
 
 
-@shared_task(name="aurora.ingest_forms", acks_late=True)
+@shared_task(name="aurora.ingest_forms", acks_late=False)
 def ingest_forms() -> int:
     """Beat's Typeform ingest: one run per configured form, only with allow_typeform_auto_ingest."""
     from .queue import enqueue
@@ -76,7 +80,7 @@ def ingest_forms() -> int:
     return len(started)
 
 
-@shared_task(name="aurora.federation_sync", acks_late=True)
+@shared_task(name="aurora.federation_sync", acks_late=False)
 def federation_sync() -> int:
     """Beat's sync pass over every enabled peer (each peer is synced by one process at a time)."""
     from .federation.sync import Syncer
