@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from . import events, gates
+from . import audit, events, gates
 from .errors import Conflict, NotFound, PermissionDenied
 from .keys import Caller
 from .models import Approval, Role, Run, RunStatus, utcnow
@@ -81,12 +81,14 @@ def vote(engine: Any, run_id: str, caller: Caller, decision: str, comment: str |
             Approval.run_id == run_id, Approval.voter == caller.name, Approval.document_hash == run.document_hash))
         if already is not None:
             raise AlreadyVoted("you already voted on this run")
-        session.add(Approval(run_id=run_id, voter=caller.name, decision=decision, comment=comment,
-                             channel=channel, document_hash=run.document_hash, created_at=now))
+        approval = Approval(run_id=run_id, voter=caller.name, decision=decision, comment=comment,
+                            channel=channel, document_hash=run.document_hash, created_at=now)
+        session.add(approval)
         events.append(db, session, engine.node, f"approval.{decision}d" if decision == "approve" else "approval.rejected",
                       {"voter": caller.name, "channel": channel, "document_hash": run.document_hash,
                        "comment": comment}, run_id=run_id)
         session.flush()
+        audit.note_vote(db, session, approval)  # the chain is what proves who voted
         verdict = gates.evaluate(run.approvals_required, _votes(session, run_id), run.document_hash, run.submitted_by)
         status = run.status
         if verdict.state is gates.GateState.REJECTED:
@@ -130,7 +132,6 @@ def waiting_for(engine: Any, caller: Caller, limit: int = 100) -> list[dict[str,
 
 def notify(engine: Any, run_id: str, ctx: Any) -> None:
     """Mail the policy's approvers that a run waits, with a link to its page (never a vote link)."""
-    from . import audit
     from .adapters.mailgun_adapter import MailgunAdapter
 
     settings = ctx.policy.data.get("approvals", {})

@@ -160,8 +160,10 @@ class WriterLock:
 class Database:
     """Sessions on one database. ``write()`` for anything that changes rows, ``read()`` otherwise."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, audit_key_file: Path | None = None):
         self.url = url
+        self.audit_key_file = audit_key_file
+        self._audit_key: bytes | None = None
         self.engine = engine_for(url)
         self.dialect = self.engine.dialect.name
         self._immediate = engine_for(url, BEGIN_IMMEDIATE)
@@ -174,6 +176,17 @@ class Database:
             if self.dialect == "sqlite" and database and database != ":memory:" else None
         )
         self.checkpointer = wal.checkpointer_for(self.engine) if self._write_lock is not None else None
+
+    def audit_key(self) -> bytes:
+        """The audit chain's HMAC key, created on first use and then kept for the process."""
+        if self._audit_key is None:
+            from .audit_key import load_or_create
+            from .errors import AuditKeyError
+
+            if self.audit_key_file is None:
+                raise AuditKeyError("no audit key file configured for this database")
+            self._audit_key = load_or_create(self.audit_key_file)
+        return self._audit_key
 
     @contextmanager
     def _writer_turn(self) -> Iterator[None]:

@@ -3,7 +3,8 @@
     AuroraError
     ├── ConfigError            a setting or file Aurora needs is missing or wrong
     │   ├── PolicyError        the policy file does not validate
-    │   └── SecretsError       the secrets file is unsafe or malformed
+    │   ├── SecretsError       the secrets file is unsafe or malformed
+    │   └── AuditKeyError      the audit chain's key file is unsafe, malformed or missing
     ├── DocumentError          a submitted workflow cannot be accepted (carries a list of problems)
     │   ├── DocumentTooLarge   the body is larger than the configured limit
     │   └── DocumentSyntaxError  the body is not well-formed YAML/JSON/UTF-8
@@ -41,6 +42,12 @@ class PolicyError(ConfigError):
     """Raised when the policy file cannot be read or does not validate."""
 
     code = "policy_error"
+
+
+class AuditKeyError(ConfigError):
+    """Raised when the audit chain's key file is unsafe, malformed or missing."""
+
+    code = "audit_key_error"
 
 
 class SecretsError(ConfigError):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import bindparam, select
 
+from . import audit
 from .db import Database
 from .errors import AuthError, Conflict, NotFound, PermissionDenied
 from .models import ApiKey, Role, utcnow
@@ -48,6 +49,7 @@ def create(db: Database, name: str, role: Role) -> str:
         if session.scalar(select(ApiKey).where(ApiKey.name == name)) is not None:
             raise Conflict(f"a key named {name!r} already exists")
         session.add(ApiKey(key_id=key_id, name=name, role=role.value, key_hash=_hash(key)))
+        audit.note(db, session, "keys", "create", {"name": name, "role": role.value, "key_id": key_id})
     return key
 
 
@@ -89,6 +91,7 @@ def revoke(db: Database, name: str) -> None:
             raise NotFound(f"no key named {name!r}")
         if row.revoked_at is None:
             row.revoked_at = utcnow()
+            audit.note(db, session, "keys", "revoke", {"name": name, "role": row.role, "key_id": row.key_id})
 
 
 def any_admin(db: Database) -> bool:

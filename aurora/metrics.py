@@ -176,6 +176,7 @@ class DatabaseCollector:
         with db.read() as session:
             by_state = session.execute(select(Run.goal, Run.status, func.count()).group_by(Run.goal, Run.status)).all()
             calls = session.execute(select(AuditRecord.adapter, AuditRecord.mode, AuditRecord.outcome, func.count())
+                                    .where(AuditRecord.mode != "ledger")  # votes, keys: not calls
                                     .group_by(AuditRecord.adapter, AuditRecord.mode, AuditRecord.outcome)).all()
         runs = GaugeMetricFamily("aurora_runs", "Runs by goal and status", labels=["goal", "status"])
         for goal, status, count in by_state:
