@@ -3,8 +3,9 @@
 Each provider's own signature scheme is checked on the raw body before anything is parsed
 (Mailgun signs fields inside the body, so its body is parsed first, then nothing else happens
 until the signature holds). A callback is stored once by its id; a provider retrying the same
-one changes nothing twice. A refused callback is a 4xx with a short reason, recorded in the
-audit log without its body.
+one changes nothing twice. A refused callback is a 4xx with a short reason, counted in
+``aurora_webhooks_rejected_total``, and sampled into the audit log without its body (the first
+per provider and reason each minute, with the number refused since the last record).
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import base64
 import hashlib
 import hmac
 import json
+import threading
 import time
 from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from . import audit, events
+from . import audit, events, metrics
 from .errors import AuroraError
 from .models import AuditRecord, ExternalRef, Run, RunStatus, WebhookReceipt, utcnow
 
@@ -88,12 +90,48 @@ def verify_mailgun(signature: dict[str, Any], key: str, now: float | None = None
     return token
 
 
+class RejectionSampler:
+    """Decides which refused callbacks get an audit record: the first of each provider and reason
+    in a window, carrying how many were refused since the last record.
+
+    A forger can send thousands of callbacks a second, and one chained record each would be a
+    writer turn each and gigabytes a day. Every refusal is counted in the metric; the audit log gets
+    a bounded sample. The windows are per process (a record per window per web process at most):
+    sharing them would cost the database write this avoids.
+    """
+
+    def __init__(self, interval: float = 60.0, clock: Any = time.monotonic):
+        self.interval, self.clock = interval, clock
+        self._lock = threading.Lock()
+        self._windows: dict[tuple[str, str, str], tuple[float, int]] = {}
+
+    def admit(self, scope: str, provider: str, reason: str) -> int | None:
+        """None to skip the record, else how many refusals it stands for (itself included)."""
+        now, key = self.clock(), (scope, provider, reason)
+        with self._lock:
+            started, refused = self._windows.get(key, (None, 0))
+            if started is None or now - started >= self.interval:
+                self._windows[key] = (now, 0)
+                return refused + 1
+            self._windows[key] = (started, refused + 1)
+            return None
+
+
+#: one process's sampler for refused callbacks
+SAMPLER = RejectionSampler()
+
+
 def record_rejection(db: Any, provider: str, reason: str, headers: dict[str, str], size: int) -> None:
-    """Audit a refused callback: the reason and harmless facts, never the body or its signature."""
+    """Count a refused callback, and audit a sample of them: the reason and harmless facts, never
+    the body or its signature."""
+    metrics.webhook_rejected(provider, reason)
+    refused = SAMPLER.admit(db.url, provider, reason)
+    if refused is None:
+        return
     with db.write() as session:
         audit.append(db, session, run_id=None, adapter=provider, operation="webhook", mode="inbound",
-                     reason=reason[:255], request={"headers": headers, "bytes": size}, outcome="rejected",
-                     response=None, duration_ms=0.0)
+                     reason=reason[:255], request={"headers": headers, "bytes": size, "refused": refused},
+                     outcome="rejected", response=None, duration_ms=0.0)
 
 
 def _first_time(session: Any, provider: str, external_id: str, type_: str, run_id: str | None) -> bool:

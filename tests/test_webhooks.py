@@ -77,11 +77,37 @@ def test_stripe_rejects_tampering_old_timestamps_and_missing_headers(client, hoo
     assert post(client, "/webhooks/stripe", body).status_code == 401
     wrong_key = post(client, "/webhooks/stripe", body, **{"Stripe-Signature": stripe_header(body, secret="whsec_other")})
     assert wrong_key.status_code == 401
-    records = rejections(hooks)
-    assert len(records) == 4 and all(r.adapter == "stripe" for r in records)
+    records = rejections(hooks)  # one record per reason: the wrong key's refusal is only counted
+    assert len(records) == 3 and all(r.adapter == "stripe" for r in records)
     assert all("pi_1" not in json.dumps(r.request) and WHSEC not in json.dumps(r.request) for r in records)
     with hooks.db.read() as session:
         assert session.scalar(select(Event).where(Event.type.like("run.settled"))) is None
+
+
+def rejected_count(client, admin_key: str, reason: str) -> float:
+    text = client.get("/metrics", headers={"Authorization": f"Bearer {admin_key}"}).text
+    line = f'aurora_webhooks_rejected_total{{provider="stripe",reason="{reason}"}} '
+    return sum(float(row.split()[-1]) for row in text.splitlines() if row.startswith(line))
+
+
+def test_forged_webhooks_are_counted_and_sampled_never_one_record_each(client, hooks, api_keys,
+                                                                       monkeypatch) -> None:
+    """1,500 forged POSTs made 1,500 chained records before: now a metric and one record a window."""
+    from aurora import webhooks
+
+    reason = "Stripe signature does not match the body"
+    before = rejected_count(client, api_keys.admin, reason)
+    body = stripe_event("evt_forged", "payment_intent.succeeded", "pi_1")
+    forged = {"Stripe-Signature": stripe_header(body, secret="whsec_forger")}
+    for _ in range(200):
+        assert post(client, "/webhooks/stripe", body, **forged).status_code == 401
+    assert len(rejections(hooks)) == 1
+    assert rejected_count(client, api_keys.admin, reason) - before == 200
+    monkeypatch.setattr(webhooks.SAMPLER, "interval", 0.2)
+    time.sleep(0.25)
+    assert post(client, "/webhooks/stripe", body, **forged).status_code == 401
+    records = rejections(hooks)
+    assert [r.request["refused"] for r in records] == [1, 200]  # the second stands for 199 + itself
 
 
 def test_any_v1_may_match(client, hooks) -> None:
