@@ -335,6 +335,26 @@ def test_secrets_never_leak_into_logs_records_or_api(live, client, api_keys, cap
         assert secret not in blob, secret
 
 
+def test_an_echoed_basic_auth_header_is_redacted_everywhere(live, client, api_keys) -> None:
+    """A provider that echoes its Authorization header put base64("api:" + key) into the error."""
+    import base64
+
+    live.servers["mailgun"].state.echo_authorization = True
+    run = live.run("send_email", {"to": "a@example.com", "subject": "s", "text": "t"})
+    assert run.status == "failed" and "Authorization" in json.dumps(run.error)
+    encoded = base64.b64encode(f"api:{SECRETS['mailgun']['api_key']}".encode()).decode()
+    core = encoded[4:-4]  # what depends on the key alone, whatever the padding
+    with live.runtime.db.read() as session:
+        texts = [json.dumps(e.data) for e in session.scalars(select(Event))]
+        texts += [json.dumps([a.request, a.response, a.reason]) for a in session.scalars(select(AuditRecord))]
+    texts += [json.dumps([run.result, run.error]),
+              client.get(f"/workflows/{run.id}", headers=api_keys.header("viewer")).get_data(as_text=True),
+              client.get("/events", headers=api_keys.header("viewer")).get_data(as_text=True),
+              client.get("/federation/events", headers=api_keys.header("admin")).get_data(as_text=True)]
+    blob = "\n".join(texts)
+    assert "[REDACTED]" in blob and core not in blob and SECRETS["mailgun"]["api_key"] not in blob
+
+
 def test_secrets_file_mode_is_enforced_at_load(live, env) -> None:
     Path(env["AURORA_SECRETS_FILE"]).chmod(0o640)
     with pytest.raises(Exception, match="chmod 600"):
