@@ -97,7 +97,7 @@ def _create(url: str, begin: str | None) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            _create_private(Path(parsed.database))
         engine = create_engine(parsed.set(drivername="sqlite+aurora"), aurora_begin=begin,
                                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         _setup_sqlite(engine)
@@ -155,6 +155,18 @@ class WriterLock:
                 yield
             finally:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+
+def _create_private(path: Path) -> None:
+    """Make a new SQLite file 0600 before SQLite does (it would use the umask, often 0644);
+    SQLite gives its -wal and -shm files the mode of the database file."""
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
 
 
 class Database:
