@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -141,6 +142,11 @@ class PolicyStore:
 
     def _read(self) -> Policy:
         try:
+            mode = self.path.stat().st_mode
+            # The file is hot-reloaded: whoever may write it may switch payments live.
+            if mode & (stat.S_IWGRP | stat.S_IWOTH):
+                raise PolicyError(f"{self.path} is writable by group or others (mode {stat.S_IMODE(mode):03o}); "
+                                  f"run: chmod go-w {self.path}")
             text = self.path.read_text(encoding="utf-8")
         except OSError as exc:
             raise PolicyError(f"{self.path}: cannot read the policy file: {exc.strerror}") from None
