@@ -14,6 +14,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import threading
 import time
 from typing import Any
@@ -83,10 +84,14 @@ def verify_mailgun(signature: dict[str, Any], key: str, now: float | None = None
     if not hmac.compare_digest(expected, given):
         raise WebhookRejected("Mailgun signature does not match", 401)
     try:
-        if abs((now or time.time()) - float(stamp)) > TOLERANCE:
-            raise WebhookRejected("Mailgun timestamp is outside the 300 s tolerance", 401)
+        when = float(stamp)
     except ValueError:
         raise WebhookRejected("Mailgun timestamp is not a number", 401) from None
+    # "nan" and "inf" are floats too, and every comparison with nan is false: it skipped the check
+    if not math.isfinite(when):
+        raise WebhookRejected("Mailgun timestamp is not a number", 401)
+    if abs((now or time.time()) - when) > TOLERANCE:
+        raise WebhookRejected("Mailgun timestamp is outside the 300 s tolerance", 401)
     return token
 
 

@@ -220,3 +220,13 @@ def test_mailgun_events_recorded_against_the_run_and_replays_refused(client, hoo
 def test_unconfigured_secret_refuses_politely(client, runtime) -> None:
     answer = post(client, "/webhooks/stripe", b"{}", **{"Stripe-Signature": "t=1,v1=x"})
     assert answer.status_code == 403 and "webhook_secret is not configured" in answer.json["message"]
+
+
+@pytest.mark.parametrize("stamp", ["nan", "NaN", "inf", "-inf"])
+def test_a_mailgun_timestamp_that_is_not_a_finite_number_is_refused(client, hooks, stamp) -> None:
+    """A correctly signed "nan" passed the freshness check: every comparison with nan is false."""
+    signature = hmac.new(MAILGUN_KEY.encode(), (stamp + "tok-nan").encode(), hashlib.sha256).hexdigest()
+    body = json.dumps({"signature": {"timestamp": stamp, "token": "tok-nan", "signature": signature},
+                       "event-data": {"id": "mg-nan", "event": "delivered", "recipient": "a@example.com"}}).encode()
+    response = post(client, "/webhooks/mailgun", body)
+    assert response.status_code == 401 and "not a number" in response.json["message"]
