@@ -196,6 +196,20 @@ def test_mailgun_429_waits_for_retry_after(live) -> None:
     assert len(server.received) == 2 and len(server.state.sent) == 1
 
 
+def test_a_retry_after_above_the_ceiling_fails_the_call_without_a_rollback(live) -> None:
+    """It failed after one request, said "after 3 attempts" and rolled the adapter back."""
+    from aurora import adapter_state
+
+    server = live.servers["mailgun"]
+    server.script("/v3/", Reply(429, {"message": "slow down"}, {"Retry-After": "120"}))
+    run = live.run("send_email", {"to": "a@example.com", "subject": "s", "text": "t"})
+    text = json.dumps(run.error)
+    assert run.status == "failed" and "wait 120 s" in text and "max_retry_after_seconds" in text, text
+    assert "3 attempts" not in text and len(server.received) == 1
+    assert not adapter_state.load(live.runtime.db)["mailgun"].rolled_back
+    assert live.run("send_email", {"to": "a@example.com", "subject": "s", "text": "t"}).status == "succeeded"
+
+
 def test_mailgun_timeout_after_sending_is_not_resent(live) -> None:
     server = live.servers["mailgun"]
     server.script("/v3/", Reply(200, {"id": "<x>", "message": "Queued"}, delay=1.5))
