@@ -1,5 +1,5 @@
 """The keyed audit chain: edits, recomputed chains, deletions, truncation after a checkpoint,
-votes edited in SQL, key changes and rollouts in the chain, and the key file itself."""
+votes edited in SQL, key, rollout and federation changes in the chain, and the key file itself."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from conftest import ROOT
 from sqlalchemy import delete, select, update
 
 from aurora import adapter_state, approvals, audit, documents, keys
+from aurora.federation import registry, tokens
 from aurora.keys import Caller
 from aurora.models import Approval, AuditRecord, Role
 
@@ -108,9 +109,16 @@ def test_votes_key_changes_and_rollouts_are_in_the_chain(env, runtime) -> None:
     keys.revoke(runtime.db, "bob")
     adapter_state.promote(runtime.db, "stripe", "test-node")
     adapter_state.enable(runtime.db, "stripe", "test-node")
+    token = tokens.create(runtime.db, "node-b")
+    tokens.revoke(runtime.db, tokens.listing(runtime.db)[0]["id"])
+    registry.register(runtime.db, "http://b.example:9292", "node-b", "aurfed_" + "x" * 20)
+    registry.remove(runtime.db, "node-b")
     ledger = [(r.adapter, r.operation) for r in records(runtime) if r.mode == audit.LEDGER_MODE]
     assert ledger == [("approvals", "vote"), ("keys", "create"), ("keys", "revoke"),
-                      ("stripe", "promote"), ("stripe", "enable")]
+                      ("stripe", "promote"), ("stripe", "enable"),
+                      ("federation", "token_create"), ("federation", "token_revoke"),
+                      ("federation", "node_register"), ("federation", "node_remove")]
+    assert token not in json.dumps([r.request for r in records(runtime)])
     assert cli(env, "audit", "verify").returncode == 0
     with runtime.db.write() as session:  # the edit that passed before
         session.execute(update(Approval).values(voter="mallory"))
