@@ -276,5 +276,40 @@ def verify_node(settings: Any, db: Database, checkpoint_files: Sequence[Path] = 
         return verify_all(session, key, checkpoints)
 
 
+def reseal(db: Database) -> int:
+    """Re-seal a chain written before it was keyed: check every record under the old, unkeyed
+    hash (or, after them, the key), then rewrite every hash with the key. Returns the number of
+    records, or ValueError naming the first record that does not verify.
+
+    Run once after upgrading. It trusts what the unkeyed chain says, so run it before anyone who
+    should not could have written the database since — it cannot tell an old edit from the truth.
+    """
+    key = db.audit_key()
+    with db.write() as session:
+        db.lock(session, AUDIT_LOCK_KEY)
+        rows = list(session.scalars(select(AuditRecord).order_by(AuditRecord.pk)))
+        prev, keyed = GENESIS, False
+        for record in rows:
+            if record.prev_hash != prev:
+                raise ValueError(f"record {record.pk}: a record before it was changed or deleted")
+            if record_hash(prev, record, key) == record.hash:
+                keyed = True
+            elif keyed or _unkeyed_hash(prev, record) != record.hash:
+                raise ValueError(f"record {record.pk}: its content does not match its hash")
+            prev = record.hash
+        # Two passes: hashes are unique, and a new hash must never meet an old one mid-way.
+        sealed, prev = [], GENESIS
+        for record in rows:
+            new = record_hash(prev, record, key)
+            sealed.append((record, prev, new))
+            prev = new
+        for record, _, _ in sealed:
+            record.hash = f"resealing-{record.pk}"
+        session.flush()
+        for record, prev_hash, new in sealed:
+            record.prev_hash, record.hash = prev_hash, new
+    return len(rows)
+
+
 def as_dict(record: AuditRecord) -> dict[str, Any]:
     return {"pk": record.pk, **_content(record), "prev_hash": record.prev_hash, "hash": record.hash}

@@ -128,3 +128,36 @@ def test_votes_key_changes_and_rollouts_are_in_the_chain(env, runtime) -> None:
         session.execute(delete(Approval))
     done = cli(env, "audit", "verify")
     assert done.returncode == 1 and "deleted from the approvals table" in done.stderr
+
+
+def unkeyed(runtime, upto: int | None = None) -> None:
+    """Turn the first records into what a version before the keyed chain wrote."""
+    with runtime.db.write() as session:
+        prev = audit.GENESIS
+        for record in session.scalars(select(AuditRecord).order_by(AuditRecord.pk)):
+            if upto is not None and record.pk > upto:
+                record.prev_hash, record.hash = prev, audit.record_hash(prev, record, runtime.db.audit_key())
+            else:
+                record.prev_hash = prev
+                record.hash = hashlib.sha256((prev + audit._canonical(record)).encode()).hexdigest()
+            prev = record.hash
+
+
+def test_a_log_from_before_the_keyed_chain_is_resealed_once(env, runtime) -> None:
+    runs(runtime, 3)
+    unkeyed(runtime, upto=2)  # two old records, then one appended after the upgrade
+    done = cli(env, "audit", "verify")
+    assert done.returncode == 1 and "before the chain was keyed" in done.stderr
+    sealed = cli(env, "audit", "reseal")
+    assert sealed.returncode == 0 and "3 records" in sealed.stdout, sealed.stderr
+    assert cli(env, "audit", "verify").returncode == 0
+
+
+def test_reseal_refuses_a_broken_old_chain(env, runtime) -> None:
+    runs(runtime, 2)
+    unkeyed(runtime)
+    with runtime.db.write() as session:
+        session.execute(update(AuditRecord).where(AuditRecord.pk == 1).values(reason="edited"))
+    done = cli(env, "audit", "reseal")
+    assert done.returncode == 1 and "record 1" in done.stderr
+    assert cli(env, "audit", "verify").returncode == 1

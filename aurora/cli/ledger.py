@@ -61,6 +61,20 @@ def audit_checkpoint(output: Path | None) -> None:
     click.echo(line, nl=False)
 
 
+@audit.command("reseal")
+def audit_reseal() -> None:
+    """Once after upgrading: seal a log written before the chain was keyed with the audit key
+    (every record is checked under the old hash first; a broken chain is refused)."""
+    from .. import audit as audit_log
+
+    try:
+        count = audit_log.reseal(_runtime().db)
+    except ValueError as exc:
+        _fail(f"refusing to reseal a broken chain: {exc}", 1)
+    click.echo(f"audit chain sealed with the audit key ({count} records); make a checkpoint now: "
+               "aurora audit checkpoint")
+
+
 @audit.command("export")
 @click.option("--since", default=None, help="ISO date or time (UTC), e.g. 2026-11-01 or 2026-11-01T12:00.")
 @click.option("--output", "-o", type=click.File("w"), default="-", help="File to write (default stdout).")
