@@ -173,7 +173,10 @@ def adapter_modes(runtime: Any, policy: Any) -> dict[str, str]:
         secrets = runtime.secrets()
     except SecretsError:
         return {name: "simulated" for name in BY_NAME}  # no secrets, nothing can go live
-    rollouts = adapter_state.load(runtime.db)
+    try:
+        rollouts = adapter_state.load(runtime.db)
+    except Exception:  # noqa: BLE001 - the database component reports the outage itself
+        rollouts = {}  # rollouts unknown: say what the policy and the secrets allow
     ctx = CallContext(run_id=canary_probe_id(), policy=policy, secrets=secrets, rollouts=rollouts)
     modes = {}
     for name, adapter in BY_NAME.items():
