@@ -333,7 +333,11 @@ def apply_mailgun(engine: Any, body: dict[str, Any], replay_token: str) -> dict[
         event_id = str(data.get("id") or replay_token)
         if not _first_time(session, "mailgun", event_id, kind, run_id):
             return {"received": True, "duplicate": True}
-        known = run_id and session.scalar(select(Run.pk).where(Run.id == run_id)) is not None
+        # Only a run that sent mail through Mailgun (a recorded send) gets mail events: the run id
+        # is a user variable anyone with the account can set, and a charge got mail.delivered.
+        known = run_id and session.scalar(select(AuditRecord.pk).where(
+            AuditRecord.run_id == run_id, AuditRecord.adapter == "mailgun", AuditRecord.operation == "send",
+            AuditRecord.outcome == "ok").limit(1)) is not None
         if kind not in MAILGUN_EVENTS or not known:
             events.append(engine.db, session, engine.node, "webhook.unmatched",
                           {"provider": "mailgun", "event": kind, "run_id": run_id})

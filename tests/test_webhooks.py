@@ -211,10 +211,16 @@ def test_mailgun_events_recorded_against_the_run_and_replays_refused(client, hoo
     assert forged.status_code == 401
     unknown = post(client, "/webhooks/mailgun", mailgun_body("no-such-run", token="tok-5"))
     assert unknown.status_code == 200 and "ignored" in unknown.json
+    charge = hooks.engine.submit(documents.load(
+        'name: c\ngoal: charge\npayload: {customer: cus_1, amount: "1.00", currency: EUR}'), "sam")
+    elsewhere = post(client, "/webhooks/mailgun", mailgun_body(charge.id, token="tok-6"))  # a charge sent no mail
+    assert elsewhere.status_code == 200 and "ignored" in elsewhere.json
     assert post(client, "/webhooks/mailgun", b"not json").status_code == 400
     with hooks.db.read() as session:
         types = list(session.scalars(select(Event.type).where(Event.run_id == run.id).order_by(Event.seq)))
     assert types.count("mail.delivered") == 1 and types.count("mail.failed") == 1
+    with hooks.db.read() as session:
+        assert session.scalar(select(Event).where(Event.run_id == charge.id, Event.type.like("mail.%"))) is None
 
 
 def test_unconfigured_secret_refuses_politely(client, runtime) -> None:
