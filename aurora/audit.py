@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -274,6 +275,49 @@ def verify_node(settings: Any, db: Database, checkpoint_files: Sequence[Path] = 
             return Verdict(False, None, f"checkpoint {exc}")
     with db.read() as session:
         return verify_all(session, key, checkpoints)
+
+
+def keep_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
+    """Append a checkpoint to a file of them (one JSON line each, mode 0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a", encoding="utf-8") as out:
+        out.write(json.dumps(checkpoint, sort_keys=True) + "\n")
+
+
+def checkpoint_since_last(settings: Any, db: Database) -> dict[str, Any]:
+    """Beat's checkpoint: verify only what came after the newest kept checkpoint (whose head must
+    still be there, unchanged), then sign and keep the new head. ValueError when it does not hold:
+    nothing is signed over a broken or shortened chain."""
+    key = db.audit_key()
+    path = settings.audit_checkpoints_file
+    last = read_checkpoints(path, key)[-1] if path.exists() and path.stat().st_size else None
+    with db.read() as session:
+        if last is None or last["head_pk"] is None:
+            verdict = verify(session.scalars(select(AuditRecord).order_by(AuditRecord.pk)).yield_per(1000), key)
+        else:
+            head = session.get(AuditRecord, int(last["head_pk"]))
+            if head is None or head.hash != last["head_hash"]:
+                raise ValueError(f"record {last['head_pk']}, the head of the checkpoint of {last['created_at']}, "
+                                 "is missing or changed")
+            newer = session.scalars(select(AuditRecord).where(AuditRecord.pk > head.pk)
+                                    .order_by(AuditRecord.pk)).yield_per(1000)
+            verdict = _verify_from(newer, key, last["head_hash"], int(last["count"]), head.pk)
+    if not verdict.intact:
+        raise ValueError(f"record {verdict.bad_pk}: {verdict.why}")
+    checkpoint = sign_checkpoint(key, settings.node_name, verdict.count, verdict.head_pk, verdict.head_hash)
+    keep_checkpoint(path, checkpoint)
+    return checkpoint
+
+
+def _verify_from(records: Iterable[AuditRecord], key: bytes, prev: str, count: int, head_pk: int | None) -> Verdict:
+    for record in records:
+        if record.prev_hash != prev:
+            return Verdict(False, record.pk, "a record before it was changed or deleted", count, head_pk, prev)
+        if record_hash(prev, record, key) != record.hash:
+            return Verdict(False, record.pk, "its content does not match its hash", count, head_pk, prev)
+        prev, count, head_pk = record.hash, count + 1, record.pk
+    return Verdict(True, None, "intact", count, head_pk, prev)
 
 
 def reseal(db: Database) -> int:

@@ -67,6 +67,8 @@ class Settings:
     min_free_disk_mb: int = 100
     #: the audit chain's HMAC key (outside the database; every writing machine needs the same one)
     audit_key_file: Path | None = None
+    #: seconds between the signed checkpoints of the audit chain that beat has kept
+    audit_checkpoint_interval: int = 3600
 
     @property
     def audit_key_path(self) -> Path:
@@ -114,5 +116,6 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         simulated_latency_ms=_int(env, "AURORA_SIMULATED_LATENCY_MS", 0),
         worker_concurrency=_int(env, "AURORA_WORKER_CONCURRENCY", 2, minimum=1),
         min_free_disk_mb=_int(env, "AURORA_MIN_FREE_DISK_MB", 100),
+        audit_checkpoint_interval=_int(env, "AURORA_AUDIT_CHECKPOINT_INTERVAL", 3600, minimum=10),
         audit_key_file=Path(env["AURORA_AUDIT_KEY_FILE"]).absolute() if env.get("AURORA_AUDIT_KEY_FILE") else None,
     )

@@ -161,3 +161,22 @@ def test_reseal_refuses_a_broken_old_chain(env, runtime) -> None:
     done = cli(env, "audit", "reseal")
     assert done.returncode == 1 and "record 1" in done.stderr
     assert cli(env, "audit", "verify").returncode == 1
+
+
+def test_beat_keeps_checkpoints_so_a_cut_is_caught_without_anyone_remembering(env, runtime) -> None:
+    from aurora import tasks
+    from aurora.celery_app import make_celery
+
+    schedule = make_celery(runtime.settings).conf.beat_schedule["aurora-audit-checkpoint"]
+    assert schedule["task"] == "aurora.audit_checkpoint" and schedule["schedule"] == 3600
+    runs(runtime, 2)
+    assert tasks.audit_checkpoint() == 2
+    runs(runtime, 2)
+    assert tasks.audit_checkpoint() == 4  # only the two new records were walked
+    with runtime.db.write() as session:
+        session.execute(delete(AuditRecord).where(AuditRecord.pk == 4))
+    done = cli(env, "audit", "verify")
+    assert done.returncode == 1 and "cut short" in done.stderr
+    assert tasks.audit_checkpoint() == -1  # never a signature over a shortened chain
+    lines = (Path(env["AURORA_HOME"]) / "audit_checkpoints.jsonl").read_text().splitlines()
+    assert [json.loads(line)["count"] for line in lines] == [2, 4]

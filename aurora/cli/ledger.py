@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -52,13 +51,9 @@ def audit_checkpoint(output: Path | None) -> None:
         _fail(f"refusing to sign a broken chain{where}: {verdict.why}", 1)
     checkpoint = audit_log.sign_checkpoint(runtime.db.audit_key(), settings.node_name, verdict.count,
                                            verdict.head_pk, verdict.head_hash)
-    line = json.dumps(checkpoint, sort_keys=True) + "\n"
     for path in [settings.audit_checkpoints_file] + ([output] if output else []):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        with os.fdopen(fd, "a", encoding="utf-8") as out:
-            out.write(line)
-    click.echo(line, nl=False)
+        audit_log.keep_checkpoint(path, checkpoint)
+    click.echo(json.dumps(checkpoint, sort_keys=True))
 
 
 @audit.command("reseal")
