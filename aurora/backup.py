@@ -12,6 +12,7 @@ import base64
 import json
 import os
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,14 @@ def _write_private(path: Path, data: str) -> None:
         raise
 
 
-def make(secrets_file: Path, audit_key_file: Path, passphrase: str, output: Path) -> dict[str, bool]:
-    """Encrypt the secrets file and the audit key (those that exist) into ``output``."""
+#: how old the newest backup may be before ``aurora doctor`` warns
+RECENT_DAYS = 30
+
+
+def make(secrets_file: Path, audit_key_file: Path, passphrase: str, output: Path,
+         record: Path | None = None) -> dict[str, bool]:
+    """Encrypt the secrets file and the audit key (those that exist) into ``output``; note when
+    and where in ``record`` (for ``aurora doctor``: the backup itself should be elsewhere)."""
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     if len(passphrase) < 12:
@@ -67,7 +74,23 @@ def make(secrets_file: Path, audit_key_file: Path, passphrase: str, output: Path
     header = _header(SCRYPT, salt, nonce)
     sealed = AESGCM(_key(passphrase, salt, SCRYPT)).encrypt(nonce, json.dumps(contents).encode("utf-8"), _aad(header))
     _write_private(output, json.dumps({**header, "ciphertext": base64.b64encode(sealed).decode()}) + "\n")
+    if record is not None:
+        _write_private(record, json.dumps({"at": time.time(), "file": str(output.absolute())}) + "\n")
     return {name: value is not None for name, value in contents.items()}
+
+
+def freshness(record: Path, secrets_file: Path, audit_key_file: Path) -> str | None:
+    """None when the newest backup is recent and newer than both files, else what is wrong."""
+    try:
+        made = float(json.loads(record.read_text("utf-8"))["at"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "no encrypted backup of the secrets file and the audit key was made here"
+    if time.time() - made > RECENT_DAYS * 86400:
+        return f"the newest encrypted backup is older than {RECENT_DAYS} days"
+    changed = [p.name for p in (secrets_file, audit_key_file) if p.exists() and p.stat().st_mtime > made]
+    if changed:
+        return f"{', '.join(changed)} changed after the newest encrypted backup"
+    return None
 
 
 def restore(backup: Path, passphrase: str, secrets_file: Path, audit_key_file: Path) -> dict[str, bool]:

@@ -56,6 +56,11 @@ def run_checks(runtime: Any) -> list[Finding]:
             secrets = load_secrets(path)
         except AuroraError as exc:
             add(Finding("error", "secrets file", str(exc), "fix the file; see policy/external_secrets.example.json"))
+        from .backup import freshness
+
+        stale = freshness(settings.home / "last_backup.json", path, settings.audit_key_path)
+        add(Finding("warn" if stale else "ok", "secrets backup", stale or "a recent encrypted backup exists",
+                    "aurora secrets backup FILE, and keep FILE on another machine" if stale else ""))
     else:
         add(Finding("warn", "secrets file", f"{path} does not exist: every adapter stays simulated",
                     "copy policy/external_secrets.example.json there, fill it in, chmod 600"))

@@ -8,6 +8,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 SECRET = "sk_test_backupSECRET4242"
@@ -52,3 +53,19 @@ def test_backup_and_restore_round_trip_and_refusals(env, runtime, tmp_path) -> N
     refused = cli(env, "secrets", "restore", str(backup))
     assert refused.returncode == 1 and "another audit key" in refused.stderr
     assert key_file.read_text() == "ab" * 32 + "\n"
+
+
+def test_doctor_wants_a_recent_backup(env, runtime, tmp_path) -> None:
+    secrets = Path(env["AURORA_SECRETS_FILE"])
+    secrets.write_text(json.dumps({"stripe": {"secret_key": SECRET}}))
+    secrets.chmod(0o600)
+
+    def finding() -> dict:
+        findings = json.loads(cli(env, "doctor", "--json").stdout)
+        return next(f for f in findings if f["check"] == "secrets backup")
+
+    assert finding()["level"] == "warn" and "aurora secrets backup" in finding()["fix"]
+    assert cli(env, "secrets", "backup", str(tmp_path / "b.json")).returncode == 0
+    assert finding()["level"] == "ok"
+    os.utime(secrets, (time.time() + 5, time.time() + 5))  # an edit after the backup
+    assert finding()["level"] == "warn" and "changed after" in finding()["message"]

@@ -29,7 +29,8 @@ def secrets_backup(output: Path) -> None:
     from ..backup import make
 
     settings = _runtime().settings
-    done = make(settings.secrets_file, settings.audit_key_path, _passphrase(True), output)
+    done = make(settings.secrets_file, settings.audit_key_path, _passphrase(True), output,
+                record=settings.home / "last_backup.json")
     click.echo(f"backup written to {output} (" + ", ".join(k.replace("_", " ") for k, v in done.items() if v) + ")")
 
 
