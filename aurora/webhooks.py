@@ -232,7 +232,16 @@ def apply_stripe(engine: Any, event: dict[str, Any]) -> dict[str, Any]:
             return {"received": True, "ignored": "no run made this payment intent"}
         if intent.get("id"):  # later events of this intent find the run by it
             session.merge(ExternalRef(provider="stripe", ref=str(intent["id"])[:255], run_id=run_id))
-        session.execute(update(Run).where(Run.id == run_id).values(settlement=outcome, updated_at=utcnow()))
+        # Stripe does not deliver events in order, and a PaymentIntent that succeeded stays so: a
+        # late payment_failed (from an earlier attempt) must not turn a succeeded settlement back.
+        moved = session.execute(update(Run).where(Run.id == run_id, Run.settlement.is_distinct_from("succeeded"))
+                                .values(settlement=outcome, updated_at=utcnow())).rowcount
+        if not moved:
+            events.append(engine.db, session, engine.node, "webhook.stale",
+                          {"provider": "stripe", "type": type_, "stripe_event": event_id,
+                           "payment_intent": intent.get("id")}, run_id=run_id)
+            return {"received": True, "run_id": run_id, "ignored": "the payment already succeeded",
+                    "settlement": "succeeded"}
         run = session.scalar(select(Run).where(Run.id == run_id))
         reconciled = _reconcile(engine, session, run, intent, event_id, outcome) if run is not None else None
         error = intent.get("last_payment_error") or {}
