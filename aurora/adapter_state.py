@@ -87,6 +87,7 @@ def promote(db: Database, name: str, node: str, by: str = "cli") -> None:
         row = _row(session, name)
         row.promoted, row.updated_at = True, utcnow()
         events.append(db, session, node, "adapter.promoted", {"adapter": name, "by": by})
+        audit.note(db, session, name, "promote", {"adapter": name, "by": by})
 
 
 def enable(db: Database, name: str, node: str, by: str = "cli") -> None:
@@ -95,6 +96,7 @@ def enable(db: Database, name: str, node: str, by: str = "cli") -> None:
         row = _row(session, name)
         row.rolled_back_at, row.rollback_reason, row.promoted, row.updated_at = None, None, False, utcnow()
         events.append(db, session, node, "adapter.enabled", {"adapter": name, "by": by})
+        audit.note(db, session, name, "enable", {"adapter": name, "by": by})
 
 
 def roll_back(db: Database, session: Session, name: str, node: str, reason: str, run_id: str | None) -> None:

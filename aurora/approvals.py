@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from . import binding, events, gates, ledger
+from . import audit, binding, events, gates, ledger
 from .errors import Conflict, NotFound, PermissionDenied
 from .keys import Caller
 from .models import ApiKey, Approval, Role, Run, RunStatus, utcnow
@@ -109,14 +109,16 @@ def vote(engine: Any, run_id: str, caller: Caller, decision: str, comment: str |
         ledger_votes = _votes(session, run_id)
         if any(v.who == caller.person and gates.counts(v, bound, "") for v in ledger_votes):
             raise AlreadyVoted("you already voted on this run (a person votes once, with any of their keys)")
-        session.add(Approval(run_id=run_id, voter=caller.name, person=caller.person, decision=decision,
-                             comment=comment, channel=channel, document_hash=run.document_hash,
-                             request_hash=bound, created_at=now))
+        approval = Approval(run_id=run_id, voter=caller.name, person=caller.person, decision=decision,
+                            comment=comment, channel=channel, document_hash=run.document_hash,
+                            request_hash=bound, created_at=now)
+        session.add(approval)
         events.append(db, session, engine.node, f"approval.{decision}d" if decision == "approve" else "approval.rejected",
                       {"voter": caller.name, "person": caller.person, "channel": channel,
                        "document_hash": run.document_hash, "request_hash": bound,
                        "mode": (run.approval_binding or {}).get("mode"), "comment": comment}, run_id=run_id)
         session.flush()
+        audit.note_vote(db, session, approval)  # the chain is what proves who voted
         verdict = gates.evaluate(run.approvals_required, _votes(session, run_id), bound, ledger.submitter(run))
         status = run.status
         if verdict.state is gates.GateState.REJECTED:
@@ -183,7 +185,6 @@ def mail_text(run: Run, gate: dict[str, Any], link: str, again: bool) -> str:
 
 def notify(engine: Any, run_id: str, ctx: Any, again: bool = False) -> None:
     """Mail the policy's approvers that a run waits, with a link to its page (never a vote link)."""
-    from . import audit
     from .adapters.mailgun_adapter import MailgunAdapter
 
     settings = ctx.policy.data.get("approvals", {})

@@ -35,7 +35,7 @@ QUEUE = "aurora"
 #: never delays a run
 SYSTEM_QUEUE = "aurora.system"
 #: the tasks that go through :data:`SYSTEM_QUEUE`
-SYSTEM_TASKS = ("aurora.sweep", "aurora.ingest_forms", "aurora.federation_sync")
+SYSTEM_TASKS = ("aurora.sweep", "aurora.ingest_forms", "aurora.federation_sync", "aurora.audit_checkpoint")
 
 
 def broker_options(settings: Settings) -> dict[str, Any]:
@@ -111,6 +111,7 @@ def make_celery(settings: Settings, set_as_current: bool = True) -> Celery:
             "aurora-ingest-forms": ("aurora.ingest_forms", _ingest_interval()),
             "aurora-federation-sync": ("aurora.federation_sync", _policy_number(
                 lambda p: p.federation["sync_interval"], 600.0)),
+            "aurora-audit-checkpoint": ("aurora.audit_checkpoint", float(settings.audit_checkpoint_interval)),
         }),
         beat_schedule_filename=str(settings.home / "celerybeat-schedule"),
     )

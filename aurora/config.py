@@ -65,6 +65,19 @@ class Settings:
     worker_concurrency: int = 2
     #: below this much free space (MB) on the disk of AURORA_HOME or the database, health says no
     min_free_disk_mb: int = 100
+    #: the audit chain's HMAC key (outside the database; every writing machine needs the same one)
+    audit_key_file: Path | None = None
+    #: seconds between the signed checkpoints of the audit chain that beat has kept
+    audit_checkpoint_interval: int = 3600
+
+    @property
+    def audit_key_path(self) -> Path:
+        return self.audit_key_file or self.home / "audit.key"
+
+    @property
+    def audit_checkpoints_file(self) -> Path:
+        """Where ``aurora audit checkpoint`` keeps the signed heads it made, one JSON line each."""
+        return self.home / "audit_checkpoints.jsonl"
 
     @property
     def embedded_broker(self) -> bool:
@@ -103,4 +116,6 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         simulated_latency_ms=_int(env, "AURORA_SIMULATED_LATENCY_MS", 0),
         worker_concurrency=_int(env, "AURORA_WORKER_CONCURRENCY", 2, minimum=1),
         min_free_disk_mb=_int(env, "AURORA_MIN_FREE_DISK_MB", 100),
+        audit_checkpoint_interval=_int(env, "AURORA_AUDIT_CHECKPOINT_INTERVAL", 3600, minimum=10),
+        audit_key_file=Path(env["AURORA_AUDIT_KEY_FILE"]).absolute() if env.get("AURORA_AUDIT_KEY_FILE") else None,
     )

@@ -97,7 +97,7 @@ def _create(url: str, begin: str | None) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            _create_private(Path(parsed.database))
         engine = create_engine(parsed.set(drivername="sqlite+aurora"), aurora_begin=begin,
                                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         _setup_sqlite(engine)
@@ -157,11 +157,25 @@ class WriterLock:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
 
 
+def _create_private(path: Path) -> None:
+    """Make a new SQLite file 0600 before SQLite does (it would use the umask, often 0644);
+    SQLite gives its -wal and -shm files the mode of the database file."""
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+
+
 class Database:
     """Sessions on one database. ``write()`` for anything that changes rows, ``read()`` otherwise."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, audit_key_file: Path | None = None):
         self.url = url
+        self.audit_key_file = audit_key_file
+        self._audit_key: bytes | None = None
         self.engine = engine_for(url)
         self.dialect = self.engine.dialect.name
         self._immediate = engine_for(url, BEGIN_IMMEDIATE)
@@ -174,6 +188,17 @@ class Database:
             if self.dialect == "sqlite" and database and database != ":memory:" else None
         )
         self.checkpointer = wal.checkpointer_for(self.engine) if self._write_lock is not None else None
+
+    def audit_key(self) -> bytes:
+        """The audit chain's HMAC key, created on first use and then kept for the process."""
+        if self._audit_key is None:
+            from .audit_key import load_or_create
+            from .errors import AuditKeyError
+
+            if self.audit_key_file is None:
+                raise AuditKeyError("no audit key file configured for this database")
+            self._audit_key = load_or_create(self.audit_key_file)
+        return self._audit_key
 
     @contextmanager
     def _writer_turn(self) -> Iterator[None]:

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from .errors import AuroraError
+from .errors import AuditKeyError, AuroraError
 
 #: a federation token older than this should be rotated
 ROTATE_AFTER = timedelta(days=90)
@@ -30,7 +30,7 @@ def run_checks(runtime: Any) -> list[Finding]:
     from . import adapter_state, audit
     from .adapters import BY_NAME
     from .adapters.selftest import SAMPLES, canary_probe_id
-    from .models import AuditRecord, FederationToken, Node, utcnow
+    from .models import FederationToken, Node, utcnow
     from .policy import PolicyStore
     from .secrets import load_secrets
 
@@ -56,6 +56,11 @@ def run_checks(runtime: Any) -> list[Finding]:
             secrets = load_secrets(path)
         except AuroraError as exc:
             add(Finding("error", "secrets file", str(exc), "fix the file; see policy/external_secrets.example.json"))
+        from .backup import freshness
+
+        stale = freshness(settings.home / "last_backup.json", path, settings.audit_key_path)
+        add(Finding("warn" if stale else "ok", "secrets backup", stale or "a recent encrypted backup exists",
+                    "aurora secrets backup FILE, and keep FILE on another machine" if stale else ""))
     else:
         add(Finding("warn", "secrets file", f"{path} does not exist: every adapter stays simulated",
                     "copy policy/external_secrets.example.json there, fill it in, chmod 600"))
@@ -92,12 +97,16 @@ def run_checks(runtime: Any) -> list[Finding]:
                         "add the provider's webhook signing secret to the secrets file"))
 
     with runtime.db.read() as session:
-        intact, bad_pk, why = audit.verify(session.scalars(select(AuditRecord).order_by(AuditRecord.pk)).yield_per(1000))
         now = utcnow()
         tokens = list(session.scalars(select(FederationToken).where(FederationToken.revoked_at.is_(None))))
         peers = list(session.scalars(select(Node)))
+    try:
+        intact, bad_pk, why, *_ = audit.verify_node(settings, runtime.db)
+    except AuditKeyError as exc:
+        intact, bad_pk, why = False, None, str(exc)
+    where = f"at record {bad_pk}" if bad_pk is not None else ""
     add(Finding("ok" if intact else "error", "audit chain",
-                "intact" if intact else f"broken at record {bad_pk}: {why}",
+                "intact" if intact else f"broken {where}: {why}".replace("broken : ", "broken: "),
                 "" if intact else "restore the audit table from a backup and investigate who changed it"))
     for token in tokens:
         if now - token.created_at > ROTATE_AFTER:

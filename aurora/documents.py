@@ -13,7 +13,9 @@ import hashlib
 import json
 import math
 import re
+import sys
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import cache
 from typing import Any
 
@@ -24,7 +26,10 @@ from jsonschema.exceptions import ValidationError, best_match
 from .errors import AmountError, DocumentError, DocumentSyntaxError, DocumentTooLarge, Problem
 from .money import to_minor_units
 from .resources import load_schema
+from .schema_patterns import Validator
 
+#: integers longer than this cannot be turned into text (Python's 4,300-digit limit)
+_MAX_INT_BITS = int(sys.get_int_max_str_digits() * 3.32) - 8
 #: deepest nesting of mappings and sequences a workflow may have
 MAX_DEPTH = 32
 #: goals whose action is expensive or public: they always need a quorum of approvals
@@ -144,6 +149,10 @@ def _check_values(value: Any, path: str = "", depth: int = 0) -> None:
             _check_values(item, f"{path}[{index}]", depth + 1)
     elif isinstance(value, float) and not math.isfinite(value):
         raise _syntax(f"{value!r} is not a finite number", path)
+    elif isinstance(value, int) and value.bit_length() > _MAX_INT_BITS:
+        # YAML's hex and octal integers have no digit limit, and such a value cannot even be
+        # printed in an error message (str() refuses it): refuse it here, by its place
+        raise _syntax(f"a number has more than {sys.get_int_max_str_digits()} digits", path)
 
 
 def _decode(body: bytes | str, max_bytes: int) -> str:
@@ -171,6 +180,11 @@ def _reject_constant(name: str) -> Any:
     raise _syntax(f"{name} is not a valid JSON number")
 
 
+def _too_long(exc: ValueError) -> str:
+    limit = sys.get_int_max_str_digits()
+    return f"a number has more than {limit} digits" if "digits" in str(exc) else "a value cannot be read"
+
+
 def parse(body: bytes | str, *, fmt: str = "yaml", max_bytes: int = 256 * 1024) -> Any:
     """Turn a YAML or JSON body into plain Python values, or raise :class:`DocumentSyntaxError`."""
     text = _decode(body, max_bytes)
@@ -181,6 +195,8 @@ def parse(body: bytes | str, *, fmt: str = "yaml", max_bytes: int = 256 * 1024) 
             value = json.loads(text, object_pairs_hook=_reject_duplicate_keys, parse_constant=_reject_constant)
         except json.JSONDecodeError as exc:
             raise _syntax(f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+        except ValueError as exc:  # an integer past Python's 4,300-digit conversion limit
+            raise _syntax(f"invalid JSON: {_too_long(exc)}") from None
         except RecursionError:
             raise _syntax(f"nesting deeper than {MAX_DEPTH} levels") from None
     else:
@@ -190,6 +206,8 @@ def parse(body: bytes | str, *, fmt: str = "yaml", max_bytes: int = 256 * 1024) 
             value = loader.get_single_data()
         except yaml.YAMLError as exc:
             raise _syntax(f"invalid YAML: {exc}") from None
+        except ValueError as exc:  # an integer past Python's 4,300-digit conversion limit
+            raise _syntax(f"invalid YAML: {_too_long(exc)}") from None
         finally:
             loader.dispose()
     _check_values(value)
@@ -197,14 +215,15 @@ def parse(body: bytes | str, *, fmt: str = "yaml", max_bytes: int = 256 * 1024) 
 
 
 def _email_format(value: object) -> bool:
-    return not isinstance(value, str) or bool(_EMAIL.match(value))
+    # fullmatch: ``$`` in match() would accept a trailing newline (a header injection)
+    return not isinstance(value, str) or bool(_EMAIL.fullmatch(value))
 
 
 @cache
 def _validator() -> Draft202012Validator:
     checker = FormatChecker(formats=())
     checker.checks("email")(_email_format)
-    return Draft202012Validator(load_schema("workflow.schema.json"), format_checker=checker)
+    return Validator(load_schema("workflow.schema.json"), format_checker=checker)
 
 
 def _path(parts: Any) -> str:
@@ -316,3 +335,16 @@ def validate(value: Any) -> Workflow:
 def load(body: bytes | str, *, fmt: str = "yaml", max_bytes: int = 256 * 1024) -> Workflow:
     """Parse and validate in one call."""
     return validate(parse(body, fmt=fmt, max_bytes=max_bytes))
+
+
+def refuse_over_ceiling(workflow: Workflow, policy: Any) -> None:
+    """A charge above the policy's ceiling (``adapters.stripe.max_amount``) is refused at
+    submission, before anyone is asked to approve it."""
+    if workflow.goal != "charge":
+        return
+    payload = workflow.payload
+    ceiling = policy.max_charge(payload["currency"])
+    if Decimal(str(payload["amount"])) > ceiling:
+        raise DocumentError([Problem("payload.amount", f"{payload['amount']} {payload['currency']} is above the "
+                                     f"policy's ceiling of {ceiling} {payload['currency']} "
+                                     "(adapters.stripe.max_amount)")])

@@ -36,7 +36,7 @@ from .adapters.base import LiveCallFailed
 from .adapters.engines import DEFAULT_FALLBACK
 from .config import Settings
 from .db import Database, connection_of
-from .documents import Workflow
+from .documents import Workflow, refuse_over_ceiling
 from .engine_health import HealthStore
 from .errors import AuroraError, Conflict, NotFound
 from .leases import LeaseKeeper
@@ -133,6 +133,7 @@ class Engine:
                     person: str | None = None) -> tuple[Run, bool]:
         """Like :meth:`submit`; with a key, the run an earlier submission with that key (by the same
         submitter) made, if there is one. Returns the run and whether it is new."""
+        refuse_over_ceiling(workflow, self.policies.current())
         for attempt in (1, 2):
             now = utcnow()
             values = {

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, func, select
 
+from . import audit
 from .db import Database
 from .errors import AuthError, Conflict, PermissionDenied
 from .models import ApiKey, Person, Role
@@ -73,6 +74,8 @@ def create(db: Database, name: str, role: Role, person: str | None = None) -> st
             raise Conflict(f"person {person!r} has the role {holder.role!r}, and every key of a person acts with "
                            f"the person's role: use --role {holder.role}, or another person")
         session.add(ApiKey(key_id=key_id, name=name, role=role.value, key_hash=_hash(key), person=person))
+        audit.note(db, session, "keys", "create", {"name": name, "role": role.value, "key_id": key_id,
+                                                   "person": person})
     return key
 
 

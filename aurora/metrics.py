@@ -123,6 +123,8 @@ def _create() -> dict[str, Any]:
         "rate_waits": Counter("aurora_rate_limit_waits_total", "Calls that waited for a rate limit", ["adapter"]),
         "rate_wait_seconds": Counter("aurora_rate_limit_wait_seconds_total", "Seconds waited for rate limits",
                                      ["adapter"]),
+        "webhooks_rejected": Counter("aurora_webhooks_rejected_total", "Provider callbacks refused (forged, stale, "
+                                     "malformed)", ["provider", "reason"]),
         "restarts": Counter("aurora_supervisor_restarts_total", "Children of `aurora up` started again after an "
                             "unexpected exit", ["process"]),
     }
@@ -154,6 +156,13 @@ def rate_limit_waited(adapter: str, seconds: float) -> None:
         m["rate_wait_seconds"].labels(adapter).inc(seconds)
 
 
+@_never_fails
+def webhook_rejected(provider: str, reason: str) -> None:
+    # the reasons are a fixed set of sentences in aurora/webhooks.py, so the label stays bounded
+    if _enabled():
+        _metrics()["webhooks_rejected"].labels(provider, reason[:80]).inc()
+
+
 def supervisor_restarted(process: str) -> None:
     if _enabled():
         _metrics()["restarts"].labels(process).inc()
@@ -176,6 +185,7 @@ class DatabaseCollector:
         with db.read() as session:
             by_state = session.execute(select(Run.goal, Run.status, func.count()).group_by(Run.goal, Run.status)).all()
             calls = session.execute(select(AuditRecord.adapter, AuditRecord.mode, AuditRecord.outcome, func.count())
+                                    .where(AuditRecord.mode != "ledger")  # votes, keys: not calls
                                     .group_by(AuditRecord.adapter, AuditRecord.mode, AuditRecord.outcome)).all()
         runs = GaugeMetricFamily("aurora_runs", "Runs by goal and status", labels=["goal", "status"])
         for goal, status, count in by_state:

@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import func, or_, select
 
-from . import events
+from . import audit, events
 from .db import Database
 from .errors import Conflict, NotFound
 from .models import ApiKey, Approval, Person, Role, Run, RunStatus, utcnow
@@ -96,6 +96,8 @@ def revoke_key(db: Database, name: str, node: str | None = None) -> list[str]:
             raise LastAdmin(f"{name!r} is the last admin key: make another admin first "
                             "(aurora keys create NAME --role admin), then revoke this one")
         key.revoked_at = utcnow()
+        audit.note(db, session, "keys", "revoke", {"name": name, "role": key.role, "key_id": key.key_id,
+                                                   "person": key.person})
         return _void_votes(db, session, node, [name], f"key {name!r} was revoked")
 
 
@@ -117,6 +119,7 @@ def remove_person(db: Database, name: str, node: str | None = None) -> list[str]
         for key in held:
             if key.revoked_at is None:
                 key.revoked_at = now
+        audit.note(db, session, "people", "remove", {"name": name, "keys": [k.name for k in held]})
         return _void_votes(db, session, node, [k.name for k in held], f"person {name!r} was removed")
 
 

@@ -12,9 +12,11 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import threading
 import time
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -23,16 +25,19 @@ from jsonschema import Draft202012Validator
 
 from .errors import PolicyError
 from .resources import load_schema
+from .schema_patterns import Validator
 
 log = logging.getLogger(__name__)
 
+#: the ceiling of a charge where the policy names none: a typo of a few zeros must not go through
+DEFAULT_MAX_AMOUNT = {"*": "10000"}
 #: how often, at most, the file's modification time is looked at (seconds)
 RELOAD_CHECK_INTERVAL = 1.0
 
 
 @cache
 def _validator() -> Draft202012Validator:
-    return Draft202012Validator(load_schema("policy.schema.json"))
+    return Validator(load_schema("policy.schema.json"))
 
 
 def _where(error: Any) -> str:
@@ -88,6 +93,11 @@ class Policy:
         """The ``adapters.<name>`` section (empty if absent)."""
         return dict(self.data.get("adapters", {}).get(name, {}))
 
+    def max_charge(self, currency: str) -> Decimal:
+        """The ceiling of one charge in ``currency`` (``adapters.stripe.max_amount``)."""
+        ceilings = {**DEFAULT_MAX_AMOUNT, **self.adapter("stripe").get("max_amount", {})}
+        return Decimal(ceilings.get(currency.upper(), ceilings["*"]))
+
     def required_approvals(self, critical: bool, require_approval: bool) -> int:
         """How many distinct approvals a run needs before it may act."""
         if critical:
@@ -132,6 +142,11 @@ class PolicyStore:
 
     def _read(self) -> Policy:
         try:
+            mode = self.path.stat().st_mode
+            # The file is hot-reloaded: whoever may write it may switch payments live.
+            if mode & (stat.S_IWGRP | stat.S_IWOTH):
+                raise PolicyError(f"{self.path} is writable by group or others (mode {stat.S_IMODE(mode):03o}); "
+                                  f"run: chmod go-w {self.path}")
             text = self.path.read_text(encoding="utf-8")
         except OSError as exc:
             raise PolicyError(f"{self.path}: cannot read the policy file: {exc.strerror}") from None

@@ -33,7 +33,7 @@ class Runtime:
     def db(self) -> Database:
         from .db import Database
 
-        return Database(self.settings.database_url)
+        return Database(self.settings.database_url, self.settings.audit_key_path)
 
     @cached_property
     def policies(self) -> PolicyStore:

@@ -8,14 +8,17 @@ override the file (``AURORA_SECRET_MAILGUN_API_KEY``, ``AURORA_SECRET_SOCIAL_FAC
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import stat
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 from .errors import SecretsError
 
@@ -50,9 +53,14 @@ class Secrets:
         return self.get(*path) is not None
 
     def secret_values(self) -> list[str]:
-        """Every value that must never be shown, longest first."""
+        """Every value that must never be shown, and its usual encodings, longest first."""
+        return list(self._forms)
+
+    @cached_property
+    def _forms(self) -> tuple[str, ...]:
+        # made once per loaded file: every run's redaction asks for it
         found = {v for k, v in self.values.items() if k[-1] not in PUBLIC_KEYS and v and PLACEHOLDER not in v}
-        return sorted((v for v in found if len(v) >= 4), key=len, reverse=True)
+        return tuple(sorted({form for v in found if len(v) >= 4 for form in encodings(v)}, key=len, reverse=True))
 
     def redact(self, value: Any) -> Any:
         """A copy of ``value`` with every secret replaced by ``[REDACTED]``."""
@@ -60,6 +68,31 @@ class Secrets:
         if not secrets:
             return value
         return _redact(value, secrets)
+
+
+#: how many base64 characters a secret's own encoding must keep to be worth looking for
+_MIN_CORE = 8
+
+
+def encodings(secret: str) -> set[str]:
+    """The secret and the forms it takes on the wire: URL-encoded, and base64 — alone or inside
+    ``user:secret`` (HTTP Basic auth; a provider that echoes its Authorization header put
+    ``base64("api:" + key)`` into errors).
+
+    Base64 encodes 3 bytes as 4 characters, so what the secret turns into depends on where it
+    starts within a 3-byte group: for each of the 3 offsets, the characters that depend on the
+    secret's bytes alone are looked for. Redacting them hides all but a few bits at its edges.
+    """
+    forms = {secret, quote(secret, safe=""), quote_plus(secret, safe="")}
+    raw = secret.encode("utf-8")
+    for offset, skip in ((0, 0), (1, 2), (2, 3)):
+        shifted = b"\0" * offset + raw
+        whole = len(shifted) // 3 * 4  # only complete groups: what follows the secret varies
+        for encoded in (base64.b64encode(shifted), base64.urlsafe_b64encode(shifted)):
+            core = encoded[skip:whole].decode("ascii")
+            if len(core) >= _MIN_CORE:
+                forms.add(core)
+    return forms
 
 
 def _redact(value: Any, secrets: list[str]) -> Any:

@@ -54,7 +54,8 @@ _PR_SET_PDEATHSIG = 1
 
 
 def gunicorn_command(binds: Sequence[str], workers: int, threads: int = 4) -> list[str]:
-    command = [sys.executable, "-m", "gunicorn", "--worker-class", "gthread",
+    # -P and aurora.gunicorn_main: the current directory can never shadow the installed package
+    command = [sys.executable, "-P", "-m", "aurora.gunicorn_main", "--worker-class", "gthread",
                "--workers", str(workers), "--threads", str(threads), "--graceful-timeout", "10", "--no-control-socket"]
     for bind in binds:
         command += ["--bind", bind]

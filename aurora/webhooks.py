@@ -3,8 +3,9 @@
 Each provider's own signature scheme is checked on the raw body before anything is parsed
 (Mailgun signs fields inside the body, so its body is parsed first, then nothing else happens
 until the signature holds). A callback is stored once by its id; a provider retrying the same
-one changes nothing twice. A refused callback is a 4xx with a short reason, recorded in the
-audit log without its body.
+one changes nothing twice. A refused callback is a 4xx with a short reason, counted in
+``aurora_webhooks_rejected_total``, and sampled into the audit log without its body (the first
+per provider and reason each minute, with the number refused since the last record).
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ import base64
 import hashlib
 import hmac
 import json
+import math
+import threading
 import time
 from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from . import audit, events
+from . import audit, events, metrics
 from .errors import AuroraError
 from .models import AuditRecord, ExternalRef, Run, RunStatus, WebhookReceipt, utcnow
 
@@ -81,19 +84,59 @@ def verify_mailgun(signature: dict[str, Any], key: str, now: float | None = None
     if not hmac.compare_digest(expected, given):
         raise WebhookRejected("Mailgun signature does not match", 401)
     try:
-        if abs((now or time.time()) - float(stamp)) > TOLERANCE:
-            raise WebhookRejected("Mailgun timestamp is outside the 300 s tolerance", 401)
+        when = float(stamp)
     except ValueError:
         raise WebhookRejected("Mailgun timestamp is not a number", 401) from None
+    # "nan" and "inf" are floats too, and every comparison with nan is false: it skipped the check
+    if not math.isfinite(when):
+        raise WebhookRejected("Mailgun timestamp is not a number", 401)
+    if abs((now or time.time()) - when) > TOLERANCE:
+        raise WebhookRejected("Mailgun timestamp is outside the 300 s tolerance", 401)
     return token
 
 
+class RejectionSampler:
+    """Decides which refused callbacks get an audit record: the first of each provider and reason
+    in a window, carrying how many were refused since the last record.
+
+    A forger can send thousands of callbacks a second, and one chained record each would be a
+    writer turn each and gigabytes a day. Every refusal is counted in the metric; the audit log gets
+    a bounded sample. The windows are per process (a record per window per web process at most):
+    sharing them would cost the database write this avoids.
+    """
+
+    def __init__(self, interval: float = 60.0, clock: Any = time.monotonic):
+        self.interval, self.clock = interval, clock
+        self._lock = threading.Lock()
+        self._windows: dict[tuple[str, str, str], tuple[float, int]] = {}
+
+    def admit(self, scope: str, provider: str, reason: str) -> int | None:
+        """None to skip the record, else how many refusals it stands for (itself included)."""
+        now, key = self.clock(), (scope, provider, reason)
+        with self._lock:
+            started, refused = self._windows.get(key, (None, 0))
+            if started is None or now - started >= self.interval:
+                self._windows[key] = (now, 0)
+                return refused + 1
+            self._windows[key] = (started, refused + 1)
+            return None
+
+
+#: one process's sampler for refused callbacks
+SAMPLER = RejectionSampler()
+
+
 def record_rejection(db: Any, provider: str, reason: str, headers: dict[str, str], size: int) -> None:
-    """Audit a refused callback: the reason and harmless facts, never the body or its signature."""
+    """Count a refused callback, and audit a sample of them: the reason and harmless facts, never
+    the body or its signature."""
+    metrics.webhook_rejected(provider, reason)
+    refused = SAMPLER.admit(db.url, provider, reason)
+    if refused is None:
+        return
     with db.write() as session:
         audit.append(db, session, run_id=None, adapter=provider, operation="webhook", mode="inbound",
-                     reason=reason[:255], request={"headers": headers, "bytes": size}, outcome="rejected",
-                     response=None, duration_ms=0.0)
+                     reason=reason[:255], request={"headers": headers, "bytes": size, "refused": refused},
+                     outcome="rejected", response=None, duration_ms=0.0)
 
 
 def _first_time(session: Any, provider: str, external_id: str, type_: str, run_id: str | None) -> bool:
@@ -189,7 +232,16 @@ def apply_stripe(engine: Any, event: dict[str, Any]) -> dict[str, Any]:
             return {"received": True, "ignored": "no run made this payment intent"}
         if intent.get("id"):  # later events of this intent find the run by it
             session.merge(ExternalRef(provider="stripe", ref=str(intent["id"])[:255], run_id=run_id))
-        session.execute(update(Run).where(Run.id == run_id).values(settlement=outcome, updated_at=utcnow()))
+        # Stripe does not deliver events in order, and a PaymentIntent that succeeded stays so: a
+        # late payment_failed (from an earlier attempt) must not turn a succeeded settlement back.
+        moved = session.execute(update(Run).where(Run.id == run_id, Run.settlement.is_distinct_from("succeeded"))
+                                .values(settlement=outcome, updated_at=utcnow())).rowcount
+        if not moved:
+            events.append(engine.db, session, engine.node, "webhook.stale",
+                          {"provider": "stripe", "type": type_, "stripe_event": event_id,
+                           "payment_intent": intent.get("id")}, run_id=run_id)
+            return {"received": True, "run_id": run_id, "ignored": "the payment already succeeded",
+                    "settlement": "succeeded"}
         run = session.scalar(select(Run).where(Run.id == run_id))
         reconciled = _reconcile(engine, session, run, intent, event_id, outcome) if run is not None else None
         error = intent.get("last_payment_error") or {}
@@ -290,7 +342,11 @@ def apply_mailgun(engine: Any, body: dict[str, Any], replay_token: str) -> dict[
         event_id = str(data.get("id") or replay_token)
         if not _first_time(session, "mailgun", event_id, kind, run_id):
             return {"received": True, "duplicate": True}
-        known = run_id and session.scalar(select(Run.pk).where(Run.id == run_id)) is not None
+        # Only a run that sent mail through Mailgun (a recorded send) gets mail events: the run id
+        # is a user variable anyone with the account can set, and a charge got mail.delivered.
+        known = run_id and session.scalar(select(AuditRecord.pk).where(
+            AuditRecord.run_id == run_id, AuditRecord.adapter == "mailgun", AuditRecord.operation == "send",
+            AuditRecord.outcome == "ok").limit(1)) is not None
         if kind not in MAILGUN_EVENTS or not known:
             events.append(engine.db, session, engine.node, "webhook.unmatched",
                           {"provider": "mailgun", "event": kind, "run_id": run_id})

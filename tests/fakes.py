@@ -174,11 +174,15 @@ class MailgunState:
     def __init__(self, api_key: str):
         self.api_key = api_key
         self.sent: list[dict[str, list[str]]] = []
+        #: answer every request with an error that quotes the Authorization header (as some do)
+        self.echo_authorization = False
 
     def __call__(self, request: Received) -> Reply:
         import base64
 
         expected = "Basic " + base64.b64encode(f"api:{self.api_key}".encode()).decode()
+        if self.echo_authorization:
+            return Reply(400, {"message": f"bad request (Authorization: {request.headers.get('authorization')})"})
         if request.headers.get("authorization") != expected:
             return Reply(401, b"Forbidden")
         if request.method == "POST" and request.path.endswith("/messages"):

@@ -197,6 +197,20 @@ def test_mailgun_429_waits_for_retry_after(live) -> None:
     assert len(server.received) == 2 and len(server.state.sent) == 1
 
 
+def test_a_retry_after_above_the_ceiling_fails_the_call_without_a_rollback(live) -> None:
+    """It failed after one request, said "after 3 attempts" and rolled the adapter back."""
+    from aurora import adapter_state
+
+    server = live.servers["mailgun"]
+    server.script("/v3/", Reply(429, {"message": "slow down"}, {"Retry-After": "120"}))
+    run = live.run("send_email", {"to": "a@example.com", "subject": "s", "text": "t"})
+    text = json.dumps(run.error)
+    assert run.status == "failed" and "wait 120 s" in text and "max_retry_after_seconds" in text, text
+    assert "3 attempts" not in text and len(server.received) == 1
+    assert not adapter_state.load(live.runtime.db)["mailgun"].rolled_back
+    assert live.run("send_email", {"to": "a@example.com", "subject": "s", "text": "t"}).status == "succeeded"
+
+
 def test_mailgun_timeout_after_sending_is_not_resent(live) -> None:
     server = live.servers["mailgun"]
     server.script("/v3/", Reply(200, {"id": "<x>", "message": "Queued"}, delay=1.5))
@@ -334,6 +348,26 @@ def test_secrets_never_leak_into_logs_records_or_api(live, client, api_keys, cap
     assert runs[0].status == "failed" and runs[1].status == "succeeded"
     for secret in SECRET_VALUES:
         assert secret not in blob, secret
+
+
+def test_an_echoed_basic_auth_header_is_redacted_everywhere(live, client, api_keys) -> None:
+    """A provider that echoes its Authorization header put base64("api:" + key) into the error."""
+    import base64
+
+    live.servers["mailgun"].state.echo_authorization = True
+    run = live.run("send_email", {"to": "a@example.com", "subject": "s", "text": "t"})
+    assert run.status == "failed" and "Authorization" in json.dumps(run.error)
+    encoded = base64.b64encode(f"api:{SECRETS['mailgun']['api_key']}".encode()).decode()
+    core = encoded[4:-4]  # what depends on the key alone, whatever the padding
+    with live.runtime.db.read() as session:
+        texts = [json.dumps(e.data) for e in session.scalars(select(Event))]
+        texts += [json.dumps([a.request, a.response, a.reason]) for a in session.scalars(select(AuditRecord))]
+    texts += [json.dumps([run.result, run.error]),
+              client.get(f"/workflows/{run.id}", headers=api_keys.header("viewer")).get_data(as_text=True),
+              client.get("/events", headers=api_keys.header("viewer")).get_data(as_text=True),
+              client.get("/federation/events", headers=api_keys.header("admin")).get_data(as_text=True)]
+    blob = "\n".join(texts)
+    assert "[REDACTED]" in blob and core not in blob and SECRETS["mailgun"]["api_key"] not in blob
 
 
 def test_secrets_file_mode_is_enforced_at_load(live, env) -> None:

@@ -11,6 +11,7 @@ from aurora.models import Event, Run
 
 MAIL = "name: send_report\ngoal: send_email\npayload: {to: kunde@example.com, subject: Hi, template: monthly}\n"
 YAML = {"Content-Type": "application/yaml"}
+CHARGE = 'name: pay\ngoal: charge\npayload: {customer: cus_1, amount: "9.99", currency: EUR}\n'
 
 
 def stored(runtime) -> tuple[int, int]:
@@ -49,6 +50,20 @@ def test_submit_yaml_json_and_multipart(client, api_keys, runtime) -> None:
     ("name: [oops\n", YAML, 400, "malformed_workflow", ""),
     (b"name: \xff\n", YAML, 400, "malformed_workflow", ""),
     ("{not json", {"Content-Type": "application/json"}, 400, "malformed_workflow", ""),
+    # an integer past Python's 4,300-digit limit was a 500
+    ('{"name": "j", "goal": "analyse", "payload": {"text": "a", "n": %s}}' % ("9" * 4301),
+     {"Content-Type": "application/json"}, 400, "malformed_workflow", ""),
+    ("name: j\ngoal: analyse\npayload: {text: a, n: %s}\n" % ("9" * 4301), YAML, 400, "malformed_workflow", ""),
+    (CHARGE.replace('amount: "9.99"', "amount: 0x" + "f" * 4000), YAML, 400, "malformed_workflow", "payload.amount"),
+    # a trailing newline passed every pattern ending in $
+    (CHARGE.replace("cus_1", '"cus_1\\n"'), YAML, 422, "invalid_workflow", "payload.customer"),
+    (MAIL.replace("kunde@example.com", '"kunde@example.com\\n"'), YAML, 422, "invalid_workflow", "payload.to"),
+    # CR/LF in a mail header reached the provider
+    (MAIL.replace("subject: Hi", 'subject: "Hi\\r\\nBcc: all@example.com"'), YAML, 422, "invalid_workflow",
+     "payload.subject"),
+    (MAIL.replace("subject: Hi", 'subject: "Hi\\n"'), YAML, 422, "invalid_workflow", "payload.subject"),
+    # no ceiling on a charge: the default is 10000 per currency
+    (CHARGE.replace('"9.99"', '"10000.01"'), YAML, 422, "invalid_workflow", "payload.amount"),
     (MAIL, {"Content-Type": "application/xml"}, 415, "unsupported_media_type", None),
     (MAIL, {}, 415, "unsupported_media_type", None),
 ])
@@ -60,6 +75,24 @@ def test_bad_input_is_a_clear_4xx_and_stores_nothing(client, api_keys, runtime, 
     if path is not None:
         assert [e["path"] for e in response.json["errors"]][0] == path
     assert stored(runtime) == before
+
+
+def test_the_charge_ceiling_is_the_policys(client, api_keys, runtime) -> None:
+    from pathlib import Path
+
+    policy_file = Path(runtime.settings.policy_file)
+    policy = json.loads(policy_file.read_text())
+    policy["adapters"]["stripe"]["max_amount"] = {"EUR": "50", "*": "20000"}
+    policy_file.write_text(json.dumps(policy))
+    runtime.policies._check()  # the watcher would see it within a second
+    over = submit(client, api_keys, CHARGE.replace('"9.99"', '"50.01"'))
+    assert over.status_code == 422 and "ceiling of 50 EUR" in over.json["message"]
+    assert submit(client, api_keys, CHARGE.replace('"9.99"', '"50.00"')).status_code == 201
+    assert submit(client, api_keys, CHARGE.replace('"9.99"', '"15000"').replace("EUR", "USD")).status_code == 201
+    policy["adapters"]["stripe"]["max_amount"] = {"EUR": "50\n"}
+    policy_file.write_text(json.dumps(policy))
+    runtime.policies._check()
+    assert runtime.policies.last_error and "max_amount" in runtime.policies.last_error
 
 
 def test_oversized_body_is_413_json(client, api_keys, runtime) -> None:

@@ -58,7 +58,7 @@ def test_a_mail_run_goes_queued_running_succeeded_with_events_and_audit(engine: 
     with engine.db.read() as session:
         record = session.scalar(select(AuditRecord).where(AuditRecord.run_id == run.id))
         assert record.mode == "simulated" and record.reason == "policy: dry_run is true"
-        assert audit.verify(session.scalars(select(AuditRecord).order_by(AuditRecord.pk)))[0]
+        assert audit.verify(session.scalars(select(AuditRecord).order_by(AuditRecord.pk)), engine.db.audit_key())[0]
 
 
 def test_executing_again_never_repeats_a_step(engine: Engine) -> None:
@@ -228,7 +228,8 @@ def test_event_sequence_is_monotonic_and_audit_chain_detects_tampering(engine: E
         first = session.scalar(select(AuditRecord).order_by(AuditRecord.pk).limit(1))
         first.reason = "edited"
     with engine.db.read() as session:
-        intact, bad_pk, _ = audit.verify(session.scalars(select(AuditRecord).order_by(AuditRecord.pk)))
+        intact, bad_pk, *_ = audit.verify(session.scalars(select(AuditRecord).order_by(AuditRecord.pk)),
+                                          engine.db.audit_key())
         assert not intact and bad_pk == first.pk
 
 
@@ -267,7 +268,7 @@ def test_a_run_settled_in_one_statement_leaves_the_same_record_as_one_claimed_st
         records = {r.run_id: r for r in session.scalars(select(AuditRecord))}
         assert json.dumps(records[fresh.id].request).replace(fresh.id, "RUN") == \
             json.dumps(records[retried.id].request).replace(retried.id, "RUN")
-        assert audit.verify(session.scalars(select(AuditRecord).order_by(AuditRecord.pk)))[0]
+        assert audit.verify(session.scalars(select(AuditRecord).order_by(AuditRecord.pk)), engine.db.audit_key())[0]
 
 
 def test_a_cancel_between_planning_and_claiming_wins(engine: Engine) -> None:

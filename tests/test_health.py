@@ -95,3 +95,29 @@ def test_health_never_echoes_a_broker_url_or_its_password(client, runtime) -> No
         assert response.status_code == 503
         text = response.get_data(as_text=True)
         assert "s3cr3t-pw" not in text and "127.0.0.1" not in text and str(runtime.settings.home) not in text
+
+
+def test_health_tells_each_adapters_real_mode_and_never_echoes_the_policy(client, runtime, env) -> None:
+    """dry_run: true was reported while adapters.mailgun.dry_run: false sent live mail."""
+    import json
+    from pathlib import Path
+
+    policy_file = Path(env["AURORA_POLICY_FILE"])
+    secrets = Path(env["AURORA_SECRETS_FILE"])
+    secrets.write_text(json.dumps({"mailgun": {"api_key": "key-healthSECRET", "domain": "mg.example.com"}}))
+    secrets.chmod(0o600)
+    before = client.get("/health").json["components"]["policy"]
+    assert before["dry_run"] is True and set(before["adapters"].values()) == {"simulated"}
+    policy = json.loads(policy_file.read_text())
+    policy["adapters"].setdefault("mailgun", {})["dry_run"] = False
+    policy_file.write_text(json.dumps(policy))
+    runtime.policies._check()
+    now = client.get("/health").json["components"]["policy"]
+    assert policy["dry_run"] is True and now["dry_run"] is False
+    assert now["adapters"]["mailgun"] == "canary 10%" and now["adapters"]["stripe"] == "simulated"
+    policy["security"]["canary_percent"] = "secret-looking-value"  # a type error
+    policy_file.write_text(json.dumps(policy))
+    runtime.policies._check()
+    body = client.get("/health").get_data(as_text=True)
+    assert "secret-looking-value" not in body and "key-healthSECRET" not in body
+    assert json.loads(body)["components"]["policy"]["error"] == "policy invalid: see `aurora doctor`"

@@ -165,4 +165,6 @@ def test_a_refused_policy_edit_degrades_health_but_keeps_it_up(client, runtime, 
     runtime.policies._mtime, runtime.policies._checked_at = None, 0  # noqa: SLF001
     response = client.get("/health")
     assert response.status_code == 200 and response.json["status"] == "degraded"
-    assert "dry_run" in response.json["components"]["policy"]["error"]
+    # named, never quoted: /health has no key, and the refusal quotes the policy's values
+    assert response.json["components"]["policy"]["error"] == "policy invalid: see `aurora doctor`"
+    assert "maybe" not in response.get_data(as_text=True)

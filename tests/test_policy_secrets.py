@@ -67,6 +67,22 @@ def test_edits_reload_and_broken_edits_keep_the_last_good_policy(tmp_path: Path,
     assert "oops: unknown key" in (store.last_error or "")
 
 
+def test_a_policy_file_others_may_write_is_refused(tmp_path: Path, monkeypatch) -> None:
+    """It is hot-reloaded: whoever may write it may turn payments live."""
+    monkeypatch.setattr(policy_mod, "RELOAD_CHECK_INTERVAL", 0.0)
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps(DEFAULT))
+    path.chmod(0o666)
+    with pytest.raises(PolicyError, match="writable by group or others.*chmod go-w"):
+        PolicyStore(path)
+    path.chmod(0o644)
+    store = PolicyStore(path)
+    path.write_text(json.dumps({**DEFAULT, "dry_run": False}))
+    path.chmod(0o646)
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 1_000_000))
+    assert store.current().dry_run is True and "chmod go-w" in (store.last_error or "")
+
+
 def test_broken_policy_at_start_is_fatal(tmp_path: Path) -> None:
     path = tmp_path / "policy.json"
     path.write_text(json.dumps({**DEFAULT, "allow_paymnts": True}))

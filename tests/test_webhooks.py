@@ -77,11 +77,37 @@ def test_stripe_rejects_tampering_old_timestamps_and_missing_headers(client, hoo
     assert post(client, "/webhooks/stripe", body).status_code == 401
     wrong_key = post(client, "/webhooks/stripe", body, **{"Stripe-Signature": stripe_header(body, secret="whsec_other")})
     assert wrong_key.status_code == 401
-    records = rejections(hooks)
-    assert len(records) == 4 and all(r.adapter == "stripe" for r in records)
+    records = rejections(hooks)  # one record per reason: the wrong key's refusal is only counted
+    assert len(records) == 3 and all(r.adapter == "stripe" for r in records)
     assert all("pi_1" not in json.dumps(r.request) and WHSEC not in json.dumps(r.request) for r in records)
     with hooks.db.read() as session:
         assert session.scalar(select(Event).where(Event.type.like("run.settled"))) is None
+
+
+def rejected_count(client, admin_key: str, reason: str) -> float:
+    text = client.get("/metrics", headers={"Authorization": f"Bearer {admin_key}"}).text
+    line = f'aurora_webhooks_rejected_total{{provider="stripe",reason="{reason}"}} '
+    return sum(float(row.split()[-1]) for row in text.splitlines() if row.startswith(line))
+
+
+def test_forged_webhooks_are_counted_and_sampled_never_one_record_each(client, hooks, api_keys,
+                                                                       monkeypatch) -> None:
+    """1,500 forged POSTs made 1,500 chained records before: now a metric and one record a window."""
+    from aurora import webhooks
+
+    reason = "Stripe signature does not match the body"
+    before = rejected_count(client, api_keys.admin, reason)
+    body = stripe_event("evt_forged", "payment_intent.succeeded", "pi_1")
+    forged = {"Stripe-Signature": stripe_header(body, secret="whsec_forger")}
+    for _ in range(200):
+        assert post(client, "/webhooks/stripe", body, **forged).status_code == 401
+    assert len(rejections(hooks)) == 1
+    assert rejected_count(client, api_keys.admin, reason) - before == 200
+    monkeypatch.setattr(webhooks.SAMPLER, "interval", 0.2)
+    time.sleep(0.25)
+    assert post(client, "/webhooks/stripe", body, **forged).status_code == 401
+    records = rejections(hooks)
+    assert [r.request["refused"] for r in records] == [1, 200]  # the second stands for 199 + itself
 
 
 def test_any_v1_may_match(client, hooks) -> None:
@@ -106,6 +132,11 @@ def test_a_live_charge_is_settled_by_its_webhook_once(client, hooks, env) -> Non
     detail = client.get(f"/workflows/{run.id}", headers={"Authorization": f"Bearer {_viewer(hooks)}"}).json
     assert detail["settlement"] == "succeeded"
     assert [e["type"] for e in detail["timeline"]].count("run.settled") == 1
+    late = stripe_event("evt_late", "payment_intent.payment_failed", intent, status="requires_payment_method")
+    stale = post(client, "/webhooks/stripe", late, **{"Stripe-Signature": stripe_header(late)})
+    assert stale.status_code == 200 and stale.json["settlement"] == "succeeded" and "already" in stale.json["ignored"]
+    detail = client.get(f"/workflows/{run.id}", headers={"Authorization": f"Bearer {_viewer(hooks)}"}).json
+    assert detail["settlement"] == "succeeded"  # a late failure never turns a success back
     unknown = stripe_event("evt_x", "payment_intent.payment_failed", "pi_unknown")
     answer = post(client, "/webhooks/stripe", unknown, **{"Stripe-Signature": stripe_header(unknown)})
     assert answer.status_code == 200 and "no run" in answer.json["ignored"]
@@ -185,12 +216,28 @@ def test_mailgun_events_recorded_against_the_run_and_replays_refused(client, hoo
     assert forged.status_code == 401
     unknown = post(client, "/webhooks/mailgun", mailgun_body("no-such-run", token="tok-5"))
     assert unknown.status_code == 200 and "ignored" in unknown.json
+    charge = hooks.engine.submit(documents.load(
+        'name: c\ngoal: charge\npayload: {customer: cus_1, amount: "1.00", currency: EUR}'), "sam")
+    elsewhere = post(client, "/webhooks/mailgun", mailgun_body(charge.id, token="tok-6"))  # a charge sent no mail
+    assert elsewhere.status_code == 200 and "ignored" in elsewhere.json
     assert post(client, "/webhooks/mailgun", b"not json").status_code == 400
     with hooks.db.read() as session:
         types = list(session.scalars(select(Event.type).where(Event.run_id == run.id).order_by(Event.seq)))
     assert types.count("mail.delivered") == 1 and types.count("mail.failed") == 1
+    with hooks.db.read() as session:
+        assert session.scalar(select(Event).where(Event.run_id == charge.id, Event.type.like("mail.%"))) is None
 
 
 def test_unconfigured_secret_refuses_politely(client, runtime) -> None:
     answer = post(client, "/webhooks/stripe", b"{}", **{"Stripe-Signature": "t=1,v1=x"})
     assert answer.status_code == 403 and "webhook_secret is not configured" in answer.json["message"]
+
+
+@pytest.mark.parametrize("stamp", ["nan", "NaN", "inf", "-inf"])
+def test_a_mailgun_timestamp_that_is_not_a_finite_number_is_refused(client, hooks, stamp) -> None:
+    """A correctly signed "nan" passed the freshness check: every comparison with nan is false."""
+    signature = hmac.new(MAILGUN_KEY.encode(), (stamp + "tok-nan").encode(), hashlib.sha256).hexdigest()
+    body = json.dumps({"signature": {"timestamp": stamp, "token": "tok-nan", "signature": signature},
+                       "event-data": {"id": "mg-nan", "event": "delivered", "recipient": "a@example.com"}}).encode()
+    response = post(client, "/webhooks/mailgun", body)
+    assert response.status_code == 401 and "not a number" in response.json["message"]

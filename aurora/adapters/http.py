@@ -15,7 +15,8 @@ import requests
 
 from .base import CallContext, LiveCallFailed
 
-#: the longest a Retry-After is honoured before the call counts as unavailable
+#: the longest Retry-After a worker sleeps for (``adapters.<name>.max_retry_after_seconds``);
+#: a longer one fails the call as "throttled", which is not an adapter fault
 MAX_RETRY_AFTER = 60.0
 
 
@@ -60,8 +61,10 @@ def call(adapter: str, ctx: CallContext, method: str, url: str, *, classify: Any
     settings = ctx.settings(adapter)
     retries = int(settings.get("retries", 2))
     timeout = float(settings.get("timeout_seconds", 30))
-    last = ""
+    ceiling = float(settings.get("max_retry_after_seconds", MAX_RETRY_AFTER))
+    last, made = "", 0
     for attempt in range(retries + 1):
+        made = attempt + 1
         ctx.wait_for_rate(adapter)
         try:
             response = requests.request(method, url, timeout=timeout, **kwargs)
@@ -88,7 +91,11 @@ def call(adapter: str, ctx: CallContext, method: str, url: str, *, classify: Any
         last = f"HTTP {response.status_code}"
         if attempt < retries:
             wait = _retry_after(response)
-            if wait is not None and wait > MAX_RETRY_AFTER:
-                break
+            if wait is not None and wait > ceiling:
+                # The provider is up and asks us to come back later: that says nothing about the
+                # adapter, so it must not roll it back for every later run ("throttled" is no fault).
+                raise LiveCallFailed(
+                    f"the provider asked to wait {wait:.0f} s (Retry-After), more than the {ceiling:.0f} s a "
+                    f"worker waits (adapters.{adapter}.max_retry_after_seconds); not tried again", "throttled", body)
             time.sleep(wait if wait is not None else _backoff(attempt))
-    raise LiveCallFailed(f"unavailable after {retries + 1} attempts ({last})", "unavailable")
+    raise LiveCallFailed(f"unavailable after {made} attempt{'s' if made > 1 else ''} ({last})", "unavailable")

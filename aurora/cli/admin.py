@@ -1,10 +1,8 @@
-"""Administration: keys, adapters, doctor, audit."""
+"""Administration: keys, adapters, doctor (the audit commands are in ``ledger.py``)."""
 
 from __future__ import annotations
 
-import json
 import sys
-from typing import Any
 
 import click
 
@@ -182,53 +180,3 @@ def doctor(as_json: bool) -> None:
         for f in findings:
             click.echo(f"[{marks[f.level]}] {f.check}: {f.message}" + (f"\n       -> {f.fix}" if f.fix else ""))
     sys.exit(exit_status(findings))
-
-
-# -- audit ------------------------------------------------------------------------------------
-
-@main.group()
-def audit() -> None:
-    """The hash-chained audit log of every adapter call."""
-
-
-@audit.command("verify")
-def audit_verify() -> None:
-    """Walk the chain; exit 1 and name the first record that was edited or follows a deleted one."""
-    from sqlalchemy import select
-
-    from .. import audit as audit_log
-    from ..models import AuditRecord
-
-    db = _runtime().db
-    with db.read() as session:
-        records = session.scalars(select(AuditRecord).order_by(AuditRecord.pk)).yield_per(1000)
-        intact, bad_pk, why = audit_log.verify(records)
-        total = session.query(AuditRecord).count()
-    if intact:
-        click.echo(f"audit chain intact ({total} records)")
-        return
-    _fail(f"audit chain broken at record {bad_pk}: {why}", 1)
-
-
-@audit.command("export")
-@click.option("--since", default=None, help="ISO date or time (UTC), e.g. 2026-11-01 or 2026-11-01T12:00.")
-@click.option("--output", "-o", type=click.File("w"), default="-", help="File to write (default stdout).")
-def audit_export(since: str | None, output: Any) -> None:
-    """Write audit records as JSON lines, oldest first."""
-    from datetime import UTC, datetime
-
-    from sqlalchemy import select
-
-    from .. import audit as audit_log
-    from ..models import AuditRecord
-
-    query = select(AuditRecord).order_by(AuditRecord.pk)
-    if since:
-        try:
-            when = datetime.fromisoformat(since)
-        except ValueError:
-            _fail(f"--since: {since!r} is not an ISO date or time", 2)
-        query = query.where(AuditRecord.created_at >= (when if when.tzinfo else when.replace(tzinfo=UTC)))
-    with _runtime().db.read() as session:
-        for record in session.scalars(query).yield_per(1000):
-            output.write(json.dumps(audit_log.as_dict(record), ensure_ascii=False) + "\n")

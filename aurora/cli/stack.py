@@ -28,8 +28,11 @@ def up(host: str, ports: tuple[int, ...], web_workers: int) -> None:
     import subprocess
 
     from ..config import load_settings
-    from ..stack import check_ports, claim_home, gunicorn_command, run_stack
+    from ..stack import check_ports, claim_home, run_stack
 
+    # Everything the stack makes (database and WAL files, broker folder, keys, metrics) is for
+    # this user only: the database holds key hashes, peer tokens and form answers.
+    os.umask(0o077)
     settings = load_settings()
     url = f"http://{host}:{ports[0]}"
     # Checked before anything is started or cleared: a second stack must not disturb the first.
@@ -39,7 +42,7 @@ def up(host: str, ports: tuple[int, ...], web_workers: int) -> None:
 
     prepare(settings.home, clear=True)  # counters start afresh with the stack; children share the folder
     # Migrations and the first key run in a child, so this supervisor stays small while it waits.
-    prepared = subprocess.run([sys.executable, "-m", "aurora", "bootstrap", "--url", url],
+    prepared = subprocess.run([*AURORA, "bootstrap", "--url", url],
                               stdout=subprocess.PIPE, text=True)
     if prepared.returncode:
         sys.exit(prepared.returncode)
@@ -51,14 +54,24 @@ def up(host: str, ports: tuple[int, ...], web_workers: int) -> None:
     click.echo(f"Aurora {__version__}: node {settings.node_name}, listening on "
                + ", ".join(f"http://{host}:{p}" for p in ports))
     click.echo(f"  database {settings.database_url.split('@')[-1]}, broker {settings.broker_url.split('@')[-1]}")
-    python = sys.executable
-    code = run_stack({
-        "web": gunicorn_command([f"{host}:{p}" for p in ports], web_workers, threads=8),
-        "worker": [python, "-m", "aurora", "worker"],
-        "system": [python, "-m", "aurora", "worker", "--system", "--beat"],
-    }, grace=settings.lease_seconds)
+    code = run_stack(child_commands(host, ports, web_workers), grace=settings.lease_seconds)
     lock.close()
     sys.exit(code)
+
+
+#: how the stack starts Aurora: ``-P`` keeps the current directory off ``sys.path``, so an
+#: ``aurora/`` folder where ``aurora up`` was started can never stand in for the installed package
+AURORA = [sys.executable, "-P", "-m", "aurora"]
+
+
+def child_commands(host: str, ports: tuple[int, ...], web_workers: int) -> dict[str, list[str]]:
+    from ..stack import gunicorn_command
+
+    return {
+        "web": gunicorn_command([f"{host}:{p}" for p in ports], web_workers, threads=8),
+        "worker": [*AURORA, "worker"],
+        "system": [*AURORA, "worker", "--system", "--beat"],
+    }
 
 
 @main.command()

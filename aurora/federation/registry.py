@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from .. import audit
 from ..db import Database
 from ..errors import Conflict, NotFound
 from ..models import Node, utcnow
@@ -37,6 +38,8 @@ def register(db: Database, url: str, name: str, token: str) -> None:
                              remote_last_seq=0, failures=0, created_at=utcnow()))
         else:
             node.url, node.token, node.enabled = url.rstrip("/"), token, True
+        # who this node trusts is a decision to keep: the peer and its URL, never the token
+        audit.note(db, session, "federation", "node_register", {"node": name, "url": url.rstrip("/")})
 
 
 def remove(db: Database, name: str) -> None:
@@ -45,6 +48,7 @@ def remove(db: Database, name: str) -> None:
         if node is None:
             raise NotFound(f"no node {name!r}")
         session.delete(node)
+        audit.note(db, session, "federation", "node_remove", {"node": name})
 
 
 def state(node: Node, interval: float, now: datetime) -> str:

@@ -10,6 +10,7 @@ import secrets
 
 from sqlalchemy import select
 
+from .. import audit
 from ..db import Database
 from ..errors import AuthError, NotFound
 from ..models import FederationToken, utcnow
@@ -32,7 +33,10 @@ def create(db: Database, peer: str) -> str:
         if len(valid) >= MAX_VALID:
             raise AuthError(f"{peer} already has {MAX_VALID} valid tokens; revoke one first "
                             f"(aurora federation token revoke ID)")
-        session.add(FederationToken(peer=peer, token_hash=_hash(token), created_at=utcnow()))
+        row = FederationToken(peer=peer, token_hash=_hash(token), created_at=utcnow())
+        session.add(row)
+        session.flush()
+        audit.note(db, session, "federation", "token_create", {"peer": peer, "token": row.pk})
     return token
 
 
@@ -67,3 +71,4 @@ def revoke(db: Database, token_id: int) -> None:
             raise NotFound(f"no federation token {token_id}")
         if row.revoked_at is None:
             row.revoked_at = utcnow()
+            audit.note(db, session, "federation", "token_revoke", {"peer": row.peer, "token": row.pk})

@@ -166,6 +166,37 @@ def _federation(runtime: Any, policy: Any) -> dict[str, Any]:
     return result
 
 
+def adapter_modes(runtime: Any, policy: Any) -> dict[str, str]:
+    """Each adapter's effective mode for a new run: simulated, canary N%, live or rolled back."""
+    from .. import adapter_state
+    from ..adapters import BY_NAME
+    from ..adapters.base import CallContext
+    from ..adapters.selftest import SAMPLES, canary_probe_id
+    from ..errors import SecretsError
+
+    try:
+        secrets = runtime.secrets()
+    except SecretsError:
+        return {name: "simulated" for name in BY_NAME}  # no secrets, nothing can go live
+    try:
+        rollouts = adapter_state.load(runtime.db)
+    except Exception:  # noqa: BLE001 - the database component reports the outage itself
+        rollouts = {}  # rollouts unknown: say what the policy and the secrets allow
+    ctx = CallContext(run_id=canary_probe_id(), policy=policy, secrets=secrets, rollouts=rollouts)
+    modes = {}
+    for name, adapter in BY_NAME.items():
+        rollout = rollouts.get(name)
+        if rollout is not None and rollout.rolled_back:
+            modes[name] = "rolled back"
+        elif not adapter.decide(SAMPLES[name], ctx).live:  # the probe id is inside any canary share
+            modes[name] = "simulated"
+        elif (rollout is not None and rollout.promoted) or policy.canary_percent >= 100:
+            modes[name] = "live"
+        else:
+            modes[name] = f"canary {policy.canary_percent}%"
+    return modes
+
+
 @bp.get("/health")
 def health() -> tuple[Response, int]:
     """Everything, per component. 503 ("down") when the database, the broker or the disk fails,
@@ -175,10 +206,15 @@ def health() -> tuple[Response, int]:
     components, last_seq = _essentials(runtime)
     policy = runtime.policies.current()
     components["federation"] = _federation(runtime, policy)
+    modes = adapter_modes(runtime, policy)
+    # dry_run is the truth about what may happen: false as soon as any adapter may call live
+    # (a per-adapter override can make mailgun live under a global dry_run: true)
     components["policy"] = {"ok": runtime.policies.last_error is None, "version": policy.version,
-                            "dry_run": policy.dry_run}
+                            "dry_run": all(mode in ("simulated", "rolled back") for mode in modes.values()),
+                            "adapters": modes}
     if runtime.policies.last_error:
-        components["policy"]["error"] = runtime.policies.last_error
+        # Never the error itself: it quotes the policy's values, and nobody here is signed in.
+        components["policy"]["error"] = "policy invalid: see `aurora doctor`"
     # A refused policy edit leaves the last good policy in force: degraded, not down.
     healthy = all(components[name]["ok"] for name in ESSENTIAL)
     status = "ok" if healthy and all(c["ok"] for c in components.values()) else ("degraded" if healthy else "down")

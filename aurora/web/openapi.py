@@ -138,7 +138,7 @@ UNAVAILABLE = {"503": {**_json(_ref("Error"), "The database, the disk or the bro
                                               "(error 'unavailable', with the component): try again later"),
                        "headers": RETRY_AFTER}}
 #: paths that touch neither the database nor the broker
-NO_BACKEND = {"/openapi.json", "/docs", "/health", "/health/live", "/health/ready"}
+NO_BACKEND = {"/", "/openapi.json", "/docs", "/health", "/health/live", "/health/ready"}
 
 
 def _with_unavailable(spec: dict[str, Any]) -> dict[str, Any]:
@@ -169,6 +169,8 @@ def document() -> dict[str, Any]:
         "components": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}, "schemas": SCHEMAS},
         "security": AUTH,
         "paths": {
+            "/": {"get": {"summary": "Redirects to the approval page, /ui/", "security": NONE, "responses": {
+                "302": {"description": "To /ui/", "headers": {"Location": {"schema": {"type": "string"}}}}}}},
             "/health": {"get": {"summary": "Health per component", "security": NONE, "responses": {
                 "200": _json(_ref("Health"), "ok, or degraded (no worker or beat, a refused policy edit, a peer down)"),
                 "503": _json(_ref("Health"), "Down: the database, the broker or the disk fails")}}},

@@ -1,5 +1,7 @@
-"""The approval page: server-rendered, no build step. Sign in with an API key (kept as a
-fingerprint in a signed session cookie), CSRF tokens on every form, readable on a phone."""
+"""The approval page: server-rendered, no build step. Sign in with an API key (throttled per
+client and per key id); the signed session cookie holds only a random session id, kept
+server-side (``websessions``), so logout and key revocation end it. CSRF tokens on every form,
+never framed (``frame-ancestors 'none'``), readable on a phone."""
 
 from __future__ import annotations
 
@@ -13,10 +15,11 @@ from flask import Blueprint, Flask, current_app, flash, g, redirect, render_temp
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy import select
 
-from .. import approvals, keys
+from .. import approvals, keys, websessions
 from .. import runs as run_views
 from ..errors import AuroraError, AuthError
 from ..models import Role, Run
+from .signin import SignInThrottle
 
 bp = Blueprint("ui", __name__, url_prefix="/ui", template_folder="templates")
 csrf = CSRFProtect()
@@ -49,6 +52,19 @@ def init_app(app: Flask, home: Path) -> None:
     csrf.init_app(app)
     app.register_blueprint(bp)
 
+    @app.after_request
+    def never_framed(response):  # type: ignore[no-untyped-def]
+        # A framed page let a click inside an invisible frame cast a vote (clickjacking): no page
+        # or API answer of Aurora may be shown inside another site's frame.
+        response.headers.setdefault("Content-Security-Policy", "frame-ancestors 'none'")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
+
+    @app.get("/")
+    def root():  # type: ignore[no-untyped-def]
+        return redirect(url_for("ui.index"))
+
     @app.errorhandler(CSRFError)
     def csrf_failed(exc: CSRFError):  # type: ignore[no-untyped-def]
         if request.path.startswith("/ui"):
@@ -67,13 +83,20 @@ def _runtime() -> Any:
     return current_app.extensions["aurora"]
 
 
+def _throttle() -> SignInThrottle:
+    throttle = current_app.extensions.get("aurora_signin")
+    if throttle is None:
+        throttle = current_app.extensions["aurora_signin"] = SignInThrottle(_runtime().limiter.storage)
+    return throttle
+
+
 @bp.before_request
 def load_caller() -> Any:
     g.caller = None
     if request.endpoint in ("ui.login", "ui.static"):
         return None
     try:
-        g.caller = keys.authenticate_fingerprint(_runtime().db, session.get("key_id"), session.get("key_hash"))
+        g.caller = websessions.caller(_runtime().db, session.get("sid"))
     except AuthError:
         session.clear()
         return redirect(url_for("ui.login", next=request.path))
@@ -120,13 +143,18 @@ def can_vote(run: dict[str, Any]) -> bool:
 def login() -> Any:
     if request.method == "POST":
         key = (request.form.get("key") or "").strip()
+        parts = key.split("_")
+        wait = _throttle().attempt(request.remote_addr or "unknown", parts[1][:16] if len(parts) >= 3 else None)
+        if wait:
+            flash(f"Too many sign-in attempts; try again in {wait} s.", "error")
+            return render_template("login.html"), 429, {"Retry-After": str(wait)}
         try:
             caller = keys.authenticate(_runtime().db, key)
         except AuthError:
             flash("That key is not valid.", "error")
             return render_template("login.html"), 401
         session.clear()
-        session["key_id"], session["key_hash"] = keys.fingerprint(key)
+        session["sid"] = websessions.start(_runtime().db, parts[1])
         session.permanent = True
         flash(f"Signed in as {caller.person} ({caller.role.value}, key {caller.name}).", "ok")
         target = request.args.get("next") or ""
@@ -136,6 +164,7 @@ def login() -> Any:
 
 @bp.post("/logout")
 def logout() -> Any:
+    websessions.end(_runtime().db, session.get("sid"))  # the cookie alone stops working too
     session.clear()
     return redirect(url_for("ui.login"))
 
