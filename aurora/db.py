@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -24,8 +25,9 @@ from sqlalchemy.dialects import registry
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
-from . import wal
+from . import pgwatch, wal
 from .errors import ConfigError
 
 #: how long a SQLite writer waits for the lock before giving up (milliseconds)
@@ -33,6 +35,18 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 #: seconds PostgreSQL may take to accept a new connection (``?connect_timeout=`` in the URL wins)
 PG_CONNECT_TIMEOUT = 5
+#: libpq's TCP settings: a peer that vanished (a host gone, a network cut) is found by keepalive
+#: probes after ~5 + 3 x 2 s idle, and unacknowledged data is given up after ``tcp_user_timeout``
+#: (ms), instead of the kernel's ~15 minutes. Each one set in the URL's query wins.
+PG_TCP = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
+          "tcp_user_timeout": 10_000}
+#: the server cancels a statement after this long (ms), sent as ``options=-c statement_timeout=``
+#: unless the URL has ``options`` of its own. Aurora's statements take milliseconds; migrations,
+#: which may take longer, run on a connection of their own without it (:func:`migration_engine`).
+PG_STATEMENT_TIMEOUT_MS = 10_000
+#: the client's own deadline beyond the server's (s): a frozen server cancels nothing itself
+#: (aurora/pgwatch.py); and the deadline of the pool's pre-ping ``SELECT 1`` (s)
+PG_DEADLINE_GRACE, PG_PING_DEADLINE = 2.0, 4.0
 
 #: how each kind of SQLite transaction begins (None: a single statement, no transaction)
 BEGIN_DEFERRED, BEGIN_IMMEDIATE, NO_TRANSACTION = "BEGIN", "BEGIN IMMEDIATE", None
@@ -105,11 +119,50 @@ def _create(url: str, begin: str | None) -> Engine:
     if parsed.get_backend_name() == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        # A database host that drops packets would hold a request until TCP gives up (minutes);
-        # with a bound the request fails soon and is answered 503 (aurora/web/unavailable.py).
-        connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": PG_CONNECT_TIMEOUT}
-        return create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=10, connect_args=connect_args)
+        # A database host that drops packets or stops answering would hold a request until TCP
+        # gives up (minutes) or for good; with bounds the request fails soon and is answered 503
+        # (aurora/web/unavailable.py).
+        connect_args = pg_connect_args(parsed.query)
+        engine = create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=10, connect_args=connect_args)
+        timeout_ms = statement_timeout_ms(str(connect_args.get("options") or parsed.query.get("options") or ""))
+        if timeout_ms:
+            pgwatch.watch(engine, timeout_ms / 1000 + PG_DEADLINE_GRACE, PG_PING_DEADLINE)
+        return engine
     raise ConfigError(f"AURORA_DATABASE_URL: unsupported database {parsed.get_backend_name()!r} (use sqlite or postgresql)")
+
+
+def pg_connect_args(query: Any, statement_timeout: bool = True) -> dict[str, Any]:
+    """libpq parameters Aurora adds to a PostgreSQL URL; any the URL sets itself are left to it."""
+    wanted: dict[str, Any] = {"connect_timeout": PG_CONNECT_TIMEOUT, **PG_TCP}
+    if statement_timeout:
+        wanted["options"] = f"-c statement_timeout={PG_STATEMENT_TIMEOUT_MS}"
+    return {key: value for key, value in wanted.items() if key not in query}
+
+
+def statement_timeout_ms(options: str) -> int:
+    """The ``statement_timeout`` (ms) that libpq ``options`` set; 0 for none or one not understood
+    (the client deadline then stays off rather than cut a statement the server allows)."""
+    found = re.search(r"statement_timeout\s*=\s*(\d+)\s*(ms|s|min)?(?![\w.])", options)
+    if not found:
+        return 0
+    return int(found.group(1)) * {None: 1, "ms": 1, "s": 1000, "min": 60_000}[found.group(2)]
+
+
+@contextmanager
+def migration_engine(url: str) -> Iterator[Engine]:
+    """The engine migrations run on. On PostgreSQL a connection of their own, without the
+    statement timeout and the client deadline: an index built on a big table may take minutes."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        yield engine_for(url)
+        return
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    engine = create_engine(parsed, poolclass=NullPool, connect_args=pg_connect_args(parsed.query, False))
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 def connection_of(session: Session | Connection) -> Connection:

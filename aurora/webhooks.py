@@ -14,17 +14,20 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import math
 import threading
 import time
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from . import audit, events, metrics
 from .errors import AuroraError
-from .models import AuditRecord, ExternalRef, Run, RunStatus, WebhookReceipt, utcnow
+from .models import AuditRecord, ExternalRef, Run, RunStatus, RunStep, WebhookReceipt, utcnow
+
+log = logging.getLogger(__name__)
 
 #: how far a signed timestamp may be from now (seconds), as Stripe's and Mailgun's libraries use
 TOLERANCE = 300
@@ -159,15 +162,36 @@ def _run_for(session: Any, provider: str, ref: str | None) -> str | None:
 SETTLING = {"payment_intent.succeeded": "succeeded", "payment_intent.payment_failed": "failed"}
 #: what of a PaymentIntent goes into a run's record
 INTENT_FIELDS = ("id", "status", "amount", "currency", "customer", "latest_charge")
+#: statuses of a charge run that may have sent a PaymentIntent to Stripe (with its act step begun)
+CHARGING = (RunStatus.RUNNING.value, RunStatus.NEEDS_RECONCILIATION.value, RunStatus.SUCCEEDED.value)
+
+
+def _charge_begun(session: Any, run: Run) -> bool:
+    """Whether this run can have made a PaymentIntent: a live act step was begun. A queued,
+    rejected or simulated run never called Stripe, so no event can be about it."""
+    if run.status not in CHARGING:
+        return False
+    act = session.scalar(select(RunStep).where(RunStep.run_id == run.id, RunStep.step == "act"))
+    return act is not None and (act.result or {}).get("mode") == "live"
 
 
 def _run_by_metadata(session: Any, intent: dict[str, Any]) -> str | None:
     """The charge run named in the intent's ``metadata.aurora_run_id`` (Aurora sets it on every
-    PaymentIntent): a charge whose worker died before it could record the intent's id."""
+    PaymentIntent): a charge whose worker died before it could record the intent's id.
+
+    Metadata is only a claim: anyone with a Stripe account on this webhook endpoint can put any
+    run id on any intent. So the run must have begun a live charge, and the intent must be the
+    charge its document asked for (amount, currency, customer); else the event is about no run."""
     run_id = str((intent.get("metadata") or {}).get("aurora_run_id") or "")
     if not run_id:
         return None
-    return session.scalar(select(Run.id).where(Run.id == run_id[:36], Run.goal == "charge"))
+    run = session.scalar(select(Run).where(Run.id == run_id[:36], Run.goal == "charge"))
+    if run is None or not _charge_begun(session, run) or not _is_this_charge(run, intent):
+        if run is not None:
+            log.warning("Stripe event for PaymentIntent %s names run %s, which did not make it: ignored",
+                        intent.get("id"), run.id)
+        return None
+    return run.id
 
 
 def _is_this_charge(run: Run, intent: dict[str, Any]) -> bool:
@@ -179,39 +203,60 @@ def _is_this_charge(run: Run, intent: dict[str, Any]) -> bool:
         amount = to_minor_units(payload["amount"], str(payload["currency"]))
     except (KeyError, AuroraError):
         return False
+    # Aurora always sends the document's customer, so the intent must name that very customer.
     return (intent.get("amount") == amount and str(intent.get("currency", "")).lower() == str(payload["currency"]).lower()
-            and intent.get("customer") in (None, payload.get("customer")))
+            and intent.get("customer") == payload.get("customer"))
 
 
-def _reconcile(engine: Any, session: Any, run: Run, intent: dict[str, Any], event_id: str, outcome: str) -> int | None:
-    """A run that ended ``needs_reconciliation`` and the provider's signed word on what happened:
-    record the live call once (if no record of it exists) and end the run by it. Returns the
-    audit record's pk, or None when there was nothing to reconcile."""
+def _live_records(session: Any, run_id: str) -> list[AuditRecord]:
+    return list(session.scalars(select(AuditRecord).where(
+        AuditRecord.run_id == run_id, AuditRecord.adapter == "stripe", AuditRecord.operation == "charge",
+        AuditRecord.mode == "live").order_by(AuditRecord.pk)))
+
+
+def _reconcile(engine: Any, session: Any, run: Run, intent: dict[str, Any], event_id: str) -> int | None:
+    """A run that ended ``needs_reconciliation`` and Stripe's signed word that the charge
+    succeeded: end the run ``succeeded`` with one live ``ok`` audit record. Returns that record's
+    pk, or None when there was nothing to reconcile.
+
+    The audit log is append-only, so the ``unknown`` record of the give-up path stays; the ``ok``
+    record written here supersedes it (its reason names it). There is never more than one ``ok``
+    record per run, and a run has one PaymentIntent (one idempotency key)."""
     if run.status != RunStatus.NEEDS_RECONCILIATION.value or not _is_this_charge(run, intent):
         return None  # a run still in a worker's hands records its own call
     summary = {key: intent.get(key) for key in INTENT_FIELDS}
     reason = f"reconciled from Stripe event {event_id}"
-    recorded = session.scalar(select(func.count()).select_from(AuditRecord).where(
-        AuditRecord.run_id == run.id, AuditRecord.adapter == "stripe", AuditRecord.operation == "charge",
-        AuditRecord.mode == "live"))
-    pk = None
-    if not recorded:
+    records = _live_records(session, run.id)
+    ok = [r.pk for r in records if r.outcome == "ok"]
+    if ok:
+        pk = ok[0]
+    else:
+        superseded = [r.pk for r in records if r.outcome != "ok"]
+        if superseded:
+            reason += f"; supersedes audit record {', '.join(map(str, superseded))}"
         key = (run.error or {}).get("idempotency_key") or f"aurora-{run.id}-stripe-charge"
         pk = audit.append(engine.db, session, run_id=run.id, adapter="stripe", operation="charge", mode="live",
-                          reason=reason, request={"idempotency_key": key, "payment_intent": intent.get("id")},
-                          outcome="ok" if outcome == "succeeded" else "error", response=summary,
-                          duration_ms=0.0)["pk"]
-    if outcome == "succeeded":
-        body = {"dry_run": False, "msg": "Charged", "adapter": "stripe", "operation": "charge", "mode": "live",
-                "reason": reason, "response": summary, "reconciled": True}
-        engine.transition(session, run.id, (RunStatus.NEEDS_RECONCILIATION,), RunStatus.SUCCEEDED,
-                          {"mode": "live", "audit": pk, "reconciled_by": event_id}, result=body)
-    else:
-        error = {"type": "live_call_failed", "kind": "declined", "message": "the payment failed at Stripe",
-                 "response": summary, "reconciled_by": event_id}
-        engine.transition(session, run.id, (RunStatus.NEEDS_RECONCILIATION,), RunStatus.FAILED,
-                          {"error": error, "reconciled_by": event_id}, error=error)
+                          reason=reason[:255], request={"idempotency_key": key, "payment_intent": intent.get("id"),
+                                                        "supersedes": superseded},
+                          outcome="ok", response=summary, duration_ms=0.0)["pk"]
+    body = {"dry_run": False, "msg": "Charged", "adapter": "stripe", "operation": "charge", "mode": "live",
+            "reason": reason, "response": summary, "reconciled": True}
+    engine.transition(session, run.id, (RunStatus.NEEDS_RECONCILIATION,), RunStatus.SUCCEEDED,
+                      {"mode": "live", "audit": pk, "reconciled_by": event_id}, result=body)
     return pk
+
+
+def _settle(session: Any, run_id: str, outcome: str) -> bool:
+    """Set the run's settlement; False if a failure would downgrade a success.
+
+    Stripe does not deliver events in order, and ``payment_failed`` is not final there (the
+    intent goes back to ``requires_payment_method`` and may succeed later), while ``succeeded``
+    is. So a settlement of ``succeeded`` is never changed by a failure event, whenever it comes.
+    The condition is in the UPDATE itself: two events delivered at once cannot interleave."""
+    statement = update(Run).where(Run.id == run_id).values(settlement=outcome, updated_at=utcnow())
+    if outcome != "succeeded":
+        statement = statement.where(or_(Run.settlement.is_(None), Run.settlement != "succeeded"))
+    return bool(session.execute(statement).rowcount)
 
 
 def apply_stripe(engine: Any, event: dict[str, Any]) -> dict[str, Any]:
@@ -219,32 +264,37 @@ def apply_stripe(engine: Any, event: dict[str, Any]) -> dict[str, Any]:
     if not event_id.startswith("evt_"):
         raise WebhookRejected("not a Stripe event")
     intent = ((event.get("data") or {}).get("object") or {})
+    outcome = SETTLING.get(type_)
     with engine.db.write() as session:
-        run_id = _run_for(session, "stripe", intent.get("id")) or _run_by_metadata(session, intent)
+        # A stored reference was written by the worker that made the intent, or after a metadata
+        # match was checked: it is trusted. A metadata match is checked before anything is written.
+        known = _run_for(session, "stripe", intent.get("id"))
+        run_id = known or (_run_by_metadata(session, intent) if outcome else None)
         if not _first_time(session, "stripe", event_id, type_, run_id):
             return {"received": True, "duplicate": True}
-        outcome = SETTLING.get(type_)
         if outcome is None:
             return {"received": True, "ignored": f"{type_} is not acted upon"}
         if run_id is None:
+            # Answered 2xx all the same: Stripe would retry an error for days, and no retry matches.
             events.append(engine.db, session, engine.node, "webhook.unmatched",
-                          {"provider": "stripe", "type": type_, "payment_intent": intent.get("id")})
+                          {"provider": "stripe", "type": type_, "payment_intent": intent.get("id"),
+                           "stripe_event": event_id})
+            log.info("Stripe event %s (%s) matches no run", event_id, type_)
             return {"received": True, "ignored": "no run made this payment intent"}
-        if intent.get("id"):  # later events of this intent find the run by it
+        if intent.get("id") and not known:  # later events of this intent find the run by it
             session.merge(ExternalRef(provider="stripe", ref=str(intent["id"])[:255], run_id=run_id))
-        # Stripe does not deliver events in order, and a PaymentIntent that succeeded stays so: a
-        # late payment_failed (from an earlier attempt) must not turn a succeeded settlement back.
-        moved = session.execute(update(Run).where(Run.id == run_id, Run.settlement.is_distinct_from("succeeded"))
-                                .values(settlement=outcome, updated_at=utcnow())).rowcount
-        if not moved:
-            events.append(engine.db, session, engine.node, "webhook.stale",
-                          {"provider": "stripe", "type": type_, "stripe_event": event_id,
-                           "payment_intent": intent.get("id")}, run_id=run_id)
-            return {"received": True, "run_id": run_id, "ignored": "the payment already succeeded",
-                    "settlement": "succeeded"}
-        run = session.scalar(select(Run).where(Run.id == run_id))
-        reconciled = _reconcile(engine, session, run, intent, event_id, outcome) if run is not None else None
         error = intent.get("last_payment_error") or {}
+        if not _settle(session, run_id, outcome):
+            events.append(engine.db, session, engine.node, "run.settlement_kept",
+                          {"settlement": "succeeded", "ignored": type_, "payment_intent": intent.get("id"),
+                           "stripe_event": event_id, "decline_code": error.get("decline_code"),
+                           "code": error.get("code")}, run_id=run_id)
+            return {"received": True, "run_id": run_id, "settlement": "succeeded",
+                    "ignored": "a failure event does not undo a succeeded payment"}
+        run = session.scalar(select(Run).where(Run.id == run_id))
+        # Only a success ends a reconciliation: after payment_failed the run stays
+        # needs_reconciliation (the customer may still pay, or a person decides).
+        reconciled = _reconcile(engine, session, run, intent, event_id) if run and outcome == "succeeded" else None
         events.append(engine.db, session, engine.node, "run.settled",
                       {"settlement": outcome, "payment_intent": intent.get("id"), "stripe_event": event_id,
                        "decline_code": error.get("decline_code"), "code": error.get("code"),

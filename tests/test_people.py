@@ -237,7 +237,7 @@ def test_migration_0007_makes_each_key_a_person(request, tmp_path, backend) -> N
                         "'awaiting_approval', 2, 'boss', 0, :now, :now)"), {"now": now})
         db.execute(text("INSERT INTO approvals (run_id, voter, decision, channel, document_hash, created_at) "
                         "VALUES ('r1', 'alice', 'approve', 'api', 'd', :now)"), {"now": now})
-    upgrade(url)
+    upgrade(url, "0007")
     assert current(url) == "0007"
     with create_engine(url).connect() as db:
         assert sorted(db.execute(text("SELECT name, role FROM people")).all()) == [

@@ -7,7 +7,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from ..db import engine_for
+from ..db import engine_for, migration_engine
 
 HERE = Path(__file__).resolve().parent
 
@@ -22,7 +22,8 @@ def alembic_config(database_url: str) -> Config:
 def upgrade(database_url: str, revision: str = "head") -> None:
     """Bring the database to ``revision`` (default: the newest)."""
     config = alembic_config(database_url)
-    with engine_for(database_url).begin() as connection:
+    # not the pooled engine: its statement timeout would cut a long migration (aurora/db.py)
+    with migration_engine(database_url) as engine, engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
 

@@ -27,6 +27,14 @@ SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN = 10, 13, 14
 SQLITE_DISK = frozenset({SQLITE_IOERR, SQLITE_FULL})
 SQLITE_DOWN = frozenset({SQLITE_BUSY, SQLITE_LOCKED, SQLITE_NOMEM, SQLITE_READONLY, SQLITE_CANTOPEN})
 
+#: PostgreSQL SQLSTATEs that mean "the server cannot serve us now", not "the request is wrong":
+#: 25006 read_only_sql_transaction (a failover left us on a standby, or the database was made
+#: read-only), 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now (starting up
+#: or recovering), 53300 too_many_connections; and all of class 08 (connection exceptions).
+#: psycopg maps 25006 to InternalError, which the OperationalError test below would miss.
+PG_DOWN_SQLSTATES = frozenset({"25006", "57P01", "57P02", "57P03", "53300"})
+PG_DOWN_CLASSES = frozenset({"08"})
+
 MESSAGES = {
     "database": "the database is unavailable; try again shortly",
     "disk": "the disk is full or failing; nothing was stored; try again later",
@@ -64,6 +72,12 @@ def _sqlite(error: sqlite3.Error) -> str | None:
     return "database" if primary in SQLITE_DOWN else None
 
 
+def _pg_down(error: BaseException) -> bool:
+    """A driver error whose SQLSTATE says the PostgreSQL server is unavailable."""
+    state = getattr(error, "sqlstate", None)
+    return isinstance(state, str) and (state in PG_DOWN_SQLSTATES or state[:2] in PG_DOWN_CLASSES)
+
+
 def component_of(exc: BaseException) -> str | None:
     """Which component made this error, if it means "unavailable"; None for anything else (a bug)."""
     for error in _chain(exc):
@@ -75,11 +89,15 @@ def component_of(exc: BaseException) -> str | None:
                 if found:
                     return found
                 continue  # "no such table", a syntax error: a bug or a missing migration, not an outage
+            if _pg_down(error.orig):
+                return "database"
             # psycopg maps connection loss, admin shutdown, too many connections and a full disk on
             # the server (SQLSTATE classes 08, 53, 57, 58) to OperationalError.
             if isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError) or error.connection_invalidated:
                 return "database"
         if isinstance(error, sa_exc.TimeoutError):  # every pooled connection busy or hung
+            return "database"
+        if _pg_down(error):  # a psycopg error that no SQLAlchemy wrapper reached
             return "database"
         if isinstance(error, sqlite3.Error):
             found = _sqlite(error)

@@ -1,0 +1,163 @@
+"""Stripe's signed events settle only the charge they are about, in any order: a failure never
+undoes a success, ``payment_failed`` does not end a reconciliation, a metadata claim is checked
+against the run before anything is written, and a reconciled charge has exactly one ok record."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import select
+from test_adapters_live import CHARGE, SECRETS, live  # noqa: F401 - the fixture
+from test_webhooks import post, stripe_header
+
+from aurora import documents
+from aurora.models import AuditRecord, Event, ExternalRef, Run
+
+WHSEC = SECRETS["stripe"]["webhook_secret"]
+
+
+def send(client, event_id: str, type_: str, intent: dict) -> dict:
+    body = json.dumps({"id": event_id, "object": "event", "type": type_, "data": {"object": intent}}).encode()
+    answer = post(client, "/webhooks/stripe", body, **{"Stripe-Signature": stripe_header(body, secret=WHSEC)})
+    assert answer.status_code == 200, answer.json  # answered, so that Stripe stops retrying
+    return answer.json
+
+
+def failed(intent: dict) -> dict:
+    return {**intent, "status": "requires_payment_method",
+            "last_payment_error": {"code": "card_declined", "decline_code": "insufficient_funds"}}
+
+
+def events_of(live, run_id: str | None, type_: str) -> list[Event]:  # noqa: F811
+    with live.runtime.db.read() as session:
+        return list(session.scalars(select(Event).where(Event.run_id == run_id, Event.type == type_)))
+
+
+def charges(live, run_id: str) -> list[AuditRecord]:  # noqa: F811
+    """The audit records of the run's live charge (a rollback of the adapter has its own)."""
+    return [r for r in live.audit(run_id) if (r.adapter, r.operation, r.mode) == ("stripe", "charge", "live")]
+
+
+@pytest.fixture
+def unanswered(live):  # noqa: F811
+    """Stripe makes the PaymentIntent but answers after the client's 1 s timeout, every try: the
+    charge ends ``needs_reconciliation``, its intent known only to Stripe."""
+    server = live.servers["stripe"]
+    original = server.default
+
+    def stall(request):
+        reply = original(request)
+        if request.path == "/v1/payment_intents":
+            reply.delay = 1.5
+        return reply
+
+    server.default = stall
+    yield
+    server.default = original
+
+
+def reconciling(live) -> tuple[Run, dict]:  # noqa: F811
+    run = live.run("charge", {**CHARGE, "payment_method": "pm_1"})
+    assert run.status == "needs_reconciliation", run.error
+    [intent] = live.servers["stripe"].state.intents.values()
+    assert intent["metadata"] == {"aurora_run_id": run.id}
+    with live.runtime.db.read() as session:  # Aurora never learnt the intent's id
+        assert session.get(ExternalRef, ("stripe", intent["id"])) is None
+    return run, intent
+
+
+def test_payment_failed_keeps_a_reconciliation_open_and_a_later_success_settles_it(live, unanswered, client) -> None:  # noqa: F811
+    run, intent = reconciling(live)
+    before = [(r.mode, r.outcome) for r in live.audit(run.id)]
+    first = send(client, "evt_fail", "payment_intent.payment_failed", failed(intent))
+    assert first["run_id"] == run.id and first["settlement"] == "failed"
+    stored = live.get(run.id)
+    # not final at Stripe: the intent may still be paid, so the run stays for Stripe or a person
+    assert stored.status == "needs_reconciliation" and stored.settlement == "failed"
+    assert [(r.mode, r.outcome) for r in live.audit(run.id)] == before
+    send(client, "evt_paid", "payment_intent.succeeded", {**intent, "status": "succeeded"})
+    stored = live.get(run.id)
+    assert stored.status == "succeeded" and stored.settlement == "succeeded", stored.error
+    assert stored.result["response"]["id"] == intent["id"] and stored.result["reconciled"] is True
+    ok = [r for r in charges(live, run.id) if r.outcome == "ok"]
+    assert len(ok) == 1 and ok[0].response["id"] == intent["id"]
+    [succeeded] = events_of(live, run.id, "run.succeeded")
+    assert succeeded.data["audit"] == ok[0].pk
+
+
+def test_a_reconciled_charge_ends_with_exactly_one_live_ok_record(live, unanswered, client) -> None:  # noqa: F811
+    run, intent = reconciling(live)
+    [unknown] = charges(live, run.id)
+    assert unknown.mode == "live" and unknown.outcome != "ok"
+    answer = send(client, "evt_paid", "payment_intent.succeeded", {**intent, "status": "succeeded"})
+    assert answer["run_id"] == run.id
+    records = charges(live, run.id)
+    assert [r.outcome for r in records] == [unknown.outcome, "ok"]
+    assert records[1].request["supersedes"] == [unknown.pk] and str(unknown.pk) in records[1].reason
+    [settled] = events_of(live, run.id, "run.settled")
+    assert settled.data["audit"] == records[1].pk
+    # the same success again (a retry, or a second event of the intent) writes no second ok record
+    send(client, "evt_paid_again", "payment_intent.succeeded", {**intent, "status": "succeeded"})
+    assert [r.outcome for r in charges(live, run.id)] == [unknown.outcome, "ok"]
+
+
+def test_an_older_failure_arriving_after_the_success_never_downgrades_it(live, unanswered, client) -> None:  # noqa: F811
+    run, intent = reconciling(live)
+    send(client, "evt_paid", "payment_intent.succeeded", {**intent, "status": "succeeded"})
+    late = send(client, "evt_old_fail", "payment_intent.payment_failed", failed(intent))
+    assert late["settlement"] == "succeeded" and "does not undo" in late["ignored"]
+    stored = live.get(run.id)
+    assert stored.status == "succeeded" and stored.settlement == "succeeded"
+    assert len(events_of(live, run.id, "run.settlement_kept")) == 1
+
+
+def test_a_failure_after_the_success_of_a_recorded_charge_keeps_it_succeeded(live, client) -> None:  # noqa: F811
+    run = live.run("charge", {**CHARGE, "customer": "cus_async", "payment_method": "pm_1"})
+    assert run.status == "succeeded" and run.settlement == "pending"
+    intent = live.servers["stripe"].state.intents[run.result["response"]["id"]]
+    send(client, "evt_paid", "payment_intent.succeeded", {**intent, "status": "succeeded"})
+    send(client, "evt_old_fail", "payment_intent.payment_failed", failed(intent))
+    assert live.get(run.id).settlement == "succeeded"
+
+
+def other_intent(run_id: str, **changes) -> dict:
+    return {"id": "pi_OTHER", "object": "payment_intent", "amount": 100, "currency": "usd",
+            "customer": "cus_someone_else", "status": "succeeded", "metadata": {"aurora_run_id": run_id},
+            **changes}
+
+
+def test_an_intent_that_names_a_run_that_never_charged_changes_nothing(live, client) -> None:  # noqa: F811
+    engine = live.runtime.engine
+    queued = engine.submit(documents.load(json.dumps({"name": "b", "goal": "charge", "payload": CHARGE}),
+                                          fmt="json"), "sam")
+    assert live.get(queued.id).status == "queued"
+    for event_id, intent in (("evt_other", other_intent(queued.id)),
+                             # even the right amount, currency and customer: this run never began a charge
+                             ("evt_same", other_intent(queued.id, amount=15000, currency="eur", customer="cus_42"))):
+        answer = send(client, event_id, "payment_intent.succeeded", intent)
+        assert "no run" in answer["ignored"] and "run_id" not in answer
+    stored = live.get(queued.id)
+    assert stored.status == "queued" and stored.settlement is None
+    with live.runtime.db.read() as session:
+        assert session.get(ExternalRef, ("stripe", "pi_OTHER")) is None
+    unmatched = events_of(live, None, "webhook.unmatched")
+    assert [e.data["stripe_event"] for e in unmatched] == ["evt_other", "evt_same"]
+    assert events_of(live, queued.id, "run.settled") == []
+
+
+def test_an_intent_for_another_amount_or_customer_does_not_settle_a_reconciliation(live, unanswered, client) -> None:  # noqa: F811
+    run, intent = reconciling(live)
+    for n, changes in enumerate(({"amount": 100}, {"currency": "usd"}, {"customer": "cus_someone_else"},
+                                 {"customer": None})):
+        answer = send(client, f"evt_other_{n}", "payment_intent.succeeded", other_intent(run.id, **{
+            "amount": intent["amount"], "currency": intent["currency"], "customer": intent["customer"], **changes}))
+        assert "no run" in answer["ignored"]
+    stored = live.get(run.id)
+    assert stored.status == "needs_reconciliation" and stored.settlement is None
+    with live.runtime.db.read() as session:
+        assert session.get(ExternalRef, ("stripe", "pi_OTHER")) is None
+    assert [r.outcome for r in charges(live, run.id)] == ["unknown"]
+    # the real intent still settles it
+    assert send(client, "evt_real", "payment_intent.succeeded", {**intent, "status": "succeeded"})["run_id"] == run.id
+    assert live.get(run.id).status == "succeeded"
