@@ -134,7 +134,7 @@ def test_a_live_charge_is_settled_by_its_webhook_once(client, hooks, env) -> Non
     assert [e["type"] for e in detail["timeline"]].count("run.settled") == 1
     late = stripe_event("evt_late", "payment_intent.payment_failed", intent, status="requires_payment_method")
     stale = post(client, "/webhooks/stripe", late, **{"Stripe-Signature": stripe_header(late)})
-    assert stale.status_code == 200 and stale.json["settlement"] == "succeeded" and "already" in stale.json["ignored"]
+    assert stale.status_code == 200 and stale.json["settlement"] == "succeeded" and "does not undo" in stale.json["ignored"]
     detail = client.get(f"/workflows/{run.id}", headers={"Authorization": f"Bearer {_viewer(hooks)}"}).json
     assert detail["settlement"] == "succeeded"  # a late failure never turns a success back
     unknown = stripe_event("evt_x", "payment_intent.payment_failed", "pi_unknown")
