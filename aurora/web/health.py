@@ -16,7 +16,8 @@ from flask import Blueprint, Response, current_app, jsonify
 from sqlalchemy import delete, func, insert, select
 
 from .. import __version__
-from ..models import Event, ProcessHeartbeat, utcnow
+from ..errors import PolicyError, SecretsError
+from ..models import Event, ProcessHeartbeat, Run, RunStatus, utcnow
 from .unavailable import component_of
 
 bp = Blueprint("health", __name__)
@@ -161,20 +162,43 @@ def _federation(runtime: Any, policy: Any) -> dict[str, Any]:
     return result
 
 
+def _secrets(runtime: Any) -> dict[str, Any]:
+    """Can a worker use the secrets file? (Its path is not shown: /health asks for no key.)"""
+    try:
+        runtime.secrets()
+    except SecretsError as exc:
+        message = str(exc).replace(str(runtime.settings.secrets_file), "the secrets file")
+        result: dict[str, Any] = {"ok": False, "error": message}
+        try:
+            with runtime.db.read() as session:
+                result["blocked_runs"] = session.scalar(select(func.count()).select_from(Run).where(
+                    Run.status == RunStatus.QUEUED.value, Run.error.is_not(None)))
+        except Exception:  # noqa: BLE001 - the database has its own component
+            result["blocked_runs"] = None
+        return result
+    return {"ok": True}
+
+
 @bp.get("/health")
 def health() -> tuple[Response, int]:
     """Everything, per component. 503 ("down") when the database, the broker or the disk fails,
-    so no request can succeed; 200 with "degraded" when only workers, beat, the policy or a peer
-    is missing; 200 "ok" otherwise. A load balancer wants ``/health/ready`` instead."""
+    so no request can succeed; 200 with "degraded" when only workers, beat, the policy, the
+    secrets file or a peer is missing or unusable; 200 "ok" otherwise. A load balancer wants ``/health/ready`` instead."""
     runtime = current_app.extensions["aurora"]
     components, last_seq = _essentials(runtime)
-    policy = runtime.policies.current()
-    components["federation"] = _federation(runtime, policy)
-    components["policy"] = {"ok": runtime.policies.last_error is None, "version": policy.version,
-                            "dry_run": policy.dry_run}
-    if runtime.policies.last_error:
-        components["policy"]["error"] = runtime.policies.last_error
-    # A refused policy edit leaves the last good policy in force: degraded, not down.
+    try:
+        policy = runtime.policies.current()
+    except PolicyError as exc:  # no good policy at all: runs are blocked (aurora.blocking), the API still answers
+        components["policy"] = {"ok": False, "error": str(exc).replace(str(runtime.settings.policy_file), "the policy file")}
+    else:
+        components["federation"] = _federation(runtime, policy)
+        components["policy"] = {"ok": runtime.policies.last_error is None, "version": policy.version,
+                                "dry_run": policy.dry_run}
+        if runtime.policies.last_error:
+            components["policy"]["error"] = runtime.policies.last_error
+    components["secrets"] = _secrets(runtime)
+    # A refused policy edit leaves the last good policy in force, and an unusable secrets file
+    # blocks runs but no request: degraded, not down.
     healthy = all(components[name]["ok"] for name in ESSENTIAL)
     status = "ok" if healthy and all(c["ok"] for c in components.values()) else ("degraded" if healthy else "down")
     body = {

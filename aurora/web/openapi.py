@@ -160,7 +160,7 @@ def document() -> dict[str, Any]:
         "security": AUTH,
         "paths": {
             "/health": {"get": {"summary": "Health per component", "security": NONE, "responses": {
-                "200": _json(_ref("Health"), "ok, or degraded (no worker or beat, a refused policy edit, a peer down)"),
+                "200": _json(_ref("Health"), "ok, or degraded (no worker or beat, a refused policy edit, the secrets file unusable, a peer down)"),
                 "503": _json(_ref("Health"), "Down: the database, the broker or the disk fails")}}},
             "/health/live": {"get": {"summary": "Liveness: the process answers (checks nothing else)", "security": NONE,
                                      "responses": {"200": _json({"type": "object", "required": ["status"]}, "Alive")}}},
