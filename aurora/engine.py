@@ -6,7 +6,7 @@ race freely: exactly one of them wins each transition. A worker holds a *lease* 
 executes, renewed while it works; the sweeper hands runs with a lapsed lease to another worker.
 Finished steps are recorded and never run again.
 
-    queued ──> running ──> succeeded | failed | needs_reconciliation
+    queued ──> running ──> succeeded | failed | needs_reconciliation | not_acted (aurora.outcomes)
       ^  │        ├──> awaiting_approval ──> queued (quorum reached) | rejected | expired
       │  │        └──> rejected
       │  └──> cancelled  (also from running before it acts, and from awaiting_approval)
