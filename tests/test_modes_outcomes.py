@@ -20,7 +20,6 @@ from werkzeug.serving import make_server
 
 from aurora import adapter_state, documents
 from aurora.cli import main
-from aurora.cli._common import exit_code
 from aurora.models import AuditRecord, Event, Run
 
 MAIL = {"to": "kunde@example.com", "subject": "Monatsbericht", "text": "Hallo"}
@@ -197,6 +196,8 @@ def test_submit_wait_exit_codes_tell_live_simulated_waiting_and_failure_apart(
     ({"status": "queued", "blocked": {"component": "secrets"}}, 7),
 ])
 def test_every_outcome_has_its_exit_code(run, code) -> None:
+    from aurora.cli._common import exit_code
+
     assert exit_code(run) == code
 
 
