@@ -118,6 +118,19 @@ def test_an_unsafe_secrets_file_blocks_the_run_visibly_until_fixed(live, env, cl
     assert done["error"] is None and client.get("/health").get_json()["components"]["secrets"] == {"ok": True}
 
 
+def test_an_unreadable_secrets_file_blocks_the_run_and_says_so(live, env, client) -> None:  # noqa: F811
+    secrets = Path(env["AURORA_SECRETS_FILE"])
+    secrets.unlink()
+    secrets.mkdir(mode=0o700)  # there, private, and not a file anyone can read secrets from
+    engine = live.runtime.engine
+    run = engine.submit(documents.load(json.dumps({"name": "m", "goal": "send_email", "payload": MAIL}), fmt="json"),
+                        "sam")
+    assert engine.execute(run.id).status == "queued"
+    [blocked] = _events(live.runtime, run.id, "run.blocked")
+    assert blocked.data["component"] == "secrets" and "cannot read secrets" in blocked.data["message"]
+    assert client.get("/health").get_json()["components"]["secrets"]["ok"] is False
+
+
 def test_a_worker_without_a_loadable_policy_blocks_runs_until_it_is_fixed(runtime, env) -> None:
     from aurora.config import load_settings
     from aurora.runtime import Runtime
