@@ -54,12 +54,11 @@ def _record(adapter: Adapter, ctx: CallContext, result: Any, body: dict[str, Any
         if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
             # Opening it would create an empty database file where none was meant to be.
             return {"recorded": False, "why": "no database yet; run: aurora db upgrade"}
-        prepared = audit.prepare(run_id=None, adapter=adapter.name, operation=adapter.operation,
-                                 mode=result.mode.name, reason=result.mode.reason[:255], request=body["request"],
-                                 outcome="ok", response=None, duration_ms=result.duration_ms)
         db = Database(url)
         with db.write() as session:
-            record = audit.append(db, session, prepared)
+            record = audit.append(db, session, run_id=None, adapter=adapter.name, operation=adapter.operation,
+                                  mode=result.mode.name, reason=result.mode.reason[:255], request=body["request"],
+                                  outcome="ok", response=None, duration_ms=result.duration_ms)
         return {"recorded": True, "pk": record["pk"]}
     except Exception as exc:  # noqa: BLE001 - the caller gets the simulated result and the reason
         log.warning("ad-hoc %s call: audit record not written (%s)", adapter.name, exc.__class__.__name__)
