@@ -200,6 +200,14 @@ def test_submit_wait_exit_codes_tell_live_simulated_waiting_and_failure_apart(
     assert json.loads(codes["simulated"].stdout[codes["simulated"].stdout.index("{"):])["mode"] == "simulated"
     assert "BLOCKED" in codes["blocked"].output
     assert SECRETS["mailgun"]["api_key"] not in "".join(done.output for done in codes.values())
+    cli_env = {"AURORA_URL": f"http://127.0.0.1:{served}", "AURORA_TOKEN": api_keys.viewer,
+               "AURORA_CLI_CONFIG": str(tmp_path / "c")}
+    listed = CliRunner().invoke(main, ["list"], env=cli_env).output.splitlines()
+    assert [line.split()[1:3] for line in listed] == [
+        ["queued", "BLOCKED"], ["succeeded", "SIMULATED"], ["failed", "LIVE"], ["awaiting_approval", "-"],
+        ["succeeded", "LIVE"]]
+    status = CliRunner().invoke(main, ["status", listed[1].split()[0]], env=cli_env)
+    assert status.exit_code == 0 and "SUCCEEDED SIMULATED: policy: dry_run is true" in status.output
 
 
 @pytest.mark.parametrize("run, code", [
