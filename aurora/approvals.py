@@ -1,36 +1,39 @@
 """Votes on waiting runs, and the mail that tells approvers a run waits for them.
 
-Every vote is appended to the ledger (``approvals``) with who, when, decision, comment, channel
-and the document hash it was cast for. A vote, the quorum it completes and the run's move back to
-the queue happen in one transaction, guarded by a compare-and-set on the run that also checks the
-deadline: a vote and the expiry can never both win, and two votes completing the quorum together
-send the run to the queue once.
+Every vote is appended to the ledger (``approvals``) with who (the key and its person), when,
+decision, comment, channel and the hash of the rendered request and mode it approved
+(``aurora.binding``). A vote, the quorum it completes and the run's move back to the queue happen
+in one transaction, guarded by a compare-and-set on the run that also checks the deadline: a vote
+and the expiry can never both win, and two votes completing the quorum together send the run to
+the queue once. Quorum counts people: a person votes once, with whichever key, and no key of the
+submitter's person may vote.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import select, update
 
-from . import events, gates
+from . import binding, events, gates, ledger
 from .errors import Conflict, NotFound, PermissionDenied
 from .keys import Caller
-from .models import Approval, Role, Run, RunStatus, utcnow
+from .models import ApiKey, Approval, Role, Run, RunStatus, utcnow
 
 #: the ways a vote can arrive
 CHANNELS = ("api", "cli", "web")
 
 
 class SelfApproval(PermissionDenied):
-    """Raised when the submitter of a run tries to vote on it."""
+    """Raised when the submitter of a run (any key of their person) tries to vote on it."""
 
     code = "self_approval"
 
 
 class AlreadyVoted(Conflict):
-    """Raised when a person votes twice on the same version of a run."""
+    """Raised when a person votes twice on the same request of a run (from any of their keys)."""
 
     code = "already_voted"
 
@@ -41,18 +44,35 @@ class GateClosed(Conflict):
     code = "gate_closed"
 
 
+class RequestChanged(Conflict):
+    """Raised when a vote names a rendering of the request that is no longer the run's."""
+
+    code = "request_changed"
+
+
 def _votes(session: Any, run_id: str) -> list[gates.Vote]:
-    rows = session.scalars(select(Approval).where(Approval.run_id == run_id).order_by(Approval.pk))
-    return [gates.Vote(a.voter, a.decision, a.document_hash) for a in rows]
+    return ledger.votes(session, run_id)
+
+
+def _bound_hash(run: Run) -> str | None:
+    return (run.approval_binding or {}).get("hash")
 
 
 def gate_summary(session: Any, run: Run) -> dict[str, Any]:
-    decision = gates.evaluate(run.approvals_required, _votes(session, run.id), run.document_hash, run.submitted_by)
+    decision = gates.evaluate(run.approvals_required, _votes(session, run.id), _bound_hash(run), ledger.submitter(run))
     return {**decision.as_dict(), "deadline": run.gate_deadline.isoformat() if run.gate_deadline else None}
 
 
-def vote(engine: Any, run_id: str, caller: Caller, decision: str, comment: str | None, channel: str) -> dict[str, Any]:
-    """Record one vote; return the run's status and gate. Enqueues the run if it completed the quorum."""
+def approval_view(run: Run) -> dict[str, Any] | None:
+    """What approvers see of a run: ``aurora.binding.view`` of its rendered request."""
+    return binding.view(run.goal, run.document["payload"], run.approval_binding)
+
+
+def vote(engine: Any, run_id: str, caller: Caller, decision: str, comment: str | None, channel: str,
+         request_hash: str | None = None) -> dict[str, Any]:
+    """Record one vote; return the run's status and gate. Enqueues the run if it completed the
+    quorum. ``request_hash``, if given, is the rendering the voter saw: a vote for another one
+    is refused (409) rather than counted for what they did not see."""
     if caller.role not in (Role.APPROVER, Role.ADMIN):
         raise PermissionDenied(f"role {caller.role.value!r} may not vote (needs approver or admin)")
     if decision not in ("approve", "reject"):
@@ -65,8 +85,9 @@ def vote(engine: Any, run_id: str, caller: Caller, decision: str, comment: str |
         run = session.scalar(select(Run).where(Run.id == run_id))
         if run is None:
             raise NotFound(f"no run {run_id}")
-        if run.submitted_by == caller.name:
-            raise SelfApproval("you submitted this run; somebody else must approve or reject it")
+        if ledger.submitter(run) == caller.person:
+            raise SelfApproval("you submitted this run (with one of your keys); somebody else must approve or "
+                               "reject it")
         # Lock the run for this transaction, and only while it still waits within its deadline.
         open_gate = session.execute(
             update(Run).where(Run.id == run_id, Run.status == RunStatus.AWAITING_APPROVAL.value,
@@ -77,17 +98,26 @@ def vote(engine: Any, run_id: str, caller: Caller, decision: str, comment: str |
             state = "its approval deadline has passed" if run.status == RunStatus.AWAITING_APPROVAL.value \
                 else f"it is {run.status}"
             raise GateClosed(f"the run no longer waits for votes: {state}")
-        already = session.scalar(select(Approval.pk).where(
-            Approval.run_id == run_id, Approval.voter == caller.name, Approval.document_hash == run.document_hash))
-        if already is not None:
-            raise AlreadyVoted("you already voted on this run")
-        session.add(Approval(run_id=run_id, voter=caller.name, decision=decision, comment=comment,
-                             channel=channel, document_hash=run.document_hash, created_at=now))
+        if session.scalar(select(ApiKey.revoked_at).where(ApiKey.name == caller.name)) is not None:
+            raise PermissionDenied("your key was revoked")
+        bound = _bound_hash(run)
+        if bound is None:
+            raise RequestChanged("the run's request has not been rendered for approval yet; try again shortly")
+        if request_hash is not None and request_hash != bound:
+            raise RequestChanged("what this run would send, or whether it is live, changed since you looked: "
+                                 "look at it again and vote on what it sends now")
+        ledger_votes = _votes(session, run_id)
+        if any(v.who == caller.person and gates.counts(v, bound, "") for v in ledger_votes):
+            raise AlreadyVoted("you already voted on this run (a person votes once, with any of their keys)")
+        session.add(Approval(run_id=run_id, voter=caller.name, person=caller.person, decision=decision,
+                             comment=comment, channel=channel, document_hash=run.document_hash,
+                             request_hash=bound, created_at=now))
         events.append(db, session, engine.node, f"approval.{decision}d" if decision == "approve" else "approval.rejected",
-                      {"voter": caller.name, "channel": channel, "document_hash": run.document_hash,
-                       "comment": comment}, run_id=run_id)
+                      {"voter": caller.name, "person": caller.person, "channel": channel,
+                       "document_hash": run.document_hash, "request_hash": bound,
+                       "mode": (run.approval_binding or {}).get("mode"), "comment": comment}, run_id=run_id)
         session.flush()
-        verdict = gates.evaluate(run.approvals_required, _votes(session, run_id), run.document_hash, run.submitted_by)
+        verdict = gates.evaluate(run.approvals_required, _votes(session, run_id), bound, ledger.submitter(run))
         status = run.status
         if verdict.state is gates.GateState.REJECTED:
             engine.transition(session, run_id, (RunStatus.AWAITING_APPROVAL,), RunStatus.REJECTED,
@@ -106,7 +136,8 @@ def vote(engine: Any, run_id: str, caller: Caller, decision: str, comment: str |
 
 
 def waiting_for(engine: Any, caller: Caller, limit: int = 100) -> list[dict[str, Any]]:
-    """Runs waiting for approval that this caller may still vote on."""
+    """Runs waiting for approval that this caller's person may still vote on, each with what it
+    would send and whether live (``approval``)."""
     if caller.role not in (Role.APPROVER, Role.ADMIN):
         return []
     out = []
@@ -115,20 +146,42 @@ def waiting_for(engine: Any, caller: Caller, limit: int = 100) -> list[dict[str,
                                .order_by(Run.pk).limit(limit * 2))
         for run in runs:
             votes = _votes(session, run.id)
-            if run.submitted_by == caller.name or any(
-                    v.voter == caller.name and v.document_hash == run.document_hash for v in votes):
+            bound = _bound_hash(run)
+            if ledger.submitter(run) == caller.person or any(
+                    v.who == caller.person and gates.counts(v, bound, "") for v in votes):
                 continue
             gate = gate_summary(session, run)
+            view = approval_view(run)
             out.append({"id": run.id, "name": run.name, "goal": run.goal, "submitted_by": run.submitted_by,
+                        "submitted_by_person": ledger.submitter(run),
                         "created_at": run.created_at.isoformat(), "payload": run.document["payload"],
                         "required": gate["required"], "received": gate["received"], "missing": gate["missing"],
-                        "deadline": gate["deadline"]})
+                        "deadline": gate["deadline"], "approval": view,
+                        "mode": view["mode"] if view else None, "reason": view["reason"] if view else None})
             if len(out) >= limit:
                 break
     return out
 
 
-def notify(engine: Any, run_id: str, ctx: Any) -> None:
+def mail_text(run: Run, gate: dict[str, Any], link: str, again: bool) -> str:
+    """The notification: the request in plain words, live or simulated and why, then in full."""
+    view = approval_view(run)
+    lines = [f"The run {run.name} ({run.goal}) submitted by {ledger.submitter(run)} waits for "
+             f"{gate['missing']} more approval(s) until {gate['deadline']}."]
+    if again:
+        lines.append("You are asked again: earlier votes no longer count (a key was revoked, a person removed, "
+                     "or what the run would send changed).")
+    if view is not None:
+        lines += ["", f"It will be {'LIVE' if view['live'] else 'SIMULATED'}: {view['reason']}", ""]
+        lines += [f"{row['label']}: {row['value']}" for row in view["plain"]]
+    lines += ["", f"Review it here: {link}", "", "Opening the page does not approve anything."]
+    if view is not None:
+        lines += ["", "The exact request (credentials redacted):",
+                  json.dumps(view["request"], indent=2, ensure_ascii=False)]
+    return "\n".join(lines)
+
+
+def notify(engine: Any, run_id: str, ctx: Any, again: bool = False) -> None:
     """Mail the policy's approvers that a run waits, with a link to its page (never a vote link)."""
     from . import audit
     from .adapters.mailgun_adapter import MailgunAdapter
@@ -141,10 +194,8 @@ def notify(engine: Any, run_id: str, ctx: Any) -> None:
         run = session.scalar(select(Run).where(Run.id == run_id))
         gate = gate_summary(session, run)
     link = f"{settings.get('link_base_url', 'http://127.0.0.1:9292').rstrip('/')}/ui/runs/{run_id}"
-    payload = {"to": recipients, "subject": f"Aurora: approval needed for {run.name} ({run.goal})",
-               "text": (f"The run {run.name} ({run.goal}) submitted by {run.submitted_by} waits for "
-                        f"{gate['missing']} more approval(s) until {gate['deadline']}.\n\n"
-                        f"Review it here: {link}\n\nOpening the page does not approve anything.")}
+    payload = {"to": recipients, "subject": f"Aurora: approval needed{' again' if again else ''} for {run.name} "
+                                            f"({run.goal})", "text": mail_text(run, gate, link, again)}
     adapter = MailgunAdapter()
     notify_ctx = replace(ctx, run_id=f"{run_id}-notify")
     try:

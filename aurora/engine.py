@@ -30,7 +30,7 @@ from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import adapter_state, audit, events, finishing, gates, idempotency, metrics, outcomes, pipeline, run_sql, sweeper
+from . import adapter_state, audit, events, finishing, gates, idempotency, ledger, metrics, pipeline, run_sql, sweeper
 from .adapters import BY_GOAL, CallContext, Mode
 from .adapters.base import LiveCallFailed
 from .adapters.engines import DEFAULT_FALLBACK
@@ -42,7 +42,8 @@ from .engine_health import HealthStore
 from .errors import AuroraError, ConfigError, Conflict, NotFound
 from .leases import LeaseKeeper
 from .logs import RUN_ID
-from .models import Approval, FormCursor, Run, RunStatus, utcnow
+from .models import FormCursor, Run, RunStatus, utcnow
+from .outcomes import pretends, stop_not_acted
 from .policy import Policy, PolicyStore
 from .run_sql import RUNS, STEPS
 from .secrets import Secrets
@@ -127,11 +128,13 @@ class Engine:
 
     # -- submission and cancel ---------------------------------------------------------------
 
-    def submit(self, workflow: Workflow, submitter: str) -> Run:
-        """Store a validated workflow as a queued run (the caller then enqueues its id)."""
-        return self.submit_once(workflow, submitter, None)[0]
+    def submit(self, workflow: Workflow, submitter: str, person: str | None = None) -> Run:
+        """Store a validated workflow as a queued run (the caller then enqueues its id).
+        ``submitter`` is the key's name, ``person`` its holder (default: the same name)."""
+        return self.submit_once(workflow, submitter, None, person)[0]
 
-    def submit_once(self, workflow: Workflow, submitter: str, idempotency_key: str | None) -> tuple[Run, bool]:
+    def submit_once(self, workflow: Workflow, submitter: str, idempotency_key: str | None,
+                    person: str | None = None) -> tuple[Run, bool]:
         """Like :meth:`submit`; with a key, the run an earlier submission with that key (by the same
         submitter) made, if there is one. Returns the run and whether it is new."""
         for attempt in (1, 2):
@@ -139,6 +142,7 @@ class Engine:
             values = {
                 "id": str(uuid.uuid4()), "name": workflow.name, "goal": workflow.goal, "document": workflow.document,
                 "document_hash": workflow.digest, "status": RunStatus.QUEUED.value, "submitted_by": submitter,
+                "submitted_by_person": person or submitter,
                 "approvals_required": 0, "attempts": 0, "created_at": now, "updated_at": now, "enqueued_at": now,
             }
             try:
@@ -295,18 +299,20 @@ class Engine:
                     return ended
             elif run.attempts > MAX_ATTEMPTS:
                 return self._give_up(session, run, adapter, ctx, payload, None, steps, pending)
-            verdict = None if began else self._gate(session, run, plan.required, ctx.policy, now)
-            if verdict is not None:
-                self._record_steps(session, run_id, steps, pending)
-                return verdict
             if run.goal == "ingest_forms":
                 cursor = session.get(FormCursor, adapter.form_id(payload, ctx))
                 if cursor is not None and cursor.after:
                     payload["after"] = cursor.after
             ctx = replace(ctx, rollouts=adapter_state.Rollouts(session))
             mode = plan.mode or adapter.decide(payload, ctx)
-            if outcomes.pretends(run.goal, mode):
-                return outcomes.stop(self, session, run, adapter, mode, steps, pending)
+            # The votes must be for this very request and mode: rendered by the build the act uses.
+            verdict = None if began or not plan.required else self._gate(
+                session, run, plan.required, ctx.policy, now, ledger.bind(adapter, payload, ctx, mode))
+            if verdict is not None:
+                self._record_steps(session, run_id, steps, pending)
+                return verdict
+            if pretends(run.goal, mode):  # approved, and would only be simulated: stop, and say so
+                return stop_not_acted(self, session, run, adapter, mode, steps, pending)
             pending += [
                 self._gate_open,
                 {"step": "act", "status": "started", "result": {"mode": mode.name, "reason": mode.reason},
@@ -372,15 +378,13 @@ class Engine:
     #: the gate step of a run that needs no approval
     _gate_open = {"step": "gate", "status": "done", "result": {"state": "open"}}
 
-    def _gate(self, session: Session, run: Any, required: int, policy: Policy, now: datetime) -> Outcome | None:
-        """None if the run may act; otherwise the outcome that stops it here."""
-        if required == 0:
-            return None
-        votes = [
-            gates.Vote(a.voter, a.decision, a.document_hash)
-            for a in session.scalars(select(Approval).where(Approval.run_id == run.id).order_by(Approval.pk))
-        ]
-        decision = gates.evaluate(required, votes, run.document_hash, run.submitted_by)
+    def _gate(self, session: Session, run: Any, required: int, policy: Policy, now: datetime,
+              bound: dict[str, Any]) -> Outcome | None:
+        """None if the run may act; otherwise the outcome that stops it here. ``bound`` is the
+        rendered request and mode the votes must have approved (``aurora.binding``)."""
+        votes = ledger.votes(session, run.id)
+        decision = gates.evaluate(required, votes, bound["hash"], ledger.submitter(run))
+        ledger.rebind(self.db, session, self.node, run, bound, votes)
         if decision.state is gates.GateState.OPEN:
             return None
         if decision.state is gates.GateState.REJECTED:
@@ -389,8 +393,9 @@ class Engine:
             return Outcome(run.id, RunStatus.REJECTED.value, f"rejected by {decision.rejected_by}")
         deadline = run.gate_deadline or now + timedelta(seconds=policy.approval_timeout_seconds)
         self.transition(session, run.id, (RunStatus.RUNNING,), RunStatus.AWAITING_APPROVAL,
-                         {**decision.as_dict(), "deadline": deadline.isoformat()},
-                         approvals_required=required, gate_deadline=deadline, step="gate",
+                         {**decision.as_dict(), "deadline": deadline.isoformat(), "mode": bound["mode"],
+                          "reason": bound["reason"], "request_hash": bound["hash"]},
+                         approvals_required=required, gate_deadline=deadline, step="gate", approval_binding=bound,
                          lease_owner=None, lease_expires_at=None,
                          attempts=run.attempts - 1)  # only a claim that acts counts as an attempt
         return Outcome(run.id, RunStatus.AWAITING_APPROVAL.value, f"{decision.missing} approval(s) missing")

@@ -1,7 +1,9 @@
 """Approval gates: pure functions over the approval ledger of one run.
 
-A vote counts only if it was cast for the run's current document hash, by someone other than
-the submitter; each person counts once; one rejection ends the run.
+A vote counts only if it was cast for the run's current *binding* — the hash of the exact request
+the adapter will send and its mode (``aurora.binding``) — with a key that is still valid, by a
+person other than the submitter's; each person counts once, whichever of their keys voted; one
+rejection ends the run.
 """
 
 from __future__ import annotations
@@ -19,16 +21,23 @@ class GateState(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Vote:
-    voter: str
+    voter: str  # the key's name
     decision: str  # approve | reject
-    document_hash: str
+    request_hash: str | None  # what it approved (None: cast before votes were bound to requests)
+    person: str = ""  # who holds the key (defaults to the key's name)
+    #: why the vote no longer counts (its key was revoked, its person removed), or None
+    void: str | None = None
+
+    @property
+    def who(self) -> str:
+        return self.person or self.voter
 
 
 @dataclass(frozen=True)
 class GateDecision:
     state: GateState
     required: int
-    approvers: tuple[str, ...]
+    approvers: tuple[str, ...]  # people
     rejected_by: str | None = None
 
     @property
@@ -46,15 +55,21 @@ class GateDecision:
         }
 
 
-def evaluate(required: int, votes: Iterable[Vote], document_hash: str, submitter: str) -> GateDecision:
-    """The gate's state given every vote cast so far."""
+def counts(vote: Vote, request_hash: str | None, submitter: str) -> bool:
+    """Whether a vote counts towards the gate of a run bound to ``request_hash``."""
+    return (request_hash is not None and vote.request_hash == request_hash and vote.void is None
+            and vote.who != submitter)
+
+
+def evaluate(required: int, votes: Iterable[Vote], request_hash: str | None, submitter: str) -> GateDecision:
+    """The gate's state given every vote cast so far; ``submitter`` is the submitter's person."""
     approvers: list[str] = []
     for vote in votes:
-        if vote.document_hash != document_hash or vote.voter == submitter:
+        if not counts(vote, request_hash, submitter):
             continue
         if vote.decision == "reject":
-            return GateDecision(GateState.REJECTED, required, tuple(approvers), rejected_by=vote.voter)
-        if vote.voter not in approvers:
-            approvers.append(vote.voter)
+            return GateDecision(GateState.REJECTED, required, tuple(approvers), rejected_by=vote.who)
+        if vote.who not in approvers:
+            approvers.append(vote.who)
     state = GateState.OPEN if len(approvers) >= required else GateState.WAITING
     return GateDecision(state, required, tuple(approvers))

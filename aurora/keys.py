@@ -3,6 +3,9 @@
 A key looks like ``aur_<key_id>_<secret>``. The ``key_id`` finds the row; the hash of the whole
 key is compared with :func:`hmac.compare_digest`. Keys carry 256 bits of randomness, so a plain
 SHA-256 is enough (a slow password hash protects low-entropy human passwords, not these).
+
+A key belongs to a person (``aurora.people``) and acts with the person's role: quorum counts
+people, and a person with a laptop, a phone and a CI key is still one approver.
 """
 
 from __future__ import annotations
@@ -11,24 +14,36 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, func, select
 
 from .db import Database
-from .errors import AuthError, Conflict, NotFound, PermissionDenied
-from .models import ApiKey, Role, utcnow
+from .errors import AuthError, Conflict, PermissionDenied
+from .models import ApiKey, Person, Role
 
 PREFIX = "aur_"
-_BY_KEY_ID = select(ApiKey.name, ApiKey.role, ApiKey.key_hash, ApiKey.revoked_at).where(
-    ApiKey.key_id == bindparam("key_id"))
+# The role is the person's; a key without a person (written by a version before 0007 while
+# this one runs) is its own person with its own role.
+_BY_KEY_ID = select(
+    ApiKey.name, func.coalesce(Person.role, ApiKey.role).label("role"), ApiKey.key_hash, ApiKey.revoked_at,
+    func.coalesce(ApiKey.person, ApiKey.name).label("person"), Person.removed_at, ApiKey.key_id,
+).outerjoin(Person, Person.name == ApiKey.person).where(ApiKey.key_id == bindparam("key_id"))
 
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is asking: the key's name and role."""
+    """Who is asking: the key's name, its person and the person's role."""
 
     name: str
     role: Role
+    #: the person holding the key (defaults to the key's name, as for keys made before 0007)
+    person: str = ""
+    key_id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.person:
+            object.__setattr__(self, "person", self.name)
 
     def require(self, *roles: Role) -> None:
         if self.role is not Role.ADMIN and self.role not in roles:
@@ -40,14 +55,24 @@ def _hash(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def create(db: Database, name: str, role: Role) -> str:
-    """Make a key and return it; only its hash is kept."""
+def create(db: Database, name: str, role: Role, person: str | None = None) -> str:
+    """Make a key for ``person`` (default: a person named like the key, made if new) and return
+    it; only its hash is kept. The key acts with the person's role, so ``role`` must be it."""
+    person = person or name
     key_id = secrets.token_hex(6)
     key = f"{PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
     with db.write() as session:
         if session.scalar(select(ApiKey).where(ApiKey.name == name)) is not None:
             raise Conflict(f"a key named {name!r} already exists")
-        session.add(ApiKey(key_id=key_id, name=name, role=role.value, key_hash=_hash(key)))
+        holder = session.get(Person, person)
+        if holder is None:
+            session.add(Person(name=person, role=role.value))
+        elif holder.removed_at is not None:
+            raise Conflict(f"person {person!r} was removed; give the key to another person")
+        elif holder.role != role.value:
+            raise Conflict(f"person {person!r} has the role {holder.role!r}, and every key of a person acts with "
+                           f"the person's role: use --role {holder.role}, or another person")
+        session.add(ApiKey(key_id=key_id, name=name, role=role.value, key_hash=_hash(key), person=person))
     return key
 
 
@@ -63,37 +88,44 @@ def authenticate(db: Database, key: str | None) -> Caller:
         # Compare even when the row is missing, so timing does not reveal which key ids exist.
         expected = row.key_hash if row is not None else _hash("")
         valid = hmac.compare_digest(expected, _hash(key)) and row is not None
-        if not valid or row is None or row.revoked_at is not None:
+        if not valid or row is None or row.revoked_at is not None or row.removed_at is not None:
             raise AuthError("invalid or revoked API key")
-        return Caller(name=row.name, role=Role(row.role))
+        return _caller(row)
+
+
+def _caller(row: Any) -> Caller:
+    return Caller(name=row.name, role=Role(row.role), person=row.person, key_id=row.key_id)
 
 
 def listing(db: Database) -> list[dict[str, str | None]]:
     with db.read() as session:
+        rows = session.execute(select(ApiKey, Person.role).outerjoin(Person, Person.name == ApiKey.person)
+                               .order_by(ApiKey.pk))
         return [
             {
                 "name": k.name,
-                "role": k.role,
+                "person": k.person or k.name,
+                "role": role or k.role,
                 "key_id": k.key_id,
                 "created_at": k.created_at.isoformat(),
                 "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None,
             }
-            for k in session.scalars(select(ApiKey).order_by(ApiKey.pk))
+            for k, role in rows
         ]
 
 
 def revoke(db: Database, name: str) -> None:
-    with db.write() as session:
-        row = session.scalar(select(ApiKey).where(ApiKey.name == name))
-        if row is None:
-            raise NotFound(f"no key named {name!r}")
-        if row.revoked_at is None:
-            row.revoked_at = utcnow()
+    """Revoke a key at once (``aurora.people.revoke_key``: never the last admin's)."""
+    from .people import revoke_key
+
+    revoke_key(db, name)
 
 
 def any_admin(db: Database) -> bool:
     with db.read() as session:
-        query = select(ApiKey.pk).where(ApiKey.role == Role.ADMIN.value, ApiKey.revoked_at.is_(None)).limit(1)
+        query = select(ApiKey.pk).outerjoin(Person, Person.name == ApiKey.person).where(
+            func.coalesce(Person.role, ApiKey.role) == Role.ADMIN.value, ApiKey.revoked_at.is_(None),
+            Person.removed_at.is_(None)).limit(1)
         return session.scalar(query) is not None
 
 
@@ -108,6 +140,7 @@ def authenticate_fingerprint(db: Database, key_id: str | None, key_hash: str | N
         raise AuthError("not signed in")
     with db.read_rows() as connection:
         row = connection.execute(_BY_KEY_ID, {"key_id": key_id}).one_or_none()
-    if row is None or row.revoked_at is not None or not hmac.compare_digest(row.key_hash, key_hash):
+    if row is None or row.revoked_at is not None or row.removed_at is not None \
+            or not hmac.compare_digest(row.key_hash, key_hash):
         raise AuthError("the session's key is no longer valid")
-    return Caller(name=row.name, role=Role(row.role))
+    return _caller(row)

@@ -98,7 +98,10 @@ class Run(Base):
     approvals_required: Mapped[int] = mapped_column(Integer, default=0)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: the key that submitted the run (its name)
     submitted_by: Mapped[str] = mapped_column(String(64))
+    #: the person that key belongs to: none of their keys may approve the run
+    submitted_by_person: Mapped[str | None] = mapped_column(String(64))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     lease_owner: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -108,6 +111,9 @@ class Run(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     gate_deadline: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: what approvers are asked to approve, as the worker rendered it when the run stopped at its
+    #: gate: the exact (redacted) request, its mode and reason, and their hash (aurora.binding)
+    approval_binding: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     #: for charges: what the money did after the action (pending, succeeded, failed), from webhooks
     settlement: Mapped[str | None] = mapped_column(String(16))
 
@@ -136,7 +142,10 @@ class RunStep(Base):
 
 
 class Approval(Base):
-    """One vote on one run, bound to the hash of the document it approved. Append-only."""
+    """One vote on one run, bound to the hash of the request and mode it approved. Append-only.
+
+    ``voter`` is the key's name, ``person`` the person who holds it: quorum counts people.
+    """
 
     __tablename__ = "approvals"
 
@@ -148,8 +157,12 @@ class Approval(Base):
     channel: Mapped[str] = mapped_column(String(16))  # api | cli | web
     document_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    person: Mapped[str | None] = mapped_column(String(64))
+    #: aurora.binding hash of the rendered request and its mode this vote approved (None: cast
+    #: before migration 0007, never counts)
+    request_hash: Mapped[str | None] = mapped_column(String(64))
 
-    __table_args__ = (UniqueConstraint("run_id", "voter", "document_hash", name="uq_approvals_vote"),)
+    __table_args__ = (UniqueConstraint("run_id", "voter", "request_hash", name="uq_approvals_key_request"),)
 
 
 class Event(Base):
@@ -188,8 +201,23 @@ class AuditRecord(Base):
     hash: Mapped[str] = mapped_column(String(64), unique=True)
 
 
+class Person(Base):
+    """Someone who holds keys. The role is the person's: every key of theirs acts with it."""
+
+    __tablename__ = "people"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 class ApiKey(Base):
-    """A caller's key: only its SHA-256 is stored; ``key_id`` is the public prefix used to look it up."""
+    """A caller's key: only its SHA-256 is stored; ``key_id`` is the public prefix used to look it up.
+
+    ``role`` is a copy of the person's role, kept for versions before migration 0007; Aurora reads
+    the person's.
+    """
 
     __tablename__ = "api_keys"
 
@@ -200,6 +228,7 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    person: Mapped[str | None] = mapped_column(String(64), index=True)
 
 
 class ProcessHeartbeat(Base):

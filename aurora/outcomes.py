@@ -43,7 +43,7 @@ def pretends(goal: str, mode: Mode) -> bool:
     return goal in CRITICAL_GOALS and not mode.live and mode.intended_live
 
 
-def stop(engine: Any, session: Any, run: Any, adapter: Any, mode: Mode, steps: dict[str, Any],
+def stop_not_acted(engine: Any, session: Any, run: Any, adapter: Any, mode: Mode, steps: dict[str, Any],
          pending: list[dict[str, Any]]) -> Any:
     """End the claimed run ``not_acted`` (in the claim's transaction); no call is made, so there
     is no audit record: the run's error and its ``run.not_acted`` event carry the reason."""

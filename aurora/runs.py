@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import events
-from .approvals import gate_summary
+from . import events, gates, ledger
+from .approvals import approval_view, gate_summary
 from .blocking import blocked
 from .errors import AuroraError, NotFound
 from .models import Approval, Run, RunStatus, RunStep
@@ -41,6 +41,7 @@ def summary(run: Run) -> dict[str, Any]:
         "mode_reason": mode_reason,
         "blocked": blocked(run),
         "submitted_by": run.submitted_by,
+        "submitted_by_person": ledger.submitter(run),
         "created_at": _iso(run.created_at),
         "updated_at": _iso(run.updated_at),
         "finished_at": _iso(run.finished_at),
@@ -52,7 +53,10 @@ def detail(session: Session, run_id: str) -> dict[str, Any]:
     if run is None:
         raise NotFound(f"no run {run_id}")
     steps = session.scalars(select(RunStep).where(RunStep.run_id == run_id).order_by(RunStep.pk))
-    votes = session.scalars(select(Approval).where(Approval.run_id == run_id).order_by(Approval.pk))
+    rows = list(session.scalars(select(Approval).where(Approval.run_id == run_id).order_by(Approval.pk)))
+    bound = (run.approval_binding or {}).get("hash")
+    ledger_votes = ledger.votes(session, run_id)
+    submitter = ledger.submitter(run)
     return {
         **summary(run),
         "document": run.document,
@@ -63,12 +67,16 @@ def detail(session: Session, run_id: str) -> dict[str, Any]:
         "settlement": run.settlement,
         "step": run.step,
         "started_at": _iso(run.started_at),
+        # what approvers approve: the exact request (redacted) in plain words and in full, its mode
+        "approval": approval_view(run),
         "approvals": {
             **gate_summary(session, run),
+            "request_hash": bound,
             "votes": [
-                {"voter": v.voter, "decision": v.decision, "comment": v.comment, "channel": v.channel,
-                 "document_hash": v.document_hash, "at": _iso(v.created_at)}
-                for v in votes
+                {"voter": v.voter, "person": lv.who, "decision": v.decision, "comment": v.comment,
+                 "channel": v.channel, "document_hash": v.document_hash, "request_hash": v.request_hash,
+                 "counts": gates.counts(lv, bound, submitter), "void": lv.void, "at": _iso(v.created_at)}
+                for v, lv in zip(rows, ledger_votes, strict=True)
             ],
         },
         "steps": [

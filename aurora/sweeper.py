@@ -14,13 +14,18 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from . import events, run_sql
-from .models import Run, RunStatus, utcnow
+from .models import Event, Run, RunStatus, utcnow
 
 if TYPE_CHECKING:
     from .engine import Engine
 
 #: the most lost messages one sweep sends again
 RESEND_BATCH = 1000
+#: a run whose message was lost this many times is failed instead of sent again: a run that kills
+#: its worker before the claim commits (a poison run) would otherwise be resent forever
+MAX_RESENDS = 5
+#: the reason of a resend's ``run.requeued`` event
+RESENT = "its message was lost: sent again"
 
 
 def sweep(engine: Engine, waiting: int | None = None) -> list[str]:
@@ -49,19 +54,31 @@ def sweep(engine: Engine, waiting: int | None = None) -> list[str]:
                                  lease_owner=None, lease_expires_at=None, enqueued_at=now):
                 again.append(run_id)
         for run_id, enqueued_at in lost:
+            if _resends(session, run_id) >= MAX_RESENDS:
+                engine.transition(session, run_id, (RunStatus.QUEUED,), RunStatus.FAILED,
+                                  {"error": "lost_too_often"}, error={
+                                      "type": "lost_too_often", "message":
+                                      f"its message was lost {MAX_RESENDS} times without the run being claimed: "
+                                      "a worker may die on it; see the worker logs before submitting it again"})
+                continue
             resent = session.execute(update(Run).where(
                 Run.id == run_id, Run.status == RunStatus.QUEUED.value,
                 Run.enqueued_at.is_(None) if enqueued_at is None else Run.enqueued_at == enqueued_at,
             ).values(enqueued_at=now)).rowcount
             if resent:
-                events.append(engine.db, session, engine.node, "run.requeued",
-                              {"reason": "its message was lost: sent again"}, run_id=run_id, at=now)
+                events.append(engine.db, session, engine.node, "run.requeued", {"reason": RESENT},
+                              run_id=run_id, at=now)
                 again.append(run_id)
         for run_id in overdue:
             engine.transition(session, run_id, (RunStatus.AWAITING_APPROVAL,), RunStatus.EXPIRED,
                               {"reason": "approval deadline passed"}, where="gate_overdue",
                               where_params={"w_before": now})
     return again
+
+
+def _resends(session: Session, run_id: str) -> int:
+    return sum(1 for data in session.scalars(select(Event.data).where(
+        Event.run_id == run_id, Event.type == "run.requeued")) if (data or {}).get("reason") == RESENT)
 
 
 def _lost_messages(engine: Engine, session: Session, waiting: int | None, now: datetime,

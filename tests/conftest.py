@@ -230,17 +230,24 @@ class Stack:
         proc.wait(timeout=30)
 
     def stop(self) -> None:
+        """SIGTERM to each main process, as a supervisor does (a SIGTERM to the whole group
+        reaches Celery's pool processes too, and the worker then waits for them); SIGKILL to the
+        groups of what is still there after 20 s."""
         for name in list(self.procs):
             proc = self.procs[name]
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
+                proc.send_signal(signal.SIGTERM)
         for name in list(self.procs):
             proc = self.procs.pop(name)
             try:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+                pass
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # children left behind, if any
+            except ProcessLookupError:
+                pass
+            proc.wait()
 
     def log(self, name: str) -> str:
         return self.logs[name].read_text(errors="replace") if name in self.logs else ""

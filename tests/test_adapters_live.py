@@ -71,7 +71,8 @@ class Live:
             with self.runtime.db.write() as session:
                 for voter in ("alice", "bob"):
                     session.add(Approval(run_id=run.id, voter=voter, decision="approve", channel="api",
-                                         document_hash=stored.document_hash))
+                                         document_hash=stored.document_hash,
+                                 request_hash=stored.approval_binding["hash"]))
                 session.execute(update(Run).where(Run.id == run.id).values(status="queued"))
             engine.execute(run.id)
         return self.get(run.id)
@@ -368,3 +369,33 @@ def test_rate_limits_are_shared_through_redis(env, redis_url) -> None:
         limiter.acquire(adapter, "2/second")
     assert time.monotonic() - started >= 1.0  # five calls at two per second, counted together
     assert first.waited.get(adapter, 0) + second.waited.get(adapter, 0) > 0.5
+
+
+def test_a_charge_approved_as_simulated_never_goes_out_live(live) -> None:
+    """Votes are bound to the rendered request and its mode: the policy turning Stripe live after
+    the votes voids them, sends nothing, and the run waits for votes on the live charge."""
+    from aurora import approvals, runs
+    from aurora.keys import Caller
+    from aurora.models import Role
+
+    alice, bob = Caller("alice", Role.APPROVER), Caller("bob", Role.APPROVER)
+    engine = live.runtime.engine
+    live.set_policy(dry_run=True)
+    run = engine.submit(documents.load(json.dumps({"name": "pay", "goal": "charge", "payload": CHARGE}), fmt="json"),
+                        "sam")
+    assert engine.execute(run.id).status == "awaiting_approval"
+    with live.runtime.db.read() as session:
+        assert runs.detail(session, run.id)["approval"]["mode"] == "simulated"
+    approvals.vote(engine, run.id, alice, "approve", None, "api")
+    assert approvals.vote(engine, run.id, bob, "approve", None, "api")["status"] == "queued"
+    live.set_policy()  # now live, before the worker acts
+    assert engine.execute(run.id).status == "awaiting_approval"
+    assert live.servers["stripe"].received == []  # not a single request
+    with live.runtime.db.read() as session:
+        shown = runs.detail(session, run.id)
+    assert shown["approval"]["mode"] == "live" and shown["approvals"]["received"] == 0
+    assert any(e["type"] == "approval.voided" and e["data"]["was_mode"] == "simulated" for e in shown["timeline"])
+    approvals.vote(engine, run.id, alice, "approve", "live now", "api")
+    approvals.vote(engine, run.id, bob, "approve", "live now", "api")
+    assert engine.execute(run.id).status == "succeeded"
+    assert live.get(run.id).result["mode"] == "live" and len(live.servers["stripe"].requests_to("/v1/payment_intents")) == 1

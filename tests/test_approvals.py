@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from aurora import approvals, documents, keys
+from aurora import approvals, documents, keys, runs
 from aurora.config import load_settings
 from aurora.errors import Conflict, PermissionDenied
 from aurora.keys import Caller
@@ -81,12 +81,20 @@ def test_one_rejection_ends_the_run(engine) -> None:
 def test_votes_are_bound_to_the_payload_they_approved(engine) -> None:
     run_id = waiting_run(engine)
     approvals.vote(engine, run_id, ALICE, "approve", None, "api")
+    assert approvals.vote(engine, run_id, BOB, "approve", None, "api")["status"] == "queued"
     changed = documents.load(CHARGE.replace("9.99", "999.99"))
-    with engine.db.write() as session:  # the payload changes after the first vote
+    with engine.db.write() as session:  # the payload changes after the votes, before the act
         session.execute(update(Run).where(Run.id == run_id).values(document=changed.document,
                                                                    document_hash=changed.digest))
-    assert approvals.vote(engine, run_id, BOB, "approve", None, "api")["status"] == "awaiting_approval"
+    assert engine.execute(run_id).status == "awaiting_approval"  # the request changed: votes void
+    assert "approval.voided" in event_types(engine, run_id)
+    with engine.db.read() as session:
+        run = runs.detail(session, run_id)
+    assert run["approvals"]["received"] == 0 and [v["counts"] for v in run["approvals"]["votes"]] == [False, False]
+    assert {"label": "Amount", "value": "999.99 EUR"} in run["approval"]["plain"]
+    approvals.vote(engine, run_id, BOB, "approve", None, "api")
     assert approvals.vote(engine, run_id, ALICE, "approve", "again, for the new amount", "api")["status"] == "queued"
+    assert engine.execute(run_id).status == "succeeded"
 
 
 def test_gate_is_rechecked_in_the_transaction_that_starts_execution(engine) -> None:

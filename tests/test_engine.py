@@ -93,7 +93,8 @@ def test_critical_runs_wait_for_a_quorum_then_act(engine: Engine) -> None:
     with engine.db.write() as session:
         for voter in ("sam", "alice", "bob"):  # the submitter's own vote never counts
             session.add(Approval(run_id=run.id, voter=voter, decision="approve", channel="api",
-                                 document_hash=stored.document_hash))
+                                 document_hash=stored.document_hash,
+                                 request_hash=stored.approval_binding["hash"]))
         session.execute(update(Run).where(Run.id == run.id).values(status="queued"))
     assert engine.execute(run.id).status == "succeeded"
     assert run_of(engine, run.id).result["request"]["form"]["amount"] == 999
@@ -104,7 +105,8 @@ def test_a_rejection_ends_the_run_without_acting(engine: Engine) -> None:
     engine.execute(run.id)
     with engine.db.write() as session:
         session.add(Approval(run_id=run.id, voter="alice", decision="reject", channel="api",
-                             document_hash=run.document_hash))
+                             document_hash=run.document_hash,
+                             request_hash=run_of(engine, run.id).approval_binding["hash"]))
         session.execute(update(Run).where(Run.id == run.id).values(status="queued"))
     assert engine.execute(run.id).status == "rejected"
     assert count(engine, AuditRecord, AuditRecord.run_id == run.id) == 0
@@ -167,6 +169,21 @@ def test_sweeper_resends_forgotten_queued_runs_and_expires_gates(engine: Engine)
     assert run_of(engine, waiting.id).status == "expired"
     assert "run.requeued" in event_types(engine, lost.id)
     assert engine.sweep(waiting=0) == []  # sent again just now: not again at the next sweep
+
+
+def test_a_run_whose_message_keeps_getting_lost_is_failed_not_resent_forever(engine: Engine) -> None:
+    from aurora.sweeper import MAX_RESENDS
+
+    run = engine.submit(documents.load(MAIL), "sam")
+    for _ in range(MAX_RESENDS):
+        with engine.db.write() as session:
+            session.execute(update(Run).where(Run.id == run.id).values(enqueued_at=utcnow() - timedelta(hours=1)))
+        assert engine.sweep(waiting=0) == [run.id]
+    with engine.db.write() as session:
+        session.execute(update(Run).where(Run.id == run.id).values(enqueued_at=utcnow() - timedelta(hours=1)))
+    assert engine.sweep(waiting=0) == []
+    failed = run_of(engine, run.id)
+    assert failed.status == "failed" and failed.error["type"] == "lost_too_often"
 
 
 def test_a_backlog_is_not_resent_only_the_messages_it_lost(engine: Engine) -> None:
@@ -281,7 +298,8 @@ def test_passing_the_gate_is_not_an_attempt(engine: Engine) -> None:
     with engine.db.write() as session:
         for voter in ("alice", "bob"):
             session.add(Approval(run_id=run.id, voter=voter, decision="approve", channel="api",
-                                 document_hash=stored.document_hash))
+                                 document_hash=stored.document_hash,
+                                 request_hash=stored.approval_binding["hash"]))
     assert engine.execute(run.id).status == "succeeded"
     assert run_of(engine, run.id).attempts == 1
     assert count(engine, AuditRecord, AuditRecord.run_id == run.id) == 1

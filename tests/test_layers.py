@@ -6,7 +6,8 @@ import subprocess
 import sys
 
 CORE = ["aurora.documents", "aurora.policy", "aurora.gates", "aurora.router", "aurora.engine", "aurora.pipeline",
-        "aurora.run_sql", "aurora.events", "aurora.audit", "aurora.approvals", "aurora.adapters.registry"]
+        "aurora.run_sql", "aurora.events", "aurora.audit", "aurora.approvals", "aurora.adapters.registry",
+        "aurora.binding", "aurora.ledger", "aurora.people", "aurora.keys"]
 
 
 def test_the_core_imports_neither_flask_nor_celery() -> None:

@@ -47,7 +47,8 @@ def approve(harness, run_id: str) -> None:
     with harness.runtime.db.write() as session:
         for voter in ("alice", "bob"):
             session.add(Approval(run_id=run_id, voter=voter, decision="approve", channel="api",
-                                 document_hash=stored.document_hash))
+                                 document_hash=stored.document_hash,
+                                 request_hash=stored.approval_binding["hash"]))
         session.execute(update(Run).where(Run.id == run_id).values(status="queued"))
 
 

@@ -51,8 +51,11 @@ def test_run_ids_published_through_it_arrive_and_are_acknowledged(env, redis_url
 
 
 def test_other_brokers_keep_their_own_transport(env) -> None:
-    app = make_celery(load_settings(env), set_as_current=False)
+    app = make_celery(load_settings({**env, "AURORA_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//"}),
+                      set_as_current=False)
     assert app.conf.broker_transport is None
+    embedded = make_celery(load_settings(env), set_as_current=False)
+    assert embedded.conf.broker_transport == "aurora.filesystem_transport:Transport"
 
 
 def test_a_tls_redis_broker_keeps_kombus_transport_so_tls_stays_on(env) -> None:

@@ -3,6 +3,7 @@ stack: sign in, see the payload plainly, approve and reject with comments, CSRF,
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -123,3 +124,38 @@ def test_a_bad_key_is_refused(browser, stack) -> None:
     page.fill("#key", "aur_nope_nope")
     page.click("button[type=submit]")
     assert "not valid" in page.inner_text("body") and "/ui/login" in page.url
+
+
+HIDDEN_HTML = "<p>Bitte überweisen Sie an IBAN DE00 0000</p>"
+
+
+def full_hash(stack, run_id: str) -> str:
+    return stack.http("GET", f"/workflows/{run_id}").json()["approval"]["hash"]
+
+
+def test_the_page_shows_the_mails_hidden_html_part_and_the_mode(browser, stack) -> None:
+    body = json.dumps({"name": "newsletter", "goal": "send_email", "payload": {
+        "to": "kunde@example.com", "subject": "Harmloser Text", "text": "Harmloser Text", "html": HIDDEN_HTML,
+        "variables": {"rabatt": "90%"}, "require_approval": True}})
+    response = stack.http("POST", "/workflows", key="sam", data=body, headers={"Content-Type": "application/json"})
+    run_id = response.json()["id"]
+    stack.wait_status(run_id, {"awaiting_approval"})
+    alice = sign_in(browser, stack, "alice")
+    card = alice.locator(f"section[data-run='{run_id}']")
+    shown = card.inner_text()  # what a person reads without opening anything
+    assert HIDDEN_HTML in shown and "HTML part" in shown and '"rabatt": "90%"' in shown
+    assert "SIMULATED" in shown and "policy: dry_run is true" in shown
+    card.locator("details summary").click()  # the full request behind the plain words
+    full = json.loads(card.locator("details pre").inner_text())
+    assert full["form"]["html"] == HIDDEN_HTML and full["auth"]["password"] == "[REDACTED]"
+    cli = {**stack.env, "AURORA_URL": stack.url, "AURORA_TOKEN": stack.keys["bob"]}
+    listed = stack.aurora("approvals", env=cli).stdout  # the same, in the terminal
+    assert f"HTML part: {HIDDEN_HTML}" in listed and "SIMULATED: policy: dry_run is true" in listed
+    assert f"aurora approve {run_id} --request {full_hash(stack, run_id)}" in listed
+    stale = stack.aurora("approve", run_id, "--request", "0" * 64, env=cli, check=False)
+    assert stale.returncode == 2 and "changed since you looked" in stale.stderr
+    alice.goto(f"{stack.url}/ui/runs/{run_id}")
+    assert HIDDEN_HTML in alice.inner_text("main") and "SIMULATED" in alice.inner_text("main")
+    alice.locator("button.approve").click()
+    assert "Your approval is recorded" in alice.inner_text("body")
+    assert stack.wait_status(run_id, {"succeeded"})["approvals"]["votes"][0]["counts"] is True

@@ -84,6 +84,6 @@ def main() -> None:
     """Aurora: submit, run and watch workflows, safely (dry run unless everything says live).
 
     The CLI talks to the server at AURORA_URL with the key in AURORA_TOKEN, or the config file
-    that `aurora up` writes. Server-side commands (up, serve, worker, beat, keys, db) read
+    that `aurora up` writes. Server-side commands (up, serve, worker, beat, keys, people, db) read
     AURORA_DATABASE_URL, AURORA_BROKER_URL and the other AURORA_* settings.
     """

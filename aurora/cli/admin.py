@@ -19,33 +19,78 @@ def keys() -> None:
 
 @keys.command("create")
 @click.argument("name")
-@click.option("--role", type=click.Choice(["admin", "submitter", "approver", "viewer"]), required=True)
-def keys_create(name: str, role: str) -> None:
-    """Make a key; prints the key alone on stdout (it is never shown again)."""
+@click.option("--role", type=click.Choice(["admin", "submitter", "approver", "viewer"]), required=True,
+              help="The person's role; every key of a person acts with it.")
+@click.option("--person", default=None, help="Whose key it is (default: a person named NAME, made if new).")
+def keys_create(name: str, role: str, person: str | None) -> None:
+    """Make a key; prints the key alone on stdout (it is never shown again).
+
+    A person may hold several keys (laptop, phone, CI): quorum counts people, not keys.
+    """
     from .. import keys as key_store
     from ..models import Role
 
-    click.echo(key_store.create(_runtime().db, name, Role(role)))
+    click.echo(key_store.create(_runtime().db, name, Role(role), person))
 
 
 @keys.command("list")
 def keys_list() -> None:
-    """Show every key's name, role and state (never the key)."""
+    """Show every key's name, person, role and state (never the key)."""
     from .. import keys as key_store
 
     for row in key_store.listing(_runtime().db):
         state = f"revoked {row['revoked_at']}" if row["revoked_at"] else "active"
-        click.echo(f"{row['name']:<24} {row['role']:<10} {row['key_id']}  {state}")
+        click.echo(f"{row['name']:<24} {row['person'] or '':<20} {row['role']:<10} {row['key_id']}  {state}")
 
 
 @keys.command("revoke")
 @click.argument("name")
 def keys_revoke(name: str) -> None:
-    """Revoke a key at once."""
-    from .. import keys as key_store
+    """Revoke a key at once; its votes on runs that have not acted stop counting (never the last
+    admin key: exit 2)."""
+    from .. import people
 
-    key_store.revoke(_runtime().db, name)
-    click.echo(f"revoked {name}")
+    runtime = _runtime()
+    touched = people.revoke_key(runtime.db, name, runtime.settings.node_name)
+    people.ask_again(runtime.engine, touched)
+    click.echo(f"revoked {name}" + (f"; its votes on {len(touched)} run(s) no longer count" if touched else ""))
+
+
+# -- people -----------------------------------------------------------------------------------
+
+@main.group("people")
+def people_group() -> None:
+    """People and their keys (run on the server). A person has one role; their keys act with it."""
+
+
+@people_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the people as JSON.")
+def people_list(as_json: bool) -> None:
+    """Show each person, their role and their keys."""
+    from .. import people
+
+    rows = people.listing(_runtime().db)
+    if as_json:
+        _print(rows)
+        return
+    for person in rows:
+        state = f"removed {person['removed_at']}" if person["removed_at"] else "active"
+        keys_held = ", ".join(f"{k['name']} ({k['key_id']}{', revoked' if k['revoked_at'] else ''})"
+                              for k in person["keys"]) or "no keys"
+        click.echo(f"{person['name']:<20} {person['role']:<10} {state:<8} {keys_held}")
+
+
+@people_group.command("remove")
+@click.argument("name")
+def people_remove(name: str) -> None:
+    """Remove a person and revoke all their keys; their votes on runs that have not acted stop
+    counting (never the last admin: exit 2)."""
+    from .. import people
+
+    runtime = _runtime()
+    touched = people.remove_person(runtime.db, name, runtime.settings.node_name)
+    people.ask_again(runtime.engine, touched)
+    click.echo(f"removed {name}" + (f"; their votes on {len(touched)} run(s) no longer count" if touched else ""))
 
 
 # -- adapters ---------------------------------------------------------------------------------

@@ -131,18 +131,31 @@ def list_runs(status_: str | None, goal: str | None, name: str | None, limit: in
 
 @main.command()
 def approvals() -> None:
-    """List the runs waiting for your approval."""
+    """List the runs waiting for your approval: what each would send, live or simulated and why."""
     waiting = _client().get("/approvals")["waiting"]
     if not waiting:
         click.echo("nothing waits for you")
     for run in waiting:
         click.echo(f"{run['id']}  {run['goal']:<14} {run['name']:<24} {run['received']}/{run['required']} approvals"
-                   f"  by {run['submitted_by']}  until {run['deadline']}")
-        click.echo(f"    {json.dumps(run['payload'], ensure_ascii=False)}")
+                   f"  by {run.get('submitted_by_person') or run['submitted_by']}  until {run['deadline']}")
+        approval = run.get("approval")
+        if approval is None:
+            click.echo(f"    {json.dumps(run['payload'], ensure_ascii=False)}")
+            continue
+        # what the vote approves: live or simulated and why, in plain words, then the exact request
+        click.echo(f"    {'LIVE' if approval['live'] else 'SIMULATED'}: {approval['reason']}")
+        for row in approval["plain"]:
+            click.echo(f"    {row['label']}: {row['value']}")
+        click.echo("    the exact request (credentials redacted):")
+        for line in json.dumps(approval["request"], indent=2, ensure_ascii=False).splitlines():
+            click.echo(f"      {line}")
+        click.echo(f"    vote on exactly this: aurora approve {run['id']} --request {approval['hash']}")
 
 
-def _vote(run_id: str, decision: str, message: str | None) -> None:
-    body = {"comment": message} if message else {}
+def _vote(run_id: str, decision: str, message: str | None, request: str | None) -> None:
+    body: dict[str, str] = {"comment": message} if message else {}
+    if request:
+        body["request_hash"] = request
     result = _client().post(f"/workflows/{run_id}/{decision}", json=body, headers={"X-Aurora-Channel": "cli"})
     gate = result["gate"]
     click.echo(f"{run_id}: {result['status']} ({gate['received']}/{gate['required']} approvals)")
@@ -151,17 +164,21 @@ def _vote(run_id: str, decision: str, message: str | None) -> None:
 @main.command()
 @click.argument("run_id")
 @click.option("-m", "--message", default=None, help="A comment for the ledger.")
-def approve(run_id: str, message: str | None) -> None:
+@click.option("--request", default=None, metavar="HASH",
+              help="The request hash `aurora approvals` showed: refused (409) if the request changed since.")
+def approve(run_id: str, message: str | None, request: str | None) -> None:
     """Approve a waiting run."""
-    _vote(run_id, "approve", message)
+    _vote(run_id, "approve", message, request)
 
 
 @main.command()
 @click.argument("run_id")
 @click.option("-m", "--message", default=None, help="A comment for the ledger.")
-def reject(run_id: str, message: str | None) -> None:
+@click.option("--request", default=None, metavar="HASH",
+              help="The request hash `aurora approvals` showed: refused (409) if the request changed since.")
+def reject(run_id: str, message: str | None, request: str | None) -> None:
     """Reject a waiting run (one rejection ends it)."""
-    _vote(run_id, "reject", message)
+    _vote(run_id, "reject", message, request)
 
 
 @main.command()

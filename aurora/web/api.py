@@ -55,7 +55,7 @@ def submit() -> tuple[Response, int, dict[str, str]]:
     key = idempotency.parse(request.headers.get("Idempotency-Key"))
     body, fmt = _body()
     workflow = documents.load(body, fmt=fmt, max_bytes=runtime.settings.max_document_bytes)
-    run, new = runtime.engine.submit_once(workflow, g.caller.name, key)
+    run, new = runtime.engine.submit_once(workflow, g.caller.name, key, g.caller.person)
     payload = {**run_views.summary(run), "document_hash": run.document_hash, "links": {"self": f"/workflows/{run.id}"}}
     headers = {"Location": f"/workflows/{run.id}"}
     if not new:
@@ -94,7 +94,7 @@ def cancel(run_id: str) -> Response:
     runtime = _runtime()
     with runtime.db.read() as session:
         current = run_views.detail(session, run_id)
-    if g.caller.role is not Role.ADMIN and current["submitted_by"] != g.caller.name:
+    if g.caller.role is not Role.ADMIN and current["submitted_by_person"] != g.caller.person:
         raise PermissionDenied("only the submitter of a run or an admin may cancel it")
     status = runtime.engine.cancel(run_id, g.caller.name)
     return jsonify({"id": run_id, "status": status})
@@ -120,8 +120,11 @@ def _vote(run_id: str, decision: str) -> Response:
     comment = body.get("comment")
     if comment is not None and not isinstance(comment, str):
         raise BadParameter("comment: must be a string")
+    request_hash = body.get("request_hash")
+    if request_hash is not None and not isinstance(request_hash, str):
+        raise BadParameter("request_hash: must be a string (approval.hash of GET /workflows/<id>)")
     channel = "cli" if request.headers.get("X-Aurora-Channel") == "cli" else "api"
-    return jsonify(approvals.vote(_runtime().engine, run_id, g.caller, decision, comment, channel))
+    return jsonify(approvals.vote(_runtime().engine, run_id, g.caller, decision, comment, channel, request_hash))
 
 
 @bp.post("/workflows/<run_id>/approve")
@@ -142,3 +145,12 @@ def waiting() -> Response:
     from .. import approvals
 
     return jsonify({"waiting": approvals.waiting_for(_runtime().engine, g.caller)})
+
+
+@bp.get("/me")
+@require(*ANY_ROLE)
+def me() -> Response:
+    """Who the caller is: the person, their role, and the key used."""
+    caller = g.caller
+    return jsonify({"person": caller.person, "role": caller.role.value,
+                    "key": {"id": caller.key_id, "name": caller.name}})

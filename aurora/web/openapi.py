@@ -51,13 +51,16 @@ SCHEMAS: dict[str, Any] = {
         "mode_reason": {"type": ["string", "null"], "description": "why that mode (the policy switch, canary, …)"},
         "blocked": {"type": ["object", "null"], "description": "a queued run that cannot act now (secrets file "
                     "unsafe or unreadable, policy not loadable): component, message, what_to_do; retried"},
-        "submitted_by": {"type": "string"}, "created_at": {"type": "string"}, "updated_at": {"type": "string"},
+        "submitted_by": {"type": "string", "description": "the submitting key's name"},
+        "submitted_by_person": {"type": "string", "description": "the person holding that key"},
+        "created_at": {"type": "string"}, "updated_at": {"type": "string"},
         "finished_at": {"type": ["string", "null"]}}},
     "Run": {"allOf": [_ref("RunSummary"), {"type": "object", "required": ["document", "timeline", "approvals"],
                                            "properties": {
         "document": {"type": "object"}, "document_hash": {"type": "string"},
         "result": {"type": ["object", "null"]}, "error": {"type": ["object", "null"]},
         "settlement": {"type": ["string", "null"]}, "attempts": {"type": "integer"},
+        "approval": {"oneOf": [{"type": "null"}, _ref("Approval")]},
         "approvals": {"type": "object", "required": ["required", "received", "missing", "votes"]},
         "steps": {"type": "array", "items": {"type": "object"}},
         "timeline": {"type": "array", "items": _ref("Event")}}}]},
@@ -67,6 +70,19 @@ SCHEMAS: dict[str, Any] = {
     "EventPage": {"type": "object", "required": ["events", "last_seq", "has_more"], "properties": {
         "node": {"type": "string"}, "events": {"type": "array", "items": _ref("Event")},
         "last_seq": {"type": "integer"}, "has_more": {"type": "boolean"}}},
+    "Approval": {"type": "object", "description": "What approvers approve: the exact request the adapter will "
+                 "send (credentials redacted) in plain words and in full, and whether it is live and why. Votes "
+                 "are bound to its hash.",
+                 "required": ["plain", "mode", "live", "reason", "request", "hash"], "properties": {
+        "plain": {"type": "array", "items": {"type": "object", "required": ["label", "value"], "properties": {
+            "label": {"type": "string"}, "value": {"type": "string"}}}},
+        "mode": {"enum": ["live", "simulated"]}, "live": {"type": "boolean"}, "reason": {"type": "string"},
+        "adapter": {"type": "string"}, "operation": {"type": "string"},
+        "request": {"type": "object"}, "hash": {"type": "string"}}},
+    "Me": {"type": "object", "required": ["person", "role", "key"], "properties": {
+        "person": {"type": "string"}, "role": {"enum": ["admin", "submitter", "approver", "viewer"]},
+        "key": {"type": "object", "required": ["id", "name"], "properties": {
+            "id": {"type": "string"}, "name": {"type": "string"}}}}},
     "Vote": {"type": "object", "required": ["id", "status", "gate"], "properties": {
         "id": {"type": "string"}, "status": {"type": "string"}, "gate": {"type": "object"}}},
     "Decision": {"type": "object", "required": ["target", "text_preview", "score", "hits", "rules_version", "reason"],
@@ -89,10 +105,13 @@ SCHEMAS: dict[str, Any] = {
 
 def _vote(decision: str) -> dict[str, Any]:
     return {"post": {
-        "summary": f"{decision.capitalize()} a waiting run (approver or admin; never your own run)",
+        "summary": f"{decision.capitalize()} a waiting run (approver or admin; never your own run, from any key "
+                   "of your person; a person votes once)",
         "security": AUTH, "parameters": [RUN_ID],
         "requestBody": {"required": False, "content": {"application/json": {"schema": {
-            "type": "object", "properties": {"comment": {"type": "string", "maxLength": 2000}}}}}},
+            "type": "object", "properties": {"comment": {"type": "string", "maxLength": 2000},
+                                             "request_hash": {"type": "string", "description":
+                                                 "approval.hash as you saw it: 409 if the request changed"}}}}}},
         "responses": {"200": _json(_ref("Vote"), "The vote and the gate after it"),
                       **_errors(400, 401, 403, 404, 409, 415)}}}
 
@@ -208,9 +227,14 @@ def document() -> dict[str, Any]:
                 **_errors(401, 403, 404, 409)}}},
             "/workflows/{run_id}/approve": _vote("approve"),
             "/workflows/{run_id}/reject": _vote("reject"),
-            "/approvals": {"get": {"summary": "Runs waiting for the caller's vote", "responses": {
+            "/approvals": {"get": {"summary": "Runs waiting for the caller's vote, with what each would send",
+                                   "responses": {
                 "200": _json({"type": "object", "required": ["waiting"], "properties": {
-                    "waiting": {"type": "array", "items": {"type": "object"}}}}, "Waiting runs"), **_errors(401)}}},
+                    "waiting": {"type": "array", "items": {"type": "object", "properties": {
+                        "approval": {"oneOf": [{"type": "null"}, _ref("Approval")]}}}}}}, "Waiting runs"),
+                **_errors(401)}}},
+            "/me": {"get": {"summary": "Who the caller is: person, role and key", "responses": {
+                "200": _json(_ref("Me"), "The caller"), **_errors(401)}}},
             "/events": {"get": {"summary": "The event log in seq order", "parameters": [
                 {"name": "since", "in": "query", "schema": {"type": "integer", "minimum": 0}},
                 {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},

@@ -81,7 +81,8 @@ def load_caller() -> Any:
 
 
 def describe(goal: str, payload: dict[str, Any]) -> list[tuple[str, str]]:
-    """What a person must see before approving, in plain words."""
+    """The payload in plain words, for a run without a rendered request (one that never waited
+    for votes); what approvers approve is ``run["approval"]`` (``aurora.binding``)."""
     if goal == "charge":
         rows = [("Amount", f"{payload['amount']} {payload['currency'].upper()}"), ("Customer", payload["customer"])]
         if payload.get("description"):
@@ -106,10 +107,12 @@ def describe(goal: str, payload: dict[str, Any]) -> list[tuple[str, str]]:
 
 @bp.app_template_global()
 def can_vote(run: dict[str, Any]) -> bool:
+    """Whether the signed-in person may still vote: not the submitter's person, and no vote of
+    theirs (from any key) counting for the request as it is now."""
     caller = g.get("caller")
     return bool(caller and caller.role in (Role.APPROVER, Role.ADMIN) and run["status"] == "awaiting_approval"
-                and run["submitted_by"] != caller.name
-                and not any(v["voter"] == caller.name and v["document_hash"] == run["document_hash"]
+                and run.get("submitted_by_person", run["submitted_by"]) != caller.person
+                and not any(v["person"] == caller.person and v["counts"]
                             for v in run.get("approvals", {}).get("votes", [])))
 
 
@@ -125,7 +128,7 @@ def login() -> Any:
         session.clear()
         session["key_id"], session["key_hash"] = keys.fingerprint(key)
         session.permanent = True
-        flash(f"Signed in as {caller.name} ({caller.role.value}).", "ok")
+        flash(f"Signed in as {caller.person} ({caller.role.value}, key {caller.name}).", "ok")
         target = request.args.get("next") or ""
         return redirect(target if target.startswith("/ui/") else url_for("ui.index"))
     return render_template("login.html")
@@ -141,8 +144,6 @@ def logout() -> Any:
 def index() -> Any:
     engine = _runtime().engine
     waiting = approvals.waiting_for(engine, g.caller)
-    for item in waiting:
-        item["summary"] = describe(item["goal"], item["payload"])
     with _runtime().db.read() as db_session:
         recent = run_views.listing(db_session, limit=25)["runs"]
     return render_template("index.html", waiting=waiting, recent=recent)
@@ -162,8 +163,10 @@ def vote(run_id: str, decision: str) -> Any:
     if decision not in ("approve", "reject"):
         return render_template("message.html", title="Not found", message="Unknown action."), 404
     comment = (request.form.get("comment") or "").strip() or None
+    # the rendering the page showed: a vote never counts for a request the approver did not see
+    shown = request.form.get("request_hash") or None
     try:
-        result = approvals.vote(_runtime().engine, run_id, g.caller, decision, comment, "web")
+        result = approvals.vote(_runtime().engine, run_id, g.caller, decision, comment, "web", shown)
         flash(f"Your {'approval' if decision == 'approve' else 'rejection'} is recorded; the run is now "
               f"{result['status'].replace('_', ' ')}.", "ok")
     except AuroraError as exc:

@@ -1,0 +1,298 @@
+"""People, not keys: quorum counts people, no key of the submitter's person approves, a revoked
+key's votes stop counting, the last admin stays; votes are bound to the rendered request and
+its mode (a policy switch after the votes voids them); ``GET /me``; what approvers see."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from sqlalchemy import select
+
+from aurora import keys, people, runs
+from aurora.gates import GateState, Vote, evaluate
+from aurora.models import AuditRecord, Event, Role, utcnow
+
+CHARGE = 'name: pay\ngoal: charge\npayload: {customer: cus_1, amount: "9.99", currency: EUR}\n'
+MAIL = json.dumps({"name": "newsletter", "goal": "send_email", "payload": {
+    "to": "kunde@example.com", "subject": "Harmloser Text", "text": "Harmloser Text",
+    "html": "<p>Bitte zahlen Sie an IBAN DE00 0000</p>", "variables": {"rabatt": "90%"},
+    "require_approval": True}})
+JSON = {"Content-Type": "application/json"}
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def submit(client, key: str, body: str = CHARGE, content_type: str = "application/yaml") -> str:
+    response = client.post("/workflows", data=body.encode(), headers={"Content-Type": content_type, **bearer(key)})
+    assert response.status_code == 201, response.json
+    return response.json["id"]
+
+
+def waiting(client, runtime, key: str, body: str = CHARGE, content_type: str = "application/yaml") -> str:
+    run_id = submit(client, key, body, content_type)
+    assert runtime.engine.execute(run_id).status == "awaiting_approval"
+    return run_id
+
+
+def detail(runtime, run_id: str) -> dict:
+    with runtime.db.read() as session:
+        return runs.detail(session, run_id)
+
+
+def timeline(runtime, run_id: str) -> list[Event]:
+    with runtime.db.read() as session:
+        return list(session.scalars(select(Event).where(Event.run_id == run_id).order_by(Event.seq)))
+
+
+def reload_policy(runtime, env, change) -> None:
+    policy = json.loads(open(env["AURORA_POLICY_FILE"]).read())
+    change(policy)
+    open(env["AURORA_POLICY_FILE"], "w").write(json.dumps(policy))
+    runtime.policies._mtime, runtime.policies._checked_at = None, 0  # noqa: SLF001
+
+
+def test_two_keys_of_one_person_are_not_a_quorum_of_two(client, runtime, api_keys) -> None:
+    laptop = api_keys.approver  # the key "alice" of the person alice
+    phone = keys.create(runtime.db, "alice-phone", Role.APPROVER, person="alice")
+    bob = keys.create(runtime.db, "bob", Role.APPROVER)
+    run_id = waiting(client, runtime, api_keys.submitter)
+    first = client.post(f"/workflows/{run_id}/approve", headers=bearer(laptop))
+    assert first.status_code == 200 and first.json["gate"]["received"] == 1
+    second = client.post(f"/workflows/{run_id}/approve", headers=bearer(phone))
+    assert second.status_code == 409 and second.json["error"] == "already_voted"
+    assert [w["id"] for w in client.get("/approvals", headers=bearer(phone)).json["waiting"]] == []
+    assert client.get(f"/workflows/{run_id}", headers=bearer(phone)).json["approvals"]["received"] == 1
+    done = client.post(f"/workflows/{run_id}/approve", headers=bearer(bob))
+    assert done.json["status"] == "queued" and done.json["gate"]["approvers"] == ["alice", "bob"]
+
+
+def test_the_gate_counts_people_not_keys() -> None:
+    ledger = [Vote("alice", "approve", "h", "alice"), Vote("alice-phone", "approve", "h", "alice"),
+              Vote("boss-laptop", "approve", "h", "boss"), Vote("bob", "approve", "h", "bob", void="key 'bob' was revoked"),
+              Vote("carol", "approve", "old", "carol")]
+    decision = evaluate(2, ledger, "h", submitter="boss")
+    assert decision.state is GateState.WAITING and decision.approvers == ("alice",)
+    assert evaluate(2, [*ledger, Vote("dave", "approve", "h", "dave")], "h", "boss").state is GateState.OPEN
+
+
+def test_no_key_of_the_submitters_person_may_approve(client, runtime, api_keys) -> None:
+    boss = keys.create(runtime.db, "boss", Role.ADMIN)
+    laptop = keys.create(runtime.db, "boss-laptop", Role.ADMIN, person="boss")
+    run_id = waiting(client, runtime, boss)
+    own = client.post(f"/workflows/{run_id}/approve", headers=bearer(laptop))
+    assert own.status_code == 403 and own.json["error"] == "self_approval"
+    assert client.get("/approvals", headers=bearer(laptop)).json["waiting"] == []
+    run = client.get(f"/workflows/{run_id}", headers=bearer(laptop)).json
+    assert (run["submitted_by"], run["submitted_by_person"]) == ("boss", "boss")
+    # a submitter cannot hold an approver key beside: the role is the person's
+    with pytest.raises(keys.Conflict, match="role 'submitter'"):
+        keys.create(runtime.db, "sam-approver", Role.APPROVER, person="sam")
+
+
+def test_a_revoked_keys_votes_stop_counting(client, runtime, api_keys) -> None:
+    bob = keys.create(runtime.db, "bob", Role.APPROVER)
+    carol = keys.create(runtime.db, "carol", Role.APPROVER)
+    run_id = waiting(client, runtime, api_keys.submitter)
+    client.post(f"/workflows/{run_id}/approve", headers=bearer(api_keys.approver))
+    assert client.post(f"/workflows/{run_id}/approve", headers=bearer(bob)).json["status"] == "queued"
+    assert people.revoke_key(runtime.db, "bob", "test-node") == [run_id]  # before the worker acts
+    voided = [e for e in timeline(runtime, run_id) if e.type == "approval.voided"]
+    assert [(e.data["voter"], e.data["reason"]) for e in voided] == [("bob", "key 'bob' was revoked")]
+    assert runtime.engine.execute(run_id).status == "awaiting_approval"  # not charged on one vote
+    run = detail(runtime, run_id)
+    assert run["approvals"]["received"] == 1
+    assert [(v["voter"], v["counts"], v["void"]) for v in run["approvals"]["votes"]] == [
+        ("alice", True, None), ("bob", False, "key 'bob' was revoked")]
+    assert client.post(f"/workflows/{run_id}/approve", headers=bearer(bob)).status_code == 401
+    assert client.post(f"/workflows/{run_id}/approve", headers=bearer(carol)).json["status"] == "queued"
+    assert runtime.engine.execute(run_id).status == "succeeded"
+
+
+def test_removing_a_person_voids_their_votes_and_asks_again(client, runtime, api_keys, env) -> None:
+    reload_policy(runtime, env, lambda p: p["approvals"].update(notify=["chef@example.com"]))
+    keys.create(runtime.db, "alice-phone", Role.APPROVER, person="alice")
+    run_id = waiting(client, runtime, api_keys.submitter)
+    client.post(f"/workflows/{run_id}/approve", headers=bearer(api_keys.approver))
+    touched = people.remove_person(runtime.db, "alice", "test-node")
+    people.ask_again(runtime.engine, touched)
+    assert detail(runtime, run_id)["approvals"]["received"] == 0
+    types = [e.type for e in timeline(runtime, run_id)]
+    assert types.count("approval.notified") == 2 and "approval.voided" in types
+    listed = {p["name"]: p for p in people.listing(runtime.db)}
+    assert listed["alice"]["removed_at"] and all(k["revoked_at"] for k in listed["alice"]["keys"])
+    assert [k["name"] for k in listed["alice"]["keys"]] == ["alice", "alice-phone"]
+
+
+def test_the_last_admin_can_be_neither_revoked_nor_removed(env, tmp_path) -> None:
+    cli_env = {**os.environ, **env}
+
+    def aurora(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "aurora", *args], env=cli_env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60)
+
+    assert aurora("db", "upgrade").returncode == 0
+    assert aurora("keys", "create", "root", "--role", "admin").returncode == 0
+    assert aurora("keys", "create", "root-ci", "--role", "admin", "--person", "root").returncode == 0
+    assert aurora("keys", "revoke", "root-ci").returncode == 0  # root still holds an admin key
+    last = aurora("keys", "revoke", "root")
+    assert last.returncode == 2 and "last admin" in last.stderr, last.stderr
+    removed = aurora("people", "remove", "root")
+    assert removed.returncode == 2 and "last admin" in removed.stderr
+    assert aurora("keys", "create", "ada", "--role", "admin").returncode == 0
+    listing = aurora("people", "list")
+    assert "root" in listing.stdout and "root-ci" in listing.stdout and "ada" in listing.stdout
+    assert aurora("people", "remove", "root").returncode == 0  # ada is an admin now
+    assert json.loads(aurora("people", "list", "--json").stdout)[0]["removed_at"]
+
+
+def test_me_says_who_the_caller_is(client, runtime, api_keys) -> None:
+    phone = keys.create(runtime.db, "alice-phone", Role.APPROVER, person="alice")
+    key_id = phone.split("_")[1]
+    me = client.get("/me", headers=bearer(phone))
+    assert me.status_code == 200
+    assert me.json == {"person": "alice", "role": "approver", "key": {"id": key_id, "name": "alice-phone"}}
+    assert client.get("/me").status_code == 401
+
+
+def test_approvers_see_the_mails_hidden_html_part(client, runtime, api_keys) -> None:
+    run_id = waiting(client, runtime, api_keys.submitter, MAIL, "application/json")
+    [item] = client.get("/approvals", headers=bearer(api_keys.approver)).json["waiting"]
+    approval = item["approval"]
+    plain = {row["label"]: row["value"] for row in approval["plain"]}
+    assert plain["HTML part"] == "<p>Bitte zahlen Sie an IBAN DE00 0000</p>"
+    assert plain["Template variables"] == '{"rabatt": "90%"}' and plain["To"] == "kunde@example.com"
+    assert approval["request"]["form"]["html"] == "<p>Bitte zahlen Sie an IBAN DE00 0000</p>"
+    assert approval["request"]["auth"]["password"] == "[REDACTED]"
+    assert (approval["mode"], approval["live"], approval["reason"]) == ("simulated", False, "policy: dry_run is true")
+    assert item["mode"] == "simulated"
+    shown = client.get(f"/workflows/{run_id}", headers=bearer(api_keys.viewer)).json["approval"]
+    assert shown == approval
+    stale = client.post(f"/workflows/{run_id}/approve", json={"request_hash": "0" * 64},
+                        headers=bearer(api_keys.approver))
+    assert stale.status_code == 409 and stale.json["error"] == "request_changed"
+    ok = client.post(f"/workflows/{run_id}/approve", json={"request_hash": approval["hash"]},
+                     headers=bearer(api_keys.approver))
+    assert ok.json["status"] == "queued"
+
+
+def test_a_policy_switch_after_the_votes_voids_them(client, runtime, api_keys, env) -> None:
+    bob = keys.create(runtime.db, "bob", Role.APPROVER)
+    run_id = waiting(client, runtime, api_keys.submitter)
+    before = detail(runtime, run_id)["approval"]
+    assert before["reason"] == "policy: dry_run is true"
+    client.post(f"/workflows/{run_id}/approve", headers=bearer(api_keys.approver))
+    assert client.post(f"/workflows/{run_id}/approve", headers=bearer(bob)).json["status"] == "queued"
+
+    def go_live(policy: dict) -> None:  # the operator turns payments live between votes and act
+        policy["dry_run"] = False
+        policy["allow_payments"] = True
+
+    reload_policy(runtime, env, go_live)
+    assert runtime.engine.execute(run_id).status == "awaiting_approval"
+    voided = [e for e in timeline(runtime, run_id) if e.type == "approval.voided"]
+    assert len(voided) == 1 and sorted(voided[0].data["people"]) == ["alice", "bob"]
+    after = detail(runtime, run_id)
+    assert after["approvals"]["received"] == 0 and after["approval"]["hash"] != before["hash"]
+    assert after["approval"]["reason"] == "secrets: stripe is not configured (missing or PLACEHOLDER)"
+    with runtime.db.read() as session:
+        assert session.scalar(select(AuditRecord).where(AuditRecord.run_id == run_id,
+                                                        AuditRecord.operation == "charge")) is None
+    client.post(f"/workflows/{run_id}/approve", headers=bearer(api_keys.approver))
+    assert client.post(f"/workflows/{run_id}/approve", headers=bearer(bob)).json["status"] == "queued"
+    assert runtime.engine.execute(run_id).status == "succeeded"
+
+
+def test_the_notification_mail_shows_the_request_and_its_mode(client, runtime, api_keys, env) -> None:
+    reload_policy(runtime, env, lambda p: p["approvals"].update(notify=["chef@example.com"]))
+    run_id = waiting(client, runtime, api_keys.submitter, MAIL, "application/json")
+    with runtime.db.read() as session:
+        record = session.scalar(select(AuditRecord).where(AuditRecord.run_id == run_id,
+                                                          AuditRecord.operation == "notify_approvers"))
+    text = record.request["form"]["text"]
+    assert "It will be SIMULATED: policy: dry_run is true" in text
+    assert "HTML part: <p>Bitte zahlen Sie an IBAN DE00 0000</p>" in text
+    assert '"t:variables"' in text and "[REDACTED]" in text
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_migration_0007_makes_each_key_a_person(request, tmp_path, backend) -> None:
+    from sqlalchemy import create_engine, text
+
+    from aurora.migrations import current, upgrade
+
+    url = f"sqlite:///{tmp_path / 'old.db'}" if backend == "sqlite" else request.getfixturevalue("postgres_url")
+    upgrade(url, "0006")
+    now = "2026-11-30 10:00:00.000000"
+    with create_engine(url).begin() as db:
+        db.execute(text("INSERT INTO api_keys (key_id, name, role, key_hash, created_at) VALUES "
+                        "('k1', 'alice', 'approver', 'h1', :now), ('k2', 'boss', 'admin', 'h2', :now)"), {"now": now})
+        db.execute(text("INSERT INTO runs (id, name, goal, document, document_hash, status, approvals_required, "
+                        "submitted_by, attempts, created_at, updated_at) VALUES ('r1', 'pay', 'charge', '{}', 'd', "
+                        "'awaiting_approval', 2, 'boss', 0, :now, :now)"), {"now": now})
+        db.execute(text("INSERT INTO approvals (run_id, voter, decision, channel, document_hash, created_at) "
+                        "VALUES ('r1', 'alice', 'approve', 'api', 'd', :now)"), {"now": now})
+    upgrade(url)
+    assert current(url) == "0007"
+    with create_engine(url).connect() as db:
+        assert sorted(db.execute(text("SELECT name, role FROM people")).all()) == [
+            ("alice", "approver"), ("boss", "admin")]
+        assert db.execute(text("SELECT person FROM api_keys WHERE name = 'alice'")).scalar() == "alice"
+        assert db.execute(text("SELECT status, submitted_by_person FROM runs")).one() == ("queued", "boss")
+        assert db.execute(text("SELECT person, request_hash FROM approvals")).one() == ("alice", None)
+
+
+def test_the_binding_changes_with_a_promotion_a_rollback_and_the_sender_domain() -> None:
+    from dataclasses import replace
+
+    from conftest import ROOT
+
+    from aurora.adapter_state import Rollout
+    from aurora.adapters import CallContext
+    from aurora.adapters.base import canary_bucket
+    from aurora.adapters.mailgun_adapter import MailgunAdapter
+    from aurora.binding import bind
+    from aurora.policy import parse_policy
+    from aurora.secrets import Secrets
+
+    data = json.loads((ROOT / "policy" / "batch8_policy.json").read_text())
+    data["dry_run"] = False
+    policy = parse_policy(json.dumps(data))
+    run_id = next(f"run-{i}" for i in range(1000) if canary_bucket(f"run-{i}") >= policy.canary_percent)
+    secrets = Secrets({("mailgun", "api_key"): "key-1", ("mailgun", "domain"): "mg.example.com"})
+    adapter, payload = MailgunAdapter(), {"to": "a@example.com", "subject": "s", "html": "<p>x</p>"}
+    ctx = CallContext(run_id, policy, secrets, rollouts={"mailgun": Rollout("mailgun")})
+
+    def bound(context: CallContext) -> dict:
+        return bind(adapter, payload, context, adapter.decide(payload, context))
+
+    canary = bound(ctx)
+    promoted = bound(replace(ctx, rollouts={"mailgun": Rollout("mailgun", promoted=True)}))
+    rolled_back = bound(replace(ctx, rollouts={"mailgun": Rollout("mailgun", True, utcnow(), "auth")}))
+    other_domain = bound(replace(ctx, secrets=Secrets({**secrets.values, ("mailgun", "domain"): "mg.evil.example"})))
+    assert (canary["mode"], promoted["mode"], rolled_back["mode"]) == ("simulated", "live", "simulated")
+    assert len({canary["hash"], promoted["hash"], rolled_back["hash"], other_domain["hash"]}) == 4
+    assert bound(ctx)["hash"] == canary["hash"]  # the same rendering, the same hash
+    assert "key-1" not in json.dumps(promoted)
+
+
+def test_the_last_admin_guard_on_postgresql(env, postgres_url) -> None:
+    from aurora.config import load_settings
+    from aurora.migrations import upgrade
+    from aurora.runtime import Runtime
+
+    rt = Runtime(load_settings({**env, "AURORA_DATABASE_URL": postgres_url}))
+    upgrade(postgres_url)
+    keys.create(rt.db, "root", Role.ADMIN)
+    keys.create(rt.db, "root-ci", Role.ADMIN, person="root")
+    people.revoke_key(rt.db, "root-ci", "test-node")
+    with pytest.raises(people.LastAdmin, match="last admin"):
+        people.revoke_key(rt.db, "root", "test-node")
+    with pytest.raises(people.LastAdmin):
+        people.remove_person(rt.db, "root", "test-node")
+    assert keys.any_admin(rt.db)
