@@ -227,3 +227,27 @@ def test_audit_records_of_simulated_runs_say_simulated(live) -> None:  # noqa: F
     run = live.run("send_email", MAIL)
     [record] = live.audit(run.id)
     assert isinstance(record, AuditRecord) and record.mode == "simulated" and run.result["mode"] == "simulated"
+
+
+def test_the_sweeper_keeps_retrying_a_blocked_run_and_it_proceeds_once_fixed(live, env) -> None:  # noqa: F811
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from aurora.models import utcnow
+    from aurora.sweeper import MAX_RESENDS
+
+    secrets = Path(env["AURORA_SECRETS_FILE"])
+    secrets.chmod(0o644)
+    engine = live.runtime.engine
+    run = engine.submit(documents.load(json.dumps({"name": "m", "goal": "send_email", "payload": MAIL}), fmt="json"),
+                        "sam")
+    for _ in range(MAX_RESENDS + 2):  # a blocked run is no poison run: it is never given up as lost
+        assert engine.execute(run.id).status == "queued"
+        with engine.db.write() as session:
+            session.execute(update(Run).where(Run.id == run.id).values(enqueued_at=utcnow() - timedelta(hours=1)))
+        assert engine.sweep(waiting=0) == [run.id]
+    assert len(_events(live.runtime, run.id, "run.blocked")) == 1
+    secrets.chmod(0o600)
+    assert engine.execute(run.id).status == "succeeded"
+    assert live.get(run.id).result["mode"] == "live"
