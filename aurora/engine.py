@@ -6,7 +6,7 @@ race freely: exactly one of them wins each transition. A worker holds a *lease* 
 executes, renewed while it works; the sweeper hands runs with a lapsed lease to another worker.
 Finished steps are recorded and never run again.
 
-    queued ──> running ──> succeeded | failed | needs_reconciliation
+    queued ──> running ──> succeeded | failed | needs_reconciliation | not_acted (aurora.outcomes)
       ^  │        ├──> awaiting_approval ──> queued (quorum reached) | rejected | expired
       │  │        └──> rejected
       │  └──> cancelled  (also from running before it acts, and from awaiting_approval)
@@ -34,14 +34,16 @@ from . import adapter_state, audit, events, finishing, gates, idempotency, ledge
 from .adapters import BY_GOAL, CallContext, Mode
 from .adapters.base import LiveCallFailed
 from .adapters.engines import DEFAULT_FALLBACK
+from .blocking import block as block_run
 from .config import Settings
 from .db import Database, connection_of
 from .documents import Workflow, refuse_over_ceiling
 from .engine_health import HealthStore
-from .errors import AuroraError, Conflict, NotFound
+from .errors import AuroraError, ConfigError, Conflict, NotFound
 from .leases import LeaseKeeper
 from .logs import RUN_ID
 from .models import FormCursor, Run, RunStatus, utcnow
+from .outcomes import pretends, stop_not_acted
 from .policy import Policy, PolicyStore
 from .run_sql import RUNS, STEPS
 from .secrets import Secrets
@@ -65,6 +67,8 @@ class Outcome:
     #: of a run finished inside the claim transaction: counted in the metrics after it commits
     goal: str = ""
     created_at: datetime | None = None
+    #: live | simulated | none (it did not act), for the metrics
+    mode: str = "none"
 
 
 def worker_identity() -> str:
@@ -188,15 +192,17 @@ class Engine:
             RUN_ID.reset(token)
 
     def _execute(self, run_id: str, owner: str) -> Outcome:
-        policy = self.policies.current()
-        ctx = CallContext(run_id, policy, self.secrets(), self.settings.simulated_latency_ms, self.health(policy),
+        try:
+            policy, secrets = self.policies.current(), self.secrets()
+        except ConfigError as exc:  # it cannot act now: say so, visibly, and let the sweeper retry
+            return block_run(self, run_id, exc)
+        ctx = CallContext(run_id, policy, secrets, self.settings.simulated_latency_ms, self.health(policy),
                           limiter=self.limiter)
         plan = self._claim(run_id, owner, ctx, self._plan_ahead(run_id, ctx))
-        if isinstance(plan, Outcome) and plan.detail == "simulated":
-            log.info("run %s: %s (simulated, in one transaction)", run_id, plan.status,
-                     extra={"step": "finish", "mode": "simulated", "status": plan.status})
-            if plan.created_at is not None:
-                metrics.run_finished(plan.goal, plan.status, (utcnow() - plan.created_at).total_seconds())
+        if isinstance(plan, Outcome) and plan.created_at is not None:  # finished in the claim's transaction
+            log.info("run %s: %s (%s, in one transaction)", run_id, plan.status, plan.detail,
+                     extra={"step": "finish", "mode": plan.mode, "status": plan.status})
+            metrics.run_finished(plan.goal, plan.status, (utcnow() - plan.created_at).total_seconds(), plan.mode)
             return plan
         if plan is None or isinstance(plan, Outcome):
             if plan is not None:
@@ -234,7 +240,7 @@ class Engine:
                     error = finishing.reconcile_error(adapter, ctx, f"the live call broke off ({exc.__class__.__name__})"
                                                       " and may have been made", kind="internal_error")
             outcome = finishing.finish(self, run, owner, adapter, ctx, payload, mode, result, error, rollback)
-        metrics.run_finished(run.goal, outcome.status, (utcnow() - run.created_at).total_seconds())
+        metrics.run_finished(run.goal, outcome.status, (utcnow() - run.created_at).total_seconds(), mode.name)
         log.info("run %s: %s", run_id, outcome.status, extra={"step": "finish", "status": outcome.status})
         return outcome
 
@@ -306,6 +312,8 @@ class Engine:
             if verdict is not None:
                 self._record_steps(session, run_id, steps, pending)
                 return verdict
+            if pretends(run.goal, mode):  # approved, and would only be simulated: stop, and say so
+                return stop_not_acted(self, session, run, adapter, mode, steps, pending)
             pending += [
                 self._gate_open,
                 {"step": "act", "status": "started", "result": {"mode": mode.name, "reason": mode.reason},
@@ -319,7 +327,7 @@ class Engine:
                     result, error = pipeline.call_simulated(adapter, run, payload, ctx, mode)
                     settlement = pipeline.settle(run.id, adapter, ctx, payload, mode, result, error)
                 outcome = finishing.settle_in(self, session, run, owner, adapter, settlement, None, (steps, pending))
-                return replace(outcome, detail="simulated", goal=run.goal, created_at=run.created_at)
+                return replace(outcome, detail="simulated", goal=run.goal, created_at=run.created_at, mode="simulated")
             self._record_steps(session, run_id, steps, pending)
             # The call happens after this transaction: take the rollouts along, read.
             return run, payload, mode, replace(ctx, rollouts=dict(ctx.rollouts))
@@ -366,7 +374,7 @@ class Engine:
             (f"run.{status.value}", final),
         ], run_id=run_id, at=now)
         self._record_steps(connection, run_id, {}, [*plan.pending, self._gate_open, finishing.act_done(record, status, 1)])
-        return Outcome(run_id, status.value, "simulated", run.goal, run.created_at)
+        return Outcome(run_id, status.value, "simulated", run.goal, run.created_at, "simulated")
 
     #: the gate step of a run that needs no approval
     _gate_open = {"step": "gate", "status": "done", "result": {"state": "open"}}

@@ -118,7 +118,7 @@ def _create() -> dict[str, Any]:
         "request_seconds": Histogram("aurora_http_request_duration_seconds", "HTTP request duration", ["endpoint"],
                                      buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)),
         "run_seconds": Histogram("aurora_run_duration_seconds", "From submission to a final status",
-                                 ["goal", "status"],
+                                 ["goal", "status", "mode"],
                                  buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400)),
         "rate_waits": Counter("aurora_rate_limit_waits_total", "Calls that waited for a rate limit", ["adapter"]),
         "rate_wait_seconds": Counter("aurora_rate_limit_wait_seconds_total", "Seconds waited for rate limits",
@@ -143,9 +143,11 @@ def request_done(method: str, endpoint: str, status: int, seconds: float) -> Non
 
 
 @_never_fails
-def run_finished(goal: str, status: str, seconds: float) -> None:
+def run_finished(goal: str, status: str, seconds: float, mode: str = "none") -> None:
+    """``mode``: live, simulated, or none (the run did not act): a simulated run must never be
+    counted as if it had done the real thing."""
     if _enabled():
-        _metrics()["run_seconds"].labels(goal, status).observe(max(seconds, 0.0))
+        _metrics()["run_seconds"].labels(goal, status, mode).observe(max(seconds, 0.0))
 
 
 @_never_fails

@@ -52,6 +52,10 @@ class RunStatus(enum.StrEnum):
     #: a live call may have reached the provider and its outcome is unknown: a person (or the
     #: provider's signed webhook) decides; never acted on again by a worker
     NEEDS_RECONCILIATION = "needs_reconciliation"
+    #: a critical run the policy means to act live that would only have been simulated (outside
+    #: the canary share, rolled back, no secrets): nothing was sent; ``error`` says why and what
+    #: to do (``aurora.outcomes``)
+    NOT_ACTED = "not_acted"
 
     @property
     def final(self) -> bool:
@@ -60,7 +64,7 @@ class RunStatus(enum.StrEnum):
 
 FINAL_STATUSES = frozenset(
     {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.REJECTED, RunStatus.EXPIRED, RunStatus.CANCELLED,
-     RunStatus.NEEDS_RECONCILIATION}
+     RunStatus.NEEDS_RECONCILIATION, RunStatus.NOT_ACTED}
 )
 
 

@@ -100,7 +100,8 @@ def plan(run: Any, steps: dict[str, Any], ctx: CallContext, ahead: bool = False,
         payload["candidates"] = routed.get("ranking") or [routed["engine"]]
     required = policy.required_approvals(run.goal in CRITICAL_GOALS, bool(run.document["payload"].get("require_approval")))
     result = Plan(payload, pending, required)
-    if not ahead or required or run.goal == "ingest_forms":  # votes and form cursors are rows
+    # votes and form cursors are rows; a critical run's mode may stop it (aurora.outcomes)
+    if not ahead or required or run.goal == "ingest_forms" or run.goal in CRITICAL_GOALS:
         return result
     adapter = BY_GOAL[run.goal]
     early = replace(ctx, rollouts=UNREAD)
@@ -147,5 +148,7 @@ def settle(run_id: str, adapter: Any, ctx: CallContext, payload: dict[str, Any],
     )
     if ok:
         return Settlement(result, True, record, body=secrets.redact(result.as_dict()))
-    return Settlement(result, False, record,
-                      error=secrets.redact(error or {"type": "adapter_error", "message": "the call failed"}))
+    # the mode goes with the error too: a failed live call must not read like a failed simulation
+    error = {**(error or {"type": "adapter_error", "message": "the call failed"}),
+             "mode": record.fields["mode"], "mode_reason": record.fields["reason"]}
+    return Settlement(result, False, record, error=secrets.redact(error))

@@ -3,7 +3,9 @@
 A :class:`PolicyStore` re-reads the file when its modification time changes (checked at most
 once a second), so an edit reaches every web and worker process without a restart. A broken
 edit is refused: the last good policy stays in force and :attr:`PolicyStore.last_error` says why.
-At start there is no last good policy, so a broken file is a :class:`PolicyError`.
+At start there is no last good policy, so a broken file makes ``current()`` raise
+:class:`PolicyError` (until the file is fixed): start-up checks stop on it, and a run a worker
+cannot decide without a policy is blocked, visibly (``aurora.blocking``).
 """
 
 from __future__ import annotations
@@ -132,7 +134,13 @@ class PolicyStore:
         self._checked_at = 0.0
         self._watcher_pid = 0
         self._mtime = self._stat()
-        self._policy = self._read()
+        # A broken file at start leaves no good policy: ``current()`` raises until it is fixed
+        # (start-up checks call it and stop; a worker's runs are blocked, aurora.blocking).
+        self._policy: Policy | None = None
+        try:
+            self._policy = self._read()
+        except PolicyError as exc:
+            self.last_error = str(exc)
 
     def _stat(self) -> float | None:
         try:
@@ -156,8 +164,10 @@ class PolicyStore:
         """The policy in force, re-read first if the file changed since the last look."""
         if self._watcher_pid != os.getpid():
             self._start_watcher()
-        if time.monotonic() - self._checked_at >= RELOAD_CHECK_INTERVAL:
+        if self._policy is None or time.monotonic() - self._checked_at >= RELOAD_CHECK_INTERVAL:
             self._check()
+        if self._policy is None:
+            raise PolicyError(self.last_error or f"{self.path}: no policy loaded")
         return self._policy
 
     def _start_watcher(self) -> None:
@@ -181,17 +191,17 @@ class PolicyStore:
             self._checked_at = time.monotonic()
             mtime = self._stat()
             # A refused edit is looked at again each time: it may have been read half-written.
-            if mtime == self._mtime and self.last_error is None:
+            if mtime == self._mtime and self.last_error is None and self._policy is not None:
                 return
             self._mtime = mtime
             try:
                 policy = self._read()
             except PolicyError as exc:
-                if str(exc) != self.last_error:
+                if str(exc) != self.last_error and self._policy is not None:
                     log.error("policy edit refused, keeping version %s: %s", self._policy.version, exc)
                 self.last_error = str(exc)
                 return
             self.last_error = None
-            if policy.version != self._policy.version:
+            if self._policy is None or policy.version != self._policy.version:
                 self._policy = policy
                 log.info("policy reloaded from %s (version %s)", self.path, policy.version)

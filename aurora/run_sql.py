@@ -33,6 +33,7 @@ CLAIM = update(RUNS).where(
     status=RunStatus.RUNNING.value, lease_owner=bindparam("owner"), step="act",
     lease_expires_at=db_later(bindparam("lease")), attempts=RUNS.c.attempts + 1,
     started_at=func.coalesce(RUNS.c.started_at, NOW), updated_at=NOW,
+    error=None,  # a run blocked before (aurora.blocking) is no longer
 ).returning(*RUNS.c)
 
 #: change a step an earlier attempt left behind

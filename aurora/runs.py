@@ -10,8 +10,10 @@ from sqlalchemy.orm import Session
 
 from . import events, gates, ledger
 from .approvals import approval_view, gate_summary
+from .blocking import blocked
 from .errors import AuroraError, NotFound
 from .models import Approval, Run, RunStatus, RunStep
+from .outcomes import mode_of
 
 #: the most runs one page of ``GET /workflows`` returns
 MAX_PAGE = 200
@@ -28,11 +30,16 @@ def _iso(value: Any) -> str | None:
 
 
 def summary(run: Run) -> dict[str, Any]:
+    mode, mode_reason = mode_of(run)
     return {
         "id": run.id,
         "name": run.name,
         "goal": run.goal,
         "status": run.status,
+        # live, simulated, or None (not acted, or not yet): never to be told apart from the result
+        "mode": mode,
+        "mode_reason": mode_reason,
+        "blocked": blocked(run),
         "submitted_by": run.submitted_by,
         "submitted_by_person": ledger.submitter(run),
         "created_at": _iso(run.created_at),

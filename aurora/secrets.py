@@ -168,6 +168,8 @@ class SecretsFile:
             signature: tuple[Any, ...] | None = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
         except FileNotFoundError:
             signature = None
+        except OSError as exc:  # e.g. a folder on the way that this user may not enter
+            raise SecretsError(f"{self.path}: cannot read secrets: {exc.strerror or exc.__class__.__name__}") from None
         with self._lock:
             if self._secrets is None or signature != self._seen:
                 self._secrets = None

@@ -54,7 +54,9 @@ def sweep(engine: Engine, waiting: int | None = None) -> list[str]:
                                  lease_owner=None, lease_expires_at=None, enqueued_at=now):
                 again.append(run_id)
         for run_id, enqueued_at in lost:
-            if _resends(session, run_id) >= MAX_RESENDS:
+            # A blocked run was seen by a worker each time (aurora.blocking): it waits for its
+            # cause to be fixed, it does not kill workers; it is sent again however often.
+            if _resends(session, run_id) >= MAX_RESENDS and not _blocked(session, run_id):
                 engine.transition(session, run_id, (RunStatus.QUEUED,), RunStatus.FAILED,
                                   {"error": "lost_too_often"}, error={
                                       "type": "lost_too_often", "message":
@@ -74,6 +76,11 @@ def sweep(engine: Engine, waiting: int | None = None) -> list[str]:
                               {"reason": "approval deadline passed"}, where="gate_overdue",
                               where_params={"w_before": now})
     return again
+
+
+def _blocked(session: Session, run_id: str) -> bool:
+    error = session.scalar(select(Run.error).where(Run.id == run_id)) or {}
+    return error.get("type") == "blocked"
 
 
 def _resends(session: Session, run_id: str) -> int:

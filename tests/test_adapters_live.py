@@ -158,9 +158,10 @@ def test_live_failure_rolls_the_adapter_back_until_enabled(live) -> None:
     with live.runtime.db.read() as session:
         assert session.scalar(select(Event).where(Event.type == "adapter.rolled_back")) is not None
         assert session.scalar(select(AuditRecord).where(AuditRecord.operation == "rollback")) is not None
+    # A charge the policy means live is not simulated in its place while rolled back: not_acted.
     after = live.run("charge", {**CHARGE, "payment_method": "pm_1"})
-    assert after.status == "succeeded" and after.result["mode"] == "simulated"
-    assert "rolled back" in after.result["reason"] and "aurora adapters enable stripe" in after.result["reason"]
+    assert after.status == "not_acted" and after.error["type"] == "would_be_simulated"
+    assert "rolled back" in after.error["mode_reason"] and "aurora adapters enable stripe" in after.error["what_to_do"]
     live.servers["stripe"].state.secret_key = SECRETS["stripe"]["secret_key"]
     adapter_state.enable(live.runtime.db, "stripe", "test-node")
     assert live.run("charge", {**CHARGE, "payment_method": "pm_1"}).result["mode"] == "live"

@@ -128,8 +128,31 @@ def test_dry_run_sends_nothing_and_returns_the_request(runtime, server) -> None:
     assert server.received == []
 
 
-def test_missing_key_keeps_an_engine_simulated(live, env, server) -> None:
+def test_a_live_analysis_with_no_engine_key_fails_naming_the_engines(live, env, server) -> None:
     Path(env["AURORA_SECRETS_FILE"]).write_text(json.dumps({"engines": {"claude": {"api_key": "sk-ant-PLACEHOLDER"}}}))
     done = analyse(live, "Implementiere den Code")
-    assert done["result"]["mode"] == "simulated" and "not configured" in done["result"]["reason"]
+    assert done["status"] == "failed" and done["result"] is None
+    for engine in KEYS:
+        assert f"{engine}: no API key" in done["error"]["message"]
     assert server.received == []
+
+
+def test_a_failing_engine_does_not_fall_back_to_a_simulation_of_a_keyless_one(live, env, server) -> None:
+    # claude (first for code) has a key and fails; the others have none: no analysis, so the run fails.
+    Path(env["AURORA_SECRETS_FILE"]).write_text(json.dumps({"engines": {"claude": {"api_key": KEYS["claude"]}}}))
+    server.script("/anthropic/messages", *[Reply(503, {"type": "error"}) for _ in range(2)])
+    done = analyse(live, "Implementiere den Code")
+    assert done["status"] == "failed", done["result"]
+    message = done["error"]["message"]
+    assert "claude: unavailable" in message and "HTTP 503" in message
+    assert "perplexity: no API key" in message and "gpt5_genius: no API key" in message
+    assert done["error"]["mode"] == "live"  # it tried for real
+
+
+def test_a_dry_run_analysis_without_keys_stays_simulated(runtime, env, server) -> None:
+    secrets = Path(env["AURORA_SECRETS_FILE"])
+    secrets.write_text(json.dumps({"engines": {}}))
+    secrets.chmod(0o600)
+    done = analyse(runtime, "Implementiere den Code")
+    assert done["status"] == "succeeded" and done["result"]["mode"] == "simulated"
+    assert done["result"]["reason"] == "policy: dry_run is true" and server.received == []

@@ -88,7 +88,8 @@ def test_metrics_logs_and_health_in_a_running_stack(make_stack) -> None:
         text = stack.http("GET", "/metrics").text
     assert 'aurora_runs{goal="send_email",status="succeeded"} 1.0' in text
     assert 'aurora_adapter_calls_total{adapter="mailgun",mode="simulated",outcome="ok"} 1.0' in text
-    assert 'aurora_run_duration_seconds_count{goal="send_email",status="succeeded"} 1.0' in text  # from the worker
+    assert ('aurora_run_duration_seconds_count{goal="send_email",mode="simulated",status="succeeded"} 1.0'
+            in text)  # from the worker
     assert "aurora_http_requests_total" in text and "aurora_queue_depth 0.0" in text
 
     time.sleep(0.5)

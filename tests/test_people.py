@@ -205,7 +205,10 @@ def test_a_policy_switch_after_the_votes_voids_them(client, runtime, api_keys, e
                                                         AuditRecord.operation == "charge")) is None
     client.post(f"/workflows/{run_id}/approve", headers=bearer(api_keys.approver))
     assert client.post(f"/workflows/{run_id}/approve", headers=bearer(bob)).json["status"] == "queued"
-    assert runtime.engine.execute(run_id).status == "succeeded"
+    # Approved as SIMULATED for want of secrets while the policy means payments live: the charge
+    # does not pass a simulation off as a charge (aurora.outcomes), it ends not_acted.
+    assert runtime.engine.execute(run_id).status == "not_acted"
+    assert "secrets" in detail(runtime, run_id)["error"]["what_to_do"]
 
 
 def test_the_notification_mail_shows_the_request_and_its_mode(client, runtime, api_keys, env) -> None:

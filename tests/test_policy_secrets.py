@@ -87,9 +87,9 @@ def test_broken_policy_at_start_is_fatal(tmp_path: Path) -> None:
     path = tmp_path / "policy.json"
     path.write_text(json.dumps({**DEFAULT, "allow_paymnts": True}))
     with pytest.raises(PolicyError, match="allow_paymnts"):
-        PolicyStore(path)
+        PolicyStore(path).current()
     with pytest.raises(PolicyError, match="cannot read"):
-        PolicyStore(tmp_path / "missing.json")
+        PolicyStore(tmp_path / "missing.json").current()
 
 
 def test_secrets_file_readable_by_others_is_refused(tmp_path: Path) -> None:

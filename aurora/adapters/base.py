@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,10 @@ class LiveCallFailed(AdapterError):
 class Mode:
     live: bool
     reason: str
+    #: the policy's switches (dry_run, the allow flag) say live, and only circumstance (secrets,
+    #: a rollback, the canary share, a call outside any run) makes this call simulated: a critical
+    #: run must then not pass a simulation off as the real thing (``aurora.outcomes``)
+    intended_live: bool = False
 
     @property
     def name(self) -> str:
@@ -67,8 +72,12 @@ class CallContext:
     #: aurora.ratelimit.RateLimiter, or None for no limiting
     limiter: Any = None
 
+    #: of a call outside any run: its own id, so no two ad-hoc calls share an idempotency key
+    #: (one key for all of them once handed a second customer the first one's PaymentIntent)
+    call_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
     def idempotency_key(self, adapter: str, operation: str) -> str:
-        return f"aurora-{self.run_id or 'adhoc'}-{adapter}-{operation}"
+        return f"aurora-{self.run_id or 'adhoc-' + self.call_id}-{adapter}-{operation}"
 
     def settings(self, adapter: str) -> dict[str, Any]:
         return self.policy.adapter(adapter)
@@ -83,8 +92,25 @@ def canary_bucket(run_id: str) -> int:
     return int(hashlib.sha256(run_id.encode()).hexdigest()[:8], 16) % 100
 
 
+#: why a call outside any run (the seed's module-level functions) is simulated, and what to do
+ADHOC_REASON = ("outside a run: a direct adapter call is always simulated, with no approval gate to pass; "
+                "to act for real, submit a workflow (aurora submit FILE)")
+
+
 def decide_mode(adapter: str, ctx: CallContext, configured: bool, live_capable: bool = True) -> Mode:
-    """The one answer to "may this call go live?", with the reason for it."""
+    """The one answer to "may this call go live?", with the reason for it.
+
+    Only a run goes live: it passed its gate (approvals), is audited and has its own
+    idempotency key. A call without a run id never does, whatever the policy says, and its
+    reason says how to act for real.
+    """
+    mode = _decide(adapter, ctx, configured, live_capable)
+    if ctx.run_id is None and mode.reason != ADHOC_REASON:
+        return Mode(False, f"{mode.reason}; {ADHOC_REASON}", mode.intended_live)
+    return mode
+
+
+def _decide(adapter: str, ctx: CallContext, configured: bool, live_capable: bool) -> Mode:
     policy = ctx.policy
     override = policy.adapter(adapter).get("dry_run")
     if override is True:
@@ -94,21 +120,24 @@ def decide_mode(adapter: str, ctx: CallContext, configured: bool, live_capable: 
     flag = ALLOW_FLAGS.get(adapter)
     if flag and not policy.data.get(flag, False):
         return Mode(False, f"policy: {flag} is false")
+    # From here on the policy means this adapter to act live; what follows is circumstance.
+    if ctx.run_id is None:
+        return Mode(False, ADHOC_REASON, intended_live=True)
     if not configured:
-        return Mode(False, f"secrets: {adapter} is not configured (missing or PLACEHOLDER)")
+        return Mode(False, f"secrets: {adapter} is not configured (missing or PLACEHOLDER)", intended_live=True)
     if not live_capable:
         return Mode(False, f"live mode for {adapter} is not available")
     rollout = ctx.rollouts.get(adapter)
     if rollout is not None and rollout.rolled_back:
         return Mode(False, f"rolled back after a live failure ({rollout.rollback_reason}); "
-                           f"re-enable with: aurora adapters enable {adapter}")
+                           f"re-enable with: aurora adapters enable {adapter}", intended_live=True)
     source = f"adapters.{adapter}.dry_run is false" if override is False else "dry_run is false"
     promoted = rollout is not None and rollout.promoted
     percent = policy.canary_percent
     if not promoted and percent < 100:
-        if ctx.run_id is None or canary_bucket(ctx.run_id) >= percent:
+        if canary_bucket(ctx.run_id) >= percent:
             return Mode(False, f"canary: this run is outside the {percent}% live share "
-                               f"(until: aurora adapters promote {adapter})")
+                               f"(until: aurora adapters promote {adapter})", intended_live=True)
         return Mode(True, f"canary: this run is inside the {percent}% live share; policy {source}")
     return Mode(True, f"live: policy {source}, {flag or 'no allow flag needed'}, secrets configured, promoted")
 
@@ -175,6 +204,8 @@ class Adapter:
         started = time.perf_counter()
         request = self.build(payload, ctx)
         mode = mode or self.decide(payload, ctx)
+        if mode.live and ctx.run_id is None:  # whoever says otherwise: only a run that passed its gate acts
+            mode = Mode(False, ADHOC_REASON, intended_live=True)
         if mode.live:
             response = self.send(payload, request, ctx)
             result = AdapterResult(self.name, self.operation, mode, self.live_msg, request, response=response)

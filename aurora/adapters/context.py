@@ -1,17 +1,7 @@
-"""The context for adapter calls made outside a run (the seed's module-level functions)."""
+"""The context for adapter calls made outside a run (kept for the seed's import path)."""
 
 from __future__ import annotations
 
-from ..config import load_settings
-from ..policy import PolicyStore
-from ..secrets import load_secrets
-from .base import CallContext
+from .adhoc import default_context
 
-
-def default_context() -> CallContext:
-    settings = load_settings()
-    return CallContext(
-        run_id=None,
-        policy=PolicyStore(settings.policy_file).current(),
-        secrets=load_secrets(settings.secrets_file),
-    )
+__all__ = ["default_context"]

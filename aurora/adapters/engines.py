@@ -5,7 +5,9 @@ gpt5_genius) and the Anthropic Messages API (claude). Base URLs and models come 
 The router ranks the engines; this adapter asks the first one that is not cooling down. An engine
 that times out, answers 5xx or 429 is retried (429 after its ``Retry-After``), then counted as a
 failure and the next engine in the ranking is asked; the result says so. An auth error is never
-retried: a wrong key will not become right.
+retried: a wrong key will not become right. Unless the policy keeps engines in dry run, an engine
+without a key is skipped like a failed one: when no engine answers, the run fails with an error
+that names each engine and why, instead of "succeeding" with a simulated analysis.
 """
 
 from __future__ import annotations
@@ -92,7 +94,13 @@ class EngineAdapter(Adapter):
                 continue
             attempt = {**payload, "engine": engine}
             request = self.build(attempt, ctx)
-            mode = decide_mode(self.name, ctx, self.credentials_configured(attempt, ctx.secrets))
+            configured = self.credentials_configured(attempt, ctx.secrets)
+            mode = decide_mode(self.name, ctx, configured)
+            if not mode.live and mode.intended_live and not configured and ctx.run_id is not None:
+                # The policy wants a real analysis: an engine without a key cannot give one, and
+                # a simulation in its place would end the run "succeeded" with no analysis.
+                skipped.append({"engine": engine, "why": f"no API key (secrets: engines.{engine}.api_key)"})
+                continue
             if not mode.live:
                 return self._result(engine, mode, request, None, candidates, skipped, started, ctx)
             try:
@@ -106,7 +114,7 @@ class EngineAdapter(Adapter):
                 ctx.health.success(engine)
             return self._result(engine, mode, request, response, candidates, skipped, started, ctx)
         reasons = "; ".join(f"{s['engine']}: {s['why']}" for s in skipped)
-        raise AdapterError(f"no engine could answer ({reasons})")
+        raise AdapterError(f"no engine could answer ({reasons})" if skipped else "no engine to ask")
 
     def _result(self, engine: str, mode: Mode, request: dict[str, Any], response: dict[str, Any] | None,
                 candidates: list[str], skipped: list[dict[str, str]], started: float, ctx: CallContext) -> AdapterResult:

@@ -7,13 +7,21 @@ its way) and marks the run for reconciliation instead of sending again.
 
 from __future__ import annotations
 
+if __name__ == "__main__" and not __package__:  # run as a file: python3 aurora/adapters/mailgun_adapter.py
+    import sys
+    from pathlib import Path
+
+    sys.path[0] = str(Path(__file__).resolve().parents[2])  # the repository, not this folder (http.py)
+    from aurora.adapters.script import rerun
+
+    rerun("aurora.adapters.mailgun_adapter")
+
 import json
 from typing import Any
 
 from ..secrets import REDACTED, Secrets
-from . import http
+from . import adhoc, http
 from .base import Adapter, CallContext
-from .context import default_context
 
 BASE_URLS = {"us": "https://api.mailgun.net", "eu": "https://api.eu.mailgun.net"}
 DEFAULT_DOMAIN = "mg.example.com"
@@ -78,7 +86,7 @@ class MailgunAdapter(Adapter):
 
 def send_mail(to: str, subject: str, body: str) -> dict[str, Any]:
     """The seed's call: ``send_mail("user@example.com", "Subject", "Body")``."""
-    return MailgunAdapter().call({"to": to, "subject": subject, "text": body}, default_context()).as_dict()
+    return adhoc.call(MailgunAdapter(), {"to": to, "subject": subject, "text": body})
 
 
 if __name__ == "__main__":  # pragma: no cover

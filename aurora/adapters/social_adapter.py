@@ -7,14 +7,22 @@ container's ``status_code``) before it is tried again, so nothing is posted twic
 
 from __future__ import annotations
 
+if __name__ == "__main__" and not __package__:  # run as a file: python3 aurora/adapters/social_adapter.py
+    import sys
+    from pathlib import Path
+
+    sys.path[0] = str(Path(__file__).resolve().parents[2])  # the repository, not this folder (http.py)
+    from aurora.adapters.script import rerun
+
+    rerun("aurora.adapters.social_adapter")
+
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 from ..secrets import Secrets
-from . import http
+from . import adhoc, http
 from .base import Adapter, CallContext, LiveCallFailed, bearer
-from .context import default_context
 
 GRAPH_BASE = "https://graph.facebook.com"
 GRAPH_VERSION = "v21.0"
@@ -144,7 +152,7 @@ def post_to_social(platform: str, content: str, media_url: str | None = None) ->
     payload: dict[str, Any] = {"platform": platform, "content": content}
     if media_url:
         payload["media_url"] = media_url
-    return SocialAdapter().call(payload, default_context()).as_dict()
+    return adhoc.call(SocialAdapter(), payload)
 
 
 if __name__ == "__main__":  # pragma: no cover

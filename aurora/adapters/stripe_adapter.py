@@ -8,12 +8,21 @@ reaches Stripe as the same request, and Stripe charges once. A card decline is n
 
 from __future__ import annotations
 
+if __name__ == "__main__" and not __package__:  # run as a file: python3 aurora/adapters/stripe_adapter.py
+    import sys
+    from pathlib import Path
+
+    sys.path[0] = str(Path(__file__).resolve().parents[2])  # the repository, not this folder (http.py)
+    from aurora.adapters.script import rerun
+
+    rerun("aurora.adapters.stripe_adapter")
+
 from typing import Any
 
 from ..money import to_minor_units
 from ..secrets import REDACTED, Secrets
+from . import adhoc
 from .base import Adapter, CallContext, LiveCallFailed
-from .context import default_context
 
 API_BASE = "https://api.stripe.com"
 
@@ -129,7 +138,7 @@ def charge_customer(customer: str, amount: str | int, currency: str, description
     payload: dict[str, Any] = {"customer": customer, "amount": amount, "currency": currency}
     if description:
         payload["description"] = description
-    return StripeAdapter().call(payload, default_context()).as_dict()
+    return adhoc.call(StripeAdapter(), payload)
 
 
 if __name__ == "__main__":  # pragma: no cover - the seed's "test each adapter alone"

@@ -7,6 +7,15 @@ by their token. The policy's rate limit (Typeform allows 2 requests per second) 
 
 from __future__ import annotations
 
+if __name__ == "__main__" and not __package__:  # run as a file: python3 aurora/adapters/typeform_adapter.py
+    import sys
+    from pathlib import Path
+
+    sys.path[0] = str(Path(__file__).resolve().parents[2])  # the repository, not this folder (http.py)
+    from aurora.adapters.script import rerun
+
+    rerun("aurora.adapters.typeform_adapter")
+
 import uuid
 from typing import Any
 
@@ -14,9 +23,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..secrets import Secrets
-from . import http
+from . import adhoc, http
 from .base import Adapter, AdapterResult, CallContext, bearer
-from .context import default_context
 
 API_BASE = "https://api.typeform.com"
 PAGE_SIZE = 1000
@@ -98,7 +106,7 @@ class TypeformAdapter(Adapter):
 def ingest_forms(form_id: str | None = None) -> dict[str, Any]:
     """The seed's call: ``ingest_forms()`` reads the configured form."""
     payload = {"form_id": form_id} if form_id else {}
-    return TypeformAdapter().call(payload, default_context()).as_dict()
+    return adhoc.call(TypeformAdapter(), payload)
 
 
 if __name__ == "__main__":  # pragma: no cover

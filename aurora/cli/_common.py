@@ -11,10 +11,37 @@ import click
 from .. import __version__
 from ..errors import AuroraError, ClientError
 
-FINAL = {"succeeded", "failed", "rejected", "expired", "cancelled", "needs_reconciliation"}
-#: ``aurora submit --wait`` / ``aurora status``: 0 succeeded, 3 waiting for approvals, 4 a live call
-#: may have happened and a person must check it with the provider, 1 anything else
-EXIT_CODES = {"succeeded": 0, "awaiting_approval": 3, "needs_reconciliation": 4}
+FINAL = {"succeeded", "failed", "rejected", "expired", "cancelled", "needs_reconciliation", "not_acted"}
+#: ``aurora submit --wait`` / ``aurora status --exit-code``: how a run stands, as an exit status.
+#: A simulated success is not a success of the real thing, so it has its own code.
+EXIT_LIVE, EXIT_FAILED, EXIT_WAITING, EXIT_RECONCILE, EXIT_SIMULATED, EXIT_NOT_ACTED, EXIT_PENDING = 0, 1, 3, 4, 5, 6, 7
+EXIT_HELP = """\b
+Exit status (--wait):
+  0  succeeded live: the real call was made
+  1  failed, rejected, expired or cancelled
+  2  the request was refused (bad workflow, no or wrong key)
+  3  awaiting approval
+  4  needs_reconciliation: a live call may have happened; check with the provider
+  5  succeeded simulated: nothing was sent (dry run, canary, …; see mode_reason)
+  6  not_acted: the policy means it live but it would only have been simulated; nothing was sent
+  7  not finished within --timeout, or blocked (secrets or policy unusable; see blocked)"""
+
+
+def exit_code(run: dict[str, Any]) -> int:
+    """The exit status of a run as ``aurora submit --wait`` ends it (see :data:`EXIT_HELP`)."""
+    status = run["status"]
+    if status == "succeeded":
+        return EXIT_LIVE if run.get("mode") == "live" else EXIT_SIMULATED
+    return {"awaiting_approval": EXIT_WAITING, "needs_reconciliation": EXIT_RECONCILE,
+            "not_acted": EXIT_NOT_ACTED}.get(status, EXIT_FAILED if status in FINAL else EXIT_PENDING)
+
+
+def mode_label(run: dict[str, Any]) -> str:
+    """LIVE or SIMULATED in capitals, so one is never read as the other; ``-`` before it acted."""
+    mode = run.get("mode")
+    if mode:
+        return mode.upper()
+    return "BLOCKED" if run.get("blocked") else ("NOT ACTED" if run["status"] == "not_acted" else "-")
 
 
 def _runtime() -> Any:

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from ..errors import AuroraError
-from ._common import EXIT_CODES, FINAL, _client, _fail, _print, _runtime, main
+from ._common import EXIT_HELP, EXIT_PENDING, FINAL, _client, _fail, _print, _runtime, exit_code, main, mode_label
 
 # -- workflows --------------------------------------------------------------------------------
 
@@ -40,20 +40,37 @@ def validate(files: tuple[Path, ...]) -> None:
 
 def _progress_line(run: dict[str, Any]) -> str:
     line = f"{run['id'][:8]} {run['name']}: {run['status']}"
+    if run.get("mode"):
+        line += f" {mode_label(run)}"
     if run.get("step"):
         line += f" (step {run['step']})"
     if run["status"] == "awaiting_approval":
         approvals = run.get("approvals", {})
         line += f", {len(approvals.get('votes', []))}/{approvals.get('required')} approvals"
+    if run.get("blocked"):
+        line += f" BLOCKED ({run['blocked']['component']}): {run['blocked']['message']}"
     return line
 
 
-@main.command()
+def _headline(run: dict[str, Any]) -> str:
+    """One line that cannot be misread: what happened, live or simulated, and why."""
+    line = f"{run['status'].upper()} {mode_label(run)}"
+    if run.get("mode_reason"):
+        line += f": {run['mode_reason']}"
+    if run.get("blocked"):
+        line += f": {run['blocked']['message']} ({run['blocked']['what_to_do']})"
+    elif (run.get("error") or {}).get("what_to_do"):
+        line += f" ({run['error']['what_to_do']})"
+    return line
+
+
+@main.command(epilog=EXIT_HELP)
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--wait", is_flag=True, help="Follow the run until it ends (or waits for approval).")
+@click.option("--wait", is_flag=True, help="Follow the run until it ends (or waits for approval, or is blocked).")
 @click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait at most.")
 def submit(file: Path, wait: bool, timeout: float) -> None:
-    """Submit a workflow file; with --wait, follow it and print the result."""
+    """Submit a workflow file; with --wait, follow it, print the result and exit with its status
+    (below): a simulated success is not 0."""
     try:
         body = file.read_bytes()
     except OSError as exc:
@@ -75,22 +92,25 @@ def submit(file: Path, wait: bool, timeout: float) -> None:
         if line != last:
             click.echo(("\r\033[K" if interactive else "") + line, nl=not interactive, err=True)
             last = line
-        if run["status"] in FINAL or run["status"] == "awaiting_approval":
+        if run["status"] in FINAL or run["status"] == "awaiting_approval" or run.get("blocked"):
             break
         if time.monotonic() > deadline:
-            _fail(f"still {run['status']} after {timeout:.0f} s; follow it with: aurora status {run['id']}", 4)
+            _fail(f"still {run['status']} after {timeout:.0f} s; follow it with: aurora status {run['id']}", EXIT_PENDING)
         time.sleep(0.25)
     if interactive:
         click.echo(err=True)
-    _print({k: run[k] for k in ("id", "name", "goal", "status", "result", "error")})
-    sys.exit(EXIT_CODES.get(run["status"], 1))
+    click.echo(_headline(run), err=True)
+    _print({k: run.get(k) for k in ("id", "name", "goal", "status", "mode", "mode_reason", "blocked", "result", "error")})
+    sys.exit(exit_code(run))
 
 
 @main.command()
 @click.argument("run_id")
 def status(run_id: str) -> None:
-    """Show one run: document, status, result and timeline."""
-    _print(_client().get(f"/workflows/{run_id}"))
+    """Show one run: a headline (status, LIVE or SIMULATED, why), then document, result and timeline."""
+    run = _client().get(f"/workflows/{run_id}")
+    click.echo(_headline(run), err=True)
+    _print(run)
 
 
 @main.command("list")
@@ -103,7 +123,8 @@ def list_runs(status_: str | None, goal: str | None, name: str | None, limit: in
     """List runs, newest first."""
     page = _client().get("/workflows", status=status_, goal=goal, name=name, limit=limit, cursor=cursor)
     for run in page["runs"]:
-        click.echo(f"{run['id']}  {run['status']:<18} {run['goal']:<14} {run['name']}  {run['created_at']}")
+        click.echo(f"{run['id']}  {run['status']:<20} {mode_label(run):<9} {run['goal']:<14} {run['name']}  "
+                   f"{run['created_at']}")
     if page.get("next_cursor"):
         click.echo(f"more: aurora list --cursor {page['next_cursor']}")
 

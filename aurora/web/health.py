@@ -16,7 +16,8 @@ from flask import Blueprint, Response, current_app, jsonify
 from sqlalchemy import delete, func, insert, select
 
 from .. import __version__
-from ..models import Event, ProcessHeartbeat, utcnow
+from ..errors import PolicyError, SecretsError
+from ..models import Event, ProcessHeartbeat, Run, RunStatus, utcnow
 from .unavailable import component_of
 
 bp = Blueprint("health", __name__)
@@ -197,25 +198,48 @@ def adapter_modes(runtime: Any, policy: Any) -> dict[str, str]:
     return modes
 
 
+def _secrets(runtime: Any) -> dict[str, Any]:
+    """Can a worker use the secrets file? (Its path is not shown: /health asks for no key.)"""
+    try:
+        runtime.secrets()
+    except SecretsError as exc:
+        message = str(exc).replace(str(runtime.settings.secrets_file), "the secrets file")
+        result: dict[str, Any] = {"ok": False, "error": message}
+        try:
+            with runtime.db.read() as session:
+                result["blocked_runs"] = session.scalar(select(func.count()).select_from(Run).where(
+                    Run.status == RunStatus.QUEUED.value, Run.error.is_not(None)))
+        except Exception:  # noqa: BLE001 - the database has its own component
+            result["blocked_runs"] = None
+        return result
+    return {"ok": True}
+
+
 @bp.get("/health")
 def health() -> tuple[Response, int]:
     """Everything, per component. 503 ("down") when the database, the broker or the disk fails,
-    so no request can succeed; 200 with "degraded" when only workers, beat, the policy or a peer
-    is missing; 200 "ok" otherwise. A load balancer wants ``/health/ready`` instead."""
+    so no request can succeed; 200 with "degraded" when only workers, beat, the policy, the
+    secrets file or a peer is missing or unusable; 200 "ok" otherwise. A load balancer wants ``/health/ready`` instead."""
     runtime = current_app.extensions["aurora"]
     components, last_seq = _essentials(runtime)
-    policy = runtime.policies.current()
-    components["federation"] = _federation(runtime, policy)
-    modes = adapter_modes(runtime, policy)
-    # dry_run is the truth about what may happen: false as soon as any adapter may call live
-    # (a per-adapter override can make mailgun live under a global dry_run: true)
-    components["policy"] = {"ok": runtime.policies.last_error is None, "version": policy.version,
-                            "dry_run": all(mode in ("simulated", "rolled back") for mode in modes.values()),
-                            "adapters": modes}
-    if runtime.policies.last_error:
+    try:
+        policy = runtime.policies.current()
+    except PolicyError:  # no good policy at all: runs are blocked (aurora.blocking), the API still answers
         # Never the error itself: it quotes the policy's values, and nobody here is signed in.
-        components["policy"]["error"] = "policy invalid: see `aurora doctor`"
-    # A refused policy edit leaves the last good policy in force: degraded, not down.
+        components["policy"] = {"ok": False, "error": "no usable policy: see `aurora doctor`"}
+    else:
+        components["federation"] = _federation(runtime, policy)
+        modes = adapter_modes(runtime, policy)
+        # dry_run is the truth about what may happen: false as soon as any adapter may call live
+        # (a per-adapter override can make mailgun live under a global dry_run: true)
+        components["policy"] = {"ok": runtime.policies.last_error is None, "version": policy.version,
+                                "dry_run": all(mode in ("simulated", "rolled back") for mode in modes.values()),
+                                "adapters": modes}
+        if runtime.policies.last_error:
+            components["policy"]["error"] = "policy invalid: see `aurora doctor`"
+    components["secrets"] = _secrets(runtime)
+    # A refused policy edit leaves the last good policy in force, and an unusable secrets file
+    # blocks runs but no request: degraded, not down.
     healthy = all(components[name]["ok"] for name in ESSENTIAL)
     status = "ok" if healthy and all(c["ok"] for c in components.values()) else ("degraded" if healthy else "down")
     body = {

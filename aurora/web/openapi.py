@@ -9,6 +9,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, render_template
 
 from .. import __version__
+from ..models import RunStatus
 
 bp = Blueprint("openapi", __name__)
 
@@ -38,10 +39,18 @@ SCHEMAS: dict[str, Any] = {
                       "description": "with error 'unavailable' (503): the part of the stack that failed"},
         "errors": {"type": "array", "items": {"type": "object", "required": ["path", "message"],
                                               "properties": {"path": {"type": "string"}, "message": {"type": "string"}}}}}},
-    "RunSummary": {"type": "object", "required": ["id", "name", "goal", "status", "created_at"], "properties": {
+    "RunSummary": {"type": "object", "required": ["id", "name", "goal", "status", "mode", "mode_reason", "blocked",
+                                                  "created_at"], "properties": {
         "id": {"type": "string"}, "name": {"type": "string"}, "goal": {"type": "string"},
-        "status": {"enum": ["queued", "running", "awaiting_approval", "succeeded", "failed", "rejected", "expired",
-                            "cancelled", "needs_reconciliation"]},
+        "status": {"enum": [status.value for status in RunStatus],
+                   "description": "not_acted: a critical run the policy means to act live would only have been "
+                                  "simulated; nothing was sent (error.type would_be_simulated says why, "
+                                  "error.what_to_do what to do)"},
+        "mode": {"enum": ["live", "simulated", None],
+                 "description": "how the run acted: live, simulated, or null (not yet, or not at all)"},
+        "mode_reason": {"type": ["string", "null"], "description": "why that mode (the policy switch, canary, …)"},
+        "blocked": {"type": ["object", "null"], "description": "a queued run that cannot act now (secrets file "
+                    "unsafe or unreadable, policy not loadable): component, message, what_to_do; retried"},
         "submitted_by": {"type": "string", "description": "the submitting key's name"},
         "submitted_by_person": {"type": "string", "description": "the person holding that key"},
         "created_at": {"type": "string"}, "updated_at": {"type": "string"},
@@ -172,7 +181,7 @@ def document() -> dict[str, Any]:
             "/": {"get": {"summary": "Redirects to the approval page, /ui/", "security": NONE, "responses": {
                 "302": {"description": "To /ui/", "headers": {"Location": {"schema": {"type": "string"}}}}}}},
             "/health": {"get": {"summary": "Health per component", "security": NONE, "responses": {
-                "200": _json(_ref("Health"), "ok, or degraded (no worker or beat, a refused policy edit, a peer down)"),
+                "200": _json(_ref("Health"), "ok, or degraded (no worker or beat, a refused policy edit, the secrets file unusable, a peer down)"),
                 "503": _json(_ref("Health"), "Down: the database, the broker or the disk fails")}}},
             "/health/live": {"get": {"summary": "Liveness: the process answers (checks nothing else)", "security": NONE,
                                      "responses": {"200": _json({"type": "object", "required": ["status"]}, "Alive")}}},
