@@ -14,6 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from . import events, run_sql
+from .dbclock import db_now
 from .models import Event, Run, RunStatus, utcnow
 
 if TYPE_CHECKING:
@@ -37,8 +38,10 @@ def sweep(engine: Engine, waiting: int | None = None) -> list[str]:
     waits for that turn, and a backlog makes the search longer); the writes that follow are
     compare-and-sets, so whatever moved in between is left alone.
     """
-    now = utcnow()
     with engine.db.read() as session:
+        # The database's clock, as for leases: a system worker whose clock runs days fast must
+        # not expire gates, nor one that runs slow keep lost runs waiting (aurora/dbclock.py).
+        now = session.scalar(select(db_now())) or utcnow()
         # Lapsed by the database's clock, not this process's (aurora/dbclock.py).
         lapsed = session.execute(run_sql.LAPSED).scalars().all()
         lost = _lost_messages(engine, session, waiting, now)
@@ -107,4 +110,7 @@ def _lost_messages(engine: Engine, session: Session, waiting: int | None, now: d
     queued = session.execute(
         select(Run.id, Run.enqueued_at).where(Run.status == RunStatus.QUEUED.value)
         .order_by(Run.enqueued_at.desc(), Run.pk.desc()).offset(waiting).limit(RESEND_BATCH)).all()
-    return [(row.id, row.enqueued_at) for row in queued if row.enqueued_at is None or row.enqueued_at < stale]
+    # A time far in the future was written by a web process whose clock runs fast: as stale.
+    ahead = now + timedelta(seconds=engine.settings.requeue_after)
+    return [(row.id, row.enqueued_at) for row in queued
+            if row.enqueued_at is None or row.enqueued_at < stale or row.enqueued_at > ahead]

@@ -171,6 +171,20 @@ def test_sweeper_resends_forgotten_queued_runs_and_expires_gates(engine: Engine)
     assert engine.sweep(waiting=0) == []  # sent again just now: not again at the next sweep
 
 
+def test_the_sweeper_goes_by_the_database_clock_not_its_own(engine: Engine, monkeypatch) -> None:
+    from aurora import sweeper
+
+    waiting = engine.submit(documents.load(CHARGE), "sam")
+    engine.execute(waiting.id)
+    fast_web = engine.submit(documents.load(MAIL), "sam")
+    with engine.db.write() as session:  # written by a web process whose clock ran ten minutes fast
+        session.execute(update(Run).where(Run.id == fast_web.id).values(enqueued_at=utcnow() + timedelta(minutes=10)))
+    # A system worker whose own clock runs four days fast expires no 72-hour gate.
+    monkeypatch.setattr(sweeper, "utcnow", lambda: utcnow() + timedelta(days=4))
+    assert engine.sweep(waiting=0) == [fast_web.id]  # and the fast web's run is not kept waiting
+    assert run_of(engine, waiting.id).status == "awaiting_approval"
+
+
 def test_a_run_whose_message_keeps_getting_lost_is_failed_not_resent_forever(engine: Engine) -> None:
     from aurora.sweeper import MAX_RESENDS
 
