@@ -111,7 +111,7 @@ def test_health_is_503_when_the_broker_is_unreachable(client, runtime) -> None:
 
     runtime.settings = replace(runtime.settings, broker_url=f"redis://127.0.0.1:{free_port()}/0")
     response = client.get("/health")
-    assert response.status_code == 503 and response.json["status"] == "down"
+    assert response.status_code == 503 and response.json["status"] == "down" and response.headers["Retry-After"]
     assert response.json["components"]["broker"]["ok"] is False
 
 

@@ -216,7 +216,7 @@ def _secrets(runtime: Any) -> dict[str, Any]:
 
 
 @bp.get("/health")
-def health() -> tuple[Response, int]:
+def health() -> tuple[Response, int] | tuple[Response, int, dict[str, str]]:
     """Everything, per component. 503 ("down") when the database, the broker or the disk fails,
     so no request can succeed; 200 with "degraded" when only workers, beat, the policy, the
     secrets file or a peer is missing or unusable; 200 "ok" otherwise. A load balancer wants ``/health/ready`` instead."""
@@ -250,7 +250,9 @@ def health() -> tuple[Response, int]:
         "server_time": utcnow().isoformat(),
         "components": components,
     }
-    return jsonify(body), 200 if healthy else 503
+    if not healthy:
+        return jsonify(body), 503, {"Retry-After": str(READY_RETRY_AFTER)}
+    return jsonify(body), 200
 
 
 @bp.get("/health/live")
