@@ -119,7 +119,10 @@ def soak(seconds: float = 60, burst: int = 40, every: float = 3.0) -> dict[str, 
                 "unfinished": len(submitted) - len(finished),
                 "crashes": log.count("Unrecoverable error") + len(re.findall(r"exited (with|unexpectedly)", log)),
                 "rss_start_mb": round(rss_start), "rss_end_mb": round(rss_end),
-                "rss_max_mb": max(samples, default=0), "goal": "0 crashes, every run finished, RSS flat"}
+                "rss_max_mb": max(samples, default=0),
+                "rss_by_quarter_mb": [samples[min(len(samples) - 1, len(samples) * q // 4)] for q in range(1, 5)]
+                if samples else [],
+                "goal": "0 crashes, every run finished, RSS flat"}
     finally:
         up.close()
 

@@ -102,14 +102,12 @@ def tiny_disk(size: str = "2M") -> Iterator[Path]:
         missing(f"cannot mount a tmpfs: {done.stderr.strip()}")
     # The metrics files of this process stay on the real disk: a runtime made on the tiny disk would
     # point them there for the rest of the session (the subprocess test below covers metrics).
-    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if metrics_dir is None:
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="aurora-metrics-")
+    # It stays set for the rest of the session: metric values made from here on write to files in
+    # it, and removing it would leave them writing to deleted files that /metrics never reads.
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="aurora-metrics-"))
     try:
         yield mountpoint
     finally:
-        if metrics_dir is None:
-            shutil.rmtree(os.environ.pop("PROMETHEUS_MULTIPROC_DIR"), ignore_errors=True)
         if subprocess.run(["umount", str(mountpoint)], capture_output=True).returncode != 0:
             subprocess.run(["umount", "-l", str(mountpoint)], check=False)  # a file still open: detach
         shutil.rmtree(mountpoint, ignore_errors=True)

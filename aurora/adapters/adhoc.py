@@ -49,12 +49,13 @@ def _record(adapter: Adapter, ctx: CallContext, result: Any, body: dict[str, Any
     """Append the audit record; never fail the (simulated) call because the log is not there."""
     from ..db import Database
 
-    url = load_settings().database_url
+    settings = load_settings()
+    url = settings.database_url
     try:
         if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
             # Opening it would create an empty database file where none was meant to be.
             return {"recorded": False, "why": "no database yet; run: aurora db upgrade"}
-        db = Database(url)
+        db = Database(url, settings.audit_key_path)
         with db.write() as session:
             record = audit.append(db, session, run_id=None, adapter=adapter.name, operation=adapter.operation,
                                   mode=result.mode.name, reason=result.mode.reason[:255], request=body["request"],

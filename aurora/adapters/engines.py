@@ -83,10 +83,34 @@ class EngineAdapter(Adapter):
     def credentials_configured(self, payload: dict[str, Any], secrets: Secrets) -> bool:
         return secrets.configured("engines", payload.get("engine", ""), "api_key")
 
+    def decide(self, payload: dict[str, Any], ctx: CallContext) -> Mode:
+        """Live if any engine of the fallback chain may be called live (the call skips those that
+        may not); otherwise the first engine's simulated mode. One decision for the gate, the
+        binding approvers see and the call: a run decided simulated never reaches a provider."""
+        first: Mode | None = None
+        for engine in payload.get("candidates") or [payload["engine"]]:
+            attempt = {**payload, "engine": engine}
+            mode = decide_mode(self.name, ctx, self.credentials_configured(attempt, ctx.secrets))
+            if mode.live:
+                return mode
+            first = first or mode
+        assert first is not None
+        return first
+
     def call(self, payload: dict[str, Any], ctx: CallContext, mode: Mode | None = None) -> AdapterResult:
         started = time.perf_counter()
         candidates = payload.get("candidates") or [payload["engine"]]
         skipped: list[dict[str, str]] = []
+        if mode is not None and not mode.live:
+            # Decided simulated (by decide(), above): no engine is asked, whatever the keys say now.
+            keyless = not any(self.credentials_configured({**payload, "engine": e}, ctx.secrets) for e in candidates)
+            if mode.intended_live and keyless and ctx.run_id is not None:
+                # The policy wants a real analysis and no engine of the chain has a key: a
+                # simulation in its place would end the run "succeeded" with no analysis.
+                reasons = "; ".join(f"{e}: no API key (secrets: engines.{e}.api_key)" for e in candidates)
+                raise AdapterError(f"no engine could answer ({reasons})")
+            return self._result(payload["engine"], mode, self.build(payload, ctx), None, [payload["engine"]], [],
+                                started, ctx)
         for engine in candidates:
             until = ctx.health.cooling_until(engine) if ctx.health else None
             if until is not None:
