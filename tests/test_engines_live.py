@@ -156,3 +156,23 @@ def test_a_dry_run_analysis_without_keys_stays_simulated(runtime, env, server) -
     done = analyse(runtime, "Implementiere den Code")
     assert done["status"] == "succeeded" and done["result"]["mode"] == "simulated"
     assert done["result"]["reason"] == "policy: dry_run is true" and server.received == []
+
+
+def test_a_keyless_first_engine_does_not_make_a_live_chain_look_simulated(live, env, server) -> None:
+    """The router ranks perplexity first, which has no key; claude has one. The run is decided live
+    (its binding, its mode) and called outside the claim transaction — before, it was decided
+    simulated, and the "simulated" call then asked claude live inside the write transaction and
+    waited for the writer lock it held itself."""
+    import threading
+
+    Path(env["AURORA_SECRETS_FILE"]).write_text(json.dumps({"engines": {
+        name: {"api_key": KEYS[name]} for name in ("claude", "gpt5_genius")}}))
+    done: dict = {}
+    worker = threading.Thread(target=lambda: done.update(analyse(live, "Recherchiere aktuelle Studien zu PBM")),
+                              daemon=True)
+    worker.start()
+    worker.join(30)
+    assert not worker.is_alive(), "the run hangs"
+    assert done["status"] == "succeeded" and done["result"]["mode"] == "live"
+    assert done["result"]["fallback"]["from"] == "perplexity" and done["result"]["engine"] != "perplexity"
+    assert [r.mode for r in done["audit"]] == ["live"]
