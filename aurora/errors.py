@@ -13,6 +13,7 @@
     │   └── PermissionDenied   the key is valid but its role may not do this
     ├── NotFound               a run, key or other record does not exist
     ├── Conflict               the request is valid but the record's state forbids it now
+    ├── InvalidName            a person's name is not one Aurora can tell apart from others
     ├── IdempotencyKeyError    an Idempotency-Key header is malformed
     │   └── IdempotencyKeyReused  the key was used before with another request body
     ├── Unavailable            a component (database, disk, broker) cannot serve now: retry later
@@ -121,6 +122,13 @@ class Conflict(AuroraError):
     """Raised when the record exists but its current state forbids the action."""
 
     code = "conflict"
+
+
+class InvalidName(AuroraError):
+    """Raised when a person's name is empty or has characters a quorum could be fooled by."""
+
+    code = "invalid_name"
+    http_status = 400
 
 
 class IdempotencyKeyError(AuroraError):

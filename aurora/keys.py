@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,7 @@ from sqlalchemy import bindparam, func, select
 
 from . import audit
 from .db import Database
-from .errors import AuthError, Conflict, PermissionDenied
+from .errors import AuthError, Conflict, InvalidName, PermissionDenied
 from .models import ApiKey, Person, Role
 
 PREFIX = "aur_"
@@ -56,10 +57,23 @@ def _hash(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
+#: what a person's name may be, once folded to lower case: "Alice", "alice" and "alice " are one person
+PERSON_NAME = re.compile(r"[a-z0-9][a-z0-9._@-]{0,63}")
+
+
+def person_name(raw: str) -> str:
+    """The one spelling of a person's name; a quorum counts these, so variants must not be two people."""
+    name = raw.strip().lower()
+    if not PERSON_NAME.fullmatch(name):
+        raise InvalidName(f"person {raw!r}: use 1-64 letters, digits, '.', '_', '-' or '@', "
+                              "starting with a letter or digit")
+    return name
+
+
 def create(db: Database, name: str, role: Role, person: str | None = None) -> str:
     """Make a key for ``person`` (default: a person named like the key, made if new) and return
     it; only its hash is kept. The key acts with the person's role, so ``role`` must be it."""
-    person = person or name
+    person = person_name(person or name)
     key_id = secrets.token_hex(6)
     key = f"{PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
     with db.write() as session:

@@ -299,3 +299,15 @@ def test_the_last_admin_guard_on_postgresql(env, postgres_url) -> None:
     with pytest.raises(people.LastAdmin):
         people.remove_person(rt.db, "root", "test-node")
     assert keys.any_admin(rt.db)
+
+
+def test_spellings_of_one_name_are_one_person(runtime) -> None:
+    from aurora.errors import InvalidName
+
+    keys.create(runtime.db, "alice-laptop", Role.APPROVER, person="alice")
+    keys.create(runtime.db, "alice-phone", Role.APPROVER, person="Alice ")  # the same person, not a second
+    held = {p["name"]: p for p in people.listing(runtime.db)}
+    assert "alice" in held and "Alice " not in held and "Alice" not in held
+    for bad in ("   ", "al ice", "ali\tce", "ålice"):
+        with pytest.raises(InvalidName):
+            keys.create(runtime.db, f"key-{abs(hash(bad))}", Role.APPROVER, person=bad)
