@@ -1,26 +1,43 @@
 """``aurora doctor``: the seed's security checklist as a command. Each finding says what is wrong
-and what to do; the exit status is 0 (all good), 1 (warnings) or 2 (errors), for CI and cron."""
+and what to do; the exit status is 0 (all good), 1 (warnings) or 2 (errors), for CI and cron.
+
+Every item of the checklist has a finding: secrets file 0600, a recent encrypted backup, quorum
+of 2 or more, a dry run before an adapter went live, rate limits on live adapters, webhook secrets
+for every live provider that calls back, 2FA (``info``: Aurora cannot see it, so the finding says
+what to check where), monitoring reachable, the audit chain intact, a canary before live.
+An ``info`` finding never changes the exit status.
+"""
 
 from __future__ import annotations
 
+import os
 import stat
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from .errors import AuditKeyError, AuroraError
 
 #: a federation token older than this should be rotated
 ROTATE_AFTER = timedelta(days=90)
-#: each adapter's webhook secret, when it has one
-WEBHOOK_SECRETS = {"stripe": ("stripe", "webhook_secret"), "typeform": ("typeform", "webhook_secret")}
+#: each adapter's webhook secret, when its provider calls back (aurora/web/webhooks.py)
+WEBHOOK_SECRETS = {"stripe": ("stripe", "webhook_secret"), "typeform": ("typeform", "webhook_secret"),
+                   "mailgun": ("mailgun", "webhook_signing_key")}
+#: where each provider's account (and so its 2FA) is managed
+ACCOUNTS = {"stripe": "dashboard.stripe.com → Settings → Personal details → Two-step authentication",
+            "mailgun": "app.mailgun.com → Account → Security → Two-factor authentication",
+            "typeform": "admin.typeform.com → Account → Security",
+            "social": "business.facebook.com → Security Center → Two-factor authentication (every admin)",
+            "engine": "each AI provider's console (OpenAI, Anthropic, Perplexity) → account security"}
+#: seconds doctor waits for the monitoring endpoint
+MONITOR_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
 class Finding:
-    level: str  # ok | warn | error
+    level: str  # ok | info (never changes the exit status) | warn | error
     check: str
     message: str
     fix: str = ""
@@ -30,7 +47,7 @@ def run_checks(runtime: Any) -> list[Finding]:
     from . import adapter_state, audit
     from .adapters import BY_NAME
     from .adapters.selftest import SAMPLES, canary_probe_id
-    from .models import FederationToken, Node, utcnow
+    from .models import AuditRecord, FederationToken, Node, utcnow
     from .policy import PolicyStore
     from .secrets import load_secrets
 
@@ -76,6 +93,10 @@ def run_checks(runtime: Any) -> list[Finding]:
     from .adapters import CallContext
 
     rollouts = adapter_state.load(runtime.db)
+    with runtime.db.read() as session:
+        simulated = dict(session.execute(select(AuditRecord.adapter, func.count()).where(
+            AuditRecord.mode == "simulated").group_by(AuditRecord.adapter)).all())
+    live: list[str] = []
     ctx = CallContext(canary_probe_id(), policy, secrets, rollouts=rollouts)
     for name, adapter in BY_NAME.items():
         mode = adapter.decide(SAMPLES[name], ctx)
@@ -85,6 +106,11 @@ def run_checks(runtime: Any) -> list[Finding]:
                         f"fill in the {name} section of {path}"))
         if not mode.live:
             continue
+        live.append(name)
+        if not simulated.get(adapter.name):
+            add(Finding("warn", f"{name} dry run", f"{name} is live but never made a simulated call here (no dry run first)",
+                        f"set adapters.{name}.dry_run to true, run the workflow, read the simulated request in "
+                        f"`aurora audit export`, then turn it live"))
         no_canary = rollouts[name].promoted or policy.canary_percent >= 100
         if no_canary:
             add(Finding("warn", f"{name} canary", f"{name} is live for every run, without a canary",
@@ -95,6 +121,18 @@ def run_checks(runtime: Any) -> list[Finding]:
         if name in WEBHOOK_SECRETS and not secrets.configured(*WEBHOOK_SECRETS[name]):
             add(Finding("error", f"{name} webhook secret", f"{name} is live but {'.'.join(WEBHOOK_SECRETS[name])} is not set",
                         "add the provider's webhook signing secret to the secrets file"))
+
+    # One finding per checklist item even when all is well, so the output shows it was checked.
+    checked = {finding.check for finding in findings}
+    if not live:
+        add(Finding("ok", "dry run", "no adapter acts live: everything is simulated"))
+    else:
+        for item, what in (("dry run", "made simulated calls before going live"), ("canary", "went live through a canary"),
+                           ("rate limit", "has a rate limit"), ("webhook secret", "that calls back has its webhook secret")):
+            if not any(f"{name} {item}" in checked for name in live):
+                add(Finding("ok", item, f"every live adapter {what} ({', '.join(live)})"))
+    add(_two_factor(live))
+    add(_monitoring())
 
     with runtime.db.read() as session:
         now = utcnow()
@@ -121,6 +159,35 @@ def run_checks(runtime: Any) -> list[Finding]:
         add(Finding("warn", "federation", "federation is enabled but no tokens or peers exist",
                     "aurora federation token create PEER / aurora nodes register URL NAME TOKEN"))
     return findings
+
+
+def _two_factor(live: list[str]) -> Finding:
+    """Aurora cannot see the providers' accounts: say what to check, and where."""
+    names = live or list(ACCOUNTS)
+    where = "; ".join(f"{name}: {ACCOUNTS[name]}" for name in names if name in ACCOUNTS)
+    return Finding("info", "2FA", "Aurora cannot see whether two-factor authentication is on: check it for "
+                   "every account that holds a key in the secrets file, and for the machines' and code host's "
+                   "logins", f"{where}; also the mail accounts of the approvers (approval links go there)")
+
+
+def _monitoring() -> Finding:
+    """Monitoring must be able to see Aurora: ``/health`` at ``AURORA_URL`` answers."""
+    import requests
+
+    url = os.environ.get("AURORA_URL", "").rstrip("/")
+    if not url:
+        return Finding("info", "monitoring", "AURORA_URL is not set, so doctor cannot try the health endpoint",
+                       "point monitoring at GET /health/ready (load balancer, 200/503) and scrape GET /metrics; "
+                       "set AURORA_URL for doctor to try it")
+    try:
+        response = requests.get(f"{url}/health", timeout=MONITOR_TIMEOUT)
+    except requests.RequestException as exc:
+        return Finding("error", "monitoring", f"{url}/health is not reachable ({exc.__class__.__name__})",
+                       "start the web (aurora web / aurora up) or fix AURORA_URL; monitoring sees nothing now")
+    if response.status_code != 200:
+        return Finding("warn", "monitoring", f"{url}/health answers HTTP {response.status_code}",
+                       "see its components (curl the same URL): the part it names is down")
+    return Finding("ok", "monitoring", f"{url}/health answers 200")
 
 
 def exit_status(findings: list[Finding]) -> int:

@@ -30,9 +30,22 @@ from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import adapter_state, audit, events, finishing, gates, idempotency, ledger, metrics, pipeline, run_sql, sweeper
+from . import (
+    adapter_state,
+    audit,
+    deferral,
+    events,
+    finishing,
+    gates,
+    idempotency,
+    ledger,
+    metrics,
+    pipeline,
+    run_sql,
+    sweeper,
+)
 from .adapters import BY_GOAL, CallContext, Mode
-from .adapters.base import LiveCallFailed
+from .adapters.base import LiveCallFailed, RetryLater
 from .adapters.engines import DEFAULT_FALLBACK
 from .blocking import block as block_run
 from .config import Settings
@@ -223,6 +236,8 @@ class Engine:
         with self.leases.hold(run_id, owner):
             try:
                 result = adapter.call(payload, ctx, mode)
+            except RetryLater as exc:  # the provider said "later": the run waits in the queue, not here
+                return deferral.defer(self, run, owner, adapter, ctx, payload, mode, exc)
             except LiveCallFailed as exc:
                 result, error = None, {"type": "live_call_failed", "kind": exc.kind, "message": str(exc),
                                        "response": exc.response}

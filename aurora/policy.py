@@ -17,6 +17,7 @@ import os
 import stat
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cache
@@ -133,6 +134,9 @@ class PolicyStore:
         self._lock = threading.Lock()
         self._checked_at = 0.0
         self._watcher_pid = 0
+        # Called (old, new) after each reload to a new version, outside the lock: the runtime puts
+        # the reload into the audit chain (policy_ledger), which this module knows nothing of.
+        self.listeners: list[Callable[[Policy | None, Policy], None]] = []
         self._mtime = self._stat()
         # A broken file at start leaves no good policy: ``current()`` raises until it is fixed
         # (start-up checks call it and stop; a worker's runs are blocked, aurora.blocking).
@@ -187,12 +191,19 @@ class PolicyStore:
         threading.Thread(target=watch, name="policy-watcher", daemon=True).start()
 
     def _check(self) -> None:
+        changed = self._reload()
+        if changed is not None:
+            for listen in list(self.listeners):
+                listen(*changed)
+
+    def _reload(self) -> tuple[Policy | None, Policy] | None:
+        """Re-read a changed file; the (old, new) policies when the version moved."""
         with self._lock:
             self._checked_at = time.monotonic()
             mtime = self._stat()
             # A refused edit is looked at again each time: it may have been read half-written.
             if mtime == self._mtime and self.last_error is None and self._policy is not None:
-                return
+                return None
             self._mtime = mtime
             try:
                 policy = self._read()
@@ -200,8 +211,10 @@ class PolicyStore:
                 if str(exc) != self.last_error and self._policy is not None:
                     log.error("policy edit refused, keeping version %s: %s", self._policy.version, exc)
                 self.last_error = str(exc)
-                return
+                return None
             self.last_error = None
             if self._policy is None or policy.version != self._policy.version:
-                self._policy = policy
+                old, self._policy = self._policy, policy
                 log.info("policy reloaded from %s (version %s)", self.path, policy.version)
+                return old, policy
+            return None

@@ -28,9 +28,10 @@ def producer() -> Any:
         return _apps[key]
 
 
-def enqueue(run_id: str) -> bool:
+def enqueue(run_id: str, countdown: float | None = None) -> bool:
+    """``countdown``: seconds the workers hold the message before running it (a deferred run)."""
     try:
-        producer().send_task("aurora.execute_run", args=[run_id], retry=True,
+        producer().send_task("aurora.execute_run", args=[run_id], countdown=countdown, retry=True,
                              retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2})
         return True
     except Exception:  # noqa: BLE001 - broker down: the sweeper will send it again

@@ -37,9 +37,13 @@ class Runtime:
 
     @cached_property
     def policies(self) -> PolicyStore:
+        from . import policy_ledger
         from .policy import PolicyStore
 
-        return PolicyStore(self.settings.policy_file)
+        store = PolicyStore(self.settings.policy_file)
+        # Only a process with a runtime holds the database: it is what puts each reload in the chain.
+        store.listeners.append(policy_ledger.listener(self.db, str(self.settings.policy_file)))
+        return store
 
     def secrets(self) -> Secrets:
         return self._secrets_file.load()

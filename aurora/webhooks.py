@@ -160,6 +160,8 @@ def _run_for(session: Any, provider: str, ref: str | None) -> str | None:
 
 
 SETTLING = {"payment_intent.succeeded": "succeeded", "payment_intent.payment_failed": "failed"}
+#: advisory lock key that serialises Stripe settlements on PostgreSQL ("AURSTRIP")
+STRIPE_SETTLE_LOCK = 0x4155525354524950
 #: what of a PaymentIntent goes into a run's record
 INTENT_FIELDS = ("id", "status", "amount", "currency", "customer", "latest_charge")
 #: statuses of a charge run that may have sent a PaymentIntent to Stripe (with its act step begun)
@@ -259,13 +261,33 @@ def _settle(session: Any, run_id: str, outcome: str) -> bool:
     return bool(session.execute(statement).rowcount)
 
 
+def _created(event: dict[str, Any]) -> int | None:
+    """The event's ``created`` (Unix seconds, Stripe's own clock), or None if absent or not an int."""
+    created = event.get("created")
+    return created if isinstance(created, int) and not isinstance(created, bool) else None
+
+
+def _newest_applied(session: Any, run_id: str, intent_id: Any) -> int | None:
+    """The ``created`` of the newest event already applied to this run for this intent."""
+    from .models import Event
+
+    stamps = [data.get("created") for data in session.scalars(select(Event.data).where(
+        Event.run_id == run_id, Event.type == "run.settled"))
+        if isinstance(data, dict) and data.get("payment_intent") == intent_id]
+    stamps = [stamp for stamp in stamps if isinstance(stamp, int)]
+    return max(stamps) if stamps else None
+
+
 def apply_stripe(engine: Any, event: dict[str, Any]) -> dict[str, Any]:
     event_id, type_ = str(event.get("id", "")), str(event.get("type", ""))
     if not event_id.startswith("evt_"):
         raise WebhookRejected("not a Stripe event")
     intent = ((event.get("data") or {}).get("object") or {})
     outcome = SETTLING.get(type_)
+    created = _created(event)
     with engine.db.write() as session:
+        # Two events of one intent at once on PostgreSQL: the order check and the write are one turn.
+        engine.db.lock(session, STRIPE_SETTLE_LOCK)
         # A stored reference was written by the worker that made the intent, or after a metadata
         # match was checked: it is trusted. A metadata match is checked before anything is written.
         known = _run_for(session, "stripe", intent.get("id"))
@@ -284,6 +306,17 @@ def apply_stripe(engine: Any, event: dict[str, Any]) -> dict[str, Any]:
         if intent.get("id") and not known:  # later events of this intent find the run by it
             session.merge(ExternalRef(provider="stripe", ref=str(intent["id"])[:255], run_id=run_id))
         error = intent.get("last_payment_error") or {}
+        newest = _newest_applied(session, run_id, intent.get("id"))
+        if outcome != "succeeded" and created is not None and newest is not None and created < newest:
+            # Stripe delivers out of order: an event older than one applied is not the intent's
+            # state any more. (A success is final at Stripe, so it is applied whenever it comes.)
+            current = session.scalar(select(Run.settlement).where(Run.id == run_id))
+            events.append(engine.db, session, engine.node, "run.settlement_kept",
+                          {"settlement": current, "ignored": type_, "payment_intent": intent.get("id"),
+                           "stripe_event": event_id, "created": created, "newest_applied": newest,
+                           "decline_code": error.get("decline_code"), "code": error.get("code")}, run_id=run_id)
+            return {"received": True, "run_id": run_id, "settlement": current,
+                    "ignored": "older than the newest event applied for this payment intent"}
         if not _settle(session, run_id, outcome):
             events.append(engine.db, session, engine.node, "run.settlement_kept",
                           {"settlement": "succeeded", "ignored": type_, "payment_intent": intent.get("id"),
@@ -297,7 +330,7 @@ def apply_stripe(engine: Any, event: dict[str, Any]) -> dict[str, Any]:
         reconciled = _reconcile(engine, session, run, intent, event_id) if run and outcome == "succeeded" else None
         events.append(engine.db, session, engine.node, "run.settled",
                       {"settlement": outcome, "payment_intent": intent.get("id"), "stripe_event": event_id,
-                       "decline_code": error.get("decline_code"), "code": error.get("code"),
+                       "created": created, "decline_code": error.get("decline_code"), "code": error.get("code"),
                        "audit": reconciled}, run_id=run_id)
     return {"received": True, "run_id": run_id, "settlement": outcome}
 

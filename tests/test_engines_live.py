@@ -84,6 +84,21 @@ def test_429_is_retried_after_retry_after_then_succeeds(live, server) -> None:
     assert len(server.requests_to("/anthropic/messages")) == 2
 
 
+def test_engine_calls_keep_the_engine_rate_limit(live, server, env) -> None:
+    """AI engine calls were not rate-limited at all: now adapters.engine.rate_limit holds them."""
+    import time
+
+    path = Path(env["AURORA_POLICY_FILE"])
+    policy = json.loads(path.read_text())
+    policy["adapters"].setdefault("engine", {})["rate_limit"] = "1/second"
+    path.write_text(json.dumps(policy))
+    live.policies._mtime, live.policies._checked_at = None, 0  # noqa: SLF001
+    started = time.monotonic()
+    assert analyse(live, "Debug the failing tests")["status"] == "succeeded"
+    assert analyse(live, "Debug the failing tests")["status"] == "succeeded"
+    assert time.monotonic() - started >= 0.8 and live.limiter.waited.get("engine", 0) > 0.5
+
+
 def test_failing_engine_falls_back_to_the_next_best_and_cools_down(live, server) -> None:
     # claude answers 503 to everything: two attempts per run (retries: 1), then the next engine.
     server.script("/anthropic/messages", *[Reply(503, {"type": "error"}) for _ in range(4)])

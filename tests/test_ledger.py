@@ -180,3 +180,28 @@ def test_beat_keeps_checkpoints_so_a_cut_is_caught_without_anyone_remembering(en
     assert tasks.audit_checkpoint() == -1  # never a signature over a shortened chain
     lines = (Path(env["AURORA_HOME"]) / "audit_checkpoints.jsonl").read_text().splitlines()
     assert [json.loads(line)["count"] for line in lines] == [2, 4]
+
+
+def test_a_policy_reload_is_one_audit_record_per_version_however_many_processes_see_it(env, runtime,
+                                                                                         monkeypatch) -> None:
+    from aurora import policy as policy_mod
+    from aurora.config import load_settings
+    from aurora.runtime import Runtime
+
+    monkeypatch.setattr(policy_mod, "RELOAD_CHECK_INTERVAL", 0.0)
+    other = Runtime(load_settings(env))  # a second process of the same node (a worker beside the web)
+    assert runtime.policies.current().dry_run is True and other.policies.current().dry_run is True
+    path = Path(env["AURORA_POLICY_FILE"])
+    data = json.loads(path.read_text())
+    data["security"]["require_quorum_for_critical"] = 3
+    data["adapters"].setdefault("stripe", {})["dry_run"] = False
+    path.write_text(json.dumps(data))
+    os.utime(path, ns=(os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns + 5_000_000))
+    version = runtime.policies.current().version
+    assert other.policies.current().version == version
+
+    reloads = [r for r in records(runtime) if (r.adapter, r.operation) == ("policy", "reload")]
+    assert len(reloads) == 1, "each process that noticed the edit wrote its own record"
+    assert reloads[0].request["version"] == version and reloads[0].mode == audit.LEDGER_MODE
+    assert reloads[0].request["changed"] == ["adapters.stripe.dry_run", "security.require_quorum_for_critical"]
+    assert cli(env, "audit", "verify").returncode == 0

@@ -137,11 +137,13 @@ def test_a_worker_without_a_loadable_policy_blocks_runs_until_it_is_fixed(runtim
 
     policy = Path(env["AURORA_POLICY_FILE"])
     good = policy.read_text()
+    runtime.policies.current()  # the web's, loaded before the edit: it keeps its last good policy
     policy.write_text("{not json")
     worker = Runtime(load_settings(env))  # a process started with the broken file: no last good policy
     engine = worker.engine
-    run = engine.submit(documents.load(json.dumps({"name": "m", "goal": "send_email", "payload": MAIL}), fmt="json"),
-                        "sam")
+    # submitted where the policy loaded (the web's; submit checks the charge ceiling against it)
+    run = runtime.engine.submit(documents.load(json.dumps({"name": "m", "goal": "send_email", "payload": MAIL}),
+                                               fmt="json"), "sam")
     assert engine.execute(run.id).status == "queued"
     [blocked] = _events(worker, run.id, "run.blocked")
     assert blocked.data["component"] == "policy" and "not valid JSON" in blocked.data["message"]

@@ -169,3 +169,64 @@ def test_a_refused_policy_edit_degrades_health_but_keeps_it_up(client, runtime, 
     # named, never quoted: /health has no key, and the refusal quotes the policy's values
     assert response.json["components"]["policy"]["error"] == "policy invalid: see `aurora doctor`"
     assert "maybe" not in response.get_data(as_text=True)
+
+
+def _doctor(env: dict[str, str], **extra: str) -> tuple[int, dict[str, dict]]:
+    base = {k: v for k, v in os.environ.items() if k != "AURORA_URL"}
+    done = subprocess.run([sys.executable, "-m", "aurora", "doctor", "--json"], env={**base, **env, **extra},
+                          capture_output=True, text=True, timeout=60)
+    return done.returncode, {f["check"]: f for f in json.loads(done.stdout)}
+
+
+def test_doctor_covers_every_checklist_item(env, runtime) -> None:
+    """Dry run first, webhook secrets of every provider that calls back (Mailgun was missed), 2FA
+    explained, monitoring tried: each has its finding, with the exit status for cron and CI."""
+    import http.server
+    import threading
+
+    from aurora import documents
+    from aurora.doctor import Finding, exit_status
+
+    runtime.engine.execute(runtime.engine.submit(documents.load(MAIL), "sam").id)  # a dry run of the mail
+    secrets = Path(env["AURORA_SECRETS_FILE"])
+    secrets.write_text(json.dumps({
+        "stripe": {"secret_key": "sk_test_realREAL123", "webhook_secret": "whsec_realREAL"},
+        "mailgun": {"api_key": "key-realREAL456", "domain": "mg.example.com", "from": "a@example.com"}}))
+    secrets.chmod(0o600)
+    policy = json.loads(Path(env["AURORA_POLICY_FILE"]).read_text())
+    policy.update(dry_run=False, allow_payments=True)
+    policy["security"]["canary_percent"] = 100
+    for name in ("stripe", "mailgun"):
+        policy["adapters"][name].update(dry_run=False, rate_limit="5/second")
+    Path(env["AURORA_POLICY_FILE"]).write_text(json.dumps(policy))
+
+    status, found = _doctor(env)
+    assert status == 2
+    assert found["mailgun webhook secret"]["level"] == "error" and "webhook_signing_key" in found["mailgun webhook secret"]["message"]
+    assert found["stripe dry run"]["level"] == "warn" and "mailgun dry run" not in found  # the mail was simulated first
+    assert found["rate limit"]["level"] == "ok"
+    assert found["2FA"]["level"] == "info" and "dashboard.stripe.com" in found["2FA"]["fix"]
+    assert found["monitoring"]["level"] == "info" and "/health/ready" in found["monitoring"]["fix"]
+
+    _, found = _doctor(env, AURORA_URL=f"http://127.0.0.1:{free_port()}")
+    assert found["monitoring"]["level"] == "error" and "not reachable" in found["monitoring"]["message"]
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server API
+            self.send_response(200 if self.path == "/health" else 404)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        _, found = _doctor(env, AURORA_URL=f"http://127.0.0.1:{server.server_port}")
+    finally:
+        server.shutdown()
+    assert found["monitoring"]["level"] == "ok"
+    assert "webhook_signing_key" not in json.dumps(found.get("webhook secret", {}))
+    # info never changes the status: cron and CI see 0 for all good
+    assert exit_status([Finding("ok", "a", ""), Finding("info", "2FA", "")]) == 0
+    assert exit_status([Finding("info", "2FA", ""), Finding("warn", "b", "")]) == 1

@@ -74,7 +74,7 @@ def test_a_policy_file_others_may_write_is_refused(tmp_path: Path, monkeypatch) 
     path.write_text(json.dumps(DEFAULT))
     path.chmod(0o666)
     with pytest.raises(PolicyError, match="writable by group or others.*chmod go-w"):
-        PolicyStore(path).current()
+        PolicyStore(path).current()  # a bad file at start leaves no policy: current() refuses
     path.chmod(0o644)
     store = PolicyStore(path)
     path.write_text(json.dumps({**DEFAULT, "dry_run": False}))

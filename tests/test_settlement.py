@@ -17,8 +17,11 @@ from aurora.models import AuditRecord, Event, ExternalRef, Run
 WHSEC = SECRETS["stripe"]["webhook_secret"]
 
 
-def send(client, event_id: str, type_: str, intent: dict) -> dict:
-    body = json.dumps({"id": event_id, "object": "event", "type": type_, "data": {"object": intent}}).encode()
+def send(client, event_id: str, type_: str, intent: dict, created: int | None = None) -> dict:
+    event = {"id": event_id, "object": "event", "type": type_, "data": {"object": intent}}
+    if created is not None:
+        event["created"] = created
+    body = json.dumps(event).encode()
     answer = post(client, "/webhooks/stripe", body, **{"Stripe-Signature": stripe_header(body, secret=WHSEC)})
     assert answer.status_code == 200, answer.json  # answered, so that Stripe stops retrying
     return answer.json
@@ -110,6 +113,29 @@ def test_an_older_failure_arriving_after_the_success_never_downgrades_it(live, u
     stored = live.get(run.id)
     assert stored.status == "succeeded" and stored.settlement == "succeeded"
     assert len(events_of(live, run.id, "run.settlement_kept")) == 1
+
+
+def test_events_apply_in_the_order_stripe_made_them(live, unanswered, client) -> None:  # noqa: F811
+    """Two declines of one intent delivered newest first: the older one used to be applied last,
+    so the run's settlement named the wrong decline. Now it is ignored, and says why."""
+    run, intent = reconciling(live)
+    newer = {**intent, "status": "requires_payment_method",
+             "last_payment_error": {"code": "card_declined", "decline_code": "expired_card"}}
+    assert send(client, "evt_new_fail", "payment_intent.payment_failed", newer, created=2_000)["settlement"] == "failed"
+    late = send(client, "evt_old_fail", "payment_intent.payment_failed", failed(intent), created=1_000)
+    assert late["settlement"] == "failed" and "older than the newest" in late["ignored"]
+    [settled] = events_of(live, run.id, "run.settled")
+    assert settled.data["decline_code"] == "expired_card" and settled.data["created"] == 2_000
+    [kept] = events_of(live, run.id, "run.settlement_kept")
+    assert kept.data["newest_applied"] == 2_000 and kept.data["decline_code"] == "insufficient_funds"
+    # a success is final at Stripe: applied whenever it comes, and it ends the reconciliation
+    send(client, "evt_paid", "payment_intent.succeeded", {**intent, "status": "succeeded"}, created=1_500)
+    stored = live.get(run.id)
+    assert stored.status == "succeeded" and stored.settlement == "succeeded"
+    # a newer failure still never undoes it, and needs_reconciliation rules are unchanged
+    assert "does not undo" in send(client, "evt_later_fail", "payment_intent.payment_failed", newer,
+                                   created=3_000)["ignored"]
+    assert live.get(run.id).settlement == "succeeded"
 
 
 def test_a_failure_after_the_success_of_a_recorded_charge_keeps_it_succeeded(live, client) -> None:  # noqa: F811

@@ -43,6 +43,17 @@ class LiveCallFailed(AdapterError):
         return self.kind in ADAPTER_FAULTS
 
 
+class RetryLater(AdapterError):
+    """The provider asked to be called again in ``seconds`` (a ``Retry-After`` within the adapter's
+    ceiling): the run goes back to the queue for then instead of a worker sleeping. A 429 says
+    the provider did not act, so calling again later is safe; it is no adapter fault."""
+
+    def __init__(self, message: str, seconds: float, response: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.seconds = seconds
+        self.response = response
+
+
 @dataclass(frozen=True)
 class Mode:
     live: bool

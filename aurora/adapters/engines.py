@@ -159,6 +159,8 @@ class EngineAdapter(Adapter):
         headers = {k: (v.replace(REDACTED, key) if isinstance(v, str) else v) for k, v in request["headers"].items()}
         last = "no attempt"
         for attempt in range(settings["retries"] + 1):
+            # Every engine call counts against adapters.engine.rate_limit, shared like the others'.
+            ctx.wait_for_rate(self.name)
             try:
                 response = requests.post(request["url"], json=request["json"], headers=headers,
                                          timeout=settings["timeout_seconds"])

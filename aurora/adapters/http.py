@@ -13,11 +13,13 @@ from typing import Any
 
 import requests
 
-from .base import CallContext, LiveCallFailed
+from .base import CallContext, LiveCallFailed, RetryLater
 
-#: the longest Retry-After a worker sleeps for (``adapters.<name>.max_retry_after_seconds``);
-#: a longer one fails the call as "throttled", which is not an adapter fault
-MAX_RETRY_AFTER = 60.0
+#: the longest Retry-After honoured (``adapters.<name>.max_retry_after_seconds``): a run is put
+#: back in the queue for then; a longer one fails the call as "throttled", not an adapter fault
+MAX_RETRY_AFTER = 300.0
+#: a Retry-After up to this is slept in the worker: shorter than a trip through the broker
+INLINE_RETRY_AFTER = 1.0
 
 
 def _retry_after(response: requests.Response) -> float | None:
@@ -89,13 +91,16 @@ def call(adapter: str, ctx: CallContext, method: str, url: str, *, classify: Any
         if kind != "retry":
             raise LiveCallFailed(f"HTTP {response.status_code}", kind, body)
         last = f"HTTP {response.status_code}"
+        wait = _retry_after(response)
+        if wait is not None and wait > ceiling:
+            # The provider is up and asks us to come back later: that says nothing about the
+            # adapter, so it must not roll it back for every later run ("throttled" is no fault).
+            raise LiveCallFailed(
+                f"the provider asked to wait {wait:.0f} s (Retry-After), more than the {ceiling:.0f} s Aurora "
+                f"waits for (adapters.{adapter}.max_retry_after_seconds); not tried again", "throttled", body)
+        if wait is not None and wait > INLINE_RETRY_AFTER and ctx.run_id is not None:
+            # No worker sleeps minutes: the engine queues the run again for then (aurora.deferral).
+            raise RetryLater(f"the provider asked to wait {wait:.0f} s (Retry-After)", wait, body)
         if attempt < retries:
-            wait = _retry_after(response)
-            if wait is not None and wait > ceiling:
-                # The provider is up and asks us to come back later: that says nothing about the
-                # adapter, so it must not roll it back for every later run ("throttled" is no fault).
-                raise LiveCallFailed(
-                    f"the provider asked to wait {wait:.0f} s (Retry-After), more than the {ceiling:.0f} s a "
-                    f"worker waits (adapters.{adapter}.max_retry_after_seconds); not tried again", "throttled", body)
             time.sleep(wait if wait is not None else _backoff(attempt))
     raise LiveCallFailed(f"unavailable after {made} attempt{'s' if made > 1 else ''} ({last})", "unavailable")

@@ -166,8 +166,10 @@ def adapters_enable(name: str) -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 def doctor(as_json: bool) -> None:
-    """The security checklist: secrets mode, placeholders, quorum, canaries, webhook secrets, rate
-    limits, the audit chain, federation tokens, the policy. Exit 0 all good, 1 warnings, 2 errors."""
+    """The security checklist: secrets mode and backup, placeholders, quorum, dry run first,
+    canaries, webhook secrets, rate limits, 2FA (what to check where), monitoring (GET
+    $AURORA_URL/health), the audit chain, federation tokens, the policy. Exit 0 all good,
+    1 warnings, 2 errors; info findings never change it."""
     from dataclasses import asdict
 
     from ..doctor import exit_status, run_checks
@@ -176,7 +178,7 @@ def doctor(as_json: bool) -> None:
     if as_json:
         _print([asdict(f) for f in findings])
     else:
-        marks = {"ok": "ok  ", "warn": "WARN", "error": "FAIL"}
+        marks = {"ok": "ok  ", "info": "info", "warn": "WARN", "error": "FAIL"}
         for f in findings:
             click.echo(f"[{marks[f.level]}] {f.check}: {f.message}" + (f"\n       -> {f.fix}" if f.fix else ""))
     sys.exit(exit_status(findings))
