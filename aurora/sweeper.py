@@ -110,7 +110,5 @@ def _lost_messages(engine: Engine, session: Session, waiting: int | None, now: d
     queued = session.execute(
         select(Run.id, Run.enqueued_at).where(Run.status == RunStatus.QUEUED.value)
         .order_by(Run.enqueued_at.desc(), Run.pk.desc()).offset(waiting).limit(RESEND_BATCH)).all()
-    # A time far in the future was written by a web process whose clock runs fast: as stale.
-    ahead = now + timedelta(seconds=engine.settings.requeue_after)
-    return [(row.id, row.enqueued_at) for row in queued
-            if row.enqueued_at is None or row.enqueued_at < stale or row.enqueued_at > ahead]
+    # A time in the future is a deferred run's not-before time (aurora.deferral): it waits for it.
+    return [(row.id, row.enqueued_at) for row in queued if row.enqueued_at is None or row.enqueued_at < stale]
