@@ -8,6 +8,7 @@ A test that needs a service which is not there is skipped locally; with
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -52,6 +53,32 @@ def reachable(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Every living process below ``pid``: pid -> command line."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if fields[0] != "Z":
+                parents[int(entry.name)] = int(fields[1])
+    found: dict[int, str] = {}
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        for child, parent in parents.items():
+            if parent == current and child not in found:
+                try:
+                    found[child] = (Path("/proc") / str(child) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                except OSError:
+                    found[child] = ""
+                todo.append(child)
+    return found
 
 
 # -- in-process fixtures ----------------------------------------------------------------------
@@ -272,6 +299,16 @@ class Stack:
             time.sleep(0.2)
         raise AssertionError(f"stack not healthy: {body}\n" + "\n".join(
             f"--- {n}\n{self.log(n)[-3000:]}" for n in self.logs))
+
+    def read_first_key(self, name: str = "up", timeout: float = 60) -> str:
+        """The admin key ``aurora up`` (started as ``name``) prints on first start."""
+        deadline = time.monotonic() + timeout
+        while "AURORA_TOKEN=" not in self.log(name) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        match = re.search(r"AURORA_TOKEN=(aur_\S+)", self.log(name))
+        assert match, self.log(name)
+        self.keys["admin"] = match.group(1)
+        return self.keys["admin"]
 
     def boot(self, *, workers: bool = True, concurrency: int = 2) -> Stack:
         """Migrate, make an admin key, start web + run worker + system worker + beat."""

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from conftest import descendants
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from test_unavailable import MAIL, _runtime_on, private_postgres
@@ -21,19 +22,6 @@ from aurora import keys
 from aurora.models import Role
 from aurora.runtime import set_runtime
 from aurora.web.unavailable import component_of
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 def _signal(pid: int, number: int) -> None:
@@ -64,7 +52,7 @@ def test_a_frozen_postgresql_is_a_503_within_seconds(env) -> None:
             with psycopg.connect(url, autocommit=True) as admin:
                 data_dir = admin.execute("SHOW data_directory").fetchone()[0]
             postmaster = int((Path(data_dir) / "postmaster.pid").read_text().split()[0])
-            frozen = [postmaster, *_children(postmaster)]
+            frozen = [postmaster, *descendants(postmaster)]
             for pid in frozen:  # the kernel still accepts and acknowledges; no process answers
                 _signal(pid, signal.SIGSTOP)
             started = time.monotonic()

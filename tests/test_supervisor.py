@@ -15,35 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, free_port, reachable
+from conftest import ROOT, descendants, free_port, reachable
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the supervisor's guarantees are Linux's")
-
-
-def descendants(pid: int) -> dict[int, str]:
-    """Every living process below ``pid``: pid -> command line."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            fields = stat.rsplit(")", 1)[1].split()
-            if fields[0] != "Z":
-                parents[int(entry.name)] = int(fields[1])
-    found: dict[int, str] = {}
-    todo = [pid]
-    while todo:
-        current = todo.pop()
-        for child, parent in parents.items():
-            if parent == current and child not in found:
-                try:
-                    found[child] = (Path("/proc") / str(child) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-                except OSError:
-                    found[child] = ""
-                todo.append(child)
-    return found
 
 
 def alive(pid: int) -> bool:
@@ -60,12 +34,7 @@ def start_up(make_stack, **extra: str):
     stack.ports = [free_port(), free_port()]
     stack.port = stack.ports[0]
     stack.start("up", "up", "--port", str(stack.ports[0]), "--port", str(stack.ports[1]))
-    deadline = time.monotonic() + 60
-    while "AURORA_TOKEN=" not in stack.log("up") and time.monotonic() < deadline:
-        time.sleep(0.1)
-    match = re.search(r"AURORA_TOKEN=(aur_\S+)", stack.log("up"))
-    assert match, stack.log("up")
-    stack.keys["admin"] = match.group(1)
+    stack.read_first_key()
     stack.wait_healthy()
     return stack
 
