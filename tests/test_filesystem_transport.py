@@ -115,6 +115,11 @@ def test_readers_never_see_a_partial_message_while_writers_publish(tmp_path: Pat
                 got.append(message.payload["n"])
                 message.ack()
 
+    # The queue is bound before anyone publishes, as a worker has bound it in a running stack:
+    # kombu writes the exchange's binding file in place, and a publisher that reads it while a
+    # second connection creates it finds no binding and sends to the dead-letter queue.
+    with connection(tmp_path) as conn:
+        conn.SimpleQueue("q")
     threads = [threading.Thread(target=read), threading.Thread(target=publish, args=(0,)),
                threading.Thread(target=publish, args=(count // 2,))]
     for thread in threads:
