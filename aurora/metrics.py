@@ -206,11 +206,16 @@ class DatabaseCollector:
         lag = GaugeMetricFamily("aurora_federation_lag_events", "Events a peer has that this node has not pulled",
                                 labels=["peer"])
         up = GaugeMetricFamily("aurora_federation_peer_healthy", "1 if the peer is healthy", labels=["peer"])
+        rejected = CounterMetricFamily("aurora_federation_rejected", "Events a peer sent that were refused "
+                                       "(own_origin, unknown_origin, bad_signature)", labels=["peer", "reason"])
         for node in registry.listing(db, interval):
             lag.add_metric([node["name"]], node["lag"])
             up.add_metric([node["name"]], 1 if node["state"] == "healthy" else 0)
+            for reason, count in sorted(node["rejected"].items()):
+                rejected.add_metric([node["name"], reason], count)
         yield lag
         yield up
+        yield rejected
 
 
 def render(runtime: Any) -> tuple[bytes, str]:

@@ -48,7 +48,9 @@ def summary(run: Run) -> dict[str, Any]:
     }
 
 
-def detail(session: Session, run_id: str) -> dict[str, Any]:
+def detail(session: Session, run_id: str, node: str | None = None) -> dict[str, Any]:
+    """One run as the API shows it; ``node`` is this node's name (its timeline holds only this
+    node's events: see :func:`events.for_run`)."""
     run = session.scalar(select(Run).where(Run.id == run_id))
     if run is None:
         raise NotFound(f"no run {run_id}")
@@ -84,7 +86,7 @@ def detail(session: Session, run_id: str) -> dict[str, Any]:
              "started_at": _iso(s.started_at), "finished_at": _iso(s.finished_at)}
             for s in steps
         ],
-        "timeline": [events.as_dict(e) for e in events.for_run(session, run_id)],
+        "timeline": [events.as_dict(e) for e in events.for_run(session, run_id, node)],
     }
 
 

@@ -73,6 +73,10 @@ def prepare(settings: Settings, url: str) -> str | None:
     settings.home.mkdir(parents=True, exist_ok=True)
     upgrade(settings.database_url)
     db = get_runtime().db
+    from .federation import vault
+
+    vault.seal_plaintext(db, settings.federation_secret_path)
+    get_runtime().identity  # noqa: B018 - the node's federation key pair, made on first start
     if keys.any_admin(db):
         return None
     name = "admin"

@@ -82,9 +82,16 @@ def ingest_forms() -> int:
 
 @shared_task(name="aurora.federation_sync", acks_late=False)
 def federation_sync() -> int:
-    """Beat's sync pass over every enabled peer (each peer is synced by one process at a time)."""
+    """Beat's sync pass over every enabled peer (each peer is synced by one process at a time),
+    after publishing this node's audit checkpoint for its witnesses (``federation/witness.py``)."""
+    from .federation import witness
     from .federation.sync import Syncer
 
+    if get_runtime().policies.current().federation["enabled"]:
+        try:
+            witness.publish(get_runtime())
+        except Exception:  # noqa: BLE001 - a failed checkpoint must not stop the sync
+            log.exception("publishing the audit checkpoint failed")
     with _slow_slot("federation sync") as free:
         results = Syncer(get_runtime()).run() if free else []
     for result in results:

@@ -267,12 +267,13 @@ def _created(event: dict[str, Any]) -> int | None:
     return created if isinstance(created, int) and not isinstance(created, bool) else None
 
 
-def _newest_applied(session: Any, run_id: str, intent_id: Any) -> int | None:
-    """The ``created`` of the newest event already applied to this run for this intent."""
+def _newest_applied(session: Any, run_id: str, intent_id: Any, node: str) -> int | None:
+    """The ``created`` of the newest event already applied to this run for this intent (by this
+    node: a peer's event about the same run id is never this run's)."""
     from .models import Event
 
     stamps = [data.get("created") for data in session.scalars(select(Event.data).where(
-        Event.run_id == run_id, Event.type == "run.settled"))
+        Event.run_id == run_id, Event.origin == node, Event.type == "run.settled"))
         if isinstance(data, dict) and data.get("payment_intent") == intent_id]
     stamps = [stamp for stamp in stamps if isinstance(stamp, int)]
     return max(stamps) if stamps else None
@@ -306,7 +307,7 @@ def apply_stripe(engine: Any, event: dict[str, Any]) -> dict[str, Any]:
         if intent.get("id") and not known:  # later events of this intent find the run by it
             session.merge(ExternalRef(provider="stripe", ref=str(intent["id"])[:255], run_id=run_id))
         error = intent.get("last_payment_error") or {}
-        newest = _newest_applied(session, run_id, intent.get("id"))
+        newest = _newest_applied(session, run_id, intent.get("id"), engine.node)
         if outcome != "succeeded" and created is not None and newest is not None and created < newest:
             # Stripe delivers out of order: an event older than one applied is not the intent's
             # state any more. (A success is final at Stripe, so it is applied whenever it comes.)

@@ -160,8 +160,14 @@ def db() -> None:
 @click.option("--revision", default="head", show_default=True)
 def db_upgrade(revision: str) -> None:
     """Apply the Alembic migrations (aurora up does this too)."""
+    from ..federation import vault
     from ..migrations import current, upgrade
 
-    url = _runtime().settings.database_url
+    runtime = _runtime()
+    url = runtime.settings.database_url
     upgrade(url, revision)
     click.echo(f"database at revision {current(url)}")
+    sealed = vault.seal_plaintext(runtime.db, runtime.settings.federation_secret_path)
+    if sealed:
+        click.echo(f"encrypted {sealed} peer token(s) stored in plain text with {runtime.settings.federation_secret_path}")
+    runtime.identity  # noqa: B018 - the node's federation key pair, made on first start

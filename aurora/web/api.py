@@ -85,7 +85,7 @@ def listing() -> Response:
 @require(*ANY_ROLE)
 def show(run_id: str) -> Response:
     with _runtime().db.read() as session:
-        return jsonify(run_views.detail(session, run_id))
+        return jsonify(run_views.detail(session, run_id, _runtime().settings.node_name))
 
 
 @bp.post("/workflows/<run_id>/cancel")
@@ -93,7 +93,7 @@ def show(run_id: str) -> Response:
 def cancel(run_id: str) -> Response:
     runtime = _runtime()
     with runtime.db.read() as session:
-        current = run_views.detail(session, run_id)
+        current = run_views.detail(session, run_id, runtime.settings.node_name)
     if g.caller.role is not Role.ADMIN and current["submitted_by_person"] != g.caller.person:
         raise PermissionDenied("only the submitter of a run or an admin may cancel it")
     status = runtime.engine.cancel(run_id, g.caller.name)

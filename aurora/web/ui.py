@@ -183,7 +183,7 @@ def run_page(run_id: str) -> Any:
     with _runtime().db.read() as db_session:
         if db_session.scalar(select(Run.pk).where(Run.id == run_id)) is None:
             return render_template("message.html", title="Not found", message="There is no such run."), 404
-        run = run_views.detail(db_session, run_id)
+        run = run_views.detail(db_session, run_id, _runtime().settings.node_name)
     return render_template("run.html", run=run, summary=describe(run["goal"], run["document"]["payload"]))
 
 
