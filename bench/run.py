@@ -167,10 +167,17 @@ def write(results: dict) -> None:
     if a:
         lines.append(f"| adapter layer per simulated call (Mailgun) | {a['adapter_us']} µs |"
                      f" bare function {a['bare_us']} µs | +{a['overhead_us']} µs | {a['goal']} |")
+    fu = results.get("federation_unsigned")
+    if fu:  # measured before events were signed (kept to compare; not measured again)
+        lines.append(f"| federation: {fu['events']:,} events node → node over HTTP, before events were signed"
+                     f" ({fu['measured']}) | {fu['replicated_per_s']} events/s ({fu['sync_s']} s) |"
+                     f" reading the same rows locally: {fu['local_read_s']} s | — | {fu['goal']} |")
     f = results.get("federation")
     if f:
-        lines.append(f"| federation: {f['events']:,} events node → node over HTTP | {f['replicated_per_s']} events/s"
-                     f" ({f['sync_s']} s) | reading the same rows locally: {f['local_read_s']} s | — | {f['goal']} |")
+        signed = ", every event signed (Ed25519) by its origin and verified before storing" if f.get("signed") else ""
+        crypto = f"; sign + verify alone: {f['crypto_us_per_event']} µs/event" if "crypto_us_per_event" in f else ""
+        lines.append(f"| federation: {f['events']:,} events node → node over HTTP{signed} | {f['replicated_per_s']} events/s"
+                     f" ({f['sync_s']} s) | reading the same rows locally: {f['local_read_s']} s{crypto} | — | {f['goal']} |")
     rel = results.get("reliability")
     if rel:
         so, rc, st, bl = rel["soak"], rel["recovery"], rel["stop"], rel["backlog"]
