@@ -154,7 +154,12 @@ class Syncer:
                 with self.db.read() as session:
                     node = session.get(Node, name)
                     url, token, cursor = node.url, node.token, node.cursor
-                token = vault.open_token(self.runtime.settings.federation_secret_path, token)
+                try:
+                    token = vault.open_token(self.runtime.settings.federation_secret_path, token)
+                except vault.VaultError as exc:
+                    error = str(exc)
+                    self._fail(name, error, fed, contacted=False)
+                    break
                 try:
                     response = requests.get(f"{url}/federation/events", params={"since": cursor, "limit": fed["page_size"]},
                                             headers={"Authorization": f"Bearer {token}"},

@@ -69,6 +69,7 @@ SCHEMAS: dict[str, Any] = {
         "run_id": {"type": ["string", "null"]}, "created_at": {"type": "string"}, "data": {"type": "object"}}},
     "EventPage": {"type": "object", "required": ["events", "last_seq", "has_more"], "properties": {
         "node": {"type": "string"}, "events": {"type": "array", "items": _ref("Event")},
+        "keys": {"type": "object", "description": "Introductions: other origins' public keys, signed by this node"},
         "last_seq": {"type": "integer"}, "has_more": {"type": "boolean"}}},
     "Approval": {"type": "object", "description": "What approvers approve: the exact request the adapter will "
                  "send (credentials redacted) in plain words and in full, and whether it is live and why. Votes "
@@ -250,15 +251,24 @@ def document() -> dict[str, Any]:
             "/route/rules": {"get": {"summary": "The routing rules in force", "responses": {
                 "200": _json({"type": "object", "required": ["enabled", "default_engine", "rules"]}, "Rules"),
                 **_errors(401)}}},
-            "/federation/events": {"get": {"summary": "Events for a peer (Bearer peer token, or ?token=)",
+            "/federation/events": {"get": {"summary": "Origin-signed events for a peer (Bearer peer token; "
+                                                      "?token= is deprecated: answered with a Deprecation header)",
                                            "parameters": [
                 {"name": "since", "in": "query", "schema": {"type": "integer", "minimum": 0}},
                 {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
-                {"name": "token", "in": "query", "schema": {"type": "string"}}],
+                {"name": "token", "in": "query", "deprecated": True, "schema": {"type": "string"}}],
                 "responses": {"200": _json(_ref("EventPage"), "A page of events"), **_errors(400, 401, 403)}}},
             "/federation/nodes": {"get": {"summary": "The peers this node pulls from (admin key or peer token)",
                                           "responses": {
                 "200": _json({"type": "object", "required": ["node", "nodes"]}, "Peers"), **_errors(401, 403)}}},
+            "/federation/identity": {"get": {"summary": "This node's name, Ed25519 public key and fingerprint",
+                                             "security": NONE, "responses": {
+                "200": _json({"type": "object", "required": ["node", "public_key", "fingerprint"]}, "Identity")}}},
+            "/federation/witness/{origin}": {"get": {
+                "summary": "The newest audit checkpoint of a node held here as its witness (admin key or peer token)",
+                "parameters": [{"name": "origin", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": _json({"type": "object", "required": ["node", "origin", "checkpoint"]}, "Held"),
+                              **_errors(401, 403)}}},
             "/webhooks/stripe": _webhook("Stripe", "Stripe-Signature"),
             "/webhooks/typeform": _webhook("Typeform", "Typeform-Signature"),
             "/webhooks/mailgun": _webhook("Mailgun", None),
