@@ -16,9 +16,10 @@ import stat
 from functools import lru_cache
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from nacl.bindings import crypto_sign_open
+from nacl.exceptions import BadSignatureError, CryptoError
 
 from ..errors import ConfigError
 
@@ -88,8 +89,7 @@ def decode(text: str) -> Ed25519PublicKey:
 
 def fingerprint(text: str) -> str:
     """A short form to compare out of band: the first 80 bits of the key's SHA-256, in groups of 4."""
-    digest = hashlib.sha256(decode(text).public_bytes(serialization.Encoding.Raw,
-                                                      serialization.PublicFormat.Raw)).hexdigest()[:20]
+    digest = hashlib.sha256(raw(decode(text))).hexdigest()[:20]
     return ":".join(digest[i:i + 4] for i in range(0, 20, 4))
 
 
@@ -97,13 +97,24 @@ def encode_signature(signature: bytes) -> str:
     return base64.urlsafe_b64encode(signature).decode("ascii").rstrip("=")
 
 
-def valid(public: Ed25519PublicKey, signature: str, message: bytes) -> bool:
-    """Does ``signature`` (text form) verify ``message`` under ``public``? Never raises."""
+def raw(public: Ed25519PublicKey) -> bytes:
+    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def valid(public: Ed25519PublicKey | bytes, signature: str, message: bytes) -> bool:
+    """Does ``signature`` (text form) verify ``message`` under ``public`` (a key, or its 32 raw
+    bytes)? Never raises.
+
+    Verifying is libsodium's (PyNaCl, like ``cryptography`` a PyCA library): two to three times
+    faster than OpenSSL's Ed25519 here, and it is what bounds replication (one verification per
+    event stored); it also refuses non-canonical signatures and small-order keys.
+    """
     if not isinstance(signature, str) or len(signature) != 86:  # 64 bytes, unpadded base64
         return False
     try:
-        public.verify(base64.urlsafe_b64decode(signature + "=="), message)
-    except (InvalidSignature, binascii.Error, ValueError):
+        crypto_sign_open(base64.urlsafe_b64decode(signature + "==") + message,
+                         public if isinstance(public, bytes) else raw(public))
+    except (BadSignatureError, CryptoError, binascii.Error, ValueError, TypeError):
         return False
     return True
 

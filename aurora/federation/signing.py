@@ -99,7 +99,7 @@ class Screen:
         if text is None:
             return None
         if origin not in self._objects:
-            self._objects[origin] = identity.decode(text)
+            self._objects[origin] = identity.raw(identity.decode(text))
         return self._objects[origin]
 
     def _learn(self, origin: str, introductions: Any, result: Screened) -> None:
