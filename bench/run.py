@@ -176,6 +176,8 @@ def write(results: dict) -> None:
     if f:
         signed = ", every event signed (Ed25519) by its origin and verified before storing" if f.get("signed") else ""
         crypto = f"; sign + verify alone: {f['crypto_us_per_event']} µs/event" if "crypto_us_per_event" in f else ""
+        if "per_cpu_s" in f:
+            crypto += f"; {f['per_cpu_s']} events per CPU-second of puller + server ({f['cpu_s']} s)"
         lines.append(f"| federation: {f['events']:,} events node → node over HTTP{signed} | {f['replicated_per_s']} events/s"
                      f" ({f['sync_s']} s) | reading the same rows locally: {f['local_read_s']} s{crypto} | — | {f['goal']} |")
     rel = results.get("reliability")

@@ -40,7 +40,8 @@ def parse_time(value: str) -> datetime:
 
 
 def _time(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # YYYY-MM-DDTHH:MM:SS.ffffffZ (isoformat is several times faster than strftime)
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def _json(body: Any) -> bytes:
