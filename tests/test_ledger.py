@@ -112,7 +112,8 @@ def test_votes_key_changes_and_rollouts_are_in_the_chain(env, runtime) -> None:
     adapter_state.enable(runtime.db, "stripe", "test-node")
     token = tokens.create(runtime.db, "node-b")
     tokens.revoke(runtime.db, tokens.listing(runtime.db)[0]["id"])
-    registry.register(runtime.db, "http://b.example:9292", "node-b", "aurfed_" + "x" * 20)
+    registry.register(runtime.db, "http://b.example:9292", "node-b", "aurfed_" + "x" * 20,
+                      public_key=runtime.identity.public_key, secret_path=runtime.settings.federation_secret_path)
     registry.remove(runtime.db, "node-b")
     ledger = [(r.adapter, r.operation) for r in records(runtime) if r.mode == audit.LEDGER_MODE]
     assert ledger == [("approvals", "vote"), ("keys", "create"), ("keys", "revoke"),
