@@ -82,6 +82,18 @@ NOTES = """## Reading the figures
   measured the same (p50 5.1–5.6 ms, p99 12–23 ms), so that is the machine, not a regression.
   Ratios against a baseline taken in the same run are the figures to read.
 - **Embedded broker**: the filesystem transport beat the SQLAlchemy transport, so it is the default.
+- **Federation** (`bench/federation.py`): 100,000 events inserted on A are pulled by B over HTTP
+  (gunicorn, 2 workers) in pages of 1,000. Since federation is signed, every event is signed by its
+  origin when served and verified by the puller before it is stored (Ed25519 with libsodium, through
+  PyNaCl: OpenSSL's verify, through `cryptography`, took 2–3× as long here). The row before it is the
+  figure from before signing (16,746/s, measured on an idle machine). The signed figure was measured
+  while about eight other sessions loaded the two cores (load average 12–16): the same invocation's
+  local read of the rows took 5–12× as long as in the unsigned measurement, so the events/s figure
+  says little about an idle machine; the CPU-seconds of the puller and the server together (from
+  /proc) say more, though contention inflates them too. The pull is one chain per peer — ask, the
+  server reads and signs, the puller verifies and stores, ask again — so prefetching the next page
+  while verifying the current one would overlap the two sides' work (left to the bounded-sync work,
+  which owns the fetching).
 - **Reliability** (`bench/recovery.py`; `python bench/recovery.py soak --minutes 60` for the hour
   the issue asks for by hand). The soak counts "Unrecoverable error" lines and the supervisor's
   restarts in `aurora up`'s output. A worker killed mid-run is recovered when its lease lapses
