@@ -90,7 +90,12 @@ NOTES = """## Reading the figures
   while about eight other sessions loaded the two cores (load average 12–16): the same invocation's
   local read of the rows took 5–12× as long as in the unsigned measurement, so the events/s figure
   says little about an idle machine; the CPU-seconds of the puller and the server together (from
-  /proc) say more, though contention inflates them too. The pull is one chain per peer — ask, the
+  /proc) say more, though contention inflates them too: the local read, 2.39 s on the idle machine
+  (where its wall time was its CPU time), took 4.5 CPU-seconds in the same invocation, so CPU here
+  cost about 1.9× what it cost then. 100,000 signed events took 23.5 CPU-seconds (4,257 per
+  CPU-second), about 12.4 at the idle machine's rate: about 8,000 events/s for a chain whose wall
+  time is its CPU time, against 16,746/s unsigned — an estimate, to be measured again on a quiet
+  machine (`bench/run.py --update federation`). The pull is one chain per peer — ask, the
   server reads and signs, the puller verifies and stores, ask again — so prefetching the next page
   while verifying the current one would overlap the two sides' work (left to the bounded-sync work,
   which owns the fetching).
@@ -182,7 +187,7 @@ def write(results: dict) -> None:
     fu = results.get("federation_unsigned")
     if fu:  # measured before events were signed (kept to compare; not measured again)
         lines.append(f"| federation: {fu['events']:,} events node → node over HTTP, before events were signed"
-                     f" ({fu['measured']}) | {fu['replicated_per_s']} events/s ({fu['sync_s']} s) |"
+                     f" (measured {fu['measured']}) | {fu['replicated_per_s']} events/s ({fu['sync_s']} s) |"
                      f" reading the same rows locally: {fu['local_read_s']} s | — | {fu['goal']} |")
     f = results.get("federation")
     if f:
@@ -190,6 +195,10 @@ def write(results: dict) -> None:
         crypto = f"; sign + verify alone: {f['crypto_us_per_event']} µs/event" if "crypto_us_per_event" in f else ""
         if "per_cpu_s" in f:
             crypto += f"; {f['per_cpu_s']} events per CPU-second of puller + server ({f['cpu_s']} s)"
+        if "local_read_cpu_s" in f:
+            crypto += f"; the local read took {f['local_read_cpu_s']} CPU-s"
+        if f.get("machine"):
+            crypto += f" ({f['machine']})"
         lines.append(f"| federation: {f['events']:,} events node → node over HTTP{signed} | {f['replicated_per_s']} events/s"
                      f" ({f['sync_s']} s) | reading the same rows locally: {f['local_read_s']} s{crypto} | — | {f['goal']} |")
     rel = results.get("reliability")
