@@ -86,14 +86,14 @@ NOTES = """## Reading the figures
   (gunicorn, 2 workers) in pages of 1,000. Since federation is signed, every event is signed by its
   origin when served and verified by the puller before it is stored (Ed25519 with libsodium, through
   PyNaCl: OpenSSL's verify, through `cryptography`, took 2–3× as long here). The row before it is the
-  figure from before signing (16,746/s, measured on an idle machine). The signed figure was measured
+  figure from before signing (16,746/s, measured earlier the same day, when the machine was quieter). The signed figure was measured
   while about eight other sessions loaded the two cores (load average 12–16): the same invocation's
   local read of the rows took 5–12× as long as in the unsigned measurement, so the events/s figure
   says little about an idle machine; the CPU-seconds of the puller and the server together (from
-  /proc) say more, though contention inflates them too: the local read, 2.39 s on the idle machine
-  (where its wall time was its CPU time), took 4.5 CPU-seconds in the same invocation, so CPU here
+  /proc) say more, though contention inflates them too: the local read, 2.39 s in the unsigned measurement
+  (taking its wall time then as its CPU time), took 4.5 CPU-seconds in the same invocation, so CPU here
   cost about 1.9× what it cost then. 100,000 signed events took 23.5 CPU-seconds (4,257 per
-  CPU-second), about 12.4 at the idle machine's rate: about 8,000 events/s for a chain whose wall
+  CPU-second), about 12.4 at that measurement's rate: about 8,000 events/s for a chain whose wall
   time is its CPU time, against 16,746/s unsigned — an estimate, to be measured again on a quiet
   machine (`bench/run.py --update federation`). The pull is one chain per peer — ask, the
   server reads and signs, the puller verifies and stores, ask again — so prefetching the next page
