@@ -302,3 +302,25 @@ def test_peer_tokens_are_encrypted_at_rest_and_query_tokens_are_deprecated(make_
     # the admin key is not a peer token: /federation/events answers peers only (README says so)
     assert requests.get(f"{a.url}/federation/events", headers={"Authorization": f"Bearer {a.keys['admin']}"},
                         timeout=5).status_code == 401
+
+
+def test_signatures_survive_a_postgresql_relay(make_stack, tmp_path, postgres_url) -> None:
+    # A (SQLite) -> B (PostgreSQL) -> C (SQLite): B stores A's events with A's signature in
+    # PostgreSQL's JSON and serves them again; C verifies them under the key B introduced.
+    a = make_node(make_stack, tmp_path, "node-a", ["node-b"])
+
+    def on_postgres(**env: str):
+        return make_stack(database_url=postgres_url, **env)
+
+    b = make_node(on_postgres, tmp_path, "node-b", ["node-a", "node-c"])
+    c = make_node(make_stack, tmp_path, "node-c", ["node-b"])
+    link(b, a)
+    link(c, b)
+    submit(a, 2)
+    a.aurora("federation", "witness", "publish")
+    [first] = sync(b)
+    assert first["pulled"] == len(events(a)), first
+    [result] = sync(c)
+    assert result["pulled"] == len(events(b)) and "rejected" not in result, result
+    assert [e["id"] for e in events(c, origin="node-a")] == [e["id"] for e in events(a)]
+    assert c.http("GET", "/federation/witness/node-a").json()["checkpoint"]["origin"] == "node-a"

@@ -132,10 +132,13 @@ class Syncer:
                 return 0
             self.db.lock(session, EVENT_LOCK_KEY)
             insert = pg_insert if self.db.dialect == "postgresql" else sqlite_insert
-            statement = insert(Event.__table__).on_conflict_do_nothing(index_elements=["origin", "id"])
-            result = session.connection().execute(statement, fresh)
+            # RETURNING counts the rows inserted: psycopg's executemany reports no rowcount (-1),
+            # which made every PostgreSQL sync say it pulled nothing
+            statement = insert(Event.__table__).on_conflict_do_nothing(index_elements=["origin", "id"]).returning(
+                Event.__table__.c.seq)
+            inserted = len(session.connection().execute(statement, fresh).all())
             witness.observe(self.db, session, self.node_name, page.accepted)
-            return max(result.rowcount, 0)
+            return inserted
 
     def sync_peer(self, name: str, fed: dict[str, Any], force: bool = False,
                   progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
