@@ -88,6 +88,7 @@ class Policy:
     def federation(self) -> dict[str, Any]:
         """``federation`` settings with their defaults, plus the seed's two switches."""
         return {"sync_interval": 600, "page_size": 500, "max_pages": 200, "timeout_seconds": 10,
+                "pass_timeout_seconds": 300,
                 "backoff_max_seconds": 3600, "lease_seconds": 60, **self.data.get("federation", {}),
                 "enabled": bool(self.data.get("federation_enabled", False)),
                 "nodes": list(self.data.get("federation_nodes", []))}
