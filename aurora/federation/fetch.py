@@ -192,9 +192,17 @@ def fetch_page(peer: Peer, since: int, limit: int, deadline: float) -> Page:
         if watchdog.fired or time.monotonic() >= deadline:
             raise _too_slow(contacted=bool(watchdog.sockets)) from None
         raise FederationFetchError("unreachable", f"unreachable: {exc.__class__.__name__}", contacted=False) from None
+    except FederationFetchError:
+        if watchdog.fired:  # what was cut short looked like a (bad) answer
+            raise _too_slow(contacted=True) from None
+        raise
     finally:
         watchdog.timer.cancel()
         _watchdog.reset(token)
+    if watchdog.fired:
+        # http.client takes headers cut off by the shutdown for the end of the headers, and an
+        # empty body for the whole body
+        raise _too_slow(contacted=True)
     return _parse(raw, limit)
 
 
