@@ -15,6 +15,8 @@ import pytest
 from fakes import FakeServer, HostilePeer, Reply
 from sqlalchemy import func, select
 
+from conftest import ROOT
+
 from aurora.federation import registry
 from aurora.federation.fetch import MAX_EVENT_BYTES, event_bytes
 from aurora.federation.sync import Syncer
@@ -158,7 +160,7 @@ def test_a_huge_body_is_cut_at_the_cap_while_streaming(runtime, peer) -> None:
     assert peer.hangups and peer.hangups[0][1] < 25 * 1024 * 1024  # cut off, not read to the end
 
 
-def test_a_declared_length_over_the_cap_is_refused_before_reading(runtime, peer) -> None:
+def test_a_declared_length_over_the_cap_is_refused(runtime, peer) -> None:
     peer.body = page([event(1, data={"pad": "x" * 600_000})])
     result = sync(runtime)
     assert result["error"].startswith("refused: the answer is larger than") and stored(runtime) == 0
@@ -181,3 +183,51 @@ def test_a_slow_peer_gets_at_most_the_pass_deadline(runtime, peer) -> None:
     assert "error" not in result and result["stopped"].startswith("the pass's deadline") and result["pages"] >= 2
     with runtime.db.read() as session:
         assert session.get(Node, "evil").failures == 0
+
+
+MAIL = {"name": "mail", "goal": "send_email", "payload": {"to": "a@example.com", "subject": "s", "text": "t"}}
+
+
+def test_runs_finish_on_time_while_beat_syncs_trickling_peers(make_stack, rabbitmq_url, tmp_path) -> None:
+    """The issue's stack: two beat-scheduled syncs of a trickling peer held both run worker
+    processes for 170 s and a mail run waited 101 s. Syncs go through the system queue, hold at
+    most two of its threads, and give up at the page's deadline."""
+    hold = 12.0
+    policy = json.loads((ROOT / "policy" / "batch8_policy.json").read_text())
+    peers = [f"evil{i}" for i in range(4)]
+    policy.update(federation_enabled=True, federation_nodes=peers)
+    policy["federation"].update(sync_interval=1, page_size=PAGE, timeout_seconds=hold)
+    policy_file = tmp_path / "policy-trickle.json"
+    policy_file.write_text(json.dumps(policy))
+    with HostilePeer() as fake:
+        fake.kind, fake.body = "trickle_body", page([event(1)])
+        stack = make_stack(broker_url=rabbitmq_url, AURORA_POLICY_FILE=str(policy_file))
+        stack.aurora("db", "upgrade")
+        for name in peers:  # more trickling peers than the system worker has threads
+            stack.aurora("nodes", "register", fake.url, name, TOKEN)
+        stack.boot()
+        deadline = time.monotonic() + 30
+        while not fake.received and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert fake.received, stack.log("system")
+        first = time.monotonic()
+        run_id = stack.http("POST", "/workflows", json=MAIL).json()["id"]
+        stack.wait_status(run_id, {"succeeded"}, timeout=hold - 2)
+        finished = time.monotonic()
+        assert finished - first < hold - 1  # while the first page was still being trickled
+        assert len(fake.hangups) == 0 or fake.hangups[0][0] > finished
+        # and the syncs give up at the deadline: the peers show why, no thread is kept
+        deadline = time.monotonic() + hold + 20
+        errors: list[str] = []
+        while time.monotonic() < deadline:
+            errors = [n["last_error"] or "" for n in stack.http("GET", "/federation/nodes").json()["nodes"]]
+            if sum(e.startswith("deadline") for e in errors) >= 2:
+                break
+            time.sleep(0.5)
+        assert sum(e.startswith("deadline") for e in errors) >= 2, errors
+        deadline = time.monotonic() + 5  # the fake finds the hang-up at its next byte
+        while not fake.hangups and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert fake.hangups and fake.hangups[0][0] - first < hold + 5
+        with_metric = stack.http("GET", "/metrics").text
+        assert 'aurora_federation_rejected_total{peer="evil' in with_metric and 'reason="deadline"' in with_metric
