@@ -4,6 +4,8 @@ asked for, hold a worker past the deadline, fill its memory or send it elsewhere
 from __future__ import annotations
 
 import json
+import socket
+import threading
 import time
 import tracemalloc
 import uuid
@@ -12,13 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import ROOT
 from fakes import FakeServer, HostilePeer, Reply
 from sqlalchemy import func, select
 
-from conftest import ROOT
-
 from aurora.federation import registry
-from aurora.federation.fetch import MAX_EVENT_BYTES, event_bytes
+from aurora.federation.fetch import MAX_EVENT_BYTES, FederationFetchError, Peer, event_bytes, fetch_page
 from aurora.federation.sync import Syncer
 from aurora.models import Event, Node
 
@@ -129,6 +130,34 @@ def test_a_peer_trickling_a_byte_a_second_is_cut_at_the_deadline(runtime, peer, 
     while not peer.hangups and time.monotonic() < deadline:
         time.sleep(0.1)
     assert peer.hangups and peer.hangups[0][0] - started < DEADLINE + 3  # the connection is gone too
+
+
+def test_a_tls_handshake_trickled_a_byte_at_a_time_is_cut_at_the_deadline() -> None:
+    """The watchdog watches the socket before TLS: a ServerHello sent a byte at a time ends too."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    hung_up: list[float] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        conn.recv(4096)  # the ClientHello
+        try:
+            for byte in b"\x16\x03\x03\x40\x00" + b"\x02" * 1000:
+                conn.send(bytes([byte]))
+                time.sleep(0.5)
+        except OSError:
+            hung_up.append(time.monotonic())
+        conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    started = time.monotonic()
+    with pytest.raises(FederationFetchError) as refused:
+        fetch_page(Peer("evil", f"https://127.0.0.1:{listener.getsockname()[1]}", TOKEN), 0, PAGE, started + DEADLINE)
+    assert refused.value.reason == "deadline" and time.monotonic() - started < DEADLINE + 1.0
+    deadline = time.monotonic() + 5
+    while not hung_up and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert hung_up
+    listener.close()
 
 
 def test_a_redirect_is_not_followed(runtime, peer, client, api_keys) -> None:
