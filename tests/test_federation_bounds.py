@@ -189,6 +189,20 @@ def test_a_huge_body_is_cut_at_the_cap_while_streaming(runtime, peer) -> None:
     assert peer.hangups and peer.hangups[0][1] < 25 * 1024 * 1024  # cut off, not read to the end
 
 
+def test_an_error_answer_is_read_only_for_its_message(runtime) -> None:
+    """Before, a peer's error answer was parsed whole, however large."""
+    body = json.dumps({"error": "busy", "message": "try later" + " " * 20_000_000}).encode()
+    with FakeServer(default=lambda request: Reply(503, body)) as busy:
+        registry.register(runtime.db, busy.url, "evil", TOKEN)
+        tracemalloc.start()
+        try:
+            result = sync(runtime)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert result["error"] == "HTTP 503" and peak < 4 * 1024 * 1024, peak
+
+
 def test_a_declared_length_over_the_cap_is_refused(runtime, peer) -> None:
     peer.body = page([event(1, data={"pad": "x" * 600_000})])
     result = sync(runtime)
