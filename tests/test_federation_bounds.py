@@ -214,7 +214,7 @@ def test_a_slow_peer_gets_at_most_the_pass_deadline(runtime, peer) -> None:
     what it stored, and is not a failure."""
     path = runtime.settings.policy_file
     policy = json.loads(path.read_text())
-    policy["federation"].update(pass_timeout_seconds=3, timeout_seconds=1)
+    policy["federation"].update(pass_timeout_seconds=3, timeout_seconds=1, max_pages=12)
     path.write_text(json.dumps(policy))
     deadline = time.monotonic() + 5
     while runtime.policies.current().federation["pass_timeout_seconds"] != 3 and time.monotonic() < deadline:
