@@ -169,10 +169,10 @@ def webhook_rejected(provider: str, reason: str) -> None:
 
 
 @_never_fails
-def federation_rejected(peer: str, reason: str) -> None:
+def federation_rejected(peer: str, reason: str, count: int = 1) -> None:
     # peers are the registered nodes and reasons a fixed set of words (federation/fetch.py REFUSALS)
     if _enabled():
-        _metrics()["federation_rejected"].labels(peer, reason[:40]).inc()
+        _metrics()["federation_rejected"].labels(peer, reason[:40]).inc(count)
 
 
 def supervisor_restarted(process: str) -> None:

@@ -105,11 +105,14 @@ class Syncer:
             if contacted:
                 node.last_seen = now
 
+    def _count_refused(self, name: str, reason: str, count: int = 1) -> None:
+        """``aurora_federation_rejected_total{peer,reason}``: what ``name`` sent that was refused."""
+        metrics.federation_rejected(name, reason, count)
+
     def _refused_events(self, name: str, refused: list[str]) -> str:
         """Oversize events were left out of a stored page: counted, and shown as the peer's last
         error (without a backoff: the page's other events were good, and the cursor moved on)."""
-        for _ in refused:
-            metrics.federation_rejected(name, "event_too_large")
+        self._count_refused(name, "event_too_large", len(refused))
         message = refused[-1] + (f" (and {len(refused) - 1} more)" if len(refused) > 1 else "")
         with self.db.write() as session:
             session.execute(update(Node).where(Node.name == name).values(last_error=message[:255]))
@@ -158,7 +161,7 @@ class Syncer:
                 except FederationFetchError as exc:
                     error = str(exc)
                     if exc.refused:
-                        metrics.federation_rejected(name, exc.reason)
+                        self._count_refused(name, exc.reason)
                     self._fail(name, error, fed, contacted=exc.contacted)
                     break
                 try:
