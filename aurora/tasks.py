@@ -51,6 +51,11 @@ def _slow_slot(what: str) -> Iterator[bool]:
 def execute_run(run_id: str) -> str:
     outcome = get_runtime().engine.execute(run_id)
     log.info("run %s: %s %s", run_id, outcome.status, outcome.detail)
+    if outcome.follow_up:
+        from .queue import enqueue
+
+        for follow, delay in outcome.follow_up:
+            enqueue(follow, countdown=delay)
     return outcome.status
 
 
@@ -59,9 +64,12 @@ def sweep() -> int:
     from .celery_app import record_heartbeat
     from .queue import enqueue, waiting
 
-    again = get_runtime().engine.sweep(waiting())
+    engine = get_runtime().engine
+    again = engine.sweep(waiting())
     for run_id in again:
         enqueue(run_id)
+    for run_id, delay in engine.advance_flows():
+        enqueue(run_id, countdown=delay)
     if again:
         log.info("sweeper sent %d run(s) again", len(again))
     record_heartbeat("sweep", "sweeper")  # /health: when the last sweep finished
