@@ -103,8 +103,9 @@ def listing() -> Response:
     if status is not None and status not in {s.value for s in RunStatus}:
         raise BadParameter(f"status: {status[:40]!r} is not one of {', '.join(s.value for s in RunStatus)}")
     goal = request.args.get("goal")
-    if goal is not None and goal not in documents.GOALS:
-        raise BadParameter(f"goal: {goal[:40]!r} is not one of {', '.join(sorted(documents.GOALS))}")
+    goals = documents.GOALS | {documents.flows.FLOW_GOAL}
+    if goal is not None and goal not in goals:
+        raise BadParameter(f"goal: {goal[:40]!r} is not one of {', '.join(sorted(goals))}")
     limit = int_arg("limit", 50, 1, run_views.MAX_PAGE)
     with _runtime().db.read() as session:
         return jsonify(run_views.listing(session, status=status, goal=goal, name=request.args.get("name"),
