@@ -99,3 +99,40 @@ def test_a_worker_killed_in_the_middle_of_a_three_step_workflow_leaves_each_step
     report = stack.http("GET", f"/workflows/{steps['report']['run']}").json()
     acts = [s for s in report["steps"] if s["step"] == "act"]
     assert len(acts) == 1 and report["attempts"] == 2  # taken over by the second worker, acted once
+
+
+def test_the_page_shows_the_steps_and_which_one_waits_for_whose_vote(make_stack) -> None:
+    from playwright.sync_api import sync_playwright
+    from test_web_ui import ARGS, CHROMIUM
+    from test_web_ui import browser as _browser  # noqa: F401 - the same Chromium as the page's own tests
+
+    stack = make_stack()
+    stack.port = free_port()
+    stack.aurora("db", "upgrade")
+    for name, role in (("admin", "admin"), ("sam", "submitter"), ("alice", "approver")):
+        stack.keys[name] = stack.aurora("keys", "create", name, "--role", role).stdout.strip()
+    stack.start("web", "serve", "--port", str(stack.port), "--workers", "1")
+    stack.start("worker", "worker", "-c", "1")
+    stack.wait_healthy()
+    body = {"document": (ROOT / "workflows" / "pay_after_form.yaml").read_text(),
+            "inputs": {"customer_email": "neu@example.com", "amount": "12.50", "customer": "cus_77"}}
+    run_id = stack.http("POST", "/workflows", key="sam", json=body).json()["id"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and steps_of(stack, run_id)["charge"]["status"] != "awaiting_approval":
+        time.sleep(0.1)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = chromium.new_context().new_page()
+        page.goto(stack.url + "/ui/")
+        page.fill("#key", stack.keys["alice"])
+        page.click("button[type=submit]")
+        page.goto(f"{stack.url}/ui/runs/{run_id}")
+        rows = page.locator("#steps tbody tr")
+        assert rows.count() == 2
+        assert "succeeded" in rows.nth(0).inner_text() and "SIMULATED" in rows.nth(0).inner_text()
+        waiting = rows.nth(1).inner_text()
+        assert "awaiting approval" in waiting and "welcome" in waiting  # what it needs
+        page.click("#steps a:has-text('review and vote')")
+        assert "12.50" in page.content() and "cus_77" in page.content()  # the rendered request
+        assert "pay_after_form" in page.locator("#part-of").inner_text()
+        chromium.close()
