@@ -148,7 +148,26 @@ def status(run_id: str) -> None:
     """Show one run: a headline (status, LIVE or SIMULATED, why), then document, result and timeline."""
     run = _client().get(f"/workflows/{run_id}")
     click.echo(_headline(run), err=True)
+    for line in steps_lines(run):
+        click.echo(line, err=True)
     _print(run)
+
+
+def steps_lines(run: dict[str, Any]) -> list[str]:
+    """A workflow's steps, one line each, in their order: status, mode, what it needs."""
+    steps = (run.get("flow") or {}).get("steps") or []
+    width = max((len(s["id"]) for s in steps), default=0)
+    lines = []
+    for step in steps:
+        line = f"  {step['id']:<{width}}  {step['status']:<18} {(step.get('mode') or '').upper():<9}"
+        if step["needs"]:
+            line += f" needs {', '.join(step['needs'])}"
+        if step["status"] == "awaiting_approval":
+            line += f"  -> aurora approve {step['run']}"
+        elif step.get("reason") and step["status"] in ("failed", "skipped"):
+            line += f"  ({step['reason'][:80]})"
+        lines.append(line.rstrip())
+    return (["steps:"] + lines) if lines else []
 
 
 @main.command("list")
