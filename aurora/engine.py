@@ -139,7 +139,7 @@ class Engine:
             fields.setdefault("lease_expires_at", None)
         statement = run_sql.transition(tuple(s.value for s in from_statuses), to.value, tuple(sorted(fields)), where)
         params = {"rid": run_id, "now": now, **(where_params or {}), **{f"v_{k}": v for k, v in fields.items()}}
-        moved = session.connection().execute(statement, params).rowcount
+        moved = connection_of(session).execute(statement, params).rowcount
         if moved and announce:
             events.append(self.db, session, self.node, f"run.{to.value}", event_data or {}, run_id=run_id, at=now)
         return bool(moved)
@@ -157,6 +157,12 @@ class Engine:
         submitter) made, if there is one. Returns the run and whether it is new."""
         if workflow.goal == "charge":  # other runs are stored even without a usable policy (then blocked)
             refuse_over_ceiling(workflow, self.policies.current())
+        policy = None
+        if workflow.is_flow:  # its first steps are created with it, under the policy read now
+            try:
+                policy = self.policies.current()
+            except ConfigError:
+                policy = None  # stored without steps: the first advance creates them, or blocks
         for attempt in (1, 2):
             now = utcnow()
             values = flow_runs.new_flow_values(workflow, submitter, person) if workflow.is_flow else {
@@ -179,6 +185,8 @@ class Engine:
                                    **({"steps": len(workflow.document["steps"]), "inputs": sorted(workflow.inputs or {})}
                                       if workflow.is_flow else {})},
                                   run_id=values["id"], at=values["created_at"])
+                    if policy is not None:
+                        flow_runs.begin(self, connection, values, policy)
             except IntegrityError:
                 if idempotency_key is None or attempt == 2:
                     raise
@@ -216,16 +224,24 @@ class Engine:
         return self._follow_up(outcome)
 
     def _follow_up(self, outcome: Outcome) -> Outcome:
-        """A workflow of several steps moves on: executing its run advances it; a step that
-        ended hands its workflow on, to be advanced at once (``aurora.flow_runs``)."""
+        """A workflow of several steps moves on the moment a step ends: executing a workflow's
+        run advances it, and so does a step that ended, here, in the step's worker; the steps
+        that became ready are what the caller sends on (``aurora.flow_runs``)."""
         if outcome.detail == flow_runs.FLOW_GOAL:
-            return replace(outcome, follow_up=tuple(flow_runs.advance(self, outcome.run_id)))
+            # and the steps its submission created, if whoever submitted it sent only the workflow
+            sent = flow_runs.advance(self, outcome.run_id)
+            waiting = [(rid, None) for rid in flow_runs.ready_steps(self, outcome.run_id) if rid not in dict(sent)]
+            return replace(outcome, follow_up=tuple(sent + waiting))
         if outcome.status in FINAL and outcome.detail != "not claimable":
             with self.db.read_rows() as connection:
                 parent = connection.execute(select(RUNS.c.parent_id).where(RUNS.c.id == outcome.run_id)).scalar()
             if parent:
-                return replace(outcome, follow_up=((parent, None),))
+                return replace(outcome, follow_up=tuple(flow_runs.advance(self, parent)))
         return outcome
+
+    def ready_steps(self, run_id: str) -> list[str]:
+        """A just-submitted workflow's first steps, to be sent to the workers."""
+        return flow_runs.ready_steps(self, run_id)
 
     def advance_flows(self) -> list[tuple[str, float | None]]:
         """Advance every running workflow (the sweeper's safety net for a step whose worker died

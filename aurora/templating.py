@@ -13,10 +13,10 @@ memory). Nothing in it can run code, read a file or reach the network.
 from __future__ import annotations
 
 import operator
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, nodes
+from jinja2 import StrictUndefined, Template, TemplateError, nodes
 from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
@@ -120,11 +120,20 @@ def references(tree: nodes.Node) -> set[tuple[str, ...]]:
     return found
 
 
+@lru_cache(maxsize=1024)
+def _compiled(source: str) -> Template:
+    parse(source)  # the node check first: what is compiled has passed it
+    return environment().from_string(source)
+
+
 def render(source: str, context: dict[str, Any]) -> str:
     """Render one template string, or raise :class:`TemplateProblem` saying why not."""
-    parse(source)
     try:
-        text = environment().from_string(source).render(context)
+        template = _compiled(source)
+    except TemplateError as exc:
+        raise TemplateProblem(f"template syntax: {exc.message}") from None
+    try:
+        text = template.render(context)
     except SecurityError as exc:
         raise TemplateProblem(f"not allowed in a template: {exc}") from None
     except TemplateError as exc:

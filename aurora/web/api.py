@@ -91,7 +91,9 @@ def submit() -> tuple[Response, int, dict[str, str]]:
     if not new:
         # A retry: the first request sent it (or the sweeper will); sending it again gains nothing.
         return jsonify(payload), 200, {**headers, "Idempotent-Replayed": "true"}
-    if not enqueue(run.id):
+    # a workflow of several steps: its first steps, created with it (the sweeper sends lost ones)
+    ready = runtime.engine.ready_steps(run.id) if run.goal == documents.flows.FLOW_GOAL else [run.id]
+    if not all([enqueue(run_id) for run_id in ready]):
         payload["warning"] = "stored, but the queue is unreachable; it will be sent again automatically"
     return jsonify(payload), 201, headers
 
