@@ -65,7 +65,7 @@ def gate_summary(session: Any, run: Run) -> dict[str, Any]:
 
 def approval_view(run: Run) -> dict[str, Any] | None:
     """What approvers see of a run: ``aurora.binding.view`` of its rendered request."""
-    return binding.view(run.goal, run.document["payload"], run.approval_binding)
+    return binding.view(run.goal, run.document.get("payload", {}), run.approval_binding)
 
 
 def vote(engine: Any, run_id: str, caller: Caller, decision: str, comment: str | None, channel: str,
@@ -159,6 +159,7 @@ def waiting_for(engine: Any, caller: Caller, limit: int = 100) -> list[dict[str,
                         "created_at": run.created_at.isoformat(), "payload": run.document["payload"],
                         "required": gate["required"], "received": gate["received"], "missing": gate["missing"],
                         "deadline": gate["deadline"], "approval": view,
+                        **({"workflow": run.parent_id, "step_id": run.step_id} if run.parent_id else {}),
                         "mode": view["mode"] if view else None, "reason": view["reason"] if view else None})
             if len(out) >= limit:
                 break

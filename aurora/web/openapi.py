@@ -129,6 +129,13 @@ def _webhook(provider: str, header: str | None) -> dict[str, Any]:
 EXAMPLE_WORKFLOW = {"name": "send_report", "category": "business", "origin": "claude", "type": "task",
                     "goal": "send_email", "payload": {"to": "kunde@example.com", "subject": "Monatsbericht",
                                                       "template": "monthly_report"}}
+EXAMPLE_FLOW = {"document": {
+    "name": "research_report", "inputs": {"customer_email": {"type": "string", "format": "email"}},
+    "steps": [{"id": "research", "goal": "analyse", "payload": {"text": "Recherchiere aktuelle Studien über Hufrehe"}},
+              {"id": "report", "goal": "send_email", "needs": ["research"],
+               "payload": {"to": "{{ inputs.customer_email }}", "subject": "Ihre Recherche",
+                           "text": "{{ steps.research.output.text }}"}}]},
+    "inputs": {"customer_email": "kunde@example.com"}}
 RUN_LINKS = {name: {"operationId": op, "parameters": {"run_id": "$response.body#/id"}}
              for name, op in (("GetRun", "getRun"), ("CancelRun", "cancelRun"), ("ApproveRun", "approveRun"),
                               ("RejectRun", "rejectRun"))}
@@ -201,9 +208,19 @@ def document() -> dict[str, Any]:
                          "parameters": [IDEMPOTENCY_KEY], "requestBody": {
                     "required": True, "content": {
                         "application/yaml": {"schema": {"type": "string"}},
-                        "application/json": {"schema": {"type": "object"}, "example": EXAMPLE_WORKFLOW},
+                        "application/json": {"schema": {"oneOf": [
+                            {"type": "object", "description": "The workflow document itself",
+                             "not": {"required": ["document"]}},
+                            {"type": "object", "description": "A workflow of several steps with its inputs: the "
+                             "document (an object, or its YAML text) and the values of its inputs:",
+                             "required": ["document"], "additionalProperties": False, "properties": {
+                                 "document": {"oneOf": [{"type": "object"}, {"type": "string"}]},
+                                 "inputs": {"type": "object", "additionalProperties": {
+                                     "type": ["string", "number", "integer", "boolean"]}}}}]},
+                            "examples": {"task": {"value": EXAMPLE_WORKFLOW}, "steps": {"value": EXAMPLE_FLOW}}},
                         "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-                            "file": {"type": "string", "contentEncoding": "binary"}}}}}},
+                            "file": {"type": "string", "contentEncoding": "binary"},
+                            "inputs": {"type": "string", "description": "The inputs, as a JSON object"}}}}}},
                     "responses": {"201": {**_json(_ref("RunSummary"), "Stored and queued"), "links": RUN_LINKS},
                                   "200": {**_json(_ref("RunSummary"), "A retry with the same Idempotency-Key: the "
                                                                       "run the first request made"),
@@ -227,6 +244,12 @@ def document() -> dict[str, Any]:
                                                     "parameters": [RUN_ID], "responses": {
                 "200": _json({"type": "object", "required": ["id", "status"]}, "Cancelled"),
                 **_errors(401, 403, 404, 409)}}},
+            "/workflows/{run_id}/rerun": {"post": {
+                "summary": "Run a workflow of several steps again, reusing the steps that succeeded (a step that "
+                           "acted live is never run again: 409)",
+                "parameters": [RUN_ID, {"name": "from", "in": "query", "required": False, "schema": {"type": "string"},
+                                        "description": "Run this step and every step after it again"}],
+                "responses": {"201": _json(_ref("RunSummary"), "The new run"), **_errors(401, 403, 404, 409)}}},
             "/workflows/{run_id}/approve": _vote("approve"),
             "/workflows/{run_id}/reject": _vote("reject"),
             "/approvals": {"get": {"summary": "Runs waiting for the caller's vote, with what each would send",
