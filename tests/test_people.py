@@ -8,8 +8,10 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from conftest import seen
 from sqlalchemy import select
 
 from aurora import keys, people, runs
@@ -62,13 +64,13 @@ def test_two_keys_of_one_person_are_not_a_quorum_of_two(client, runtime, api_key
     phone = keys.create(runtime.db, "alice-phone", Role.APPROVER, person="alice")
     bob = keys.create(runtime.db, "bob", Role.APPROVER)
     run_id = waiting(client, runtime, api_keys.submitter)
-    first = client.post(f"/workflows/{run_id}/approve", headers=bearer(laptop))
+    first = client.post(f"/workflows/{run_id}/approve", json=seen(runtime, run_id), headers=bearer(laptop))
     assert first.status_code == 200 and first.json["gate"]["received"] == 1
-    second = client.post(f"/workflows/{run_id}/approve", headers=bearer(phone))
+    second = client.post(f"/workflows/{run_id}/approve", json=seen(runtime, run_id), headers=bearer(phone))
     assert second.status_code == 409 and second.json["error"] == "already_voted"
     assert [w["id"] for w in client.get("/approvals", headers=bearer(phone)).json["waiting"]] == []
     assert client.get(f"/workflows/{run_id}", headers=bearer(phone)).json["approvals"]["received"] == 1
-    done = client.post(f"/workflows/{run_id}/approve", headers=bearer(bob))
+    done = client.post(f"/workflows/{run_id}/approve", json=seen(runtime, run_id), headers=bearer(bob))
     assert done.json["status"] == "queued" and done.json["gate"]["approvers"] == ["alice", "bob"]
 
 
@@ -85,7 +87,7 @@ def test_no_key_of_the_submitters_person_may_approve(client, runtime, api_keys) 
     boss = keys.create(runtime.db, "boss", Role.ADMIN)
     laptop = keys.create(runtime.db, "boss-laptop", Role.ADMIN, person="boss")
     run_id = waiting(client, runtime, boss)
-    own = client.post(f"/workflows/{run_id}/approve", headers=bearer(laptop))
+    own = client.post(f"/workflows/{run_id}/approve", json=seen(runtime, run_id), headers=bearer(laptop))
     assert own.status_code == 403 and own.json["error"] == "self_approval"
     assert client.get("/approvals", headers=bearer(laptop)).json["waiting"] == []
     run = client.get(f"/workflows/{run_id}", headers=bearer(laptop)).json
@@ -99,8 +101,8 @@ def test_a_revoked_keys_votes_stop_counting(client, runtime, api_keys) -> None:
     bob = keys.create(runtime.db, "bob", Role.APPROVER)
     carol = keys.create(runtime.db, "carol", Role.APPROVER)
     run_id = waiting(client, runtime, api_keys.submitter)
-    client.post(f"/workflows/{run_id}/approve", headers=bearer(api_keys.approver))
-    assert client.post(f"/workflows/{run_id}/approve", headers=bearer(bob)).json["status"] == "queued"
+    client.post(f"/workflows/{run_id}/approve", json=seen(runtime, run_id), headers=bearer(api_keys.approver))
+    assert client.post(f"/workflows/{run_id}/approve", json=seen(runtime, run_id), headers=bearer(bob)).json["status"] == "queued"
     assert people.revoke_key(runtime.db, "bob", "test-node") == [run_id]  # before the worker acts
     voided = [e for e in timeline(runtime, run_id) if e.type == "approval.voided"]
     assert [(e.data["voter"], e.data["reason"]) for e in voided] == [("bob", "key 'bob' was revoked")]
@@ -109,8 +111,8 @@ def test_a_revoked_keys_votes_stop_counting(client, runtime, api_keys) -> None:
     assert run["approvals"]["received"] == 1
     assert [(v["voter"], v["counts"], v["void"]) for v in run["approvals"]["votes"]] == [
         ("alice", True, None), ("bob", False, "key 'bob' was revoked")]
-    assert client.post(f"/workflows/{run_id}/approve", headers=bearer(bob)).status_code == 401
-    assert client.post(f"/workflows/{run_id}/approve", headers=bearer(carol)).json["status"] == "queued"
+    assert client.post(f"/workflows/{run_id}/approve", json=seen(runtime, run_id), headers=bearer(bob)).status_code == 401
+    assert client.post(f"/workflows/{run_id}/approve", json=seen(runtime, run_id), headers=bearer(carol)).json["status"] == "queued"
     assert runtime.engine.execute(run_id).status == "succeeded"
 
 
@@ -118,7 +120,7 @@ def test_removing_a_person_voids_their_votes_and_asks_again(client, runtime, api
     reload_policy(runtime, env, lambda p: p["approvals"].update(notify=["chef@example.com"]))
     keys.create(runtime.db, "alice-phone", Role.APPROVER, person="alice")
     run_id = waiting(client, runtime, api_keys.submitter)
-    client.post(f"/workflows/{run_id}/approve", headers=bearer(api_keys.approver))
+    client.post(f"/workflows/{run_id}/approve", json=seen(runtime, run_id), headers=bearer(api_keys.approver))
     touched = people.remove_person(runtime.db, "alice", "test-node")
     people.ask_again(runtime.engine, touched)
     assert detail(runtime, run_id)["approvals"]["received"] == 0
@@ -182,12 +184,15 @@ def test_approvers_see_the_mails_hidden_html_part(client, runtime, api_keys) -> 
 
 
 def test_a_policy_switch_after_the_votes_voids_them(client, runtime, api_keys, env) -> None:
+    secrets = Path(env["AURORA_SECRETS_FILE"])  # there, but Stripe's key is not filled in
+    secrets.write_text(json.dumps({"stripe": {"secret_key": "PLACEHOLDER"}}))
+    secrets.chmod(0o600)
     bob = keys.create(runtime.db, "bob", Role.APPROVER)
     run_id = waiting(client, runtime, api_keys.submitter)
     before = detail(runtime, run_id)["approval"]
     assert before["reason"] == "policy: dry_run is true"
-    client.post(f"/workflows/{run_id}/approve", headers=bearer(api_keys.approver))
-    assert client.post(f"/workflows/{run_id}/approve", headers=bearer(bob)).json["status"] == "queued"
+    client.post(f"/workflows/{run_id}/approve", json=seen(runtime, run_id), headers=bearer(api_keys.approver))
+    assert client.post(f"/workflows/{run_id}/approve", json=seen(runtime, run_id), headers=bearer(bob)).json["status"] == "queued"
 
     def go_live(policy: dict) -> None:  # the operator turns payments live between votes and act
         policy["dry_run"] = False
@@ -203,8 +208,8 @@ def test_a_policy_switch_after_the_votes_voids_them(client, runtime, api_keys, e
     with runtime.db.read() as session:
         assert session.scalar(select(AuditRecord).where(AuditRecord.run_id == run_id,
                                                         AuditRecord.operation == "charge")) is None
-    client.post(f"/workflows/{run_id}/approve", headers=bearer(api_keys.approver))
-    assert client.post(f"/workflows/{run_id}/approve", headers=bearer(bob)).json["status"] == "queued"
+    client.post(f"/workflows/{run_id}/approve", json=seen(runtime, run_id), headers=bearer(api_keys.approver))
+    assert client.post(f"/workflows/{run_id}/approve", json=seen(runtime, run_id), headers=bearer(bob)).json["status"] == "queued"
     # Approved as SIMULATED for want of secrets while the policy means payments live: the charge
     # does not pass a simulation off as a charge (aurora.outcomes), it ends not_acted.
     assert runtime.engine.execute(run_id).status == "not_acted"
