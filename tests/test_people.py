@@ -316,3 +316,107 @@ def test_spellings_of_one_name_are_one_person(runtime) -> None:
     for bad in ("   ", "al ice", "ali\tce", "ålice"):
         with pytest.raises(InvalidName):
             keys.create(runtime.db, f"key-{abs(hash(bad))}", Role.APPROVER, person=bad)
+
+
+# -- what approvers see is what would be sent now; a vote names it --------------------------------
+
+def _mailgun_secrets(env) -> None:
+    secrets = Path(env["AURORA_SECRETS_FILE"])
+    secrets.write_text(json.dumps({"mailgun": {"api_key": "key-notSentAnywhere1", "domain": "mg.example.com"}}))
+    secrets.chmod(0o600)
+
+
+def _sign_in(client, key: str) -> None:
+    token = client.get("/ui/login").get_data(as_text=True).split('name="csrf_token" value="')[1].split('"')[0]
+    assert client.post("/ui/login", data={"key": key, "csrf_token": token}).status_code in (302, 303)
+
+
+def _csrf(page: str) -> str:
+    return page.split('name="csrf_token" value="')[1].split('"')[0]
+
+
+def test_what_approvers_see_follows_a_policy_change_while_the_run_waits(client, runtime, api_keys, env) -> None:
+    _mailgun_secrets(env)
+    run_id = waiting(client, runtime, api_keys.submitter, MAIL, "application/json")
+    before = client.get(f"/workflows/{run_id}", headers=bearer(api_keys.viewer)).json["approval"]
+    assert before["mode"] == "simulated"
+
+    def go_live(policy: dict) -> None:  # mail goes live for every run, while this one waits
+        policy["dry_run"] = False
+        policy["security"]["canary_percent"] = 100
+
+    reload_policy(runtime, env, go_live)
+    shown_now = client.get(f"/workflows/{run_id}", headers=bearer(api_keys.viewer)).json["approval"]
+    assert shown_now["mode"] == "live" and shown_now["live"] is True and shown_now["hash"] != before["hash"]
+    [listed] = client.get("/approvals", headers=bearer(api_keys.approver)).json["waiting"]
+    assert listed["approval"]["hash"] == shown_now["hash"] and listed["mode"] == "live"
+    _sign_in(client, api_keys.approver)
+    page = client.get(f"/ui/runs/{run_id}").get_data(as_text=True)
+    assert ">LIVE<" in page and f'name="request_hash" value="{shown_now["hash"]}"' in page
+    # a vote for what the approver saw before the change is refused, and says to look again
+    stale = client.post(f"/workflows/{run_id}/approve", json={"request_hash": before["hash"]},
+                        headers=bearer(api_keys.approver))
+    assert stale.status_code == 409 and stale.json["error"] == "request_changed" and "look at it again" in stale.json["message"]
+    ok = client.post(f"/workflows/{run_id}/approve", json={"request_hash": shown_now["hash"]},
+                     headers=bearer(api_keys.approver))
+    assert ok.status_code == 200 and ok.json["status"] == "queued"
+    [vote] = detail(runtime, run_id)["approvals"]["votes"]
+    assert vote["request_hash"] == shown_now["hash"] and vote["counts"] is True
+
+
+def test_a_vote_must_name_the_request_hash_it_saw(client, runtime, api_keys, env) -> None:
+    run_id = waiting(client, runtime, api_keys.submitter, MAIL, "application/json")
+    for body in (None, {"comment": "passt"}, {"request_hash": ""}):
+        missing = client.post(f"/workflows/{run_id}/approve", json=body, headers=bearer(api_keys.approver))
+        assert missing.status_code == 400, missing.json
+        assert missing.json["error"] == "request_hash_required" and "request_hash" in missing.json["message"]
+    assert detail(runtime, run_id)["approvals"]["votes"] == []
+    # the page's form carries the hash it showed; a form without it records nothing
+    _sign_in(client, api_keys.approver)
+    page = client.get(f"/ui/runs/{run_id}").get_data(as_text=True)
+    bare = client.post(f"/ui/runs/{run_id}/approve", data={"csrf_token": _csrf(page)}, follow_redirects=True)
+    assert "request_hash" in bare.get_data(as_text=True) and detail(runtime, run_id)["approvals"]["votes"] == []
+    hashed = page.split('name="request_hash" value="')[1].split('"')[0]
+    assert hashed == detail(runtime, run_id)["approval"]["hash"]
+    client.post(f"/ui/runs/{run_id}/approve", data={"csrf_token": _csrf(page), "request_hash": hashed})
+    [vote] = detail(runtime, run_id)["approvals"]["votes"]
+    assert (vote["channel"], vote["request_hash"]) == ("web", hashed)
+
+
+def test_aurora_approve_sends_the_request_hash(app, runtime, api_keys, tmp_path) -> None:
+    import threading
+
+    from click.testing import CliRunner
+    from conftest import free_port
+    from werkzeug.serving import make_server
+
+    from aurora.cli import main
+
+    bob = keys.create(runtime.db, "bob", Role.APPROVER)
+    carol = keys.create(runtime.db, "carol", Role.APPROVER)
+    port = free_port()
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        run_id = waiting(app.test_client(), runtime, api_keys.submitter)
+
+        def aurora(key: str, *args: str, answer: str | None = None):
+            env = {"AURORA_URL": f"http://127.0.0.1:{port}", "AURORA_TOKEN": key,
+                   "AURORA_CLI_CONFIG": str(tmp_path / "cli.json")}
+            return CliRunner().invoke(main, list(args), env=env, input=answer)
+
+        listed = aurora(api_keys.approver, "approvals")
+        command = next(line.strip() for line in listed.output.splitlines() if "aurora approve" in line)
+        stale = aurora(api_keys.approver, "approve", run_id, "--request", "0" * 64)
+        assert stale.exit_code == 2 and "look at it again" in stale.output
+        first = aurora(api_keys.approver, *command.split(": ", 1)[1].split()[1:])
+        assert first.exit_code == 0 and "1/2 approvals" in first.output, first.output
+        declined = aurora(bob, "approve", run_id, answer="n\n")  # shown the request, and asked
+        assert declined.exit_code == 1 and "Amount: 9.99 EUR" in declined.output
+        assert detail(runtime, run_id)["approvals"]["received"] == 1
+        second = aurora(carol, "approve", run_id, answer="y\n")
+        assert second.exit_code == 0 and "queued" in second.output, second.output
+        votes = detail(runtime, run_id)["approvals"]["votes"]
+        assert [(v["voter"], v["channel"], v["counts"]) for v in votes] == [("alice", "cli", True), ("carol", "cli", True)]
+    finally:
+        server.shutdown()
