@@ -420,3 +420,80 @@ def test_aurora_approve_sends_the_request_hash(app, runtime, api_keys, tmp_path)
         assert [(v["voter"], v["channel"], v["counts"]) for v in votes] == [("alice", "cli", True), ("carol", "cli", True)]
     finally:
         server.shutdown()
+
+
+def _pg_runtime(env, postgres_url):
+    from aurora.config import load_settings
+    from aurora.migrations import upgrade
+    from aurora.runtime import Runtime
+
+    rt = Runtime(load_settings({**env, "AURORA_DATABASE_URL": postgres_url}))
+    upgrade(postgres_url)
+    return rt
+
+
+def _approved_charge(rt) -> str:
+    from conftest import shown
+
+    from aurora import approvals, documents
+    from aurora.keys import Caller
+
+    engine = rt.engine
+    for name in ("alice", "bob"):
+        keys.create(rt.db, name, Role.APPROVER)
+    run = engine.submit(documents.load(CHARGE), "sam")
+    assert engine.execute(run.id).status == "awaiting_approval"
+    for name in ("alice", "bob"):
+        result = approvals.vote(engine, run.id, Caller(name, Role.APPROVER), "approve", None, "api",
+                                shown(engine, run.id))
+    assert result["status"] == "queued"
+    return run.id
+
+
+def test_a_revocation_racing_the_gate_on_postgresql_never_lets_the_revoked_vote_count(env, postgres_url) -> None:
+    """Connection A revokes bob's key (the UPDATE revoke_key makes) and has not committed when the
+    worker's gate reads the votes: the gate waits for it, then sees it (READ COMMITTED alone would
+    read the old row and act on a vote that was being revoked)."""
+    import threading
+
+    import psycopg
+
+    rt = _pg_runtime(env, postgres_url)
+    run_id = _approved_charge(rt)
+    outcome: dict[str, str] = {}
+    with psycopg.connect(postgres_url) as revoker:
+        revoker.execute("UPDATE api_keys SET revoked_at = now() WHERE name = 'bob'")
+        worker = threading.Thread(target=lambda: outcome.update(status=rt.engine.execute(run_id).status))
+        worker.start()
+        worker.join(2.0)
+        assert worker.is_alive(), f"the gate did not wait for the revocation: {outcome}"
+        revoker.commit()
+    worker.join(30)
+    assert outcome == {"status": "awaiting_approval"}  # one vote left of two: nothing charged
+    assert detail(rt, run_id)["approvals"]["received"] == 1
+    with rt.db.read() as session:
+        assert session.scalar(select(AuditRecord).where(AuditRecord.run_id == run_id,
+                                                        AuditRecord.operation == "charge")) is None
+
+
+def test_a_revocation_waits_for_a_gate_that_is_beginning_the_act_on_postgresql(env, postgres_url) -> None:
+    """The other order: while a gate holds the voters' keys (FOR SHARE, as ledger.votes(lock=True)
+    reads them), revoke_key waits; afterwards the act has begun, and the revocation voids nothing
+    in retrospect (the run is no longer one that has not acted)."""
+    import threading
+
+    import psycopg
+
+    rt = _pg_runtime(env, postgres_url)
+    run_id = _approved_charge(rt)
+    touched: list[list[str]] = []
+    with psycopg.connect(postgres_url) as gate:
+        gate.execute("SELECT pk FROM api_keys WHERE name IN ('alice', 'bob') ORDER BY pk FOR SHARE")
+        revoking = threading.Thread(target=lambda: touched.append(people.revoke_key(rt.db, "bob", "test-node")))
+        revoking.start()
+        revoking.join(1.5)
+        assert revoking.is_alive(), "the revocation did not wait for the gate's lock"
+        gate.commit()
+    revoking.join(30)
+    assert touched == [[run_id]]  # still queued here, so its vote is voided: the worker then waits
+    assert rt.engine.execute(run_id).status == "awaiting_approval"
