@@ -6,7 +6,9 @@ decision, comment, channel and the hash of the rendered request and mode it appr
 in one transaction, guarded by a compare-and-set on the run that also checks the deadline: a vote
 and the expiry can never both win, and two votes completing the quorum together send the run to
 the queue once. Quorum counts people: a person votes once, with whichever key, and no key of the
-submitter's person may vote.
+submitter's person may vote. A vote names the rendering its voter saw (``request_hash``, required);
+the vote's transaction renders the run again as the worker would now (``ledger.current``), and a
+vote for anything else is refused: the voter is told to look again.
 """
 
 from __future__ import annotations
