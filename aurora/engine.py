@@ -322,6 +322,7 @@ class Engine:
                 if cursor is not None and cursor.after:
                     payload["after"] = cursor.after
             ctx = replace(ctx, rollouts=adapter_state.Rollouts(session))
+            adapter.carry((run.approval_binding or {}).get("facts") or {}, ctx)  # what the votes approved
             mode = plan.mode or adapter.decide(payload, ctx)
             # The votes must be for this very request and mode: rendered by the build the act uses.
             verdict = None if began or not plan.required else self._gate(

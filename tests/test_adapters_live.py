@@ -537,3 +537,20 @@ def test_a_mailgun_key_swap_voids_the_votes(live, env) -> None:
     swapped = {**SECRETS, "mailgun": {**SECRETS["mailgun"], "api_key": "key-otherACCOUNT1111"}}
     Path(env["AURORA_SECRETS_FILE"]).write_text(json.dumps(swapped))
     assert current_hash(engine, run.id) != first  # what approvers see follows the key in use
+
+
+def test_a_charge_approved_with_an_unresolved_payment_method_charges_nobody(live) -> None:
+    from aurora import runs
+
+    engine = live.runtime.engine
+    charge = {**CHARGE, "customer": "cus_nopm"}  # no default payment method at Stripe
+    run = engine.submit(documents.load(json.dumps({"name": "pay", "goal": "charge", "payload": charge}), fmt="json"),
+                        "sam")
+    assert engine.execute(run.id).status == "awaiting_approval"
+    with live.runtime.db.read() as session:
+        shown = runs.detail(session, run.id)["approval"]
+    assert shown["facts"]["payment_method"].startswith("unresolved: customer cus_nopm has no default")
+    assert _approve_all(live, run.id) == "queued"
+    assert engine.execute(run.id).status == "failed"
+    assert "could not be looked up when the charge was approved" in live.get(run.id).error["message"]
+    assert live.servers["stripe"].requests_to("/v1/payment_intents") == []

@@ -246,6 +246,10 @@ class Adapter:
     def decide(self, payload: dict[str, Any], ctx: CallContext) -> Mode:
         return decide_mode(self.name, ctx, self.credentials_configured(payload, ctx.secrets), self.live_capable)
 
+    def carry(self, facts: dict[str, Any], ctx: CallContext) -> None:
+        """Put what an approved rendering resolved (its ``facts``) into ``ctx.facts`` for the call,
+        so an act resumed after a crash, which renders nothing, still sends what was approved."""
+
     def send(self, payload: dict[str, Any], request: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         raise LiveCallFailed(f"{self.name} cannot make live calls", "invalid")
 

@@ -79,10 +79,15 @@ class StripeAdapter(Adapter):
             try:
                 facts["payment_method"] = ctx.facts[RESOLVED_PM] = self._default_method(
                     self._client(ctx), str(payload["customer"]), ctx)
-            except LiveCallFailed as exc:  # approvers see why; a vote for this never acts
-                ctx.facts.pop(RESOLVED_PM, None)
+            except LiveCallFailed as exc:  # approvers see why; a charge approved like this charges nobody
+                ctx.facts[RESOLVED_PM] = None
                 facts["payment_method"] = f"unresolved: {exc}"
         return facts
+
+    def carry(self, facts: dict[str, Any], ctx: CallContext) -> None:
+        if "payment_method" in facts:
+            method = facts["payment_method"]
+            ctx.facts[RESOLVED_PM] = None if str(method).startswith("unresolved") else method
 
     def _client(self, ctx: CallContext) -> Any:
         import stripe
@@ -126,7 +131,10 @@ class StripeAdapter(Adapter):
                 params[key] = form[key]
         if ctx.run_id:
             params["metadata"] = {"aurora_run_id": ctx.run_id}
-        if "payment_method" not in params and ctx.facts.get(RESOLVED_PM):
+        if "payment_method" not in params and RESOLVED_PM in ctx.facts:
+            if ctx.facts[RESOLVED_PM] is None:
+                raise LiveCallFailed(f"the payment method of customer {form['customer']} could not be looked up when "
+                                     "the charge was approved; nothing was charged", "invalid")
             params["payment_method"] = ctx.facts[RESOLVED_PM]  # the one the votes approved
         try:
             if "payment_method" not in params:
