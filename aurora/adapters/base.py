@@ -263,7 +263,7 @@ class Adapter:
             mode = Mode(False, ADHOC_REASON if ctx.run_id is None else f"run id {ctx.run_id!r} came without proof "
                         f"that it is acting under a worker's lease; {ADHOC_REASON}", intended_live=True)
         if mode.live:
-            refused = ctx.grant.refusal(ctx.run_id)
+            refused = _confirm(ctx)
             if refused is not None:  # the lease was lost (another worker, a cancel): never act twice
                 raise LiveCallRefused(f"live call refused: {refused}")
         if mode.live:
@@ -275,6 +275,19 @@ class Adapter:
             result = AdapterResult(self.name, self.operation, mode, self.simulated_msg, request)
         result.duration_ms = (time.perf_counter() - started) * 1000
         return result
+
+
+def _confirm(ctx: CallContext) -> str | None:
+    """The grant's answer (None: act); a database that does not answer is tried a few times, then
+    the call is refused: nothing is sent on a lease nobody could confirm."""
+    for attempt in range(3):
+        try:
+            return ctx.grant.refusal(ctx.run_id)
+        except Exception as exc:  # noqa: BLE001 - a database blip, or worse: either way, do not send
+            if attempt == 2:
+                return f"the run's lease could not be confirmed ({exc.__class__.__name__}); nothing was sent"
+            time.sleep(0.5 * 2**attempt)
+    return None  # pragma: no cover - the loop returns
 
 
 def bearer() -> dict[str, str]:
