@@ -78,7 +78,10 @@ SCHEMAS: dict[str, Any] = {
             "label": {"type": "string"}, "value": {"type": "string"}}}},
         "mode": {"enum": ["live", "simulated"]}, "live": {"type": "boolean"}, "reason": {"type": "string"},
         "adapter": {"type": "string"}, "operation": {"type": "string"},
-        "request": {"type": "object"}, "hash": {"type": "string"}}},
+        "request": {"type": "object"},
+        "facts": {"type": "object", "description": "what decides who acts or on what beyond the request: the "
+                  "credential's fingerprint (never the secret), a charge's resolved payment method"},
+        "hash": {"type": "string"}}},
     "Me": {"type": "object", "required": ["person", "role", "key"], "properties": {
         "person": {"type": "string"}, "role": {"enum": ["admin", "submitter", "approver", "viewer"]},
         "key": {"type": "object", "required": ["id", "name"], "properties": {
