@@ -554,3 +554,27 @@ def test_a_charge_approved_with_an_unresolved_payment_method_charges_nobody(live
     assert engine.execute(run.id).status == "failed"
     assert "could not be looked up when the charge was approved" in live.get(run.id).error["message"]
     assert live.servers["stripe"].requests_to("/v1/payment_intents") == []
+
+
+def test_the_mail_to_approvers_goes_out_live_only_while_its_run_waits(live) -> None:
+    """The notification is the one live call that is not a run's act: its grant holds only while
+    the run it announces waits for votes."""
+    from dataclasses import replace
+
+    from aurora import approvals
+    from aurora.adapters.base import LiveCallRefused
+
+    live.set_policy(approvals__notify=["chef@example.com"])
+    engine = live.runtime.engine
+    run = engine.submit(documents.load(json.dumps({"name": "pay", "goal": "charge", "payload": CHARGE}), fmt="json"),
+                        "sam")
+    assert engine.execute(run.id).status == "awaiting_approval"
+    [mail] = live.servers["mailgun"].requests_to("/v3/")
+    assert "chef@example.com" in mail.form()["to"]
+    ctx = CallContext(run.id, live.runtime.policies.current(), live.runtime.secrets())
+    engine.cancel(run.id, "sam")
+    grant = approvals._Waiting(engine.db, run.id)  # noqa: SLF001
+    with pytest.raises(LiveCallRefused, match="does not wait for votes"):
+        MailgunAdapter().call({"to": "chef@example.com", "subject": "x", "text": "y"},
+                              replace(ctx, run_id=f"{run.id}-notify", grant=grant))
+    assert len(live.servers["mailgun"].requests_to("/v3/")) == 1
