@@ -49,12 +49,13 @@ from .adapters import BY_GOAL, CallContext, Mode
 from .adapters.base import LiveCallFailed, RetryLater
 from .adapters.engines import DEFAULT_FALLBACK
 from .blocking import block as block_run
+from .blocking import usable
 from .config import Settings
 from .db import Database, connection_of
 from .documents import Workflow, refuse_over_ceiling
 from .engine_health import HealthStore
 from .errors import AuroraError, ConfigError, Conflict, NotFound
-from .leases import LeaseKeeper
+from .leases import ActLease, LeaseKeeper
 from .logs import RUN_ID
 from .models import FINAL_STATUSES, FormCursor, Run, RunStatus, utcnow
 from .outcomes import pretends, stop_not_acted
@@ -252,7 +253,7 @@ class Engine:
 
     def _execute(self, run_id: str, owner: str) -> Outcome:
         try:
-            policy, secrets = self.policies.current(), self.secrets()
+            policy, secrets = usable(self.policies, self.secrets)
         except ConfigError as exc:  # it cannot act now: say so, visibly, and let the sweeper retry
             return block_run(self, run_id, exc)
         ctx = CallContext(run_id, policy, secrets, self.settings.simulated_latency_ms, self.health(policy),
@@ -368,6 +369,7 @@ class Engine:
                 if cursor is not None and cursor.after:
                     payload["after"] = cursor.after
             ctx = replace(ctx, rollouts=adapter_state.Rollouts(session))
+            adapter.carry((run.approval_binding or {}).get("facts") or {}, ctx)  # what the votes approved
             mode = plan.mode or adapter.decide(payload, ctx)
             # The votes must be for this very request and mode: rendered by the build the act uses.
             verdict = None if began or not plan.required else self._gate(
@@ -393,7 +395,7 @@ class Engine:
                 return replace(outcome, detail="simulated", goal=run.goal, created_at=run.created_at, mode="simulated")
             self._record_steps(session, run_id, steps, pending)
             # The call happens after this transaction: take the rollouts along, read.
-            return run, payload, mode, replace(ctx, rollouts=dict(ctx.rollouts))
+            return run, payload, mode, replace(ctx, rollouts=dict(ctx.rollouts), grant=ActLease(self.db, owner))
 
     def _resume(self, session: Session, run: Any, owner: str, adapter: Any, ctx: CallContext,
                 payload: dict[str, Any], act: dict[str, Any], steps: dict[str, Any],
@@ -446,7 +448,7 @@ class Engine:
               bound: dict[str, Any]) -> Outcome | None:
         """None if the run may act; otherwise the outcome that stops it here. ``bound`` is the
         rendered request and mode the votes must have approved (``aurora.binding``)."""
-        votes = ledger.votes(session, run.id)
+        votes = ledger.votes(session, run.id, lock=True)  # a revocation now waits for this transaction
         decision = gates.evaluate(required, votes, bound["hash"], ledger.submitter(run))
         ledger.rebind(self.db, session, self.node, run, bound, votes)
         if decision.state is gates.GateState.OPEN:

@@ -2,7 +2,9 @@
 
 A :class:`PolicyStore` re-reads the file when its modification time changes (checked at most
 once a second), so an edit reaches every web and worker process without a restart. A broken
-edit is refused: the last good policy stays in force and :attr:`PolicyStore.last_error` says why.
+edit is refused: the last good policy still answers (submissions, pages, ``/health``) and
+:attr:`PolicyStore.last_error` says why, but no run acts on it while the file holds the refused
+edit (``aurora.blocking.usable``: fail closed, the file no longer says that policy).
 At start there is no last good policy, so a broken file makes ``current()`` raise
 :class:`PolicyError` (until the file is fixed): start-up checks stop on it, and a run a worker
 cannot decide without a policy is blocked, visibly (``aurora.blocking``).

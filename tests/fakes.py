@@ -133,6 +133,8 @@ class StripeState:
 
     def __init__(self, secret_key: str):
         self.secret_key = secret_key
+        #: a customer's default payment method (others: pm_card_visa; cus_nopm has none)
+        self.default_methods: dict[str, str] = {}
         self.intents: dict[str, dict[str, Any]] = {}
         self.by_key: dict[str, tuple[int, dict[str, Any]]] = {}
         self.lock = threading.Lock()
@@ -142,7 +144,7 @@ class StripeState:
             return Reply(401, {"error": {"type": "invalid_request_error", "message": "Invalid API Key provided"}})
         if request.method == "GET" and request.path.startswith("/v1/customers/"):
             customer = request.path.rsplit("/", 1)[1]
-            default = None if customer == "cus_nopm" else "pm_card_visa"
+            default = None if customer == "cus_nopm" else self.default_methods.get(customer, "pm_card_visa")
             return Reply(200, {"id": customer, "object": "customer",
                                "invoice_settings": {"default_payment_method": default}})
         if request.method == "POST" and request.path == "/v1/payment_intents":

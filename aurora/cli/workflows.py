@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from ..errors import AuroraError
+from ..errors import AuroraError, ClientError
 from ._common import EXIT_HELP, EXIT_PENDING, FINAL, _client, _fail, _print, _runtime, exit_code, main, mode_label
 
 # -- workflows --------------------------------------------------------------------------------
@@ -113,8 +113,24 @@ def submit(file: Path, wait: bool, timeout: float, inputs: tuple[str, ...]) -> N
     deadline = time.monotonic() + timeout
     interactive = sys.stderr.isatty()
     last = ""
+    run_id = run["id"]
     while True:
-        run = client.get(f"/workflows/{run['id']}")
+        try:
+            run = client.get(f"/workflows/{run_id}")
+        except ClientError as exc:
+            if exc.status is not None and exc.status < 500:
+                raise
+            # The run goes on without us: a lost connection says nothing about it. Follow it
+            # again when Aurora answers; give up only at the deadline, as "not known yet" (7).
+            if time.monotonic() > deadline:
+                _fail(f"lost the connection to Aurora while following run {run_id} ({exc}); it was submitted "
+                      f"and may still run or have finished: check it with: aurora status {run_id}", EXIT_PENDING)
+            line = f"{run_id}: connection lost ({exc}); trying again"
+            if line != last:
+                click.echo(("\r\033[K" if interactive else "") + line, nl=not interactive, err=True)
+                last = line
+            time.sleep(1.0)
+            continue
         line = _progress_line(run)
         if line != last:
             click.echo(("\r\033[K" if interactive else "") + line, nl=not interactive, err=True)
@@ -122,7 +138,7 @@ def submit(file: Path, wait: bool, timeout: float, inputs: tuple[str, ...]) -> N
         if run["status"] in FINAL or run["status"] == "awaiting_approval" or run.get("blocked"):
             break
         if time.monotonic() > deadline:
-            _fail(f"still {run['status']} after {timeout:.0f} s; follow it with: aurora status {run['id']}", EXIT_PENDING)
+            _fail(f"still {run['status']} after {timeout:.0f} s; follow it with: aurora status {run_id}", EXIT_PENDING)
         time.sleep(0.25)
     if interactive:
         click.echo(err=True)
@@ -210,19 +226,36 @@ def approvals() -> None:
 
 
 def _vote(run_id: str, decision: str, message: str | None, request: str | None) -> None:
-    body: dict[str, str] = {"comment": message} if message else {}
-    if request:
-        body["request_hash"] = request
-    result = _client().post(f"/workflows/{run_id}/{decision}", json=body, headers={"X-Aurora-Channel": "cli"})
+    client = _client()
+    if not request:
+        # No hash given: show what the run would send now and ask (a vote always names the
+        # rendering its voter saw; the server refuses one that names none).
+        run = client.get(f"/workflows/{run_id}")
+        approval = run.get("approval")
+        if approval is None:
+            _fail(f"{run_id} shows nothing to vote on (it is {run['status']})", 2)
+        click.echo(f"{run_id}: {'LIVE' if approval['live'] else 'SIMULATED'}: {approval['reason']}", err=True)
+        for row in approval["plain"]:
+            click.echo(f"    {row['label']}: {row['value']}", err=True)
+        if not click.confirm(f"{decision.capitalize()} exactly this?", err=True):
+            _fail("nothing was recorded", 1)
+        request = approval["hash"]
+    body: dict[str, str] = {"request_hash": request}
+    if message:
+        body["comment"] = message
+    result = client.post(f"/workflows/{run_id}/{decision}", json=body, headers={"X-Aurora-Channel": "cli"})
     gate = result["gate"]
     click.echo(f"{run_id}: {result['status']} ({gate['received']}/{gate['required']} approvals)")
+
+
+REQUEST_HELP = ("The request hash `aurora approvals` showed (refused, 409, if the request or its mode changed "
+                "since). Without it, the run's current request is shown and you are asked to confirm.")
 
 
 @main.command()
 @click.argument("run_id")
 @click.option("-m", "--message", default=None, help="A comment for the ledger.")
-@click.option("--request", default=None, metavar="HASH",
-              help="The request hash `aurora approvals` showed: refused (409) if the request changed since.")
+@click.option("--request", default=None, metavar="HASH", help=REQUEST_HELP)
 def approve(run_id: str, message: str | None, request: str | None) -> None:
     """Approve a waiting run."""
     _vote(run_id, "approve", message, request)
@@ -231,8 +264,7 @@ def approve(run_id: str, message: str | None, request: str | None) -> None:
 @main.command()
 @click.argument("run_id")
 @click.option("-m", "--message", default=None, help="A comment for the ledger.")
-@click.option("--request", default=None, metavar="HASH",
-              help="The request hash `aurora approvals` showed: refused (409) if the request changed since.")
+@click.option("--request", default=None, metavar="HASH", help=REQUEST_HELP)
 def reject(run_id: str, message: str | None, request: str | None) -> None:
     """Reject a waiting run (one rejection ends it)."""
     _vote(run_id, "reject", message, request)

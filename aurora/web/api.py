@@ -117,6 +117,9 @@ def listing() -> Response:
 @bp.get("/workflows/<run_id>")
 @require(*ANY_ROLE)
 def show(run_id: str) -> Response:
+    from .. import ledger
+
+    ledger.refresh(_runtime().engine, [run_id])  # a waiting run shows what it would send now
     with _runtime().db.read() as session:
         return jsonify(run_views.detail(session, run_id))
 
@@ -165,7 +168,7 @@ def _vote(run_id: str, decision: str) -> Response:
 
     body = request.get_json(silent=True) if request.data else {}
     if body is None or not isinstance(body, dict):
-        raise BadParameter('send a JSON object such as {"comment": "looks right"}, or no body')
+        raise BadParameter('send a JSON object such as {"request_hash": "<approval.hash>", "comment": "looks right"}')
     comment = body.get("comment")
     if comment is not None and not isinstance(comment, str):
         raise BadParameter("comment: must be a string")

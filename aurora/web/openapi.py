@@ -78,7 +78,10 @@ SCHEMAS: dict[str, Any] = {
             "label": {"type": "string"}, "value": {"type": "string"}}}},
         "mode": {"enum": ["live", "simulated"]}, "live": {"type": "boolean"}, "reason": {"type": "string"},
         "adapter": {"type": "string"}, "operation": {"type": "string"},
-        "request": {"type": "object"}, "hash": {"type": "string"}}},
+        "request": {"type": "object"},
+        "facts": {"type": "object", "description": "what decides who acts or on what beyond the request: the "
+                  "credential's fingerprint (never the secret), a charge's resolved payment method"},
+        "hash": {"type": "string"}}},
     "Me": {"type": "object", "required": ["person", "role", "key"], "properties": {
         "person": {"type": "string"}, "role": {"enum": ["admin", "submitter", "approver", "viewer"]},
         "key": {"type": "object", "required": ["id", "name"], "properties": {
@@ -108,10 +111,12 @@ def _vote(decision: str) -> dict[str, Any]:
         "summary": f"{decision.capitalize()} a waiting run (approver or admin; never your own run, from any key "
                    "of your person; a person votes once)",
         "security": AUTH, "parameters": [RUN_ID],
-        "requestBody": {"required": False, "content": {"application/json": {"schema": {
-            "type": "object", "properties": {"comment": {"type": "string", "maxLength": 2000},
-                                             "request_hash": {"type": "string", "description":
-                                                 "approval.hash as you saw it: 409 if the request changed"}}}}}},
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["request_hash"],
+            "properties": {"comment": {"type": "string", "maxLength": 2000},
+                           "request_hash": {"type": "string", "description":
+                               "approval.hash as you saw it (required: 400 without it; 409 if the request or "
+                               "its mode changed since: look again)"}}}}}},
         "responses": {"200": _json(_ref("Vote"), "The vote and the gate after it"),
                       **_errors(400, 401, 403, 404, 409, 415)}}}
 

@@ -180,6 +180,9 @@ def index() -> Any:
 
 @bp.get("/runs/<run_id>")
 def run_page(run_id: str) -> Any:
+    from .. import ledger
+
+    ledger.refresh(_runtime().engine, [run_id])  # a waiting run shows what it would send now
     with _runtime().db.read() as db_session:
         if db_session.scalar(select(Run.pk).where(Run.id == run_id)) is None:
             return render_template("message.html", title="Not found", message="There is no such run."), 404
