@@ -278,61 +278,138 @@ def _newest_applied(session: Any, run_id: str, intent_id: Any) -> int | None:
     return max(stamps) if stamps else None
 
 
+class WebhookDeferred(AuroraError):
+    """Raised when a genuine callback cannot be applied now (the provider could not be asked about
+    it): answered 503, nothing stored, so the provider delivers it again later."""
+
+    code = "webhook_deferred"
+    http_status = 503
+
+
+def settlement_of(intent: dict[str, Any]) -> str:
+    """A run's settlement from a PaymentIntent's ``status`` as Stripe reports it."""
+    status = intent.get("status")
+    if status == "succeeded":
+        return "succeeded"
+    if status == "canceled":
+        return "canceled"
+    if status == "requires_payment_method" and intent.get("last_payment_error"):
+        return "failed"
+    return "pending"  # processing, requires_action, requires_confirmation, requires_capture
+
+
+def _received(session: Any, event_id: str) -> bool:
+    return session.scalar(select(WebhookReceipt.external_id).where(
+        WebhookReceipt.provider == "stripe", WebhookReceipt.external_id == event_id[:255])) is not None
+
+
+def _ask_stripe(engine: Any, intent_id: str) -> dict[str, Any] | None:
+    """The PaymentIntent as Stripe holds it now; None when Stripe has none of that id."""
+    from .adapters.stripe_adapter import IntentUnavailable, IntentUnknown, retrieve_intent
+    from .errors import PolicyError, SecretsError
+
+    try:
+        settings = engine.policies.current().adapter("stripe")
+        key = engine.secrets().get("stripe", "secret_key") or ""
+    except (PolicyError, SecretsError) as exc:
+        raise WebhookDeferred(f"cannot ask Stripe about {intent_id}: {exc.__class__.__name__}") from None
+    try:
+        return retrieve_intent(intent_id, key, settings)
+    except IntentUnknown:
+        return None
+    except IntentUnavailable as exc:
+        log.warning("Stripe event about %s deferred: %s", intent_id, exc)
+        raise WebhookDeferred(f"cannot ask Stripe about {intent_id} now ({exc}); deliver it again later") from None
+
+
 def apply_stripe(engine: Any, event: dict[str, Any]) -> dict[str, Any]:
+    """Apply a verified Stripe event. The event says *that* an intent changed; what it changed to is
+    asked of Stripe (``GET /v1/payment_intents/{id}``), as Stripe's guidance advises: a late,
+    replayed or forged body (a leaked webhook secret signs anything) never decides the money."""
     event_id, type_ = str(event.get("id", "")), str(event.get("type", ""))
     if not event_id.startswith("evt_"):
         raise WebhookRejected("not a Stripe event")
-    intent = ((event.get("data") or {}).get("object") or {})
-    outcome = SETTLING.get(type_)
+    claimed = ((event.get("data") or {}).get("object") or {})
+    if not isinstance(claimed, dict):
+        raise WebhookRejected("the event's data.object is not an object")
+    intent_id = str(claimed.get("id") or "")
+    acted_upon = type_ in SETTLING
+    fetched: dict[str, Any] | None = None
+    asked = False
+    if acted_upon and intent_id:
+        # Ask Stripe only about an intent a run may have made (a recorded reference, or a metadata
+        # claim that fits a live charge), and outside any write: the answer may take seconds.
+        with engine.db.read() as session:
+            if _received(session, event_id):
+                return {"received": True, "duplicate": True}
+            candidate = _run_for(session, "stripe", intent_id) or _run_by_metadata(session, claimed)
+        if candidate:
+            fetched, asked = _ask_stripe(engine, intent_id), True
+    intent = fetched if asked else claimed
     created = _created(event)
     with engine.db.write() as session:
         # Two events of one intent at once on PostgreSQL: the order check and the write are one turn.
         engine.db.lock(session, STRIPE_SETTLE_LOCK)
         # A stored reference was written by the worker that made the intent, or after a metadata
-        # match was checked: it is trusted. A metadata match is checked before anything is written.
-        known = _run_for(session, "stripe", intent.get("id"))
-        run_id = known or (_run_by_metadata(session, intent) if outcome else None)
+        # match was checked: it is trusted. A metadata match is checked (on Stripe's own object)
+        # before anything is written.
+        known = _run_for(session, "stripe", intent_id) if intent is not None else None
+        run_id = known or (_run_by_metadata(session, intent) if acted_upon and intent is not None else None)
+        if acted_upon and run_id is not None and not asked:
+            # the worker recorded the intent between the look and this transaction: ask first
+            raise WebhookDeferred(f"PaymentIntent {intent_id} was just recorded; deliver the event again")
         if not _first_time(session, "stripe", event_id, type_, run_id):
             return {"received": True, "duplicate": True}
-        if outcome is None:
+        if not acted_upon:
             return {"received": True, "ignored": f"{type_} is not acted upon"}
-        if run_id is None:
+        if run_id is None or intent is None:
             # Answered 2xx all the same: Stripe would retry an error for days, and no retry matches.
             events.append(engine.db, session, engine.node, "webhook.unmatched",
-                          {"provider": "stripe", "type": type_, "payment_intent": intent.get("id"),
-                           "stripe_event": event_id})
+                          {"provider": "stripe", "type": type_, "payment_intent": intent_id or None,
+                           "stripe_event": event_id, "unknown_to_stripe": asked and intent is None})
             log.info("Stripe event %s (%s) matches no run", event_id, type_)
             return {"received": True, "ignored": "no run made this payment intent"}
-        if intent.get("id") and not known:  # later events of this intent find the run by it
-            session.merge(ExternalRef(provider="stripe", ref=str(intent["id"])[:255], run_id=run_id))
+        if not known:  # later events of this intent find the run by it
+            session.merge(ExternalRef(provider="stripe", ref=intent_id[:255], run_id=run_id))
+        outcome = settlement_of(intent)
+        summary = {key: intent.get(key) for key in INTENT_FIELDS}
+        audit.append(engine.db, session, run_id=run_id, adapter="stripe", operation="retrieve", mode="live",
+                     reason=f"state of {intent_id} asked for Stripe event {event_id}"[:255],
+                     request={"payment_intent": intent_id, "stripe_event": event_id, "type": type_},
+                     outcome="ok", response=summary, duration_ms=0.0)
+        said = claimed.get("status")
+        if said != intent.get("status"):
+            log.warning("Stripe event %s says %s is %r, Stripe says %r: Stripe's answer applies", event_id,
+                        intent_id, said, intent.get("status"))
         error = intent.get("last_payment_error") or {}
-        newest = _newest_applied(session, run_id, intent.get("id"))
+        facts = {"payment_intent": intent_id, "stripe_event": event_id, "type": type_,
+                 "stripe_status": intent.get("status"), "event_status": said, "created": created,
+                 "decline_code": error.get("decline_code"), "code": error.get("code")}
+        newest = _newest_applied(session, run_id, intent_id)
         if outcome != "succeeded" and created is not None and newest is not None and created < newest:
             # Stripe delivers out of order: an event older than one applied is not the intent's
             # state any more. (A success is final at Stripe, so it is applied whenever it comes.)
             current = session.scalar(select(Run.settlement).where(Run.id == run_id))
             events.append(engine.db, session, engine.node, "run.settlement_kept",
-                          {"settlement": current, "ignored": type_, "payment_intent": intent.get("id"),
-                           "stripe_event": event_id, "created": created, "newest_applied": newest,
-                           "decline_code": error.get("decline_code"), "code": error.get("code")}, run_id=run_id)
+                          {**facts, "settlement": current, "ignored": type_, "newest_applied": newest},
+                          run_id=run_id)
             return {"received": True, "run_id": run_id, "settlement": current,
                     "ignored": "older than the newest event applied for this payment intent"}
         if not _settle(session, run_id, outcome):
             events.append(engine.db, session, engine.node, "run.settlement_kept",
-                          {"settlement": "succeeded", "ignored": type_, "payment_intent": intent.get("id"),
-                           "stripe_event": event_id, "decline_code": error.get("decline_code"),
-                           "code": error.get("code")}, run_id=run_id)
+                          {**facts, "settlement": "succeeded", "ignored": type_}, run_id=run_id)
             return {"received": True, "run_id": run_id, "settlement": "succeeded",
-                    "ignored": "a failure event does not undo a succeeded payment"}
+                    "ignored": "a later state does not undo a succeeded payment"}
         run = session.scalar(select(Run).where(Run.id == run_id))
-        # Only a success ends a reconciliation: after payment_failed the run stays
+        # Only a success ends a reconciliation: after a failure the run stays
         # needs_reconciliation (the customer may still pay, or a person decides).
         reconciled = _reconcile(engine, session, run, intent, event_id) if run and outcome == "succeeded" else None
         events.append(engine.db, session, engine.node, "run.settled",
-                      {"settlement": outcome, "payment_intent": intent.get("id"), "stripe_event": event_id,
-                       "created": created, "decline_code": error.get("decline_code"), "code": error.get("code"),
-                       "audit": reconciled}, run_id=run_id)
-    return {"received": True, "run_id": run_id, "settlement": outcome}
+                      {**facts, "settlement": outcome, "audit": reconciled}, run_id=run_id)
+    answer = {"received": True, "run_id": run_id, "settlement": outcome, "stripe_status": intent.get("status")}
+    if SETTLING[type_] != outcome:
+        answer["note"] = f"the event says {type_}, Stripe says {intent.get('status')}: Stripe's state applies"
+    return answer
 
 
 def apply_typeform(engine: Any, body: dict[str, Any]) -> dict[str, Any]:
