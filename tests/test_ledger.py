@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -212,4 +213,54 @@ def test_a_policy_reload_is_one_audit_record_per_version_however_many_processes_
     assert len(reloads) == 1, "each process that noticed the edit wrote its own record"
     assert reloads[0].request["version"] == version and reloads[0].mode == audit.LEDGER_MODE
     assert reloads[0].request["changed"] == ["adapters.stripe.dry_run", "security.require_quorum_for_critical"]
+    assert cli(env, "audit", "verify").returncode == 0
+
+
+def policy_records(runtime) -> list[AuditRecord]:
+    return [r for r in records(runtime) if r.adapter == "policy"]
+
+
+def test_a_policy_edit_made_while_the_stack_was_stopped_is_recorded_at_start(env, runtime, tmp_path,
+                                                                              monkeypatch) -> None:
+    """No process was running to see the edit, and each one read the edited file at start: the
+    chain never heard of it. Now the starting commands compare the file with the last record."""
+    from aurora import policy as policy_mod
+
+    path = Path(env["AURORA_POLICY_FILE"])
+    starting = {**env, "AURORA_CLI_CONFIG": str(tmp_path / "cli.json")}
+    assert cli(starting, "bootstrap").returncode == 0  # what `aurora up` runs first
+    [first] = policy_records(runtime)
+    assert first.operation == "start" and first.request["previous"] is None and "first start" in first.reason
+    assert first.request["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()  # as sha256sum says
+    assert cli(starting, "db", "upgrade").returncode == 0
+    assert len(policy_records(runtime)) == 1  # unchanged: nothing written
+
+    data = json.loads(path.read_text())  # the stack is stopped: an edit, and nobody looking
+    data["security"]["canary_percent"] = 50
+    data["adapters"]["stripe"]["dry_run"] = False
+    path.write_text(json.dumps(data, indent=1))
+    done = cli(starting, "db", "upgrade")  # the web unit's first step
+    assert done.returncode == 0, done.stderr
+    [_, edited] = policy_records(runtime)
+    assert edited.operation == "start" and "while stopped" in edited.reason
+    assert edited.request["previous"] == first.request["version"] != edited.request["version"]
+    assert edited.request["previous_sha256"] == first.request["sha256"]
+    assert edited.request["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    # which keys moved, though nobody held the old file's content: the last record's key digests
+    assert edited.request["changed"] == ["adapters.stripe.dry_run", "security.canary_percent"]
+    digest = edited.request["keys"]["security.canary_percent"]  # a digest, never the value
+    assert isinstance(digest, str) and len(digest) == 16 and digest != first.request["keys"]["security.canary_percent"]
+
+    # back to the first version while running: a reload to a version recorded before is recorded too
+    monkeypatch.setattr(policy_mod, "RELOAD_CHECK_INTERVAL", 0.0)
+    runtime.policies.current()
+    shutil.copy(ROOT / "policy" / "batch8_policy.json", path)
+    os.utime(path, ns=(os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns + 5_000_000))
+    assert runtime.policies.current().version == first.request["version"]
+    deadline = time.monotonic() + 10
+    while len(policy_records(runtime)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [*_, back] = policy_records(runtime)
+    assert back.operation == "reload" and back.request["version"] == first.request["version"]
+    assert back.request["previous"] == edited.request["version"]
     assert cli(env, "audit", "verify").returncode == 0
