@@ -502,18 +502,18 @@ def apply_mailgun(engine: Any, body: dict[str, Any], replay_token: str) -> dict[
         event_id = str(data.get("id") or replay_token)
         if not _first_time(session, "mailgun", event_id, kind, run_id):
             return {"received": True, "duplicate": True}
-        # Only a run that sent mail through Mailgun (a recorded send) gets mail events: the run id
-        # is a user variable anyone with the account can set, and a charge got mail.delivered.
-        known = run_id and session.scalar(select(AuditRecord.pk).where(
-            AuditRecord.run_id == run_id, AuditRecord.adapter == "mailgun", AuditRecord.operation == "send",
-            AuditRecord.outcome == "ok").limit(1)) is not None
-        if kind not in MAILGUN_EVENTS or not known:
-            events.append(engine.db, session, engine.node, "webhook.unmatched",
-                          {"provider": "mailgun", "event": kind, "run_id": run_id})
-            return {"received": True, "ignored": "unknown event or run"}
+        # Only the run that sent this very mail gets its events: the message id Mailgun answered
+        # the live send with is on record (ExternalRef). The run id in ``user-variables`` is
+        # anyone's to set (a charge got mail.delivered), so it must agree, never decide.
         message = data.get("message") or {}
+        message_id = str((message.get("headers") or {}).get("message-id") or "").strip().strip("<>")
+        sender = _run_for(session, "mailgun", message_id[:255]) if message_id else None
+        if kind not in MAILGUN_EVENTS or sender is None or (run_id is not None and run_id != sender):
+            events.append(engine.db, session, engine.node, "webhook.unmatched",
+                          {"provider": "mailgun", "event": kind, "run_id": run_id, "message_id": message_id or None})
+            return {"received": True, "ignored": "unknown event, or no run sent this message"}
         events.append(engine.db, session, engine.node, MAILGUN_EVENTS[kind],
                       {"recipient": data.get("recipient"), "severity": data.get("severity"),
-                       "reason": data.get("reason"), "message_id": (message.get("headers") or {}).get("message-id"),
-                       "mailgun_event": event_id}, run_id=run_id)
-    return {"received": True, "run_id": run_id, "event": MAILGUN_EVENTS[kind]}
+                       "reason": data.get("reason"), "message_id": message_id,
+                       "mailgun_event": event_id}, run_id=sender)
+    return {"received": True, "run_id": sender, "event": MAILGUN_EVENTS[kind]}
