@@ -430,6 +430,24 @@ def test_an_echoed_basic_auth_header_is_redacted_everywhere(live, client, api_ke
     assert "[REDACTED]" in blob and core not in blob and SECRETS["mailgun"]["api_key"] not in blob
 
 
+@pytest.mark.parametrize("prefix", ["", "x", "xy"])  # each place the secret can start in a base64 group
+def test_the_usual_encodings_of_a_secret_are_redacted(prefix: str) -> None:
+    """URL-encoded (both ways), base64 of the secret alone and of ``user:secret`` (standard and
+    URL-safe alphabets): each is redacted, whatever surrounds it."""
+    import base64
+    from urllib.parse import quote, quote_plus
+
+    secret = "sk_live/ab+cd ef&gh=ij?~SECRET"
+    secrets = Secrets({("stripe", "secret_key"): secret})
+    for wire in (quote(secret, safe=""), quote_plus(secret), base64.b64encode((prefix + secret).encode()).decode(),
+                 base64.urlsafe_b64encode((prefix + secret).encode()).decode(),
+                 base64.b64encode(f"api:{prefix}{secret}".encode()).decode()):
+        text = secrets.redact(f"error: bad header {wire} (retry)")
+        assert "[REDACTED]" in text and wire not in text, wire
+        core = wire[4:-4]
+        assert core not in text
+
+
 def test_secrets_file_mode_is_enforced_at_load(live, env) -> None:
     Path(env["AURORA_SECRETS_FILE"]).chmod(0o640)
     with pytest.raises(Exception, match="chmod 600"):

@@ -264,3 +264,46 @@ def test_a_policy_edit_made_while_the_stack_was_stopped_is_recorded_at_start(env
     assert back.operation == "reload" and back.request["version"] == first.request["version"]
     assert back.request["previous"] == edited.request["version"]
     assert cli(env, "audit", "verify").returncode == 0
+
+
+def test_an_inserted_record_is_named_wherever_it_goes(env, runtime) -> None:
+    """Insertions: one slipped between two records (the later ones renumbered), and one appended
+    at the head by someone without the key. Each is named by its number."""
+    from sqlalchemy import insert
+
+    runs(runtime, 3)
+    with runtime.db.write() as session:
+        first, second = session.scalars(select(AuditRecord).order_by(AuditRecord.pk)).all()[:2]
+        forged = {c.name: getattr(first, c.name) for c in AuditRecord.__table__.columns}
+        for pk in (3, 2):  # make room after the first record
+            session.execute(update(AuditRecord).where(AuditRecord.pk == pk).values(pk=pk + 1))
+        forged.update(pk=2, reason="inserted", prev_hash=first.hash)
+        forged["hash"] = audit.record_hash(first.hash, AuditRecord(**forged), b"k" * 32)  # no key of ours
+        session.execute(insert(AuditRecord).values(**forged))
+    done = cli(env, "audit", "verify")
+    assert done.returncode == 1 and "record 2" in done.stderr, done.stderr
+    with runtime.db.write() as session:  # undo it: the chain is whole again
+        session.execute(delete(AuditRecord).where(AuditRecord.pk == 2))
+        for pk in (3, 4):
+            session.execute(update(AuditRecord).where(AuditRecord.pk == pk).values(pk=pk - 1))
+    assert cli(env, "audit", "verify").returncode == 0
+    with runtime.db.write() as session:
+        head = session.scalars(select(AuditRecord).order_by(AuditRecord.pk.desc())).first()
+        appended = {c.name: getattr(head, c.name) for c in AuditRecord.__table__.columns}
+        appended.update(pk=head.pk + 1, reason="appended", prev_hash=head.hash)
+        appended["hash"] = hashlib.sha256((head.hash + audit._canonical(AuditRecord(**appended))).encode()).hexdigest()
+        session.execute(insert(AuditRecord).values(**appended))
+    done = cli(env, "audit", "verify")
+    assert done.returncode == 1 and f"record {head.pk + 1}" in done.stderr, done.stderr
+
+
+def test_a_person_removed_is_in_the_chain(env, runtime) -> None:
+    from aurora import people
+
+    keys.create(runtime.db, "carol-laptop", Role.APPROVER, person="carol")
+    keys.create(runtime.db, "carol-phone", Role.APPROVER, person="carol")
+    people.remove_person(runtime.db, "carol")
+    ledger = [(r.adapter, r.operation, r.request) for r in records(runtime) if r.mode == audit.LEDGER_MODE]
+    assert [(a, o) for a, o, _ in ledger] == [("keys", "create"), ("keys", "create"), ("people", "remove")]
+    assert ledger[0][2]["person"] == "carol" and sorted(ledger[2][2]["keys"]) == ["carol-laptop", "carol-phone"]
+    assert cli(env, "audit", "verify").returncode == 0
