@@ -184,7 +184,8 @@ def _run_by_metadata(session: Any, intent: dict[str, Any]) -> str | None:
     Metadata is only a claim: anyone with a Stripe account on this webhook endpoint can put any
     run id on any intent. So the run must have begun a live charge, and the intent must be the
     charge its document asked for (amount, currency, customer); else the event is about no run."""
-    run_id = str((intent.get("metadata") or {}).get("aurora_run_id") or "")
+    metadata = intent.get("metadata")
+    run_id = str(metadata.get("aurora_run_id") or "") if isinstance(metadata, dict) else ""
     if not run_id:
         return None
     run = session.scalar(select(Run).where(Run.id == run_id[:36], Run.goal == "charge"))
@@ -332,7 +333,7 @@ def apply_stripe(engine: Any, event: dict[str, Any]) -> dict[str, Any]:
     claimed = ((event.get("data") or {}).get("object") or {})
     if not isinstance(claimed, dict):
         raise WebhookRejected("the event's data.object is not an object")
-    intent_id = str(claimed.get("id") or "")
+    intent_id = claimed.get("id") if isinstance(claimed.get("id"), str) else ""
     acted_upon = type_ in SETTLING
     fetched: dict[str, Any] | None = None
     asked = False
