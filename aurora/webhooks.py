@@ -142,6 +142,12 @@ def record_rejection(db: Any, provider: str, reason: str, headers: dict[str, str
                      outcome="rejected", response=None, duration_ms=0.0)
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    """A part of a signed body that should be an object: anything else counts as empty (a signed
+    body may still be odd; it must never be a 500)."""
+    return value if isinstance(value, dict) else {}
+
+
 def _first_time(session: Any, provider: str, external_id: str, type_: str, run_id: str | None) -> bool:
     """Claim this callback id; False if it was taken before (the provider retried)."""
     try:
@@ -416,11 +422,13 @@ def apply_stripe(engine: Any, event: dict[str, Any]) -> dict[str, Any]:
 def apply_typeform(engine: Any, body: dict[str, Any]) -> dict[str, Any]:
     from .adapters.typeform_adapter import response_event_id
 
-    response = body.get("form_response") or {}
+    response = _mapping(body.get("form_response"))
     token, form_id = response.get("token"), response.get("form_id")
-    if not token or not form_id:
+    if not isinstance(token, str) or not isinstance(form_id, str) or not token or not form_id:
         raise WebhookRejected("not a Typeform form_response")
-    answers = {_answer_key(a): _answer_value(a) for a in response.get("answers", []) if isinstance(a, dict)}
+    given = response.get("answers")
+    answers = {_answer_key(a): _answer_value(a) for a in (given if isinstance(given, list) else [])
+               if isinstance(a, dict)}
     policy = engine.policies.current()
     started = None
     with engine.db.write() as session:
@@ -441,13 +449,13 @@ def apply_typeform(engine: Any, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _answer_key(answer: dict[str, Any]) -> str:
-    field = answer.get("field") or {}
+    field = _mapping(answer.get("field"))
     return str(field.get("ref") or field.get("id") or "answer")
 
 
 def _answer_value(answer: dict[str, Any]) -> Any:
     kind = answer.get("type")
-    value = answer.get(kind) if kind else None
+    value = answer.get(kind) if isinstance(kind, str) and kind else None
     if isinstance(value, dict) and "label" in value:
         return value["label"]
     if isinstance(value, dict) and "labels" in value:
@@ -494,9 +502,9 @@ MAILGUN_EVENTS = {"delivered": "mail.delivered", "failed": "mail.failed", "compl
 
 
 def apply_mailgun(engine: Any, body: dict[str, Any], replay_token: str) -> dict[str, Any]:
-    data = body.get("event-data") or {}
-    kind = str(data.get("event", ""))
-    run_id = str((data.get("user-variables") or {}).get("aurora_run_id") or "") or None
+    data = _mapping(body.get("event-data"))
+    kind = str(data.get("event", ""))[:64]
+    run_id = str(_mapping(data.get("user-variables")).get("aurora_run_id") or "")[:36] or None
     with engine.db.write() as session:
         if not _first_time(session, "mailgun-token", replay_token, kind, run_id):
             raise WebhookRejected("Mailgun token was used before (a replay)", 401)
@@ -506,8 +514,8 @@ def apply_mailgun(engine: Any, body: dict[str, Any], replay_token: str) -> dict[
         # Only the run that sent this very mail gets its events: the message id Mailgun answered
         # the live send with is on record (ExternalRef). The run id in ``user-variables`` is
         # anyone's to set (a charge got mail.delivered), so it must agree, never decide.
-        message = data.get("message") or {}
-        message_id = str((message.get("headers") or {}).get("message-id") or "").strip().strip("<>")
+        headers = _mapping(_mapping(data.get("message")).get("headers"))
+        message_id = str(headers.get("message-id") or "").strip().strip("<>")
         sender = _run_for(session, "mailgun", message_id[:255]) if message_id else None
         if kind not in MAILGUN_EVENTS or sender is None or (run_id is not None and run_id != sender):
             events.append(engine.db, session, engine.node, "webhook.unmatched",

@@ -277,3 +277,29 @@ def test_an_odd_but_signed_stripe_event_is_a_clear_answer_never_a_500(client, ho
     assert answer.status_code == status and answer.is_json, answer.get_data(as_text=True)
     if status == 200:
         assert "no run" in answer.json["ignored"]
+
+
+@pytest.mark.parametrize("data", [
+    [1, 2],  # event-data not an object
+    {"id": "mg-odd", "event": "delivered", "user-variables": "aurora_run_id=x"},
+    {"id": "mg-odd", "event": ["delivered"], "message": "not an object"},
+    {"id": "mg-odd", "event": "delivered", "message": {"headers": ["message-id"]}},
+])
+def test_an_odd_but_signed_mailgun_event_is_answered_never_a_500(client, hooks, data) -> None:
+    stamp, token = str(int(time.time())), f"tok-odd-{json.dumps(data)}"
+    signature = hmac.new(MAILGUN_KEY.encode(), (stamp + token).encode(), hashlib.sha256).hexdigest()
+    body = json.dumps({"signature": {"timestamp": stamp, "token": token, "signature": signature},
+                       "event-data": data}).encode()
+    answer = post(client, "/webhooks/mailgun", body)
+    assert answer.status_code == 200 and "ignored" in answer.json, answer.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("response", [
+    [1], {"form_id": "FORM1", "token": ["t"]},
+    {"form_id": "FORM1", "token": "odd1", "answers": "not a list"},
+    {"form_id": "FORM1", "token": "odd2", "answers": [{"type": ["email"], "field": "f"}, 3]},
+])
+def test_an_odd_but_signed_typeform_response_is_answered_never_a_500(client, hooks, response) -> None:
+    body = json.dumps({"event_id": "ev_odd", "event_type": "form_response", "form_response": response}).encode()
+    answer = post(client, "/webhooks/typeform", body, **{"Typeform-Signature": typeform_signature(body)})
+    assert answer.status_code in (200, 400) and answer.is_json, answer.get_data(as_text=True)
