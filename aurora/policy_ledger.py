@@ -124,8 +124,9 @@ def record_start(db: Database, store: Any) -> bool:
         if last is not None and last.get("version") == policy.version:
             return False
         return record_change(db, None, policy, str(store.path), AT_START)
-    except Exception:  # noqa: BLE001 - an unmigrated or unreachable database must not stop a start
-        log.exception("policy version %s could not be compared with the audit log at start", policy.version)
+    except Exception as exc:  # noqa: BLE001 - an unmigrated or unreachable database must not stop a start
+        log.error("policy version %s could not be compared with the audit log at start (%s); the next "
+                  "start or reload records it", policy.version, exc.__class__.__name__)
         return False
 
 
