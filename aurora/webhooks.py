@@ -336,13 +336,13 @@ def apply_stripe(engine: Any, event: dict[str, Any]) -> dict[str, Any]:
     event_id, type_ = str(event.get("id", "")), str(event.get("type", ""))
     if not event_id.startswith("evt_"):
         raise WebhookRejected("not a Stripe event")
-    claimed = ((event.get("data") or {}).get("object") or {})
+    claimed = _mapping(event.get("data")).get("object") or {}
     if not isinstance(claimed, dict):
         raise WebhookRejected("the event's data.object is not an object")
     intent_id = claimed.get("id") if isinstance(claimed.get("id"), str) else ""
     acted_upon = type_ in SETTLING
     fetched: dict[str, Any] | None = None
-    asked = False
+    asked, took_ms = False, 0.0
     if acted_upon and intent_id:
         # Ask Stripe only about an intent a run may have made (a recorded reference, or a metadata
         # claim that fits a live charge), and outside any write: the answer may take seconds.
@@ -351,7 +351,9 @@ def apply_stripe(engine: Any, event: dict[str, Any]) -> dict[str, Any]:
                 return {"received": True, "duplicate": True}
             candidate = _run_for(session, "stripe", intent_id) or _run_by_metadata(session, claimed)
         if candidate:
+            started = time.perf_counter()
             fetched, asked = _ask_stripe(engine, intent_id), True
+            took_ms = (time.perf_counter() - started) * 1000
     intent = fetched if asked else claimed
     created = _created(event)
     with engine.db.write() as session:
@@ -383,7 +385,7 @@ def apply_stripe(engine: Any, event: dict[str, Any]) -> dict[str, Any]:
         audit.append(engine.db, session, run_id=run_id, adapter="stripe", operation="retrieve", mode="live",
                      reason=f"state of {intent_id} asked for Stripe event {event_id}"[:255],
                      request={"payment_intent": intent_id, "stripe_event": event_id, "type": type_},
-                     outcome="ok", response=summary, duration_ms=0.0)
+                     outcome="ok", response=summary, duration_ms=took_ms)
         said = claimed.get("status")
         if said != intent.get("status"):
             log.warning("Stripe event %s says %s is %r, Stripe says %r: Stripe's answer applies", event_id,
