@@ -43,6 +43,17 @@ def test_doctor_findings_and_exit_status(env, runtime) -> None:
     assert "sk_test_realREAL123" not in json.dumps(findings)
 
 
+def test_doctor_names_a_policy_file_others_may_write(env, runtime) -> None:
+    policy = Path(env["AURORA_POLICY_FILE"])
+    policy.chmod(0o664)
+    status, found = _doctor(env)
+    assert status == 2 and found["policy"]["level"] == "error"
+    assert "writable by group or others" in found["policy"]["message"]
+    assert found["policy"]["fix"] == f"chmod go-w {policy}"
+    policy.chmod(0o644)
+    assert _doctor(env)[1]["policy"]["level"] == "ok"
+
+
 def test_audit_verify_detects_edits_and_deletions_and_exports(env, runtime) -> None:
     from sqlalchemy import delete, select
 

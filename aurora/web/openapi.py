@@ -121,14 +121,17 @@ def _vote(decision: str) -> dict[str, Any]:
                       **_errors(400, 401, 403, 404, 409, 415)}}}
 
 
-def _webhook(provider: str, header: str | None) -> dict[str, Any]:
+def _webhook(provider: str, header: str | None, deferrable: bool = False) -> dict[str, Any]:
     parameters = [{"name": header, "in": "header", "required": False, "schema": {"type": "string"}}] if header else []
+    responses = {"200": _json(_ref("Received"), "Taken in (or a retry of one taken before)"),
+                 **_errors(400, 401, 403, 413)}
+    if deferrable:  # a genuine event the provider could not be asked about: it delivers it again
+        responses["503"] = _json(_ref("Error"), "Not applied now (the provider could not be asked); nothing stored")
     return {"post": {
         "summary": f"{provider} callback, proven by its signature (no API key)", "security": NONE,
         "parameters": parameters,
         "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
-        "responses": {"200": _json(_ref("Received"), "Taken in (or a retry of one taken before)"),
-                      **_errors(400, 401, 403, 413)}}}
+        "responses": responses}}
 
 
 EXAMPLE_WORKFLOW = {"name": "send_report", "category": "business", "origin": "claude", "type": "task",
@@ -287,7 +290,7 @@ def document() -> dict[str, Any]:
             "/federation/nodes": {"get": {"summary": "The peers this node pulls from (admin key or peer token)",
                                           "responses": {
                 "200": _json({"type": "object", "required": ["node", "nodes"]}, "Peers"), **_errors(401, 403)}}},
-            "/webhooks/stripe": _webhook("Stripe", "Stripe-Signature"),
+            "/webhooks/stripe": _webhook("Stripe", "Stripe-Signature", deferrable=True),
             "/webhooks/typeform": _webhook("Typeform", "Typeform-Signature"),
             "/webhooks/mailgun": _webhook("Mailgun", None),
         },
