@@ -194,3 +194,10 @@ def test_the_definitions_api_and_its_roles(client, api_keys, runtime) -> None:
     assert client.post("/definitions/invoice_mail/runs", json={}, headers=api_keys.header("viewer")).status_code == 403
     detail = client.get(f"/workflows/{run.json['id']}", headers=api_keys.header("viewer")).json
     assert any(e["type"] == "run.triggered" and e["data"]["by"] == "person" for e in detail["timeline"])
+
+
+def test_the_shipped_definitions_apply(runtime) -> None:
+    from pathlib import Path
+
+    for path in sorted((Path(__file__).resolve().parent.parent / "definitions").glob("*.yaml")):
+        assert definitions.apply(runtime.db, path.read_bytes(), "admin").version == 1
