@@ -52,11 +52,15 @@ _MAILBOX = re.compile(r'([^<>",;\r\n\x00-\x1f]{1,200}) <([^<>\s]+)>')
 
 
 class _WorkflowLoader(_Loader):  # type: ignore[misc, valid-type]
-    """Safe loader that keeps dates as the strings the user wrote (JSON has no date type)."""
+    """Safe loader that keeps dates as the strings the user wrote (JSON has no date type), and
+    reads booleans as YAML 1.2 does: only true and false (YAML 1.1 also read yes, no, on and off,
+    so a definition's ``on:`` became the key True)."""
 
 
+_BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
 _WorkflowLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    first: [(tag, _BOOL if tag == "tag:yaml.org,2002:bool" else rx) for tag, rx in resolvers
+            if tag != "tag:yaml.org,2002:timestamp" and not (tag == "tag:yaml.org,2002:bool" and first in "yYnNoO")]
     for first, resolvers in _Loader.yaml_implicit_resolvers.items()
 }
 

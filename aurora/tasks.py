@@ -125,3 +125,17 @@ def audit_checkpoint() -> int:
         log.error("audit checkpoint refused, the chain does not verify: %s", exc)
         return -1
     return int(checkpoint["count"])
+
+
+@shared_task(name="aurora.fire_schedules", acks_late=False)
+def fire_schedules() -> int:
+    """Beat's look at the stored definitions' schedules: start each due firing once."""
+    from . import triggers
+    from .queue import enqueue
+
+    engine = get_runtime().engine
+    started = triggers.fire_schedules(engine)
+    for run_id in started:
+        for ready in engine.ready_steps(run_id) or [run_id]:
+            enqueue(ready)
+    return len(started)
