@@ -58,6 +58,10 @@ _TRIGGERS_SCHEMA: dict[str, Any] = {
                             "description": "after downtime, start the latest missed firing once (true) or skip it"},
                 "inputs": {"type": "object"},
             }}},
+        "typeform": {"type": "object", "additionalProperties": False, "required": ["form_id"], "properties": {
+            "form_id": {"type": "string", "minLength": 1, "maxLength": 64},
+            "inputs": {"type": "object", "additionalProperties": {"type": "string", "maxLength": 128},
+                       "description": "input name -> the answer's field ref (default: refs named like inputs)"}}},
         "webhook": {"type": "object", "additionalProperties": False, "properties": {
             "inputs": {"type": "object", "additionalProperties": {"type": "string", "pattern": "^(/[^/]*)*$"},
                        "description": "input name -> JSON pointer into the body (default: the body's top-level "

@@ -10,6 +10,10 @@ beats, a retried tick, a restart or a clock jump start it once. After downtime, 
 more than :data:`GRACE` is skipped — or, with ``catchup: true``, the latest missed one is started
 once (never the whole backlog).
 
+**Forms**: ``on: typeform: {form_id, inputs}`` starts the definition for each answer to that form
+(the Typeform webhook, ``aurora.webhooks``), with ``allow_typeform_auto_ingest`` on, once per
+response token; ``inputs`` maps input names to the answers' field refs.
+
 **Webhooks**: ``POST /hooks/<name>`` is verified with the Standard Webhooks scheme by the
 ``standardwebhooks`` library (``webhook-id``, ``webhook-timestamp`` within five minutes,
 ``webhook-signature``: HMAC-SHA256 under the definition's secret, shown once by ``aurora workflows
@@ -195,6 +199,38 @@ def receive(engine: Engine, name: str, body: bytes, headers: dict[str, str]) -> 
     if not new:
         raise HookReplayed(f"webhook {msg_id} was received before (run {run.id}); a replay starts nothing")
     return run, new
+
+
+def start_by_form(engine: Engine, form_id: str, token: str, answers: dict[str, Any]) -> list[str]:
+    """Start the enabled definitions whose ``on: typeform`` names this form, once per answer
+    (the response token is the key); returns the new runs' ids, sent to the workers."""
+    from . import definitions
+    from .queue import enqueue
+
+    started = []
+    with engine.db.read() as session:
+        names = list(session.scalars(select(Definition.name).where(Definition.enabled.is_(True))))
+    for name in names:
+        _, row = definitions.get(engine.db, name)
+        trigger_spec = row.document["on"].get("typeform")
+        if not trigger_spec or trigger_spec.get("form_id") != form_id:
+            continue
+        workflow = row.document["workflow"]
+        mapping = trigger_spec.get("inputs") or {k: k for k in (workflow.get("inputs") or {})}
+        inputs = {name_: answers[ref] for name_, ref in mapping.items() if ref in answers} if "steps" in workflow else None
+        trigger = {"by": "typeform", "form_id": form_id, "token": token[:64],
+                   "text": f"started by an answer to form {form_id}"}
+        try:
+            run, new = definitions.start(engine, name, inputs, "typeform", "typeform", trigger=trigger,
+                                         once_key=f"typeform:{form_id}:{token[:64]}")
+        except AuroraError as exc:
+            log.warning("form %s: definition %s not started: %s", form_id, name, exc)
+            continue
+        if new:
+            started.append(run.id)
+            for ready in engine.ready_steps(run.id) or [run.id]:
+                enqueue(ready)
+    return started
 
 
 def map_inputs(workflow: dict[str, Any], mapping: dict[str, str] | None, body: Any) -> dict[str, Any] | None:

@@ -447,7 +447,13 @@ def apply_typeform(engine: Any, body: dict[str, Any]) -> dict[str, Any]:
     mapping = (policy.data.get("typeform_workflows") or {}).get(form_id)
     if mapping and policy.data.get("allow_typeform_auto_ingest"):
         started = _start_mapped(engine, mapping, form_id, token, answers)
-    return {"received": True, "run_id": started}
+    definitions_started = []
+    if policy.data.get("allow_typeform_auto_ingest"):
+        from .triggers import start_by_form
+
+        definitions_started = start_by_form(engine, form_id, token, answers)
+    return {"received": True, "run_id": started,
+            **({"definition_runs": definitions_started} if definitions_started else {})}
 
 
 def _answer_key(answer: dict[str, Any]) -> str:

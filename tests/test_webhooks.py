@@ -305,3 +305,37 @@ def test_an_odd_but_signed_typeform_response_is_answered_never_a_500(client, hoo
     body = json.dumps({"event_id": "ev_odd", "event_type": "form_response", "form_response": response}).encode()
     answer = post(client, "/webhooks/typeform", body, **{"Typeform-Signature": typeform_signature(body)})
     assert answer.status_code in (200, 400) and answer.is_json, answer.get_data(as_text=True)
+
+
+PAY_AFTER_FORM = """name: pay_after_form
+on:
+  typeform: {form_id: FORM1, inputs: {customer_email: email}}
+inputs:
+  customer_email: {type: string, format: email}
+steps:
+  - {id: welcome, goal: send_email, payload: {to: "{{ inputs.customer_email }}", subject: Willkommen, text: Hallo}}
+"""
+
+
+def test_a_definitions_typeform_trigger_starts_it_once_per_answer(client, hooks, env) -> None:
+    from aurora import definitions
+
+    definitions.apply(hooks.db, PAY_AFTER_FORM, "admin")
+    body = typeform_body()
+    signed = {"Typeform-Signature": typeform_signature(body)}
+    off = post(client, "/webhooks/typeform", body, **signed)  # allow_typeform_auto_ingest is off
+    assert off.status_code == 200 and "definition_runs" not in off.json
+    policy = json.loads(Path(env["AURORA_POLICY_FILE"]).read_text())
+    policy["allow_typeform_auto_ingest"] = True
+    Path(env["AURORA_POLICY_FILE"]).write_text(json.dumps(policy))
+    hooks.policies._mtime, hooks.policies._checked_at = None, 0  # noqa: SLF001
+    second = typeform_body("resp_2")
+    answered = post(client, "/webhooks/typeform", second, **{"Typeform-Signature": typeform_signature(second)})
+    [run_id] = answered.json["definition_runs"]
+    with hooks.db.read() as session:
+        run = session.scalar(select(Run).where(Run.id == run_id))
+        triggered = session.scalar(select(Event).where(Event.run_id == run_id, Event.type == "run.triggered"))
+    assert run.definition == "pay_after_form" and run.inputs == {"customer_email": "neu@example.com"}
+    assert triggered.data["by"] == "typeform"
+    again = post(client, "/webhooks/typeform", second, **{"Typeform-Signature": typeform_signature(second)})
+    assert again.json["duplicate"] is True
