@@ -47,3 +47,19 @@ def test_apply_run_and_a_signed_webhook_through_the_cli_and_the_stack(make_stack
     assert run["status"] == "succeeded" and run["flow"]["inputs"]["invoice"] == "R-2"
     assert requests.post(f"{stack.url}/hooks/invoice_mail", data=body, headers=headers, timeout=10).status_code == 409
     assert "version 1" in stack.aurora("workflows", "history", "invoice_mail", env=admin).stdout
+
+    from playwright.sync_api import sync_playwright
+    from test_web_ui import ARGS, CHROMIUM
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = chromium.new_context().new_page()
+        page.goto(stack.url + "/ui/")
+        page.fill("#key", stack.keys["admin"])
+        page.click("button[type=submit]")
+        page.goto(stack.url + "/ui/definitions")
+        weekly = page.locator("tr[data-definition=autumn_post]").inner_text()
+        assert "schedule" in weekly and "2026" in weekly  # its next Monday 09:00
+        hooked = page.locator("tr[data-definition=invoice_mail]").inner_text()
+        assert "webhook" in hooked and "succeeded" in hooked  # its last runs
+        chromium.close()

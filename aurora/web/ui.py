@@ -223,3 +223,11 @@ def nodes_page() -> Any:
         received = [events.as_dict(e) for e in db_session.scalars(query)]
     return render_template("nodes.html", nodes=registry.listing(runtime.db, interval), received=received,
                            origin=origin, node=runtime.settings.node_name)
+
+
+@bp.get("/definitions")
+def definitions_page() -> Any:
+    """The stored definitions: version, triggers, the next scheduled start and the last runs."""
+    from .. import definitions
+
+    return render_template("definitions.html", definitions=definitions.listing(_runtime().db))
