@@ -23,6 +23,7 @@ import yaml
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError, best_match
 
+from . import flows
 from .errors import AmountError, DocumentError, DocumentSyntaxError, DocumentTooLarge, Problem
 from .money import to_minor_units
 from .resources import load_schema
@@ -47,22 +48,31 @@ _ALLOWED_TAGS = {
 _EMAIL = re.compile(r"^[^@\s<>(),;:\"\[\]]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
 
 
+_MAILBOX = re.compile(r'([^<>",;\r\n\x00-\x1f]{1,200}) <([^<>\s]+)>')
+
+
 class _WorkflowLoader(_Loader):  # type: ignore[misc, valid-type]
-    """Safe loader that keeps dates as the strings the user wrote (JSON has no date type)."""
+    """Safe loader that keeps dates as the strings the user wrote (JSON has no date type), and
+    reads booleans as YAML 1.2 does: only true and false (YAML 1.1 also read yes, no, on and off,
+    so a definition's ``on:`` became the key True)."""
 
 
+_BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
 _WorkflowLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    first: [(tag, _BOOL if tag == "tag:yaml.org,2002:bool" else rx) for tag, rx in resolvers
+            if tag != "tag:yaml.org,2002:timestamp" and not (tag == "tag:yaml.org,2002:bool" and first in "yYnNoO")]
     for first, resolvers in _Loader.yaml_implicit_resolvers.items()
 }
 
 
 @dataclass(frozen=True)
 class Workflow:
-    """A validated workflow document and the hash that approvals are bound to."""
+    """A validated workflow document and the hash that approvals are bound to; a workflow of
+    several steps (``aurora.flows``) also carries the inputs it was submitted with."""
 
     document: dict[str, Any]
     digest: str
+    inputs: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -70,11 +80,15 @@ class Workflow:
 
     @property
     def goal(self) -> str:
-        return self.document["goal"]
+        return self.document.get("goal", flows.FLOW_GOAL)
+
+    @property
+    def is_flow(self) -> bool:
+        return "steps" in self.document
 
     @property
     def payload(self) -> dict[str, Any]:
-        return self.document["payload"]
+        return self.document.get("payload", {})
 
     @property
     def critical(self) -> bool:
@@ -219,10 +233,22 @@ def _email_format(value: object) -> bool:
     return not isinstance(value, str) or bool(_EMAIL.fullmatch(value))
 
 
+def _mailbox_format(value: object) -> bool:
+    """``shop@example.com`` or ``Shop <shop@example.com>`` (RFC 5322's name-addr, without
+    comments or groups): a display name holds no angle brackets, quotes or line breaks."""
+    if not isinstance(value, str):
+        return True
+    if _EMAIL.fullmatch(value):
+        return True
+    found = _MAILBOX.fullmatch(value)
+    return bool(found and _EMAIL.fullmatch(found.group(2)))
+
+
 @cache
 def _validator() -> Draft202012Validator:
     checker = FormatChecker(formats=())
     checker.checks("email")(_email_format)
+    checker.checks("mailbox")(_mailbox_format)
     return Validator(load_schema("workflow.schema.json"), format_checker=checker)
 
 
@@ -258,6 +284,8 @@ def _problems(error: ValidationError) -> list[Problem]:
         return _alternatives(error)
     if kind == "format" and error.validator_value == "email":
         return [Problem(path, f"{_short(error.instance)} is not an email")]
+    if kind == "format" and error.validator_value == "mailbox":
+        return [Problem(path, f"{_short(error.instance)} is not an address or Name <address>")]
     if kind == "pattern":
         hint = error.parent.schema.get("description") if error.parent else None
         described = error.schema.get("description") if isinstance(error.schema, dict) else None
@@ -289,7 +317,7 @@ def _alternatives(error: ValidationError) -> list[Problem]:
 
 def _semantic_problems(document: dict[str, Any]) -> list[Problem]:
     """Checks a schema cannot express: an amount's precision depends on its currency."""
-    payload = document["payload"]
+    payload = document.get("payload", {})
     if document["goal"] == "charge":
         try:
             to_minor_units(payload["amount"], payload["currency"])
@@ -301,7 +329,7 @@ def _semantic_problems(document: dict[str, Any]) -> list[Problem]:
 def normalise(document: dict[str, Any]) -> dict[str, Any]:
     """The canonical form approvals are bound to: defaults filled, case-insensitive values folded."""
     doc = json.loads(json.dumps(document))
-    doc.setdefault("type", "task")
+    doc.setdefault("type", "workflow" if "steps" in doc else "task")
     payload = doc.get("payload", {})
     if doc.get("goal") == "charge" and isinstance(payload.get("currency"), str):
         payload["currency"] = payload["currency"].upper()
@@ -314,8 +342,9 @@ def digest(document: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def validate(value: Any) -> Workflow:
-    """Check parsed values against the workflow schema; raise with every problem, sorted by path."""
+def validate(value: Any, inputs: dict[str, Any] | None = None) -> Workflow:
+    """Check parsed values against the workflow schema; raise with every problem, sorted by path.
+    ``inputs``: the values given for a workflow's ``inputs:`` (only a workflow of steps has them)."""
     if not isinstance(value, dict):
         kind = "a list" if isinstance(value, list) else type(value).__name__
         raise DocumentError([Problem("", f"a workflow must be a mapping of keys to values, got {kind}")])
@@ -324,17 +353,26 @@ def validate(value: Any) -> Workflow:
         for problem in _problems(error):
             if problem not in problems:
                 problems.append(problem)
-    if not problems:
+    resolved = None
+    if not problems and flows.is_flow(value):
+        resolved, problems = flows.resolve_inputs(value.get("inputs") or {}, inputs)
+        problems += flows.problems(value, resolved) if not problems else []
+    elif not problems:
         problems = _semantic_problems(value)
+        if inputs:
+            problems.append(Problem("inputs", "only a workflow with steps: has inputs"))
     if problems:
         raise DocumentError(sorted(problems, key=lambda p: (p.path, p.message)))
     document = normalise(value)
+    if resolved is not None:
+        return Workflow(document=document, digest=digest({"document": document, "inputs": resolved}), inputs=resolved)
     return Workflow(document=document, digest=digest(document))
 
 
-def load(body: bytes | str, *, fmt: str = "yaml", max_bytes: int = 256 * 1024) -> Workflow:
+def load(body: bytes | str, *, fmt: str = "yaml", max_bytes: int = 256 * 1024,
+         inputs: dict[str, Any] | None = None) -> Workflow:
     """Parse and validate in one call."""
-    return validate(parse(body, fmt=fmt, max_bytes=max_bytes))
+    return validate(parse(body, fmt=fmt, max_bytes=max_bytes), inputs)
 
 
 def refuse_over_ceiling(workflow: Workflow, policy: Any) -> None:

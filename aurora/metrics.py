@@ -125,6 +125,10 @@ def _create() -> dict[str, Any]:
                                      ["adapter"]),
         "webhooks_rejected": Counter("aurora_webhooks_rejected_total", "Provider callbacks refused (forged, stale, "
                                      "malformed)", ["provider", "reason"]),
+        "federation_rejected": Counter("aurora_federation_rejected_total", "What a peer sent that this node "
+                                       "refused (pages over the limit, oversize events, slow answers, events claiming its own or an unknown "
+                                       "origin, bad signatures, ...)",
+                                       ["peer", "reason"]),
         "restarts": Counter("aurora_supervisor_restarts_total", "Children of `aurora up` started again after an "
                             "unexpected exit", ["process"]),
     }
@@ -163,6 +167,13 @@ def webhook_rejected(provider: str, reason: str) -> None:
     # the reasons are a fixed set of sentences in aurora/webhooks.py, so the label stays bounded
     if _enabled():
         _metrics()["webhooks_rejected"].labels(provider, reason[:80]).inc()
+
+
+@_never_fails
+def federation_rejected(peer: str, reason: str, count: int = 1) -> None:
+    # peers are the registered nodes and reasons a fixed set of words (federation/fetch.py REFUSALS)
+    if _enabled():
+        _metrics()["federation_rejected"].labels(peer, reason[:40]).inc(count)
 
 
 def supervisor_restarted(process: str) -> None:
@@ -206,16 +217,11 @@ class DatabaseCollector:
         lag = GaugeMetricFamily("aurora_federation_lag_events", "Events a peer has that this node has not pulled",
                                 labels=["peer"])
         up = GaugeMetricFamily("aurora_federation_peer_healthy", "1 if the peer is healthy", labels=["peer"])
-        rejected = CounterMetricFamily("aurora_federation_rejected", "Events a peer sent that were refused "
-                                       "(own_origin, unknown_origin, bad_signature)", labels=["peer", "reason"])
         for node in registry.listing(db, interval):
             lag.add_metric([node["name"]], node["lag"])
             up.add_metric([node["name"]], 1 if node["state"] == "healthy" else 0)
-            for reason, count in sorted(node["rejected"].items()):
-                rejected.add_metric([node["name"], reason], count)
         yield lag
         yield up
-        yield rejected
 
 
 def render(runtime: Any) -> tuple[bytes, str]:

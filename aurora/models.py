@@ -9,7 +9,7 @@ import enum
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -56,6 +56,9 @@ class RunStatus(enum.StrEnum):
     #: the canary share, rolled back, no secrets): nothing was sent; ``error`` says why and what
     #: to do (``aurora.outcomes``)
     NOT_ACTED = "not_acted"
+    #: a step of a workflow that did not run: its ``if:`` was false, or a step it needs did not
+    #: succeed (``error`` says which)
+    SKIPPED = "skipped"
 
     @property
     def final(self) -> bool:
@@ -64,7 +67,7 @@ class RunStatus(enum.StrEnum):
 
 FINAL_STATUSES = frozenset(
     {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.REJECTED, RunStatus.EXPIRED, RunStatus.CANCELLED,
-     RunStatus.NEEDS_RECONCILIATION, RunStatus.NOT_ACTED}
+     RunStatus.NEEDS_RECONCILIATION, RunStatus.NOT_ACTED, RunStatus.SKIPPED}
 )
 
 
@@ -116,11 +119,22 @@ class Run(Base):
     approval_binding: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     #: for charges: what the money did after the action (pending, succeeded, failed), from webhooks
     settlement: Mapped[str | None] = mapped_column(String(16))
+    #: a step of a workflow of several steps (``aurora.flow_runs``): the workflow's run, the
+    #: step's id and which attempt of it this is; the workflow's own run has the inputs
+    parent_id: Mapped[str | None] = mapped_column(String(36))
+    step_id: Mapped[str | None] = mapped_column(String(64))
+    step_attempt: Mapped[int | None] = mapped_column(Integer)
+    inputs: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: the stored definition and version the run was started from (``aurora.definitions``)
+    definition: Mapped[str | None] = mapped_column(String(128))
+    definition_version: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
         Index("ix_runs_status_pk", "status", "pk"),
         Index("ix_runs_goal_pk", "goal", "pk"),
         Index("ix_runs_name_pk", "name", "pk"),
+        Index("ux_runs_parent_step", "parent_id", "step_id", "step_attempt", unique=True),
+        Index("ix_runs_definition_pk", "definition", "pk"),
     )
 
 
@@ -394,3 +408,35 @@ class WebSession(Base):
     key_id: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class Definition(Base):
+    """A stored workflow definition: its current version and whether its triggers act."""
+
+    __tablename__ = "definitions"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: the webhook trigger's secret, sealed (``aurora.sealed``): a database dump does not reveal it
+    webhook_secret: Mapped[str | None] = mapped_column(Text)
+    #: the scheduled firings up to this time have been looked at (``aurora.triggers``)
+    schedule_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DefinitionVersion(Base):
+    """One version of a definition: the workflow and its ``on:`` triggers, and their hash."""
+
+    __tablename__ = "definition_versions"
+
+    pk: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer)
+    digest: Mapped[str] = mapped_column(String(64))
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (UniqueConstraint("name", "version", name="uq_definition_versions_name_version"),)

@@ -2,7 +2,9 @@
 
 A :class:`PolicyStore` re-reads the file when its modification time changes (checked at most
 once a second), so an edit reaches every web and worker process without a restart. A broken
-edit is refused: the last good policy stays in force and :attr:`PolicyStore.last_error` says why.
+edit is refused: the last good policy still answers (submissions, pages, ``/health``) and
+:attr:`PolicyStore.last_error` says why, but no run acts on it while the file holds the refused
+edit (``aurora.blocking.usable``: fail closed, the file no longer says that policy).
 At start there is no last good policy, so a broken file makes ``current()`` raise
 :class:`PolicyError` (until the file is fixed): start-up checks stop on it, and a run a worker
 cannot decide without a policy is blocked, visibly (``aurora.blocking``).
@@ -18,7 +20,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
@@ -59,6 +61,8 @@ class Policy:
 
     data: dict[str, Any]
     version: str
+    #: SHA-256 of the file's bytes as read (``sha256sum`` of the file gives the same)
+    sha256: str = ""
 
     @property
     def dry_run(self) -> bool:
@@ -88,6 +92,7 @@ class Policy:
     def federation(self) -> dict[str, Any]:
         """``federation`` settings with their defaults, plus the seed's two switches."""
         return {"sync_interval": 600, "page_size": 500, "max_pages": 200, "timeout_seconds": 10,
+                "pass_timeout_seconds": 300,
                 "backoff_max_seconds": 3600, "lease_seconds": 60, **self.data.get("federation", {}),
                 "enabled": bool(self.data.get("federation_enabled", False)),
                 "nodes": list(self.data.get("federation_nodes", []))}
@@ -122,7 +127,7 @@ def parse_policy(text: str, source: str = "policy") -> Policy:
     if len(engines) != len(set(engines)):
         raise PolicyError(f"{source}: ki_routing.rules: each engine may have one rule only")
     version = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
-    return Policy(data=data, version=version)
+    return Policy(data=data, version=version, sha256=hashlib.sha256(text.encode("utf-8")).hexdigest())
 
 
 class PolicyStore:
@@ -159,10 +164,15 @@ class PolicyStore:
             if mode & (stat.S_IWGRP | stat.S_IWOTH):
                 raise PolicyError(f"{self.path} is writable by group or others (mode {stat.S_IMODE(mode):03o}); "
                                   f"run: chmod go-w {self.path}")
-            text = self.path.read_text(encoding="utf-8")
+            raw = self.path.read_bytes()
         except OSError as exc:
             raise PolicyError(f"{self.path}: cannot read the policy file: {exc.strerror}") from None
-        return parse_policy(text, str(self.path))
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise PolicyError(f"{self.path}: not UTF-8 (invalid byte at offset {exc.start})") from None
+        # the hash of the bytes on disk, so that the audit record's matches ``sha256sum`` of the file
+        return replace(parse_policy(text, str(self.path)), sha256=hashlib.sha256(raw).hexdigest())
 
     def current(self) -> Policy:
         """The policy in force, re-read first if the file changed since the last look."""

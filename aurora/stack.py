@@ -68,11 +68,13 @@ def prepare(settings: Settings, url: str) -> str | None:
     from .client import write_config
     from .migrations import upgrade
     from .models import Role
+    from .policy_ledger import record_start
     from .runtime import get_runtime
 
     settings.home.mkdir(parents=True, exist_ok=True)
     upgrade(settings.database_url)
     db = get_runtime().db
+    record_start(db, get_runtime().policies)  # an edit made while the stack was stopped goes on record
     from .federation import vault
 
     vault.seal_plaintext(db, settings.federation_secret_path)

@@ -21,6 +21,7 @@ import federation  # noqa: E402
 import recovery  # noqa: E402
 import router  # noqa: E402
 import spine  # noqa: E402
+import steps  # noqa: E402
 import transports  # noqa: E402
 
 BENCHES = {
@@ -34,6 +35,7 @@ BENCHES = {
     "adapters": adapters.overhead,
     "federation": federation.replicate,
     "reliability": recovery.reliability,
+    "steps": steps.three_steps,
 }
 NOTES = """## Reading the figures
 
@@ -201,6 +203,11 @@ def write(results: dict) -> None:
             crypto += f" ({f['machine']})"
         lines.append(f"| federation: {f['events']:,} events node → node over HTTP{signed} | {f['replicated_per_s']} events/s"
                      f" ({f['sync_s']} s) | reading the same rows locally: {f['local_read_s']} s{crypto} | — | {f['goal']} |")
+    st3 = results.get("steps")
+    if st3:
+        lines.append(f"| a three-step dry-run workflow (research → mail → mail), Redis, 2 worker processes |"
+                     f" p50 {st3['three_step_p50_ms']} ms, p95 {st3['three_step_p95_ms']} ms |"
+                     f" one-step run p50 {st3['one_step_p50_ms']} ms | {st3['ratio_p50']}× | {st3['goal']} |")
     rel = results.get("reliability")
     if rel:
         so, rc, st, bl = rel["soak"], rel["recovery"], rel["stop"], rel["backlog"]

@@ -43,6 +43,17 @@ def test_doctor_findings_and_exit_status(env, runtime) -> None:
     assert "sk_test_realREAL123" not in json.dumps(findings)
 
 
+def test_doctor_names_a_policy_file_others_may_write(env, runtime) -> None:
+    policy = Path(env["AURORA_POLICY_FILE"])
+    policy.chmod(0o664)
+    status, found = _doctor(env)
+    assert status == 2 and found["policy"]["level"] == "error"
+    assert "writable by group or others" in found["policy"]["message"]
+    assert found["policy"]["fix"] == f"chmod go-w {policy}"
+    policy.chmod(0o644)
+    assert _doctor(env)[1]["policy"]["level"] == "ok"
+
+
 def test_audit_verify_detects_edits_and_deletions_and_exports(env, runtime) -> None:
     from sqlalchemy import delete, select
 
@@ -167,7 +178,9 @@ def test_a_refused_policy_edit_degrades_health_but_keeps_it_up(client, runtime, 
     response = client.get("/health")
     assert response.status_code == 200 and response.json["status"] == "degraded"
     # named, never quoted: /health has no key, and the refusal quotes the policy's values
-    assert response.json["components"]["policy"]["error"] == "policy invalid: see `aurora doctor`"
+    component = response.json["components"]["policy"]
+    assert component["error"].startswith("policy invalid") and "see `aurora doctor`" in component["error"]
+    assert component["runs_blocked"] is True  # fail closed: no run acts on the last good policy
     assert "maybe" not in response.get_data(as_text=True)
 
 

@@ -22,9 +22,60 @@ from typing import Any
 from ..money import to_minor_units
 from ..secrets import REDACTED, Secrets
 from . import adhoc
-from .base import Adapter, CallContext, LiveCallFailed
+from .base import Adapter, CallContext, LiveCallFailed, Mode
 
 API_BASE = "https://api.stripe.com"
+#: where ``binding_facts`` leaves the payment method it resolved, for ``send`` (``CallContext.facts``)
+RESOLVED_PM = "stripe.payment_method"
+
+
+def _client(secret_key: str, settings: dict[str, Any], timeout: float | None = None,
+            retries: int | None = None) -> Any:
+    import stripe
+
+    return stripe.StripeClient(
+        secret_key,
+        base_addresses={"api": settings.get("base_url", API_BASE)},
+        max_network_retries=int(settings.get("retries", 2)) if retries is None else retries,
+        http_client=stripe.RequestsClient(timeout=float(settings.get("timeout_seconds", 30)) if timeout is None
+                                          else timeout),
+    )
+
+
+class IntentUnknown(LookupError):
+    """Stripe has no PaymentIntent of that id on this account."""
+
+
+class IntentUnavailable(RuntimeError):
+    """Stripe could not be asked (no answer, an error, or a key it refused): ask again later."""
+
+
+#: a webhook is answered within Stripe's delivery timeout, so its look-up waits less than a charge
+LOOKUP_TIMEOUT = 10.0
+
+
+def retrieve_intent(intent_id: str, secret_key: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """``GET /v1/payment_intents/{id}``: the PaymentIntent as Stripe holds it now.
+
+    Stripe's guidance for webhooks: an event is a notice that something changed, delivered at
+    least once and in no particular order; the object's state is what Stripe answers when asked.
+    Raises :class:`IntentUnknown` (Stripe says there is none) or :class:`IntentUnavailable`."""
+    import stripe
+
+    if not secret_key:
+        raise IntentUnavailable("stripe.secret_key is not configured, so Stripe cannot be asked")
+    timeout = min(float(settings.get("timeout_seconds", 30)), LOOKUP_TIMEOUT)
+    client = _client(secret_key, settings, timeout=timeout, retries=min(int(settings.get("retries", 2)), 1))
+    try:
+        return client.v1.payment_intents.retrieve(intent_id).to_dict()
+    except stripe.InvalidRequestError as exc:
+        if exc.http_status == 404:
+            raise IntentUnknown(f"Stripe has no PaymentIntent {intent_id}") from None
+        raise IntentUnavailable(f"Stripe refused the look-up ({exc.code or exc.http_status})") from None
+    except (stripe.AuthenticationError, stripe.PermissionError) as exc:
+        raise IntentUnavailable(f"Stripe refused the key (HTTP {exc.http_status})") from None
+    except stripe.StripeError as exc:
+        raise IntentUnavailable(f"Stripe did not answer the look-up ({exc.__class__.__name__})") from None
 
 
 class StripeAdapter(Adapter):
@@ -65,16 +116,53 @@ class StripeAdapter(Adapter):
     def credentials_configured(self, payload: dict[str, Any], secrets: Secrets) -> bool:
         return secrets.configured("stripe", "secret_key")
 
+    def credential(self, payload: dict[str, Any]) -> tuple[str, ...]:
+        return ("stripe", "secret_key")
+
+    def binding_facts(self, payload: dict[str, Any], ctx: CallContext, mode: Mode) -> dict[str, Any]:
+        """The key's fingerprint, and for a live charge without a ``payment_method`` the one it
+        would use: the customer's default, looked up now (a read). ``send`` then charges exactly
+        that one; a changed default is a changed request, and voids earlier votes."""
+        facts = super().binding_facts(payload, ctx, mode)
+        if mode.live and not payload.get("payment_method"):
+            try:
+                facts["payment_method"] = ctx.facts[RESOLVED_PM] = self._default_method(
+                    self._client(ctx), str(payload["customer"]), ctx)
+            except LiveCallFailed as exc:  # approvers see why; a charge approved like this charges nobody
+                ctx.facts[RESOLVED_PM] = None
+                facts["payment_method"] = f"unresolved: {exc}"
+        return facts
+
+    def carry(self, facts: dict[str, Any], ctx: CallContext) -> None:
+        if "payment_method" in facts:
+            method = facts["payment_method"]
+            ctx.facts[RESOLVED_PM] = None if str(method).startswith("unresolved") else method
+
+    def _client(self, ctx: CallContext) -> Any:
+        settings = ctx.settings(self.name)
+        return _client(ctx.secrets.get("stripe", "secret_key") or "", settings)
+
+    def _default_method(self, client: Any, customer: str, ctx: CallContext) -> str:
+        import stripe
+
+        ctx.wait_for_rate(self.name)
+        try:
+            body = client.v1.customers.retrieve(customer).to_dict()
+        except (stripe.AuthenticationError, stripe.PermissionError) as exc:
+            raise LiveCallFailed(f"Stripe refused the key (HTTP {exc.http_status})", "auth") from None
+        except stripe.InvalidRequestError as exc:
+            raise LiveCallFailed(f"Stripe refused the request ({exc.code or exc.http_status})", "invalid") from None
+        except stripe.StripeError as exc:
+            raise LiveCallFailed(f"Stripe unavailable ({exc.__class__.__name__})", "unavailable") from None
+        default = (body.get("invoice_settings") or {}).get("default_payment_method")
+        if not default:
+            raise LiveCallFailed(f"customer {customer} has no default payment method", "invalid")
+        return default if isinstance(default, str) else default["id"]
+
     def send(self, payload: dict[str, Any], request: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         import stripe
 
-        settings = ctx.settings(self.name)
-        client = stripe.StripeClient(
-            ctx.secrets.get("stripe", "secret_key") or "",
-            base_addresses={"api": settings.get("base_url", API_BASE)},
-            max_network_retries=int(settings.get("retries", 2)),
-            http_client=stripe.RequestsClient(timeout=float(settings.get("timeout_seconds", 30))),
-        )
+        client = self._client(ctx)
         form = request["form"]
         params: dict[str, Any] = {
             "amount": form["amount"], "currency": form["currency"], "customer": form["customer"],
@@ -85,14 +173,14 @@ class StripeAdapter(Adapter):
                 params[key] = form[key]
         if ctx.run_id:
             params["metadata"] = {"aurora_run_id": ctx.run_id}
+        if "payment_method" not in params and RESOLVED_PM in ctx.facts:
+            if ctx.facts[RESOLVED_PM] is None:
+                raise LiveCallFailed(f"the payment method of customer {form['customer']} could not be looked up when "
+                                     "the charge was approved; nothing was charged", "invalid")
+            params["payment_method"] = ctx.facts[RESOLVED_PM]  # the one the votes approved
         try:
             if "payment_method" not in params:
-                ctx.wait_for_rate(self.name)
-                customer = client.v1.customers.retrieve(form["customer"]).to_dict()
-                default = (customer.get("invoice_settings") or {}).get("default_payment_method")
-                if not default:
-                    raise LiveCallFailed(f"customer {form['customer']} has no default payment method", "invalid")
-                params["payment_method"] = default if isinstance(default, str) else default["id"]
+                params["payment_method"] = self._default_method(client, form["customer"], ctx)
             ctx.wait_for_rate(self.name)
             intent = client.v1.payment_intents.create(
                 params=params, options={"idempotency_key": request["headers"]["Idempotency-Key"]})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import click
 
@@ -74,6 +75,15 @@ def child_commands(host: str, ports: tuple[int, ...], web_workers: int) -> dict[
     }
 
 
+def _policy_on_record(runtime: Any) -> None:
+    """Refuse to start without a good policy; record it if the chain's last policy record is not
+    of it (the file was edited while the stack was stopped)."""
+    from ..policy_ledger import record_start
+
+    runtime.policies.current()
+    record_start(runtime.db, runtime.policies)
+
+
 @main.command()
 @click.option("--url", default="http://127.0.0.1:9292", show_default=True, help="URL the CLI should use.")
 def bootstrap(url: str) -> None:
@@ -97,7 +107,7 @@ def serve(host: str, port: int, workers: int) -> None:
 
     from ..stack import gunicorn_command
 
-    _runtime().policies.current()
+    _policy_on_record(_runtime())
     command = gunicorn_command([f"{host}:{port}"], workers)
     os.execv(command[0], command)
 
@@ -123,7 +133,7 @@ def worker(concurrency: int | None, loglevel: str, system: bool, with_beat: bool
     from ..celery_app import QUEUE, SYSTEM_QUEUE, celery, exit_when_stopped
 
     runtime = _runtime()
-    runtime.policies.current()
+    _policy_on_record(runtime)
     if system:
         # Threads: a sync that waits on a slow peer must not hold up a sweep beside it.
         from ..tasks import SYSTEM_THREADS
@@ -166,6 +176,10 @@ def db_upgrade(revision: str) -> None:
     runtime = _runtime()
     url = runtime.settings.database_url
     upgrade(url, revision)
+    if revision == "head":  # the web unit's first step: an edit made while stopped goes on record
+        from ..policy_ledger import record_start
+
+        record_start(_runtime().db, _runtime().policies)
     click.echo(f"database at revision {current(url)}")
     sealed = vault.seal_plaintext(runtime.db, runtime.settings.federation_secret_path)
     if sealed:

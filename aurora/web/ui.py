@@ -180,11 +180,14 @@ def index() -> Any:
 
 @bp.get("/runs/<run_id>")
 def run_page(run_id: str) -> Any:
+    from .. import ledger
+
+    ledger.refresh(_runtime().engine, [run_id])  # a waiting run shows what it would send now
     with _runtime().db.read() as db_session:
         if db_session.scalar(select(Run.pk).where(Run.id == run_id)) is None:
             return render_template("message.html", title="Not found", message="There is no such run."), 404
         run = run_views.detail(db_session, run_id, _runtime().settings.node_name)
-    return render_template("run.html", run=run, summary=describe(run["goal"], run["document"]["payload"]))
+    return render_template("run.html", run=run, summary=describe(run["goal"], run["document"].get("payload", {})))
 
 
 @bp.post("/runs/<run_id>/<decision>")
@@ -220,3 +223,11 @@ def nodes_page() -> Any:
         received = [events.as_dict(e) for e in db_session.scalars(query)]
     return render_template("nodes.html", nodes=registry.listing(runtime.db, interval), received=received,
                            origin=origin, node=runtime.settings.node_name)
+
+
+@bp.get("/definitions")
+def definitions_page() -> Any:
+    """The stored definitions: version, triggers, the next scheduled start and the last runs."""
+    from .. import definitions
+
+    return render_template("definitions.html", definitions=definitions.listing(_runtime().db))

@@ -2,8 +2,8 @@
 keys, the audit checkpoints this node witnesses for others, refusals per peer, longer (encrypted)
 peer tokens
 
-Revision ID: 0009_fedtrust
-Revises: 0008
+Revision ID: 0011_fedtrust
+Revises: 0010_definitions
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from alembic import op
 
 from aurora.models import UTCDateTime
 
-revision = "0009_fedtrust"
-down_revision = "0008"
+revision = "0011_fedtrust"
+down_revision = "0010_definitions"
 branch_labels = None
 depends_on = None
 
