@@ -47,6 +47,8 @@ def test_aurora_up_prints_one_readable_block_and_no_noise(make_stack) -> None:
     url = stack.url
     assert requests.get(url + "/health/live", timeout=5).status_code == 200  # it waited for the web to answer
     stack.wait_healthy()
+    schema = requests.get(url + "/schemas/workflow.json", timeout=5).json()  # what an editor fetches
+    assert schema["$id"] == url + "/schemas/workflow.json" and requests.get(schema["$id"], timeout=5).json() == schema
     time.sleep(5)
     out = stack.log("up")
     assert out == shown, "nothing may follow the block while the stack runs quietly"
