@@ -21,8 +21,9 @@ $(TEST_STAMP): $(RUN_STAMP)
 
 install: $(TEST_STAMP)
 
+# UP_ARGS: options for `aurora up`, e.g. make run UP_ARGS="--port 9300 --port 9301"
 run: $(RUN_STAMP)
-	$(BIN)/aurora up
+	$(BIN)/aurora up $(UP_ARGS)
 
 test: $(TEST_STAMP)
 	$(BIN)/ruff check aurora tests bench
