@@ -164,7 +164,14 @@ def test_the_language_link_switches_and_is_kept(browser, stack) -> None:
     assert "Wartet auf Ihre Freigabe" in text(page, "h1")  # the cookie outlives the browser's language
     # The vote still binds to what was shown: the hidden request_hash is on the German form too.
     assert page.locator("form.vote input[name=request_hash]").get_attribute("value") == full_hash(stack, run_id)
+    # A vote for another rendering than the run's is refused, in the page's language.
+    page.goto(f"{stack.url}/ui/runs/{run_id}")
+    page.evaluate("document.querySelector('form.vote input[name=request_hash]').value = '0'.repeat(64)")
+    page.click("button.approve")
+    assert "hat sich geändert, seit Sie ihn angesehen haben" in text(page, ".flash.error")
+    assert stack.http("GET", f"/workflows/{run_id}").json()["approvals"]["received"] == 0
     page.click("nav.lang a[hreflang=en]")
+    page.goto(stack.url + "/ui/")
     assert "Waiting for your approval" in text(page, "h1")
     away = page.request.get(stack.url + "/ui/language/de?next=https://evil.example/", max_redirects=0)
     assert away.status == 302 and away.headers["location"].endswith("/ui/")  # never a way off the site

@@ -252,7 +252,7 @@ def vote(run_id: str, decision: str) -> Any:
             code = "approve:done"
         flash(code, "vote")
     except AuroraError as exc:
-        flash(str(exc), "error")
+        flash(wording.vote_error(exc.code, str(exc)), "error")
     return redirect(url_for("ui.run_page", run_id=run_id))
 
 

@@ -215,3 +215,18 @@ def vote_message(code: str, run: dict[str, Any] | None) -> str:
             return text + " " + gettext("The run has been carried out.")
         return text + " " + gettext("The run has been carried out as a simulation: nothing was sent.")
     return text + " " + gettext("The run then ended as “%(status)s”: see below.", status=status_name(status))
+
+
+def vote_error(code: str, message: str) -> str:
+    """A refused vote in the page's language; a refusal without words of its own keeps Aurora's."""
+    words = {
+        "self_approval": gettext("You submitted this run (with one of your keys): somebody else must approve "
+                                 "or reject it."),
+        "already_voted": gettext("You have already voted on this run (a person votes once, with any of "
+                                 "their keys)."),
+        "gate_closed": gettext("This run no longer waits for votes."),
+        "request_changed": gettext("What this run would send, or whether it is live, changed since you looked. "
+                                   "Please look at it again and vote on what it sends now."),
+        "forbidden": gettext("Your key may not vote on this run."),
+    }
+    return words.get(code, message)
