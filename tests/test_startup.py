@@ -108,3 +108,19 @@ def test_the_noise_is_gone_from_the_terminal_too_and_a_failing_child_shows_its_l
     assert "its last lines, from" in done.stderr and "broken.log" in done.stderr
     assert "  | the policy file is missing" in done.stderr
     assert f"The end of {tmp_path / 'logs' / 'broken.log'}, below, say why" in done.stderr
+
+
+def test_make_run_installs_no_test_tools_and_make_test_adds_them(tmp_path) -> None:
+    import subprocess
+
+    from conftest import ROOT
+
+    def plan(target: str) -> str:  # what make would do in a fresh clone (a venv that does not exist yet)
+        return subprocess.run(["make", "-n", target, f"VENV={tmp_path / 'venv'}"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout
+
+    run = plan("run")
+    assert "pip install --quiet --no-compile -e .\n" in run and "[test]" not in run
+    assert "aurora up" in run
+    test = plan("test")
+    assert "-e '.[test]'" in test and "pytest" in test
