@@ -1,7 +1,8 @@
 """The approval page: server-rendered, no build step. Sign in with an API key (throttled per
 client and per key id); the signed session cookie holds only a random session id, kept
 server-side (``websessions``), so logout and key revocation end it. CSRF tokens on every form,
-never framed (``frame-ancestors 'none'``), readable on a phone."""
+never framed (``frame-ancestors 'none'``), readable on a phone, in German or English (the words
+are in ``wording`` and the templates; the catalogues in ``translations/``)."""
 
 from __future__ import annotations
 
