@@ -97,6 +97,8 @@ def ingest_forms() -> int:
         started = get_runtime().engine.schedule_form_ingests() if free else []
     for run_id in started:
         enqueue(run_id)
+    if started:
+        log.info("form ingest started %d run(s)", len(started))
     return len(started)
 
 

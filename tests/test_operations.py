@@ -104,12 +104,12 @@ def test_metrics_logs_and_health_in_a_running_stack(make_stack) -> None:
     assert "aurora_http_requests_total" in text and "aurora_queue_depth 0.0" in text
 
     time.sleep(0.5)
-    lines = [json.loads(line) for line in stack.log("up").splitlines() if line.startswith("{")]
+    lines = [json.loads(line) for line in stack.up_logs().splitlines() if line.startswith("{")]
     run_lines = [line for line in lines if line.get("run_id") == run_id]
     assert {line.get("step") for line in run_lines} >= {"act", "finish"}
     requests_logged = [line for line in lines if line.get("logger") == "aurora.request"]
     assert any(line["path"] == "/workflows" and line["status"] == 201 for line in requests_logged)
-    blob = stack.log("up")
+    blob = stack.log("up") + stack.up_logs()
     assert "aurfed_SECRETQUERYTOKEN" not in blob
     assert blob.count(stack.keys["admin"]) == 2  # only in the first-start banner: the key line and the export line
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, render_template
+from flask import Blueprint, Response, current_app, jsonify, render_template, request
 
 from .. import __version__
 from ..models import RunStatus
@@ -163,7 +163,9 @@ UNAVAILABLE = {"503": {**_json(_ref("Error"), "The database, the disk or the bro
                                               "(error 'unavailable', with the component): try again later"),
                        "headers": RETRY_AFTER}}
 #: paths that touch neither the database nor the broker
-NO_BACKEND = {"/", "/openapi.json", "/docs", "/health", "/health/live", "/health/ready"}
+NO_BACKEND = {"/", "/openapi.json", "/docs", "/health", "/health/live", "/health/ready", "/schemas/workflow.json"}
+#: the media type of a JSON Schema (draft 2020-12, section 14.1)
+SCHEMA_JSON = "application/schema+json"
 
 
 def _with_unavailable(spec: dict[str, Any]) -> dict[str, Any]:
@@ -212,6 +214,11 @@ def document() -> dict[str, Any]:
                                       "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")}}},
             "/docs": {"get": {"summary": "This document as a page", "security": NONE, "responses": {
                 "200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+            "/schemas/workflow.json": {"get": {
+                "summary": "The workflow JSON Schema, for editors: its $id is this URL (docs/workflows.md, "
+                           "`# yaml-language-server: $schema=…`)", "security": NONE, "responses": {
+                    "200": {"description": "JSON Schema 2020-12", "content": {SCHEMA_JSON: {"schema": {
+                        "type": "object", "required": ["$schema", "$id"]}}}}}}},
             "/workflows": {
                 "post": {"summary": "Submit a workflow (YAML, JSON or a multipart file)",
                          "parameters": [IDEMPOTENCY_KEY], "requestBody": {
@@ -310,6 +317,16 @@ def document() -> dict[str, Any]:
 @bp.get("/openapi.json")
 def spec() -> Response:
     return jsonify(document())
+
+
+@bp.get("/schemas/workflow.json")
+def workflow_schema() -> Response:
+    """The schema submissions are checked against, with an ``$id`` that is the URL it was fetched
+    from (the file's own ``$id`` is the default stack's, http://127.0.0.1:9292/…)."""
+    from ..resources import load_schema
+
+    schema = {**load_schema("workflow.schema.json"), "$id": request.url_root + "schemas/workflow.json"}
+    return current_app.response_class(current_app.json.dumps(schema), mimetype=SCHEMA_JSON)
 
 
 @bp.get("/docs")
