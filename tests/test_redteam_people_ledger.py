@@ -40,3 +40,44 @@ def test_no_key_of_the_submitters_person_may_approve_on_the_web_page(client, app
     web_vote(browser, run_id, shown(runtime, run_id))
     run = client.get(f"/workflows/{run_id}", headers=bearer(api_keys.admin)).json
     assert run["approvals"]["received"] == 0 and run["approvals"]["votes"] == []
+
+
+def _forge_vote(runtime, run_id: str, pk: int) -> None:
+    from aurora.models import Approval, Run, utcnow
+
+    with runtime.db.write() as session:
+        run = session.get(Run, runtime_run_pk(runtime, run_id))
+        session.add(Approval(pk=pk, run_id=run_id, voter="mallory", person="mallory", decision="approve",
+                             comment=None, channel="api", document_hash=run.document_hash,
+                             request_hash=run.approval_binding["hash"], created_at=utcnow()))
+
+
+def runtime_run_pk(runtime, run_id: str) -> int:
+    from sqlalchemy import select
+
+    from aurora.models import Run
+
+    with runtime.db.read() as session:
+        return session.scalar(select(Run.pk).where(Run.id == run_id))
+
+
+def test_a_vote_inserted_in_sql_below_the_first_chained_vote_is_detected(client, runtime, api_keys) -> None:
+    from aurora import audit
+
+    run_id = waiting(client, runtime, api_keys.submitter)
+    assert client.post(f"/workflows/{run_id}/approve", json={"request_hash": shown(runtime, run_id)},
+                       headers=bearer(api_keys.approver)).status_code == 200
+    assert audit.verify_node(runtime.settings, runtime.db).intact
+    _forge_vote(runtime, run_id, pk=-1)  # a pk no vote of the chain precedes: it was never checked
+    verdict = audit.verify_node(runtime.settings, runtime.db)
+    assert not verdict.intact and "not in the audit chain" in verdict.why, verdict
+
+
+def test_a_vote_inserted_in_sql_before_any_chained_vote_is_detected(client, runtime, api_keys) -> None:
+    from aurora import audit
+
+    run_id = waiting(client, runtime, api_keys.submitter)
+    assert audit.verify_node(runtime.settings, runtime.db).intact
+    _forge_vote(runtime, run_id, pk=1)  # no vote in the chain yet: the approvals were not checked at all
+    verdict = audit.verify_node(runtime.settings, runtime.db)
+    assert not verdict.intact and "not in the audit chain" in verdict.why, verdict
