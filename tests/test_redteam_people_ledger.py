@@ -81,3 +81,28 @@ def test_a_vote_inserted_in_sql_before_any_chained_vote_is_detected(client, runt
     _forge_vote(runtime, run_id, pk=1)  # no vote in the chain yet: the approvals were not checked at all
     verdict = audit.verify_node(runtime.settings, runtime.db)
     assert not verdict.intact and "not in the audit chain" in verdict.why, verdict
+
+
+SCHEDULED_CHARGE = """name: monthly_fee
+on:
+  schedule:
+    - {cron: "0 9 1 * *", timezone: Europe/Berlin}
+goal: charge
+payload: {customer: cus_1, amount: "9.99", currency: EUR}
+"""
+
+
+def test_the_person_who_applied_a_scheduled_definition_may_not_approve_its_runs(client, runtime, api_keys) -> None:
+    from aurora import definitions
+
+    boss = keys.create(runtime.db, "boss", Role.ADMIN)
+    laptop = keys.create(runtime.db, "boss-laptop", Role.ADMIN, person="boss")
+    put = client.put("/definitions/monthly_fee", data=SCHEDULED_CHARGE.encode(),
+                     headers={"Content-Type": "application/yaml", **bearer(boss)})
+    assert put.status_code in (200, 201), put.json
+    # what the beat does when the schedule fires
+    run, _ = definitions.start(runtime.engine, "monthly_fee", None, "schedule", "schedule", trigger={"by": "schedule"})
+    assert runtime.engine.execute(run.id).status == "awaiting_approval"
+    own = client.post(f"/workflows/{run.id}/approve", json={"request_hash": shown(runtime, run.id)},
+                      headers=bearer(laptop))
+    assert own.status_code == 403 and own.json["error"] == "self_approval", own.json
