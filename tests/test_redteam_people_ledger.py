@@ -106,3 +106,23 @@ def test_the_person_who_applied_a_scheduled_definition_may_not_approve_its_runs(
     own = client.post(f"/workflows/{run.id}/approve", json={"request_hash": shown(runtime, run.id)},
                       headers=bearer(laptop))
     assert own.status_code == 403 and own.json["error"] == "self_approval", own.json
+
+
+def test_a_backup_with_tampered_scrypt_parameters_is_refused_not_a_crash(tmp_path) -> None:
+    import json
+
+    import pytest
+
+    from aurora import backup
+    from aurora.errors import BackupError
+
+    secrets_file, key_file, out = tmp_path / "secrets.json", tmp_path / "audit.key", tmp_path / "backup.json"
+    secrets_file.write_text('{"stripe": {"secret_key": "sk_test_x"}}')
+    backup.make(secrets_file, key_file, "a long passphrase", out)
+    body = json.loads(out.read_text())
+    # huge costs: a panic in the KDF today, or hours and terabytes of memory with other values
+    out.write_text(json.dumps({**body, "n": 2**40, "r": 2**20}))
+    secrets_file.unlink()
+    with pytest.raises(BackupError, match="scrypt"):
+        backup.restore(out, "a long passphrase", secrets_file, key_file)
+    assert not secrets_file.exists()
