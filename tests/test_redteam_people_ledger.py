@@ -126,3 +126,25 @@ def test_a_backup_with_tampered_scrypt_parameters_is_refused_not_a_crash(tmp_pat
     with pytest.raises(BackupError, match="scrypt"):
         backup.restore(out, "a long passphrase", secrets_file, key_file)
     assert not secrets_file.exists()
+
+
+def test_forged_webhooks_with_non_ascii_signatures_are_refused_not_a_500(client, env, runtime) -> None:
+    import json
+    from pathlib import Path
+
+    secrets = {"stripe": {"webhook_secret": "whsec_testSECRET1234567890"},
+               "typeform": {"webhook_secret": "tf-hook-SECRET-abc"},
+               "mailgun": {"webhook_signing_key": "mg-signing-SECRET-xyz"}}
+    path = Path(env["AURORA_SECRETS_FILE"])
+    path.write_text(json.dumps(secrets))
+    path.chmod(0o600)
+    body = json.dumps({"id": "evt_1", "type": "payment_intent.succeeded", "data": {"object": {"id": "pi_1"}}}).encode()
+    forged = {
+        "/webhooks/stripe": (body, {"Stripe-Signature": "t=1,v1=\u00e9".encode("latin-1")}),
+        "/webhooks/typeform": (body, {"Typeform-Signature": "sha256=\u00e9".encode("latin-1")}),
+        "/webhooks/mailgun": (json.dumps({"signature": {"timestamp": "1", "token": "t", "signature": "\u00e9"}}).encode(),
+                              {}),
+    }
+    for url, (data, headers) in forged.items():
+        answer = client.post(url, data=data, headers={"Content-Type": "application/json", **headers})
+        assert answer.status_code == 401, (url, answer.status_code, answer.get_data(as_text=True)[:200])
