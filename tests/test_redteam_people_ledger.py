@@ -148,3 +148,16 @@ def test_forged_webhooks_with_non_ascii_signatures_are_refused_not_a_500(client,
     for url, (data, headers) in forged.items():
         answer = client.post(url, data=data, headers={"Content-Type": "application/json", **headers})
         assert answer.status_code == 401, (url, answer.status_code, answer.get_data(as_text=True)[:200])
+
+
+def test_a_checkpoint_with_a_non_ascii_signature_is_refused_not_a_traceback(tmp_path) -> None:
+    import json
+
+    import pytest
+
+    from aurora import audit
+
+    line = json.dumps({"count": 1, "head_pk": 1, "head_hash": "0" * 64, "signature": "\u00e9"})
+    (tmp_path / "cp").write_text(line + "\n")
+    with pytest.raises(ValueError, match="line 1"):
+        audit.read_checkpoints(tmp_path / "cp", b"k" * 32)
