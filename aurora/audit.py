@@ -150,8 +150,8 @@ def parse_checkpoint(key: bytes, text: str) -> dict[str, Any]:
         raise ValueError("not a JSON checkpoint") from None
     if not isinstance(body, dict) or not {"count", "head_pk", "head_hash", "signature"} <= body.keys():
         raise ValueError("not an audit checkpoint (count, head_pk, head_hash, signature)")
-    if not isinstance(body["signature"], str) or not hmac.compare_digest(
-            body["signature"], _checkpoint_signature(key, body)):
+    if not isinstance(body["signature"], str) or not hmac.compare_digest(  # bytes: a non-ASCII str raises
+            body["signature"].encode("utf-8", "replace"), _checkpoint_signature(key, body).encode()):
         raise ValueError("its signature does not match this node's audit key (edited, or another key)")
     return body
 
