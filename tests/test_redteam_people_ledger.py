@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from conftest import shown
+from test_engines_live import live, server  # noqa: F401 - fixtures
 from test_people import bearer, waiting
 from test_web_session import sign_in
 
@@ -161,3 +162,24 @@ def test_a_checkpoint_with_a_non_ascii_signature_is_refused_not_a_traceback(tmp_
     (tmp_path / "cp").write_text(line + "\n")
     with pytest.raises(ValueError, match="line 1"):
         audit.read_checkpoints(tmp_path / "cp", b"k" * 32)
+
+
+def test_an_engine_call_without_a_grant_or_with_a_lost_lease_reaches_no_engine(live, server) -> None:  # noqa: F811
+    import pytest
+
+    from aurora.adapters import BY_GOAL, CallContext
+    from aurora.adapters.base import LiveCallRefused
+
+    adapter = BY_GOAL["analyse"]
+    payload = {"text": "Kundendaten: Max Mustermann, IBAN DE00", "engine": "perplexity"}
+
+    class Lost:
+        def refusal(self, _run_id):
+            return "another worker holds the run's lease now"
+
+    # a run id alone, as anybody can name one: the other adapters answer simulated
+    named = CallContext("some-run-id", live.policies.current(), live.secrets())
+    assert not adapter.call(payload, named).mode.live
+    with pytest.raises(LiveCallRefused):
+        adapter.call(payload, CallContext("some-run-id", live.policies.current(), live.secrets(), grant=Lost()))
+    assert server.requests_to("/openai") == []
