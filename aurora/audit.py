@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, or_, select
 from sqlalchemy.orm import Session
 
 from . import audit_key
@@ -150,8 +150,8 @@ def parse_checkpoint(key: bytes, text: str) -> dict[str, Any]:
         raise ValueError("not a JSON checkpoint") from None
     if not isinstance(body, dict) or not {"count", "head_pk", "head_hash", "signature"} <= body.keys():
         raise ValueError("not an audit checkpoint (count, head_pk, head_hash, signature)")
-    if not isinstance(body["signature"], str) or not hmac.compare_digest(
-            body["signature"], _checkpoint_signature(key, body)):
+    if not isinstance(body["signature"], str) or not hmac.compare_digest(  # bytes: a non-ASCII str raises
+            body["signature"].encode("utf-8", "replace"), _checkpoint_signature(key, body).encode()):
         raise ValueError("its signature does not match this node's audit key (edited, or another key)")
     return body
 
@@ -218,16 +218,22 @@ def _vote_fields(approval: Approval) -> dict[str, Any]:
 def verify_all(session: Session, key: bytes, checkpoints: Sequence[dict[str, Any]] = ()) -> Verdict:
     """The chain, and the approvals table against the votes the chain holds.
 
-    Approvals older than the first vote in the chain were cast before votes were recorded there
-    and cannot be checked.
+    Approvals older than the first vote in the chain that are bound to no request were cast before
+    votes were recorded there (and never count at a gate): they cannot be checked. Every other
+    approval must be in the chain, exactly as it is there.
     """
     walk = _Walk()
     verdict = verify(session.scalars(select(AuditRecord).order_by(AuditRecord.pk)).yield_per(1000),
                      key, checkpoints, walk)
-    if not verdict.intact or not walk.votes:
+    if not verdict.intact:
         return verdict
-    first = min(walk.votes)
-    for approval in session.scalars(select(Approval).where(Approval.pk >= first).order_by(Approval.pk)):
+    # A vote bound to a request (the only kind the gate counts) was always chained: one outside
+    # the chain was put there in SQL, whatever its pk (a pk below the first chained vote, or any
+    # pk while the chain holds no vote yet, was never looked at).
+    checked = Approval.request_hash.is_not(None)
+    if walk.votes:
+        checked = or_(checked, Approval.pk >= min(walk.votes))
+    for approval in session.scalars(select(Approval).where(checked).order_by(Approval.pk)):
         recorded = walk.votes.pop(approval.pk, None)
         if recorded is None:
             return verdict._replace(intact=False, bad_pk=None,

@@ -21,6 +21,10 @@ from .errors import BackupError
 FORMAT = "aurora-secrets-backup"
 #: scrypt cost: 2**15 with r=8 takes about 0.1 s and 32 MiB, the interactive setting of its paper
 SCRYPT = {"n": 2**15, "r": 8, "p": 1}
+#: the most a backup's header may ask of scrypt: the header is not trusted before the tag is
+#: checked, and the tag can only be checked after deriving (huge values panic in the KDF, or take
+#: hours and terabytes); 2**20 with r=8 is 1 GiB
+SCRYPT_MAX = {"n": 2**20, "r": 16, "p": 4}
 
 
 def _key(passphrase: str, salt: bytes, params: dict[str, int]) -> bytes:
@@ -108,6 +112,9 @@ def restore(backup: Path, passphrase: str, secrets_file: Path, audit_key_file: P
         if header.get("format") != FORMAT or header.get("version") != 1:
             raise ValueError("not an Aurora secrets backup")
         params = {k: int(header[k]) for k in ("n", "r", "p")}
+        if any(not 1 <= params[k] <= SCRYPT_MAX[k] for k in params) or params["n"] < 2 or params["n"] & (params["n"] - 1):
+            raise BackupError(f"{backup}: its scrypt parameters {params} are beyond what Aurora writes "
+                              f"(at most {SCRYPT_MAX}, n a power of 2): the file was changed; nothing restored")
         salt, nonce = base64.b64decode(header["salt"]), base64.b64decode(header["nonce"])
         sealed = base64.b64decode(body["ciphertext"])
     except (OSError, ValueError, KeyError, TypeError) as exc:

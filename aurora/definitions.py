@@ -20,7 +20,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from jsonschema import Draft202012Validator
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from . import audit, documents
 from .errors import Conflict, DocumentError, NotFound, Problem
@@ -223,7 +223,20 @@ def start(engine: Engine, name: str, inputs: dict[str, Any] | None, submitter: s
     if inputs and "steps" not in document:
         raise DocumentError([Problem("inputs", "this definition is a single task: it has no inputs")])
     origin = {"definition": name, "definition_version": row.version}
+    if trigger is not None and trigger.get("by") != "person":
+        # Nobody pressed start: the run is the doing of whoever applied this version, so no key of
+        # that person may approve it (GitHub's scheduled runs act as the workflow's last editor).
+        person = _applier(engine.db, row.created_by)
     return engine.submit_once(workflow, submitter, once_key, person, origin=origin, trigger=trigger)
+
+
+def _applier(db: Database, key_name: str) -> str:
+    """The person holding the key that applied a version (the key's name for older keys)."""
+    from .models import ApiKey
+
+    with db.read() as session:
+        person = session.scalar(select(func.coalesce(ApiKey.person, ApiKey.name)).where(ApiKey.name == key_name))
+    return person or key_name
 
 
 def _iso(value: datetime | None) -> str | None:

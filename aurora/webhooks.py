@@ -58,7 +58,9 @@ def verify_stripe(body: bytes, header: str | None, secret: str, now: float | Non
     if not stamps or not signatures:
         raise WebhookRejected("Stripe-Signature has no timestamp or no v1 signature", 401)
     expected = _hmac(secret, stamps[0].encode() + b"." + body).hex()
-    if not any(hmac.compare_digest(expected, candidate.strip()) for candidate in signatures):
+    # bytes: compare_digest raises TypeError (a 500) on a str with non-ASCII characters
+    if not any(hmac.compare_digest(expected.encode(), candidate.strip().encode("utf-8", "replace"))
+               for candidate in signatures):
         raise WebhookRejected("Stripe signature does not match the body", 401)
     try:
         stamp = int(stamps[0])
@@ -73,7 +75,7 @@ def verify_typeform(body: bytes, header: str | None, secret: str) -> None:
     if not header or not header.startswith("sha256="):
         raise WebhookRejected("missing Typeform-Signature header", 401)
     expected = "sha256=" + base64.b64encode(_hmac(secret, body)).decode()
-    if not hmac.compare_digest(expected, header.strip()):
+    if not hmac.compare_digest(expected.encode(), header.strip().encode("utf-8", "replace")):
         raise WebhookRejected("Typeform signature does not match the body", 401)
 
 
@@ -84,7 +86,7 @@ def verify_mailgun(signature: dict[str, Any], key: str, now: float | None = None
     except (KeyError, TypeError):
         raise WebhookRejected("Mailgun body has no signature object", 401) from None
     expected = _hmac(key, (stamp + token).encode()).hex()
-    if not hmac.compare_digest(expected, given):
+    if not hmac.compare_digest(expected.encode(), given.encode("utf-8", "replace")):  # bytes: see verify_stripe
         raise WebhookRejected("Mailgun signature does not match", 401)
     try:
         when = float(stamp)

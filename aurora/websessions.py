@@ -13,12 +13,12 @@ import hmac
 import secrets
 from datetime import timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
 from .db import Database
 from .errors import AuthError
 from .keys import Caller
-from .models import ApiKey, Role, WebSession, utcnow
+from .models import ApiKey, Person, Role, WebSession, utcnow
 
 #: how long a sign-in lasts
 LIFETIME = timedelta(hours=8)
@@ -46,12 +46,17 @@ def caller(db: Database, session_id: str | None) -> Caller:
     wanted = _hash(session_id)
     with db.read_rows() as connection:
         row = connection.execute(
-            select(WebSession.id_hash, WebSession.expires_at, ApiKey.name, ApiKey.role, ApiKey.revoked_at)
-            .join(ApiKey, ApiKey.key_id == WebSession.key_id).where(WebSession.id_hash == wanted)).one_or_none()
+            # the key's person and the person's role, as ``keys.authenticate`` reads them: a session
+            # that acted as its key's name let a person's second key vote again, or approve their own run
+            select(WebSession.id_hash, WebSession.expires_at, ApiKey.name, ApiKey.key_id, ApiKey.revoked_at,
+                   func.coalesce(Person.role, ApiKey.role).label("role"),
+                   func.coalesce(ApiKey.person, ApiKey.name).label("person"), Person.removed_at)
+            .join(ApiKey, ApiKey.key_id == WebSession.key_id).outerjoin(Person, Person.name == ApiKey.person)
+            .where(WebSession.id_hash == wanted)).one_or_none()
     if row is None or not hmac.compare_digest(row.id_hash, wanted) or row.expires_at < utcnow() \
-            or row.revoked_at is not None:
+            or row.revoked_at is not None or row.removed_at is not None:
         raise AuthError("the session has ended")
-    return Caller(name=row.name, role=Role(row.role))
+    return Caller(name=row.name, role=Role(row.role), person=row.person, key_id=row.key_id)
 
 
 def end(db: Database, session_id: str | None) -> None:

@@ -256,16 +256,7 @@ class Adapter:
     def call(self, payload: dict[str, Any], ctx: CallContext, mode: Mode | None = None) -> AdapterResult:
         started = time.perf_counter()
         request = self.build(payload, ctx)
-        mode = mode or self.decide(payload, ctx)
-        if mode.live and (ctx.run_id is None or ctx.grant is None):
-            # Whoever says otherwise: only a run that passed its gate acts, and a run id alone is
-            # no proof of that (anybody can name one): without a grant it is an ad-hoc call.
-            mode = Mode(False, ADHOC_REASON if ctx.run_id is None else f"run id {ctx.run_id!r} came without proof "
-                        f"that it is acting under a worker's lease; {ADHOC_REASON}", intended_live=True)
-        if mode.live:
-            refused = _confirm(ctx)
-            if refused is not None:  # the lease was lost (another worker, a cancel): never act twice
-                raise LiveCallRefused(f"live call refused: {refused}")
+        mode = granted(mode or self.decide(payload, ctx), ctx)
         if mode.live:
             response = self.send(payload, request, ctx)
             result = AdapterResult(self.name, self.operation, mode, self.live_msg, request, response=response)
@@ -275,6 +266,21 @@ class Adapter:
             result = AdapterResult(self.name, self.operation, mode, self.simulated_msg, request)
         result.duration_ms = (time.perf_counter() - started) * 1000
         return result
+
+
+def granted(mode: Mode, ctx: CallContext) -> Mode:
+    """The mode a call may really have, checked just before anything is sent: every adapter's
+    live call (the analysis engines' too, which send with their own loop) passes here."""
+    if mode.live and (ctx.run_id is None or ctx.grant is None):
+        # Whoever says otherwise: only a run that passed its gate acts, and a run id alone is
+        # no proof of that (anybody can name one): without a grant it is an ad-hoc call.
+        return Mode(False, ADHOC_REASON if ctx.run_id is None else f"run id {ctx.run_id!r} came without proof "
+                    f"that it is acting under a worker's lease; {ADHOC_REASON}", intended_live=True)
+    if mode.live:
+        refused = _confirm(ctx)
+        if refused is not None:  # the lease was lost (another worker, a cancel): never act twice
+            raise LiveCallRefused(f"live call refused: {refused}")
+    return mode
 
 
 def _confirm(ctx: CallContext) -> str | None:

@@ -20,7 +20,7 @@ import requests
 
 from ..errors import AdapterError
 from ..secrets import REDACTED, Secrets
-from .base import Adapter, AdapterResult, CallContext, Mode, decide_mode
+from .base import Adapter, AdapterResult, CallContext, Mode, decide_mode, granted
 
 #: used when the policy names no engines section
 DEFAULT_ENGINES: dict[str, dict[str, Any]] = {
@@ -119,7 +119,8 @@ class EngineAdapter(Adapter):
             attempt = {**payload, "engine": engine}
             request = self.build(attempt, ctx)
             configured = self.credentials_configured(attempt, ctx.secrets)
-            mode = decide_mode(self.name, ctx, configured)
+            # the grant and the lease, as for every other adapter: this loop sends by itself
+            mode = granted(decide_mode(self.name, ctx, configured), ctx)
             if not mode.live and mode.intended_live and not configured and ctx.run_id is not None:
                 # The policy wants a real analysis: an engine without a key cannot give one, and
                 # a simulation in its place would end the run "succeeded" with no analysis.
