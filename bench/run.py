@@ -93,10 +93,11 @@ NOTES = """## Reading the figures
   local read of the rows took 5–12× as long as in the unsigned measurement, so the events/s figure
   says little about an idle machine; the CPU-seconds of the puller and the server together (from
   /proc) say more, though contention inflates them too: the local read, 2.39 s in the unsigned measurement
-  (taking its wall time then as its CPU time), took 4.5 CPU-seconds in the same invocation, so CPU here
-  cost about 1.9× what it cost then. 100,000 signed events took 23.5 CPU-seconds (4,257 per
-  CPU-second), about 12.4 at that measurement's rate: about 8,000 events/s for a chain whose wall
-  time is its CPU time, against 16,746/s unsigned — an estimate, to be measured again on a quiet
+  (taking its wall time then as its CPU time), took 4.1 CPU-seconds in the same invocation, so CPU here
+  cost about 1.7× what it cost then. 100,000 signed events took 26.8 CPU-seconds (3,738 per
+  CPU-second), about 15.8 at that measurement's rate: about 6,300 events/s for a chain whose wall
+  time is its CPU time (an earlier run the same hour gave about 8,000), against 16,746/s unsigned —
+  an estimate, to be measured again on a quiet
   machine (`bench/run.py --update federation`). The pull is one chain per peer — ask, the
   server reads and signs, the puller verifies and stores, ask again — so prefetching the next page
   while verifying the current one would overlap the two sides' work (left to the bounded-sync work,
