@@ -89,7 +89,7 @@ NOTES = """## Reading the figures
   origin when served and verified by the puller before it is stored (Ed25519 with libsodium, through
   PyNaCl: OpenSSL's verify, through `cryptography`, took 2–3× as long here). The row before it is the
   figure from before signing (16,746/s, measured earlier the same day, when the machine was quieter). The signed figure was measured
-  while about eight other sessions loaded the two cores (load average 12–16): the same invocation's
+  while about eight other sessions loaded the two cores (load average 10–16): the same invocation's
   local read of the rows took 5–12× as long as in the unsigned measurement, so the events/s figure
   says little about an idle machine; the CPU-seconds of the puller and the server together (from
   /proc) say more, though contention inflates them too: the local read, 2.39 s in the unsigned measurement
@@ -100,8 +100,8 @@ NOTES = """## Reading the figures
   an estimate, to be measured again on a quiet
   machine (`bench/run.py --update federation`). The pull is one chain per peer — ask, the
   server reads and signs, the puller verifies and stores, ask again — so prefetching the next page
-  while verifying the current one would overlap the two sides' work (left to the bounded-sync work,
-  which owns the fetching).
+  while verifying the current one would overlap the two sides' work (not done yet: it belongs in
+  federation/fetch.py and the sync loop).
 - **Reliability** (`bench/recovery.py`; `python bench/recovery.py soak --minutes 60` for the hour
   the issue asks for by hand). The soak counts "Unrecoverable error" lines and the supervisor's
   restarts in `aurora up`'s output. A worker killed mid-run is recovered when its lease lapses
