@@ -91,18 +91,19 @@ NOTES = """## Reading the figures
   origin when served and verified by the puller before it is stored (Ed25519 with libsodium, through
   PyNaCl: OpenSSL's verify, through `cryptography`, took 2–3× as long here). The row before it is the
   figure from before signing (16,746/s, measured earlier the same day, when the machine was quieter). The signed figure was measured
-  while about eight other sessions loaded the two cores (load average 12–16): the same invocation's
+  while about eight other sessions loaded the two cores (load average 10–16): the same invocation's
   local read of the rows took 5–12× as long as in the unsigned measurement, so the events/s figure
   says little about an idle machine; the CPU-seconds of the puller and the server together (from
   /proc) say more, though contention inflates them too: the local read, 2.39 s in the unsigned measurement
-  (taking its wall time then as its CPU time), took 4.5 CPU-seconds in the same invocation, so CPU here
-  cost about 1.9× what it cost then. 100,000 signed events took 23.5 CPU-seconds (4,257 per
-  CPU-second), about 12.4 at that measurement's rate: about 8,000 events/s for a chain whose wall
-  time is its CPU time, against 16,746/s unsigned — an estimate, to be measured again on a quiet
+  (taking its wall time then as its CPU time), took 4.1 CPU-seconds in the same invocation, so CPU here
+  cost about 1.7× what it cost then. 100,000 signed events took 26.8 CPU-seconds (3,738 per
+  CPU-second), about 15.8 at that measurement's rate: about 6,300 events/s for a chain whose wall
+  time is its CPU time (an earlier run the same hour gave about 8,000), against 16,746/s unsigned —
+  an estimate, to be measured again on a quiet
   machine (`bench/run.py --update federation`). The pull is one chain per peer — ask, the
   server reads and signs, the puller verifies and stores, ask again — so prefetching the next page
-  while verifying the current one would overlap the two sides' work (left to the bounded-sync work,
-  which owns the fetching).
+  while verifying the current one would overlap the two sides' work (not done yet: it belongs in
+  federation/fetch.py and the sync loop).
 - **Reliability** (`bench/recovery.py`; `python bench/recovery.py soak --minutes 60` for the hour
   the issue asks for by hand). The soak counts "Unrecoverable error" lines and the supervisor's
   restarts in `aurora up`'s output. A worker killed mid-run is recovered when its lease lapses

@@ -73,11 +73,12 @@ class HostilePeer:
         if request.path == "/federation/identity":
             return Reply(200, {"node": "evil", "public_key": public_text(self.key), "algorithm": "ed25519"})
         if request.path == "/federation/events":
-            items = self.page["events"]
             since = int(request.query.get("since", ["0"])[0])
-            return Reply(200, {"node": "evil", "events": [e for e in items if e["seq"] > since],
-                               "keys": self.page["keys"], "last_seq": max([since] + [e["seq"] for e in items]),
-                               "has_more": False})
+            limit = int(request.query.get("limit", ["100"])[0])
+            after = [e for e in self.page["events"] if e["seq"] > since]
+            items = after[:limit]  # a page over the limit asked for is refused whole (test_federation_bounds)
+            return Reply(200, {"node": "evil", "events": items, "keys": self.page["keys"],
+                               "last_seq": items[-1]["seq"] if items else since, "has_more": len(after) > limit})
         return Reply(404, {"error": "not_found"})
 
 
