@@ -48,6 +48,12 @@ def _body() -> tuple[bytes, str]:
     raise UnsupportedMediaType(f"Content-Type {mimetype or '(none)'!r} is not accepted; send {accepted}")
 
 
+def _run_id(given: str) -> str:
+    """A run's full id from the id or a unique prefix of it (400 too short, 404, 409 ambiguous)."""
+    with _runtime().db.read() as session:
+        return run_views.resolve_id(session, given)
+
+
 @bp.post("/workflows")
 @require(Role.SUBMITTER)
 def submit() -> tuple[Response, int, dict[str, str]]:
@@ -85,13 +91,14 @@ def listing() -> Response:
 @require(*ANY_ROLE)
 def show(run_id: str) -> Response:
     with _runtime().db.read() as session:
-        return jsonify(run_views.detail(session, run_id))
+        return jsonify(run_views.detail(session, run_views.resolve_id(session, run_id)))
 
 
 @bp.post("/workflows/<run_id>/cancel")
 @require(Role.SUBMITTER)
 def cancel(run_id: str) -> Response:
     runtime = _runtime()
+    run_id = _run_id(run_id)
     with runtime.db.read() as session:
         current = run_views.detail(session, run_id)
     if g.caller.role is not Role.ADMIN and current["submitted_by_person"] != g.caller.person:
@@ -124,7 +131,7 @@ def _vote(run_id: str, decision: str) -> Response:
     if request_hash is not None and not isinstance(request_hash, str):
         raise BadParameter("request_hash: must be a string (approval.hash of GET /workflows/<id>)")
     channel = "cli" if request.headers.get("X-Aurora-Channel") == "cli" else "api"
-    return jsonify(approvals.vote(_runtime().engine, run_id, g.caller, decision, comment, channel, request_hash))
+    return jsonify(approvals.vote(_runtime().engine, _run_id(run_id), g.caller, decision, comment, channel, request_hash))
 
 
 @bp.post("/workflows/<run_id>/approve")
