@@ -41,7 +41,7 @@ def test_aurora_up_on_embedded_defaults_runs_every_example(make_stack) -> None:
     # The CLI finds URL and key in the config file that `up` wrote.
     for name, final in EXAMPLES.items():
         done = stack.aurora("submit", str(ROOT / "workflows" / f"{name}.yaml"), "--wait", "--timeout", "60",
-                            check=False)
+                            "--json", check=False)
         assert done.returncode == EXIT[final], done.stderr + done.stdout
         result = json.loads(done.stdout)
         assert result["status"] == final
@@ -50,10 +50,10 @@ def test_aurora_up_on_embedded_defaults_runs_every_example(make_stack) -> None:
         assert f"{name}: {final}" in done.stderr
 
     listed = stack.aurora("list", "--limit", "10").stdout
-    assert len(listed.strip().splitlines()) == 4
-    waiting = stack.aurora("list", "--status", "awaiting_approval").stdout.split()[0]
-    assert json.loads(stack.aurora("cancel", waiting).stdout)["status"] == "cancelled"
-    assert json.loads(stack.aurora("status", waiting).stdout)["timeline"][-1]["type"] == "run.cancelled"
+    assert len(listed.strip().splitlines()) == 1 + 4  # a header and the runs
+    waiting = json.loads(stack.aurora("list", "--status", "awaiting_approval", "--json").stdout)["runs"][0]["id"]
+    assert json.loads(stack.aurora("cancel", waiting[:8], "--json").stdout)["status"] == "cancelled"
+    assert json.loads(stack.aurora("status", waiting[:8], "--json").stdout)["timeline"][-1]["type"] == "run.cancelled"
 
     key = stack.aurora("keys", "create", "reporter", "--role", "viewer").stdout
     assert re.fullmatch(r"aur_[0-9a-f]{12}_\S+\n", key)

@@ -9,6 +9,7 @@ import click
 
 from .. import __version__
 from ._common import _runtime, main
+from ._output import emit
 
 # -- running the stack -------------------------------------------------------------------------
 
@@ -38,6 +39,14 @@ def up(host: str, ports: tuple[int, ...], web_workers: int) -> None:
     # Checked before anything is started or cleared: a second stack must not disturb the first.
     lock = claim_home(settings.home)
     check_ports(host, ports)
+    from ._home import check_database, record_stack
+
+    check_database(settings, migrated=False)
+    # The children are told exactly where this stack lives (they must never read the record of
+    # another), and every later command, from any folder, finds it in the record.
+    os.environ.update({"AURORA_HOME": str(settings.home), "AURORA_DATABASE_URL": settings.database_url,
+                       "AURORA_POLICY_FILE": str(settings.policy_file), "AURORA_SECRETS_FILE": str(settings.secrets_file)})
+    record_stack(settings)
     from ..metrics import prepare
 
     prepare(settings.home, clear=True)  # counters start afresh with the stack; children share the folder
@@ -80,7 +89,7 @@ def bootstrap(url: str) -> None:
     """Migrate the database; on first start make an admin key, save it for the CLI and print it."""
     from ..stack import prepare
 
-    runtime = _runtime()
+    runtime = _runtime(migrated=False)
     runtime.policies.current()
     key = prepare(runtime.settings, url)
     if key:
@@ -162,6 +171,7 @@ def db_upgrade(revision: str) -> None:
     """Apply the Alembic migrations (aurora up does this too)."""
     from ..migrations import current, upgrade
 
-    url = _runtime().settings.database_url
+    url = _runtime(migrated=False).settings.database_url
     upgrade(url, revision)
-    click.echo(f"database at revision {current(url)}")
+    now = current(url)
+    emit({"revision": now}, lambda: click.echo(f"database at revision {now}"))
