@@ -128,11 +128,11 @@ def worker(concurrency: int | None, loglevel: str, system: bool, with_beat: bool
     """Run a Celery worker that executes runs (or, with --system, the system's own work)."""
     import socket
 
+    runtime = _runtime()  # first: importing the Celery app builds a runtime of its own otherwise
+    runtime.policies.current()
     from .. import celery_app
     from ..celery_app import QUEUE, SYSTEM_QUEUE, celery, exit_when_stopped
 
-    runtime = _runtime()
-    runtime.policies.current()
     if system:
         # Threads: a sync that waits on a slow peer must not hold up a sweep beside it.
         from ..tasks import SYSTEM_THREADS
@@ -153,9 +153,9 @@ def worker(concurrency: int | None, loglevel: str, system: bool, with_beat: bool
               help="Lowest level of log lines written.")
 def beat(loglevel: str) -> None:
     """Run Celery beat: the sweeper that recovers stuck runs and expires overdue gates."""
+    settings = _runtime().settings  # first: importing the Celery app builds a runtime of its own otherwise
     from ..celery_app import celery
 
-    settings = _runtime().settings
     settings.home.mkdir(parents=True, exist_ok=True)
     celery.start(["beat", "-l", loglevel, "-s", str(settings.home / "celerybeat-schedule")])
 
