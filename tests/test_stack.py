@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -61,6 +63,27 @@ def test_aurora_up_on_embedded_defaults_runs_every_example(make_stack) -> None:
     assert viewer.status_code == 200
     bad = stack.aurora("submit", str(ROOT / "README.md"), check=False)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+    # From any folder, with no AURORA_* variable: `up` recorded where its stack lives.
+    recorded = json.loads((config.parent / "stack.json").read_text())
+    assert stat.S_IMODE((config.parent / "stack.json").stat().st_mode) == 0o600
+    assert recorded["AURORA_DATABASE_URL"] == stack.env["AURORA_DATABASE_URL"]
+    elsewhere = stack.cwd.parent / "elsewhere"
+    elsewhere.mkdir()
+    bare = {k: v for k, v in stack.env.items() if not k.startswith("AURORA_")}
+    bare["AURORA_CLI_CONFIG"] = stack.env["AURORA_CLI_CONFIG"]
+
+    def anywhere(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "aurora", *args], env=bare, cwd=elsewhere, capture_output=True,
+                              text=True, timeout=60)
+
+    keys_listed = anywhere("keys", "list")
+    assert keys_listed.returncode == 0 and "reporter" in keys_listed.stdout, keys_listed.stderr
+    assert keys_listed.stdout.split()[:2] == ["NAME", "PERSON"]
+    assert anywhere("adapters", "status").returncode == 0
+    assert anywhere("doctor").returncode in (0, 1)  # warnings about the seed's placeholders are fine
+    assert "CANCELLED" in anywhere("status", waiting[:8]).stdout
+    assert not (elsewhere / "var").exists()
 
 
 @pytest.fixture
