@@ -43,7 +43,7 @@ def link(puller, source) -> str:
 
 
 def sync(node, *args: str) -> list[dict]:
-    done = node.aurora("federation", "sync", *args, check=False)
+    done = node.aurora("federation", "sync", *args, "--json", check=False)
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 
 

@@ -33,13 +33,16 @@ def what(run: dict[str, Any]) -> str:
 def mode_words(run: dict[str, Any], err: bool = False) -> str:
     label = mode_label(run)
     reason = run.get("mode_reason") or (run.get("approval") or {}).get("reason")
-    if label == "-" and run.get("approval"):  # not acted yet: what it would be once approved
+    if label == "-" and run.get("approval") and run["status"] in ("awaiting_approval", "queued", "running"):
+        # not acted yet: what it would be once approved
         label = "LIVE" if run["approval"].get("live") else "SIMULATED"
         return f"{mode_text(label, err)} once approved" + (f" ({reason})" if reason else "")
     if label == "BLOCKED":
         blocked = run["blocked"]
         return f"{mode_text(label, err)}: {blocked['message']} ({blocked.get('what_to_do', '')})"
-    return mode_text(label, err) + (f" ({reason})" if reason and label != "-" else "")
+    if label == "-":
+        return "- (it did not act)" if run["status"] in ("rejected", "cancelled", "expired", "failed") else "-"
+    return mode_text(label, err) + (f" ({reason})" if reason else "")
 
 
 def approvals_words(run: dict[str, Any]) -> str | None:
@@ -86,7 +89,8 @@ def next_step(run: dict[str, Any], url: str | None) -> str | None:
 
 def headline(run: dict[str, Any], err: bool = False) -> str:
     """One line that cannot be misread: what happened, live or simulated, and why."""
-    line = f"{status_text(run['status'].upper(), err)} {mode_text(mode_label(run), err)}"
+    label = mode_label(run)
+    line = status_text(run["status"].upper(), err) + (f" {mode_text(label, err)}" if label != "-" else "")
     if run.get("mode_reason"):
         line += f": {run['mode_reason']}"
     if run.get("blocked"):
@@ -111,19 +115,23 @@ def progress_line(run: dict[str, Any]) -> str:
 
 
 #: event types in words for the timeline
-EVENTS = {"run.queued": "submitted", "run.running": "started", "run.awaiting_approval": "waits for approval",
+EVENTS = {"run.queued": "queued", "run.running": "started", "run.awaiting_approval": "waits for approval",
           "run.approved": "approved", "run.rejected": "rejected", "run.succeeded": "succeeded",
           "run.failed": "failed", "run.cancelled": "cancelled", "run.expired": "expired",
           "run.needs_reconciliation": "needs reconciliation", "run.not_acted": "not acted",
-          "run.vote": "vote", "run.retry": "retried", "run.blocked": "blocked"}
+          "run.vote": "vote", "run.retry": "will be tried again", "run.blocked": "blocked",
+          "run.requeued": "sent to a worker again", "run.lease_lost": "worker lost; taken over",
+          "run.settled": "settled by the provider", "run.settlement_kept": "settlement kept",
+          "approval.approved": "approved", "approval.rejected": "rejected", "approval.voided": "a vote stopped counting",
+          "approval.notified": "approvers notified"}
 
 
 def _event_words(event: dict[str, Any]) -> str:
     data = event.get("data") or {}
     words = EVENTS.get(event["type"], event["type"].removeprefix("run.").replace("_", " "))
+    if event["type"] == "run.queued" and data.get("submitted_by"):
+        words = "submitted"
     who = data.get("person") or data.get("voter") or data.get("submitted_by") or data.get("by")
-    if data.get("decision"):
-        words = f"{data['decision']}d" if data["decision"].endswith("e") else data["decision"]
     if who:
         words += f" by {who}"
     if event["type"] == "run.awaiting_approval" and data.get("required"):
@@ -134,7 +142,7 @@ def _event_words(event: dict[str, Any]) -> str:
 def print_status(run: dict[str, Any], url: str | None, timeline: bool = True) -> None:
     """``aurora status``: a summary a person can read at a glance."""
     click.echo(headline(run))
-    rows = [("Run", f"{style(short_id(run['id']), bold=True)} {run['id'][8:]}  {run['name']} ({run['goal']})"),
+    rows = [("Run", f"{style(short_id(run['id']), bold=True)}{run['id'][8:]}  {run['name']} ({run['goal']})"),
             ("Does", what(run)),
             ("Status", status_text(run["status"]) + (f" (step {run['step']})" if run.get("step") else "")),
             ("Mode", mode_words(run)),
