@@ -273,3 +273,39 @@ def test_validate_json_lists_every_problem_with_its_place(tmp_path) -> None:
     assert all(p["line"] in (1, 3) for p in entry["problems"])
     good = CliRunner().invoke(main, ["validate", str(ROOT / "workflows" / "send_report.yaml")])
     assert good.exit_code == 0 and "ok (send_email, send_report)" in good.stdout
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_prefix_lookup_on_both_databases(backend, env, request, monkeypatch) -> None:
+    import aurora.engine
+    from aurora import documents, runs
+    from aurora.config import load_settings
+    from aurora.migrations import upgrade
+    from aurora.runtime import Runtime, set_runtime
+
+    if backend == "postgresql":
+        env = {**env, "AURORA_DATABASE_URL": request.getfixturevalue("postgres_url")}
+    runtime = Runtime(load_settings(env))
+    upgrade(runtime.settings.database_url)
+    set_runtime(runtime)
+    try:
+        ids = iter(uuid.UUID(f"0a1b2c3d-0000-4000-8000-00000000000{n}") for n in (1, 2, 3))
+        monkeypatch.setattr(aurora.engine, "uuid", SimpleNamespace(uuid4=lambda: next(ids)))
+        workflow = documents.load((ROOT / "workflows" / "send_report.yaml").read_bytes())
+        for _ in range(2):
+            runtime.engine.submit(workflow, "sam")
+        with runtime.db.read() as session:
+            assert runs.resolve_id(session, "0A1B2C3D-0000-4000-8000-000000000002") == \
+                "0a1b2c3d-0000-4000-8000-000000000002"
+            with pytest.raises(runs.AmbiguousRunId) as ambiguous:
+                runs.resolve_id(session, "0a1b2c")
+            assert len(ambiguous.value.body_extra["candidates"]) == 2
+            for missing in ("0a1b2c3e", "0a1b2c3d-0000-4000-8000-0000000000019", "0a1b2c%", "0a1b2_"):
+                with pytest.raises(runs.NotFound):
+                    runs.resolve_id(session, missing)
+            if backend == "postgresql":
+                from sqlalchemy import text
+
+                assert session.scalar(text("SELECT count(*) FROM pg_indexes WHERE indexname = 'ix_runs_id_prefix'"))
+    finally:
+        set_runtime(None)

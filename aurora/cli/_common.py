@@ -45,17 +45,17 @@ def mode_label(run: dict[str, Any]) -> str:
     return "BLOCKED" if run.get("blocked") else ("NOT ACTED" if run["status"] == "not_acted" else "-")
 
 
-def _runtime(migrated: bool = True) -> Any:
+def _runtime(need: str = "uses") -> Any:
     """This process's runtime. Built for a CLI command from the AURORA_* variables, else from the
-    stack ``aurora up`` recorded; the database must exist and carry Aurora's tables (``migrated``;
-    the commands that migrate pass False), so that no command creates a stray ``var/aurora.db``."""
+    stack ``aurora up`` recorded; the database must exist and carry Aurora's tables (``need``: see
+    ``_home.check_database``), so that no command creates a stray ``var/aurora.db``."""
     from ..runtime import Runtime, get_runtime, has_runtime, set_runtime
 
     if has_runtime():  # set up by whoever embeds the CLI (a test, a server process)
         return get_runtime()
     from ._home import settings_for_cli
 
-    settings = settings_for_cli(migrated)
+    settings = settings_for_cli(need)
     set_runtime(Runtime(settings))
     return get_runtime()
 

@@ -73,10 +73,14 @@ def cli_environment(environ: dict[str, str] | None = None) -> tuple[dict[str, st
     return env, bool(stored)
 
 
-def settings_for_cli(migrated: bool = True) -> Settings:
+#: how much of the database a command needs before it starts
+MIGRATES, SERVES, USES = "migrates", "serves", "uses"
+
+
+def settings_for_cli(need: str = USES) -> Settings:
     env, from_file = cli_environment()
     settings = load_settings(env)
-    check_database(settings, migrated, from_file)
+    check_database(settings, need, from_file)
     return settings
 
 
@@ -88,8 +92,13 @@ def _where_from(from_file: bool) -> str:
         "the default ./var/aurora.db (no AURORA_DATABASE_URL, no stack recorded by `aurora up`)")
 
 
-def check_database(settings: Settings, migrated: bool, from_file: bool = False) -> None:
-    """Refuse, in one sentence with the command that helps, a database the command cannot use."""
+def check_database(settings: Settings, need: str = USES, from_file: bool = False) -> None:
+    """Refuse, in one sentence with the command that helps, a database the command cannot use.
+
+    Every command needs the folder of a SQLite file to exist. A command that ``MIGRATES`` (up,
+    bootstrap, db upgrade) makes the file. Every other one needs Aurora's tables in it; but one that
+    ``SERVES`` (serve, worker, beat) starts even when the database cannot be reached: a database
+    server down at its start is an outage it rides out (503s, retries), not a misuse."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
@@ -106,16 +115,16 @@ def check_database(settings: Settings, migrated: bool, from_file: bool = False) 
             raise DatabaseNotReady(f"the folder of the database {path} does not exist (from {source})",
                                    "create the folder, or point AURORA_DATABASE_URL at an existing one")
         if not path.exists():
-            if not migrated:
+            if need == MIGRATES:
                 return
             raise DatabaseNotReady(f"there is no Aurora database at {path} (from {source})",
                                    "start the stack with `aurora up` (it makes and records one), run "
                                    "`aurora db upgrade` to make it here, or set AURORA_DATABASE_URL")
-    if migrated:
-        _check_revision(settings.database_url, source)
+    if need != MIGRATES:
+        _check_revision(settings.database_url, source, reachable_only=need == SERVES)
 
 
-def _check_revision(url: str, source: str) -> None:
+def _check_revision(url: str, source: str, reachable_only: bool = False) -> None:
     from alembic.script import ScriptDirectory
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -124,6 +133,8 @@ def _check_revision(url: str, source: str) -> None:
     try:
         have = current(url)
     except SQLAlchemyError as exc:
+        if reachable_only:
+            return
         first = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [""])[0][:160]
         raise DatabaseNotReady(f"cannot open the database ({source}): {first}",
                                "is the database server running, and AURORA_DATABASE_URL right?") from None

@@ -41,7 +41,7 @@ def up(host: str, ports: tuple[int, ...], web_workers: int) -> None:
     check_ports(host, ports)
     from ._home import check_database, record_stack
 
-    check_database(settings, migrated=False)
+    check_database(settings, "migrates")
     # The children are told exactly where this stack lives (they must never read the record of
     # another), and every later command, from any folder, finds it in the record.
     os.environ.update({"AURORA_HOME": str(settings.home), "AURORA_DATABASE_URL": settings.database_url,
@@ -89,7 +89,7 @@ def bootstrap(url: str) -> None:
     """Migrate the database; on first start make an admin key, save it for the CLI and print it."""
     from ..stack import prepare
 
-    runtime = _runtime(migrated=False)
+    runtime = _runtime("migrates")
     runtime.policies.current()
     key = prepare(runtime.settings, url)
     if key:
@@ -106,7 +106,7 @@ def serve(host: str, port: int, workers: int) -> None:
 
     from ..stack import gunicorn_command
 
-    _runtime().policies.current()
+    _runtime("serves").policies.current()
     command = gunicorn_command([f"{host}:{port}"], workers)
     os.execv(command[0], command)
 
@@ -128,7 +128,7 @@ def worker(concurrency: int | None, loglevel: str, system: bool, with_beat: bool
     """Run a Celery worker that executes runs (or, with --system, the system's own work)."""
     import socket
 
-    runtime = _runtime()  # first: importing the Celery app builds a runtime of its own otherwise
+    runtime = _runtime("serves")  # first: importing the Celery app builds a runtime of its own otherwise
     runtime.policies.current()
     from .. import celery_app
     from ..celery_app import QUEUE, SYSTEM_QUEUE, celery, exit_when_stopped
@@ -153,7 +153,7 @@ def worker(concurrency: int | None, loglevel: str, system: bool, with_beat: bool
               help="Lowest level of log lines written.")
 def beat(loglevel: str) -> None:
     """Run Celery beat: the sweeper that recovers stuck runs and expires overdue gates."""
-    settings = _runtime().settings  # first: importing the Celery app builds a runtime of its own otherwise
+    settings = _runtime("serves").settings  # first: importing the Celery app builds a runtime of its own otherwise
     from ..celery_app import celery
 
     settings.home.mkdir(parents=True, exist_ok=True)
@@ -171,7 +171,7 @@ def db_upgrade(revision: str) -> None:
     """Apply the Alembic migrations (aurora up does this too)."""
     from ..migrations import current, upgrade
 
-    url = _runtime(migrated=False).settings.database_url
+    url = _runtime("migrates").settings.database_url
     upgrade(url, revision)
     now = current(url)
     emit({"revision": now}, lambda: click.echo(f"database at revision {now}"))
