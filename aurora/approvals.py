@@ -6,19 +6,21 @@ decision, comment, channel and the hash of the rendered request and mode it appr
 in one transaction, guarded by a compare-and-set on the run that also checks the deadline: a vote
 and the expiry can never both win, and two votes completing the quorum together send the run to
 the queue once. Quorum counts people: a person votes once, with whichever key, and no key of the
-submitter's person may vote.
+submitter's person may vote. A vote names the rendering its voter saw (``request_hash``, required);
+the vote's transaction renders the run again as the worker would now (``ledger.current``), and a
+vote for anything else is refused: the voter is told to look again.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import select, update
 
 from . import audit, binding, events, gates, ledger
-from .errors import Conflict, NotFound, PermissionDenied
+from .errors import AuroraError, Conflict, NotFound, PermissionDenied
 from .keys import Caller
 from .models import ApiKey, Approval, Role, Run, RunStatus, utcnow
 
@@ -50,6 +52,13 @@ class RequestChanged(Conflict):
     code = "request_changed"
 
 
+class RequestHashMissing(AuroraError):
+    """Raised when a vote does not say which rendering of the request the voter saw."""
+
+    code = "request_hash_required"
+    http_status = 400
+
+
 def _votes(session: Any, run_id: str) -> list[gates.Vote]:
     return ledger.votes(session, run_id)
 
@@ -65,14 +74,19 @@ def gate_summary(session: Any, run: Run) -> dict[str, Any]:
 
 def approval_view(run: Run) -> dict[str, Any] | None:
     """What approvers see of a run: ``aurora.binding.view`` of its rendered request."""
-    return binding.view(run.goal, run.document["payload"], run.approval_binding)
+    return binding.view(run.goal, run.document.get("payload", {}), run.approval_binding)
 
 
 def vote(engine: Any, run_id: str, caller: Caller, decision: str, comment: str | None, channel: str,
-         request_hash: str | None = None) -> dict[str, Any]:
+         request_hash: str | None) -> dict[str, Any]:
     """Record one vote; return the run's status and gate. Enqueues the run if it completed the
-    quorum. ``request_hash``, if given, is the rendering the voter saw: a vote for another one
-    is refused (409) rather than counted for what they did not see."""
+    quorum. ``request_hash`` is the rendering the voter saw (``approval.hash``): required (a vote
+    that names none is refused, 400), and a vote for another rendering is refused (409) rather
+    than counted for what the voter did not see."""
+    if not request_hash:
+        raise RequestHashMissing(
+            "request_hash: required: the approval.hash of the rendering you reviewed (GET /workflows/<id> or "
+            "GET /approvals show it; `aurora approvals` prints it); a vote counts only for what its voter saw")
     if caller.role not in (Role.APPROVER, Role.ADMIN):
         raise PermissionDenied(f"role {caller.role.value!r} may not vote (needs approver or admin)")
     if decision not in ("approve", "reject"):
@@ -100,10 +114,15 @@ def vote(engine: Any, run_id: str, caller: Caller, decision: str, comment: str |
             raise GateClosed(f"the run no longer waits for votes: {state}")
         if session.scalar(select(ApiKey.revoked_at).where(ApiKey.name == caller.name)) is not None:
             raise PermissionDenied("your key was revoked")
-        bound = _bound_hash(run)
-        if bound is None:
+        if _bound_hash(run) is None:
             raise RequestChanged("the run's request has not been rendered for approval yet; try again shortly")
-        if request_hash is not None and request_hash != bound:
+        # What it would send now (the policy, the secrets, a rollout may have changed while it
+        # waited): a vote counts for that, not for a rendering nobody would send any more.
+        now_bound = ledger.current(engine, session, run)
+        if now_bound is not None:
+            ledger.restore(db, session, engine.node, run, now_bound)
+        bound = _bound_hash(run)
+        if request_hash != bound:
             raise RequestChanged("what this run would send, or whether it is live, changed since you looked: "
                                  "look at it again and vote on what it sends now")
         ledger_votes = _votes(session, run_id)
@@ -144,6 +163,10 @@ def waiting_for(engine: Any, caller: Caller, limit: int = 100) -> list[dict[str,
         return []
     out = []
     with engine.db.read() as session:
+        ids = list(session.scalars(select(Run.id).where(Run.status == RunStatus.AWAITING_APPROVAL.value)
+                                   .order_by(Run.pk).limit(limit * 2)))
+    ledger.refresh(engine, ids)  # what each would send now, not when it began to wait
+    with engine.db.read() as session:
         runs = session.scalars(select(Run).where(Run.status == RunStatus.AWAITING_APPROVAL.value)
                                .order_by(Run.pk).limit(limit * 2))
         for run in runs:
@@ -159,6 +182,7 @@ def waiting_for(engine: Any, caller: Caller, limit: int = 100) -> list[dict[str,
                         "created_at": run.created_at.isoformat(), "payload": run.document["payload"],
                         "required": gate["required"], "received": gate["received"], "missing": gate["missing"],
                         "deadline": gate["deadline"], "approval": view,
+                        **({"workflow": run.parent_id, "step_id": run.step_id} if run.parent_id else {}),
                         "mode": view["mode"] if view else None, "reason": view["reason"] if view else None})
             if len(out) >= limit:
                 break
@@ -183,6 +207,20 @@ def mail_text(run: Run, gate: dict[str, Any], link: str, again: bool) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class _Waiting:
+    """The grant of the one live call that is not a run's act: the mail to the policy's approvers
+    that a run waits for them (it may go out only while that run waits)."""
+
+    db: Any
+    run_id: str
+
+    def refusal(self, _: str | None) -> str | None:
+        with self.db.read() as session:
+            status = session.scalar(select(Run.status).where(Run.id == self.run_id))
+        return None if status == RunStatus.AWAITING_APPROVAL.value else f"run {self.run_id} does not wait for votes"
+
+
 def notify(engine: Any, run_id: str, ctx: Any, again: bool = False) -> None:
     """Mail the policy's approvers that a run waits, with a link to its page (never a vote link)."""
     from .adapters.mailgun_adapter import MailgunAdapter
@@ -198,7 +236,7 @@ def notify(engine: Any, run_id: str, ctx: Any, again: bool = False) -> None:
     payload = {"to": recipients, "subject": f"Aurora: approval needed{' again' if again else ''} for {run.name} "
                                             f"({run.goal})", "text": mail_text(run, gate, link, again)}
     adapter = MailgunAdapter()
-    notify_ctx = replace(ctx, run_id=f"{run_id}-notify")
+    notify_ctx = replace(ctx, run_id=f"{run_id}-notify", grant=_Waiting(engine.db, run_id))
     try:
         result = adapter.call(payload, notify_ctx)
         outcome, response, mode = "ok", result.response, result.mode

@@ -48,6 +48,15 @@ def bind(adapter: Any, payload: dict[str, Any], ctx: CallContext, mode: Mode) ->
     if payload.get("candidates"):
         # an analysis falls back along these engines: they decide where the text may go
         body["engines"] = list(payload["candidates"])
+    # who the call acts as (the credential's fingerprint, never the secret) and what it resolved
+    # beyond the request (a Stripe customer's default payment method): a key swap or a changed
+    # target is a changed request
+    try:
+        facts = adapter.binding_facts(payload, ctx, mode)
+    except Exception as exc:  # noqa: BLE001 - shown as the reason no vote for it can act
+        facts = {"unresolved": f"{exc.__class__.__name__}: {str(exc)[:200]}"}
+    if facts:
+        body["facts"] = ctx.secrets.redact(facts)
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return {**body, "hash": hashlib.sha256(canonical.encode("utf-8")).hexdigest()}
 
@@ -80,6 +89,12 @@ def plain(goal: str, payload: dict[str, Any], binding: dict[str, Any]) -> list[t
         rows += _fields(part)
     if binding.get("engines"):
         rows.append(("Engines, in order", ", ".join(binding["engines"])))
+    facts = binding.get("facts") or {}
+    if "payment_method" in facts:
+        rows.append(("Payment method (the customer's default, as looked up)", _text(facts["payment_method"])))
+    if "credential" in facts:
+        rows.append(("Credential (fingerprint)", _text(facts["credential"])))
+    rows += [(k, _text(v)) for k, v in facts.items() if k not in ("payment_method", "credential")]
     return rows
 
 
@@ -95,5 +110,6 @@ def view(goal: str, payload: dict[str, Any], binding: dict[str, Any] | None) -> 
         "adapter": binding["adapter"],
         "operation": binding["operation"],
         "request": binding["request"],
+        "facts": binding.get("facts") or {},
         "hash": binding["hash"],
     }

@@ -24,6 +24,7 @@ import yaml
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError, best_match
 
+from . import flows
 from .errors import AmountError, DocumentError, DocumentSyntaxError, DocumentTooLarge, Problem
 from .money import to_minor_units
 from .resources import load_schema
@@ -60,10 +61,12 @@ _WorkflowLoader.yaml_implicit_resolvers = {
 
 @dataclass(frozen=True)
 class Workflow:
-    """A validated workflow document and the hash that approvals are bound to."""
+    """A validated workflow document and the hash that approvals are bound to; a workflow of
+    several steps (``aurora.flows``) also carries the inputs it was submitted with."""
 
     document: dict[str, Any]
     digest: str
+    inputs: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -71,11 +74,15 @@ class Workflow:
 
     @property
     def goal(self) -> str:
-        return self.document["goal"]
+        return self.document.get("goal", flows.FLOW_GOAL)
+
+    @property
+    def is_flow(self) -> bool:
+        return "steps" in self.document
 
     @property
     def payload(self) -> dict[str, Any]:
-        return self.document["payload"]
+        return self.document.get("payload", {})
 
     @property
     def critical(self) -> bool:
@@ -361,6 +368,22 @@ def _alternatives(error: ValidationError, nodes: Nodes) -> list[Problem]:
     return _problems(best_match(error.context), nodes)
 
 
+_PATH_PART = re.compile(r"\[(\d+)\]|([^.\[\]]+)")
+
+
+def _placed(problems: list[Problem], nodes: Nodes) -> list[Problem]:
+    """Line and column for problems found beside the schema (amounts, steps), where their path
+    names a node of the document (``inputs`` of a request, for one, does not)."""
+    out = []
+    for problem in problems:
+        parts = tuple(int(i) if i else key for i, key in _PATH_PART.findall(problem.path))
+        if problem.line is None and parts in nodes:
+            line, column = _at(nodes, parts)
+            problem = replace(problem, line=line, column=column)
+        out.append(problem)
+    return out
+
+
 def _typos_for_required(problems: list[Problem]) -> list[Problem]:
     """``paylod:`` is one slip, not two: a missing key that an unknown key beside it is one typo
     away from is said once, at the typo ("did you mean 'payload'?")."""
@@ -372,7 +395,7 @@ def _typos_for_required(problems: list[Problem]) -> list[Problem]:
 
 def _semantic_problems(document: dict[str, Any]) -> list[Problem]:
     """Checks a schema cannot express: an amount's precision depends on its currency."""
-    payload = document["payload"]
+    payload = document.get("payload", {})
     if document["goal"] == "charge":
         try:
             to_minor_units(payload["amount"], payload["currency"])
@@ -384,7 +407,7 @@ def _semantic_problems(document: dict[str, Any]) -> list[Problem]:
 def normalise(document: dict[str, Any]) -> dict[str, Any]:
     """The canonical form approvals are bound to: defaults filled, case-insensitive values folded."""
     doc = json.loads(json.dumps(document))
-    doc.setdefault("type", "task")
+    doc.setdefault("type", "workflow" if "steps" in doc else "task")
     payload = doc.get("payload", {})
     if doc.get("goal") == "charge" and isinstance(payload.get("currency"), str):
         payload["currency"] = payload["currency"].upper()
@@ -397,9 +420,9 @@ def digest(document: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def validate(value: Any, source: str | None = None) -> Workflow:
+def validate(value: Any, inputs: dict[str, Any] | None = None, source: str | None = None) -> Workflow:
     """Check parsed values against the workflow schema; raise with every problem, sorted by place.
-
+    ``inputs``: the values given for a workflow's ``inputs:`` (only a workflow of steps has them).
     ``source``, the text the values were parsed from, puts each problem's line and column in it."""
     if not isinstance(value, dict):
         kind = "a list" if isinstance(value, list) else type(value).__name__
@@ -414,22 +437,29 @@ def validate(value: Any, source: str | None = None) -> Workflow:
             if problem not in problems:
                 problems.append(problem)
     problems = _typos_for_required(problems)
-    if not problems:
+    resolved = None
+    if not problems and flows.is_flow(value):
+        resolved, problems = flows.resolve_inputs(value.get("inputs") or {}, inputs)
+        problems += flows.problems(value, resolved) if not problems else []
+    elif not problems:
         problems = _semantic_problems(value)
-        if problems and source is not None:
-            nodes = _nodes(source)
-            problems = [replace(p, line=at[0], column=at[1]) for p in problems
-                        for at in [_at(nodes, p.path.split("."))]]
+        if inputs:
+            problems.append(Problem("inputs", "only a workflow with steps: has inputs"))
+    if source is not None and any(p.line is None for p in problems):
+        problems = _placed(problems, _nodes(source))
     if problems:
         raise DocumentError(sorted(problems, key=lambda p: (p.line or 0, p.column or 0, p.path, p.message)))
     document = normalise(value)
+    if resolved is not None:
+        return Workflow(document=document, digest=digest({"document": document, "inputs": resolved}), inputs=resolved)
     return Workflow(document=document, digest=digest(document))
 
 
-def load(body: bytes | str, *, fmt: str = "yaml", max_bytes: int = 256 * 1024) -> Workflow:
+def load(body: bytes | str, *, fmt: str = "yaml", max_bytes: int = 256 * 1024,
+         inputs: dict[str, Any] | None = None) -> Workflow:
     """Parse and validate in one call."""
     text = _decode(body, max_bytes)
-    return validate(parse(text, fmt=fmt, max_bytes=max_bytes), source=text)
+    return validate(parse(text, fmt=fmt, max_bytes=max_bytes), inputs, source=text)
 
 
 def refuse_over_ceiling(workflow: Workflow, policy: Any) -> None:

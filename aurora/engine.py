@@ -36,6 +36,7 @@ from . import (
     deferral,
     events,
     finishing,
+    flow_runs,
     gates,
     idempotency,
     ledger,
@@ -48,14 +49,15 @@ from .adapters import BY_GOAL, CallContext, Mode
 from .adapters.base import LiveCallFailed, RetryLater
 from .adapters.engines import DEFAULT_FALLBACK
 from .blocking import block as block_run
+from .blocking import usable
 from .config import Settings
 from .db import Database, connection_of
 from .documents import Workflow, refuse_over_ceiling
 from .engine_health import HealthStore
 from .errors import AuroraError, ConfigError, Conflict, NotFound
-from .leases import LeaseKeeper
+from .leases import ActLease, LeaseKeeper
 from .logs import RUN_ID
-from .models import FormCursor, Run, RunStatus, utcnow
+from .models import FINAL_STATUSES, FormCursor, Run, RunStatus, utcnow
 from .outcomes import pretends, stop_not_acted
 from .policy import Policy, PolicyStore
 from .run_sql import RUNS, STEPS
@@ -68,6 +70,7 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5
 #: statuses from which a cancel is accepted (``running`` only until the act step begins)
 CANCELLABLE = (RunStatus.QUEUED, RunStatus.AWAITING_APPROVAL, RunStatus.RUNNING)
+FINAL = frozenset(status.value for status in FINAL_STATUSES)
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,9 @@ class Outcome:
     created_at: datetime | None = None
     #: live | simulated | none (it did not act), for the metrics
     mode: str = "none"
+    #: runs to send to the workers now, each with its delay in seconds: a step's workflow when
+    #: the step ended, a workflow's steps that became ready (``aurora.flow_runs``)
+    follow_up: tuple[tuple[str, float | None], ...] = ()
 
 
 def worker_identity() -> str:
@@ -134,7 +140,7 @@ class Engine:
             fields.setdefault("lease_expires_at", None)
         statement = run_sql.transition(tuple(s.value for s in from_statuses), to.value, tuple(sorted(fields)), where)
         params = {"rid": run_id, "now": now, **(where_params or {}), **{f"v_{k}": v for k, v in fields.items()}}
-        moved = session.connection().execute(statement, params).rowcount
+        moved = connection_of(session).execute(statement, params).rowcount
         if moved and announce:
             events.append(self.db, session, self.node, f"run.{to.value}", event_data or {}, run_id=run_id, at=now)
         return bool(moved)
@@ -152,9 +158,15 @@ class Engine:
         submitter) made, if there is one. Returns the run and whether it is new."""
         if workflow.goal == "charge":  # other runs are stored even without a usable policy (then blocked)
             refuse_over_ceiling(workflow, self.policies.current())
+        policy = None
+        if workflow.is_flow:  # its first steps are created with it, under the policy read now
+            try:
+                policy = self.policies.current()
+            except ConfigError:
+                policy = None  # stored without steps: the first advance creates them, or blocks
         for attempt in (1, 2):
             now = utcnow()
-            values = {
+            values = flow_runs.new_flow_values(workflow, submitter, person) if workflow.is_flow else {
                 "id": str(uuid.uuid4()), "name": workflow.name, "goal": workflow.goal, "document": workflow.document,
                 "document_hash": workflow.digest, "status": RunStatus.QUEUED.value, "submitted_by": submitter,
                 "submitted_by_person": person or submitter,
@@ -170,8 +182,12 @@ class Engine:
                         return Run(**row), False
                     connection.execute(run_sql.INSERT_RUN, values)
                     events.append(self.db, connection, self.node, "run.queued",
-                                  {"name": workflow.name, "goal": workflow.goal, "submitted_by": submitter},
-                                  run_id=values["id"], at=now)
+                                  {"name": workflow.name, "goal": workflow.goal, "submitted_by": submitter,
+                                   **({"steps": len(workflow.document["steps"]), "inputs": sorted(workflow.inputs or {})}
+                                      if workflow.is_flow else {})},
+                                  run_id=values["id"], at=values["created_at"])
+                    if policy is not None:
+                        flow_runs.begin(self, connection, values, policy)
             except IntegrityError:
                 if idempotency_key is None or attempt == 2:
                     raise
@@ -186,6 +202,8 @@ class Engine:
             if run is None:
                 raise NotFound(f"no run {run_id}")
             if self.transition(session, run_id, CANCELLABLE, RunStatus.CANCELLED, {"by": by}, where="not_acting"):
+                if run.goal == flow_runs.FLOW_GOAL:
+                    flow_runs.cancel_steps(self, session, run_id, by)
                 return RunStatus.CANCELLED.value
             session.refresh(run)
             if run.status == RunStatus.CANCELLED.value:
@@ -201,13 +219,41 @@ class Engine:
         owner = owner or worker_identity()
         token = RUN_ID.set(run_id)
         try:
-            return self._execute(run_id, owner)
+            outcome = self._execute(run_id, owner)
         finally:
             RUN_ID.reset(token)
+        return self._follow_up(outcome)
+
+    def _follow_up(self, outcome: Outcome) -> Outcome:
+        """A workflow of several steps moves on the moment a step ends: executing a workflow's
+        run advances it, and so does a step that ended, here, in the step's worker; the steps
+        that became ready are what the caller sends on (``aurora.flow_runs``)."""
+        if outcome.detail == flow_runs.FLOW_GOAL:
+            # and the steps its submission created, if whoever submitted it sent only the workflow
+            sent = flow_runs.advance(self, outcome.run_id)
+            waiting = [(rid, None) for rid in flow_runs.ready_steps(self, outcome.run_id) if rid not in dict(sent)]
+            return replace(outcome, follow_up=tuple(sent + waiting))
+        if outcome.status in FINAL and outcome.detail != "not claimable":
+            with self.db.read_rows() as connection:
+                parent = connection.execute(select(RUNS.c.parent_id).where(RUNS.c.id == outcome.run_id)).scalar()
+            if parent:
+                return replace(outcome, follow_up=tuple(flow_runs.advance(self, parent)))
+        return outcome
+
+    def ready_steps(self, run_id: str) -> list[str]:
+        """A just-submitted workflow's first steps, to be sent to the workers."""
+        return flow_runs.ready_steps(self, run_id)
+
+    def advance_flows(self) -> list[tuple[str, float | None]]:
+        """Advance every running workflow (the sweeper's safety net for a step whose worker died
+        before it handed its workflow on)."""
+        with self.db.read() as session:
+            parents = flow_runs.running_flows(session)
+        return [sent for parent in parents for sent in flow_runs.advance(self, parent)]
 
     def _execute(self, run_id: str, owner: str) -> Outcome:
         try:
-            policy, secrets = self.policies.current(), self.secrets()
+            policy, secrets = usable(self.policies, self.secrets)
         except ConfigError as exc:  # it cannot act now: say so, visibly, and let the sweeper retry
             return block_run(self, run_id, exc)
         ctx = CallContext(run_id, policy, secrets, self.settings.simulated_latency_ms, self.health(policy),
@@ -288,10 +334,12 @@ class Engine:
             run = conn.execute(run_sql.CLAIM, {"rid": run_id, "now": now, "owner": owner,
                                                "lease": float(self.settings.lease_seconds)}).one_or_none()
             if run is None:
-                status = conn.execute(select(RUNS.c.status).where(RUNS.c.id == run_id)).scalar()
-                if status is None:
+                found = conn.execute(select(RUNS.c.status, RUNS.c.goal).where(RUNS.c.id == run_id)).one_or_none()
+                if found is None:
                     return None
-                return Outcome(run_id, status, "not claimable")
+                if found.goal == flow_runs.FLOW_GOAL:  # a workflow's own run never acts: it advances
+                    return Outcome(run_id, found.status, flow_runs.FLOW_GOAL)
+                return Outcome(run_id, found.status, "not claimable")
             events.append(self.db, session, self.node, "run.running",
                           {"attempt": run.attempts, "worker": owner.rsplit(":", 1)[0]}, run_id=run_id, at=now)
             # The first claim ever (CLAIM sets started_at only then): nothing was recorded before.
@@ -321,6 +369,7 @@ class Engine:
                 if cursor is not None and cursor.after:
                     payload["after"] = cursor.after
             ctx = replace(ctx, rollouts=adapter_state.Rollouts(session))
+            adapter.carry((run.approval_binding or {}).get("facts") or {}, ctx)  # what the votes approved
             mode = plan.mode or adapter.decide(payload, ctx)
             # The votes must be for this very request and mode: rendered by the build the act uses.
             verdict = None if began or not plan.required else self._gate(
@@ -346,7 +395,7 @@ class Engine:
                 return replace(outcome, detail="simulated", goal=run.goal, created_at=run.created_at, mode="simulated")
             self._record_steps(session, run_id, steps, pending)
             # The call happens after this transaction: take the rollouts along, read.
-            return run, payload, mode, replace(ctx, rollouts=dict(ctx.rollouts))
+            return run, payload, mode, replace(ctx, rollouts=dict(ctx.rollouts), grant=ActLease(self.db, owner))
 
     def _resume(self, session: Session, run: Any, owner: str, adapter: Any, ctx: CallContext,
                 payload: dict[str, Any], act: dict[str, Any], steps: dict[str, Any],
@@ -399,7 +448,7 @@ class Engine:
               bound: dict[str, Any]) -> Outcome | None:
         """None if the run may act; otherwise the outcome that stops it here. ``bound`` is the
         rendered request and mode the votes must have approved (``aurora.binding``)."""
-        votes = ledger.votes(session, run.id)
+        votes = ledger.votes(session, run.id, lock=True)  # a revocation now waits for this transaction
         decision = gates.evaluate(required, votes, bound["hash"], ledger.submitter(run))
         ledger.rebind(self.db, session, self.node, run, bound, votes)
         if decision.state is gates.GateState.OPEN:

@@ -45,6 +45,14 @@ def append_many(db: Database, session: Session | Connection, origin: str, items:
     _insert(db, session, [_values(origin, type_, data, run_id, at) for type_, data in items])
 
 
+def append_batch(db: Database, session: Session | Connection, origin: str,
+                 items: list[tuple[str, dict[str, Any], str | None]], at: datetime | None = None) -> None:
+    """Add events of several runs (type, data, run id), in order, with one statement."""
+    if items:
+        at = at or utcnow()
+        _insert(db, session, [_values(origin, type_, data, run_id, at) for type_, data, run_id in items])
+
+
 def _values(origin: str, type_: str, data: dict[str, Any], run_id: str | None, at: datetime,
             event_id: str | None = None) -> dict[str, Any]:
     return {"id": event_id or str(uuid.uuid4()), "origin": origin, "type": type_, "run_id": run_id, "data": data,

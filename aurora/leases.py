@@ -8,9 +8,14 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
-from .run_sql import RENEW
+from sqlalchemy import select
+
+from .dbclock import db_now
+from .models import RunStatus
+from .run_sql import RENEW, RUNS
 
 log = logging.getLogger(__name__)
 
@@ -52,3 +57,28 @@ class LeaseKeeper:
                                                for run_id, owner in held.items()])
             except Exception:  # noqa: BLE001 - a missed renewal only shortens the lease
                 log.warning("could not renew %d lease(s)", len(held), exc_info=True)
+
+
+@dataclass(frozen=True)
+class ActLease:
+    """The grant a worker hands its adapter call (``CallContext.grant``): a live call is made only
+    while the run is in its act phase under this owner's unexpired lease, by the database's clock
+    (``Adapter.call`` asks :meth:`refusal` right before it sends)."""
+
+    db: Any
+    owner: str
+
+    def refusal(self, run_id: str | None) -> str | None:
+        """None if ``run_id`` may act live now; otherwise why not."""
+        with self.db.read_rows() as connection:
+            row = connection.execute(select(
+                RUNS.c.status, RUNS.c.step, RUNS.c.lease_owner, RUNS.c.lease_expires_at > db_now(),
+            ).where(RUNS.c.id == run_id)).one_or_none()
+        if row is None:
+            return f"there is no run {run_id!r}"
+        status, step, owner, unexpired = row
+        if status != RunStatus.RUNNING.value or step != "act":
+            return f"run {run_id} is not in its act phase (it is {status}, step {step})"
+        if owner != self.owner or not unexpired:
+            return f"run {run_id} is not under this worker's lease (it lapsed or another worker took it)"
+        return None

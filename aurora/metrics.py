@@ -125,6 +125,9 @@ def _create() -> dict[str, Any]:
                                      ["adapter"]),
         "webhooks_rejected": Counter("aurora_webhooks_rejected_total", "Provider callbacks refused (forged, stale, "
                                      "malformed)", ["provider", "reason"]),
+        "federation_rejected": Counter("aurora_federation_rejected_total", "What a peer sent that this node "
+                                       "refused (pages over the limit, oversize events, slow answers, ...)",
+                                       ["peer", "reason"]),
         "restarts": Counter("aurora_supervisor_restarts_total", "Children of `aurora up` started again after an "
                             "unexpected exit", ["process"]),
     }
@@ -163,6 +166,13 @@ def webhook_rejected(provider: str, reason: str) -> None:
     # the reasons are a fixed set of sentences in aurora/webhooks.py, so the label stays bounded
     if _enabled():
         _metrics()["webhooks_rejected"].labels(provider, reason[:80]).inc()
+
+
+@_never_fails
+def federation_rejected(peer: str, reason: str, count: int = 1) -> None:
+    # peers are the registered nodes and reasons a fixed set of words (federation/fetch.py REFUSALS)
+    if _enabled():
+        _metrics()["federation_rejected"].labels(peer, reason[:40]).inc(count)
 
 
 def supervisor_restarted(process: str) -> None:

@@ -56,6 +56,9 @@ class RunStatus(enum.StrEnum):
     #: the canary share, rolled back, no secrets): nothing was sent; ``error`` says why and what
     #: to do (``aurora.outcomes``)
     NOT_ACTED = "not_acted"
+    #: a step of a workflow that did not run: its ``if:`` was false, or a step it needs did not
+    #: succeed (``error`` says which)
+    SKIPPED = "skipped"
 
     @property
     def final(self) -> bool:
@@ -64,7 +67,7 @@ class RunStatus(enum.StrEnum):
 
 FINAL_STATUSES = frozenset(
     {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.REJECTED, RunStatus.EXPIRED, RunStatus.CANCELLED,
-     RunStatus.NEEDS_RECONCILIATION, RunStatus.NOT_ACTED}
+     RunStatus.NEEDS_RECONCILIATION, RunStatus.NOT_ACTED, RunStatus.SKIPPED}
 )
 
 
@@ -116,11 +119,18 @@ class Run(Base):
     approval_binding: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     #: for charges: what the money did after the action (pending, succeeded, failed), from webhooks
     settlement: Mapped[str | None] = mapped_column(String(16))
+    #: a step of a workflow of several steps (``aurora.flow_runs``): the workflow's run, the
+    #: step's id and which attempt of it this is; the workflow's own run has the inputs
+    parent_id: Mapped[str | None] = mapped_column(String(36))
+    step_id: Mapped[str | None] = mapped_column(String(64))
+    step_attempt: Mapped[int | None] = mapped_column(Integer)
+    inputs: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     __table_args__ = (
         Index("ix_runs_status_pk", "status", "pk"),
         Index("ix_runs_goal_pk", "goal", "pk"),
         Index("ix_runs_name_pk", "name", "pk"),
+        Index("ux_runs_parent_step", "parent_id", "step_id", "step_attempt", unique=True),
     )
 
 

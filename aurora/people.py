@@ -86,7 +86,9 @@ def revoke_key(db: Database, name: str, node: str | None = None) -> list[str]:
     """Revoke one key; return the runs whose votes from it stopped counting."""
     node = node or socket.gethostname()
     with db.write() as session:
-        key = session.scalar(select(ApiKey).where(ApiKey.name == name))
+        # the row the gate that begins an act reads FOR SHARE (ledger.votes): a revocation waits
+        # for an act being begun, or the gate waits for it and sees it (never a revoked vote counting)
+        key = session.scalar(select(ApiKey).where(ApiKey.name == name).with_for_update())
         if key is None:
             raise NotFound(f"no key named {name!r}")
         if key.revoked_at is not None:
@@ -105,12 +107,13 @@ def remove_person(db: Database, name: str, node: str | None = None) -> list[str]
     """Remove a person and revoke all their keys; return the runs whose votes stopped counting."""
     node = node or socket.gethostname()
     with db.write() as session:
-        person = session.get(Person, name)
+        person = session.get(Person, name, with_for_update=True)  # as revoke_key: the gate's rows
         if person is None:
             raise NotFound(f"no person named {name!r}")
         if person.removed_at is not None:
             return []
-        held = list(session.scalars(select(ApiKey).where(func.coalesce(ApiKey.person, ApiKey.name) == name)))
+        held = list(session.scalars(select(ApiKey).where(func.coalesce(ApiKey.person, ApiKey.name) == name)
+                                    .order_by(ApiKey.pk).with_for_update()))
         if person.role == Role.ADMIN.value and not _admin_keys_left(session, {k.name for k in held}):
             raise LastAdmin(f"{name!r} is the last admin: make another admin first "
                             "(aurora keys create NAME --role admin), then remove this person")

@@ -2,7 +2,9 @@
 
 A :class:`PolicyStore` re-reads the file when its modification time changes (checked at most
 once a second), so an edit reaches every web and worker process without a restart. A broken
-edit is refused: the last good policy stays in force and :attr:`PolicyStore.last_error` says why.
+edit is refused: the last good policy still answers (submissions, pages, ``/health``) and
+:attr:`PolicyStore.last_error` says why, but no run acts on it while the file holds the refused
+edit (``aurora.blocking.usable``: fail closed, the file no longer says that policy).
 At start there is no last good policy, so a broken file makes ``current()`` raise
 :class:`PolicyError` (until the file is fixed): start-up checks stop on it, and a run a worker
 cannot decide without a policy is blocked, visibly (``aurora.blocking``).
@@ -88,6 +90,7 @@ class Policy:
     def federation(self) -> dict[str, Any]:
         """``federation`` settings with their defaults, plus the seed's two switches."""
         return {"sync_interval": 600, "page_size": 500, "max_pages": 200, "timeout_seconds": 10,
+                "pass_timeout_seconds": 300,
                 "backoff_max_seconds": 3600, "lease_seconds": 60, **self.data.get("federation", {}),
                 "enabled": bool(self.data.get("federation_enabled", False)),
                 "nodes": list(self.data.get("federation_nodes", []))}

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import events, gates, ledger
+from . import events, flow_runs, gates, ledger
 from .approvals import approval_view, gate_summary
 from .blocking import blocked
 from .errors import AuroraError, NotFound
@@ -100,6 +100,8 @@ def summary(run: Run) -> dict[str, Any]:
         "created_at": _iso(run.created_at),
         "updated_at": _iso(run.updated_at),
         "finished_at": _iso(run.finished_at),
+        **({"workflow": run.parent_id, "step_id": run.step_id, "step_attempt": run.step_attempt}
+           if run.parent_id else {}),
     }
 
 
@@ -140,6 +142,9 @@ def detail(session: Session, run_id: str) -> dict[str, Any]:
             for s in steps
         ],
         "timeline": [events.as_dict(e) for e in events.for_run(session, run_id)],
+        # a workflow of several steps: its inputs, and each step with its status, mode, output, approvals
+        **({"flow": {"inputs": run.inputs or {}, "steps": flow_runs.steps_view(session, run)}}
+           if run.goal == flow_runs.FLOW_GOAL else {}),
     }
 
 

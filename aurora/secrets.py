@@ -9,6 +9,8 @@ override the file (``AURORA_SECRET_MAILGUN_API_KEY``, ``AURORA_SECRET_SOCIAL_FAC
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import os
 import stat
@@ -26,6 +28,8 @@ PLACEHOLDER = "PLACEHOLDER"
 REDACTED = "[REDACTED]"
 ENV_PREFIX = "AURORA_SECRET_"
 #: keys whose values are not secret (they identify, they do not authenticate)
+#: credential prefixes that say what kind of key it is, not which one (shown in fingerprints)
+_PUBLIC_PREFIXES = ("sk_live_", "sk_test_", "rk_live_", "rk_test_", "key-")
 PUBLIC_KEYS = frozenset({"domain", "from", "form_id", "page_id", "account_id", "publishable_key", "region", "base_url"})
 
 
@@ -42,6 +46,8 @@ class Secrets:
     """Loaded secrets. ``get`` gives None for anything missing or still a placeholder."""
 
     values: dict[tuple[str, ...], str] = field(default_factory=dict)
+    #: the file was not there (only environment overrides, if any, were read)
+    file_missing: bool = False
 
     def get(self, *path: str) -> str | None:
         value = self.values.get(tuple(path))
@@ -51,6 +57,18 @@ class Secrets:
 
     def configured(self, *path: str) -> bool:
         return self.get(*path) is not None
+
+    def fingerprint(self, *path: str) -> str | None:
+        """An id of the credential at ``path`` that says whether it is the same one, never what it
+        is: HMAC-SHA256 keyed with the credential itself over a fixed label (a key check value),
+        shortened; a known public prefix (Stripe's ``sk_live_``) is kept for the reader. None if
+        not configured. Votes bind it (``aurora.binding``): a swapped key voids them."""
+        value = self.get(*path)
+        if value is None:
+            return None
+        digest = hmac.new(value.encode("utf-8"), b"aurora credential fingerprint v1", hashlib.sha256).hexdigest()
+        prefix = next((p for p in _PUBLIC_PREFIXES if value.startswith(p)), "")
+        return f"{prefix}… id {digest[:16]}" if prefix else f"id {digest[:16]}"
 
     def secret_values(self) -> list[str]:
         """Every value that must never be shown, and its usual encodings, longest first."""
@@ -124,7 +142,8 @@ def load_secrets(path: Path, environ: dict[str, str] | None = None) -> Secrets:
     """Read the file (if any) and apply environment overrides."""
     env = os.environ if environ is None else environ
     values: dict[tuple[str, ...], str] = {}
-    if path.exists():
+    missing = not path.exists()
+    if not missing:
         mode = path.stat().st_mode
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise SecretsError(
@@ -143,7 +162,7 @@ def load_secrets(path: Path, environ: dict[str, str] | None = None) -> Secrets:
     for name, value in env.items():
         if name.startswith(ENV_PREFIX) and value:
             values[_env_path(name[len(ENV_PREFIX):].lower())] = value
-    return Secrets(values)
+    return Secrets(values, file_missing=missing)
 
 
 class SecretsFile:

@@ -49,9 +49,26 @@ def _slow_slot(what: str) -> Iterator[bool]:
     max_retries=10,
 )
 def execute_run(run_id: str) -> str:
-    outcome = get_runtime().engine.execute(run_id)
+    engine = get_runtime().engine
+    outcome = engine.execute(run_id)
     log.info("run %s: %s %s", run_id, outcome.status, outcome.detail)
-    return outcome.status
+    status = outcome.status
+    while outcome.follow_up:
+        # The steps of a workflow that became ready: one goes on in this worker at once (no round
+        # trip through the broker), the others to other workers, so independent steps run in
+        # parallel. A step run here is claimed like any other: were this worker to die, the
+        # sweeper would hand it on as it does any run whose lease lapsed.
+        from .queue import enqueue
+
+        now = next((follow for follow, delay in outcome.follow_up if not delay), None)
+        for follow, delay in outcome.follow_up:
+            if follow != now:
+                enqueue(follow, countdown=delay)
+        if now is None:
+            break
+        outcome = engine.execute(now)
+        log.info("run %s: %s %s", now, outcome.status, outcome.detail)
+    return status
 
 
 @shared_task(name="aurora.sweep", acks_late=False)
@@ -59,9 +76,12 @@ def sweep() -> int:
     from .celery_app import record_heartbeat
     from .queue import enqueue, waiting
 
-    again = get_runtime().engine.sweep(waiting())
+    engine = get_runtime().engine
+    again = engine.sweep(waiting())
     for run_id in again:
         enqueue(run_id)
+    for run_id, delay in engine.advance_flows():
+        enqueue(run_id, countdown=delay)
     if again:
         log.info("sweeper sent %d run(s) again", len(again))
     record_heartbeat("sweep", "sweeper")  # /health: when the last sweep finished

@@ -370,3 +370,23 @@ def make_stack(tmp_path: Path) -> Iterator[Any]:
     yield build
     for stack in stacks:
         stack.stop()
+
+
+def shown(holder: Any, run_id: str) -> str | None:
+    """The request hash approvers are shown for a waiting run now (``approval.hash`` of
+    ``GET /workflows/<id>``): what a vote must name. ``holder`` is a runtime or an engine."""
+    from sqlalchemy import select
+
+    from aurora import ledger
+    from aurora.models import Run
+
+    engine = getattr(holder, "engine", holder)
+    ledger.refresh(engine, [run_id])
+    with engine.db.read() as session:
+        binding = session.scalar(select(Run.approval_binding).where(Run.id == run_id))
+    return (binding or {}).get("hash")
+
+
+def seen(holder: Any, run_id: str, **body: Any) -> dict[str, Any]:
+    """A vote's JSON body naming the request hash approvers are shown now (:func:`shown`)."""
+    return {"request_hash": shown(holder, run_id), **body}

@@ -133,6 +133,8 @@ class StripeState:
 
     def __init__(self, secret_key: str):
         self.secret_key = secret_key
+        #: a customer's default payment method (others: pm_card_visa; cus_nopm has none)
+        self.default_methods: dict[str, str] = {}
         self.intents: dict[str, dict[str, Any]] = {}
         self.by_key: dict[str, tuple[int, dict[str, Any]]] = {}
         self.lock = threading.Lock()
@@ -142,7 +144,7 @@ class StripeState:
             return Reply(401, {"error": {"type": "invalid_request_error", "message": "Invalid API Key provided"}})
         if request.method == "GET" and request.path.startswith("/v1/customers/"):
             customer = request.path.rsplit("/", 1)[1]
-            default = None if customer == "cus_nopm" else "pm_card_visa"
+            default = None if customer == "cus_nopm" else self.default_methods.get(customer, "pm_card_visa")
             return Reply(200, {"id": customer, "object": "customer",
                                "invoice_settings": {"default_payment_method": default}})
         if request.method == "POST" and request.path == "/v1/payment_intents":
@@ -264,3 +266,104 @@ class GraphState:
             self.published.append(cid)
             return Reply(200, {"id": f"media_{len(self.published)}"})
         return Reply(400, {"error": {"message": "Unsupported request", "code": 100}})
+
+
+class HostilePeer:
+    """A federation peer that misbehaves as told (``peer.kind``): ``page`` serves ``peer.body``
+    (JSON) as it is, after ``delay`` seconds; ``redirect`` answers 302 to ``peer.location``; ``trickle_body`` sends a valid
+    page's headers, then its body a byte every ``interval`` seconds; ``trickle_headers`` sends its
+    headers that slowly; ``huge`` streams ``huge_bytes`` of one endless page, with no
+    Content-Length (so only reading it can find its size). It records each request and, for each
+    connection, when the client hung up and how many bytes it had been sent."""
+
+    def __init__(self) -> None:
+        self.kind = "page"
+        self.body: Any = {"node": "evil", "events": [], "last_seq": 0, "has_more": False}
+        self.location = ""
+        self.interval = 1.0
+        self.delay = 0.0
+        self.huge_bytes = 50 * 1024 * 1024
+        self.received: list[Received] = []
+        self.hangups: list[tuple[float, int]] = []  # (time.monotonic(), bytes sent before)
+        self.lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                parts = urlsplit(self.path)
+                with fake.lock:
+                    fake.received.append(Received("GET", parts.path, parse_qs(parts.query),
+                                                  {k.lower(): v for k, v in self.headers.items()}, b""))
+                self.sent = 0
+                try:
+                    getattr(self, f"_{fake.kind}")()
+                except (BrokenPipeError, ConnectionResetError):
+                    with fake.lock:
+                        fake.hangups.append((time.monotonic(), self.sent))
+                    self.close_connection = True
+
+            def _write(self, data: bytes) -> None:
+                self.wfile.write(data)
+                self.wfile.flush()
+                self.sent += len(data)
+
+            def _page(self) -> None:
+                time.sleep(fake.delay)
+                payload = json.dumps(fake.body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self._write(payload)
+
+            def _redirect(self) -> None:
+                self.send_response(302)
+                self.send_header("Location", fake.location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def _trickle_body(self) -> None:
+                payload = json.dumps(fake.body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                for i in range(len(payload)):
+                    self._write(payload[i:i + 1])
+                    time.sleep(fake.interval)
+
+            def _trickle_headers(self) -> None:
+                self._write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                for _ in range(100_000):
+                    self._write(b"a")
+                    time.sleep(fake.interval)
+
+            def _huge(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self._write(b'{"node": "evil", "last_seq": 1, "has_more": false, "events": [')
+                filler = b'{"id": "x", "origin": "evil", "seq": 1, "type": "t", "data": {}}, ' * 1000
+                while self.sent < fake.huge_bytes:
+                    self._write(filler)
+                self._write(b"{}]}")
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self) -> HostilePeer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

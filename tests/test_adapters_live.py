@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from conftest import shown as current_hash
 from fakes import FakeServer, GraphState, MailgunState, Reply, StripeState, TypeformState
 from sqlalchemy import select, update
 
@@ -110,8 +111,10 @@ def test_stripe_payment_intent_exact_request(live) -> None:
     assert run.status == "succeeded", run.error
     assert run.result["mode"] == "live" and run.result["response"]["id"] == "pi_0001"
     server = live.servers["stripe"]
-    [customer, intent] = server.received
-    assert customer.path == "/v1/customers/cus_42"
+    # the customer is looked up when the live charge is rendered for approvers and again in the
+    # transaction that begins it; the charge is for the payment method the votes approved
+    *lookups, intent = server.received
+    assert lookups and all(c.method == "GET" and c.path == "/v1/customers/cus_42" for c in lookups)
     form = {k: v[0] for k, v in intent.form().items()}
     assert form["amount"] == "15000" and form["currency"] == "eur" and form["customer"] == "cus_42"
     assert form["confirm"] == "true" and form["off_session"] == "true" and form["payment_method"] == "pm_card_visa"
@@ -450,16 +453,128 @@ def test_a_charge_approved_as_simulated_never_goes_out_live(live) -> None:
     assert engine.execute(run.id).status == "awaiting_approval"
     with live.runtime.db.read() as session:
         assert runs.detail(session, run.id)["approval"]["mode"] == "simulated"
-    approvals.vote(engine, run.id, alice, "approve", None, "api")
-    assert approvals.vote(engine, run.id, bob, "approve", None, "api")["status"] == "queued"
+    approvals.vote(engine, run.id, alice, "approve", None, "api", current_hash(engine, run.id))
+    assert approvals.vote(engine, run.id, bob, "approve", None, "api", current_hash(engine, run.id))["status"] == "queued"
     live.set_policy()  # now live, before the worker acts
     assert engine.execute(run.id).status == "awaiting_approval"
-    assert live.servers["stripe"].received == []  # not a single request
+    # no charge; only a read of the customer's default payment method, for the live rendering
+    assert [r.method for r in live.servers["stripe"].received] == ["GET"]
     with live.runtime.db.read() as session:
         shown = runs.detail(session, run.id)
     assert shown["approval"]["mode"] == "live" and shown["approvals"]["received"] == 0
     assert any(e["type"] == "approval.voided" and e["data"]["was_mode"] == "simulated" for e in shown["timeline"])
-    approvals.vote(engine, run.id, alice, "approve", "live now", "api")
-    approvals.vote(engine, run.id, bob, "approve", "live now", "api")
+    approvals.vote(engine, run.id, alice, "approve", "live now", "api", current_hash(engine, run.id))
+    approvals.vote(engine, run.id, bob, "approve", "live now", "api", current_hash(engine, run.id))
     assert engine.execute(run.id).status == "succeeded"
     assert live.get(run.id).result["mode"] == "live" and len(live.servers["stripe"].requests_to("/v1/payment_intents")) == 1
+
+
+def _approve_all(live, run_id: str) -> str:
+    """Two approvers vote on what they are shown now; the status after."""
+    from aurora import approvals
+    from aurora.keys import Caller
+    from aurora.models import Role
+
+    engine = live.runtime.engine
+    result = {}
+    for name in ("alice", "bob"):
+        result = approvals.vote(engine, run_id, Caller(name, Role.APPROVER), "approve", None, "api",
+                                current_hash(engine, run_id))
+    return result["status"]
+
+
+def test_a_stripe_key_swap_or_a_changed_default_payment_method_voids_the_votes(live, env) -> None:
+    """The charge's binding covers the credential it will use (a fingerprint, never the key) and
+    the payment method it resolves for a customer: either changing after the votes voids them."""
+    from aurora import runs
+
+    engine = live.runtime.engine
+    stripe, secrets = live.servers["stripe"], Path(env["AURORA_SECRETS_FILE"])
+    run = engine.submit(documents.load(json.dumps({"name": "pay", "goal": "charge", "payload": CHARGE}), fmt="json"),
+                        "sam")
+    assert engine.execute(run.id).status == "awaiting_approval"
+    with live.runtime.db.read() as session:
+        before = runs.detail(session, run.id)["approval"]
+    assert before["facts"]["payment_method"] == "pm_card_visa" and before["facts"]["credential"].startswith("sk_test_")
+    plain = {row["label"]: row["value"] for row in before["plain"]}
+    assert plain["Payment method (the customer's default, as looked up)"] == "pm_card_visa"
+    assert SECRETS["stripe"]["secret_key"] not in json.dumps(before)  # a fingerprint, not the key
+    assert _approve_all(live, run.id) == "queued"
+
+    # Another key, same shape: the one the votes approved is not the one that would charge.
+    swapped = {**SECRETS, "stripe": {**SECRETS["stripe"], "secret_key": "sk_test_otherACCOUNT9999"}}
+    secrets.write_text(json.dumps(swapped))
+    stripe.state.secret_key = "sk_test_otherACCOUNT9999"
+    assert engine.execute(run.id).status == "awaiting_approval"
+    assert stripe.requests_to("/v1/payment_intents") == []
+    with live.runtime.db.read() as session:
+        after = runs.detail(session, run.id)
+    assert after["approvals"]["received"] == 0 and after["approval"]["facts"]["credential"] != before["facts"]["credential"]
+    voided = [e for e in after["timeline"] if e["type"] == "approval.voided"]
+    assert voided and "facts" in voided[-1]["data"]["reason"]
+    assert "sk_test_otherACCOUNT9999" not in json.dumps(after)
+
+    # Approved again; then the customer's default card changes before the worker acts.
+    assert _approve_all(live, run.id) == "queued"
+    stripe.state.default_methods["cus_42"] = "pm_card_other"
+    assert engine.execute(run.id).status == "awaiting_approval"
+    assert stripe.requests_to("/v1/payment_intents") == []
+    with live.runtime.db.read() as session:
+        assert runs.detail(session, run.id)["approval"]["facts"]["payment_method"] == "pm_card_other"
+    assert _approve_all(live, run.id) == "queued"
+    assert engine.execute(run.id).status == "succeeded"
+    [intent] = stripe.requests_to("/v1/payment_intents")
+    assert intent.form()["payment_method"] == ["pm_card_other"]  # exactly the approved one
+
+
+def test_a_mailgun_key_swap_voids_the_votes(live, env) -> None:
+    engine = live.runtime.engine
+    mail = {"to": "kunde@example.com", "subject": "Hi", "text": "Hallo", "require_approval": True}
+    run = engine.submit(documents.load(json.dumps({"name": "m", "goal": "send_email", "payload": mail}), fmt="json"),
+                        "sam")
+    assert engine.execute(run.id).status == "awaiting_approval"
+    first = current_hash(engine, run.id)
+    swapped = {**SECRETS, "mailgun": {**SECRETS["mailgun"], "api_key": "key-otherACCOUNT1111"}}
+    Path(env["AURORA_SECRETS_FILE"]).write_text(json.dumps(swapped))
+    assert current_hash(engine, run.id) != first  # what approvers see follows the key in use
+
+
+def test_a_charge_approved_with_an_unresolved_payment_method_charges_nobody(live) -> None:
+    from aurora import runs
+
+    engine = live.runtime.engine
+    charge = {**CHARGE, "customer": "cus_nopm"}  # no default payment method at Stripe
+    run = engine.submit(documents.load(json.dumps({"name": "pay", "goal": "charge", "payload": charge}), fmt="json"),
+                        "sam")
+    assert engine.execute(run.id).status == "awaiting_approval"
+    with live.runtime.db.read() as session:
+        shown = runs.detail(session, run.id)["approval"]
+    assert shown["facts"]["payment_method"].startswith("unresolved: customer cus_nopm has no default")
+    assert _approve_all(live, run.id) == "queued"
+    assert engine.execute(run.id).status == "failed"
+    assert "could not be looked up when the charge was approved" in live.get(run.id).error["message"]
+    assert live.servers["stripe"].requests_to("/v1/payment_intents") == []
+
+
+def test_the_mail_to_approvers_goes_out_live_only_while_its_run_waits(live) -> None:
+    """The notification is the one live call that is not a run's act: its grant holds only while
+    the run it announces waits for votes."""
+    from dataclasses import replace
+
+    from aurora import approvals
+    from aurora.adapters.base import LiveCallRefused
+
+    live.set_policy(approvals__notify=["chef@example.com"])
+    engine = live.runtime.engine
+    run = engine.submit(documents.load(json.dumps({"name": "pay", "goal": "charge", "payload": CHARGE}), fmt="json"),
+                        "sam")
+    assert engine.execute(run.id).status == "awaiting_approval"
+    [mail] = live.servers["mailgun"].requests_to("/v3/")
+    assert "chef@example.com" in mail.form()["to"]
+    ctx = CallContext(run.id, live.runtime.policies.current(), live.runtime.secrets())
+    engine.cancel(run.id, "sam")
+    grant = approvals._Waiting(engine.db, run.id)  # noqa: SLF001
+    with pytest.raises(LiveCallRefused, match="does not wait for votes"):
+        MailgunAdapter().call({"to": "chef@example.com", "subject": "x", "text": "y"},
+                              replace(ctx, run_id=f"{run.id}-notify", grant=grant))
+    assert len(live.servers["mailgun"].requests_to("/v3/")) == 1

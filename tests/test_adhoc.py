@@ -7,14 +7,15 @@ import json
 import shutil
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from test_adapters_live import SECRETS, live  # noqa: F401 - the fixture
 
 from aurora.adapters import mailgun_adapter, social_adapter, stripe_adapter
-from aurora.models import AuditRecord
+from aurora.models import AuditRecord, Run, utcnow
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,3 +86,50 @@ def test_each_adapter_file_runs_as_a_script_from_the_repo_root(name, msg, tmp_pa
         assert report["adapter"] == name and report["simulated_call"]["ok"] is True
         if msg:
             assert report["simulated_call"]["msg"] == msg
+
+
+def test_a_live_call_naming_a_run_id_without_its_act_lease_is_not_live(seed_env) -> None:
+    """Adapter.call trusts no run id: a live call needs the grant a worker hands it (the run in
+    its act phase under that worker's unexpired lease, by the database's clock)."""
+    from dataclasses import replace
+
+    from aurora import documents
+    from aurora.adapters.base import LiveCallRefused, Mode
+    from aurora.adapters.context import default_context
+    from aurora.leases import ActLease
+
+    engine = seed_env.runtime.engine
+    charge = {"customer": "cus_1", "amount": "1.00", "currency": "EUR", "payment_method": "pm_1"}
+    adapter = stripe_adapter.StripeAdapter()
+    forged = replace(default_context(), run_id="any-run-id-at-all")
+    result = adapter.call(charge, forged, Mode(True, "forged"))
+    assert result.mode.live is False and "without proof" in result.mode.reason
+    # a real run's id, with a grant, but the run is not acting under that worker's lease
+    run = engine.submit(documents.load(json.dumps({"name": "p", "goal": "charge", "payload": charge}), fmt="json"),
+                        "sam")
+    for owner in ("worker-a", "worker-b"):
+        with pytest.raises(LiveCallRefused, match="not in its act phase"):
+            adapter.call(charge, replace(forged, run_id=run.id, grant=ActLease(engine.db, owner)), Mode(True, "forged"))
+    with engine.db.write() as session:  # worker-a holds it in its act phase
+        session.execute(update(Run).where(Run.id == run.id).values(status="running", step="act", lease_owner="worker-a",
+                                                                    lease_expires_at=utcnow() + timedelta(minutes=5)))
+    with pytest.raises(LiveCallRefused, match="not under this worker's lease"):
+        adapter.call(charge, replace(forged, run_id=run.id, grant=ActLease(engine.db, "worker-b")), Mode(True, "forged"))
+    assert seed_env.servers["stripe"].received == []
+    acted = adapter.call(charge, replace(forged, run_id=run.id, grant=ActLease(engine.db, "worker-a")), Mode(True, "ok"))
+    assert acted.mode.live and len(seed_env.servers["stripe"].requests_to("/v1/payment_intents")) == 1
+
+
+def test_the_self_test_form_writes_an_audit_record(runtime, env) -> None:
+    """``python3 aurora/adapters/stripe_adapter.py`` is an ad-hoc call like the seed's functions."""
+    done = subprocess.run([sys.executable, "aurora/adapters/stripe_adapter.py"], cwd=ROOT,
+                          env={**env, "PATH": "/usr/bin:/bin", "HOME": env["AURORA_HOME"]},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert report["simulated_call"]["audit"]["recorded"] is True
+    with runtime.db.read() as session:
+        [record] = session.scalars(select(AuditRecord))
+    assert (record.adapter, record.mode, record.run_id, record.pk) == (
+        "stripe", "simulated", None, report["simulated_call"]["audit"]["pk"])
+    assert "outside a run" in record.reason

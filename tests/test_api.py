@@ -200,3 +200,59 @@ def test_events_endpoint_pages_by_seq(client, api_keys) -> None:
     assert [e["seq"] for e in first["events"] + rest["events"]] == sorted(
         e["seq"] for e in first["events"] + rest["events"])
     assert len(rest["events"]) == 1
+
+
+FLOW = """name: research_report
+inputs:
+  customer_email: {type: string, format: email}
+  topic: {default: Hufrehe}
+steps:
+  - {id: research, goal: analyse, payload: {text: "{{ inputs.topic }}"}}
+  - id: report
+    goal: send_email
+    needs: [research]
+    payload: {to: "{{ inputs.customer_email }}", subject: Bericht, text: "{{ steps.research.output.text }}"}
+"""
+
+
+def test_a_workflow_of_steps_takes_its_inputs_beside_the_document(client, api_keys, runtime) -> None:
+    from aurora.models import RunStatus
+
+    json_type = {"Content-Type": "application/json"}
+    created = submit(client, api_keys, json.dumps({"document": FLOW, "inputs": {"customer_email": "k@example.com"}}),
+                     headers=json_type)
+    assert created.status_code == 201, created.json
+    assert created.json["goal"] == "workflow" and created.json["status"] == RunStatus.RUNNING.value
+    detail = client.get(f"/workflows/{created.json['id']}", headers=api_keys.header("viewer")).json
+    assert detail["flow"]["inputs"] == {"customer_email": "k@example.com", "topic": "Hufrehe"}
+    assert [s["id"] for s in detail["flow"]["steps"]] == ["research", "report"]
+    assert detail["flow"]["steps"][1]["needs"] == ["research"]
+
+    before = stored(runtime)
+    missing = submit(client, api_keys, json.dumps({"document": FLOW}), headers=json_type)
+    assert missing.status_code == 422 and missing.json["errors"][0]["path"] == "inputs.customer_email"
+    wrong = submit(client, api_keys, json.dumps({"document": FLOW, "inputs": {"customer_email": "k@example.com",
+                                                                           "colour": "red"}}), headers=json_type)
+    assert wrong.status_code == 422 and wrong.json["errors"][0]["path"] == "inputs.colour"
+    extra = submit(client, api_keys, json.dumps({"document": FLOW, "inputz": {}}), headers=json_type)
+    assert extra.status_code == 400 and extra.json["errors"][0]["path"] == "inputz"
+    bad_inputs = submit(client, api_keys, json.dumps({"document": FLOW, "inputs": [1]}), headers=json_type)
+    assert bad_inputs.status_code == 400
+    assert stored(runtime) == before  # nothing half-stored
+
+    from io import BytesIO
+
+    upload = client.post("/workflows", data={"file": (BytesIO(FLOW.encode()), "flow.yaml"),
+                                             "inputs": json.dumps({"customer_email": "m@example.com"})},
+                         headers=api_keys.header("submitter"), content_type="multipart/form-data")
+    assert upload.status_code == 201, upload.json
+
+
+def test_rerun_refuses_what_is_not_a_finished_workflow(client, api_keys) -> None:
+    task = submit(client, api_keys).json["id"]
+    refused = client.post(f"/workflows/{task}/rerun", headers=api_keys.header("submitter"))
+    assert refused.status_code == 409 and "only a workflow" in refused.json["message"]
+    running = submit(client, api_keys, json.dumps({"document": FLOW, "inputs": {"customer_email": "k@example.com"}}),
+                     headers={"Content-Type": "application/json"}).json["id"]
+    assert client.post(f"/workflows/{running}/rerun", headers=api_keys.header("submitter")).status_code == 409
+    assert client.post("/workflows/nope/rerun", headers=api_keys.header("submitter")).status_code == 404

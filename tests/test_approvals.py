@@ -8,6 +8,7 @@ import threading
 from datetime import timedelta
 
 import pytest
+from conftest import seen, shown
 from sqlalchemy import select, update
 
 from aurora import approvals, documents, keys, runs
@@ -49,39 +50,39 @@ def event_types(engine, run_id: str) -> list[str]:
 
 def test_quorum_of_two_distinct_approvers_then_one_execution(engine) -> None:
     run_id = waiting_run(engine)
-    first = approvals.vote(engine, run_id, ALICE, "approve", "ok", "api")
+    first = approvals.vote(engine, run_id, ALICE, "approve", "ok", "api", shown(engine, run_id))
     assert first["status"] == "awaiting_approval" and first["gate"]["received"] == 1 and first["gate"]["missing"] == 1
     with pytest.raises(approvals.AlreadyVoted):
-        approvals.vote(engine, run_id, ALICE, "approve", None, "api")
-    second = approvals.vote(engine, run_id, BOB, "approve", None, "cli")
+        approvals.vote(engine, run_id, ALICE, "approve", None, "api", shown(engine, run_id))
+    second = approvals.vote(engine, run_id, BOB, "approve", None, "cli", shown(engine, run_id))
     assert second["status"] == "queued"
     assert engine.execute(run_id).status == "succeeded"
     with pytest.raises(approvals.GateClosed, match="succeeded"):
-        approvals.vote(engine, run_id, CAROL, "approve", None, "api")
+        approvals.vote(engine, run_id, CAROL, "approve", None, "api", shown(engine, run_id))
 
 
 def test_submitter_never_approves_their_own_run_even_as_admin(engine) -> None:
     run_id = waiting_run(engine, by="boss")
     with pytest.raises(approvals.SelfApproval):
-        approvals.vote(engine, run_id, Caller("boss", Role.ADMIN), "approve", None, "api")
+        approvals.vote(engine, run_id, Caller("boss", Role.ADMIN), "approve", None, "api", shown(engine, run_id))
     with pytest.raises(PermissionDenied, match="may not vote"):
-        approvals.vote(engine, run_id, Caller("vic", Role.VIEWER), "approve", None, "api")
+        approvals.vote(engine, run_id, Caller("vic", Role.VIEWER), "approve", None, "api", shown(engine, run_id))
     with pytest.raises(PermissionDenied, match="may not vote"):
-        approvals.vote(engine, run_id, Caller("sue", Role.SUBMITTER), "approve", None, "api")
+        approvals.vote(engine, run_id, Caller("sue", Role.SUBMITTER), "approve", None, "api", shown(engine, run_id))
 
 
 def test_one_rejection_ends_the_run(engine) -> None:
     run_id = waiting_run(engine)
-    approvals.vote(engine, run_id, ALICE, "approve", None, "api")
-    assert approvals.vote(engine, run_id, BOB, "reject", "wrong amount", "web")["status"] == "rejected"
+    approvals.vote(engine, run_id, ALICE, "approve", None, "api", shown(engine, run_id))
+    assert approvals.vote(engine, run_id, BOB, "reject", "wrong amount", "web", shown(engine, run_id))["status"] == "rejected"
     assert status(engine, run_id) == "rejected"
     assert engine.execute(run_id).status == "rejected"
 
 
 def test_votes_are_bound_to_the_payload_they_approved(engine) -> None:
     run_id = waiting_run(engine)
-    approvals.vote(engine, run_id, ALICE, "approve", None, "api")
-    assert approvals.vote(engine, run_id, BOB, "approve", None, "api")["status"] == "queued"
+    approvals.vote(engine, run_id, ALICE, "approve", None, "api", shown(engine, run_id))
+    assert approvals.vote(engine, run_id, BOB, "approve", None, "api", shown(engine, run_id))["status"] == "queued"
     changed = documents.load(CHARGE.replace("9.99", "999.99"))
     with engine.db.write() as session:  # the payload changes after the votes, before the act
         session.execute(update(Run).where(Run.id == run_id).values(document=changed.document,
@@ -92,15 +93,15 @@ def test_votes_are_bound_to_the_payload_they_approved(engine) -> None:
         run = runs.detail(session, run_id)
     assert run["approvals"]["received"] == 0 and [v["counts"] for v in run["approvals"]["votes"]] == [False, False]
     assert {"label": "Amount", "value": "999.99 EUR"} in run["approval"]["plain"]
-    approvals.vote(engine, run_id, BOB, "approve", None, "api")
-    assert approvals.vote(engine, run_id, ALICE, "approve", "again, for the new amount", "api")["status"] == "queued"
+    approvals.vote(engine, run_id, BOB, "approve", None, "api", shown(engine, run_id))
+    assert approvals.vote(engine, run_id, ALICE, "approve", "again, for the new amount", "api", shown(engine, run_id))["status"] == "queued"
     assert engine.execute(run_id).status == "succeeded"
 
 
 def test_gate_is_rechecked_in_the_transaction_that_starts_execution(engine) -> None:
     run_id = waiting_run(engine)
-    approvals.vote(engine, run_id, ALICE, "approve", None, "api")
-    approvals.vote(engine, run_id, BOB, "approve", None, "api")
+    approvals.vote(engine, run_id, ALICE, "approve", None, "api", shown(engine, run_id))
+    approvals.vote(engine, run_id, BOB, "approve", None, "api", shown(engine, run_id))
     changed = documents.load(CHARGE.replace("9.99", "1.00"))
     with engine.db.write() as session:  # approved, queued, then the payload changed
         session.execute(update(Run).where(Run.id == run_id).values(document=changed.document,
@@ -116,14 +117,14 @@ def test_deadline_expires_and_never_approves(engine) -> None:
     with engine.db.write() as session:
         session.execute(update(Run).where(Run.id == run_id).values(gate_deadline=utcnow() - timedelta(seconds=1)))
     with pytest.raises(approvals.GateClosed, match="deadline"):
-        approvals.vote(engine, run_id, ALICE, "approve", None, "api")
+        approvals.vote(engine, run_id, ALICE, "approve", None, "api", shown(engine, run_id))
     engine.sweep()
     assert status(engine, run_id) == "expired"
 
 
 def race_once(engine) -> None:
     run_id = waiting_run(engine)
-    approvals.vote(engine, run_id, ALICE, "approve", None, "api")
+    approvals.vote(engine, run_id, ALICE, "approve", None, "api", shown(engine, run_id))
     with engine.db.write() as session:
         session.execute(update(Run).where(Run.id == run_id).values(
             gate_deadline=utcnow() + timedelta(milliseconds=30)))
@@ -133,7 +134,7 @@ def race_once(engine) -> None:
     def voter(caller):
         barrier.wait()
         try:
-            results.append(approvals.vote(engine, run_id, caller, "approve", None, "api")["status"])
+            results.append(approvals.vote(engine, run_id, caller, "approve", None, "api", shown(engine, run_id))["status"])
         except Conflict as exc:
             results.append(type(exc).__name__)
 
@@ -190,25 +191,25 @@ def test_api_votes_listing_and_errors(client, api_keys, runtime) -> None:
     assert listed[0]["payload"]["amount"] == "9.99"
     assert client.get("/approvals", headers=api_keys.header("submitter")).json["waiting"] == []
 
-    denied = client.post(f"/workflows/{run_id}/approve", headers=api_keys.header("viewer"))
+    denied = client.post(f"/workflows/{run_id}/approve", json=seen(runtime, run_id), headers=api_keys.header("viewer"))
     assert denied.status_code == 403 and denied.json["error"] == "forbidden"
-    own = client.post(f"/workflows/{run_id}/approve", headers=api_keys.header("submitter"))
+    own = client.post(f"/workflows/{run_id}/approve", json=seen(runtime, run_id), headers=api_keys.header("submitter"))
     assert own.status_code == 403
-    ok = client.post(f"/workflows/{run_id}/approve", json={"comment": "passt"}, headers=api_keys.header("approver"))
+    ok = client.post(f"/workflows/{run_id}/approve", json=seen(runtime, run_id, comment="passt"), headers=api_keys.header("approver"))
     assert ok.status_code == 200 and ok.json["gate"]["received"] == 1
-    twice = client.post(f"/workflows/{run_id}/approve", headers=api_keys.header("approver"))
+    twice = client.post(f"/workflows/{run_id}/approve", json=seen(runtime, run_id), headers=api_keys.header("approver"))
     assert twice.status_code == 409 and twice.json["error"] == "already_voted"
     bad = client.post(f"/workflows/{run_id}/approve", data="[1]", content_type="application/json",
                       headers={"Authorization": f"Bearer {bob}"})
     assert bad.status_code == 400
-    done = client.post(f"/workflows/{run_id}/approve", headers={"Authorization": f"Bearer {bob}",
+    done = client.post(f"/workflows/{run_id}/approve", json=seen(runtime, run_id), headers={"Authorization": f"Bearer {bob}",
                                                                 "X-Aurora-Channel": "cli"})
     assert done.json["status"] == "queued"
     detail = client.get(f"/workflows/{run_id}", headers=api_keys.header("viewer")).json
     assert [(v["voter"], v["channel"], v["comment"]) for v in detail["approvals"]["votes"]] == [
         ("alice", "api", "passt"), ("bob", "cli", None)]
     assert detail["approvals"]["missing"] == 0 and detail["approvals"]["required"] == 2
-    closed = client.post(f"/workflows/{run_id}/reject", headers={"Authorization": f"Bearer {keys.create(runtime.db, 'carl', Role.APPROVER)}"})
+    closed = client.post(f"/workflows/{run_id}/reject", json=seen(runtime, run_id), headers={"Authorization": f"Bearer {keys.create(runtime.db, 'carl', Role.APPROVER)}"})
     assert closed.status_code == 409 and closed.json["error"] == "gate_closed"
-    missing = client.post("/workflows/nope/approve", headers=api_keys.header("approver"))
+    missing = client.post("/workflows/nope/approve", json={"request_hash": "0" * 64}, headers=api_keys.header("approver"))
     assert missing.status_code == 404

@@ -61,10 +61,10 @@ def working(runtime: Any, served: int) -> Iterator[int]:
     thread.join(5)
 
 
-def cli(port: int, token: str, tmp_path: Path, *args: str, **env: str) -> Any:
+def cli(port: int, token: str, tmp_path: Path, *args: str, input: str | None = None) -> Any:
     environment = {"AURORA_URL": f"http://127.0.0.1:{port}", "AURORA_TOKEN": token,
-                   "AURORA_CLI_CONFIG": str(tmp_path / "cli.json"), **env}
-    return CliRunner().invoke(main, list(args), env=environment)
+                   "AURORA_CLI_CONFIG": str(tmp_path / "cli.json")}
+    return CliRunner().invoke(main, list(args), env=environment, input=input)
 
 
 def _wait_status(port: int, token: str, tmp_path: Path, run_id: str, status: str) -> dict[str, Any]:
@@ -102,11 +102,11 @@ def test_a_waiting_run_by_its_8_characters_reads_as_a_summary_with_the_next_step
     assert any("waits for approval (0 of 2)" in line for line in timeline)
     assert not ANSI.search(shown.output)  # not a terminal: no colour
 
-    voted = cli(port, api_keys.approver, tmp_path, "approve", short, "-m", "ok")
+    voted = cli(port, api_keys.approver, tmp_path, "approve", short, "-m", "ok", input="y\n")  # shown, and asked
     assert voted.exit_code == 0 and f"{short}: awaiting_approval (1 of 2 approvals)" in voted.stdout, voted.output
     after = cli(port, api_keys.viewer, tmp_path, "status", short[:6])
     assert "Approvals: 1 of 2 (alice); 1 more needed" in after.stdout, after.stdout
-    rejected = cli(port, api_keys.admin, tmp_path, "reject", run_id[:7], "--json")
+    rejected = cli(port, api_keys.admin, tmp_path, "reject", run_id[:7], "--json", input="y\n")
     assert json.loads(rejected.stdout)["status"] == "rejected"
     final = cli(port, api_keys.viewer, tmp_path, "status", short).stdout
     assert "Result:" in final and "rejected by admin; nothing was sent" in final and "Next:" not in final

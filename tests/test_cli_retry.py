@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -118,3 +119,64 @@ def test_submit_retries_a_reset_connection_with_the_same_key_and_makes_one_run(
         assert third != keys[:1]
     finally:
         proxy.close()
+
+
+def _serve(app: Any, port: int) -> Any:
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _outage(runtime: Any, server: Any, then: Any) -> threading.Thread:
+    """Once the run is submitted, Aurora goes away (the port refuses connections); ``then()`` after
+    longer than the client's own tries of one request."""
+    def run() -> None:
+        while True:
+            with runtime.db.read() as session:
+                if session.scalar(select(func.count()).select_from(Run)):
+                    break
+            time.sleep(0.02)
+        server.shutdown()
+        server.server_close()
+        time.sleep(5)
+        then()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def _wait(port: int, token: str, tmp_path: Any, timeout: str) -> Any:
+    workflow = tmp_path / "mail.yaml"
+    workflow.write_text(MAIL)
+    env = {"AURORA_URL": f"http://127.0.0.1:{port}", "AURORA_TOKEN": token, "AURORA_CLI_CONFIG": str(tmp_path / "c")}
+    return CliRunner().invoke(main, ["submit", str(workflow), "--wait", "--timeout", timeout], env=env)
+
+
+def test_submit_wait_follows_the_run_again_after_a_lost_connection(app, runtime, api_keys, tmp_path) -> None:
+    port = free_port()
+    servers = [_serve(app, port)]
+
+    def back() -> None:
+        with runtime.db.read() as session:
+            run_id = session.scalar(select(Run.id))
+        runtime.engine.execute(run_id)  # it went on while nobody watched
+        servers.append(_serve(app, port))
+
+    outage = _outage(runtime, servers[0], back)
+    done = _wait(port, api_keys.submitter, tmp_path, "60")
+    outage.join(10)
+    servers[-1].shutdown()
+    assert done.exit_code == 5, done.output  # succeeded simulated (the shipped policy is a dry run)
+    assert "connection lost" in done.output and "SUCCEEDED SIMULATED" in done.output
+
+
+def test_submit_wait_that_never_gets_through_again_says_unknown_not_failed(app, runtime, api_keys, tmp_path) -> None:
+    port = free_port()
+    outage = _outage(runtime, _serve(app, port), lambda: None)
+    done = _wait(port, api_keys.submitter, tmp_path, "8")
+    outage.join(10)
+    with runtime.db.read() as session:
+        run_id = session.scalar(select(Run.id))
+    assert done.exit_code == 7, done.output  # not known: not "failed" (1)
+    assert run_id in done.output and f"aurora status {run_id}" in done.output

@@ -120,4 +120,6 @@ def test_health_tells_each_adapters_real_mode_and_never_echoes_the_policy(client
     runtime.policies._check()
     body = client.get("/health").get_data(as_text=True)
     assert "secret-looking-value" not in body and "key-healthSECRET" not in body
-    assert json.loads(body)["components"]["policy"]["error"] == "policy invalid: see `aurora doctor`"
+    component = json.loads(body)["components"]["policy"]
+    assert component["error"].startswith("policy invalid") and "aurora doctor" in component["error"]
+    assert component["runs_blocked"] is True  # fail closed: no run acts on the last good policy

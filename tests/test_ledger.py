@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import ROOT
+from conftest import ROOT, shown
 from sqlalchemy import delete, select, update
 
 from aurora import adapter_state, approvals, audit, documents, keys
@@ -105,7 +105,7 @@ def test_votes_key_changes_and_rollouts_are_in_the_chain(env, runtime) -> None:
     engine = runtime.engine
     run = engine.submit(documents.load(CHARGE), "sam")
     assert engine.execute(run.id).status == "awaiting_approval"
-    approvals.vote(engine, run.id, Caller("alice", Role.APPROVER), "approve", "ok", "api")
+    approvals.vote(engine, run.id, Caller("alice", Role.APPROVER), "approve", "ok", "api", shown(engine, run.id))
     keys.create(runtime.db, "bob", Role.APPROVER)
     keys.revoke(runtime.db, "bob")
     adapter_state.promote(runtime.db, "stripe", "test-node")

@@ -255,3 +255,81 @@ def test_the_sweeper_keeps_retrying_a_blocked_run_and_it_proceeds_once_fixed(liv
     secrets.chmod(0o600)
     assert engine.execute(run.id).status == "succeeded"
     assert live.get(run.id).result["mode"] == "live"
+
+
+# -- fail closed: a refused policy edit, a missing secrets file ---------------------------------
+
+def _reload(harness) -> None:
+    harness.runtime.policies._mtime, harness.runtime.policies._checked_at = None, 0  # noqa: SLF001
+
+
+def _approved(harness, payload: dict[str, Any]) -> str:
+    """A run that needed one approval and got it, for what it would send now."""
+    from conftest import shown
+
+    from aurora import approvals
+    from aurora.keys import Caller
+    from aurora.models import Role
+
+    engine = harness.runtime.engine
+    run = engine.submit(documents.load(json.dumps({"name": "m", "goal": "send_email", "payload": payload}),
+                                       fmt="json"), "sam")
+    assert engine.execute(run.id).status == "awaiting_approval"
+    voted = approvals.vote(engine, run.id, Caller("alice", Role.APPROVER), "approve", None, "api",
+                           shown(engine, run.id))
+    assert voted["status"] == "queued"
+    return run.id
+
+
+def test_a_refused_policy_edit_blocks_acting_instead_of_acting_on_the_last_good_policy(
+        live, env, client, api_keys) -> None:  # noqa: F811
+    engine = live.runtime.engine
+    run_id = _approved(live, {**MAIL, "require_approval": True})  # approved as LIVE
+    policy = Path(env["AURORA_POLICY_FILE"])
+    policy.write_text(policy.read_text().replace('"dry_run": false', '"dry_run": flase', 1))  # a typo
+    _reload(live)
+    assert engine.execute(run_id).status == "queued"
+    fresh = engine.submit(documents.load(json.dumps({"name": "m", "goal": "send_email", "payload": MAIL}),
+                                         fmt="json"), "sam")
+    assert engine.execute(fresh.id).status == "queued"
+    assert live.servers["mailgun"].received == []  # the last good policy was live: nothing went out
+    for run_id_ in (run_id, fresh.id):
+        [blocked] = _events(live.runtime, run_id_, "run.blocked")
+        assert blocked.data["component"] == "policy" and "refused edit" in blocked.data["message"]
+        assert "not valid JSON" in blocked.data["message"]
+    body = client.get(f"/workflows/{run_id}", headers=api_keys.header("viewer")).get_json()
+    assert body["status"] == "queued" and body["blocked"]["component"] == "policy"
+    health = client.get("/health").get_json()
+    assert health["status"] == "degraded"
+    assert health["components"]["policy"]["ok"] is False and health["components"]["policy"]["runs_blocked"] is True
+
+    live.set_policy(dry_run=True)  # fixed, and now a dry run: the run proceeds under this policy
+    assert engine.execute(run_id).status == "awaiting_approval"  # the vote was for LIVE: it no longer counts
+    assert any(e.data.get("was_mode") == "live" for e in _events(live.runtime, run_id, "approval.voided"))
+    assert engine.execute(fresh.id).status == "succeeded" and live.get(fresh.id).result["mode"] == "simulated"
+    assert live.servers["mailgun"].received == []
+    assert client.get("/health").get_json()["components"]["policy"]["ok"] is True
+
+
+def test_a_missing_secrets_file_under_a_live_policy_blocks_the_run(live, env, client) -> None:  # noqa: F811
+    secrets = Path(env["AURORA_SECRETS_FILE"])
+    kept = secrets.read_text()
+    secrets.unlink()
+    engine = live.runtime.engine
+    run = engine.submit(documents.load(json.dumps({"name": "m", "goal": "send_email", "payload": MAIL}), fmt="json"),
+                        "sam")
+    assert engine.execute(run.id).status == "queued"  # not a quiet "not configured" simulation
+    [blocked] = _events(live.runtime, run.id, "run.blocked")
+    assert blocked.data["component"] == "secrets" and "secrets file is missing" in blocked.data["message"]
+    assert "mailgun" in blocked.data["message"] and live.audit(run.id) == []
+    component = client.get("/health").get_json()["components"]["secrets"]
+    assert component["ok"] is False and "missing" in component["error"]
+    secrets.write_text(kept)
+    secrets.chmod(0o600)
+    assert engine.execute(run.id).status == "succeeded" and live.get(run.id).result["mode"] == "live"
+
+
+def test_a_missing_secrets_file_under_a_dry_run_policy_is_no_problem(live, env) -> None:  # noqa: F811
+    Path(env["AURORA_SECRETS_FILE"]).unlink()
+    live.set_policy(dry_run=True)
+    assert live.run("send_email", MAIL).status == "succeeded"

@@ -167,7 +167,9 @@ def test_a_refused_policy_edit_degrades_health_but_keeps_it_up(client, runtime, 
     response = client.get("/health")
     assert response.status_code == 200 and response.json["status"] == "degraded"
     # named, never quoted: /health has no key, and the refusal quotes the policy's values
-    assert response.json["components"]["policy"]["error"] == "policy invalid: see `aurora doctor`"
+    component = response.json["components"]["policy"]
+    assert component["error"].startswith("policy invalid") and "see `aurora doctor`" in component["error"]
+    assert component["runs_blocked"] is True  # fail closed: no run acts on the last good policy
     assert "maybe" not in response.get_data(as_text=True)
 
 

@@ -53,7 +53,9 @@ def test_worker_killed_during_a_stripe_call_charges_once(make_stack, tmp_path) -
             cli_env = {**stack.env, "AURORA_URL": stack.url, "AURORA_TOKEN": stack.keys[who]}
             waiting = stack.aurora("approvals", env=cli_env).stdout
             assert run_id in waiting and "42.50" in waiting
-            voted = stack.aurora("approve", run_id, "-m", f"ok from {who}", env=cli_env).stdout
+            # vote on exactly what was listed: the line names the request hash
+            request = waiting.split(f"aurora approve {run_id} --request ")[1].split()[0]
+            voted = stack.aurora("approve", run_id, "--request", request, "-m", f"ok from {who}", env=cli_env).stdout
             assert run_id in voted
 
         deadline = time.monotonic() + 30

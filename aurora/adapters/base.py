@@ -43,6 +43,13 @@ class LiveCallFailed(AdapterError):
         return self.kind in ADAPTER_FAULTS
 
 
+class LiveCallRefused(AdapterError):
+    """Raised when a run's live call is refused because the run no longer acts under the lease
+    its grant names (nothing was sent)."""
+
+    code = "live_call_refused"
+
+
 class RetryLater(AdapterError):
     """The provider asked to be called again in ``seconds`` (a ``Retry-After`` within the adapter's
     ceiling): the run goes back to the queue for then instead of a worker sleeping. A 429 says
@@ -83,6 +90,14 @@ class CallContext:
     #: aurora.ratelimit.RateLimiter, or None for no limiting
     limiter: Any = None
 
+    #: what the binding resolved for the live call (``Adapter.binding_facts``: a Stripe customer's
+    #: default payment method), so the call sends exactly what the votes approved
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    #: what proves that ``run_id`` may act live now (``aurora.leases.ActLease``: the run is in its
+    #: act phase under this worker's lease); a context without one is an ad-hoc call's
+    grant: Any = None
+
     #: of a call outside any run: its own id, so no two ad-hoc calls share an idempotency key
     #: (one key for all of them once handed a second customer the first one's PaymentIntent)
     call_id: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -121,16 +136,26 @@ def decide_mode(adapter: str, ctx: CallContext, configured: bool, live_capable: 
     return mode
 
 
+def policy_keeps_simulated(adapter: str, policy: Policy) -> str | None:
+    """Why the policy's own switches keep ``adapter`` simulated, or None: the policy means it live."""
+    override = policy.adapter(adapter).get("dry_run")
+    if override is True:
+        return f"policy: adapters.{adapter}.dry_run is true"
+    if override is None and policy.dry_run:
+        return "policy: dry_run is true"
+    flag = ALLOW_FLAGS.get(adapter)
+    if flag and not policy.data.get(flag, False):
+        return f"policy: {flag} is false"
+    return None
+
+
 def _decide(adapter: str, ctx: CallContext, configured: bool, live_capable: bool) -> Mode:
     policy = ctx.policy
     override = policy.adapter(adapter).get("dry_run")
-    if override is True:
-        return Mode(False, f"policy: adapters.{adapter}.dry_run is true")
-    if override is None and policy.dry_run:
-        return Mode(False, "policy: dry_run is true")
     flag = ALLOW_FLAGS.get(adapter)
-    if flag and not policy.data.get(flag, False):
-        return Mode(False, f"policy: {flag} is false")
+    kept = policy_keeps_simulated(adapter, policy)
+    if kept is not None:
+        return Mode(False, kept)
     # From here on the policy means this adapter to act live; what follows is circumstance.
     if ctx.run_id is None:
         return Mode(False, ADHOC_REASON, intended_live=True)
@@ -205,8 +230,25 @@ class Adapter:
     def credentials_configured(self, payload: dict[str, Any], secrets: Secrets) -> bool:
         return False
 
+    def credential(self, payload: dict[str, Any]) -> tuple[str, ...] | None:
+        """The secrets path of the credential a live call of this payload authenticates with."""
+        return None
+
+    def binding_facts(self, payload: dict[str, Any], ctx: CallContext, mode: Mode) -> dict[str, Any]:
+        """What decides who acts, or on what, beyond ``build``'s request: bound into the hash
+        votes approve (``aurora.binding``), so a swapped key voids them. Never a secret: the
+        credential appears as its fingerprint (``Secrets.fingerprint``)."""
+        path = self.credential(payload)
+        if path is None:
+            return {}
+        return {"credential": ctx.secrets.fingerprint(*path) or "not configured"}
+
     def decide(self, payload: dict[str, Any], ctx: CallContext) -> Mode:
         return decide_mode(self.name, ctx, self.credentials_configured(payload, ctx.secrets), self.live_capable)
+
+    def carry(self, facts: dict[str, Any], ctx: CallContext) -> None:
+        """Put what an approved rendering resolved (its ``facts``) into ``ctx.facts`` for the call,
+        so an act resumed after a crash, which renders nothing, still sends what was approved."""
 
     def send(self, payload: dict[str, Any], request: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         raise LiveCallFailed(f"{self.name} cannot make live calls", "invalid")
@@ -215,8 +257,15 @@ class Adapter:
         started = time.perf_counter()
         request = self.build(payload, ctx)
         mode = mode or self.decide(payload, ctx)
-        if mode.live and ctx.run_id is None:  # whoever says otherwise: only a run that passed its gate acts
-            mode = Mode(False, ADHOC_REASON, intended_live=True)
+        if mode.live and (ctx.run_id is None or ctx.grant is None):
+            # Whoever says otherwise: only a run that passed its gate acts, and a run id alone is
+            # no proof of that (anybody can name one): without a grant it is an ad-hoc call.
+            mode = Mode(False, ADHOC_REASON if ctx.run_id is None else f"run id {ctx.run_id!r} came without proof "
+                        f"that it is acting under a worker's lease; {ADHOC_REASON}", intended_live=True)
+        if mode.live:
+            refused = _confirm(ctx)
+            if refused is not None:  # the lease was lost (another worker, a cancel): never act twice
+                raise LiveCallRefused(f"live call refused: {refused}")
         if mode.live:
             response = self.send(payload, request, ctx)
             result = AdapterResult(self.name, self.operation, mode, self.live_msg, request, response=response)
@@ -226,6 +275,19 @@ class Adapter:
             result = AdapterResult(self.name, self.operation, mode, self.simulated_msg, request)
         result.duration_ms = (time.perf_counter() - started) * 1000
         return result
+
+
+def _confirm(ctx: CallContext) -> str | None:
+    """The grant's answer (None: act); a database that does not answer is tried a few times, then
+    the call is refused: nothing is sent on a lease nobody could confirm."""
+    for attempt in range(3):
+        try:
+            return ctx.grant.refusal(ctx.run_id)
+        except Exception as exc:  # noqa: BLE001 - a database blip, or worse: either way, do not send
+            if attempt == 2:
+                return f"the run's lease could not be confirmed ({exc.__class__.__name__}); nothing was sent"
+            time.sleep(0.5 * 2**attempt)
+    return None  # pragma: no cover - the loop returns
 
 
 def bearer() -> dict[str, str]:

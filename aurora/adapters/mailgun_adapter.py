@@ -65,6 +65,9 @@ class MailgunAdapter(Adapter):
     def credentials_configured(self, payload: dict[str, Any], secrets: Secrets) -> bool:
         return secrets.configured("mailgun", "api_key") and secrets.configured("mailgun", "domain")
 
+    def credential(self, payload: dict[str, Any]) -> tuple[str, ...]:
+        return ("mailgun", "api_key")
+
     def send(self, payload: dict[str, Any], request: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         fields: list[tuple[str, str]] = []
         for key, value in request["form"].items():

@@ -1,5 +1,6 @@
-"""The seed's "test each adapter alone, dry run first": a simulated call of each adapter, a check
-of its configuration, and what would happen live. ``aurora adapters test [NAME]`` and
+"""The seed's "test each adapter alone, dry run first": a simulated call of each adapter (audited
+like every ad-hoc call, ``aurora.adapters.adhoc``), a check of its configuration, and what would
+happen live. ``aurora adapters test [NAME]`` and
 ``python -m aurora.adapters.stripe_adapter`` print it."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import json
 from dataclasses import replace
 from typing import Any
 
+from . import adhoc
 from .base import ALLOW_FLAGS, CallContext, decide_mode
 from .context import default_context
 
@@ -36,7 +38,8 @@ def check(name: str, ctx: CallContext | None = None) -> dict[str, Any]:
     adapter = BY_NAME[name]
     payload = SAMPLES[name]
     configured = adapter.credentials_configured(payload, ctx.secrets)
-    simulated = adapter.call(payload, ctx, decide_mode(name, ctx, False, False)).as_dict()
+    # an ad-hoc call like the seed's functions: simulated, its own idempotency key, audited
+    simulated = adhoc.call(adapter, payload, ctx)
     live_run = replace(ctx, run_id=canary_probe_id())
     would = decide_mode(name, live_run, configured, adapter.live_capable)
     problems = []
@@ -47,7 +50,8 @@ def check(name: str, ctx: CallContext | None = None) -> dict[str, Any]:
         problems.append(f"policy: {flag} is false")
     return {
         "adapter": name,
-        "simulated_call": {"ok": True, "msg": simulated["msg"], "request": simulated["request"]},
+        "simulated_call": {"ok": True, "msg": simulated["msg"], "request": simulated["request"],
+                           "audit": simulated["audit"]},
         "live_now": {"live": would.live, "reason": would.reason},
         "missing_for_live": problems,
         "settings": ctx.policy.adapter(name),

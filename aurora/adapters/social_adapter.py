@@ -78,6 +78,9 @@ class SocialAdapter(Adapter):
         target = "page_id" if platform == "facebook" else "account_id"
         return secrets.configured("social", platform, "access_token") and secrets.configured("social", platform, target)
 
+    def credential(self, payload: dict[str, Any]) -> tuple[str, ...]:
+        return ("social", payload.get("platform", "facebook"), "access_token")
+
     def send(self, payload: dict[str, Any], request: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         platform = payload["platform"]
         headers = {"Authorization": f"Bearer {ctx.secrets.get('social', platform, 'access_token') or ''}"}

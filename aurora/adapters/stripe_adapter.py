@@ -22,9 +22,11 @@ from typing import Any
 from ..money import to_minor_units
 from ..secrets import REDACTED, Secrets
 from . import adhoc
-from .base import Adapter, CallContext, LiveCallFailed
+from .base import Adapter, CallContext, LiveCallFailed, Mode
 
 API_BASE = "https://api.stripe.com"
+#: where ``binding_facts`` leaves the payment method it resolved, for ``send`` (``CallContext.facts``)
+RESOLVED_PM = "stripe.payment_method"
 
 
 class StripeAdapter(Adapter):
@@ -65,16 +67,60 @@ class StripeAdapter(Adapter):
     def credentials_configured(self, payload: dict[str, Any], secrets: Secrets) -> bool:
         return secrets.configured("stripe", "secret_key")
 
-    def send(self, payload: dict[str, Any], request: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+    def credential(self, payload: dict[str, Any]) -> tuple[str, ...]:
+        return ("stripe", "secret_key")
+
+    def binding_facts(self, payload: dict[str, Any], ctx: CallContext, mode: Mode) -> dict[str, Any]:
+        """The key's fingerprint, and for a live charge without a ``payment_method`` the one it
+        would use: the customer's default, looked up now (a read). ``send`` then charges exactly
+        that one; a changed default is a changed request, and voids earlier votes."""
+        facts = super().binding_facts(payload, ctx, mode)
+        if mode.live and not payload.get("payment_method"):
+            try:
+                facts["payment_method"] = ctx.facts[RESOLVED_PM] = self._default_method(
+                    self._client(ctx), str(payload["customer"]), ctx)
+            except LiveCallFailed as exc:  # approvers see why; a charge approved like this charges nobody
+                ctx.facts[RESOLVED_PM] = None
+                facts["payment_method"] = f"unresolved: {exc}"
+        return facts
+
+    def carry(self, facts: dict[str, Any], ctx: CallContext) -> None:
+        if "payment_method" in facts:
+            method = facts["payment_method"]
+            ctx.facts[RESOLVED_PM] = None if str(method).startswith("unresolved") else method
+
+    def _client(self, ctx: CallContext) -> Any:
         import stripe
 
         settings = ctx.settings(self.name)
-        client = stripe.StripeClient(
+        return stripe.StripeClient(
             ctx.secrets.get("stripe", "secret_key") or "",
             base_addresses={"api": settings.get("base_url", API_BASE)},
             max_network_retries=int(settings.get("retries", 2)),
             http_client=stripe.RequestsClient(timeout=float(settings.get("timeout_seconds", 30))),
         )
+
+    def _default_method(self, client: Any, customer: str, ctx: CallContext) -> str:
+        import stripe
+
+        ctx.wait_for_rate(self.name)
+        try:
+            body = client.v1.customers.retrieve(customer).to_dict()
+        except (stripe.AuthenticationError, stripe.PermissionError) as exc:
+            raise LiveCallFailed(f"Stripe refused the key (HTTP {exc.http_status})", "auth") from None
+        except stripe.InvalidRequestError as exc:
+            raise LiveCallFailed(f"Stripe refused the request ({exc.code or exc.http_status})", "invalid") from None
+        except stripe.StripeError as exc:
+            raise LiveCallFailed(f"Stripe unavailable ({exc.__class__.__name__})", "unavailable") from None
+        default = (body.get("invoice_settings") or {}).get("default_payment_method")
+        if not default:
+            raise LiveCallFailed(f"customer {customer} has no default payment method", "invalid")
+        return default if isinstance(default, str) else default["id"]
+
+    def send(self, payload: dict[str, Any], request: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        import stripe
+
+        client = self._client(ctx)
         form = request["form"]
         params: dict[str, Any] = {
             "amount": form["amount"], "currency": form["currency"], "customer": form["customer"],
@@ -85,14 +131,14 @@ class StripeAdapter(Adapter):
                 params[key] = form[key]
         if ctx.run_id:
             params["metadata"] = {"aurora_run_id": ctx.run_id}
+        if "payment_method" not in params and RESOLVED_PM in ctx.facts:
+            if ctx.facts[RESOLVED_PM] is None:
+                raise LiveCallFailed(f"the payment method of customer {form['customer']} could not be looked up when "
+                                     "the charge was approved; nothing was charged", "invalid")
+            params["payment_method"] = ctx.facts[RESOLVED_PM]  # the one the votes approved
         try:
             if "payment_method" not in params:
-                ctx.wait_for_rate(self.name)
-                customer = client.v1.customers.retrieve(form["customer"]).to_dict()
-                default = (customer.get("invoice_settings") or {}).get("default_payment_method")
-                if not default:
-                    raise LiveCallFailed(f"customer {form['customer']} has no default payment method", "invalid")
-                params["payment_method"] = default if isinstance(default, str) else default["id"]
+                params["payment_method"] = self._default_method(client, form["customer"], ctx)
             ctx.wait_for_rate(self.name)
             intent = client.v1.payment_intents.create(
                 params=params, options={"idempotency_key": request["headers"]["Idempotency-Key"]})

@@ -25,7 +25,9 @@ Exit status (--wait):
   4  needs_reconciliation: a live call may have happened; check with the provider
   5  succeeded simulated: nothing was sent (dry run, canary, …; see mode_reason)
   6  not_acted: the policy means it live but it would only have been simulated; nothing was sent
-  7  not finished within --timeout, or blocked (secrets or policy unusable; see blocked)"""
+  7  not known to be finished: still running at --timeout, blocked (secrets or policy unusable;
+     see blocked), or Aurora could not be reached until --timeout (the run id is printed:
+     aurora status ID)"""
 
 
 def exit_code(run: dict[str, Any]) -> int:

@@ -139,7 +139,7 @@ def _event_words(event: dict[str, Any]) -> str:
     return words
 
 
-def print_status(run: dict[str, Any], url: str | None, timeline: bool = True) -> None:
+def print_status(run: dict[str, Any], url: str | None, timeline: bool = True, steps: list[str] | None = None) -> None:
     """``aurora status``: a summary a person can read at a glance."""
     click.echo(headline(run))
     rows = [("Run", f"{style(short_id(run['id']), bold=True)}{run['id'][8:]}  {run['name']} ({run['goal']})"),
@@ -154,6 +154,8 @@ def print_status(run: dict[str, Any], url: str | None, timeline: bool = True) ->
     for label, value in rows:
         if value:
             click.echo(f"{label + ':':<{width + 1}} {value}")
+    for line in steps or []:
+        click.echo("Steps:" if line == "steps:" else line)
     events = run.get("timeline") or [] if timeline else []
     if events:
         click.echo("Timeline:")

@@ -21,17 +21,37 @@ from ._runs import headline, print_status, progress_line
 
 # -- workflows --------------------------------------------------------------------------------
 
+def _parse_inputs(pairs: tuple[str, ...]) -> dict[str, str] | None:
+    """``--input name=value`` pairs (values are text; the server converts them by the declared type)."""
+    if not pairs:
+        return None
+    inputs: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"{pair!r}: give it as name=value", param_hint="--input")
+        inputs[name.strip()] = value
+    return inputs
+
+
+INPUT_OPTION = click.option("--input", "inputs", multiple=True, metavar="NAME=VALUE",
+                            help="A value for one of the workflow's inputs: (repeat for each).")
+
+
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-def validate(files: tuple[Path, ...]) -> None:
-    """Check workflow files locally, without a server: every problem with its line and column."""
+@INPUT_OPTION
+def validate(files: tuple[Path, ...], inputs: tuple[str, ...]) -> None:
+    """Check workflow files locally, without a server: every problem with its line and column (a
+    workflow with inputs: needs its --input values)."""
     from .. import documents
 
+    given = _parse_inputs(inputs)
     report = []
     for path in files:
         try:
             body = path.read_bytes()
-            workflow = documents.load(body, fmt="json" if path.suffix == ".json" else "yaml")
+            workflow = documents.load(body, fmt="json" if path.suffix == ".json" else "yaml", inputs=given)
             report.append({"file": str(path), "ok": True, "goal": workflow.goal, "name": workflow.name})
         except OSError as exc:
             report.append({"file": str(path), "ok": False, "problems": [{"path": "", "message": f"cannot read: {exc.strerror}"}]})
@@ -48,18 +68,35 @@ def validate(files: tuple[Path, ...]) -> None:
     sys.exit(1 if any(not e["ok"] for e in report) else 0)
 
 
-def wait_for_run(client: Any, run_id: str, timeout: float, on_change: Callable[[dict[str, Any]], None]
-                 ) -> tuple[dict[str, Any], bool]:
-    """Follow a run until it ends, waits for approval or is blocked; ``on_change`` sees each new
-    state. Returns the last state and whether it got there within ``timeout`` seconds. The one
+def wait_for_run(client: Any, run_id: str, timeout: float, show: Callable[[str], None]) -> tuple[dict[str, Any], bool]:
+    """Follow a run until it ends, waits for approval or is blocked; ``show`` gets a line for each
+    new state. Returns the last state and whether it got there within ``timeout`` seconds. The one
     place that knows how the CLI waits (polling now), so it can change without the printing."""
     deadline = time.monotonic() + timeout
-    seen: dict[str, Any] | None = None
+    last = ""
     while True:
-        run = client.get(f"/workflows/{run_id}")
-        if seen is None or progress_line(run) != progress_line(seen):
-            on_change(run)
-        seen = run
+        try:
+            run = client.get(f"/workflows/{run_id}")
+        except ClientError as exc:
+            if exc.status is not None and exc.status < 500:
+                raise
+            # The run goes on without us: a lost connection says nothing about it. Follow it
+            # again when Aurora answers; give up only at the deadline, as "not known yet" (7).
+            if time.monotonic() > deadline:
+                show("")
+                _fail(f"lost the connection to Aurora while following run {run_id} ({exc}); it was submitted "
+                      f"and may still run or have finished: check it with: aurora status {short_id(run_id)}",
+                      EXIT_PENDING)
+            line = f"{short_id(run_id)}: connection lost ({exc}); trying again"
+            if line != last:
+                show(line)
+                last = line
+            time.sleep(1.0)
+            continue
+        line = progress_line(run)
+        if line != last:
+            show(line)
+            last = line
         if run["status"] in FINAL or run["status"] == "awaiting_approval" or run.get("blocked"):
             return run, True
         if time.monotonic() > deadline:
@@ -71,14 +108,22 @@ def wait_for_run(client: Any, run_id: str, timeout: float, on_change: Callable[[
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--wait", is_flag=True, help="Follow the run until it ends (or waits for approval, or is blocked).")
 @click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait at most.")
-def submit(file: Path, wait: bool, timeout: float) -> None:
+@INPUT_OPTION
+def submit(file: Path, wait: bool, timeout: float, inputs: tuple[str, ...]) -> None:
     """Submit a workflow file; with --wait, follow it, print the result and exit with its status
     (below): a simulated success is not 0."""
+    given = _parse_inputs(inputs)
     try:
         body = file.read_bytes()
     except OSError as exc:
         _fail(f"{file}: cannot read: {exc.strerror}", 2)
     content_type = "application/json" if file.suffix == ".json" else "application/yaml"
+    if given is not None:  # the inputs go beside the document, which keeps its text (and line numbers)
+        try:
+            body = json.dumps({"document": body.decode("utf-8-sig"), "inputs": given}).encode()
+        except UnicodeDecodeError:
+            _fail(f"{file}: not UTF-8 text", 2)
+        content_type = "application/json"
     client = _client()
     try:
         # One key for this invocation: a try repeated after a reset connection finds the same run.
@@ -95,9 +140,14 @@ def submit(file: Path, wait: bool, timeout: float) -> None:
         return
     interactive = sys.stderr.isatty()
 
-    def show(state: dict[str, Any]) -> None:
-        # on a terminal one line rewritten in place; elsewhere (logs, CI) one line per change
-        click.echo(("\r\033[K" if interactive else "") + progress_line(state), nl=not interactive, err=True)
+    def show(line: str) -> None:
+        # on a terminal one line rewritten in place; elsewhere (logs, CI) one line per change;
+        # "" ends the line on a terminal before a message
+        if not line:
+            if interactive:
+                click.echo(err=True)
+            return
+        click.echo(("\r\033[K" if interactive else "") + line, nl=not interactive, err=True)
 
     run, done = wait_for_run(client, run["id"], timeout, show)
     if interactive:
@@ -113,14 +163,47 @@ def submit(file: Path, wait: bool, timeout: float) -> None:
 
 @main.command()
 @click.argument("run_id")
+@click.option("--from", "from_step", default=None, metavar="STEP",
+              help="Run this step and every step after it again (default: what did not succeed).")
+def rerun(run_id: str, from_step: str | None) -> None:
+    """Run a workflow of several steps again: the steps that succeeded are reused, never done twice
+    (a step that acted live is never run again)."""
+    run = _client().post(f"/workflows/{run_id}/rerun", params={"from": from_step} if from_step else None)
+    emit(run, lambda: click.echo(f"rerun of {short_id(run['rerun_of'])}: {short_id(run['id'])} {run['name']}: "
+                                 f"{run['status']}\n  follow it: aurora status {short_id(run['id'])}"))
+
+
+@main.command()
+@click.argument("run_id")
 def status(run_id: str) -> None:
-    """Show one run: what it does, its status, LIVE or SIMULATED and why, approvals, result and
-    timeline. RUN_ID may be the first 6 or more characters of the id."""
+    """Show one run: what it does, its status, LIVE or SIMULATED and why, approvals, result, its
+    steps and timeline. RUN_ID may be the first 6 or more characters of the id."""
     client = _client()
     run = client.get(f"/workflows/{run_id}")
     if json_wanted():
         click.echo(headline(run, err=True), err=True)
-    emit(run, lambda: print_status(run, client.url))
+        for line in steps_lines(run):
+            click.echo(line, err=True)
+        print_json(run)
+        return
+    print_status(run, client.url, steps=steps_lines(run))
+
+
+def steps_lines(run: dict[str, Any]) -> list[str]:
+    """A workflow's steps, one line each, in their order: status, mode, what it needs."""
+    steps = (run.get("flow") or {}).get("steps") or []
+    width = max((len(s["id"]) for s in steps), default=0)
+    lines = []
+    for step in steps:
+        line = f"  {step['id']:<{width}}  {step['status']:<18} {(step.get('mode') or '').upper():<9}"
+        if step["needs"]:
+            line += f" needs {', '.join(step['needs'])}"
+        if step["status"] == "awaiting_approval":
+            line += f"  -> aurora approve {step['run']}"
+        elif step.get("reason") and step["status"] in ("failed", "skipped"):
+            line += f"  ({step['reason'][:80]})"
+        lines.append(line.rstrip())
+    return (["steps:"] + lines) if lines else []
 
 
 @main.command("list")
@@ -173,20 +256,37 @@ def approvals() -> None:
 
 
 def _vote(run_id: str, decision: str, message: str | None, request: str | None) -> None:
-    body: dict[str, str] = {"comment": message} if message else {}
-    if request:
-        body["request_hash"] = request
-    result = _client().post(f"/workflows/{run_id}/{decision}", json=body, headers={"X-Aurora-Channel": "cli"})
+    client = _client()
+    if not request:
+        # No hash given: show what the run would send now and ask (a vote always names the
+        # rendering its voter saw; the server refuses one that names none).
+        run = client.get(f"/workflows/{run_id}")
+        approval = run.get("approval")
+        if approval is None:
+            _fail(f"{run_id} shows nothing to vote on (it is {run['status']})", 2)
+        click.echo(f"{run_id}: {'LIVE' if approval['live'] else 'SIMULATED'}: {approval['reason']}", err=True)
+        for row in approval["plain"]:
+            click.echo(f"    {row['label']}: {row['value']}", err=True)
+        if not click.confirm(f"{decision.capitalize()} exactly this?", err=True):
+            _fail("nothing was recorded", 1)
+        request = approval["hash"]
+    body: dict[str, str] = {"request_hash": request}
+    if message:
+        body["comment"] = message
+    result = client.post(f"/workflows/{run_id}/{decision}", json=body, headers={"X-Aurora-Channel": "cli"})
     gate = result["gate"]
     emit(result, lambda: click.echo(f"{run_id}: {status_text(result['status'])} "
                                     f"({gate['received']} of {gate['required']} approvals)"))
 
 
+REQUEST_HELP = ("The request hash `aurora approvals` showed (refused, 409, if the request or its mode changed "
+                "since). Without it, the run's current request is shown and you are asked to confirm.")
+
+
 @main.command()
 @click.argument("run_id")
 @click.option("-m", "--message", default=None, help="A comment for the ledger.")
-@click.option("--request", default=None, metavar="HASH",
-              help="The request hash `aurora approvals` showed: refused (409) if the request changed since.")
+@click.option("--request", default=None, metavar="HASH", help=REQUEST_HELP)
 def approve(run_id: str, message: str | None, request: str | None) -> None:
     """Approve a waiting run (RUN_ID: 6 or more characters of its id)."""
     _vote(run_id, "approve", message, request)
@@ -195,8 +295,7 @@ def approve(run_id: str, message: str | None, request: str | None) -> None:
 @main.command()
 @click.argument("run_id")
 @click.option("-m", "--message", default=None, help="A comment for the ledger.")
-@click.option("--request", default=None, metavar="HASH",
-              help="The request hash `aurora approvals` showed: refused (409) if the request changed since.")
+@click.option("--request", default=None, metavar="HASH", help=REQUEST_HELP)
 def reject(run_id: str, message: str | None, request: str | None) -> None:
     """Reject a waiting run (one rejection ends it)."""
     _vote(run_id, "reject", message, request)

@@ -8,18 +8,20 @@ all processes (a lease on the peer's row); failures back off with jitter, a succ
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-import requests
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from .. import metrics
 from ..engine import worker_identity
 from ..events import EVENT_LOCK_KEY
 from ..models import Event, Node, utcnow
+from .fetch import FederationFetchError, Peer, fetch_page
 
 #: the first backoff after a failure, doubled per further failure (with jitter), up to the policy's max
 BACKOFF_BASE = 30.0
@@ -103,6 +105,19 @@ class Syncer:
             if contacted:
                 node.last_seen = now
 
+    def _count_refused(self, name: str, reason: str, count: int = 1) -> None:
+        """``aurora_federation_rejected_total{peer,reason}``: what ``name`` sent that was refused."""
+        metrics.federation_rejected(name, reason, count)
+
+    def _refused_events(self, name: str, refused: list[str]) -> str:
+        """Oversize events were left out of a stored page: counted, and shown as the peer's last
+        error (without a backoff: the page's other events were good, and the cursor moved on)."""
+        self._count_refused(name, "event_too_large", len(refused))
+        message = refused[-1] + (f" (and {len(refused) - 1} more)" if len(refused) > 1 else "")
+        with self.db.write() as session:
+            session.execute(update(Node).where(Node.name == name).values(last_error=message[:255]))
+        return message
+
     def _store(self, name: str, old_cursor: int, rows: list[dict[str, Any]], last_seq: int,
                lease: timedelta) -> int:
         """Insert the page's new events and move the cursor, in one transaction; return how many were new."""
@@ -129,35 +144,35 @@ class Syncer:
         if not self._take(name, force, lease):
             return {"node": name, "skipped": "another sync holds this peer, or it is backing off after failures"}
         pulled = pages = 0
-        error = None
+        error = refused = stopped = None
+        page_seconds = float(fed["timeout_seconds"])
+        pass_deadline = time.monotonic() + float(fed["pass_timeout_seconds"])
         try:
             while pages < int(fed["max_pages"]):
+                if pages and time.monotonic() + page_seconds > pass_deadline:
+                    stopped = "the pass's deadline (pass_timeout_seconds): the next pass goes on from the cursor"
+                    break
                 with self.db.read() as session:
                     node = session.get(Node, name)
                     url, token, cursor = node.url, node.token, node.cursor
                 try:
-                    response = requests.get(f"{url}/federation/events", params={"since": cursor, "limit": fed["page_size"]},
-                                            headers={"Authorization": f"Bearer {token}"},
-                                            timeout=float(fed["timeout_seconds"]))
-                except requests.RequestException as exc:
-                    error = f"unreachable: {exc.__class__.__name__}"
-                    self._fail(name, error, fed, contacted=False)
-                    break
-                if response.status_code != 200:
-                    try:
-                        detail = str(response.json().get("message", ""))[:120]
-                    except ValueError:
-                        detail = ""
-                    error = f"HTTP {response.status_code}" + (f": {detail}" if detail else "")
-                    self._fail(name, error, fed, contacted=True)
+                    page = fetch_page(Peer(name, url, token), cursor, int(fed["page_size"]),
+                                      min(time.monotonic() + page_seconds, pass_deadline))
+                except FederationFetchError as exc:
+                    error = str(exc)
+                    if exc.refused:
+                        self._count_refused(name, exc.reason)
+                    self._fail(name, error, fed, contacted=exc.contacted)
                     break
                 try:
-                    rows, last_seq, has_more = _validate(response.json())
+                    rows, last_seq, has_more = _validate(page.body)
                     new = self._store(name, cursor, rows, last_seq, lease)
                 except (BadPage, ValueError) as exc:
                     error = f"bad answer: {exc}"
                     self._fail(name, error, fed, contacted=True)
                     break
+                if page.refused:
+                    refused = self._refused_events(name, page.refused)
                 pulled += new
                 pages += 1
                 if progress:
@@ -167,6 +182,7 @@ class Syncer:
         finally:
             self._release(name)
         result: dict[str, Any] = {"node": name, "pulled": pulled, "pages": pages}
-        if error:
-            result["error"] = error
+        for key, value in (("error", error), ("refused", refused), ("stopped", stopped)):
+            if value:
+                result[key] = value
         return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
@@ -31,19 +32,22 @@ def _runtime() -> Any:
     return current_app.extensions["aurora"]
 
 
-def _body() -> tuple[bytes, str]:
-    """The workflow bytes and their format (yaml or json), from any accepted content type."""
+def _body() -> tuple[bytes, str, dict[str, Any] | None]:
+    """The workflow bytes, their format (yaml or json) and the inputs given beside the document
+    (a workflow of several steps), from any accepted content type."""
     mimetype = request.mimetype or ""
     if mimetype == "multipart/form-data":
         upload = request.files.get("file")
         if upload is None:
             raise DocumentSyntaxError([Problem("file", "multipart body needs a file field named 'file'")])
         filename = (upload.filename or "").lower()
-        return upload.read(), "json" if filename.endswith(".json") or upload.mimetype in _JSON_TYPES else "yaml"
+        inputs = request.form.get("inputs")
+        return (upload.read(), "json" if filename.endswith(".json") or upload.mimetype in _JSON_TYPES else "yaml",
+                _inputs(documents.parse(inputs, fmt="json")) if inputs else None)
     if mimetype in _JSON_TYPES or mimetype.endswith("+json"):
-        return request.get_data(cache=False), "json"
+        return _envelope(request.get_data(cache=False))
     if mimetype in _YAML_TYPES or mimetype.endswith("+yaml"):
-        return request.get_data(cache=False), "yaml"
+        return request.get_data(cache=False), "yaml", None
     accepted = "application/yaml, text/yaml, application/json or multipart/form-data with a 'file'"
     raise UnsupportedMediaType(f"Content-Type {mimetype or '(none)'!r} is not accepted; send {accepted}")
 
@@ -54,20 +58,48 @@ def _run_id(given: str) -> str:
         return run_views.resolve_id(session, given)
 
 
+def _envelope(body: bytes) -> tuple[bytes, str, dict[str, Any] | None]:
+    """A JSON body is the document itself, or ``{"document": <object or YAML/JSON text>, "inputs": {...}}``
+    (a workflow document never has a ``document`` key)."""
+    max_bytes = _runtime().settings.max_document_bytes
+    value = documents.parse(body, fmt="json", max_bytes=max_bytes + 64 * 1024)
+    if not (isinstance(value, dict) and "document" in value):
+        return body, "json", None
+    extra = sorted(set(value) - {"document", "inputs"})
+    if extra:
+        raise DocumentSyntaxError([Problem(extra[0], "unknown key beside the document; allowed: document, inputs")])
+    document = value["document"]
+    if isinstance(document, str):
+        return document.encode("utf-8"), "yaml", _inputs(value.get("inputs"))
+    if not isinstance(document, dict):
+        raise DocumentSyntaxError([Problem("document", "must be the workflow (an object) or its YAML text")])
+    return json.dumps(document).encode("utf-8"), "json", _inputs(value.get("inputs"))
+
+
+def _inputs(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise DocumentSyntaxError([Problem("inputs", "must be an object of input names to values")])
+    return value
+
+
 @bp.post("/workflows")
 @require(Role.SUBMITTER)
 def submit() -> tuple[Response, int, dict[str, str]]:
     runtime = _runtime()
     key = idempotency.parse(request.headers.get("Idempotency-Key"))
-    body, fmt = _body()
-    workflow = documents.load(body, fmt=fmt, max_bytes=runtime.settings.max_document_bytes)
+    body, fmt, inputs = _body()
+    workflow = documents.load(body, fmt=fmt, max_bytes=runtime.settings.max_document_bytes, inputs=inputs)
     run, new = runtime.engine.submit_once(workflow, g.caller.name, key, g.caller.person)
     payload = {**run_views.summary(run), "document_hash": run.document_hash, "links": {"self": f"/workflows/{run.id}"}}
     headers = {"Location": f"/workflows/{run.id}"}
     if not new:
         # A retry: the first request sent it (or the sweeper will); sending it again gains nothing.
         return jsonify(payload), 200, {**headers, "Idempotent-Replayed": "true"}
-    if not enqueue(run.id):
+    # a workflow of several steps: its first steps, created with it (the sweeper sends lost ones)
+    ready = runtime.engine.ready_steps(run.id) if run.goal == documents.flows.FLOW_GOAL else [run.id]
+    if not all([enqueue(run_id) for run_id in ready]):
         payload["warning"] = "stored, but the queue is unreachable; it will be sent again automatically"
     return jsonify(payload), 201, headers
 
@@ -79,8 +111,9 @@ def listing() -> Response:
     if status is not None and status not in {s.value for s in RunStatus}:
         raise BadParameter(f"status: {status[:40]!r} is not one of {', '.join(s.value for s in RunStatus)}")
     goal = request.args.get("goal")
-    if goal is not None and goal not in documents.GOALS:
-        raise BadParameter(f"goal: {goal[:40]!r} is not one of {', '.join(sorted(documents.GOALS))}")
+    goals = documents.GOALS | {documents.flows.FLOW_GOAL}
+    if goal is not None and goal not in goals:
+        raise BadParameter(f"goal: {goal[:40]!r} is not one of {', '.join(sorted(goals))}")
     limit = int_arg("limit", 50, 1, run_views.MAX_PAGE)
     with _runtime().db.read() as session:
         return jsonify(run_views.listing(session, status=status, goal=goal, name=request.args.get("name"),
@@ -90,8 +123,12 @@ def listing() -> Response:
 @bp.get("/workflows/<run_id>")
 @require(*ANY_ROLE)
 def show(run_id: str) -> Response:
+    from .. import ledger
+
+    run_id = _run_id(run_id)
+    ledger.refresh(_runtime().engine, [run_id])  # a waiting run shows what it would send now
     with _runtime().db.read() as session:
-        return jsonify(run_views.detail(session, run_views.resolve_id(session, run_id)))
+        return jsonify(run_views.detail(session, run_id))
 
 
 @bp.post("/workflows/<run_id>/cancel")
@@ -105,6 +142,23 @@ def cancel(run_id: str) -> Response:
         raise PermissionDenied("only the submitter of a run or an admin may cancel it")
     status = runtime.engine.cancel(run_id, g.caller.name)
     return jsonify({"id": run_id, "status": status})
+
+
+@bp.post("/workflows/<run_id>/rerun")
+@require(Role.SUBMITTER)
+def rerun(run_id: str) -> tuple[Response, int, dict[str, str]]:
+    """Run a workflow of several steps again, reusing the steps that succeeded (never one that
+    acted live): from the step named in ``?from=``, or from what did not succeed."""
+    from .. import flow_runs
+
+    runtime = _runtime()
+    run_id = _run_id(run_id)
+    from_step = request.args.get("from")
+    run = flow_runs.rerun(runtime.engine, run_id, g.caller.name, g.caller.person, from_step)
+    payload = {**run_views.summary(run), "rerun_of": run_id, "links": {"self": f"/workflows/{run.id}"}}
+    if not enqueue(run.id):
+        payload["warning"] = "stored, but the queue is unreachable; it will be sent again automatically"
+    return jsonify(payload), 201, {"Location": f"/workflows/{run.id}"}
 
 
 @bp.get("/events")
@@ -123,7 +177,7 @@ def _vote(run_id: str, decision: str) -> Response:
 
     body = request.get_json(silent=True) if request.data else {}
     if body is None or not isinstance(body, dict):
-        raise BadParameter('send a JSON object such as {"comment": "looks right"}, or no body')
+        raise BadParameter('send a JSON object such as {"request_hash": "<approval.hash>", "comment": "looks right"}')
     comment = body.get("comment")
     if comment is not None and not isinstance(comment, str):
         raise BadParameter("comment: must be a string")

@@ -200,8 +200,14 @@ def adapter_modes(runtime: Any, policy: Any) -> dict[str, str]:
 
 def _secrets(runtime: Any) -> dict[str, Any]:
     """Can a worker use the secrets file? (Its path is not shown: /health asks for no key.)"""
+    from ..blocking import secrets_for
+
     try:
-        runtime.secrets()
+        policy = runtime.policies.current()
+    except PolicyError:
+        policy = None
+    try:
+        secrets_for(policy, runtime.secrets)  # a missing file blocks runs the policy means live
     except SecretsError as exc:
         message = str(exc).replace(str(runtime.settings.secrets_file), "the secrets file")
         result: dict[str, Any] = {"ok": False, "error": message}
@@ -236,7 +242,10 @@ def health() -> tuple[Response, int] | tuple[Response, int, dict[str, str]]:
                                 "dry_run": all(mode in ("simulated", "rolled back") for mode in modes.values()),
                                 "adapters": modes}
         if runtime.policies.last_error:
-            components["policy"]["error"] = "policy invalid: see `aurora doctor`"
+            # fail closed: the last good policy answers requests, but no run acts on it
+            components["policy"]["error"] = "policy invalid (an edit was refused): runs are blocked until it " \
+                                            "is fixed; see `aurora doctor`"
+            components["policy"]["runs_blocked"] = True
     components["secrets"] = _secrets(runtime)
     # A refused policy edit leaves the last good policy in force, and an unusable secrets file
     # blocks runs but no request: degraded, not down.

@@ -85,7 +85,10 @@ SCHEMAS: dict[str, Any] = {
             "label": {"type": "string"}, "value": {"type": "string"}}}},
         "mode": {"enum": ["live", "simulated"]}, "live": {"type": "boolean"}, "reason": {"type": "string"},
         "adapter": {"type": "string"}, "operation": {"type": "string"},
-        "request": {"type": "object"}, "hash": {"type": "string"}}},
+        "request": {"type": "object"},
+        "facts": {"type": "object", "description": "what decides who acts or on what beyond the request: the "
+                  "credential's fingerprint (never the secret), a charge's resolved payment method"},
+        "hash": {"type": "string"}}},
     "Me": {"type": "object", "required": ["person", "role", "key"], "properties": {
         "person": {"type": "string"}, "role": {"enum": ["admin", "submitter", "approver", "viewer"]},
         "key": {"type": "object", "required": ["id", "name"], "properties": {
@@ -115,10 +118,12 @@ def _vote(decision: str) -> dict[str, Any]:
         "summary": f"{decision.capitalize()} a waiting run (approver or admin; never your own run, from any key "
                    "of your person; a person votes once)",
         "security": AUTH, "parameters": [RUN_ID],
-        "requestBody": {"required": False, "content": {"application/json": {"schema": {
-            "type": "object", "properties": {"comment": {"type": "string", "maxLength": 2000},
-                                             "request_hash": {"type": "string", "description":
-                                                 "approval.hash as you saw it: 409 if the request changed"}}}}}},
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["request_hash"],
+            "properties": {"comment": {"type": "string", "maxLength": 2000},
+                           "request_hash": {"type": "string", "description":
+                               "approval.hash as you saw it (required: 400 without it; 409 if the request or "
+                               "its mode changed since: look again)"}}}}}},
         "responses": {"200": _json(_ref("Vote"), "The vote and the gate after it"),
                       **_errors(400, 401, 403, 404, 409, 415)}}}
 
@@ -136,6 +141,13 @@ def _webhook(provider: str, header: str | None) -> dict[str, Any]:
 EXAMPLE_WORKFLOW = {"name": "send_report", "category": "business", "origin": "claude", "type": "task",
                     "goal": "send_email", "payload": {"to": "kunde@example.com", "subject": "Monatsbericht",
                                                       "template": "monthly_report"}}
+EXAMPLE_FLOW = {"document": {
+    "name": "research_report", "inputs": {"customer_email": {"type": "string", "format": "email"}},
+    "steps": [{"id": "research", "goal": "analyse", "payload": {"text": "Recherchiere aktuelle Studien über Hufrehe"}},
+              {"id": "report", "goal": "send_email", "needs": ["research"],
+               "payload": {"to": "{{ inputs.customer_email }}", "subject": "Ihre Recherche",
+                           "text": "{{ steps.research.output.text }}"}}]},
+    "inputs": {"customer_email": "kunde@example.com"}}
 RUN_LINKS = {name: {"operationId": op, "parameters": {"run_id": "$response.body#/id"}}
              for name, op in (("GetRun", "getRun"), ("CancelRun", "cancelRun"), ("ApproveRun", "approveRun"),
                               ("RejectRun", "rejectRun"))}
@@ -208,9 +220,19 @@ def document() -> dict[str, Any]:
                          "parameters": [IDEMPOTENCY_KEY], "requestBody": {
                     "required": True, "content": {
                         "application/yaml": {"schema": {"type": "string"}},
-                        "application/json": {"schema": {"type": "object"}, "example": EXAMPLE_WORKFLOW},
+                        "application/json": {"schema": {"oneOf": [
+                            {"type": "object", "description": "The workflow document itself",
+                             "not": {"required": ["document"]}},
+                            {"type": "object", "description": "A workflow of several steps with its inputs: the "
+                             "document (an object, or its YAML text) and the values of its inputs:",
+                             "required": ["document"], "additionalProperties": False, "properties": {
+                                 "document": {"oneOf": [{"type": "object"}, {"type": "string"}]},
+                                 "inputs": {"type": "object", "additionalProperties": {
+                                     "type": ["string", "number", "integer", "boolean"]}}}}]},
+                            "examples": {"task": {"value": EXAMPLE_WORKFLOW}, "steps": {"value": EXAMPLE_FLOW}}},
                         "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-                            "file": {"type": "string", "contentEncoding": "binary"}}}}}},
+                            "file": {"type": "string", "contentEncoding": "binary"},
+                            "inputs": {"type": "string", "description": "The inputs, as a JSON object"}}}}}},
                     "responses": {"201": {**_json(_ref("RunSummary"), "Stored and queued"), "links": RUN_LINKS},
                                   "200": {**_json(_ref("RunSummary"), "A retry with the same Idempotency-Key: the "
                                                                       "run the first request made"),
@@ -234,6 +256,12 @@ def document() -> dict[str, Any]:
                                                     "parameters": [RUN_ID], "responses": {
                 "200": _json({"type": "object", "required": ["id", "status"]}, "Cancelled"),
                 **_errors(400, 401, 403, 404, 409)}}},
+            "/workflows/{run_id}/rerun": {"post": {
+                "summary": "Run a workflow of several steps again, reusing the steps that succeeded (a step that "
+                           "acted live is never run again: 409)",
+                "parameters": [RUN_ID, {"name": "from", "in": "query", "required": False, "schema": {"type": "string"},
+                                        "description": "Run this step and every step after it again"}],
+                "responses": {"201": _json(_ref("RunSummary"), "The new run"), **_errors(400, 401, 403, 404, 409)}}},
             "/workflows/{run_id}/approve": _vote("approve"),
             "/workflows/{run_id}/reject": _vote("reject"),
             "/approvals": {"get": {"summary": "Runs waiting for the caller's vote, with what each would send",

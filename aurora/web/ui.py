@@ -180,11 +180,14 @@ def index() -> Any:
 
 @bp.get("/runs/<run_id>")
 def run_page(run_id: str) -> Any:
+    from .. import ledger
+
+    ledger.refresh(_runtime().engine, [run_id])  # a waiting run shows what it would send now
     with _runtime().db.read() as db_session:
         if db_session.scalar(select(Run.pk).where(Run.id == run_id)) is None:
             return render_template("message.html", title="Not found", message="There is no such run."), 404
         run = run_views.detail(db_session, run_id)
-    return render_template("run.html", run=run, summary=describe(run["goal"], run["document"]["payload"]))
+    return render_template("run.html", run=run, summary=describe(run["goal"], run["document"].get("payload", {})))
 
 
 @bp.post("/runs/<run_id>/<decision>")

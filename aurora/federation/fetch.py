@@ -1,0 +1,297 @@
+"""Fetch one page of a peer's events, bounded in every way a peer could abuse.
+
+A peer is another organisation's server: slow, broken or hostile, it must never hold a worker or
+fill memory. So a page is fetched with
+
+- a **wall-clock deadline**, not a per-read timeout (a peer sending a byte a second never lets a
+  per-read timeout fire): a watchdog shuts the socket down at the deadline, whatever phase the
+  exchange is in (headers, TLS, body), and the clock is checked between chunks besides;
+- a **byte cap** on the answer, read streaming: ``limit`` events of at most :data:`MAX_EVENT_BYTES`
+  each, plus :data:`ENVELOPE_BYTES`; a larger answer is cut off where it passes the cap;
+- **no redirects**: a 3xx is an error naming where it pointed (a peer could otherwise send our
+  token-bearing request on to any URL, or to a service inside our network);
+- **a count check**: a page with more events than asked for is refused whole;
+- **an event cap**: an event whose canonical JSON is over 64 KiB (the cap Matrix puts on its
+  events) is refused; the rest of its page is kept, so one oversize event never wedges a peer.
+
+Each peer's connection is made for one page and closed: the watchdog watches the sockets made
+for its page, which a pool kept across pages would hide from it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from ..errors import AuroraError
+
+#: the largest event accepted, measured on its canonical JSON (sorted keys, no spaces, UTF-8):
+#: Matrix's cap on a federated event
+MAX_EVENT_BYTES = 65_536
+#: room in a page's answer beside its events (node, last_seq, has_more, the list's commas)
+ENVELOPE_BYTES = 65_536
+#: how much of an error answer is read, for the message it may carry
+ERROR_BODY_BYTES = 4096
+#: bytes asked of the socket at a time
+CHUNK_BYTES = 65_536
+
+#: reasons that are refusals of what the peer sent (counted in aurora_federation_rejected_total),
+#: as opposed to a peer that cannot be reached or answers with an error status
+REFUSALS = frozenset({"too_many_events", "event_too_large", "body_too_large", "deadline", "redirect", "bad_page"})
+
+
+class FederationFetchError(AuroraError):
+    """Raised when a page of a peer's events cannot be fetched, or is refused; ``reason`` is one
+    short word for metrics (see :data:`REFUSALS`), the message says what happened for people."""
+
+    code = "federation_fetch_error"
+
+    def __init__(self, reason: str, message: str, contacted: bool = True):
+        super().__init__(message)
+        self.reason = reason
+        #: whether the peer answered at all (a heartbeat is recorded then)
+        self.contacted = contacted
+
+    @property
+    def refused(self) -> bool:
+        return self.reason in REFUSALS
+
+
+@dataclass(frozen=True)
+class Peer:
+    name: str
+    url: str
+    token: str = field(repr=False)
+
+
+@dataclass
+class Page:
+    #: the peer's answer, with every event in it within :data:`MAX_EVENT_BYTES`
+    body: dict[str, Any]
+    #: one sentence per event refused for its size (the page's other events are kept)
+    refused: list[str] = field(default_factory=list)
+
+
+def page_cap(limit: int) -> int:
+    """The most bytes an honest answer to a page of ``limit`` events can take."""
+    return limit * MAX_EVENT_BYTES + ENVELOPE_BYTES
+
+
+def event_bytes(item: Any) -> int:
+    """The size of an event as signed and stored: its canonical JSON in UTF-8."""
+    text = json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+# -- the deadline's watchdog ---------------------------------------------------------------------
+
+class _Watchdog:
+    """Shuts down the sockets of one page's exchange at its deadline. ``shutdown`` (never
+    ``close``, whose descriptor another thread could be reusing) wakes a blocked read at once."""
+
+    def __init__(self, deadline: float):
+        self.fired = False
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+        self.timer = threading.Timer(max(deadline - time.monotonic(), 0.0), self.fire)
+        self.timer.daemon = True
+
+    def attach(self, sock: socket.socket) -> None:
+        with self.lock:
+            self.sockets.append(sock)
+            fired = self.fired
+        if fired:
+            _shutdown(sock)
+
+    def fire(self) -> None:
+        with self.lock:
+            self.fired = True
+            sockets = list(self.sockets)
+        for sock in sockets:
+            _shutdown(sock)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
+
+
+_watchdog: contextvars.ContextVar[_Watchdog | None] = contextvars.ContextVar("aurora_fetch_watchdog", default=None)
+
+
+def _watched(sock: socket.socket) -> socket.socket:
+    watchdog = _watchdog.get()
+    if watchdog is not None:
+        watchdog.attach(sock)
+    return sock
+
+
+class _Connection(HTTPConnection):
+    def _new_conn(self) -> socket.socket:
+        return _watched(super()._new_conn())
+
+
+class _TLSConnection(HTTPSConnection):
+    # the raw socket is watched before the TLS handshake, which a peer could trickle too
+    def _new_conn(self) -> socket.socket:
+        return _watched(super()._new_conn())
+
+
+class _Pool(HTTPConnectionPool):
+    ConnectionCls = _Connection
+
+
+class _TLSPool(HTTPSConnectionPool):
+    ConnectionCls = _TLSConnection
+
+
+_POOLS = {"http": _Pool, "https": _TLSPool}
+
+
+class _Adapter(HTTPAdapter):
+    """requests' adapter, with connections the watchdog sees (direct or through a proxy)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _POOLS
+
+    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **kwargs)
+        manager.pool_classes_by_scheme = _POOLS
+        return manager
+
+
+# -- fetching ------------------------------------------------------------------------------------
+
+def fetch_page(peer: Peer, since: int, limit: int, deadline: float) -> Page:
+    """The peer's events after ``since`` (at most ``limit``), fetched by ``deadline`` (a
+    :func:`time.monotonic` time). Raises :class:`FederationFetchError` saying why not."""
+    watchdog = _Watchdog(deadline)
+    token = _watchdog.set(watchdog)
+    watchdog.timer.start()
+    try:
+        with requests.Session() as session:
+            adapter = _Adapter(max_retries=0, pool_connections=1, pool_maxsize=1)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            raw = _exchange(session, peer, since, limit, deadline)
+    except requests.RequestException as exc:
+        if watchdog.fired or time.monotonic() >= deadline:
+            raise _too_slow(contacted=bool(watchdog.sockets)) from None
+        raise FederationFetchError("unreachable", f"unreachable: {exc.__class__.__name__}", contacted=False) from None
+    except FederationFetchError:
+        if watchdog.fired:  # what was cut short looked like a (bad) answer
+            raise _too_slow(contacted=True) from None
+        raise
+    finally:
+        watchdog.timer.cancel()
+        _watchdog.reset(token)
+    if watchdog.fired:
+        # http.client takes headers cut off by the shutdown for the end of the headers, and an
+        # empty body for the whole body
+        raise _too_slow(contacted=True)
+    return _parse(raw, limit)
+
+
+def _too_slow(contacted: bool) -> FederationFetchError:
+    return FederationFetchError("deadline", "deadline: the page did not arrive whole in time "
+                                "(a peer too slow, or trickling its answer)", contacted=contacted)
+
+
+def _exchange(session: requests.Session, peer: Peer, since: int, limit: int, deadline: float) -> bytes:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise _too_slow(contacted=False)
+    headers = {"Authorization": f"Bearer {peer.token}", "Accept": "application/json",
+               "Accept-Encoding": "identity", "Connection": "close"}
+    with session.get(f"{peer.url}/federation/events", params={"since": since, "limit": limit}, headers=headers,
+                     timeout=(remaining, remaining), stream=True, allow_redirects=False) as response:
+        status = response.status_code
+        if 300 <= status < 400:
+            raise FederationFetchError("redirect", f"refused: HTTP {status} redirect to "
+                                       f"{_shown(response.headers.get('Location', ''))} (redirects are not followed)")
+        if status != 200:
+            detail = _detail(_read(response, ERROR_BODY_BYTES, deadline, cut=False))
+            raise FederationFetchError("http_status", f"HTTP {status}" + (f": {detail}" if detail else ""))
+        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            # asked for identity: a compressed answer could hide any size behind a small one
+            raise FederationFetchError("bad_page", f"bad answer: compressed ({encoding[:20]}) though identity was asked")
+        cap = page_cap(limit)
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > cap:
+            raise _too_big(cap, limit)
+        return _read(response, cap, deadline, cut=True, limit=limit)
+
+
+def _read(response: requests.Response, cap: int, deadline: float, cut: bool, limit: int = 0) -> bytes:
+    """The body, streamed up to ``cap`` bytes; past the cap, refused (``cut``) or truncated."""
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_content(CHUNK_BYTES):
+        if time.monotonic() >= deadline:
+            raise requests.Timeout("deadline")  # reported as the deadline by fetch_page
+        size += len(chunk)
+        if size > cap:
+            if cut:
+                raise _too_big(cap, limit)
+            chunks.append(chunk[:cap - size + len(chunk)])
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_big(cap: int, limit: int) -> FederationFetchError:
+    return FederationFetchError("body_too_large", f"refused: the answer is larger than {cap} bytes "
+                                f"({limit} events of at most 64 KiB, and the envelope)")
+
+
+def _shown(location: str) -> str:
+    """Where a redirect pointed, without its query or fragment (which could carry a secret)."""
+    parts = urlsplit(location.strip())
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))[:160] or "(no Location)"
+
+
+def _detail(raw: bytes) -> str:
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        return ""
+    return str(body.get("message", ""))[:120] if isinstance(body, dict) else ""
+
+
+def _parse(raw: bytes, limit: int) -> Page:
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise FederationFetchError("bad_page", "bad answer: not JSON") from None
+    if not isinstance(body, dict) or not isinstance(body.get("events"), list):
+        raise FederationFetchError("bad_page", "bad answer: the answer has no list of events")
+    items = body["events"]
+    if len(items) > limit:
+        raise FederationFetchError("too_many_events", f"refused: the page has {len(items)} events, more than "
+                                   f"the {limit} asked for (nothing of it was stored)")
+    kept, refused = [], []
+    for item in items:
+        size = event_bytes(item)
+        if size > MAX_EVENT_BYTES:
+            name = str(item.get("id"))[:40] if isinstance(item, dict) else "?"
+            refused.append(f"refused: event {name} is {size} bytes, over the {MAX_EVENT_BYTES}-byte cap")
+        else:
+            kept.append(item)
+    if refused:
+        body = {**body, "events": kept}
+    return Page(body=body, refused=refused)
