@@ -1,15 +1,15 @@
 """run id prefixes: an index PostgreSQL can use for ``id LIKE 'prefix%'`` in any collation
 
-Revision ID: 0009_cli
-Revises: 0008
+Revision ID: 0010_cli
+Revises: 0009_steps
 """
 
 from __future__ import annotations
 
 from alembic import op
 
-revision = "0009_cli"
-down_revision = "0008"
+revision = "0010_cli"
+down_revision = "0009_steps"
 branch_labels = None
 depends_on = None
 
