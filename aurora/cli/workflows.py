@@ -85,7 +85,7 @@ def wait_for_run(client: Any, run_id: str, timeout: float, show: Callable[[str],
             if time.monotonic() > deadline:
                 show("")
                 _fail(f"lost the connection to Aurora while following run {run_id} ({exc}); it was submitted "
-                      f"and may still run or have finished: check it with: aurora status {short_id(run_id)}",
+                      f"and may still run or have finished: check it with: aurora status {run_id}",
                       EXIT_PENDING)
             line = f"{short_id(run_id)}: connection lost ({exc}); trying again"
             if line != last:
