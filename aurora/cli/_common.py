@@ -89,8 +89,8 @@ def _client_error(exc: ClientError) -> NoReturn:
     if body.get("errors"):
         from ._documents import print_problems
 
-        print_problems(None, body["errors"], headline=body.get("error") == "malformed_workflow" and
-                       "the workflow cannot be read" or "the server refused it")
+        readable = body.get("error") != "malformed_workflow"
+        print_problems(None, body["errors"], "the server refused it" if readable else "the workflow cannot be read")
         sys.exit(2)
     hint = None
     if exc.status is None:
