@@ -22,7 +22,7 @@ from .adapters import CallContext, Mode
 
 #: form and JSON fields in plain words, in this order; any other field follows under its own name
 LABELS = {
-    "from": "From", "to": "To", "subject": "Subject", "text": "Text", "html": "HTML part",
+    "from": "From", "to": "To", "h:Reply-To": "Reply-To", "subject": "Subject", "text": "Text", "html": "HTML part",
     "template": "Template", "t:variables": "Template variables",
     "customer": "Customer", "payment_method": "Payment method", "description": "Description",
     "message": "Post text", "caption": "Caption", "link": "Link", "image_url": "Image URL",

@@ -35,7 +35,8 @@ QUEUE = "aurora"
 #: never delays a run
 SYSTEM_QUEUE = "aurora.system"
 #: the tasks that go through :data:`SYSTEM_QUEUE`
-SYSTEM_TASKS = ("aurora.sweep", "aurora.ingest_forms", "aurora.federation_sync", "aurora.audit_checkpoint")
+SYSTEM_TASKS = ("aurora.sweep", "aurora.ingest_forms", "aurora.federation_sync", "aurora.audit_checkpoint",
+                "aurora.fire_schedules")
 
 
 def broker_options(settings: Settings) -> dict[str, Any]:
@@ -112,6 +113,7 @@ def make_celery(settings: Settings, set_as_current: bool = True) -> Celery:
             "aurora-federation-sync": ("aurora.federation_sync", _policy_number(
                 lambda p: p.federation["sync_interval"], 600.0)),
             "aurora-audit-checkpoint": ("aurora.audit_checkpoint", float(settings.audit_checkpoint_interval)),
+            "aurora-fire-schedules": ("aurora.fire_schedules", 20.0),  # aurora.triggers.TICK
         }),
         beat_schedule_filename=str(settings.home / "celerybeat-schedule"),
     )

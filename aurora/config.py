@@ -75,6 +75,16 @@ class Settings:
         return self.audit_key_file or self.home / "audit.key"
 
     @property
+    def identity_key_path(self) -> Path:
+        """This node's Ed25519 key pair (federation identity), made on first start."""
+        return self.home / "node_identity.pem"
+
+    @property
+    def federation_secret_path(self) -> Path:
+        """The key that encrypts the peers' tokens in the database (``federation/vault.py``)."""
+        return self.home / "federation_tokens.key"
+
+    @property
     def audit_checkpoints_file(self) -> Path:
         """Where ``aurora audit checkpoint`` keeps the signed heads it made, one JSON line each."""
         return self.home / "audit_checkpoints.jsonl"

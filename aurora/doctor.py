@@ -58,7 +58,10 @@ def run_checks(runtime: Any) -> list[Finding]:
         policy = PolicyStore(settings.policy_file).current()
         add(Finding("ok", "policy", f"{settings.policy_file} is valid (version {policy.version})"))
     except AuroraError as exc:
-        add(Finding("error", "policy", str(exc), "fix the key it names; `aurora doctor` checks it again"))
+        # the file is hot-reloaded: who may write it may switch payments live
+        fix = (f"chmod go-w {settings.policy_file}" if "writable by group or others" in str(exc)
+               else "fix the key it names; `aurora doctor` checks it again")
+        add(Finding("error", "policy", str(exc), fix))
         return findings
 
     path = settings.secrets_file

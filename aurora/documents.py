@@ -49,12 +49,19 @@ _ALLOWED_TAGS = {
 _EMAIL = re.compile(r"^[^@\s<>(),;:\"\[\]]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
 
 
+_MAILBOX = re.compile(r'([^<>",;\r\n\x00-\x1f]{1,200}) <([^<>\s]+)>')
+
+
 class _WorkflowLoader(_Loader):  # type: ignore[misc, valid-type]
-    """Safe loader that keeps dates as the strings the user wrote (JSON has no date type)."""
+    """Safe loader that keeps dates as the strings the user wrote (JSON has no date type), and
+    reads booleans as YAML 1.2 does: only true and false (YAML 1.1 also read yes, no, on and off,
+    so a definition's ``on:`` became the key True)."""
 
 
+_BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
 _WorkflowLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    first: [(tag, _BOOL if tag == "tag:yaml.org,2002:bool" else rx) for tag, rx in resolvers
+            if tag != "tag:yaml.org,2002:timestamp" and not (tag == "tag:yaml.org,2002:bool" and first in "yYnNoO")]
     for first, resolvers in _Loader.yaml_implicit_resolvers.items()
 }
 
@@ -238,10 +245,22 @@ def _email_format(value: object) -> bool:
     return not isinstance(value, str) or bool(_EMAIL.fullmatch(value))
 
 
+def _mailbox_format(value: object) -> bool:
+    """``shop@example.com`` or ``Shop <shop@example.com>`` (RFC 5322's name-addr, without
+    comments or groups): a display name holds no angle brackets, quotes or line breaks."""
+    if not isinstance(value, str):
+        return True
+    if _EMAIL.fullmatch(value):
+        return True
+    found = _MAILBOX.fullmatch(value)
+    return bool(found and _EMAIL.fullmatch(found.group(2)))
+
+
 @cache
 def _validator() -> Draft202012Validator:
     checker = FormatChecker(formats=())
     checker.checks("email")(_email_format)
+    checker.checks("mailbox")(_mailbox_format)
     return Validator(load_schema("workflow.schema.json"), format_checker=checker)
 
 
@@ -331,6 +350,8 @@ def _problems(error: ValidationError, nodes: Nodes | None = None) -> list[Proble
         return _alternatives(error, nodes)
     if kind == "format" and error.validator_value == "email":
         return [_problem(nodes, parts, f"{_short(error.instance)} is not an email")]
+    if kind == "format" and error.validator_value == "mailbox":
+        return [_problem(nodes, parts, f"{_short(error.instance)} is not an address or Name <address>")]
     if kind == "pattern":
         hint = error.parent.schema.get("description") if error.parent else None
         described = error.schema.get("description") if isinstance(error.schema, dict) else None

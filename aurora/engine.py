@@ -153,9 +153,12 @@ class Engine:
         return self.submit_once(workflow, submitter, None, person)[0]
 
     def submit_once(self, workflow: Workflow, submitter: str, idempotency_key: str | None,
-                    person: str | None = None) -> tuple[Run, bool]:
+                    person: str | None = None, origin: dict[str, Any] | None = None,
+                    trigger: dict[str, Any] | None = None) -> tuple[Run, bool]:
         """Like :meth:`submit`; with a key, the run an earlier submission with that key (by the same
-        submitter) made, if there is one. Returns the run and whether it is new."""
+        submitter) made, if there is one. Returns the run and whether it is new. ``origin``: the
+        stored definition and version it comes from; ``trigger``: what started it (its timeline
+        says so: ``run.triggered``)."""
         if workflow.goal == "charge":  # other runs are stored even without a usable policy (then blocked)
             refuse_over_ceiling(workflow, self.policies.current())
         policy = None
@@ -172,6 +175,7 @@ class Engine:
                 "submitted_by_person": person or submitter,
                 "approvals_required": 0, "attempts": 0, "created_at": now, "updated_at": now, "enqueued_at": now,
             }
+            values.update(origin or {})
             try:
                 with self.db.write_rows() as connection:
                     # The key's row first, in the run's transaction: a racing twin waits on it here.
@@ -186,6 +190,9 @@ class Engine:
                                    **({"steps": len(workflow.document["steps"]), "inputs": sorted(workflow.inputs or {})}
                                       if workflow.is_flow else {})},
                                   run_id=values["id"], at=values["created_at"])
+                    if trigger is not None:
+                        events.append(self.db, connection, self.node, "run.triggered", trigger,
+                                      run_id=values["id"], at=values["created_at"])
                     if policy is not None:
                         flow_runs.begin(self, connection, values, policy)
             except IntegrityError:

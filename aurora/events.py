@@ -76,8 +76,14 @@ def as_dict(event: Event) -> dict[str, Any]:
     }
 
 
-def for_run(session: Session, run_id: str) -> list[Event]:
-    return list(session.scalars(select(Event).where(Event.run_id == run_id).order_by(Event.seq)))
+def for_run(session: Session, run_id: str, origin: str | None = None) -> list[Event]:
+    """A run's timeline: only the events of ``origin``, the node that holds the run. Without it,
+    the origin of the run's first event (its ``run.queued``, written when it was submitted here):
+    events a peer sent about the same run id are another node's, never this run's."""
+    if origin is None:
+        origin = session.scalar(select(Event.origin).where(Event.run_id == run_id).order_by(Event.seq).limit(1))
+    return list(session.scalars(select(Event).where(Event.run_id == run_id, Event.origin == origin)
+                                .order_by(Event.seq)))
 
 
 def page(session: Session, since: int = 0, limit: int = 100, origin: str | None = None) -> list[Event]:

@@ -175,6 +175,12 @@ class Transport(filesystem.Transport):
         folder = str((client.transport_options or {}).get("control_folder", "control"))
         self.state = self._states.setdefault(folder, virtual.BrokerState())
 
+    @property
+    def default_connection_params(self) -> dict[str, Any]:
+        # A folder has no host: kombu's default of "localhost" only made every process warn
+        # "No hostname was supplied" at start.
+        return {}
+
     def drain_events(self, connection: Any, timeout: float | None = None) -> None:
         start = monotonic()
         interval = self.polling_interval

@@ -91,6 +91,33 @@ class TextFormatter(logging.Formatter):
         return f"{text} [run {run_id}]" if run_id and run_id not in text else text
 
 
+#: the system's periodic tasks: beat sends each one every few seconds to minutes
+ROUTINE_TASKS = frozenset(("aurora.sweep", "aurora.ingest_forms", "aurora.federation_sync", "aurora.audit_checkpoint"))
+
+
+class Routine(logging.Filter):
+    """Celery's lines about the periodic system tasks (beat sending one, the worker receiving it,
+    its success) are DEBUG: three lines each sweep interval said nothing. A task that did something
+    says so in a line of its own (``sweeper sent 2 run(s) again``); a failure stays an ERROR."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or not record.name.startswith("celery."):
+            return True
+        data = getattr(record, "data", None)
+        if isinstance(data, dict):  # celery.app.trace and celery.worker.strategy pass the task's context
+            routine = data.get("name") in ROUTINE_TASKS and "exc" not in data
+        else:
+            message = record.getMessage()
+            routine = record.name == "celery.beat" and message.startswith("Scheduler: Sending due task") \
+                and message.rstrip(")").rsplit("(", 1)[-1] in ROUTINE_TASKS
+        if not routine:
+            return True
+        if not logging.getLogger().isEnabledFor(logging.DEBUG):
+            return False
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
 _redactor: Redact | None = None
 
 
@@ -117,6 +144,7 @@ def configure(secrets: Callable[[], list[str]], level: str | None = None) -> Non
         return
     handler = logging.StreamHandler(sys.stderr)
     handler._aurora = True  # type: ignore[attr-defined]
+    handler.addFilter(Routine())
     if os.environ.get("AURORA_LOG_FORMAT", "text").lower() == "json":
         handler.setFormatter(JsonFormatter())
     else:

@@ -126,7 +126,8 @@ def _create() -> dict[str, Any]:
         "webhooks_rejected": Counter("aurora_webhooks_rejected_total", "Provider callbacks refused (forged, stale, "
                                      "malformed)", ["provider", "reason"]),
         "federation_rejected": Counter("aurora_federation_rejected_total", "What a peer sent that this node "
-                                       "refused (pages over the limit, oversize events, slow answers, ...)",
+                                       "refused (pages over the limit, oversize events, slow answers, events claiming its own or an unknown "
+                                       "origin, bad signatures, ...)",
                                        ["peer", "reason"]),
         "restarts": Counter("aurora_supervisor_restarts_total", "Children of `aurora up` started again after an "
                             "unexpected exit", ["process"]),

@@ -9,7 +9,7 @@ import enum
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -125,12 +125,16 @@ class Run(Base):
     step_id: Mapped[str | None] = mapped_column(String(64))
     step_attempt: Mapped[int | None] = mapped_column(Integer)
     inputs: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: the stored definition and version the run was started from (``aurora.definitions``)
+    definition: Mapped[str | None] = mapped_column(String(128))
+    definition_version: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
         Index("ix_runs_status_pk", "status", "pk"),
         Index("ix_runs_goal_pk", "goal", "pk"),
         Index("ix_runs_name_pk", "name", "pk"),
         Index("ux_runs_parent_step", "parent_id", "step_id", "step_attempt", unique=True),
+        Index("ix_runs_definition_pk", "definition", "pk"),
     )
 
 
@@ -187,6 +191,10 @@ class Event(Base):
     run_id: Mapped[str | None] = mapped_column(String(36), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: for a foreign event, its origin's seq and Ed25519 signature as received (relayed unchanged);
+    #: this node's own events are signed when served (``federation/signing.py``)
+    origin_seq: Mapped[int | None] = mapped_column(BigInteger)
+    signature: Mapped[str | None] = mapped_column(String(88))
 
     __table_args__ = (UniqueConstraint("origin", "id", name="uq_events_origin_id"),)
 
@@ -287,13 +295,14 @@ class FormCursor(Base):
 
 
 class Node(Base):
-    """A peer this node pulls events from. ``token`` is the peer's, presented when pulling."""
+    """A peer this node pulls events from. ``token`` is the peer's, presented when pulling,
+    encrypted with the key under AURORA_HOME (``federation/vault.py``)."""
 
     __tablename__ = "nodes"
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     url: Mapped[str] = mapped_column(String(512))
-    token: Mapped[str] = mapped_column(String(256))
+    token: Mapped[str] = mapped_column(String(1024))
     enabled: Mapped[bool] = mapped_column(default=True)
     cursor: Mapped[int] = mapped_column(BigInteger, default=0)
     remote_last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -305,6 +314,40 @@ class Node(Base):
     sync_owner: Mapped[str | None] = mapped_column(String(128))
     sync_lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: events from this peer refused, by reason (own_origin, unknown_origin, bad_signature)
+    rejected: Mapped[dict[str, int] | None] = mapped_column(JSON)
+    last_rejection: Mapped[str | None] = mapped_column(String(255))
+
+
+class FederationKey(Base):
+    """An origin's Ed25519 public key: pinned when its node was registered here, or introduced
+    by a pinned peer that relays its events (trust on first introduction; a pin always wins)."""
+
+    __tablename__ = "federation_keys"
+
+    origin: Mapped[str] = mapped_column(String(64), primary_key=True)
+    public_key: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(16))  # pinned | introduced
+    introduced_by: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WitnessCheckpoint(Base):
+    """The newest audit checkpoint an origin published that this node verified, kept as a
+    witness; ``problem`` says when a later one showed the origin's log cut short or rewritten."""
+
+    __tablename__ = "witness_checkpoints"
+
+    origin: Mapped[str] = mapped_column(String(64), primary_key=True)
+    origin_seq: Mapped[int] = mapped_column(BigInteger)
+    count: Mapped[int] = mapped_column(BigInteger)
+    head_pk: Mapped[int | None] = mapped_column(BigInteger)
+    head_hash: Mapped[str] = mapped_column(String(64))
+    #: the whole signed event, so the origin can check what its witness holds
+    event: Mapped[dict[str, Any]] = mapped_column(JSON)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    problem: Mapped[str | None] = mapped_column(String(512))
+    problem_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class FederationToken(Base):
@@ -365,3 +408,35 @@ class WebSession(Base):
     key_id: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class Definition(Base):
+    """A stored workflow definition: its current version and whether its triggers act."""
+
+    __tablename__ = "definitions"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: the webhook trigger's secret, sealed (``aurora.sealed``): a database dump does not reveal it
+    webhook_secret: Mapped[str | None] = mapped_column(Text)
+    #: the scheduled firings up to this time have been looked at (``aurora.triggers``)
+    schedule_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DefinitionVersion(Base):
+    """One version of a definition: the workflow and its ``on:`` triggers, and their hash."""
+
+    __tablename__ = "definition_versions"
+
+    pk: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer)
+    digest: Mapped[str] = mapped_column(String(64))
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (UniqueConstraint("name", "version", name="uq_definition_versions_name_version"),)

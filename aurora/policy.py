@@ -20,7 +20,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
@@ -61,6 +61,8 @@ class Policy:
 
     data: dict[str, Any]
     version: str
+    #: SHA-256 of the file's bytes as read (``sha256sum`` of the file gives the same)
+    sha256: str = ""
 
     @property
     def dry_run(self) -> bool:
@@ -125,7 +127,7 @@ def parse_policy(text: str, source: str = "policy") -> Policy:
     if len(engines) != len(set(engines)):
         raise PolicyError(f"{source}: ki_routing.rules: each engine may have one rule only")
     version = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
-    return Policy(data=data, version=version)
+    return Policy(data=data, version=version, sha256=hashlib.sha256(text.encode("utf-8")).hexdigest())
 
 
 class PolicyStore:
@@ -162,10 +164,15 @@ class PolicyStore:
             if mode & (stat.S_IWGRP | stat.S_IWOTH):
                 raise PolicyError(f"{self.path} is writable by group or others (mode {stat.S_IMODE(mode):03o}); "
                                   f"run: chmod go-w {self.path}")
-            text = self.path.read_text(encoding="utf-8")
+            raw = self.path.read_bytes()
         except OSError as exc:
             raise PolicyError(f"{self.path}: cannot read the policy file: {exc.strerror}") from None
-        return parse_policy(text, str(self.path))
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise PolicyError(f"{self.path}: not UTF-8 (invalid byte at offset {exc.start})") from None
+        # the hash of the bytes on disk, so that the audit record's matches ``sha256sum`` of the file
+        return replace(parse_policy(text, str(self.path)), sha256=hashlib.sha256(raw).hexdigest())
 
     def current(self) -> Policy:
         """The policy in force, re-read first if the file changed since the last look."""

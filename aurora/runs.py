@@ -61,7 +61,7 @@ def resolve_id(session: Session, given: str) -> str:
     if len(prefix) < MIN_PREFIX:
         raise BadRunId(f"run id {given[:40]!r} is too short: give at least {MIN_PREFIX} characters of it")
     # SQLite: a range on the unique index (its LIKE folds case and cannot use it); PostgreSQL:
-    # LIKE on the text_pattern_ops index of migration 0010_cli, right in every collation
+    # LIKE on the text_pattern_ops index of migration 0012_cli, right in every collation
     bind = session.get_bind()
     fits = (Run.id.like(prefix + "%") if bind.dialect.name == "postgresql"
             else (Run.id >= prefix) & (Run.id < prefix + "\x7f"))
@@ -105,7 +105,9 @@ def summary(run: Run) -> dict[str, Any]:
     }
 
 
-def detail(session: Session, run_id: str) -> dict[str, Any]:
+def detail(session: Session, run_id: str, node: str | None = None) -> dict[str, Any]:
+    """One run as the API shows it; ``node`` is this node's name (its timeline holds only this
+    node's events: see :func:`events.for_run`)."""
     run = session.scalar(select(Run).where(Run.id == run_id))
     if run is None:
         raise NotFound(f"no run {run_id}")
@@ -141,7 +143,7 @@ def detail(session: Session, run_id: str) -> dict[str, Any]:
              "started_at": _iso(s.started_at), "finished_at": _iso(s.finished_at)}
             for s in steps
         ],
-        "timeline": [events.as_dict(e) for e in events.for_run(session, run_id)],
+        "timeline": [events.as_dict(e) for e in events.for_run(session, run_id, node)],
         # a workflow of several steps: its inputs, and each step with its status, mode, output, approvals
         **({"flow": {"inputs": run.inputs or {}, "steps": flow_runs.steps_view(session, run)}}
            if run.goal == flow_runs.FLOW_GOAL else {}),

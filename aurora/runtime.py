@@ -13,6 +13,7 @@ from .config import Settings, load_settings
 if TYPE_CHECKING:  # the parts load on first use: beat and gunicorn's master need few of them
     from .db import Database
     from .engine import Engine
+    from .federation.identity import Identity
     from .policy import PolicyStore
     from .ratelimit import RateLimiter
     from .secrets import Secrets, SecretsFile
@@ -44,6 +45,13 @@ class Runtime:
         # Only a process with a runtime holds the database: it is what puts each reload in the chain.
         store.listeners.append(policy_ledger.listener(self.db, str(self.settings.policy_file)))
         return store
+
+    @cached_property
+    def identity(self) -> Identity:
+        """This node's federation key pair (``federation/identity.py``), made on first use."""
+        from .federation.identity import Identity
+
+        return Identity(self.settings.node_name, self.settings.identity_key_path)
 
     def secrets(self) -> Secrets:
         return self._secrets_file.load()

@@ -68,11 +68,17 @@ def prepare(settings: Settings, url: str) -> str | None:
     from .client import write_config
     from .migrations import upgrade
     from .models import Role
+    from .policy_ledger import record_start
     from .runtime import get_runtime
 
     settings.home.mkdir(parents=True, exist_ok=True)
     upgrade(settings.database_url)
     db = get_runtime().db
+    record_start(db, get_runtime().policies)  # an edit made while the stack was stopped goes on record
+    from .federation import vault
+
+    vault.seal_plaintext(db, settings.federation_secret_path)
+    get_runtime().identity  # noqa: B018 - the node's federation key pair, made on first start
     if keys.any_admin(db):
         return None
     name = "admin"
@@ -144,6 +150,29 @@ def _die_with_parent() -> Callable[[], None] | None:
     return preexec
 
 
+#: a child's log file larger than this at start is moved to ``NAME.log.1`` (replacing the one before)
+LOG_ROTATE_BYTES = 10 * 1024 * 1024
+
+
+def log_files(folder: Path, names: Sequence[str]) -> dict[str, Path]:
+    """One log file per child under ``folder`` (made 0700); a large one is rotated once at start."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {name: folder / f"{name}.log" for name in names}
+    for path in files.values():
+        if path.exists() and path.stat().st_size > LOG_ROTATE_BYTES:
+            path.replace(path.with_name(path.name + ".1"))
+    return files
+
+
+def tail(path: Path | None, lines: int) -> list[str]:
+    """The last ``lines`` lines of a log file (empty when there is none)."""
+    if path is None or not path.exists():
+        return []
+    with open(path, "rb") as handle:
+        handle.seek(max(0, path.stat().st_size - 64 * 1024))
+        return handle.read().decode("utf-8", "replace").splitlines()[-lines:]
+
+
 @dataclass
 class Child:
     name: str
@@ -152,10 +181,16 @@ class Child:
     exits: deque[float] = field(default_factory=deque)
     restarts: int = 0
     start_at: float = 0.0  # when a child that exited may start again (monotonic)
+    log: Path | None = None  # where its stdout and stderr go; None: the supervisor's own
 
     def start(self, preexec: Callable[[], None] | None) -> None:
         # Its own session: Ctrl-C in the terminal reaches the supervisor only, which decides.
-        self.proc = subprocess.Popen(self.command, start_new_session=True, preexec_fn=preexec)
+        if self.log is None:
+            self.proc = subprocess.Popen(self.command, start_new_session=True, preexec_fn=preexec)
+            return
+        with open(self.log, "ab") as out:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(self.command, start_new_session=True, preexec_fn=preexec,
+                                         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -197,19 +232,26 @@ class _Signals:
         self.count += 1
 
 
-def run_stack(commands: dict[str, list[str]], grace: float = 60.0) -> int:
+def run_stack(commands: dict[str, list[str]], grace: float = 60.0, logs: dict[str, Path] | None = None,
+              ready: Callable[[], bool] | None = None, on_ready: Callable[[], None] | None = None) -> int:
     """Run every command as a supervised child until a signal or a child that keeps failing.
 
+    ``logs`` sends a child's output to its file instead of this terminal. ``on_ready`` is called
+    once, the first time ``ready()`` (asked every loop until then) is true.
     Return 0 after a stop by signal, 1 when the supervisor gave up on a child.
     """
     preexec = _die_with_parent()
     signals = _Signals()
-    children = [Child(name, list(cmd)) for name, cmd in commands.items()]
+    children = [Child(name, list(cmd), log=(logs or {}).get(name)) for name, cmd in commands.items()]
     code = 0
+    announced = on_ready is None
     try:
         for child in children:
             child.start(preexec)
         while not signals.count:
+            if not announced and (ready is None or ready()):
+                announced = True
+                on_ready()  # type: ignore[misc]
             now = time.monotonic()
             for child in children:
                 if child.proc is not None and child.proc.poll() is not None:
@@ -238,16 +280,25 @@ def _on_exit(child: Child, now: float) -> bool:
         child.exits.popleft()
     how = f"was killed by signal {-returncode}" if returncode < 0 else f"exited with code {returncode}"
     if len(child.exits) >= MAX_FAST_EXITS:
+        where = f"The end of {child.log}, below," if child.log else "Its log lines above"
         _say(f"{child.name} (pid {pid}) {how}; it exited {len(child.exits)} times within "
              f"{FAST_EXIT_WINDOW:.0f} s, so it is not restarted again: stopping the stack. "
-             "Its log lines above say why; fix that and run `aurora up` again.")
+             f"{where} say why; fix that and run `aurora up` again.")
+        _show_tail(child, 20)
         return True
     delay = min(RESTART_DELAY * 2 ** (len(child.exits) - 1), MAX_RESTART_DELAY)
     child.restarts += 1
     child.start_at = now + delay
-    _say(f"{child.name} (pid {pid}) {how}; restarting it in {delay:g} s (restart {child.restarts})")
+    _say(f"{child.name} (pid {pid}) {how}; restarting it in {delay:g} s (restart {child.restarts})"
+         + (f"; its last lines, from {child.log}:" if child.log else ""))
+    _show_tail(child, 5)
     _count_restart(child.name)
     return False
+
+
+def _show_tail(child: Child, lines: int) -> None:
+    for line in tail(child.log, lines):
+        print(f"  | {line}", file=sys.stderr, flush=True)
 
 
 def _stop(children: list[Child], signals: _Signals, grace: float) -> None:

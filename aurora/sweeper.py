@@ -59,7 +59,7 @@ def sweep(engine: Engine, waiting: int | None = None) -> list[str]:
         for run_id, enqueued_at in lost:
             # A blocked run was seen by a worker each time (aurora.blocking): it waits for its
             # cause to be fixed, it does not kill workers; it is sent again however often.
-            if _resends(session, run_id) >= MAX_RESENDS and not _blocked(session, run_id):
+            if _resends(session, run_id, engine.node) >= MAX_RESENDS and not _blocked(session, run_id):
                 engine.transition(session, run_id, (RunStatus.QUEUED,), RunStatus.FAILED,
                                   {"error": "lost_too_often"}, error={
                                       "type": "lost_too_often", "message":
@@ -86,9 +86,11 @@ def _blocked(session: Session, run_id: str) -> bool:
     return error.get("type") == "blocked"
 
 
-def _resends(session: Session, run_id: str) -> int:
+def _resends(session: Session, run_id: str, node: str) -> int:
+    # only this node's own events: a peer's event about the same run id is never this run's
     return sum(1 for data in session.scalars(select(Event.data).where(
-        Event.run_id == run_id, Event.type == "run.requeued")) if (data or {}).get("reason") == RESENT)
+        Event.run_id == run_id, Event.origin == node, Event.type == "run.requeued"))
+        if (data or {}).get("reason") == RESENT)
 
 
 def _lost_messages(engine: Engine, session: Session, waiting: int | None, now: datetime,

@@ -97,14 +97,23 @@ def ingest_forms() -> int:
         started = get_runtime().engine.schedule_form_ingests() if free else []
     for run_id in started:
         enqueue(run_id)
+    if started:
+        log.info("form ingest started %d run(s)", len(started))
     return len(started)
 
 
 @shared_task(name="aurora.federation_sync", acks_late=False)
 def federation_sync() -> int:
-    """Beat's sync pass over every enabled peer (each peer is synced by one process at a time)."""
+    """Beat's sync pass over every enabled peer (each peer is synced by one process at a time),
+    after publishing this node's audit checkpoint for its witnesses (``federation/witness.py``)."""
+    from .federation import witness
     from .federation.sync import Syncer
 
+    if get_runtime().policies.current().federation["enabled"]:
+        try:
+            witness.publish(get_runtime())
+        except Exception:  # noqa: BLE001 - a failed checkpoint must not stop the sync
+            log.exception("publishing the audit checkpoint failed")
     with _slow_slot("federation sync") as free:
         results = Syncer(get_runtime()).run() if free else []
     for result in results:
@@ -125,3 +134,17 @@ def audit_checkpoint() -> int:
         log.error("audit checkpoint refused, the chain does not verify: %s", exc)
         return -1
     return int(checkpoint["count"])
+
+
+@shared_task(name="aurora.fire_schedules", acks_late=False)
+def fire_schedules() -> int:
+    """Beat's look at the stored definitions' schedules: start each due firing once."""
+    from . import triggers
+    from .queue import enqueue
+
+    engine = get_runtime().engine
+    started = triggers.fire_schedules(engine)
+    for run_id in started:
+        for ready in engine.ready_steps(run_id) or [run_id]:
+            enqueue(ready)
+    return len(started)

@@ -142,6 +142,12 @@ def record_rejection(db: Any, provider: str, reason: str, headers: dict[str, str
                      outcome="rejected", response=None, duration_ms=0.0)
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    """A part of a signed body that should be an object: anything else counts as empty (a signed
+    body may still be odd; it must never be a 500)."""
+    return value if isinstance(value, dict) else {}
+
+
 def _first_time(session: Any, provider: str, external_id: str, type_: str, run_id: str | None) -> bool:
     """Claim this callback id; False if it was taken before (the provider retried)."""
     try:
@@ -184,7 +190,8 @@ def _run_by_metadata(session: Any, intent: dict[str, Any]) -> str | None:
     Metadata is only a claim: anyone with a Stripe account on this webhook endpoint can put any
     run id on any intent. So the run must have begun a live charge, and the intent must be the
     charge its document asked for (amount, currency, customer); else the event is about no run."""
-    run_id = str((intent.get("metadata") or {}).get("aurora_run_id") or "")
+    metadata = intent.get("metadata")
+    run_id = str(metadata.get("aurora_run_id") or "") if isinstance(metadata, dict) else ""
     if not run_id:
         return None
     run = session.scalar(select(Run).where(Run.id == run_id[:36], Run.goal == "charge"))
@@ -267,82 +274,164 @@ def _created(event: dict[str, Any]) -> int | None:
     return created if isinstance(created, int) and not isinstance(created, bool) else None
 
 
-def _newest_applied(session: Any, run_id: str, intent_id: Any) -> int | None:
-    """The ``created`` of the newest event already applied to this run for this intent."""
+def _newest_applied(session: Any, run_id: str, intent_id: Any, node: str) -> int | None:
+    """The ``created`` of the newest event already applied to this run for this intent (by this
+    node: a peer's event about the same run id is never this run's)."""
     from .models import Event
 
     stamps = [data.get("created") for data in session.scalars(select(Event.data).where(
-        Event.run_id == run_id, Event.type == "run.settled"))
+        Event.run_id == run_id, Event.origin == node, Event.type == "run.settled"))
         if isinstance(data, dict) and data.get("payment_intent") == intent_id]
     stamps = [stamp for stamp in stamps if isinstance(stamp, int)]
     return max(stamps) if stamps else None
 
 
+class WebhookDeferred(AuroraError):
+    """Raised when a genuine callback cannot be applied now (the provider could not be asked about
+    it): answered 503, nothing stored, so the provider delivers it again later."""
+
+    code = "webhook_deferred"
+    http_status = 503
+
+
+def settlement_of(intent: dict[str, Any]) -> str:
+    """A run's settlement from a PaymentIntent's ``status`` as Stripe reports it."""
+    status = intent.get("status")
+    if status == "succeeded":
+        return "succeeded"
+    if status == "canceled":
+        return "canceled"
+    if status == "requires_payment_method" and intent.get("last_payment_error"):
+        return "failed"
+    return "pending"  # processing, requires_action, requires_confirmation, requires_capture
+
+
+def _received(session: Any, event_id: str) -> bool:
+    return session.scalar(select(WebhookReceipt.external_id).where(
+        WebhookReceipt.provider == "stripe", WebhookReceipt.external_id == event_id[:255])) is not None
+
+
+def _ask_stripe(engine: Any, intent_id: str) -> dict[str, Any] | None:
+    """The PaymentIntent as Stripe holds it now; None when Stripe has none of that id."""
+    from .adapters.stripe_adapter import IntentUnavailable, IntentUnknown, retrieve_intent
+    from .errors import PolicyError, SecretsError
+
+    try:
+        settings = engine.policies.current().adapter("stripe")
+        key = engine.secrets().get("stripe", "secret_key") or ""
+    except (PolicyError, SecretsError) as exc:
+        raise WebhookDeferred(f"cannot ask Stripe about {intent_id}: {exc.__class__.__name__}") from None
+    try:
+        return retrieve_intent(intent_id, key, settings)
+    except IntentUnknown:
+        return None
+    except IntentUnavailable as exc:
+        log.warning("Stripe event about %s deferred: %s", intent_id, exc)
+        raise WebhookDeferred(f"cannot ask Stripe about {intent_id} now ({exc}); deliver it again later") from None
+
+
 def apply_stripe(engine: Any, event: dict[str, Any]) -> dict[str, Any]:
+    """Apply a verified Stripe event. The event says *that* an intent changed; what it changed to is
+    asked of Stripe (``GET /v1/payment_intents/{id}``), as Stripe's guidance advises: a late,
+    replayed or forged body (a leaked webhook secret signs anything) never decides the money."""
     event_id, type_ = str(event.get("id", "")), str(event.get("type", ""))
     if not event_id.startswith("evt_"):
         raise WebhookRejected("not a Stripe event")
-    intent = ((event.get("data") or {}).get("object") or {})
-    outcome = SETTLING.get(type_)
+    claimed = _mapping(event.get("data")).get("object") or {}
+    if not isinstance(claimed, dict):
+        raise WebhookRejected("the event's data.object is not an object")
+    intent_id = claimed.get("id") if isinstance(claimed.get("id"), str) else ""
+    acted_upon = type_ in SETTLING
+    fetched: dict[str, Any] | None = None
+    asked, took_ms = False, 0.0
+    if acted_upon and intent_id:
+        # Ask Stripe only about an intent a run may have made (a recorded reference, or a metadata
+        # claim that fits a live charge), and outside any write: the answer may take seconds.
+        with engine.db.read() as session:
+            if _received(session, event_id):
+                return {"received": True, "duplicate": True}
+            candidate = _run_for(session, "stripe", intent_id) or _run_by_metadata(session, claimed)
+        if candidate:
+            started = time.perf_counter()
+            fetched, asked = _ask_stripe(engine, intent_id), True
+            took_ms = (time.perf_counter() - started) * 1000
+    intent = fetched if asked else claimed
     created = _created(event)
     with engine.db.write() as session:
         # Two events of one intent at once on PostgreSQL: the order check and the write are one turn.
         engine.db.lock(session, STRIPE_SETTLE_LOCK)
         # A stored reference was written by the worker that made the intent, or after a metadata
-        # match was checked: it is trusted. A metadata match is checked before anything is written.
-        known = _run_for(session, "stripe", intent.get("id"))
-        run_id = known or (_run_by_metadata(session, intent) if outcome else None)
+        # match was checked: it is trusted. A metadata match is checked (on Stripe's own object)
+        # before anything is written.
+        known = _run_for(session, "stripe", intent_id) if intent is not None else None
+        run_id = known or (_run_by_metadata(session, intent) if acted_upon and intent is not None else None)
+        if acted_upon and run_id is not None and not asked:
+            # the worker recorded the intent between the look and this transaction: ask first
+            raise WebhookDeferred(f"PaymentIntent {intent_id} was just recorded; deliver the event again")
         if not _first_time(session, "stripe", event_id, type_, run_id):
             return {"received": True, "duplicate": True}
-        if outcome is None:
+        if not acted_upon:
             return {"received": True, "ignored": f"{type_} is not acted upon"}
-        if run_id is None:
+        if run_id is None or intent is None:
             # Answered 2xx all the same: Stripe would retry an error for days, and no retry matches.
             events.append(engine.db, session, engine.node, "webhook.unmatched",
-                          {"provider": "stripe", "type": type_, "payment_intent": intent.get("id"),
-                           "stripe_event": event_id})
+                          {"provider": "stripe", "type": type_, "payment_intent": intent_id or None,
+                           "stripe_event": event_id, "unknown_to_stripe": asked and intent is None})
             log.info("Stripe event %s (%s) matches no run", event_id, type_)
             return {"received": True, "ignored": "no run made this payment intent"}
-        if intent.get("id") and not known:  # later events of this intent find the run by it
-            session.merge(ExternalRef(provider="stripe", ref=str(intent["id"])[:255], run_id=run_id))
+        if not known:  # later events of this intent find the run by it
+            session.merge(ExternalRef(provider="stripe", ref=intent_id[:255], run_id=run_id))
+        outcome = settlement_of(intent)
+        summary = {key: intent.get(key) for key in INTENT_FIELDS}
+        audit.append(engine.db, session, run_id=run_id, adapter="stripe", operation="retrieve", mode="live",
+                     reason=f"state of {intent_id} asked for Stripe event {event_id}"[:255],
+                     request={"payment_intent": intent_id, "stripe_event": event_id, "type": type_},
+                     outcome="ok", response=summary, duration_ms=took_ms)
+        said = claimed.get("status")
+        if said != intent.get("status"):
+            log.warning("Stripe event %s says %s is %r, Stripe says %r: Stripe's answer applies", event_id,
+                        intent_id, said, intent.get("status"))
         error = intent.get("last_payment_error") or {}
-        newest = _newest_applied(session, run_id, intent.get("id"))
+        facts = {"payment_intent": intent_id, "stripe_event": event_id, "type": type_,
+                 "stripe_status": intent.get("status"), "event_status": said, "created": created,
+                 "decline_code": error.get("decline_code"), "code": error.get("code")}
+        newest = _newest_applied(session, run_id, intent_id, engine.node)
         if outcome != "succeeded" and created is not None and newest is not None and created < newest:
             # Stripe delivers out of order: an event older than one applied is not the intent's
             # state any more. (A success is final at Stripe, so it is applied whenever it comes.)
             current = session.scalar(select(Run.settlement).where(Run.id == run_id))
             events.append(engine.db, session, engine.node, "run.settlement_kept",
-                          {"settlement": current, "ignored": type_, "payment_intent": intent.get("id"),
-                           "stripe_event": event_id, "created": created, "newest_applied": newest,
-                           "decline_code": error.get("decline_code"), "code": error.get("code")}, run_id=run_id)
+                          {**facts, "settlement": current, "ignored": type_, "newest_applied": newest},
+                          run_id=run_id)
             return {"received": True, "run_id": run_id, "settlement": current,
                     "ignored": "older than the newest event applied for this payment intent"}
         if not _settle(session, run_id, outcome):
             events.append(engine.db, session, engine.node, "run.settlement_kept",
-                          {"settlement": "succeeded", "ignored": type_, "payment_intent": intent.get("id"),
-                           "stripe_event": event_id, "decline_code": error.get("decline_code"),
-                           "code": error.get("code")}, run_id=run_id)
+                          {**facts, "settlement": "succeeded", "ignored": type_}, run_id=run_id)
             return {"received": True, "run_id": run_id, "settlement": "succeeded",
-                    "ignored": "a failure event does not undo a succeeded payment"}
+                    "ignored": "a later state does not undo a succeeded payment"}
         run = session.scalar(select(Run).where(Run.id == run_id))
-        # Only a success ends a reconciliation: after payment_failed the run stays
+        # Only a success ends a reconciliation: after a failure the run stays
         # needs_reconciliation (the customer may still pay, or a person decides).
         reconciled = _reconcile(engine, session, run, intent, event_id) if run and outcome == "succeeded" else None
         events.append(engine.db, session, engine.node, "run.settled",
-                      {"settlement": outcome, "payment_intent": intent.get("id"), "stripe_event": event_id,
-                       "created": created, "decline_code": error.get("decline_code"), "code": error.get("code"),
-                       "audit": reconciled}, run_id=run_id)
-    return {"received": True, "run_id": run_id, "settlement": outcome}
+                      {**facts, "settlement": outcome, "audit": reconciled}, run_id=run_id)
+    answer = {"received": True, "run_id": run_id, "settlement": outcome, "stripe_status": intent.get("status")}
+    if SETTLING[type_] != outcome:
+        answer["note"] = f"the event says {type_}, Stripe says {intent.get('status')}: Stripe's state applies"
+    return answer
 
 
 def apply_typeform(engine: Any, body: dict[str, Any]) -> dict[str, Any]:
     from .adapters.typeform_adapter import response_event_id
 
-    response = body.get("form_response") or {}
+    response = _mapping(body.get("form_response"))
     token, form_id = response.get("token"), response.get("form_id")
-    if not token or not form_id:
+    if not isinstance(token, str) or not isinstance(form_id, str) or not token or not form_id:
         raise WebhookRejected("not a Typeform form_response")
-    answers = {_answer_key(a): _answer_value(a) for a in response.get("answers", []) if isinstance(a, dict)}
+    given = response.get("answers")
+    answers = {_answer_key(a): _answer_value(a) for a in (given if isinstance(given, list) else [])
+               if isinstance(a, dict)}
     policy = engine.policies.current()
     started = None
     with engine.db.write() as session:
@@ -359,17 +448,23 @@ def apply_typeform(engine: Any, body: dict[str, Any]) -> dict[str, Any]:
     mapping = (policy.data.get("typeform_workflows") or {}).get(form_id)
     if mapping and policy.data.get("allow_typeform_auto_ingest"):
         started = _start_mapped(engine, mapping, form_id, token, answers)
-    return {"received": True, "run_id": started}
+    definitions_started = []
+    if policy.data.get("allow_typeform_auto_ingest"):
+        from .triggers import start_by_form
+
+        definitions_started = start_by_form(engine, form_id, token, answers)
+    return {"received": True, "run_id": started,
+            **({"definition_runs": definitions_started} if definitions_started else {})}
 
 
 def _answer_key(answer: dict[str, Any]) -> str:
-    field = answer.get("field") or {}
+    field = _mapping(answer.get("field"))
     return str(field.get("ref") or field.get("id") or "answer")
 
 
 def _answer_value(answer: dict[str, Any]) -> Any:
     kind = answer.get("type")
-    value = answer.get(kind) if kind else None
+    value = answer.get(kind) if isinstance(kind, str) and kind else None
     if isinstance(value, dict) and "label" in value:
         return value["label"]
     if isinstance(value, dict) and "labels" in value:
@@ -416,27 +511,27 @@ MAILGUN_EVENTS = {"delivered": "mail.delivered", "failed": "mail.failed", "compl
 
 
 def apply_mailgun(engine: Any, body: dict[str, Any], replay_token: str) -> dict[str, Any]:
-    data = body.get("event-data") or {}
-    kind = str(data.get("event", ""))
-    run_id = str((data.get("user-variables") or {}).get("aurora_run_id") or "") or None
+    data = _mapping(body.get("event-data"))
+    kind = str(data.get("event", ""))[:64]
+    run_id = str(_mapping(data.get("user-variables")).get("aurora_run_id") or "")[:36] or None
     with engine.db.write() as session:
         if not _first_time(session, "mailgun-token", replay_token, kind, run_id):
             raise WebhookRejected("Mailgun token was used before (a replay)", 401)
         event_id = str(data.get("id") or replay_token)
         if not _first_time(session, "mailgun", event_id, kind, run_id):
             return {"received": True, "duplicate": True}
-        # Only a run that sent mail through Mailgun (a recorded send) gets mail events: the run id
-        # is a user variable anyone with the account can set, and a charge got mail.delivered.
-        known = run_id and session.scalar(select(AuditRecord.pk).where(
-            AuditRecord.run_id == run_id, AuditRecord.adapter == "mailgun", AuditRecord.operation == "send",
-            AuditRecord.outcome == "ok").limit(1)) is not None
-        if kind not in MAILGUN_EVENTS or not known:
+        # Only the run that sent this very mail gets its events: the message id Mailgun answered
+        # the live send with is on record (ExternalRef). The run id in ``user-variables`` is
+        # anyone's to set (a charge got mail.delivered), so it must agree, never decide.
+        headers = _mapping(_mapping(data.get("message")).get("headers"))
+        message_id = str(headers.get("message-id") or "").strip().strip("<>")
+        sender = _run_for(session, "mailgun", message_id[:255]) if message_id else None
+        if kind not in MAILGUN_EVENTS or sender is None or (run_id is not None and run_id != sender):
             events.append(engine.db, session, engine.node, "webhook.unmatched",
-                          {"provider": "mailgun", "event": kind, "run_id": run_id})
-            return {"received": True, "ignored": "unknown event or run"}
-        message = data.get("message") or {}
+                          {"provider": "mailgun", "event": kind, "run_id": run_id, "message_id": message_id or None})
+            return {"received": True, "ignored": "unknown event, or no run sent this message"}
         events.append(engine.db, session, engine.node, MAILGUN_EVENTS[kind],
                       {"recipient": data.get("recipient"), "severity": data.get("severity"),
-                       "reason": data.get("reason"), "message_id": (message.get("headers") or {}).get("message-id"),
-                       "mailgun_event": event_id}, run_id=run_id)
-    return {"received": True, "run_id": run_id, "event": MAILGUN_EVENTS[kind]}
+                       "reason": data.get("reason"), "message_id": message_id,
+                       "mailgun_event": event_id}, run_id=sender)
+    return {"received": True, "run_id": sender, "event": MAILGUN_EVENTS[kind]}

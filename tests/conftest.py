@@ -279,6 +279,11 @@ class Stack:
     def log(self, name: str) -> str:
         return self.logs[name].read_text(errors="replace") if name in self.logs else ""
 
+    def up_logs(self) -> str:
+        """What the children of ``aurora up`` wrote: its log files under AURORA_HOME/logs."""
+        folder = Path(self.env["AURORA_HOME"]) / "logs"
+        return "".join(path.read_text(errors="replace") for path in sorted(folder.glob("*.log")))
+
     def http(self, method: str, path: str, key: str = "admin", **kwargs: Any) -> requests.Response:
         headers = kwargs.pop("headers", {})
         if key:

@@ -129,7 +129,7 @@ def engine_default(request: Received) -> Reply:
 
 
 class StripeState:
-    """A fake Stripe account: PaymentIntents, idempotency keys, customers, scripted failures."""
+    """A fake Stripe account: PaymentIntents (made, and asked for), idempotency keys, customers."""
 
     def __init__(self, secret_key: str):
         self.secret_key = secret_key
@@ -138,6 +138,8 @@ class StripeState:
         self.intents: dict[str, dict[str, Any]] = {}
         self.by_key: dict[str, tuple[int, dict[str, Any]]] = {}
         self.lock = threading.Lock()
+        #: how many times a PaymentIntent was asked for (GET /v1/payment_intents/ID)
+        self.retrieved = 0
 
     def __call__(self, request: Received) -> Reply:
         if request.headers.get("authorization") != f"Bearer {self.secret_key}":
@@ -147,6 +149,15 @@ class StripeState:
             default = None if customer == "cus_nopm" else self.default_methods.get(customer, "pm_card_visa")
             return Reply(200, {"id": customer, "object": "customer",
                                "invoice_settings": {"default_payment_method": default}})
+        if request.method == "GET" and request.path.startswith("/v1/payment_intents/"):
+            # the object as this account holds it now: tests change ``intents[id]`` to move it on
+            with self.lock:
+                intent = self.intents.get(request.path.rsplit("/", 1)[1])
+                self.retrieved += 1
+            if intent is None:
+                return Reply(404, {"error": {"type": "invalid_request_error", "code": "resource_missing",
+                                             "message": "No such payment_intent"}})
+            return Reply(200, intent)
         if request.method == "POST" and request.path == "/v1/payment_intents":
             key = request.headers.get("idempotency-key", "")
             with self.lock:

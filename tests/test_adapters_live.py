@@ -183,6 +183,36 @@ def test_mailgun_exact_request(live) -> None:
     assert form["v:aurora_run_id"] == [run.id]
 
 
+def test_mailgun_sender_and_reply_to_reach_mailgun_and_the_approver(live) -> None:
+    """A document's ``from`` and ``reply_to`` are sent as Mailgun's ``from`` and ``h:Reply-To``,
+    and shown to (and bound for) whoever approves the mail."""
+    from aurora import binding
+
+    payload = {"to": "a@example.com", "subject": "Bericht", "text": "Hallo", "from": "Laden <laden@mg.example.com>",
+               "reply_to": "hilfe@example.com", "require_approval": True}
+    waiting = live.run("send_email", payload, approve=False)
+    assert waiting.status == "awaiting_approval"
+    rows = dict(binding.plain("send_email", waiting.document["payload"], waiting.approval_binding))
+    assert rows["From"] == "Laden <laden@mg.example.com>" and rows["Reply-To"] == "hilfe@example.com"
+    other = live.run("send_email", {**payload, "reply_to": "mallory@example.com"}, approve=False)
+    assert other.approval_binding["hash"] != waiting.approval_binding["hash"]  # a vote is for this Reply-To
+    run = live.run("send_email", payload)
+    assert run.status == "succeeded", run.error
+    [request] = live.servers["mailgun"].received
+    form = request.form()
+    assert form["from"] == ["Laden <laden@mg.example.com>"] and form["h:Reply-To"] == ["hilfe@example.com"]
+
+
+def test_a_line_break_in_the_accounts_sender_never_reaches_mailgun(live) -> None:
+    """The secrets file's ``from`` is no document, so no schema looked at it: the adapter does."""
+    secrets = Path(live.env["AURORA_SECRETS_FILE"])
+    secrets.write_text(json.dumps({**SECRETS, "mailgun": {**SECRETS["mailgun"],
+                                                          "from": "noreply@example.com\r\nBcc: all@example.com"}}))
+    run = live.run("send_email", {"to": "a@example.com", "subject": "s", "text": "t"})
+    assert run.status == "failed" and "secrets mailgun.from has a line break" in json.dumps(run.error)
+    assert live.servers["mailgun"].received == []
+
+
 def test_mailgun_region_picks_the_base_url(live) -> None:
     data = live.policy()
     data["adapters"]["mailgun"].pop("base_url")
@@ -401,6 +431,24 @@ def test_an_echoed_basic_auth_header_is_redacted_everywhere(live, client, api_ke
               client.get("/federation/events", headers=api_keys.header("admin")).get_data(as_text=True)]
     blob = "\n".join(texts)
     assert "[REDACTED]" in blob and core not in blob and SECRETS["mailgun"]["api_key"] not in blob
+
+
+@pytest.mark.parametrize("prefix", ["", "x", "xy"])  # each place the secret can start in a base64 group
+def test_the_usual_encodings_of_a_secret_are_redacted(prefix: str) -> None:
+    """URL-encoded (both ways), base64 of the secret alone and of ``user:secret`` (standard and
+    URL-safe alphabets): each is redacted, whatever surrounds it."""
+    import base64
+    from urllib.parse import quote, quote_plus
+
+    secret = "sk_live/ab+cd ef&gh=ij?~SECRET"
+    secrets = Secrets({("stripe", "secret_key"): secret})
+    for wire in (quote(secret, safe=""), quote_plus(secret), base64.b64encode((prefix + secret).encode()).decode(),
+                 base64.urlsafe_b64encode((prefix + secret).encode()).decode(),
+                 base64.b64encode(f"api:{prefix}{secret}".encode()).decode()):
+        text = secrets.redact(f"error: bad header {wire} (retry)")
+        assert "[REDACTED]" in text and wire not in text, wire
+        core = wire[4:-4]
+        assert core not in text
 
 
 def test_secrets_file_mode_is_enforced_at_load(live, env) -> None:

@@ -62,6 +62,13 @@ def test_submit_yaml_json_and_multipart(client, api_keys, runtime) -> None:
     (MAIL.replace("subject: Hi", 'subject: "Hi\\r\\nBcc: all@example.com"'), YAML, 422, "invalid_workflow",
      "payload.subject"),
     (MAIL.replace("subject: Hi", 'subject: "Hi\\n"'), YAML, 422, "invalid_workflow", "payload.subject"),
+    # ... and in every other header field: the sender and the reply address, too
+    (MAIL.replace("subject: Hi", 'subject: Hi, from: "Laden <a@example.com>\\r\\nBcc: all@example.com"'), YAML,
+     422, "invalid_workflow", "payload.from"),
+    (MAIL.replace("subject: Hi", 'subject: Hi, reply_to: "a@example.com\\nBcc: all@example.com"'), YAML, 422,
+     "invalid_workflow", "payload.reply_to"),
+    (MAIL.replace("kunde@example.com", '"kunde@example.com\\rBcc: all@example.com"'), YAML, 422,
+     "invalid_workflow", "payload.to"),
     # no ceiling on a charge: the default is 10000 per currency
     (CHARGE.replace('"9.99"', '"10000.01"'), YAML, 422, "invalid_workflow", "payload.amount"),
     (MAIL, {"Content-Type": "application/xml"}, 415, "unsupported_media_type", None),

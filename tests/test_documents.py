@@ -152,3 +152,23 @@ def test_approval_hash_changes_with_the_payload_only() -> None:
     first = documents.load(MAIL)
     assert documents.load(MAIL.replace("name: send_report", "name: send_report\ntype: task")).digest == first.digest
     assert documents.load(MAIL.replace("Monatsbericht", "Monatsbericht!")).digest != first.digest
+
+
+@pytest.mark.parametrize("value, ok", [
+    ("laden@example.com", True), ("Laden Muster <laden@example.com>", True), ("Café Ü <cafe@example.com>", True),
+    ("Laden <laden@example.com>\n", False), ("Laden\r\nBcc: x@example.com <laden@example.com>", False),
+    ("<laden@example.com>", False), ("Laden <not-an-address>", False), ("Laden, Muster <a@example.com>", False),
+    ('"Laden" <a@example.com>', False), ("Laden <a@example.com> <b@example.com>", False),
+])
+def test_the_sender_and_reply_address_are_one_mailbox_on_one_line(value: str, ok: bool) -> None:
+    for field in ("from", "reply_to"):
+        doc = {"name": "m", "goal": "send_email", "payload": {"to": "a@example.com", "subject": "s", "text": "t",
+                                                              field: value}}
+        if ok:
+            assert documents.validate(doc).payload[field] == value
+        else:
+            with pytest.raises(DocumentError) as caught:
+                documents.validate(doc)
+            assert {p.path for p in caught.value.problems} == {f"payload.{field}"}
+            if "\r" in value or "\n" in value:  # said in words: the line break is the problem
+                assert any("CR or LF" in p.message for p in caught.value.problems)

@@ -15,15 +15,19 @@ from typing import Any
 
 import pytest
 from conftest import ROOT
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fakes import FakeServer, HostilePeer, Reply
 from sqlalchemy import func, select
 
-from aurora.federation import registry
+from aurora.federation import identity, registry, signing
 from aurora.federation.fetch import MAX_EVENT_BYTES, FederationFetchError, Peer, event_bytes, fetch_page
 from aurora.federation.sync import Syncer
 from aurora.models import Event, Node
 
 TOKEN = "aurfed_" + "t" * 40
+#: the hostile peer signs its own events (signatures are docs/federation.md's; test_federation_trust tests them)
+EVIL_KEY = Ed25519PrivateKey.generate()
+EVIL_PUBLIC = identity.encode(EVIL_KEY.public_key())
 PAGE = 7
 DEADLINE = 2.0
 
@@ -40,11 +44,17 @@ def env(env: dict[str, str]) -> dict[str, str]:
 
 
 def event(seq: int, **extra: Any) -> dict[str, Any]:
+    # the signature's place is kept (86 characters) so that sizes measured before page() signs hold
     return {"id": str(uuid.uuid4()), "seq": seq, "origin": "evil", "type": "run.succeeded", "run_id": None,
-            "created_at": datetime.now(UTC).isoformat(), "data": {"n": seq}, **extra}
+            "created_at": datetime.now(UTC).isoformat(), "data": {"n": seq}, "origin_seq": seq,
+            "signature": "A" * 86, **extra}
 
 
 def page(items: list[dict[str, Any]], has_more: bool = False) -> dict[str, Any]:
+    for item in items:
+        item["signature"] = identity.encode_signature(EVIL_KEY.sign(signing.canonical(
+            item["id"], item["origin"], item["origin_seq"], item["type"], item["run_id"],
+            datetime.fromisoformat(item["created_at"]), item["data"])))
     return {"node": "evil", "events": items, "last_seq": items[-1]["seq"] if items else 0, "has_more": has_more}
 
 
@@ -74,7 +84,8 @@ def listed(client, api_keys, name: str = "evil") -> dict[str, Any]:
 @pytest.fixture
 def peer(runtime) -> HostilePeer:
     with HostilePeer() as fake:
-        registry.register(runtime.db, fake.url, "evil", TOKEN)
+        registry.register(runtime.db, fake.url, "evil", TOKEN, public_key=EVIL_PUBLIC,
+                          secret_path=runtime.settings.federation_secret_path)
         yield fake
 
 
@@ -193,7 +204,8 @@ def test_an_error_answer_is_read_only_for_its_message(runtime) -> None:
     """Before, a peer's error answer was parsed whole, however large."""
     body = json.dumps({"error": "busy", "message": "try later" + " " * 20_000_000}).encode()
     with FakeServer(default=lambda request: Reply(503, body)) as busy:
-        registry.register(runtime.db, busy.url, "evil", TOKEN)
+        registry.register(runtime.db, busy.url, "evil", TOKEN, public_key=EVIL_PUBLIC,
+                          secret_path=runtime.settings.federation_secret_path)
         tracemalloc.start()
         try:
             result = sync(runtime)
@@ -247,7 +259,7 @@ def test_runs_finish_on_time_while_beat_syncs_trickling_peers(make_stack, rabbit
         stack = make_stack(broker_url=rabbitmq_url, AURORA_POLICY_FILE=str(policy_file))
         stack.aurora("db", "upgrade")
         for name in peers:  # more trickling peers than the system worker has threads
-            stack.aurora("nodes", "register", fake.url, name, TOKEN)
+            stack.aurora("nodes", "register", fake.url, name, TOKEN, "--public-key", EVIL_PUBLIC)
         stack.boot()
         deadline = time.monotonic() + 30
         while not fake.received and time.monotonic() < deadline:

@@ -56,7 +56,7 @@ def test_aurora_up_makes_private_files_and_ignores_an_aurora_folder_in_its_direc
     while not re.search(r"AURORA_TOKEN=aur_", stack.log("up")) and time.monotonic() < deadline:
         time.sleep(0.1)
     stack.wait_healthy()
-    assert "hijacked" not in stack.log("up")
+    assert "hijacked" not in stack.log("up") + stack.up_logs()
     home = Path(stack.env["AURORA_HOME"])
     database = Path(stack.env["AURORA_DATABASE_URL"].removeprefix("sqlite:///"))
     assert mode(database) == 0o600 and mode(home) == 0o700 and mode(home / "broker") == 0o700

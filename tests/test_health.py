@@ -123,3 +123,30 @@ def test_health_tells_each_adapters_real_mode_and_never_echoes_the_policy(client
     component = json.loads(body)["components"]["policy"]
     assert component["error"].startswith("policy invalid") and "aurora doctor" in component["error"]
     assert component["runs_blocked"] is True  # fail closed: no run acts on the last good policy
+
+
+def test_health_says_live_once_promoted_and_rolled_back_after_a_rollback(client, runtime, env) -> None:
+    import json
+    from pathlib import Path
+
+    from aurora import adapter_state
+
+    secrets = Path(env["AURORA_SECRETS_FILE"])
+    secrets.write_text(json.dumps({"mailgun": {"api_key": "key-healthSECRET", "domain": "mg.example.com"}}))
+    secrets.chmod(0o600)
+    policy_file = Path(env["AURORA_POLICY_FILE"])
+    policy = json.loads(policy_file.read_text())
+    policy["adapters"].setdefault("mailgun", {})["dry_run"] = False
+    policy_file.write_text(json.dumps(policy))
+    runtime.policies._check()
+
+    def mode() -> str:
+        return client.get("/health").json["components"]["policy"]["adapters"]["mailgun"]
+
+    assert mode() == "canary 10%"
+    adapter_state.promote(runtime.db, "mailgun", "test-node")
+    assert mode() == "live"
+    with runtime.db.write() as session:
+        adapter_state.roll_back(runtime.db, session, "mailgun", "test-node", "three failures", None)
+    assert mode() == "rolled back"
+    assert client.get("/health").json["components"]["policy"]["dry_run"] is True  # nothing may act live

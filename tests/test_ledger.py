@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -112,7 +113,8 @@ def test_votes_key_changes_and_rollouts_are_in_the_chain(env, runtime) -> None:
     adapter_state.enable(runtime.db, "stripe", "test-node")
     token = tokens.create(runtime.db, "node-b")
     tokens.revoke(runtime.db, tokens.listing(runtime.db)[0]["id"])
-    registry.register(runtime.db, "http://b.example:9292", "node-b", "aurfed_" + "x" * 20)
+    registry.register(runtime.db, "http://b.example:9292", "node-b", "aurfed_" + "x" * 20,
+                      public_key=runtime.identity.public_key, secret_path=runtime.settings.federation_secret_path)
     registry.remove(runtime.db, "node-b")
     ledger = [(r.adapter, r.operation) for r in records(runtime) if r.mode == audit.LEDGER_MODE]
     assert ledger == [("approvals", "vote"), ("keys", "create"), ("keys", "revoke"),
@@ -212,4 +214,97 @@ def test_a_policy_reload_is_one_audit_record_per_version_however_many_processes_
     assert len(reloads) == 1, "each process that noticed the edit wrote its own record"
     assert reloads[0].request["version"] == version and reloads[0].mode == audit.LEDGER_MODE
     assert reloads[0].request["changed"] == ["adapters.stripe.dry_run", "security.require_quorum_for_critical"]
+    assert cli(env, "audit", "verify").returncode == 0
+
+
+def policy_records(runtime) -> list[AuditRecord]:
+    return [r for r in records(runtime) if r.adapter == "policy"]
+
+
+def test_a_policy_edit_made_while_the_stack_was_stopped_is_recorded_at_start(env, runtime, tmp_path,
+                                                                              monkeypatch) -> None:
+    """No process was running to see the edit, and each one read the edited file at start: the
+    chain never heard of it. Now the starting commands compare the file with the last record."""
+    from aurora import policy as policy_mod
+
+    path = Path(env["AURORA_POLICY_FILE"])
+    starting = {**env, "AURORA_CLI_CONFIG": str(tmp_path / "cli.json")}
+    assert cli(starting, "bootstrap").returncode == 0  # what `aurora up` runs first
+    [first] = policy_records(runtime)
+    assert first.operation == "start" and first.request["previous"] is None and "first start" in first.reason
+    assert first.request["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()  # as sha256sum says
+    assert cli(starting, "db", "upgrade").returncode == 0
+    assert len(policy_records(runtime)) == 1  # unchanged: nothing written
+
+    data = json.loads(path.read_text())  # the stack is stopped: an edit, and nobody looking
+    data["security"]["canary_percent"] = 50
+    data["adapters"]["stripe"]["dry_run"] = False
+    path.write_text(json.dumps(data, indent=1))
+    done = cli(starting, "db", "upgrade")  # the web unit's first step
+    assert done.returncode == 0, done.stderr
+    [_, edited] = policy_records(runtime)
+    assert edited.operation == "start" and "while stopped" in edited.reason
+    assert edited.request["previous"] == first.request["version"] != edited.request["version"]
+    assert edited.request["previous_sha256"] == first.request["sha256"]
+    assert edited.request["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    # which keys moved, though nobody held the old file's content: the last record's key digests
+    assert edited.request["changed"] == ["adapters.stripe.dry_run", "security.canary_percent"]
+    digest = edited.request["keys"]["security.canary_percent"]  # a digest, never the value
+    assert isinstance(digest, str) and len(digest) == 16 and digest != first.request["keys"]["security.canary_percent"]
+
+    # back to the first version while running: a reload to a version recorded before is recorded too
+    monkeypatch.setattr(policy_mod, "RELOAD_CHECK_INTERVAL", 0.0)
+    runtime.policies.current()
+    shutil.copy(ROOT / "policy" / "batch8_policy.json", path)
+    os.utime(path, ns=(os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns + 5_000_000))
+    assert runtime.policies.current().version == first.request["version"]
+    deadline = time.monotonic() + 10
+    while len(policy_records(runtime)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [*_, back] = policy_records(runtime)
+    assert back.operation == "reload" and back.request["version"] == first.request["version"]
+    assert back.request["previous"] == edited.request["version"]
+    assert cli(env, "audit", "verify").returncode == 0
+
+
+def test_an_inserted_record_is_named_wherever_it_goes(env, runtime) -> None:
+    """Insertions: one slipped between two records (the later ones renumbered), and one appended
+    at the head by someone without the key. Each is named by its number."""
+    from sqlalchemy import insert
+
+    runs(runtime, 3)
+    with runtime.db.write() as session:
+        first, second = session.scalars(select(AuditRecord).order_by(AuditRecord.pk)).all()[:2]
+        forged = {c.name: getattr(first, c.name) for c in AuditRecord.__table__.columns}
+        for pk in (3, 2):  # make room after the first record
+            session.execute(update(AuditRecord).where(AuditRecord.pk == pk).values(pk=pk + 1))
+        forged.update(pk=2, reason="inserted", prev_hash=first.hash)
+        forged["hash"] = audit.record_hash(first.hash, AuditRecord(**forged), b"k" * 32)  # no key of ours
+        session.execute(insert(AuditRecord).values(**forged))
+    done = cli(env, "audit", "verify")
+    assert done.returncode == 1 and "record 2" in done.stderr, done.stderr
+    with runtime.db.write() as session:  # undo it: the chain is whole again
+        session.execute(delete(AuditRecord).where(AuditRecord.pk == 2))
+        for pk in (3, 4):
+            session.execute(update(AuditRecord).where(AuditRecord.pk == pk).values(pk=pk - 1))
+    assert cli(env, "audit", "verify").returncode == 0
+    with runtime.db.write() as session:
+        head = session.scalars(select(AuditRecord).order_by(AuditRecord.pk.desc())).first()
+        appended = {c.name: getattr(head, c.name) for c in AuditRecord.__table__.columns}
+        appended.update(pk=head.pk + 1, reason="appended", prev_hash=head.hash)
+        appended["hash"] = hashlib.sha256((head.hash + audit._canonical(AuditRecord(**appended))).encode()).hexdigest()
+        session.execute(insert(AuditRecord).values(**appended))
+    done = cli(env, "audit", "verify")
+    assert done.returncode == 1 and f"record {head.pk + 1}" in done.stderr, done.stderr
+
+
+def test_a_person_removed_is_in_the_chain(env, runtime) -> None:
+    from aurora import people
+
+    keys.create(runtime.db, "carol-laptop", Role.APPROVER, person="carol")
+    keys.create(runtime.db, "carol-phone", Role.APPROVER, person="carol")
+    people.remove_person(runtime.db, "carol")
+    ledger = [(r.adapter, r.operation, r.request) for r in records(runtime) if r.mode == audit.LEDGER_MODE]
+    assert [(a, o) for a, o, _ in ledger] == [("keys", "create"), ("keys", "create"), ("people", "remove")]
+    assert ledger[0][2]["person"] == "carol" and sorted(ledger[2][2]["keys"]) == ["carol-laptop", "carol-phone"]
     assert cli(env, "audit", "verify").returncode == 0

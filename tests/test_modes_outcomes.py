@@ -87,6 +87,22 @@ def test_the_page_shows_live_and_simulated_badges(live, client, api_keys) -> Non
     assert ">LIVE<" in client.get(f"/ui/runs/{sent.id}").get_data(as_text=True)
 
 
+def test_the_page_says_live_unmistakably_and_writes_stripes_cents_as_money(live, client, api_keys) -> None:  # noqa: F811
+    waiting = live.run("charge", {**CHARGE, "payment_method": "pm_1"}, approve=False)
+    done = live.run("charge", {**CHARGE, "payment_method": "pm_1"})
+    assert done.status == "succeeded" and done.result["response"]["amount"] == 15000  # Stripe's cents
+    german = {"Accept-Language": "de-DE,de;q=0.9"}
+    token = client.get("/ui/login").get_data(as_text=True).split('name="csrf_token" value="')[1].split('"')[0]
+    client.post("/ui/login", data={"key": api_keys.approver, "csrf_token": token})
+    page = client.get(f"/ui/runs/{waiting.id}", headers=german).get_data(as_text=True).replace("\u00a0", " ")
+    assert 'class="mode-box live"' in page and ">ECHT<" in page and "Das passiert wirklich" in page
+    assert "Stripe bucht 150,00 € beim Kunden cus_42 ab." in page
+    page = client.get(f"/ui/runs/{done.id}", headers=german).get_data(as_text=True).replace("\u00a0", " ")
+    assert "Stripe hat 150,00 € beim Kunden cus_42 abgebucht." in page and "Das ist wirklich geschehen." in page
+    english = client.get(f"/ui/runs/{done.id}", headers={"Accept-Language": "en"}).get_data(as_text=True)
+    assert "Stripe charged €150.00 to customer cus_42." in english
+
+
 # -- blocked by the secrets file ---------------------------------------------------------------
 
 def test_an_unsafe_secrets_file_blocks_the_run_visibly_until_fixed(live, env, client, api_keys) -> None:  # noqa: F811

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import free_port
+from conftest import ROOT, free_port
 
 
 def test_openapi_paths_are_exactly_the_app_routes(app) -> None:
@@ -51,3 +51,26 @@ def test_schemathesis_finds_no_server_error_and_no_schema_break(make_stack, tmp_
     assert done.returncode == 0, done.stdout[-6000:]
     assert re.search(r"\d+ generated, \d+ passed", done.stdout)
     assert "5xx" not in stack.log("web") and "Traceback" not in stack.log("web")
+
+
+def test_the_workflow_schema_is_served_with_an_id_that_resolves_to_it(client) -> None:
+    from aurora import documents
+    from aurora.resources import load_schema
+
+    served = client.get("/schemas/workflow.json", base_url="http://aurora.example:8080")
+    assert served.status_code == 200 and served.mimetype == "application/schema+json"
+    schema = served.get_json(force=True)
+    assert schema["$id"] == "http://aurora.example:8080/schemas/workflow.json"  # the URL it came from
+    assert list(schema)[:2] == ["$schema", "$id"]
+    again = client.get(schema["$id"].removeprefix("http://aurora.example:8080"), base_url="http://aurora.example:8080")
+    assert again.get_json(force=True) == schema
+    shipped = load_schema("workflow.schema.json")
+    assert {**shipped, "$id": schema["$id"]} == schema
+    assert shipped["$id"] == "http://127.0.0.1:9292/schemas/workflow.json"  # the default stack's own address
+
+    # Each example carries the editor's modeline, pointing at the schema in this checkout, and still loads.
+    for path in sorted((ROOT / "workflows").glob("*.yaml")):
+        first = path.read_text().splitlines()[0]
+        assert first == "# yaml-language-server: $schema=../schemas/workflow.schema.json", path
+        assert json.loads((path.parent / first.split("=", 1)[1]).read_text()) == shipped
+        documents.load(path.read_bytes())

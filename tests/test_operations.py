@@ -43,6 +43,17 @@ def test_doctor_findings_and_exit_status(env, runtime) -> None:
     assert "sk_test_realREAL123" not in json.dumps(findings)
 
 
+def test_doctor_names_a_policy_file_others_may_write(env, runtime) -> None:
+    policy = Path(env["AURORA_POLICY_FILE"])
+    policy.chmod(0o664)
+    status, found = _doctor(env)
+    assert status == 2 and found["policy"]["level"] == "error"
+    assert "writable by group or others" in found["policy"]["message"]
+    assert found["policy"]["fix"] == f"chmod go-w {policy}"
+    policy.chmod(0o644)
+    assert _doctor(env)[1]["policy"]["level"] == "ok"
+
+
 def test_audit_verify_detects_edits_and_deletions_and_exports(env, runtime) -> None:
     from sqlalchemy import delete, select
 
@@ -93,12 +104,12 @@ def test_metrics_logs_and_health_in_a_running_stack(make_stack) -> None:
     assert "aurora_http_requests_total" in text and "aurora_queue_depth 0.0" in text
 
     time.sleep(0.5)
-    lines = [json.loads(line) for line in stack.log("up").splitlines() if line.startswith("{")]
+    lines = [json.loads(line) for line in stack.up_logs().splitlines() if line.startswith("{")]
     run_lines = [line for line in lines if line.get("run_id") == run_id]
     assert {line.get("step") for line in run_lines} >= {"act", "finish"}
     requests_logged = [line for line in lines if line.get("logger") == "aurora.request"]
     assert any(line["path"] == "/workflows" and line["status"] == 201 for line in requests_logged)
-    blob = stack.log("up")
+    blob = stack.log("up") + stack.up_logs()
     assert "aurfed_SECRETQUERYTOKEN" not in blob
     assert blob.count(stack.keys["admin"]) == 2  # only in the first-start banner: the key line and the export line
 

@@ -134,7 +134,7 @@ def test_the_page_shows_the_steps_and_which_one_waits_for_whose_vote(make_stack)
         assert "succeeded" in rows.nth(0).inner_text() and "SIMULATED" in rows.nth(0).inner_text()
         waiting = rows.nth(1).inner_text()
         assert "awaiting approval" in waiting and "welcome" in waiting  # what it needs
-        page.click("#steps a:has-text('review and vote')")
+        page.click("#steps a.vote-link")
         assert "12.50" in page.content() and "cus_77" in page.content()  # the rendered request
         assert "pay_after_form" in page.locator("#part-of").inner_text()
         chromium.close()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import stripe
-from fakes import FakeServer, StripeState
+from fakes import FakeServer, MailgunState, StripeState
 from sqlalchemy import select
 from test_adapters_live import SECRETS as LIVE_SECRETS
 from test_adapters_live import Live
@@ -121,12 +121,17 @@ def test_any_v1_may_match(client, hooks) -> None:
 
 def test_a_live_charge_is_settled_by_its_webhook_once(client, hooks, env) -> None:
     state = StripeState(LIVE_SECRETS["stripe"]["secret_key"])
-    with FakeServer(state) as server:
+    with FakeServer(state) as server:  # up throughout: each event's intent is asked of Stripe
         live = Live(hooks, env, {"stripe": server, "mailgun": server, "typeform": server, "social": server})
         live.set_policy()
         run = live.run("charge", {"customer": "cus_async", "amount": "80.00", "currency": "EUR", "payment_method": "pm_1"})
+        _settled_once(client, hooks, run, state)
+
+
+def _settled_once(client, hooks, run, state) -> None:
     assert run.status == "succeeded" and run.settlement == "pending"
     intent = run.result["response"]["id"]
+    state.intents[intent]["status"] = "succeeded"  # the payment went through at Stripe
     body = stripe_event("evt_ok", "payment_intent.succeeded", intent, status="succeeded")
     first = post(client, "/webhooks/stripe", body, **{"Stripe-Signature": stripe_header(body)})
     assert first.status_code == 200 and first.json["settlement"] == "succeeded" and first.json["run_id"] == run.id
@@ -137,7 +142,7 @@ def test_a_live_charge_is_settled_by_its_webhook_once(client, hooks, env) -> Non
     assert [e["type"] for e in detail["timeline"]].count("run.settled") == 1
     late = stripe_event("evt_late", "payment_intent.payment_failed", intent, status="requires_payment_method")
     stale = post(client, "/webhooks/stripe", late, **{"Stripe-Signature": stripe_header(late)})
-    assert stale.status_code == 200 and stale.json["settlement"] == "succeeded" and "does not undo" in stale.json["ignored"]
+    assert stale.status_code == 200 and stale.json["settlement"] == "succeeded" and "Stripe says" in stale.json["note"]
     detail = client.get(f"/workflows/{run.id}", headers={"Authorization": f"Bearer {_viewer(hooks)}"}).json
     assert detail["settlement"] == "succeeded"  # a late failure never turns a success back
     unknown = stripe_event("evt_x", "payment_intent.payment_failed", "pi_unknown")
@@ -193,42 +198,56 @@ def test_typeform_verified_deduplicated_and_mapped_to_a_workflow(client, hooks, 
 
 
 def mailgun_body(run_id: str | None, event: str = "delivered", token: str = "tok-1", at: float | None = None,
-                 key: str = MAILGUN_KEY) -> bytes:
+                 key: str = MAILGUN_KEY, message_id: str | None = None) -> bytes:
     stamp = str(int(at or time.time()))
     signature = hmac.new(key.encode(), (stamp + token).encode(), hashlib.sha256).hexdigest()
+    data = {"id": f"mg-{token}", "event": event, "recipient": "a@example.com",
+            "user-variables": {"aurora_run_id": run_id} if run_id else {}}
+    if message_id:
+        data["message"] = {"headers": {"message-id": message_id}}
     return json.dumps({"signature": {"timestamp": stamp, "token": token, "signature": signature},
-                       "event-data": {"id": f"mg-{token}", "event": event, "recipient": "a@example.com",
-                                      "user-variables": {"aurora_run_id": run_id} if run_id else {}}}).encode()
+                       "event-data": data}).encode()
 
 
-def test_mailgun_events_recorded_against_the_run_and_replays_refused(client, hooks) -> None:
+def test_mailgun_events_recorded_against_the_run_and_replays_refused(client, hooks, env) -> None:
     from aurora import documents
 
-    run = hooks.engine.submit(documents.load("name: m\ngoal: send_email\npayload: {to: a@example.com, subject: s, text: t}"),
-                              "sam")
-    hooks.engine.execute(run.id)
-    delivered = post(client, "/webhooks/mailgun", mailgun_body(run.id))
-    assert delivered.status_code == 200 and delivered.json["event"] == "mail.delivered"
-    replay = post(client, "/webhooks/mailgun", mailgun_body(run.id))
+    state = MailgunState(LIVE_SECRETS["mailgun"]["api_key"])
+    with FakeServer(state) as server:
+        live = Live(hooks, env, {"stripe": server, "mailgun": server, "typeform": server, "social": server})
+        live.set_policy()
+        run = live.run("send_email", {"to": "a@example.com", "subject": "s", "text": "t"})
+        other = live.run("send_email", {"to": "b@example.com", "subject": "s", "text": "t"})
+    assert run.status == other.status == "succeeded", run.error
+    sent = run.result["response"]["id"].strip("<>")  # the id Mailgun answered the send with
+    delivered = post(client, "/webhooks/mailgun", mailgun_body(run.id, message_id=sent))
+    assert delivered.status_code == 200 and delivered.json["event"] == "mail.delivered", delivered.json
+    replay = post(client, "/webhooks/mailgun", mailgun_body(run.id, message_id=sent))
     assert replay.status_code == 401 and "replay" in replay.json["message"]
-    failed = post(client, "/webhooks/mailgun", mailgun_body(run.id, "failed", token="tok-2"))
-    assert failed.json["event"] == "mail.failed"
-    stale = post(client, "/webhooks/mailgun", mailgun_body(run.id, token="tok-3", at=time.time() - 600))
+    failed = post(client, "/webhooks/mailgun", mailgun_body(None, "failed", token="tok-2", message_id=f"<{sent}>"))
+    assert failed.json["event"] == "mail.failed" and failed.json["run_id"] == run.id  # the message id decides
+    stale = post(client, "/webhooks/mailgun", mailgun_body(run.id, token="tok-3", at=time.time() - 600, message_id=sent))
     assert stale.status_code == 401 and "tolerance" in stale.json["message"]
-    forged = post(client, "/webhooks/mailgun", mailgun_body(run.id, token="tok-4", key="wrong"))
+    forged = post(client, "/webhooks/mailgun", mailgun_body(run.id, token="tok-4", key="wrong", message_id=sent))
     assert forged.status_code == 401
-    unknown = post(client, "/webhooks/mailgun", mailgun_body("no-such-run", token="tok-5"))
+    unknown = post(client, "/webhooks/mailgun", mailgun_body("no-such-run", token="tok-5", message_id=sent))
     assert unknown.status_code == 200 and "ignored" in unknown.json
     charge = hooks.engine.submit(documents.load(
         'name: c\ngoal: charge\npayload: {customer: cus_1, amount: "1.00", currency: EUR}'), "sam")
-    elsewhere = post(client, "/webhooks/mailgun", mailgun_body(charge.id, token="tok-6"))  # a charge sent no mail
-    assert elsewhere.status_code == 200 and "ignored" in elsewhere.json
+    for n, body in enumerate((
+            mailgun_body(charge.id, token="tok-6"),  # a charge sent no mail
+            mailgun_body(charge.id, token="tok-7", message_id=sent),  # ... and this mail is another run's
+            mailgun_body(other.id, token="tok-8", message_id=sent),  # a run that sent mail, but not this one
+            mailgun_body(run.id, token="tok-9"))):  # no message id: nothing ties the event to a send
+        elsewhere = post(client, "/webhooks/mailgun", body)
+        assert elsewhere.status_code == 200 and "ignored" in elsewhere.json, n
     assert post(client, "/webhooks/mailgun", b"not json").status_code == 400
     with hooks.db.read() as session:
         types = list(session.scalars(select(Event.type).where(Event.run_id == run.id).order_by(Event.seq)))
     assert types.count("mail.delivered") == 1 and types.count("mail.failed") == 1
     with hooks.db.read() as session:
-        assert session.scalar(select(Event).where(Event.run_id == charge.id, Event.type.like("mail.%"))) is None
+        for elsewhere_id in (charge.id, other.id):
+            assert session.scalar(select(Event).where(Event.run_id == elsewhere_id, Event.type.like("mail.%"))) is None
 
 
 def test_unconfigured_secret_refuses_politely(client, runtime) -> None:
@@ -244,3 +263,79 @@ def test_a_mailgun_timestamp_that_is_not_a_finite_number_is_refused(client, hook
                        "event-data": {"id": "mg-nan", "event": "delivered", "recipient": "a@example.com"}}).encode()
     response = post(client, "/webhooks/mailgun", body)
     assert response.status_code == 401 and "not a number" in response.json["message"]
+
+
+@pytest.mark.parametrize("obj, status", [
+    ([1, 2], 400),  # data.object not an object
+    ("data-not-an-object", 200),  # data itself is no object: nothing to act on
+    ({"id": 12345, "object": "payment_intent"}, 200),  # an id that is not a string matches nothing
+    ({"id": "pi_1", "object": "payment_intent", "metadata": "aurora_run_id=x"}, 200),  # metadata not an object
+])
+def test_an_odd_but_signed_stripe_event_is_a_clear_answer_never_a_500(client, hooks, obj, status) -> None:
+    data = obj if obj == "data-not-an-object" else {"object": obj}
+    body = json.dumps({"id": "evt_odd", "object": "event", "type": "payment_intent.succeeded",
+                       "data": data}).encode()
+    answer = post(client, "/webhooks/stripe", body, **{"Stripe-Signature": stripe_header(body)})
+    assert answer.status_code == status and answer.is_json, answer.get_data(as_text=True)
+    if status == 200:
+        assert "no run" in answer.json["ignored"]
+
+
+@pytest.mark.parametrize("data", [
+    [1, 2],  # event-data not an object
+    {"id": "mg-odd", "event": "delivered", "user-variables": "aurora_run_id=x"},
+    {"id": "mg-odd", "event": ["delivered"], "message": "not an object"},
+    {"id": "mg-odd", "event": "delivered", "message": {"headers": ["message-id"]}},
+])
+def test_an_odd_but_signed_mailgun_event_is_answered_never_a_500(client, hooks, data) -> None:
+    stamp, token = str(int(time.time())), f"tok-odd-{json.dumps(data)}"
+    signature = hmac.new(MAILGUN_KEY.encode(), (stamp + token).encode(), hashlib.sha256).hexdigest()
+    body = json.dumps({"signature": {"timestamp": stamp, "token": token, "signature": signature},
+                       "event-data": data}).encode()
+    answer = post(client, "/webhooks/mailgun", body)
+    assert answer.status_code == 200 and "ignored" in answer.json, answer.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("response", [
+    [1], {"form_id": "FORM1", "token": ["t"]},
+    {"form_id": "FORM1", "token": "odd1", "answers": "not a list"},
+    {"form_id": "FORM1", "token": "odd2", "answers": [{"type": ["email"], "field": "f"}, 3]},
+])
+def test_an_odd_but_signed_typeform_response_is_answered_never_a_500(client, hooks, response) -> None:
+    body = json.dumps({"event_id": "ev_odd", "event_type": "form_response", "form_response": response}).encode()
+    answer = post(client, "/webhooks/typeform", body, **{"Typeform-Signature": typeform_signature(body)})
+    assert answer.status_code in (200, 400) and answer.is_json, answer.get_data(as_text=True)
+
+
+PAY_AFTER_FORM = """name: pay_after_form
+on:
+  typeform: {form_id: FORM1, inputs: {customer_email: email}}
+inputs:
+  customer_email: {type: string, format: email}
+steps:
+  - {id: welcome, goal: send_email, payload: {to: "{{ inputs.customer_email }}", subject: Willkommen, text: Hallo}}
+"""
+
+
+def test_a_definitions_typeform_trigger_starts_it_once_per_answer(client, hooks, env) -> None:
+    from aurora import definitions
+
+    definitions.apply(hooks.db, PAY_AFTER_FORM, "admin")
+    body = typeform_body()
+    signed = {"Typeform-Signature": typeform_signature(body)}
+    off = post(client, "/webhooks/typeform", body, **signed)  # allow_typeform_auto_ingest is off
+    assert off.status_code == 200 and "definition_runs" not in off.json
+    policy = json.loads(Path(env["AURORA_POLICY_FILE"]).read_text())
+    policy["allow_typeform_auto_ingest"] = True
+    Path(env["AURORA_POLICY_FILE"]).write_text(json.dumps(policy))
+    hooks.policies._mtime, hooks.policies._checked_at = None, 0  # noqa: SLF001
+    second = typeform_body("resp_2")
+    answered = post(client, "/webhooks/typeform", second, **{"Typeform-Signature": typeform_signature(second)})
+    [run_id] = answered.json["definition_runs"]
+    with hooks.db.read() as session:
+        run = session.scalar(select(Run).where(Run.id == run_id))
+        triggered = session.scalar(select(Event).where(Event.run_id == run_id, Event.type == "run.triggered"))
+    assert run.definition == "pay_after_form" and run.inputs == {"customer_email": "neu@example.com"}
+    assert triggered.data["by"] == "typeform"
+    again = post(client, "/webhooks/typeform", second, **{"Typeform-Signature": typeform_signature(second)})
+    assert again.json["duplicate"] is True

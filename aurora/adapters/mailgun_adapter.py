@@ -21,11 +21,29 @@ from typing import Any
 
 from ..secrets import REDACTED, Secrets
 from . import adhoc, http
-from .base import Adapter, CallContext
+from .base import Adapter, CallContext, LiveCallFailed
 
 BASE_URLS = {"us": "https://api.mailgun.net", "eu": "https://api.eu.mailgun.net"}
 DEFAULT_DOMAIN = "mg.example.com"
 DEFAULT_FROM = "noreply@example.com"
+
+
+#: the form fields Mailgun turns into mail headers, and where each comes from
+HEADER_FIELDS = {"from": "payload.from", "to": "payload.to", "subject": "payload.subject",
+                 "h:Reply-To": "payload.reply_to"}
+
+
+def _one_line_headers(payload: dict[str, Any], form: dict[str, Any]) -> None:
+    """Refuse a header value with a CR or LF: it would start a header of its own (a ``Bcc:``).
+
+    The workflow schema refuses them at submission; this is the last look before the provider,
+    for values that did not come through a document (the secrets file's ``from``, a direct call)."""
+    for field, path in HEADER_FIELDS.items():
+        values = form.get(field)
+        for value in values if isinstance(values, list) else [values]:
+            if isinstance(value, str) and ("\r" in value or "\n" in value):
+                where = path if field != "from" or payload.get("from") else "secrets mailgun.from"
+                raise LiveCallFailed(f"{where} has a line break (CR or LF): a mail header is one line", "invalid")
 
 
 class MailgunAdapter(Adapter):
@@ -44,10 +62,14 @@ class MailgunAdapter(Adapter):
         domain = ctx.secrets.get("mailgun", "domain") or DEFAULT_DOMAIN
         to = payload["to"]
         form: dict[str, Any] = {
-            "from": ctx.secrets.get("mailgun", "from") or DEFAULT_FROM,
+            # the document's sender, else the account's (secrets file), else a placeholder
+            "from": payload.get("from") or ctx.secrets.get("mailgun", "from") or DEFAULT_FROM,
             "to": to if isinstance(to, list) else [to],
             "subject": payload["subject"],
         }
+        if payload.get("reply_to"):
+            form["h:Reply-To"] = payload["reply_to"]
+        _one_line_headers(payload, form)
         for field in ("text", "html", "template"):
             if payload.get(field):
                 form[field] = payload[field]

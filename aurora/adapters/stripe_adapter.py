@@ -29,6 +29,55 @@ API_BASE = "https://api.stripe.com"
 RESOLVED_PM = "stripe.payment_method"
 
 
+def _client(secret_key: str, settings: dict[str, Any], timeout: float | None = None,
+            retries: int | None = None) -> Any:
+    import stripe
+
+    return stripe.StripeClient(
+        secret_key,
+        base_addresses={"api": settings.get("base_url", API_BASE)},
+        max_network_retries=int(settings.get("retries", 2)) if retries is None else retries,
+        http_client=stripe.RequestsClient(timeout=float(settings.get("timeout_seconds", 30)) if timeout is None
+                                          else timeout),
+    )
+
+
+class IntentUnknown(LookupError):
+    """Stripe has no PaymentIntent of that id on this account."""
+
+
+class IntentUnavailable(RuntimeError):
+    """Stripe could not be asked (no answer, an error, or a key it refused): ask again later."""
+
+
+#: a webhook is answered within Stripe's delivery timeout, so its look-up waits less than a charge
+LOOKUP_TIMEOUT = 10.0
+
+
+def retrieve_intent(intent_id: str, secret_key: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """``GET /v1/payment_intents/{id}``: the PaymentIntent as Stripe holds it now.
+
+    Stripe's guidance for webhooks: an event is a notice that something changed, delivered at
+    least once and in no particular order; the object's state is what Stripe answers when asked.
+    Raises :class:`IntentUnknown` (Stripe says there is none) or :class:`IntentUnavailable`."""
+    import stripe
+
+    if not secret_key:
+        raise IntentUnavailable("stripe.secret_key is not configured, so Stripe cannot be asked")
+    timeout = min(float(settings.get("timeout_seconds", 30)), LOOKUP_TIMEOUT)
+    client = _client(secret_key, settings, timeout=timeout, retries=min(int(settings.get("retries", 2)), 1))
+    try:
+        return client.v1.payment_intents.retrieve(intent_id).to_dict()
+    except stripe.InvalidRequestError as exc:
+        if exc.http_status == 404:
+            raise IntentUnknown(f"Stripe has no PaymentIntent {intent_id}") from None
+        raise IntentUnavailable(f"Stripe refused the look-up ({exc.code or exc.http_status})") from None
+    except (stripe.AuthenticationError, stripe.PermissionError) as exc:
+        raise IntentUnavailable(f"Stripe refused the key (HTTP {exc.http_status})") from None
+    except stripe.StripeError as exc:
+        raise IntentUnavailable(f"Stripe did not answer the look-up ({exc.__class__.__name__})") from None
+
+
 class StripeAdapter(Adapter):
     name = "stripe"
     operation = "charge"
@@ -90,15 +139,8 @@ class StripeAdapter(Adapter):
             ctx.facts[RESOLVED_PM] = None if str(method).startswith("unresolved") else method
 
     def _client(self, ctx: CallContext) -> Any:
-        import stripe
-
         settings = ctx.settings(self.name)
-        return stripe.StripeClient(
-            ctx.secrets.get("stripe", "secret_key") or "",
-            base_addresses={"api": settings.get("base_url", API_BASE)},
-            max_network_retries=int(settings.get("retries", 2)),
-            http_client=stripe.RequestsClient(timeout=float(settings.get("timeout_seconds", 30))),
-        )
+        return _client(ctx.secrets.get("stripe", "secret_key") or "", settings)
 
     def _default_method(self, client: Any, customer: str, ctx: CallContext) -> str:
         import stripe

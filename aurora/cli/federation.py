@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ._common import _runtime, main
+from ._common import _fail, _runtime, main
 from ._output import emit, json_wanted, table
 
 # -- federation -------------------------------------------------------------------------------
@@ -22,13 +22,50 @@ def nodes() -> None:
 @click.argument("url")
 @click.argument("name")
 @click.argument("token")
-def nodes_register(url: str, name: str, token: str) -> None:
+@click.option("--public-key", default=None, metavar="KEY",
+              help="The peer's key (ed25519:…, from `aurora federation identity` on it), pinned without asking "
+                   "the peer; replaces a pinned key.")
+@click.option("--fingerprint", default=None, metavar="FP",
+              help="The fingerprint the peer's operator told you: the key the peer shows must have it.")
+@click.option("--yes", is_flag=True, help="Pin the key the peer shows without asking (scripts).")
+def nodes_register(url: str, name: str, token: str, public_key: str | None, fingerprint: str | None,
+                   yes: bool) -> None:
     """Add (or update) peer NAME at URL; TOKEN is the one the peer made for this node
-    (`aurora federation token create` on the peer). Give - to read it from stdin."""
-    from ..federation import registry
+    (`aurora federation token create` on the peer). Give - to read it from stdin.
 
+    The peer's public key is pinned: every event it sends must carry its signature. Without
+    --public-key the key is read from URL/federation/identity and shown with its fingerprint;
+    compare it with `aurora federation identity` on the peer. On a terminal you are asked to
+    confirm; a script (no terminal, or --yes) pins it as shown. Registering again keeps the
+    pinned key and refuses a peer that shows another one."""
+    from ..federation import identity, registry
+
+    runtime = _runtime()
     from_stdin = token in ("-",)
-    registry.register(_runtime().db, url, name, sys.stdin.readline().strip() if from_stdin else token)
+    token = sys.stdin.readline().strip() if from_stdin else token
+    repin = public_key is not None
+    if public_key is None:
+        shown = registry.fetch_identity(url)
+        if shown["node"] and shown["node"] != name:
+            _fail(f"{url.rstrip('/')} is node {shown['node']!r}, not {name!r}: register it under its own name "
+                  "(events carry their origin's name)", 2)
+        public_key = shown["public_key"]
+        pinned = registry.pinned_key(runtime.db, name)
+        click.echo(f"{name} shows the key {public_key}\n  fingerprint {shown['fingerprint']}"
+                   + ("  (already pinned)" if pinned == public_key else ""))
+        if fingerprint is not None:
+            if fingerprint.strip().lower().replace(" ", "") != shown["fingerprint"]:
+                _fail(f"the key {name} shows has the fingerprint {shown['fingerprint']}, not {fingerprint}: not pinned", 2)
+        elif pinned != public_key and not yes and sys.stdin.isatty() and not from_stdin:
+            if not click.confirm("Pin this key for the node?", default=False):
+                _fail("not registered: the key was not confirmed", 1)
+    else:
+        try:
+            click.echo(f"pinning {name}'s key, fingerprint {identity.fingerprint(public_key)}")
+        except ValueError as exc:
+            _fail(f"--public-key: {exc}", 2)
+    registry.register(runtime.db, url, name, token, public_key=public_key,
+                      secret_path=runtime.settings.federation_secret_path, repin=repin)
     click.echo(f"registered {name} at {url.rstrip('/')}")
 
 
@@ -57,6 +94,69 @@ def nodes_remove(name: str) -> None:
 @main.group()
 def federation() -> None:
     """This node's federation tokens, and syncing from peers."""
+
+
+@federation.command("identity")
+@click.option("--json", "as_json", is_flag=True, help="Print it as JSON.")
+def federation_identity(as_json: bool) -> None:
+    """This node's public key and its fingerprint: peers pin it when they register this node
+    (read it to their operator out of band). The key pair is in AURORA_HOME/node_identity.pem."""
+    shown = _runtime().identity.as_dict()
+    if as_json:
+        click.echo(json.dumps(shown))
+        return
+    click.echo(f"node         {shown['node']}\npublic key   {shown['public_key']}\nfingerprint  {shown['fingerprint']}")
+
+
+@federation.command("keys")
+def federation_keys() -> None:
+    """The origin keys this node knows: pinned at registration, or introduced by a pinned peer."""
+    from ..federation import trust
+
+    rows = trust.listing(_runtime().db)
+    if not rows:
+        click.echo("no keys known")
+    for row in rows:
+        via = f" by {row['introduced_by']}" if row["introduced_by"] else ""
+        click.echo(f"{row['origin']:<20} {row['fingerprint']}  {row['source']}{via} since {row['since']}")
+
+
+@federation.group("witness")
+def federation_witness() -> None:
+    """The audit checkpoints this node publishes, and those it holds for its peers."""
+
+
+@federation_witness.command("publish")
+def federation_witness_publish() -> None:
+    """Publish this node's audit head as a signed checkpoint event now (beat does it every sync_interval)."""
+    from ..federation import witness
+
+    data = witness.publish(_runtime())
+    click.echo(json.dumps(data) if data else "unchanged since the last checkpoint published: nothing to publish")
+
+
+@federation_witness.command("list")
+def federation_witness_list() -> None:
+    """The newest checkpoint of each origin this node verified, and any mismatch it saw."""
+    from ..federation import witness
+
+    rows = witness.listing(_runtime().db)
+    if not rows:
+        click.echo("no checkpoints held")
+    for row in rows:
+        click.echo(f"{row['origin']:<20} {row['count']} records up to {row['head_pk']} at {row['at']}"
+                   + (f"  PROBLEM: {row['problem']}" if row["problem"] else ""))
+
+
+@federation_witness.command("clear")
+@click.argument("origin")
+def federation_witness_clear(origin: str) -> None:
+    """Forget what is held for ORIGIN (after its operator explained a mismatch); its next checkpoint starts afresh."""
+    from ..federation import witness
+
+    if not witness.clear(_runtime().db, origin):
+        _fail(f"no checkpoint held for {origin}", 1)
+    click.echo(f"cleared the checkpoint held for {origin}")
 
 
 @federation.group("token")

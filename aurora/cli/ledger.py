@@ -20,13 +20,33 @@ def audit() -> None:
 @click.option("--checkpoint", "checkpoints", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A file of checkpoints (from `aurora audit checkpoint`) the log must still hold; repeatable. "
                    "The checkpoints kept under AURORA_HOME are always checked.")
-def audit_verify(checkpoints: tuple[Path, ...]) -> None:
+@click.option("--witnesses", is_flag=True,
+              help="Also ask every registered peer for the checkpoint of this node it holds "
+                   "(GET /federation/witness/NODE) and check the log still holds it.")
+def audit_verify(checkpoints: tuple[Path, ...], witnesses: bool) -> None:
     """Check every record against the audit key and the checkpoints; exit 1 naming the first bad
     record (edited, inserted, following a deleted one, or missing after a checkpoint)."""
     from .. import audit as audit_log
 
     runtime = _runtime()
     verdict = audit_log.verify_node(runtime.settings, runtime.db, checkpoints)
+    if witnesses and verdict.intact:
+        from ..federation import witness
+
+        answers = witness.ask(runtime)
+        for answer in answers:
+            if answer.get("checkpoint"):
+                cp = answer["checkpoint"]
+                click.echo(f"{answer['peer']} holds the checkpoint of {cp.get('created_at')}: "
+                           f"{cp['count']} records up to record {cp['head_pk']}")
+            else:
+                click.echo(f"{answer['peer']}: " + (answer.get("error") or "holds no checkpoint of this node yet"))
+            if answer.get("problem"):
+                click.echo(f"{answer['peer']} reports: {answer['problem']}")
+        verdict = witness.verify(runtime, answers)
+        if verdict.intact and any(a.get("problem") or a.get("error") == "holds a checkpoint this node did not sign"
+                                  for a in answers):
+            _fail("audit chain intact here, but a witness reports a problem (above)", 1)
     if verdict.intact:
         click.echo(f"audit chain intact ({verdict.count} records); head {verdict.head_hash[:16]}")
         return

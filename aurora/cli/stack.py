@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import click
 
@@ -18,21 +19,29 @@ from ._output import emit
 @click.option("--port", "ports", multiple=True, type=int, default=[9292, 9195], show_default=True,
               help="Port to listen on (repeat for several; the seed uses 9292 and 9195).")
 @click.option("--web-workers", default=1, show_default=True, help="gunicorn worker processes (8 threads each).")
-def up(host: str, ports: tuple[int, ...], web_workers: int) -> None:
+@click.option("--logs", "log_dir", default=None, metavar="FOLDER",
+              help="Where the processes' logs go, one file each (default $AURORA_HOME/logs); "
+                   "'-' writes them to this terminal instead.")
+def up(host: str, ports: tuple[int, ...], web_workers: int, log_dir: str | None) -> None:
     """Migrate the database and supervise web, worker and system worker (with beat).
 
-    A process that exits is started again (with a growing pause; the stack stops after 5 exits
-    of one process within 60 s). Ctrl-C or SIGTERM lets the runs in flight finish (at most
-    AURORA_LEASE_SECONDS), a second Ctrl-C stops at once. Refuses to start when a port is taken or
-    another `aurora up` runs on the same AURORA_HOME.
+    Once the stack answers it prints one block: the approval page and API URLs, the admin key on
+    first start, where the docs and logs are. A process that exits is started again (with a
+    growing pause; the stack stops after 5 exits of one process within 60 s, showing the end of
+    its log). Ctrl-C or SIGTERM lets the runs in flight finish (at most AURORA_LEASE_SECONDS), a
+    second Ctrl-C stops at once. Refuses to start when a port is taken or another `aurora up`
+    runs on the same AURORA_HOME.
     """
     import subprocess
+    from pathlib import Path
 
+    from ..banner import StartUp, block, running_as_root
+    from ..client import config_path
     from ..config import load_settings
-    from ..stack import check_ports, claim_home, run_stack
+    from ..stack import check_ports, claim_home, log_files, run_stack
 
-    # Everything the stack makes (database and WAL files, broker folder, keys, metrics) is for
-    # this user only: the database holds key hashes, peer tokens and form answers.
+    # Everything the stack makes (database and WAL files, broker folder, keys, metrics, logs) is
+    # for this user only: the database holds key hashes, peer tokens and form answers.
     os.umask(0o077)
     settings = load_settings()
     url = f"http://{host}:{ports[0]}"
@@ -55,17 +64,38 @@ def up(host: str, ports: tuple[int, ...], web_workers: int) -> None:
                               stdout=subprocess.PIPE, text=True)
     if prepared.returncode:
         sys.exit(prepared.returncode)
-    key = prepared.stdout.strip()
-    if key:
-        click.echo("Aurora's first admin API key (shown once; also saved for this user's CLI):")
-        click.echo(f"  {key}")
-        click.echo(f"  export AURORA_URL={url} AURORA_TOKEN={key}")
-    click.echo(f"Aurora {__version__}: node {settings.node_name}, listening on "
-               + ", ".join(f"http://{host}:{p}" for p in ports))
-    click.echo(f"  database {settings.database_url.split('@')[-1]}, broker {settings.broker_url.split('@')[-1]}")
-    code = run_stack(child_commands(host, ports, web_workers), grace=settings.lease_seconds)
+    commands = child_commands(host, ports, web_workers)
+    folder = None if log_dir == "-" else Path(log_dir).absolute() if log_dir else settings.home / "logs"
+    logs = log_files(folder, list(commands)) if folder else None
+    start_up = StartUp(
+        version=__version__, node=settings.node_name, urls=[f"http://{host}:{p}" for p in ports],
+        key=prepared.stdout.strip() or None, cli_config=config_path(), logs=folder,
+        log_names=[p.name for p in (logs or {}).values()], database=settings.database_url.split("@")[-1],
+        broker=settings.broker_url.split("@")[-1], root=running_as_root())
+    shown = []
+
+    def announce() -> None:
+        shown.append(True)
+        click.echo(block(start_up))
+
+    code = run_stack(commands, grace=settings.lease_seconds, logs=logs, ready=lambda: _answers(url),
+                     on_ready=announce)
+    if start_up.key and not shown:  # the stack never answered: the key must not be lost all the same
+        click.echo(f"Aurora's first admin key (saved in {config_path()}): {start_up.key}")
     lock.close()
     sys.exit(code)
+
+
+def _answers(url: str) -> bool:
+    """Whether the web process answers ``/health/live`` (what the start-up block waits for)."""
+    import urllib.request
+
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through an HTTP proxy
+    try:
+        with direct.open(f"{url}/health/live", timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
 
 
 #: how the stack starts Aurora: ``-P`` keeps the current directory off ``sys.path``, so an
@@ -81,6 +111,15 @@ def child_commands(host: str, ports: tuple[int, ...], web_workers: int) -> dict[
         "worker": [*AURORA, "worker"],
         "system": [*AURORA, "worker", "--system", "--beat"],
     }
+
+
+def _policy_on_record(runtime: Any) -> None:
+    """Refuse to start without a good policy; record it if the chain's last policy record is not
+    of it (the file was edited while the stack was stopped)."""
+    from ..policy_ledger import record_start
+
+    runtime.policies.current()
+    record_start(runtime.db, runtime.policies)
 
 
 @main.command()
@@ -106,7 +145,7 @@ def serve(host: str, port: int, workers: int) -> None:
 
     from ..stack import gunicorn_command
 
-    _runtime("serves").policies.current()
+    _policy_on_record(_runtime("serves"))
     command = gunicorn_command([f"{host}:{port}"], workers)
     os.execv(command[0], command)
 
@@ -129,7 +168,7 @@ def worker(concurrency: int | None, loglevel: str, system: bool, with_beat: bool
     import socket
 
     runtime = _runtime("serves")  # first: importing the Celery app builds a runtime of its own otherwise
-    runtime.policies.current()
+    _policy_on_record(runtime)
     from .. import celery_app
     from ..celery_app import QUEUE, SYSTEM_QUEUE, celery, exit_when_stopped
 
@@ -144,8 +183,23 @@ def worker(concurrency: int | None, loglevel: str, system: bool, with_beat: bool
         raise click.UsageError("--beat goes with --system: beat belongs beside the system queue")
     celery_app.process_kind, celery_app.embedded_beat = kind, with_beat
     exit_when_stopped()
-    celery.worker_main(["worker", "-Q", queue, "-P", pool, "-c", str(count), "-l", loglevel, "--without-mingle",
+    _root_warning_once()
+    # --quiet: no banner (its facts are in `aurora up`'s block and in /health)
+    celery.worker_main(["--quiet", "worker", "-Q", queue, "-P", pool, "-c", str(count), "-l", loglevel, "--without-mingle",
                         "--without-gossip", "-n", f"aurora-{kind}-{socket.gethostname()}-{os.getpid()}@%h"])
+
+
+def _root_warning_once() -> None:
+    """Celery warns in eight lines that a worker runs as root; one line says it (the messages are
+    JSON only, so root is a risk of the deployment, not of Celery's pickle)."""
+    import warnings
+
+    from celery.exceptions import SecurityWarning
+
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        warnings.filterwarnings("ignore", category=SecurityWarning)
+        click.echo("aurora worker: running as root; fine for a try-out, a server runs Aurora as its own user "
+                   "(deploy/aurora.sysusers)", err=True)
 
 
 @main.command()
@@ -169,9 +223,23 @@ def db() -> None:
 @click.option("--revision", default="head", show_default=True)
 def db_upgrade(revision: str) -> None:
     """Apply the Alembic migrations (aurora up does this too)."""
+    from ..federation import vault
     from ..migrations import current, upgrade
 
-    url = _runtime("migrates").settings.database_url
+    runtime = _runtime("migrates")
+    url = runtime.settings.database_url
     upgrade(url, revision)
+    if revision == "head":  # the web unit's first step: an edit made while stopped goes on record
+        from ..policy_ledger import record_start
+
+        record_start(runtime.db, runtime.policies)
     now = current(url)
-    emit({"revision": now}, lambda: click.echo(f"database at revision {now}"))
+    sealed = vault.seal_plaintext(runtime.db, runtime.settings.federation_secret_path)
+    runtime.identity  # noqa: B018 - the node's federation key pair, made on first start
+
+    def human() -> None:
+        click.echo(f"database at revision {now}")
+        if sealed:
+            click.echo(f"encrypted {sealed} peer token(s) stored in plain text with {runtime.settings.federation_secret_path}")
+
+    emit({"revision": now, "sealed_peer_tokens": sealed}, human)

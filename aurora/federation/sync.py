@@ -1,7 +1,9 @@
 """Pull peers' events: after the stored cursor, a page at a time; each page's events and the new
 cursor commit in one transaction, so a sync killed at any moment resumes without loss or
-duplicates. Events whose origin is this node, or that are already held (origin + id), are skipped,
-which carries A's events A → B → C and never back to A. One sync per peer runs at a time across
+duplicates. Every event must carry its origin's valid signature (``signing.py``): events claiming
+this node's origin, an origin whose key is not known, or a bad signature are refused and counted
+per peer; events already held (origin + id) are skipped, which carries A's events A → B → C and
+never back to A. One sync per peer runs at a time across
 all processes (a lease on the peer's row); failures back off with jitter, a success resets them.
 """
 
@@ -21,6 +23,7 @@ from .. import metrics
 from ..engine import worker_identity
 from ..events import EVENT_LOCK_KEY
 from ..models import Event, Node, utcnow
+from . import signing, trust, vault, witness
 from .fetch import FederationFetchError, Peer, fetch_page
 
 #: the first backoff after a failure, doubled per further failure (with jitter), up to the policy's max
@@ -48,6 +51,7 @@ def _validate(body: Any) -> tuple[list[dict[str, Any]], int, bool]:
                 "id": str(item["id"])[:36], "origin": str(item["origin"])[:64], "type": str(item["type"])[:64],
                 "run_id": (str(item["run_id"])[:36] if item.get("run_id") else None),
                 "created_at": _parse_time(item["created_at"]), "data": dict(item["data"]), "seq": int(item["seq"]),
+                "origin_seq": item.get("origin_seq"), "signature": item.get("signature"),
             })
         except (KeyError, TypeError, ValueError):
             raise BadPage("an event in the page is malformed") from None
@@ -118,9 +122,11 @@ class Syncer:
             session.execute(update(Node).where(Node.name == name).values(last_error=message[:255]))
         return message
 
-    def _store(self, name: str, old_cursor: int, rows: list[dict[str, Any]], last_seq: int,
+    def _store(self, name: str, old_cursor: int, page: signing.Screened, last_seq: int,
                lease: timedelta) -> int:
-        """Insert the page's new events and move the cursor, in one transaction; return how many were new."""
+        """Insert the page's verified new events, count its refusals, keep the keys it introduced
+        and the checkpoints it brought, and move the cursor, in one transaction; return how many
+        events were new."""
         now = utcnow()
         with self.db.write() as session:
             moved = session.execute(update(Node).where(
@@ -129,32 +135,54 @@ class Syncer:
                 failures=0, last_error=None, next_attempt_at=None, sync_lease_until=now + lease)).rowcount
             if not moved:
                 raise BadPage("another sync moved this peer's cursor; stopping")
-            fresh = [{k: v for k, v in row.items() if k != "seq"} for row in rows if row["origin"] != self.node_name]
+            if page.rejected:  # kept with the peer for GET /federation/nodes
+                node = session.get(Node, name)
+                counts = dict(node.rejected or {})
+                for reason, n in page.rejected.items():
+                    counts[reason] = counts.get(reason, 0) + n
+                node.rejected, node.last_rejection = counts, page.example
+            trust.learn(session, page.learned, by=name)
+            fresh = [{k: v for k, v in row.items() if k != "seq"} for row in page.accepted]
             if not fresh:
                 return 0
             self.db.lock(session, EVENT_LOCK_KEY)
             insert = pg_insert if self.db.dialect == "postgresql" else sqlite_insert
-            statement = insert(Event.__table__).on_conflict_do_nothing(index_elements=["origin", "id"])
-            result = session.connection().execute(statement, fresh)
-            return max(result.rowcount, 0)
+            # RETURNING counts the rows inserted: psycopg's executemany reports no rowcount (-1),
+            # which made every PostgreSQL sync say it pulled nothing
+            statement = insert(Event.__table__).on_conflict_do_nothing(index_elements=["origin", "id"]).returning(
+                Event.__table__.c.seq)
+            inserted = len(session.connection().execute(statement, fresh).all())
+            witness.observe(self.db, session, self.node_name, page.accepted)
+            return inserted
 
     def sync_peer(self, name: str, fed: dict[str, Any], force: bool = False,
                   progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         lease = timedelta(seconds=float(fed["lease_seconds"]))
         if not self._take(name, force, lease):
             return {"node": name, "skipped": "another sync holds this peer, or it is backing off after failures"}
-        pulled = pages = 0
+        pulled = pages = rejected = 0
         error = refused = stopped = None
         page_seconds = float(fed["timeout_seconds"])
         pass_deadline = time.monotonic() + float(fed["pass_timeout_seconds"])
+        keys = trust.known(self.db)
+        screen = signing.Screen(self.node_name, name, keys)
         try:
-            while pages < int(fed["max_pages"]):
+            if name not in keys:
+                error = f"no key pinned for {name}: register it again (aurora nodes register) to pin its key"
+                self._fail(name, error, fed, contacted=False)
+            while error is None and pages < int(fed["max_pages"]):
                 if pages and time.monotonic() + page_seconds > pass_deadline:
                     stopped = "the pass's deadline (pass_timeout_seconds): the next pass goes on from the cursor"
                     break
                 with self.db.read() as session:
                     node = session.get(Node, name)
                     url, token, cursor = node.url, node.token, node.cursor
+                try:
+                    token = vault.open_token(self.runtime.settings.federation_secret_path, token)
+                except vault.VaultError as exc:
+                    error = str(exc)
+                    self._fail(name, error, fed, contacted=False)
+                    break
                 try:
                     page = fetch_page(Peer(name, url, token), cursor, int(fed["page_size"]),
                                       min(time.monotonic() + page_seconds, pass_deadline))
@@ -166,11 +194,15 @@ class Syncer:
                     break
                 try:
                     rows, last_seq, has_more = _validate(page.body)
-                    new = self._store(name, cursor, rows, last_seq, lease)
+                    screened = screen.page(rows, page.body.get("keys"))
+                    new = self._store(name, cursor, screened, last_seq, lease)
                 except (BadPage, ValueError) as exc:
                     error = f"bad answer: {exc}"
                     self._fail(name, error, fed, contacted=True)
                     break
+                for reason, count in screened.rejected.items():
+                    self._count_refused(name, reason, count)
+                rejected += sum(screened.rejected.values())
                 if page.refused:
                     refused = self._refused_events(name, page.refused)
                 pulled += new
@@ -182,7 +214,7 @@ class Syncer:
         finally:
             self._release(name)
         result: dict[str, Any] = {"node": name, "pulled": pulled, "pages": pages}
-        for key, value in (("error", error), ("refused", refused), ("stopped", stopped)):
+        for key, value in (("error", error), ("refused", refused), ("rejected", rejected), ("stopped", stopped)):
             if value:
                 result[key] = value
         return result

@@ -29,7 +29,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.extensions["aurora"] = runtime
 
     from .. import logs
-    from . import api, errors, federation, health, openapi, route, ui, webhooks
+    from . import api, definitions, errors, federation, health, openapi, route, ui, webhooks
 
     logs.configure(runtime.secret_values)
     _request_log(app)
@@ -40,10 +40,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(route.bp)
     app.register_blueprint(federation.bp)
     app.register_blueprint(webhooks.bp)
+    app.register_blueprint(definitions.bp)
     app.register_blueprint(openapi.bp)
     ui.init_app(app, runtime.settings.home)
     # The JSON API authenticates every call with a bearer key, never a cookie: no CSRF there.
-    for blueprint in (api.bp, route.bp, health.bp, federation.bp, webhooks.bp, openapi.bp):
+    for blueprint in (api.bp, route.bp, health.bp, federation.bp, webhooks.bp, openapi.bp, definitions.bp):
         ui.csrf.exempt(blueprint)
     return app
 

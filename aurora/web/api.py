@@ -128,7 +128,7 @@ def show(run_id: str) -> Response:
     run_id = _run_id(run_id)
     ledger.refresh(_runtime().engine, [run_id])  # a waiting run shows what it would send now
     with _runtime().db.read() as session:
-        return jsonify(run_views.detail(session, run_id))
+        return jsonify(run_views.detail(session, run_id, _runtime().settings.node_name))
 
 
 @bp.post("/workflows/<run_id>/cancel")
@@ -137,7 +137,7 @@ def cancel(run_id: str) -> Response:
     runtime = _runtime()
     run_id = _run_id(run_id)
     with runtime.db.read() as session:
-        current = run_views.detail(session, run_id)
+        current = run_views.detail(session, run_id, runtime.settings.node_name)
     if g.caller.role is not Role.ADMIN and current["submitted_by_person"] != g.caller.person:
         raise PermissionDenied("only the submitter of a run or an admin may cancel it")
     status = runtime.engine.cancel(run_id, g.caller.name)

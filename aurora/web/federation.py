@@ -1,15 +1,16 @@
-"""Federation endpoints: peers pull events with a token; admins and peers see the node registry."""
+"""Federation endpoints: peers pull signed events with a token; anyone may read this node's
+public key; admins and peers see the node registry and the audit checkpoints held as a witness."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 from sqlalchemy import select
 
 from .. import events, keys
 from ..errors import AuthError, PermissionDenied
-from ..federation import registry, tokens
+from ..federation import registry, signing, tokens, trust, witness
 from ..models import Event, Role
 from .auth import presented_key
 from .params import int_arg
@@ -18,6 +19,8 @@ bp = Blueprint("federation", __name__)
 
 #: the most events one page carries
 MAX_PAGE = 1000
+#: RFC 9745: ``?token=`` has been deprecated since 2026-12-01 (the header is a structured date)
+TOKEN_QUERY_DEPRECATED = "@1796083200"
 
 
 class FederationDisabled(PermissionDenied):
@@ -31,8 +34,39 @@ def _runtime() -> Any:
 
 
 def _token() -> str | None:
-    # The seed's ?token= is accepted too; Aurora's request log never records query strings.
-    return presented_key() or request.args.get("token")
+    # The seed's ?token= is accepted too, answered with a Deprecation header; Aurora's request
+    # log never records query strings, so the token is not written anywhere.
+    header = presented_key()
+    if header:
+        return header
+    query = request.args.get("token")
+    if query:
+        g.federation_token_in_query = True
+    return query
+
+
+@bp.after_request
+def _deprecation(response: Response) -> Response:
+    if g.get("federation_token_in_query"):
+        response.headers["Deprecation"] = TOKEN_QUERY_DEPRECATED
+        response.headers["Warning"] = '299 - "?token= is deprecated: send Authorization: Bearer TOKEN"'
+    return response
+
+
+def _admin_or_peer(runtime: Any) -> None:
+    presented = _token()
+    try:
+        keys.authenticate(runtime.db, presented).require(Role.ADMIN)
+    except AuthError as exc:
+        if isinstance(exc, PermissionDenied) or not (presented or "").startswith(tokens.PREFIX):
+            raise
+        tokens.peer_for(runtime.db, presented)
+
+
+@bp.get("/federation/identity")
+def node_identity() -> Response:
+    """This node's name and public key, for peers to pin (compare the fingerprint out of band)."""
+    return jsonify(_runtime().identity.as_dict())
 
 
 @bp.get("/federation/events")
@@ -46,23 +80,32 @@ def pull() -> Response:
         raise PermissionDenied(f"peer {peer!r} is not named in this node's federation_nodes")
     since = int_arg("since", 0, 0, 2**62, clamp=True)
     limit = int_arg("limit", 100, 1, MAX_PAGE, clamp=True)
+    me = runtime.identity
     with runtime.db.read() as session:
         rows = list(session.scalars(select(Event).where(Event.seq > since).order_by(Event.seq).limit(limit + 1)))
     more = len(rows) > limit
-    items = [events.as_dict(e) for e in rows[:limit]]
+    window = rows[:limit]
+    # The peer's own events are not sent back to it (it holds them): a node that is sent events
+    # claiming its own origin knows they are not genuine, and counts them.
+    mine = [e for e in window if e.origin != peer]
+    items = [signing.served(me, e, events.as_dict(e)) for e in mine]
     return jsonify({"node": runtime.settings.node_name, "events": items,
-                    "last_seq": items[-1]["seq"] if items else since, "has_more": more})
+                    "keys": trust.introductions(runtime.db, me, {e.origin for e in mine}),
+                    "last_seq": window[-1].seq if window else since, "has_more": more})
 
 
 @bp.get("/federation/nodes")
 def nodes() -> Response:
     runtime = _runtime()
-    presented = _token()
-    try:
-        keys.authenticate(runtime.db, presented).require(Role.ADMIN)
-    except AuthError as exc:
-        if isinstance(exc, PermissionDenied) or not (presented or "").startswith(tokens.PREFIX):
-            raise
-        tokens.peer_for(runtime.db, presented)
+    _admin_or_peer(runtime)
     interval = float(runtime.policies.current().federation["sync_interval"])
     return jsonify({"node": runtime.settings.node_name, "nodes": registry.listing(runtime.db, interval)})
+
+
+@bp.get("/federation/witness/<origin>")
+def witnessed(origin: str) -> Response:
+    """The newest audit checkpoint of ``origin`` this node verified and keeps, as the signed
+    event it came in (``aurora audit verify --witnesses`` on that origin asks for it)."""
+    runtime = _runtime()
+    _admin_or_peer(runtime)
+    return jsonify({"node": runtime.settings.node_name, "origin": origin, **witness.held(runtime.db, origin)})

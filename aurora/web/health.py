@@ -164,6 +164,14 @@ def _federation(runtime: Any, policy: Any) -> dict[str, Any]:
     result: dict[str, Any] = {"ok": not down, "enabled": True, "peers": {p["name"]: p["state"] for p in peers}}
     if down:
         result["error"] = f"peers down: {', '.join(down)}"
+    from ..federation import witness
+
+    witnessed = witness.problems(runtime.db)  # a peer's audit log cut short or rewritten
+    if witnessed:
+        result["ok"] = False
+        result["witness_problems"] = witnessed
+        result["error"] = "; ".join(filter(None, [result.get("error"),
+                                                  f"audit log of {', '.join(sorted(witnessed))} no longer holds its checkpoint"]))
     return result
 
 

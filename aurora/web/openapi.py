@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, render_template
+from flask import Blueprint, Response, current_app, jsonify, render_template, request
 
 from .. import __version__
 from ..models import RunStatus
@@ -76,6 +76,7 @@ SCHEMAS: dict[str, Any] = {
         "run_id": {"type": ["string", "null"]}, "created_at": {"type": "string"}, "data": {"type": "object"}}},
     "EventPage": {"type": "object", "required": ["events", "last_seq", "has_more"], "properties": {
         "node": {"type": "string"}, "events": {"type": "array", "items": _ref("Event")},
+        "keys": {"type": "object", "description": "Introductions: other origins' public keys, signed by this node"},
         "last_seq": {"type": "integer"}, "has_more": {"type": "boolean"}}},
     "Approval": {"type": "object", "description": "What approvers approve: the exact request the adapter will "
                  "send (credentials redacted) in plain words and in full, and whether it is live and why. Votes "
@@ -128,14 +129,17 @@ def _vote(decision: str) -> dict[str, Any]:
                       **_errors(400, 401, 403, 404, 409, 415)}}}
 
 
-def _webhook(provider: str, header: str | None) -> dict[str, Any]:
+def _webhook(provider: str, header: str | None, deferrable: bool = False) -> dict[str, Any]:
     parameters = [{"name": header, "in": "header", "required": False, "schema": {"type": "string"}}] if header else []
+    responses = {"200": _json(_ref("Received"), "Taken in (or a retry of one taken before)"),
+                 **_errors(400, 401, 403, 413)}
+    if deferrable:  # a genuine event the provider could not be asked about: it delivers it again
+        responses["503"] = _json(_ref("Error"), "Not applied now (the provider could not be asked); nothing stored")
     return {"post": {
         "summary": f"{provider} callback, proven by its signature (no API key)", "security": NONE,
         "parameters": parameters,
         "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
-        "responses": {"200": _json(_ref("Received"), "Taken in (or a retry of one taken before)"),
-                      **_errors(400, 401, 403, 413)}}}
+        "responses": responses}}
 
 
 EXAMPLE_WORKFLOW = {"name": "send_report", "category": "business", "origin": "claude", "type": "task",
@@ -166,7 +170,9 @@ UNAVAILABLE = {"503": {**_json(_ref("Error"), "The database, the disk or the bro
                                               "(error 'unavailable', with the component): try again later"),
                        "headers": RETRY_AFTER}}
 #: paths that touch neither the database nor the broker
-NO_BACKEND = {"/", "/openapi.json", "/docs", "/health", "/health/live", "/health/ready"}
+NO_BACKEND = {"/", "/openapi.json", "/docs", "/health", "/health/live", "/health/ready", "/schemas/workflow.json"}
+#: the media type of a JSON Schema (draft 2020-12, section 14.1)
+SCHEMA_JSON = "application/schema+json"
 
 
 def _with_unavailable(spec: dict[str, Any]) -> dict[str, Any]:
@@ -215,6 +221,11 @@ def document() -> dict[str, Any]:
                                       "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")}}},
             "/docs": {"get": {"summary": "This document as a page", "security": NONE, "responses": {
                 "200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+            "/schemas/workflow.json": {"get": {
+                "summary": "The workflow JSON Schema, for editors: its $id is this URL (docs/workflows.md, "
+                           "`# yaml-language-server: $schema=…`)", "security": NONE, "responses": {
+                    "200": {"description": "JSON Schema 2020-12", "content": {SCHEMA_JSON: {"schema": {
+                        "type": "object", "required": ["$schema", "$id"]}}}}}}},
             "/workflows": {
                 "post": {"summary": "Submit a workflow (YAML, JSON or a multipart file)",
                          "parameters": [IDEMPOTENCY_KEY], "requestBody": {
@@ -285,16 +296,25 @@ def document() -> dict[str, Any]:
             "/route/rules": {"get": {"summary": "The routing rules in force", "responses": {
                 "200": _json({"type": "object", "required": ["enabled", "default_engine", "rules"]}, "Rules"),
                 **_errors(401)}}},
-            "/federation/events": {"get": {"summary": "Events for a peer (Bearer peer token, or ?token=)",
+            "/federation/events": {"get": {"summary": "Origin-signed events for a peer (Bearer peer token; "
+                                                      "?token= is deprecated: answered with a Deprecation header)",
                                            "parameters": [
                 {"name": "since", "in": "query", "schema": {"type": "integer", "minimum": 0}},
                 {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
-                {"name": "token", "in": "query", "schema": {"type": "string"}}],
+                {"name": "token", "in": "query", "deprecated": True, "schema": {"type": "string"}}],
                 "responses": {"200": _json(_ref("EventPage"), "A page of events"), **_errors(400, 401, 403)}}},
             "/federation/nodes": {"get": {"summary": "The peers this node pulls from (admin key or peer token)",
                                           "responses": {
                 "200": _json({"type": "object", "required": ["node", "nodes"]}, "Peers"), **_errors(401, 403)}}},
-            "/webhooks/stripe": _webhook("Stripe", "Stripe-Signature"),
+            "/federation/identity": {"get": {"summary": "This node's name, Ed25519 public key and fingerprint",
+                                             "security": NONE, "responses": {
+                "200": _json({"type": "object", "required": ["node", "public_key", "fingerprint"]}, "Identity")}}},
+            "/federation/witness/{origin}": {"get": {
+                "summary": "The newest audit checkpoint of a node held here as its witness (admin key or peer token)",
+                "parameters": [{"name": "origin", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": _json({"type": "object", "required": ["node", "origin", "checkpoint"]}, "Held"),
+                              **_errors(401, 403)}}},
+            "/webhooks/stripe": _webhook("Stripe", "Stripe-Signature", deferrable=True),
             "/webhooks/typeform": _webhook("Typeform", "Typeform-Signature"),
             "/webhooks/mailgun": _webhook("Mailgun", None),
         },
@@ -304,6 +324,16 @@ def document() -> dict[str, Any]:
 @bp.get("/openapi.json")
 def spec() -> Response:
     return jsonify(document())
+
+
+@bp.get("/schemas/workflow.json")
+def workflow_schema() -> Response:
+    """The schema submissions are checked against, with an ``$id`` that is the URL it was fetched
+    from (the file's own ``$id`` is the default stack's, http://127.0.0.1:9292/…)."""
+    from ..resources import load_schema
+
+    schema = {**load_schema("workflow.schema.json"), "$id": request.url_root + "schemas/workflow.json"}
+    return current_app.response_class(current_app.json.dumps(schema), mimetype=SCHEMA_JSON)
 
 
 @bp.get("/docs")

@@ -1,7 +1,8 @@
 """The approval page: server-rendered, no build step. Sign in with an API key (throttled per
 client and per key id); the signed session cookie holds only a random session id, kept
 server-side (``websessions``), so logout and key revocation end it. CSRF tokens on every form,
-never framed (``frame-ancestors 'none'``), readable on a phone."""
+never framed (``frame-ancestors 'none'``), readable on a phone, in German or English (the words
+are in ``wording`` and the templates; the catalogues in ``translations/``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, flash, g, redirect, render_template, request, session, url_for
+from flask_babel import Babel, get_locale, gettext
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy import select
 
@@ -19,10 +21,28 @@ from .. import approvals, keys, websessions
 from .. import runs as run_views
 from ..errors import AuroraError, AuthError
 from ..models import Role, Run
+from . import wording
 from .signin import SignInThrottle
 
 bp = Blueprint("ui", __name__, url_prefix="/ui", template_folder="templates")
 csrf = CSRFProtect()
+babel = Babel()
+#: the page's languages, the first the default; the catalogues are in aurora/web/translations
+LANGUAGES = ("en", "de")
+#: the cookie that keeps a language chosen with the page's link (it overrides Accept-Language)
+LANGUAGE_COOKIE = "aurora_lang"
+TRANSLATIONS = Path(__file__).resolve().parent / "translations"
+
+
+def select_locale() -> str:
+    """The page's language: the one chosen with its link, else the browser's (Accept-Language).
+    The JSON API stays in English."""
+    if not request.path.startswith("/ui"):
+        return LANGUAGES[0]
+    chosen = request.cookies.get(LANGUAGE_COOKIE)
+    if chosen in LANGUAGES:
+        return chosen
+    return request.accept_languages.best_match(LANGUAGES) or LANGUAGES[0]
 
 
 def secret_key(home: Path) -> str:
@@ -50,6 +70,7 @@ def init_app(app: Flask, home: Path) -> None:
         WTF_CSRF_TIME_LIMIT=None,
     )
     csrf.init_app(app)
+    babel.init_app(app, locale_selector=select_locale, default_translation_directories=str(TRANSLATIONS))
     app.register_blueprint(bp)
 
     @app.after_request
@@ -68,8 +89,9 @@ def init_app(app: Flask, home: Path) -> None:
     @app.errorhandler(CSRFError)
     def csrf_failed(exc: CSRFError):  # type: ignore[no-untyped-def]
         if request.path.startswith("/ui"):
-            return render_template("message.html", title="Form expired",
-                                   message="The form was too old or not from this page. Please try again."), 400
+            return render_template("message.html", title=gettext("Form expired"),
+                                   message=gettext("The form was too old or not from this page. "
+                                                   "Please try again.")), 400
         return {"error": "csrf", "message": exc.description}, 400
 
 
@@ -77,6 +99,16 @@ def init_app(app: Flask, home: Path) -> None:
 def when(value: str | None) -> str:
     """``2026-11-28T20:21:32.600414+00:00`` -> ``2026-11-28 20:21 UTC``."""
     return f"{value[:10]} {value[11:16]} UTC" if value else "—"
+
+
+@bp.app_context_processor
+def words() -> dict[str, Any]:
+    """What every page's template may use to speak to a person (aurora/web/wording.py)."""
+    locale = str(get_locale() or LANGUAGES[0]) if request.path.startswith("/ui") else LANGUAGES[0]
+    return {"money": wording.money, "status_name": wording.status_name, "event_name": wording.event_name,
+            "what": wording.what, "outcome": wording.outcome, "approvals_line": wording.approvals_line,
+            "vote_message": wording.vote_message, "request_rows": wording.rows, "mode_says": wording.mode_says,
+            "lang": locale, "other_languages": [code for code in LANGUAGES if code != locale]}
 
 
 def _runtime() -> Any:
@@ -93,7 +125,7 @@ def _throttle() -> SignInThrottle:
 @bp.before_request
 def load_caller() -> Any:
     g.caller = None
-    if request.endpoint in ("ui.login", "ui.static"):
+    if request.endpoint in ("ui.login", "ui.static", "ui.language"):
         return None
     try:
         g.caller = websessions.caller(_runtime().db, session.get("sid"))
@@ -146,20 +178,33 @@ def login() -> Any:
         parts = key.split("_")
         wait = _throttle().attempt(request.remote_addr or "unknown", parts[1][:16] if len(parts) >= 3 else None)
         if wait:
-            flash(f"Too many sign-in attempts; try again in {wait} s.", "error")
+            flash(gettext("Too many sign-in attempts; try again in %(seconds)s s.", seconds=wait), "error")
             return render_template("login.html"), 429, {"Retry-After": str(wait)}
         try:
             caller = keys.authenticate(_runtime().db, key)
         except AuthError:
-            flash("That key is not valid.", "error")
+            flash(gettext("That key is not valid."), "error")
             return render_template("login.html"), 401
         session.clear()
         session["sid"] = websessions.start(_runtime().db, parts[1])
         session.permanent = True
-        flash(f"Signed in as {caller.person} ({caller.role.value}, key {caller.name}).", "ok")
+        flash(gettext("Signed in as %(person)s (%(role)s, key %(key)s).", person=caller.person,
+                      role=caller.role.value, key=caller.name), "ok")
         target = request.args.get("next") or ""
         return redirect(target if target.startswith("/ui/") else url_for("ui.index"))
     return render_template("login.html")
+
+
+@bp.get("/language/<code>")
+def language(code: str) -> Any:
+    """The language link: kept in a cookie for a year, then back to the page it was clicked on."""
+    target = request.args.get("next") or ""
+    response = redirect(target if target.startswith("/ui/") and not target.startswith("/ui//")
+                        else url_for("ui.index"))
+    if code in LANGUAGES:
+        response.set_cookie(LANGUAGE_COOKIE, code, max_age=365 * 24 * 3600, httponly=True, samesite="Lax",
+                            secure=current_app.config["SESSION_COOKIE_SECURE"])
+    return response
 
 
 @bp.post("/logout")
@@ -185,24 +230,34 @@ def run_page(run_id: str) -> Any:
     ledger.refresh(_runtime().engine, [run_id])  # a waiting run shows what it would send now
     with _runtime().db.read() as db_session:
         if db_session.scalar(select(Run.pk).where(Run.id == run_id)) is None:
-            return render_template("message.html", title="Not found", message="There is no such run."), 404
-        run = run_views.detail(db_session, run_id)
-    return render_template("run.html", run=run, summary=describe(run["goal"], run["document"].get("payload", {})))
+            return render_template("message.html", title=gettext("Not found"),
+                                   message=gettext("There is no such run.")), 404
+        run = run_views.detail(db_session, run_id, _runtime().settings.node_name)
+    summary = [{"label": label, "value": value}
+               for label, value in describe(run["goal"], run["document"].get("payload", {}))]
+    return render_template("run.html", run=run, summary=summary)
 
 
 @bp.post("/runs/<run_id>/<decision>")
 def vote(run_id: str, decision: str) -> Any:
     if decision not in ("approve", "reject"):
-        return render_template("message.html", title="Not found", message="Unknown action."), 404
+        return render_template("message.html", title=gettext("Not found"), message=gettext("Unknown action.")), 404
     comment = (request.form.get("comment") or "").strip() or None
     # the rendering the page showed: a vote never counts for a request the approver did not see
     shown = request.form.get("request_hash") or None
     try:
         result = approvals.vote(_runtime().engine, run_id, g.caller, decision, comment, "web", shown)
-        flash(f"Your {'approval' if decision == 'approve' else 'rejection'} is recorded; the run is now "
-              f"{result['status'].replace('_', ' ')}.", "ok")
+        # The words are chosen when the page is shown (wording.vote_message): by then a run whose
+        # quorum this vote completed may be running or done already.
+        if result["status"] == "rejected":
+            code = "reject"
+        elif result["status"] == "awaiting_approval":
+            code = f"approve:{result['gate'].get('missing', 0)}"
+        else:
+            code = "approve:done"
+        flash(code, "vote")
     except AuroraError as exc:
-        flash(str(exc), "error")
+        flash(wording.vote_error(exc.code, str(exc)), "error")
     return redirect(url_for("ui.run_page", run_id=run_id))
 
 
@@ -223,3 +278,11 @@ def nodes_page() -> Any:
         received = [events.as_dict(e) for e in db_session.scalars(query)]
     return render_template("nodes.html", nodes=registry.listing(runtime.db, interval), received=received,
                            origin=origin, node=runtime.settings.node_name)
+
+
+@bp.get("/definitions")
+def definitions_page() -> Any:
+    """The stored definitions: version, triggers, the next scheduled start and the last runs."""
+    from .. import definitions
+
+    return render_template("definitions.html", definitions=definitions.listing(_runtime().db))

@@ -10,7 +10,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from .. import webhooks
-from ..webhooks import WebhookRejected
+from ..webhooks import WebhookDeferred, WebhookRejected
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 
@@ -33,6 +33,8 @@ def _handle(provider: str, secret_path: tuple[str, ...], process: Callable[[byte
                         "message": f"{'.'.join(secret_path)} is not configured in the secrets file"}), 403
     try:
         return jsonify(process(body, secret)), 200
+    except WebhookDeferred as exc:  # genuine, but not applicable now: the provider delivers it again
+        return jsonify({"error": exc.code, "message": str(exc)}), 503, {"Retry-After": "60"}
     except WebhookRejected as exc:
         return _refuse(provider, exc, len(body))
 

@@ -1,15 +1,15 @@
 """run id prefixes: an index PostgreSQL can use for ``id LIKE 'prefix%'`` in any collation
 
-Revision ID: 0010_cli
-Revises: 0009_steps
+Revision ID: 0012_cli
+Revises: 0011_fedtrust
 """
 
 from __future__ import annotations
 
 from alembic import op
 
-revision = "0010_cli"
-down_revision = "0009_steps"
+revision = "0012_cli"
+down_revision = "0011_fedtrust"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,229 @@
+"""Peers witness each other's audit log.
+
+At every sync interval a node publishes the head of its audit chain (count, newest record's pk
+and hash, time) as an ``audit.checkpoint`` event, signed like every event by its origin key, with
+an *anchor*: what its log holds now at the head of the checkpoint it published before. A peer
+keeps the newest checkpoint of each origin it verified; a later one that holds fewer records, a
+different hash for the same count, or an anchor that does not match what the peer holds, shows
+the origin's log was cut short or rewritten after the checkpoint: the peer records an
+``audit.witness_mismatch`` event of its own and ``/health`` warns until an operator clears it.
+
+``aurora audit verify --witnesses`` on a node asks each peer (``GET /federation/witness/NODE``)
+for the checkpoint it holds, checks the node's own signature on it, and verifies the local chain
+against it: a log cut short is caught even when its own checkpoint file went with it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import requests
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from .. import audit, events
+from ..db import Database
+from ..events import EVENT_LOCK_KEY
+from ..models import AuditRecord, Event, Node, WitnessCheckpoint, utcnow
+from . import identity, signing, vault
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "audit.checkpoint"
+MISMATCH = "audit.witness_mismatch"
+#: seconds ``aurora audit verify --witnesses`` waits for one peer
+ASK_TIMEOUT = 10.0
+
+
+# -- publishing (the origin) ------------------------------------------------------------------
+
+def _head(session: Session) -> tuple[int, int | None, str]:
+    count = session.scalar(select(func.count()).select_from(AuditRecord)) or 0
+    newest = session.execute(select(AuditRecord.pk, AuditRecord.hash).order_by(AuditRecord.pk.desc()).limit(1)).first()
+    return count, (newest.pk if newest else None), (newest.hash if newest else audit.GENESIS)
+
+
+def _anchor(session: Session, previous: Event | None) -> dict[str, Any] | None:
+    if previous is None or previous.data.get("head_pk") is None:
+        return None
+    pk = int(previous.data["head_pk"])
+    record = session.get(AuditRecord, pk)
+    return {"seq": previous.seq, "head_pk": pk, "head_hash": record.hash if record else None,
+            "count": session.scalar(select(func.count()).select_from(AuditRecord).where(AuditRecord.pk <= pk)) or 0}
+
+
+def publish(runtime: Any) -> dict[str, Any] | None:
+    """Publish this node's audit head as a checkpoint event, unless it is the one published last.
+    Returns the event's data, or None when nothing changed."""
+    db, me = runtime.db, runtime.settings.node_name
+    last = select(Event).where(Event.origin == me, Event.type == CHECKPOINT).order_by(Event.seq.desc()).limit(1)
+    with db.read() as session:
+        count, head_pk, head_hash = _head(session)
+        previous = session.scalars(last).first()
+    if count == 0 or (previous is not None and (previous.data.get("count"), previous.data.get("head_hash"))
+                      == (count, head_hash)):
+        return None
+    problem = None
+    try:  # verifies what came after this node's own last checkpoint, and keeps the new one
+        head = audit.checkpoint_since_last(runtime.settings, db)
+    except ValueError as exc:
+        # This node's log no longer holds its own checkpoint: say so, and publish what it holds
+        # now, so that the witnesses see it as well.
+        problem = str(exc)[:255]
+        log.error("audit log does not hold its last checkpoint, published as is: %s", problem)
+        with db.read() as session:
+            verdict = audit.verify(session.scalars(select(AuditRecord).order_by(AuditRecord.pk)).yield_per(1000),
+                                   db.audit_key())
+        head = {"count": verdict.count, "head_pk": verdict.head_pk, "head_hash": verdict.head_hash}
+    with db.write() as session:
+        db.lock(session, EVENT_LOCK_KEY)  # two publishers must not both anchor on the same one
+        previous = session.scalars(last).first()
+        data: dict[str, Any] = {"count": int(head["count"]), "head_pk": head["head_pk"],
+                                "head_hash": head["head_hash"], "created_at": utcnow().isoformat(),
+                                "anchor": _anchor(session, previous)}
+        if problem:
+            data["problem"] = problem
+        events.append(db, session, me, CHECKPOINT, data)
+    return data
+
+
+# -- witnessing (the peers) -------------------------------------------------------------------
+
+def _well_formed(data: Any) -> bool:
+    return (isinstance(data, dict) and isinstance(data.get("count"), int) and data["count"] >= 0
+            and (data.get("head_pk") is None or isinstance(data["head_pk"], int))
+            and isinstance(data.get("head_hash"), str) and len(data["head_hash"]) <= 64)
+
+
+def _problem(held: WitnessCheckpoint, data: dict[str, Any]) -> str | None:
+    then = f"its checkpoint of {held.event['data'].get('created_at')} held {held.count} records up to record {held.head_pk}"
+    now = f"now {data['count']} up to record {data.get('head_pk')}"
+    if data["count"] < held.count or (data.get("head_pk") or 0) < (held.head_pk or 0):
+        return f"cut short: {then}, {now}"
+    if data["count"] == held.count and data["head_hash"] != held.head_hash:
+        return f"rewritten: {then} with head {held.head_hash[:16]}, {now} with head {data['head_hash'][:16]}"
+    anchor = data.get("anchor")
+    if not isinstance(anchor, dict) or not isinstance(anchor.get("seq"), int):
+        return f"its new checkpoint no longer links to the one this node holds: {then}"
+    if anchor["seq"] == held.origin_seq and (anchor.get("head_hash"), anchor.get("count")) != (held.head_hash, held.count):
+        return (f"rewritten or cut short: {then}; record {held.head_pk} now has "
+                f"{'no record' if anchor.get('head_hash') is None else 'another hash'} ({anchor.get('count')} records up to it)")
+    if anchor["seq"] < held.origin_seq:
+        return f"its checkpoint events were removed: the new one links to an older one than {then}"
+    return None  # anchored on a checkpoint this node has not had yet (it came by a slower path)
+
+
+def observe(db: Database, session: Session, me: str, rows: list[dict[str, Any]]) -> None:
+    """Keep the checkpoints among verified foreign events (inside the transaction storing them)."""
+    for row in sorted((r for r in rows if r["type"] == CHECKPOINT), key=lambda r: r["origin_seq"]):
+        data, origin = row["data"], row["origin"]
+        if not _well_formed(data):
+            continue
+        event = {k: (v.isoformat() if k == "created_at" else v) for k, v in row.items() if k != "seq"}
+        held = session.get(WitnessCheckpoint, origin)
+        if held is None:
+            session.add(WitnessCheckpoint(origin=origin, origin_seq=row["origin_seq"], count=data["count"],
+                                          head_pk=data.get("head_pk"), head_hash=data["head_hash"], event=event,
+                                          received_at=utcnow()))
+            continue
+        if row["origin_seq"] <= held.origin_seq:
+            continue  # older, or the same one by another path
+        problem = _problem(held, data)
+        if problem is None:
+            held.origin_seq, held.count, held.head_pk, held.head_hash = (
+                row["origin_seq"], data["count"], data.get("head_pk"), data["head_hash"])
+            held.event, held.received_at = event, utcnow()
+        elif held.problem is None:  # the checkpoint that shows it stays held, as the evidence
+            held.problem, held.problem_at = f"audit log of {origin} {problem}"[:512], utcnow()
+            log.warning("witness: %s", held.problem)
+            events.append(db, session, me, MISMATCH, {"origin": origin, "problem": held.problem,
+                                                      "held": {"count": held.count, "head_pk": held.head_pk,
+                                                               "head_hash": held.head_hash},
+                                                      "seen": {k: data.get(k) for k in ("count", "head_pk", "head_hash")}})
+
+
+def held(db: Database, origin: str) -> dict[str, Any]:
+    with db.read() as session:
+        row = session.get(WitnessCheckpoint, origin)
+        if row is None:
+            return {"checkpoint": None, "problem": None}
+        return {"checkpoint": row.event, "received_at": row.received_at.isoformat(), "problem": row.problem,
+                "problem_at": row.problem_at.isoformat() if row.problem_at else None}
+
+
+def problems(db: Database) -> dict[str, str]:
+    with db.read() as session:
+        return dict(session.execute(select(WitnessCheckpoint.origin, WitnessCheckpoint.problem)
+                                    .where(WitnessCheckpoint.problem.is_not(None))).all())
+
+
+def listing(db: Database) -> list[dict[str, Any]]:
+    with db.read() as session:
+        return [{"origin": w.origin, "count": w.count, "head_pk": w.head_pk, "head_hash": w.head_hash,
+                 "at": w.event["data"].get("created_at"), "received_at": w.received_at.isoformat(),
+                 "problem": w.problem} for w in session.scalars(select(WitnessCheckpoint).order_by(WitnessCheckpoint.origin))]
+
+
+def clear(db: Database, origin: str) -> bool:
+    """Forget what is held for ``origin`` (after its operator explained the mismatch)."""
+    with db.write() as session:
+        row = session.get(WitnessCheckpoint, origin)
+        if row is None:
+            return False
+        session.delete(row)
+        audit.note(db, session, "federation", "witness_clear", {"origin": origin, "problem": row.problem})
+    return True
+
+
+# -- asking the witnesses (the origin) --------------------------------------------------------
+
+def ask(runtime: Any) -> list[dict[str, Any]]:
+    """What each enabled peer holds of this node: its checkpoint (checked against this node's own
+    key) or the reason it could not be had."""
+    me = runtime.identity
+    with runtime.db.read() as session:
+        peers = [(n.name, n.url, n.token) for n in session.scalars(select(Node).where(Node.enabled.is_(True)).order_by(Node.name))]
+    answers = []
+    for name, url, stored in peers:
+        answer: dict[str, Any] = {"peer": name}
+        try:
+            token = vault.open_token(runtime.settings.federation_secret_path, stored)
+            response = requests.get(f"{url}/federation/witness/{me.name}", headers={"Authorization": f"Bearer {token}"},
+                                    timeout=ASK_TIMEOUT, allow_redirects=False)
+            body = response.json() if response.status_code == 200 else None
+        except (requests.RequestException, ValueError) as exc:
+            answers.append({**answer, "error": f"unreachable: {exc.__class__.__name__}"})
+            continue
+        if not isinstance(body, dict):
+            answers.append({**answer, "error": f"HTTP {response.status_code}"})
+            continue
+        answer["problem"] = body.get("problem")
+        event = body.get("checkpoint")
+        if event is None:
+            answers.append(answer)
+            continue
+        try:
+            genuine = (event["origin"] == me.name and event["type"] == CHECKPOINT and _well_formed(event["data"])
+                       and identity.valid(me.private.public_key(), event["signature"], signing.canonical(
+                           event["id"], event["origin"], event["origin_seq"], event["type"], event["run_id"],
+                           signing.parse_time(event["created_at"]), event["data"])))
+        except (KeyError, TypeError, ValueError):
+            genuine = False
+        if genuine:
+            answer["checkpoint"] = event["data"]
+        else:
+            answer["error"] = "holds a checkpoint this node did not sign"
+        answers.append(answer)
+    return answers
+
+
+def verify(runtime: Any, answers: list[dict[str, Any]]) -> audit.Verdict:
+    """The local chain against its own checkpoints and those its witnesses hold."""
+    settings, db = runtime.settings, runtime.db
+    key = db.audit_key()
+    local = settings.audit_checkpoints_file
+    checkpoints = audit.read_checkpoints(local, key) if local.exists() else []
+    checkpoints += [a["checkpoint"] for a in answers if a.get("checkpoint") and a["checkpoint"].get("head_pk") is not None]
+    with db.read() as session:
+        return audit.verify_all(session, key, checkpoints)
