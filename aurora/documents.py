@@ -9,12 +9,13 @@ keys. The built value is then checked against ``schemas/workflow.schema.json``.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import math
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from functools import cache
 from typing import Any
@@ -95,15 +96,23 @@ class Workflow:
         return self.goal in CRITICAL_GOALS
 
 
-def _syntax(message: str, path: str = "") -> DocumentSyntaxError:
-    return DocumentSyntaxError([Problem(path, message)])
+def _syntax(message: str, path: str = "", mark: Any = None, hint: str | None = None) -> DocumentSyntaxError:
+    line, column = (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
+    return DocumentSyntaxError([Problem(path, message, line, column, hint)])
 
 
-def _where(mark: Any) -> str:
-    return f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+def _tab_hint(text: str, mark: Any) -> str | None:
+    """Tabs: YAML indents with spaces only, and PyYAML's message does not say so."""
+    if mark is None:
+        return None
+    lines = text.splitlines()
+    for number in (mark.line, mark.line - 1):
+        if 0 <= number < len(lines) and "\t" in lines[number][:len(lines[number]) - len(lines[number].lstrip())]:
+            return f"line {number + 1} is indented with a tab; YAML indents with spaces only"
+    return None
 
 
-def _check_events(text: str) -> None:
+def _check_events(text: str) -> None:  # noqa: C901 - one pass, one branch per construct
     """Reject forbidden YAML constructs from the event stream, before building anything."""
     # Each open collection: [is_mapping, expecting_key, keys_seen]
     stack: list[list[Any]] = []
@@ -118,34 +127,37 @@ def _check_events(text: str) -> None:
             if isinstance(event, yaml.DocumentStartEvent):
                 documents += 1
                 if documents > 1:
-                    raise _syntax("a workflow file holds exactly one YAML document; found a second" + _where(event.start_mark))
+                    raise _syntax("a workflow file holds exactly one YAML document; found a second", mark=event.start_mark)
             elif isinstance(event, yaml.AliasEvent):
-                raise _syntax("YAML aliases (*name) are not allowed in workflows" + _where(event.start_mark))
+                raise _syntax("YAML aliases (*name) are not allowed in workflows", mark=event.start_mark)
             elif isinstance(event, (yaml.ScalarEvent, yaml.MappingStartEvent, yaml.SequenceStartEvent)):
                 if event.tag not in _ALLOWED_TAGS:
-                    raise _syntax(f"YAML tag {event.tag!r} is not allowed" + _where(event.start_mark))
+                    raise _syntax(f"YAML tag {event.tag!r} is not allowed", mark=event.start_mark)
                 if event.anchor is not None:
-                    raise _syntax("YAML anchors (&name) are not allowed in workflows" + _where(event.start_mark))
+                    raise _syntax("YAML anchors (&name) are not allowed in workflows", mark=event.start_mark)
                 in_key = bool(stack) and stack[-1][0] and stack[-1][1]
                 if isinstance(event, yaml.ScalarEvent):
                     if in_key:
                         keys = stack[-1][2]
                         if event.value in keys:
-                            raise _syntax(f"duplicate key {event.value!r}" + _where(event.start_mark))
+                            raise _syntax(f"duplicate key {event.value!r}", mark=event.start_mark)
                         keys.add(event.value)
                     value_done()
                 else:
                     if in_key:
-                        raise _syntax("mapping keys must be plain strings" + _where(event.start_mark))
+                        raise _syntax("mapping keys must be plain strings", mark=event.start_mark)
                     if len(stack) >= MAX_DEPTH:
-                        raise _syntax(f"nesting deeper than {MAX_DEPTH} levels" + _where(event.start_mark))
+                        raise _syntax(f"nesting deeper than {MAX_DEPTH} levels", mark=event.start_mark)
                     stack.append([isinstance(event, yaml.MappingStartEvent), True, set()])
             elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
                 stack.pop()
                 value_done()
     except yaml.MarkedYAMLError as exc:
         problem = exc.problem or exc.context or "invalid YAML"
-        raise _syntax(f"invalid YAML: {problem}" + _where(exc.problem_mark)) from None
+        hint = _tab_hint(text, exc.problem_mark)
+        if hint:
+            problem = "a tab where YAML expects spaces"
+        raise _syntax(f"invalid YAML: {problem}", mark=exc.problem_mark, hint=hint) from None
     except yaml.YAMLError as exc:
         raise _syntax(f"invalid YAML: {exc}") from None
 
@@ -208,7 +220,7 @@ def parse(body: bytes | str, *, fmt: str = "yaml", max_bytes: int = 256 * 1024) 
         try:
             value = json.loads(text, object_pairs_hook=_reject_duplicate_keys, parse_constant=_reject_constant)
         except json.JSONDecodeError as exc:
-            raise _syntax(f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+            raise DocumentSyntaxError([Problem("", f"invalid JSON: {exc.msg}", exc.lineno, exc.colno)]) from None
         except ValueError as exc:  # an integer past Python's 4,300-digit conversion limit
             raise _syntax(f"invalid JSON: {_too_long(exc)}") from None
         except RecursionError:
@@ -264,44 +276,106 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _problems(error: ValidationError) -> list[Problem]:
-    path = _path(error.absolute_path)
+#: where each node of a document stands: path (keys and indexes) -> (key node, value node)
+Nodes = dict[tuple[Any, ...], tuple[Any, Any]]
+
+
+def _nodes(text: str) -> Nodes:
+    """The YAML node tree of ``text`` (JSON is read as YAML too), for the marks of its nodes; only
+    made when a document has problems, so a valid one is parsed once."""
+    try:
+        root = yaml.compose(text, Loader=_WorkflowLoader)
+    except yaml.YAMLError:  # a JSON spelling YAML reads differently: no places, the problems stand
+        return {}
+    found: Nodes = {}
+    todo: list[tuple[tuple[Any, ...], Any, Any]] = [((), None, root)]
+    while todo:
+        path, key, node = todo.pop()
+        found[path] = (key, node)
+        if isinstance(node, yaml.MappingNode):
+            todo += [((*path, k.value), k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode)]
+        elif isinstance(node, yaml.SequenceNode):
+            todo += [((*path, i), None, v) for i, v in enumerate(node.value)]
+    return found
+
+
+def _at(nodes: Nodes, parts: Any, key: bool = False) -> tuple[int | None, int | None]:
+    """Line and column (from 1) of the value at ``parts``, or of its key; the nearest enclosing
+    node when the path is not in the tree (a missing key is reported at its mapping)."""
+    parts = tuple(parts)
+    while parts not in nodes and parts:
+        parts = parts[:-1]
+    if parts not in nodes:
+        return None, None
+    key_node, node = nodes[parts]
+    mark = (key_node if key and key_node is not None else node).start_mark
+    return mark.line + 1, mark.column + 1
+
+
+def _source(nodes: Nodes, parts: Any) -> str | None:
+    """The value as written (``150.00``, not the float 150.0 it became)."""
+    entry = nodes.get(tuple(parts))
+    return entry[1].value if entry and isinstance(entry[1], yaml.ScalarNode) else None
+
+
+def _problem(nodes: Nodes, parts: Any, message: str, hint: str | None = None, key: bool = False) -> Problem:
+    line, column = _at(nodes, parts, key)
+    return Problem(_path(parts), message, line, column, hint)
+
+
+_DECIMAL_COMMA = re.compile(r"^[0-9]+,[0-9]+$")
+
+
+def _problems(error: ValidationError, nodes: Nodes | None = None) -> list[Problem]:  # noqa: C901 - one branch per kind
+    nodes = nodes or {}
+    parts = list(error.absolute_path)
     kind = error.validator
     if kind == "additionalProperties":
-        allowed = sorted(error.schema.get("properties", {}))
-        extra = [k for k in error.instance if k not in error.schema.get("properties", {})]
-        return [
-            Problem(_path([*error.absolute_path, key]), f"unknown key; allowed here: {', '.join(allowed)}")
-            for key in extra
-        ]
+        known = error.schema.get("properties", {})
+        allowed = sorted(known)
+        out = []
+        for name in (k for k in error.instance if k not in known):
+            close = difflib.get_close_matches(str(name), allowed, n=1, cutoff=0.75)
+            out.append(_problem(nodes, [*parts, name], f"unknown key; allowed here: {', '.join(allowed)}",
+                                f"did you mean {close[0]!r}?" if close else None, key=True))
+        return out
     if kind == "required":
         missing = error.message.split("'")[1] if "'" in error.message else error.message
-        return [Problem(_path([*error.absolute_path, missing]), "is required")]
+        line, column = _at(nodes, parts)
+        return [Problem(_path([*parts, missing]), "is required", line, column)]
     if kind == "anyOf" and all(sub.validator == "required" for sub in error.context):
         names = [sub.validator_value[0] for sub in error.context]
-        return [Problem(path, f"needs one of {', '.join(names)}")]
+        return [_problem(nodes, parts, f"needs one of {', '.join(names)}")]
     if kind in ("oneOf", "anyOf") and error.context:
-        return _alternatives(error)
+        return _alternatives(error, nodes)
     if kind == "format" and error.validator_value == "email":
-        return [Problem(path, f"{_short(error.instance)} is not an email")]
+        return [_problem(nodes, parts, f"{_short(error.instance)} is not an email")]
     if kind == "format" and error.validator_value == "mailbox":
-        return [Problem(path, f"{_short(error.instance)} is not an address or Name <address>")]
+        return [_problem(nodes, parts, f"{_short(error.instance)} is not an address or Name <address>")]
     if kind == "pattern":
         hint = error.parent.schema.get("description") if error.parent else None
         described = error.schema.get("description") if isinstance(error.schema, dict) else None
-        return [Problem(path, f"{_short(error.instance)} does not match {error.validator_value!r}"
-                        + (f" ({described or hint})" if (described or hint) else ""))]
+        comma = isinstance(error.instance, str) and _DECIMAL_COMMA.fullmatch(error.instance)
+        fix = f'write a decimal point: "{error.instance.replace(",", ".")}"' if comma else None
+        if described or hint:  # the words the schema has for it, not its regular expression
+            return [_problem(nodes, parts, f"{_short(error.instance)} is not valid here: {described or hint}", fix)]
+        return [_problem(nodes, parts, f"{_short(error.instance)} does not match {error.validator_value!r}", fix)]
     if kind == "const":
-        return [Problem(path, f"must be {_short(error.validator_value)}, got {_short(error.instance)}")]
+        return [_problem(nodes, parts, f"must be {_short(error.validator_value)}, got {_short(error.instance)}")]
     if kind == "enum":
         choices = ", ".join(_short(v) for v in error.validator_value)
-        return [Problem(path, f"{_short(error.instance)} is not one of {choices}")]
+        return [_problem(nodes, parts, f"{_short(error.instance)} is not one of {choices}")]
     if kind == "type":
-        return [Problem(path, f"must be of type {error.validator_value}, got {_short(error.instance)}")]
-    return [Problem(path, error.message)]
+        fix = None
+        if error.validator_value == "string" and isinstance(error.instance, int | float) \
+                and not isinstance(error.instance, bool):
+            written = _source(nodes, parts) or _short(error.instance)
+            fix = f'put it in quotes so it stays text: "{written}"'
+        return [_problem(nodes, parts, f"must be of type {error.validator_value}, got {_short(error.instance)}", fix)]
+    return [_problem(nodes, parts, error.message)]
 
 
-def _alternatives(error: ValidationError) -> list[Problem]:
+def _alternatives(error: ValidationError, nodes: Nodes) -> list[Problem]:
     """Explain a failed oneOf/anyOf by the branch whose type fits the value, if one does."""
     branches: dict[int, list[ValidationError]] = {}
     for sub in error.context:
@@ -311,8 +385,33 @@ def _alternatives(error: ValidationError) -> list[Problem]:
         if not any(e.validator == "type" and not e.relative_path for e in errors)
     ]
     if len(fitting) == 1:
-        return [problem for sub in fitting[0] for problem in _problems(sub)]
-    return _problems(best_match(error.context))
+        return [problem for sub in fitting[0] for problem in _problems(sub, nodes)]
+    return _problems(best_match(error.context), nodes)
+
+
+_PATH_PART = re.compile(r"\[(\d+)\]|([^.\[\]]+)")
+
+
+def _placed(problems: list[Problem], nodes: Nodes) -> list[Problem]:
+    """Line and column for problems found beside the schema (amounts, steps), where their path
+    names a node of the document (``inputs`` of a request, for one, does not)."""
+    out = []
+    for problem in problems:
+        parts = tuple(int(i) if i else key for i, key in _PATH_PART.findall(problem.path))
+        if problem.line is None and parts in nodes:
+            line, column = _at(nodes, parts)
+            problem = replace(problem, line=line, column=column)
+        out.append(problem)
+    return out
+
+
+def _typos_for_required(problems: list[Problem]) -> list[Problem]:
+    """``paylod:`` is one slip, not two: a missing key that an unknown key beside it is one typo
+    away from is said once, at the typo ("did you mean 'payload'?")."""
+    meant = {(p.path.rpartition(".")[0], p.hint.split("'")[1]) for p in problems
+             if p.hint and p.hint.startswith("did you mean")}
+    return [p for p in problems
+            if not (p.message == "is required" and (p.path.rpartition(".")[0], p.path.rpartition(".")[2]) in meant)]
 
 
 def _semantic_problems(document: dict[str, Any]) -> list[Problem]:
@@ -342,17 +441,23 @@ def digest(document: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def validate(value: Any, inputs: dict[str, Any] | None = None) -> Workflow:
-    """Check parsed values against the workflow schema; raise with every problem, sorted by path.
-    ``inputs``: the values given for a workflow's ``inputs:`` (only a workflow of steps has them)."""
+def validate(value: Any, inputs: dict[str, Any] | None = None, source: str | None = None) -> Workflow:
+    """Check parsed values against the workflow schema; raise with every problem, sorted by place.
+    ``inputs``: the values given for a workflow's ``inputs:`` (only a workflow of steps has them).
+    ``source``, the text the values were parsed from, puts each problem's line and column in it."""
     if not isinstance(value, dict):
         kind = "a list" if isinstance(value, list) else type(value).__name__
-        raise DocumentError([Problem("", f"a workflow must be a mapping of keys to values, got {kind}")])
+        raise DocumentError([Problem("", f"a workflow must be a mapping of keys to values, got {kind}", 1, 1)
+                             if source is not None else
+                             Problem("", f"a workflow must be a mapping of keys to values, got {kind}")])
+    errors = list(_validator().iter_errors(value))
+    nodes = _nodes(source) if errors and source is not None else {}
     problems: list[Problem] = []
-    for error in _validator().iter_errors(value):
-        for problem in _problems(error):
+    for error in errors:
+        for problem in _problems(error, nodes):
             if problem not in problems:
                 problems.append(problem)
+    problems = _typos_for_required(problems)
     resolved = None
     if not problems and flows.is_flow(value):
         resolved, problems = flows.resolve_inputs(value.get("inputs") or {}, inputs)
@@ -361,8 +466,10 @@ def validate(value: Any, inputs: dict[str, Any] | None = None) -> Workflow:
         problems = _semantic_problems(value)
         if inputs:
             problems.append(Problem("inputs", "only a workflow with steps: has inputs"))
+    if source is not None and any(p.line is None for p in problems):
+        problems = _placed(problems, _nodes(source))
     if problems:
-        raise DocumentError(sorted(problems, key=lambda p: (p.path, p.message)))
+        raise DocumentError(sorted(problems, key=lambda p: (p.line or 0, p.column or 0, p.path, p.message)))
     document = normalise(value)
     if resolved is not None:
         return Workflow(document=document, digest=digest({"document": document, "inputs": resolved}), inputs=resolved)
@@ -372,7 +479,8 @@ def validate(value: Any, inputs: dict[str, Any] | None = None) -> Workflow:
 def load(body: bytes | str, *, fmt: str = "yaml", max_bytes: int = 256 * 1024,
          inputs: dict[str, Any] | None = None) -> Workflow:
     """Parse and validate in one call."""
-    return validate(parse(body, fmt=fmt, max_bytes=max_bytes), inputs)
+    text = _decode(body, max_bytes)
+    return validate(parse(text, fmt=fmt, max_bytes=max_bytes), inputs, source=text)
 
 
 def refuse_over_ceiling(workflow: Workflow, policy: Any) -> None:

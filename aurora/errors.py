@@ -66,16 +66,28 @@ class SecretsError(ConfigError):
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong with a document: where (a dotted path) and what."""
+    """One thing wrong with a document: where (a dotted path, and the line and column of the YAML
+    or JSON node it came from when known), what, and what usually fixes it."""
 
     path: str
     message: str
+    line: int | None = None
+    column: int | None = None
+    hint: str | None = None
 
-    def as_dict(self) -> dict[str, str]:
-        return {"path": self.path, "message": self.message}
+    def as_dict(self) -> dict[str, str | int]:
+        out: dict[str, str | int] = {"path": self.path, "message": self.message}
+        if self.line is not None:
+            out.update(line=self.line, column=self.column or 1)
+        if self.hint:
+            out["hint"] = self.hint
+        return out
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.message}" if self.path else self.message
+        text = f"{self.path}: {self.message}" if self.path else self.message
+        if self.line is not None:
+            text += f" (line {self.line}, column {self.column or 1})"
+        return text + (f"; {self.hint}" if self.hint else "")
 
 
 class DocumentError(AuroraError):

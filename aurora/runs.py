@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from typing import Any
 
 from sqlalchemy import select
@@ -17,12 +18,66 @@ from .outcomes import mode_of
 
 #: the most runs one page of ``GET /workflows`` returns
 MAX_PAGE = 200
+#: the shortest run id prefix accepted for a whole id (the CLI prints 8 characters)
+MIN_PREFIX = 6
+#: how many candidates an ambiguous prefix names
+MAX_CANDIDATES = 10
+#: what a run id is made of (a UUID): anything else cannot be a prefix of one, nor a LIKE pattern
+_ID_CHARS = re.compile(r"[0-9a-f-]+")
 
 
 class BadCursor(AuroraError):
     """Raised when a pagination cursor was not made by this server."""
 
     code = "bad_cursor"
+
+
+class BadRunId(AuroraError):
+    """Raised when a run id (or prefix) is too short to look up."""
+
+    code = "bad_run_id"
+    http_status = 400
+
+
+class AmbiguousRunId(AuroraError):
+    """Raised when a run id prefix fits more than one run; names them (``candidates``)."""
+
+    code = "ambiguous_run_id"
+    http_status = 409
+
+    def __init__(self, message: str, candidates: list[dict[str, Any]]):
+        super().__init__(message)
+        self.body_extra = {"candidates": candidates}
+
+
+def resolve_id(session: Session, given: str) -> str:
+    """The full id of the one run whose id is ``given`` or starts with it (at least
+    :data:`MIN_PREFIX` characters); ids are lower-case UUIDs, so the prefix is folded too."""
+    prefix = given.strip().lower()
+    if session.scalar(select(Run.id).where(Run.id == prefix)) is not None:
+        return prefix
+    if not _ID_CHARS.fullmatch(prefix):
+        raise NotFound(f"no run {given[:40]}")
+    if len(prefix) < MIN_PREFIX:
+        raise BadRunId(f"run id {given[:40]!r} is too short: give at least {MIN_PREFIX} characters of it")
+    # SQLite: a range on the unique index (its LIKE folds case and cannot use it); PostgreSQL:
+    # LIKE on the text_pattern_ops index of migration 0012_cli, right in every collation
+    bind = session.get_bind()
+    fits = (Run.id.like(prefix + "%") if bind.dialect.name == "postgresql"
+            else (Run.id >= prefix) & (Run.id < prefix + "\x7f"))
+    rows = session.execute(
+        select(Run.id, Run.name, Run.status, Run.created_at).where(fits).order_by(Run.id).limit(MAX_CANDIDATES + 1)
+    ).all()
+    if not rows:
+        raise NotFound(f"no run {given[:40]}")
+    if len(rows) > 1:
+        shown = ", ".join(r.id[:12] for r in rows[:MAX_CANDIDATES]) + (", ..." if len(rows) > MAX_CANDIDATES else "")
+        raise AmbiguousRunId(
+            f"run id {given[:40]!r} fits {'more than ' if len(rows) > MAX_CANDIDATES else ''}"
+            f"{min(len(rows), MAX_CANDIDATES)} runs ({shown}); give more characters",
+            [{"id": r.id, "name": r.name, "status": r.status, "created_at": _iso(r.created_at)}
+             for r in rows[:MAX_CANDIDATES]])
+    return rows[0].id
 
 
 def _iso(value: Any) -> str | None:

@@ -99,6 +99,11 @@ def get_runtime() -> Runtime:
         return _current
 
 
+def has_runtime() -> bool:
+    """Whether this process has its runtime already (built, or set by whoever embeds Aurora)."""
+    return _current is not None
+
+
 def set_runtime(runtime: Runtime | None) -> None:
     global _current
     with _lock:

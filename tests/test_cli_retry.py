@@ -105,14 +105,14 @@ def test_submit_retries_a_reset_connection_with_the_same_key_and_makes_one_run(
     env = {"AURORA_URL": f"http://127.0.0.1:{proxy.port}", "AURORA_TOKEN": api_keys.submitter,
            "AURORA_CLI_CONFIG": str(tmp_path / "cli.json")}
     try:
-        done = CliRunner().invoke(main, ["submit", str(workflow)], env=env)
+        done = CliRunner().invoke(main, ["submit", str(workflow), "--json"], env=env)
         assert done.exit_code == 0, done.output
         assert '"status": "queued"' in done.output
         assert len(proxy.requests) == 2 and _runs(runtime) == 1
         keys = [line for r in proxy.requests for line in r.split(b"\r\n") if line.startswith(b"Idempotency-Key:")]
         assert len(keys) == 2 and keys[0] == keys[1]
         # A new invocation is a new submission, with a key of its own.
-        again = CliRunner().invoke(main, ["submit", str(workflow)], env=env)
+        again = CliRunner().invoke(main, ["submit", str(workflow), "--json"], env=env)
         assert again.exit_code == 0, again.output
         assert _runs(runtime) == 2
         third = [line for line in proxy.requests[-1].split(b"\r\n") if line.startswith(b"Idempotency-Key:")]

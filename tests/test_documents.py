@@ -22,7 +22,7 @@ payload:
 def problems(body: str | bytes, **kwargs) -> list[str]:
     with pytest.raises(DocumentError) as info:
         documents.load(body, **kwargs)
-    return [str(p) for p in info.value.problems]
+    return [f"{p.path}: {p.message}" if p.path else p.message for p in info.value.problems]
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "workflows").glob("*.yaml")), ids=lambda p: p.name)

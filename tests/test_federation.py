@@ -43,7 +43,7 @@ def link(puller, source) -> str:
 
 
 def sync(node, *args: str) -> list[dict]:
-    done = node.aurora("federation", "sync", *args, check=False)
+    done = node.aurora("federation", "sync", *args, "--json", check=False)
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 
 
@@ -152,7 +152,7 @@ def test_tokens_wrong_revoked_rotated_and_the_policy_switch(make_stack, tmp_path
     assert pull(first).status_code == 200 and pull(second).status_code == 200  # both valid while rotating
     third = a.aurora("federation", "token", "create", "node-b", check=False)
     assert third.returncode == 2 and "revoke one first" in third.stderr
-    first_id = a.aurora("federation", "token", "list").stdout.split()[0]
+    first_id = a.aurora("federation", "token", "list").stdout.splitlines()[1].split()[0]  # below the header
     a.aurora("federation", "token", "revoke", first_id)
     assert pull(first).status_code == 401 and pull(second).status_code == 200
 

@@ -197,7 +197,7 @@ def _submit(port: int, token: str, tmp_path: Path, goal: str, payload: dict[str,
     workflow = tmp_path / f"{goal}.json"
     workflow.write_text(json.dumps({"name": goal, "goal": goal, "payload": payload}))
     env = {"AURORA_URL": f"http://127.0.0.1:{port}", "AURORA_TOKEN": token, "AURORA_CLI_CONFIG": str(tmp_path / "c")}
-    return CliRunner().invoke(main, ["submit", str(workflow), "--wait", "--timeout", "20"], env=env)
+    return CliRunner().invoke(main, ["submit", str(workflow), "--wait", "--timeout", "20", "--json"], env=env)
 
 
 def test_submit_wait_exit_codes_tell_live_simulated_waiting_and_failure_apart(
@@ -221,6 +221,8 @@ def test_submit_wait_exit_codes_tell_live_simulated_waiting_and_failure_apart(
     cli_env = {"AURORA_URL": f"http://127.0.0.1:{served}", "AURORA_TOKEN": api_keys.viewer,
                "AURORA_CLI_CONFIG": str(tmp_path / "c")}
     listed = CliRunner().invoke(main, ["list"], env=cli_env).output.splitlines()
+    assert listed[0].split() == ["ID", "STATUS", "MODE", "GOAL", "NAME", "CREATED"]
+    listed = listed[1:]
     assert [line.split()[1:3] for line in listed] == [
         ["queued", "BLOCKED"], ["succeeded", "SIMULATED"], ["failed", "LIVE"], ["awaiting_approval", "-"],
         ["succeeded", "LIVE"]]

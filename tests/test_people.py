@@ -410,7 +410,7 @@ def test_aurora_approve_sends_the_request_hash(app, runtime, api_keys, tmp_path)
         stale = aurora(api_keys.approver, "approve", run_id, "--request", "0" * 64)
         assert stale.exit_code == 2 and "look at it again" in stale.output
         first = aurora(api_keys.approver, *command.split(": ", 1)[1].split()[1:])
-        assert first.exit_code == 0 and "1/2 approvals" in first.output, first.output
+        assert first.exit_code == 0 and "1 of 2 approvals" in first.output, first.output
         declined = aurora(bob, "approve", run_id, answer="n\n")  # shown the request, and asked
         assert declined.exit_code == 1 and "Amount: 9.99 EUR" in declined.output
         assert detail(runtime, run_id)["approvals"]["received"] == 1

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -41,7 +43,7 @@ def test_aurora_up_on_embedded_defaults_runs_every_example(make_stack) -> None:
     # The CLI finds URL and key in the config file that `up` wrote.
     for name, final in EXAMPLES.items():
         done = stack.aurora("submit", str(ROOT / "workflows" / f"{name}.yaml"), "--wait", "--timeout", "60",
-                            check=False)
+                            "--json", check=False)
         assert done.returncode == EXIT[final], done.stderr + done.stdout
         result = json.loads(done.stdout)
         assert result["status"] == final
@@ -50,10 +52,10 @@ def test_aurora_up_on_embedded_defaults_runs_every_example(make_stack) -> None:
         assert f"{name}: {final}" in done.stderr
 
     listed = stack.aurora("list", "--limit", "10").stdout
-    assert len(listed.strip().splitlines()) == 4
-    waiting = stack.aurora("list", "--status", "awaiting_approval").stdout.split()[0]
-    assert json.loads(stack.aurora("cancel", waiting).stdout)["status"] == "cancelled"
-    assert json.loads(stack.aurora("status", waiting).stdout)["timeline"][-1]["type"] == "run.cancelled"
+    assert len(listed.strip().splitlines()) == 1 + 4  # a header and the runs
+    waiting = json.loads(stack.aurora("list", "--status", "awaiting_approval", "--json").stdout)["runs"][0]["id"]
+    assert json.loads(stack.aurora("cancel", waiting[:8], "--json").stdout)["status"] == "cancelled"
+    assert json.loads(stack.aurora("status", waiting[:8], "--json").stdout)["timeline"][-1]["type"] == "run.cancelled"
 
     key = stack.aurora("keys", "create", "reporter", "--role", "viewer").stdout
     assert re.fullmatch(r"aur_[0-9a-f]{12}_\S+\n", key)
@@ -61,6 +63,27 @@ def test_aurora_up_on_embedded_defaults_runs_every_example(make_stack) -> None:
     assert viewer.status_code == 200
     bad = stack.aurora("submit", str(ROOT / "README.md"), check=False)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+    # From any folder, with no AURORA_* variable: `up` recorded where its stack lives.
+    recorded = json.loads((config.parent / "stack.json").read_text())
+    assert stat.S_IMODE((config.parent / "stack.json").stat().st_mode) == 0o600
+    assert recorded["AURORA_DATABASE_URL"] == stack.env["AURORA_DATABASE_URL"]
+    elsewhere = stack.cwd.parent / "elsewhere"
+    elsewhere.mkdir()
+    bare = {k: v for k, v in stack.env.items() if not k.startswith("AURORA_")}
+    bare["AURORA_CLI_CONFIG"] = stack.env["AURORA_CLI_CONFIG"]
+
+    def anywhere(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "aurora", *args], env=bare, cwd=elsewhere, capture_output=True,
+                              text=True, timeout=60)
+
+    keys_listed = anywhere("keys", "list")
+    assert keys_listed.returncode == 0 and "reporter" in keys_listed.stdout, keys_listed.stderr
+    assert keys_listed.stdout.split()[:2] == ["NAME", "PERSON"]
+    assert anywhere("adapters", "status").returncode == 0
+    assert anywhere("doctor").returncode in (0, 1)  # warnings about the seed's placeholders are fine
+    assert "CANCELLED" in anywhere("status", waiting[:8]).stdout
+    assert not (elsewhere / "var").exists()
 
 
 @pytest.fixture

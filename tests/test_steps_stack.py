@@ -61,7 +61,7 @@ def test_the_cli_submits_a_workflow_with_inputs_and_waits_for_all_its_steps(make
     steps = steps_of(stack, run["id"])
     assert [steps[s]["status"] for s in ("research", "report")] == ["succeeded", "succeeded"]
     assert steps["report"]["output"]["to"] == ["kunde@example.com"] and steps["report"]["mode"] == "simulated"
-    shown = stack.aurora("status", run["id"], env=cli_env).stderr
+    shown = stack.aurora("status", run["id"][:8], env=cli_env).stdout  # the steps are part of the summary
     assert "research" in shown and "report" in shown and "needs research" in shown
     missing = stack.aurora("submit", str(path), env=cli_env, check=False)
     assert missing.returncode != 0 and "inputs.customer_email" in missing.stderr and "Traceback" not in missing.stderr

@@ -1,15 +1,16 @@
-"""Shared pieces of the ``aurora`` command: the group, error handling, output helpers."""
+"""Shared pieces of the ``aurora`` command: the group, error handling, the runtime, exit codes."""
 
 from __future__ import annotations
 
-import json
 import sys
-from typing import Any
+import traceback
+from typing import Any, NoReturn
 
 import click
 
 from .. import __version__
 from ..errors import AuroraError, ClientError
+from ._output import print_json
 
 FINAL = {"succeeded", "failed", "rejected", "expired", "cancelled", "needs_reconciliation", "not_acted"}
 #: ``aurora submit --wait`` / ``aurora status --exit-code``: how a run stands, as an exit status.
@@ -46,9 +47,18 @@ def mode_label(run: dict[str, Any]) -> str:
     return "BLOCKED" if run.get("blocked") else ("NOT ACTED" if run["status"] == "not_acted" else "-")
 
 
-def _runtime() -> Any:
-    from ..runtime import get_runtime
+def _runtime(need: str = "uses") -> Any:
+    """This process's runtime. Built for a CLI command from the AURORA_* variables, else from the
+    stack ``aurora up`` recorded; the database must exist and carry Aurora's tables (``need``: see
+    ``_home.check_database``), so that no command creates a stray ``var/aurora.db``."""
+    from ..runtime import Runtime, get_runtime, has_runtime, set_runtime
 
+    if has_runtime():  # set up by whoever embeds the CLI (a test, a server process)
+        return get_runtime()
+    from ._home import settings_for_cli
+
+    settings = settings_for_cli(need)
+    set_runtime(Runtime(settings))
     return get_runtime()
 
 
@@ -59,33 +69,73 @@ def _client() -> Any:
 
 
 def _print(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    print_json(data)
 
 
-def _fail(message: str, code: int = 1) -> None:
+def _fail(message: str, code: int = 1, hint: str | None = None) -> NoReturn:
     click.echo(f"aurora: {message}", err=True)
+    if hint:
+        click.echo(f"  hint: {hint}", err=True)
     sys.exit(code)
 
 
+def _client_error(exc: ClientError) -> NoReturn:
+    body = exc.body
+    if body.get("candidates"):  # an ambiguous run id prefix: name the runs it fits
+        click.echo(f"aurora: {exc}", err=True)
+        for run in body["candidates"]:
+            click.echo(f"  {run['id']}  {run.get('status', ''):<18} {run.get('name', '')}", err=True)
+        sys.exit(2)
+    if body.get("errors"):
+        from ._documents import print_problems
+
+        readable = body.get("error") != "malformed_workflow"
+        print_problems(None, body["errors"], "the server refused it" if readable else "the workflow cannot be read")
+        sys.exit(2)
+    hint = None
+    if exc.status is None:
+        hint = "is the stack running? `aurora up` starts it; AURORA_URL says where the CLI looks"
+    elif exc.status == 401:
+        hint = "set AURORA_TOKEN to a valid key (`aurora keys create NAME --role ROLE` on the server)"
+    _fail(str(exc), 2 if exc.status and exc.status < 500 else 1, hint)
+
+
+def _unexpected(exc: Exception) -> NoReturn:
+    first = (str(exc).strip().splitlines() or [""])[0][:200]
+    hint = "run it again with --debug for the traceback"
+    if "no such table" in first or "UndefinedTable" in exc.__class__.__name__:
+        hint = "the database is missing Aurora's tables: run `aurora db upgrade`"
+    _fail(f"{exc.__class__.__name__}: {first}" if first else exc.__class__.__name__, 1, hint)
+
+
 class AuroraGroup(click.Group):
-    """Turns Aurora's own errors into one clear line and an exit status, never a traceback."""
+    """Turns every error into one clear line, a hint and an exit status; ``--debug`` shows the
+    traceback instead."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except ClientError as exc:
-            detail = "".join(f"\n  {e['path'] or '(document)'}: {e['message']}" for e in exc.body.get("errors", []))
-            _fail(f"{exc}{detail}", 2 if exc.status and exc.status < 500 else 1)
-        except AuroraError as exc:
-            _fail(str(exc), 2)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the one place the CLI turns errors into words
+            if ctx.params.get("debug"):
+                traceback.print_exc()
+                sys.exit(1)
+            if isinstance(exc, ClientError):
+                _client_error(exc)
+            if isinstance(exc, AuroraError):
+                _fail(str(exc), 2, getattr(exc, "hint", None))
+            _unexpected(exc)
 
 
 @click.group(cls=AuroraGroup)
 @click.version_option(__version__, prog_name="aurora")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="Show the traceback of an error.")
+def main(debug: bool) -> None:
     """Aurora: submit, run and watch workflows, safely (dry run unless everything says live).
 
     The CLI talks to the server at AURORA_URL with the key in AURORA_TOKEN, or the config file
-    that `aurora up` writes. Server-side commands (up, serve, worker, beat, keys, people, db) read
-    AURORA_DATABASE_URL, AURORA_BROKER_URL and the other AURORA_* settings.
+    that `aurora up` writes. Server-side commands (keys, people, adapters, doctor, audit, db …)
+    use the AURORA_* settings; without AURORA_HOME and AURORA_DATABASE_URL, the stack that
+    `aurora up` last started, from any folder. Every command takes --json for scripts.
     """

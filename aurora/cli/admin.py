@@ -7,6 +7,7 @@ import sys
 import click
 
 from ._common import _fail, _print, _runtime, main
+from ._output import emit, json_wanted, table
 
 # -- keys -------------------------------------------------------------------------------------
 
@@ -28,7 +29,8 @@ def keys_create(name: str, role: str, person: str | None) -> None:
     from .. import keys as key_store
     from ..models import Role
 
-    click.echo(key_store.create(_runtime().db, name, Role(role), person))
+    key = key_store.create(_runtime().db, name, Role(role), person)
+    emit({"name": name, "role": role, "person": person or name, "key": key}, lambda: click.echo(key))
 
 
 @keys.command("list")
@@ -36,9 +38,10 @@ def keys_list() -> None:
     """Show every key's name, person, role and state (never the key)."""
     from .. import keys as key_store
 
-    for row in key_store.listing(_runtime().db):
-        state = f"revoked {row['revoked_at']}" if row["revoked_at"] else "active"
-        click.echo(f"{row['name']:<24} {row['person'] or '':<20} {row['role']:<10} {row['key_id']}  {state}")
+    rows = key_store.listing(_runtime().db)
+    emit(rows, lambda: table(["NAME", "PERSON", "ROLE", "KEY ID", "STATE"], [
+        [r["name"], r["person"], r["role"], r["key_id"], f"revoked {r['revoked_at']}" if r["revoked_at"] else "active"]
+        for r in rows], empty="no keys"))
 
 
 @keys.command("revoke")
@@ -51,7 +54,8 @@ def keys_revoke(name: str) -> None:
     runtime = _runtime()
     touched = people.revoke_key(runtime.db, name, runtime.settings.node_name)
     people.ask_again(runtime.engine, touched)
-    click.echo(f"revoked {name}" + (f"; its votes on {len(touched)} run(s) no longer count" if touched else ""))
+    emit({"revoked": name, "votes_void_on": list(touched)}, lambda: click.echo(
+        f"revoked {name}" + (f"; its votes on {len(touched)} run(s) no longer count" if touched else "")))
 
 
 # -- people -----------------------------------------------------------------------------------
@@ -71,11 +75,10 @@ def people_list(as_json: bool) -> None:
     if as_json:
         _print(rows)
         return
-    for person in rows:
-        state = f"removed {person['removed_at']}" if person["removed_at"] else "active"
-        keys_held = ", ".join(f"{k['name']} ({k['key_id']}{', revoked' if k['revoked_at'] else ''})"
-                              for k in person["keys"]) or "no keys"
-        click.echo(f"{person['name']:<20} {person['role']:<10} {state:<8} {keys_held}")
+    table(["PERSON", "ROLE", "STATE", "KEYS"], [
+        [person["name"], person["role"], f"removed {person['removed_at']}" if person["removed_at"] else "active",
+         ", ".join(f"{k['name']} ({k['key_id']}{', revoked' if k['revoked_at'] else ''})" for k in person["keys"])
+         or "no keys"] for person in rows], empty="no people")
 
 
 @people_group.command("remove")
@@ -88,7 +91,8 @@ def people_remove(name: str) -> None:
     runtime = _runtime()
     touched = people.remove_person(runtime.db, name, runtime.settings.node_name)
     people.ask_again(runtime.engine, touched)
-    click.echo(f"removed {name}" + (f"; their votes on {len(touched)} run(s) no longer count" if touched else ""))
+    emit({"removed": name, "votes_void_on": list(touched)}, lambda: click.echo(
+        f"removed {name}" + (f"; their votes on {len(touched)} run(s) no longer count" if touched else "")))
 
 
 # -- adapters ---------------------------------------------------------------------------------
@@ -119,6 +123,7 @@ def adapters_status() -> None:
     runtime = _runtime()
     rollouts = adapter_state.load(runtime.db)
     ctx = replace(default_context(), rollouts=rollouts)
+    rows = []
     for name, adapter in BY_NAME.items():
         configured = adapter.credentials_configured(SAMPLES[name], ctx.secrets)
         inside = adapter.decide(SAMPLES[name], replace(ctx, run_id=canary_probe_id()))
@@ -126,8 +131,10 @@ def adapters_status() -> None:
         stage = "rolled back" if rollout.rolled_back else ("promoted" if rollout.promoted else "canary")
         mode = "live" if inside.live and stage == "promoted" else (
             f"live for {runtime.policies.current().canary_percent}% of runs" if inside.live else "simulated")
-        click.echo(f"{name:<9} {mode:<22} {stage:<11} {'configured' if configured else 'not configured':<15} "
-                   f"{inside.reason}")
+        rows.append({"adapter": name, "mode": mode, "stage": stage, "credentials": configured, "reason": inside.reason})
+    emit(rows, lambda: table(["ADAPTER", "NEW RUNS", "STAGE", "CREDENTIALS", "WHY"], [
+        [r["adapter"], r["mode"], r["stage"], "configured" if r["credentials"] else "not configured", r["reason"]]
+        for r in rows]))
 
 
 @adapters.command("test")
@@ -137,8 +144,24 @@ def adapters_test(name: str | None) -> None:
     from ..adapter_state import ADAPTERS
     from ..adapters.selftest import check
 
-    for each in [_adapter_name(name)] if name else list(ADAPTERS):
-        _print(check(each))
+    results = [check(each) for each in ([_adapter_name(name)] if name else list(ADAPTERS))]
+    if json_wanted():
+        _print(results if not name else results[0])
+        return
+    for result in results:
+        _print_check(result)
+
+
+def _print_check(result: dict) -> None:
+    """One self-test in words: the simulated call, whether a live one would happen now, and what
+    it lacks (``--json`` has the request and the settings)."""
+    simulated, live = result["simulated_call"], result["live_now"]
+    request = simulated.get("request") or {}
+    click.echo(f"{result['adapter']}: simulated call {'ok' if simulated.get('ok') else 'FAILED'} "
+               f"({simulated.get('msg')}; would send {request.get('method', '')} {request.get('url', '')})".rstrip())
+    click.echo(f"  a run now would be {'LIVE' if live['live'] else 'SIMULATED'}: {live['reason']}")
+    for missing in result.get("missing_for_live") or []:
+        click.echo(f"  missing for live: {missing}")
 
 
 @adapters.command("promote")
@@ -149,7 +172,7 @@ def adapters_promote(name: str) -> None:
 
     runtime = _runtime()
     adapter_state.promote(runtime.db, _adapter_name(name), runtime.settings.node_name)
-    click.echo(f"{name}: promoted")
+    emit({"adapter": name, "stage": "promoted"}, lambda: click.echo(f"{name}: promoted"))
 
 
 @adapters.command("enable")
@@ -160,7 +183,7 @@ def adapters_enable(name: str) -> None:
 
     runtime = _runtime()
     adapter_state.enable(runtime.db, _adapter_name(name), runtime.settings.node_name)
-    click.echo(f"{name}: enabled (canary)")
+    emit({"adapter": name, "stage": "canary"}, lambda: click.echo(f"{name}: enabled (canary)"))
 
 
 @main.command()

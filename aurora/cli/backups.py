@@ -28,7 +28,7 @@ def secrets_backup(output: Path) -> None:
     AES-256-GCM; AURORA_BACKUP_PASSPHRASE, or asked for). Keep it off this machine."""
     from ..backup import make
 
-    settings = _runtime().settings
+    settings = _runtime("migrates").settings  # the files only: a new machine may have no database yet
     done = make(settings.secrets_file, settings.audit_key_path, _passphrase(True), output,
                 record=settings.home / "last_backup.json")
     click.echo(f"backup written to {output} (" + ", ".join(k.replace("_", " ") for k, v in done.items() if v) + ")")
@@ -42,7 +42,7 @@ def secrets_restore(backup: Path) -> None:
     from ..backup import restore
     from ..errors import BackupError
 
-    settings = _runtime().settings
+    settings = _runtime("migrates").settings  # the files only: a new machine may have no database yet
     try:
         done = restore(backup, _passphrase(False), settings.secrets_file, settings.audit_key_path)
     except BackupError as exc:

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from ._common import _fail, _runtime, main
+from ._output import emit, json_wanted, table
 
 # -- federation -------------------------------------------------------------------------------
 
@@ -75,11 +76,9 @@ def nodes_list() -> None:
 
     runtime = _runtime()
     rows = registry.listing(runtime.db, float(runtime.policies.current().federation["sync_interval"]))
-    if not rows:
-        click.echo("no nodes registered")
-    for row in rows:
-        click.echo(f"{row['name']:<20} {row['state']:<9} {row['url']:<40} cursor {row['cursor']:<8} lag {row['lag']:<6} "
-                   f"last seen {row['last_seen'] or '-'}" + (f"  error: {row['last_error']}" if row["last_error"] else ""))
+    emit(rows, lambda: table(["NAME", "STATE", "URL", "CURSOR", "LAG", "LAST SEEN", "ERROR"], [
+        [r["name"], r["state"], r["url"], r["cursor"], r["lag"], r["last_seen"], r["last_error"] or ""] for r in rows],
+        empty="no nodes registered"))
 
 
 @nodes.command("remove")
@@ -179,9 +178,10 @@ def federation_token_list() -> None:
     """Show tokens by id, peer and state (never the token)."""
     from ..federation import tokens
 
-    for row in tokens.listing(_runtime().db):
-        state = f"revoked {row['revoked_at']}" if row["revoked_at"] else "valid"
-        click.echo(f"{row['id']:<5} {row['peer']:<20} created {row['created_at']}  {state}")
+    rows = tokens.listing(_runtime().db)
+    emit(rows, lambda: table(["ID", "PEER", "CREATED", "STATE"], [
+        [r["id"], r["peer"], r["created_at"], f"revoked {r['revoked_at']}" if r["revoked_at"] else "valid"] for r in rows],
+        empty="no tokens"))
 
 
 @federation_token.command("revoke")
@@ -201,10 +201,12 @@ def federation_sync(name: str | None) -> None:
     from ..federation.sync import Syncer
 
     def progress(step: dict[str, Any]) -> None:
-        click.echo(f"{step['node']}: page {step['page']}, {step['new']} new, cursor {step['cursor']}")
+        if not json_wanted():
+            click.echo(f"{step['node']}: page {step['page']}, {step['new']} new, cursor {step['cursor']}")
 
     results = Syncer(_runtime()).run(name, progress=progress)
     for result in results:
-        click.echo(json.dumps(result))
+        click.echo(json.dumps(result) if json_wanted() else
+                   ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in result.items()))
     if any("error" in r for r in results):
         sys.exit(1)

@@ -10,6 +10,7 @@ import click
 
 from .. import __version__
 from ._common import _runtime, main
+from ._output import emit
 
 # -- running the stack -------------------------------------------------------------------------
 
@@ -47,6 +48,14 @@ def up(host: str, ports: tuple[int, ...], web_workers: int, log_dir: str | None)
     # Checked before anything is started or cleared: a second stack must not disturb the first.
     lock = claim_home(settings.home)
     check_ports(host, ports)
+    from ._home import check_database, record_stack
+
+    check_database(settings, "migrates")
+    # The children are told exactly where this stack lives (they must never read the record of
+    # another), and every later command, from any folder, finds it in the record.
+    os.environ.update({"AURORA_HOME": str(settings.home), "AURORA_DATABASE_URL": settings.database_url,
+                       "AURORA_POLICY_FILE": str(settings.policy_file), "AURORA_SECRETS_FILE": str(settings.secrets_file)})
+    record_stack(settings)
     from ..metrics import prepare
 
     prepare(settings.home, clear=True)  # counters start afresh with the stack; children share the folder
@@ -119,7 +128,7 @@ def bootstrap(url: str) -> None:
     """Migrate the database; on first start make an admin key, save it for the CLI and print it."""
     from ..stack import prepare
 
-    runtime = _runtime()
+    runtime = _runtime("migrates")
     runtime.policies.current()
     key = prepare(runtime.settings, url)
     if key:
@@ -136,7 +145,7 @@ def serve(host: str, port: int, workers: int) -> None:
 
     from ..stack import gunicorn_command
 
-    _policy_on_record(_runtime())
+    _policy_on_record(_runtime("serves"))
     command = gunicorn_command([f"{host}:{port}"], workers)
     os.execv(command[0], command)
 
@@ -158,11 +167,11 @@ def worker(concurrency: int | None, loglevel: str, system: bool, with_beat: bool
     """Run a Celery worker that executes runs (or, with --system, the system's own work)."""
     import socket
 
+    runtime = _runtime("serves")  # first: importing the Celery app builds a runtime of its own otherwise
+    _policy_on_record(runtime)
     from .. import celery_app
     from ..celery_app import QUEUE, SYSTEM_QUEUE, celery, exit_when_stopped
 
-    runtime = _runtime()
-    _policy_on_record(runtime)
     if system:
         # Threads: a sync that waits on a slow peer must not hold up a sweep beside it.
         from ..tasks import SYSTEM_THREADS
@@ -198,9 +207,9 @@ def _root_warning_once() -> None:
               help="Lowest level of log lines written.")
 def beat(loglevel: str) -> None:
     """Run Celery beat: the sweeper that recovers stuck runs and expires overdue gates."""
+    settings = _runtime("serves").settings  # first: importing the Celery app builds a runtime of its own otherwise
     from ..celery_app import celery
 
-    settings = _runtime().settings
     settings.home.mkdir(parents=True, exist_ok=True)
     celery.start(["beat", "-l", loglevel, "-s", str(settings.home / "celerybeat-schedule")])
 
@@ -217,15 +226,20 @@ def db_upgrade(revision: str) -> None:
     from ..federation import vault
     from ..migrations import current, upgrade
 
-    runtime = _runtime()
+    runtime = _runtime("migrates")
     url = runtime.settings.database_url
     upgrade(url, revision)
     if revision == "head":  # the web unit's first step: an edit made while stopped goes on record
         from ..policy_ledger import record_start
 
-        record_start(_runtime().db, _runtime().policies)
-    click.echo(f"database at revision {current(url)}")
+        record_start(runtime.db, runtime.policies)
+    now = current(url)
     sealed = vault.seal_plaintext(runtime.db, runtime.settings.federation_secret_path)
-    if sealed:
-        click.echo(f"encrypted {sealed} peer token(s) stored in plain text with {runtime.settings.federation_secret_path}")
     runtime.identity  # noqa: B018 - the node's federation key pair, made on first start
+
+    def human() -> None:
+        click.echo(f"database at revision {now}")
+        if sealed:
+            click.echo(f"encrypted {sealed} peer token(s) stored in plain text with {runtime.settings.federation_secret_path}")
+
+    emit({"revision": now, "sealed_peer_tokens": sealed}, human)

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
 from ..errors import AuroraError, ClientError
-from ._common import EXIT_HELP, EXIT_PENDING, FINAL, _client, _fail, _print, _runtime, exit_code, main, mode_label
+from ._common import EXIT_HELP, EXIT_PENDING, FINAL, _client, _fail, _runtime, exit_code, main, mode_label
+from ._documents import print_problems
+from ._output import ago, emit, json_wanted, mode_text, print_json, short_id, status_text, table
+from ._runs import headline, print_status, progress_line
 
 # -- workflows --------------------------------------------------------------------------------
 
@@ -37,50 +42,66 @@ INPUT_OPTION = click.option("--input", "inputs", multiple=True, metavar="NAME=VA
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @INPUT_OPTION
 def validate(files: tuple[Path, ...], inputs: tuple[str, ...]) -> None:
-    """Check workflow files locally, without a server (a workflow with inputs: needs its --input values)."""
+    """Check workflow files locally, without a server: every problem with its line and column (a
+    workflow with inputs: needs its --input values)."""
     from .. import documents
 
     given = _parse_inputs(inputs)
-    bad = 0
+    report = []
     for path in files:
         try:
             body = path.read_bytes()
             workflow = documents.load(body, fmt="json" if path.suffix == ".json" else "yaml", inputs=given)
-            click.echo(f"{path}: ok ({workflow.goal}, {workflow.name})")
+            report.append({"file": str(path), "ok": True, "goal": workflow.goal, "name": workflow.name})
         except OSError as exc:
-            bad += 1
-            click.echo(f"{path}: cannot read: {exc.strerror}", err=True)
+            report.append({"file": str(path), "ok": False, "problems": [{"path": "", "message": f"cannot read: {exc.strerror}"}]})
         except AuroraError as exc:
-            bad += 1
-            for problem in getattr(exc, "problems", []) or [exc]:
-                click.echo(f"{path}: {problem}", err=True)
-    sys.exit(1 if bad else 0)
+            problems = [p.as_dict() for p in getattr(exc, "problems", [])] or [{"path": "", "message": str(exc)}]
+            report.append({"file": str(path), "ok": False, "problems": problems})
+    if json_wanted():
+        print_json(report)
+    for entry in report if not json_wanted() else []:
+        if entry["ok"]:
+            click.echo(f"{entry['file']}: ok ({entry['goal']}, {entry['name']})")
+        else:
+            print_problems(entry["file"], entry["problems"])
+    sys.exit(1 if any(not e["ok"] for e in report) else 0)
 
 
-def _progress_line(run: dict[str, Any]) -> str:
-    line = f"{run['id'][:8]} {run['name']}: {run['status']}"
-    if run.get("mode"):
-        line += f" {mode_label(run)}"
-    if run.get("step"):
-        line += f" (step {run['step']})"
-    if run["status"] == "awaiting_approval":
-        approvals = run.get("approvals", {})
-        line += f", {len(approvals.get('votes', []))}/{approvals.get('required')} approvals"
-    if run.get("blocked"):
-        line += f" BLOCKED ({run['blocked']['component']}): {run['blocked']['message']}"
-    return line
-
-
-def _headline(run: dict[str, Any]) -> str:
-    """One line that cannot be misread: what happened, live or simulated, and why."""
-    line = f"{run['status'].upper()} {mode_label(run)}"
-    if run.get("mode_reason"):
-        line += f": {run['mode_reason']}"
-    if run.get("blocked"):
-        line += f": {run['blocked']['message']} ({run['blocked']['what_to_do']})"
-    elif (run.get("error") or {}).get("what_to_do"):
-        line += f" ({run['error']['what_to_do']})"
-    return line
+def wait_for_run(client: Any, run_id: str, timeout: float, show: Callable[[str], None]) -> tuple[dict[str, Any], bool]:
+    """Follow a run until it ends, waits for approval or is blocked; ``show`` gets a line for each
+    new state. Returns the last state and whether it got there within ``timeout`` seconds. The one
+    place that knows how the CLI waits (polling now), so it can change without the printing."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while True:
+        try:
+            run = client.get(f"/workflows/{run_id}")
+        except ClientError as exc:
+            if exc.status is not None and exc.status < 500:
+                raise
+            # The run goes on without us: a lost connection says nothing about it. Follow it
+            # again when Aurora answers; give up only at the deadline, as "not known yet" (7).
+            if time.monotonic() > deadline:
+                show("")
+                _fail(f"lost the connection to Aurora while following run {run_id} ({exc}); it was submitted "
+                      f"and may still run or have finished: check it with: aurora status {run_id}",
+                      EXIT_PENDING)
+            line = f"{short_id(run_id)}: connection lost ({exc}); trying again"
+            if line != last:
+                show(line)
+                last = line
+            time.sleep(1.0)
+            continue
+        line = progress_line(run)
+        if line != last:
+            show(line)
+            last = line
+        if run["status"] in FINAL or run["status"] == "awaiting_approval" or run.get("blocked"):
+            return run, True
+        if time.monotonic() > deadline:
+            return run, False
+        time.sleep(0.25)
 
 
 @main.command(epilog=EXIT_HELP)
@@ -104,46 +125,39 @@ def submit(file: Path, wait: bool, timeout: float, inputs: tuple[str, ...]) -> N
             _fail(f"{file}: not UTF-8 text", 2)
         content_type = "application/json"
     client = _client()
-    # One key for this invocation: a try repeated after a reset connection finds the same run.
-    run = client.post("/workflows", data=body,
-                      headers={"Content-Type": content_type, "Idempotency-Key": str(uuid.uuid4())})
+    try:
+        # One key for this invocation: a try repeated after a reset connection finds the same run.
+        run = client.post("/workflows", data=body,
+                          headers={"Content-Type": content_type, "Idempotency-Key": str(uuid.uuid4())})
+    except ClientError as exc:
+        if not exc.body.get("errors"):
+            raise
+        print_problems(file, exc.body["errors"], "the server refused it")
+        sys.exit(2)
     if not wait:
-        _print(run)
+        emit(run, lambda: click.echo(f"submitted {short_id(run['id'])} {run['name']} ({run['goal']}): {run['status']}"
+                                     f"\n  follow it: aurora status {short_id(run['id'])}"))
         return
-    deadline = time.monotonic() + timeout
     interactive = sys.stderr.isatty()
-    last = ""
-    run_id = run["id"]
-    while True:
-        try:
-            run = client.get(f"/workflows/{run_id}")
-        except ClientError as exc:
-            if exc.status is not None and exc.status < 500:
-                raise
-            # The run goes on without us: a lost connection says nothing about it. Follow it
-            # again when Aurora answers; give up only at the deadline, as "not known yet" (7).
-            if time.monotonic() > deadline:
-                _fail(f"lost the connection to Aurora while following run {run_id} ({exc}); it was submitted "
-                      f"and may still run or have finished: check it with: aurora status {run_id}", EXIT_PENDING)
-            line = f"{run_id}: connection lost ({exc}); trying again"
-            if line != last:
-                click.echo(("\r\033[K" if interactive else "") + line, nl=not interactive, err=True)
-                last = line
-            time.sleep(1.0)
-            continue
-        line = _progress_line(run)
-        if line != last:
-            click.echo(("\r\033[K" if interactive else "") + line, nl=not interactive, err=True)
-            last = line
-        if run["status"] in FINAL or run["status"] == "awaiting_approval" or run.get("blocked"):
-            break
-        if time.monotonic() > deadline:
-            _fail(f"still {run['status']} after {timeout:.0f} s; follow it with: aurora status {run_id}", EXIT_PENDING)
-        time.sleep(0.25)
+
+    def show(line: str) -> None:
+        # on a terminal one line rewritten in place; elsewhere (logs, CI) one line per change;
+        # "" ends the line on a terminal before a message
+        if not line:
+            if interactive:
+                click.echo(err=True)
+            return
+        click.echo(("\r\033[K" if interactive else "") + line, nl=not interactive, err=True)
+
+    run, done = wait_for_run(client, run["id"], timeout, show)
     if interactive:
-        click.echo(err=True)
-    click.echo(_headline(run), err=True)
-    _print({k: run.get(k) for k in ("id", "name", "goal", "status", "mode", "mode_reason", "blocked", "result", "error")})
+        click.echo(err=True)  # end the progress line before anything else is printed
+    if not done:
+        _fail(f"still {run['status']} after {timeout:.0f} s; follow it with: aurora status {short_id(run['id'])}",
+              EXIT_PENDING)
+    click.echo(headline(run, err=True), err=True)
+    emit({k: run.get(k) for k in ("id", "name", "goal", "status", "mode", "mode_reason", "blocked", "result", "error")},
+         lambda: print_status(run, client.url, timeline=False))
     sys.exit(exit_code(run))
 
 
@@ -155,18 +169,24 @@ def rerun(run_id: str, from_step: str | None) -> None:
     """Run a workflow of several steps again: the steps that succeeded are reused, never done twice
     (a step that acted live is never run again)."""
     run = _client().post(f"/workflows/{run_id}/rerun", params={"from": from_step} if from_step else None)
-    _print(run)
+    emit(run, lambda: click.echo(f"rerun of {short_id(run['rerun_of'])}: {short_id(run['id'])} {run['name']}: "
+                                 f"{run['status']}\n  follow it: aurora status {short_id(run['id'])}"))
 
 
 @main.command()
 @click.argument("run_id")
 def status(run_id: str) -> None:
-    """Show one run: a headline (status, LIVE or SIMULATED, why), then document, result and timeline."""
-    run = _client().get(f"/workflows/{run_id}")
-    click.echo(_headline(run), err=True)
-    for line in steps_lines(run):
-        click.echo(line, err=True)
-    _print(run)
+    """Show one run: what it does, its status, LIVE or SIMULATED and why, approvals, result, its
+    steps and timeline. RUN_ID may be the first 6 or more characters of the id."""
+    client = _client()
+    run = client.get(f"/workflows/{run_id}")
+    if json_wanted():
+        click.echo(headline(run, err=True), err=True)
+        for line in steps_lines(run):
+            click.echo(line, err=True)
+        print_json(run)
+        return
+    print_status(run, client.url, steps=steps_lines(run))
 
 
 def steps_lines(run: dict[str, Any]) -> list[str]:
@@ -195,17 +215,27 @@ def steps_lines(run: dict[str, Any]) -> list[str]:
 def list_runs(status_: str | None, goal: str | None, name: str | None, limit: int, cursor: str | None) -> None:
     """List runs, newest first."""
     page = _client().get("/workflows", status=status_, goal=goal, name=name, limit=limit, cursor=cursor)
-    for run in page["runs"]:
-        click.echo(f"{run['id']}  {run['status']:<20} {mode_label(run):<9} {run['goal']:<14} {run['name']}  "
-                   f"{run['created_at']}")
-    if page.get("next_cursor"):
-        click.echo(f"more: aurora list --cursor {page['next_cursor']}")
+
+    def human() -> None:
+        table(["ID", "STATUS", "MODE", "GOAL", "NAME", "CREATED"],
+              [[short_id(r["id"]), status_text(r["status"]), mode_text(mode_label(r)), r["goal"], r["name"],
+                ago(r["created_at"])] for r in page["runs"]], empty="no runs")
+        if page.get("next_cursor"):
+            # the same filters, or the next page would be of other runs
+            given = [("--status", status_), ("--goal", goal), ("--name", name), ("--limit", limit if limit != 20 else None)]
+            flags = "".join(f" {flag} {shlex.quote(str(value))}" for flag, value in given if value is not None)
+            click.echo(f"more: aurora list{flags} --cursor {page['next_cursor']}")
+
+    emit(page, human)
 
 
 @main.command()
 def approvals() -> None:
     """List the runs waiting for your approval: what each would send, live or simulated and why."""
     waiting = _client().get("/approvals")["waiting"]
+    if json_wanted():
+        print_json(waiting)
+        return
     if not waiting:
         click.echo("nothing waits for you")
     for run in waiting:
@@ -216,7 +246,7 @@ def approvals() -> None:
             click.echo(f"    {json.dumps(run['payload'], ensure_ascii=False)}")
             continue
         # what the vote approves: live or simulated and why, in plain words, then the exact request
-        click.echo(f"    {'LIVE' if approval['live'] else 'SIMULATED'}: {approval['reason']}")
+        click.echo(f"    {mode_text('LIVE' if approval['live'] else 'SIMULATED')}: {approval['reason']}")
         for row in approval["plain"]:
             click.echo(f"    {row['label']}: {row['value']}")
         click.echo("    the exact request (credentials redacted):")
@@ -245,7 +275,8 @@ def _vote(run_id: str, decision: str, message: str | None, request: str | None) 
         body["comment"] = message
     result = client.post(f"/workflows/{run_id}/{decision}", json=body, headers={"X-Aurora-Channel": "cli"})
     gate = result["gate"]
-    click.echo(f"{run_id}: {result['status']} ({gate['received']}/{gate['required']} approvals)")
+    emit(result, lambda: click.echo(f"{run_id}: {status_text(result['status'])} "
+                                    f"({gate['received']} of {gate['required']} approvals)"))
 
 
 REQUEST_HELP = ("The request hash `aurora approvals` showed (refused, 409, if the request or its mode changed "
@@ -257,7 +288,7 @@ REQUEST_HELP = ("The request hash `aurora approvals` showed (refused, 409, if th
 @click.option("-m", "--message", default=None, help="A comment for the ledger.")
 @click.option("--request", default=None, metavar="HASH", help=REQUEST_HELP)
 def approve(run_id: str, message: str | None, request: str | None) -> None:
-    """Approve a waiting run."""
+    """Approve a waiting run (RUN_ID: 6 or more characters of its id)."""
     _vote(run_id, "approve", message, request)
 
 
@@ -274,7 +305,8 @@ def reject(run_id: str, message: str | None, request: str | None) -> None:
 @click.argument("run_id")
 def cancel(run_id: str) -> None:
     """Cancel a run that has not begun its action."""
-    _print(_client().post(f"/workflows/{run_id}/cancel"))
+    result = _client().post(f"/workflows/{run_id}/cancel")
+    emit(result, lambda: click.echo(f"{short_id(result['id'])}: {status_text(result['status'])}"))
 
 
 @main.command("route")

@@ -52,6 +52,12 @@ def _body() -> tuple[bytes, str, dict[str, Any] | None]:
     raise UnsupportedMediaType(f"Content-Type {mimetype or '(none)'!r} is not accepted; send {accepted}")
 
 
+def _run_id(given: str) -> str:
+    """A run's full id from the id or a unique prefix of it (400 too short, 404, 409 ambiguous)."""
+    with _runtime().db.read() as session:
+        return run_views.resolve_id(session, given)
+
+
 def _envelope(body: bytes) -> tuple[bytes, str, dict[str, Any] | None]:
     """A JSON body is the document itself, or ``{"document": <object or YAML/JSON text>, "inputs": {...}}``
     (a workflow document never has a ``document`` key)."""
@@ -119,6 +125,7 @@ def listing() -> Response:
 def show(run_id: str) -> Response:
     from .. import ledger
 
+    run_id = _run_id(run_id)
     ledger.refresh(_runtime().engine, [run_id])  # a waiting run shows what it would send now
     with _runtime().db.read() as session:
         return jsonify(run_views.detail(session, run_id, _runtime().settings.node_name))
@@ -128,6 +135,7 @@ def show(run_id: str) -> Response:
 @require(Role.SUBMITTER)
 def cancel(run_id: str) -> Response:
     runtime = _runtime()
+    run_id = _run_id(run_id)
     with runtime.db.read() as session:
         current = run_views.detail(session, run_id, runtime.settings.node_name)
     if g.caller.role is not Role.ADMIN and current["submitted_by_person"] != g.caller.person:
@@ -144,6 +152,7 @@ def rerun(run_id: str) -> tuple[Response, int, dict[str, str]]:
     from .. import flow_runs
 
     runtime = _runtime()
+    run_id = _run_id(run_id)
     from_step = request.args.get("from")
     run = flow_runs.rerun(runtime.engine, run_id, g.caller.name, g.caller.person, from_step)
     payload = {**run_views.summary(run), "rerun_of": run_id, "links": {"self": f"/workflows/{run.id}"}}
@@ -176,7 +185,7 @@ def _vote(run_id: str, decision: str) -> Response:
     if request_hash is not None and not isinstance(request_hash, str):
         raise BadParameter("request_hash: must be a string (approval.hash of GET /workflows/<id>)")
     channel = "cli" if request.headers.get("X-Aurora-Channel") == "cli" else "api"
-    return jsonify(approvals.vote(_runtime().engine, run_id, g.caller, decision, comment, channel, request_hash))
+    return jsonify(approvals.vote(_runtime().engine, _run_id(run_id), g.caller, decision, comment, channel, request_hash))
 
 
 @bp.post("/workflows/<run_id>/approve")

@@ -38,7 +38,7 @@ def register(app: Flask) -> None:
     @app.errorhandler(AuroraError)
     def aurora_error(exc: AuroraError):  # type: ignore[no-untyped-def]
         status = getattr(exc, "http_status", None) or next((s for cls, s in _STATUS if isinstance(exc, cls)), 400)
-        extra: dict[str, object] = {}
+        extra: dict[str, object] = dict(getattr(exc, "body_extra", {}))
         if isinstance(exc, DocumentError):
             extra["errors"] = [p.as_dict() for p in exc.problems]
             if status == 400 and exc.code == "invalid_workflow":

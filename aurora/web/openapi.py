@@ -31,14 +31,21 @@ def _errors(*codes: int) -> dict[str, Any]:
 
 AUTH = [{"bearerAuth": []}]
 NONE: list[dict[str, list[str]]] = []
-RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}}
+RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"},
+          "description": "the run's id or a unique prefix of it, at least 6 characters (400 shorter, "
+                         "409 ambiguous: the error's candidates name the runs it fits)"}
 SCHEMAS: dict[str, Any] = {
     "Error": {"type": "object", "required": ["error", "message"], "properties": {
         "error": {"type": "string"}, "message": {"type": "string"},
         "component": {"enum": ["database", "disk", "broker"],
                       "description": "with error 'unavailable' (503): the part of the stack that failed"},
         "errors": {"type": "array", "items": {"type": "object", "required": ["path", "message"],
-                                              "properties": {"path": {"type": "string"}, "message": {"type": "string"}}}}}},
+                                              "properties": {"path": {"type": "string"}, "message": {"type": "string"},
+                                                             "line": {"type": "integer", "minimum": 1},
+                                                             "column": {"type": "integer", "minimum": 1},
+                                                             "hint": {"type": "string"}}}},
+        "candidates": {"type": "array", "description": "with error 'ambiguous_run_id' (409): the runs the prefix fits",
+                       "items": {"type": "object", "required": ["id"]}}}},
     "RunSummary": {"type": "object", "required": ["id", "name", "goal", "status", "mode", "mode_reason", "blocked",
                                                   "created_at"], "properties": {
         "id": {"type": "string"}, "name": {"type": "string"}, "goal": {"type": "string"},
@@ -255,17 +262,17 @@ def document() -> dict[str, Any]:
             },
             "/workflows/{run_id}": {"get": {"summary": "One run with its document, result and timeline",
                                             "parameters": [RUN_ID], "responses": {
-                "200": _json(_ref("Run"), "The run"), **_errors(401, 404)}}},
+                "200": _json(_ref("Run"), "The run"), **_errors(400, 401, 404, 409)}}},
             "/workflows/{run_id}/cancel": {"post": {"summary": "Cancel a run before it acts (its submitter or admin)",
                                                     "parameters": [RUN_ID], "responses": {
                 "200": _json({"type": "object", "required": ["id", "status"]}, "Cancelled"),
-                **_errors(401, 403, 404, 409)}}},
+                **_errors(400, 401, 403, 404, 409)}}},
             "/workflows/{run_id}/rerun": {"post": {
                 "summary": "Run a workflow of several steps again, reusing the steps that succeeded (a step that "
                            "acted live is never run again: 409)",
                 "parameters": [RUN_ID, {"name": "from", "in": "query", "required": False, "schema": {"type": "string"},
                                         "description": "Run this step and every step after it again"}],
-                "responses": {"201": _json(_ref("RunSummary"), "The new run"), **_errors(401, 403, 404, 409)}}},
+                "responses": {"201": _json(_ref("RunSummary"), "The new run"), **_errors(400, 401, 403, 404, 409)}}},
             "/workflows/{run_id}/approve": _vote("approve"),
             "/workflows/{run_id}/reject": _vote("reject"),
             "/approvals": {"get": {"summary": "Runs waiting for the caller's vote, with what each would send",
