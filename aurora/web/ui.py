@@ -187,6 +187,14 @@ def run_page(run_id: str) -> Any:
     return render_template("run.html", run=run, summary=describe(run["goal"], run["document"]["payload"]))
 
 
+@bp.get("/runs/<run_id>/stream")
+def run_stream(run_id: str) -> Any:
+    """The page's live timeline: the run's events as server-sent events."""
+    from .streaming import stream_response
+
+    return stream_response(_runtime().db, run_id)
+
+
 @bp.post("/runs/<run_id>/<decision>")
 def vote(run_id: str, decision: str) -> Any:
     if decision not in ("approve", "reject"):

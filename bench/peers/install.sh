@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Install the peers the benchmark compares Aurora with, each into its own folder under
+# bench/peers/.cache (never the project's venv): n8n 1.123.x from npm (2.x does not install
+# here: a missing @n8n/agents version and a native Kafka module that does not build), and
+# Prefect 3 into its own virtualenv. Safe to run again: what is there is kept.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+cache="${PEERS_CACHE:-$here/.cache}"
+mkdir -p "$cache"
+if [ ! -x "$cache/n8n/node_modules/.bin/n8n" ]; then
+  command -v npm >/dev/null || { echo "npm is needed for n8n (apt-get install nodejs npm)" >&2; exit 1; }
+  mkdir -p "$cache/n8n"
+  (cd "$cache/n8n" && [ -f package.json ] || echo '{"name":"n8n-peer","private":true}' > package.json)
+  (cd "$cache/n8n" && npm install --no-audit --no-fund --loglevel=error "n8n@1.123.x")
+fi
+if [ ! -x "$cache/prefect/bin/prefect" ]; then
+  python3 -m venv "$cache/prefect"
+  "$cache/prefect/bin/pip" install --quiet "prefect>=3.4,<4"
+fi
+echo "peers installed under $cache"
