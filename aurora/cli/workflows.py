@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -83,20 +82,22 @@ def submit(file: Path, wait: bool, timeout: float) -> None:
     if not wait:
         _print(run)
         return
-    deadline = time.monotonic() + timeout
     interactive = sys.stderr.isatty()
     last = ""
-    while True:
-        run = client.get(f"/workflows/{run['id']}")
-        line = _progress_line(run)
+
+    def seen(current: dict[str, Any]) -> None:
+        nonlocal last
+        line = _progress_line(current)
         if line != last:
             click.echo(("\r\033[K" if interactive else "") + line, nl=not interactive, err=True)
             last = line
-        if run["status"] in FINAL or run["status"] == "awaiting_approval" or run.get("blocked"):
-            break
-        if time.monotonic() > deadline:
-            _fail(f"still {run['status']} after {timeout:.0f} s; follow it with: aurora status {run['id']}", EXIT_PENDING)
-        time.sleep(0.25)
+
+    def settled(current: dict[str, Any]) -> bool:
+        return current["status"] in FINAL or current["status"] == "awaiting_approval" or bool(current.get("blocked"))
+
+    run = client.wait(run["id"], timeout, settled, seen)
+    if not settled(run):
+        _fail(f"still {run['status']} after {timeout:.0f} s; follow it with: aurora status {run['id']}", EXIT_PENDING)
     if interactive:
         click.echo(err=True)
     click.echo(_headline(run), err=True)

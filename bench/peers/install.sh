@@ -10,7 +10,9 @@ mkdir -p "$cache"
 if [ ! -x "$cache/n8n/node_modules/.bin/n8n" ]; then
   command -v npm >/dev/null || { echo "npm is needed for n8n (apt-get install nodejs npm)" >&2; exit 1; }
   mkdir -p "$cache/n8n"
-  (cd "$cache/n8n" && [ -f package.json ] || echo '{"name":"n8n-peer","private":true}' > package.json)
+  # n8n's xlsx dependency points at the vendor's CDN, which is not reachable here: the registry's
+  # own xlsx release stands in for it (n8n's spreadsheet node is not what the benchmark uses).
+  echo '{"name":"n8n-peer","private":true,"overrides":{"xlsx":"npm:xlsx@0.18.5"}}' > "$cache/n8n/package.json"
   (cd "$cache/n8n" && npm install --no-audit --no-fund --loglevel=error "n8n@1.123.x")
 fi
 if [ ! -x "$cache/prefect/bin/prefect" ]; then
