@@ -31,6 +31,7 @@ BENCHES = {
     "transports": transports.compare,
     "router": router.decisions,
     "route_http": router.http_latency,
+    "route_wrk": router.http_wrk,
     "adapters": adapters.overhead,
     "federation": federation.replicate,
     "reliability": recovery.reliability,
