@@ -40,11 +40,14 @@ def after_seq() -> int:
     return value
 
 
-def frame(event: dict[str, Any]) -> str:
-    return f"id: {event['seq']}\nevent: {event['type']}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n"
+def frame(event: dict[str, Any], named: bool = True) -> str:
+    """One event; ``named``: its type is the SSE event name (else a browser's ``onmessage`` gets
+    every event, and reads the type from the data)."""
+    name = f"event: {event['type']}\n" if named else ""
+    return f"id: {event['seq']}\n{name}data: {json.dumps(event, separators=(',', ':'))}\n\n"
 
 
-def snapshot(db: Any, run_id: str, after: int) -> tuple[str, int, str, bool]:
+def snapshot(db: Any, run_id: str, after: int, named: bool = True) -> tuple[str, int, str, bool]:
     """The events of ``run_id`` after ``after`` as frames, the last seq, the status, and whether
     the stream is over (the run is final and every event was sent)."""
     from .. import events
@@ -58,16 +61,16 @@ def snapshot(db: Any, run_id: str, after: int) -> tuple[str, int, str, bool]:
     more = len(rows) > PAGE
     items = [events.as_dict(e) for e in rows[:PAGE]]
     last = items[-1]["seq"] if items else after
-    body = "".join(frame(e) for e in items)
+    body = "".join(frame(e, named) for e in items)
     over = status in FINAL and not more
     if over:
         body += f"event: end\ndata: {json.dumps({'id': run_id, 'status': status})}\n\n"
     return body, last, status, over
 
 
-def stream_response(db: Any, run_id: str) -> Response:
+def stream_response(db: Any, run_id: str, named: bool = True) -> Response:
     after = after_seq()
-    body, last, status, over = snapshot(db, run_id, after)
+    body, last, status, over = snapshot(db, run_id, after, named)
     if after == 0:
         body = f"retry: {RETRY_MS}\n\n" + body
     response = Response(body, mimetype="text/event-stream")

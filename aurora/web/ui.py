@@ -19,7 +19,7 @@ from sqlalchemy import select
 from .. import approvals, keys, websessions
 from .. import runs as run_views
 from ..errors import AuroraError, AuthError
-from ..models import Role, Run
+from ..models import Role, Run, RunStatus
 from .signin import SignInThrottle
 
 bp = Blueprint("ui", __name__, url_prefix="/ui", template_folder="templates")
@@ -206,7 +206,8 @@ def run_page(run_id: str) -> Any:
         if db_session.scalar(select(Run.pk).where(Run.id == run_id)) is None:
             return render_template("message.html", title="Not found", message="There is no such run."), 404
         run = run_views.detail(db_session, run_id)
-    return render_template("run.html", run=run, summary=describe(run["goal"], run["document"]["payload"]))
+    return render_template("run.html", run=run, summary=describe(run["goal"], run["document"]["payload"]),
+                           statuses=[s.value for s in RunStatus], final_statuses=[s.value for s in RunStatus if s.final])
 
 
 @bp.get("/runs/<run_id>/stream")
@@ -214,7 +215,7 @@ def run_stream(run_id: str) -> Any:
     """The page's live timeline: the run's events as server-sent events."""
     from .streaming import stream_response
 
-    return stream_response(_runtime().db, run_id)
+    return stream_response(_runtime().db, run_id, named=False)
 
 
 @bp.post("/runs/<run_id>/<decision>")
