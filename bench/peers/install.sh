@@ -12,7 +12,9 @@ if [ ! -x "$cache/n8n/node_modules/.bin/n8n" ]; then
   mkdir -p "$cache/n8n"
   # n8n's xlsx dependency points at the vendor's CDN, which is not reachable here: the registry's
   # own xlsx release stands in for it (n8n's spreadsheet node is not what the benchmark uses).
-  echo '{"name":"n8n-peer","private":true,"overrides":{"xlsx":"npm:xlsx@0.18.5"}}' > "$cache/n8n/package.json"
+  # isolated-vm 6 needs Node 22's V8 headers; 5.0.4 builds on Debian's Node 20.
+  echo '{"name":"n8n-peer","private":true,"overrides":{"xlsx":"npm:xlsx@0.18.5","isolated-vm":"5.0.4"}}' \
+    > "$cache/n8n/package.json"
   (cd "$cache/n8n" && npm install --no-audit --no-fund --loglevel=error "n8n@1.123.x")
 fi
 if [ ! -x "$cache/prefect/bin/prefect" ]; then
