@@ -6,15 +6,17 @@ worker. Three kinds of request may have to wait for a run, and waiting there wou
 event loop instead, without a thread or a database connection (docs/architecture.md, "Waiting"):
 
 - ``POST /workflows`` with ``Prefer: wait=N`` (RFC 7240) or ``?wait=N``: Flask submits; the answer
-  is the run (as ``GET /workflows/<id>`` shows it) once it is final or waits for approval, or
-  after N seconds as it is then; ``Preference-Applied: wait=N`` says the wait was honoured.
+  is the run's summary with its result and error once it is final, waits for approval or is
+  blocked, or after N seconds as it is then; ``Preference-Applied: wait=N`` says the wait was
+  honoured.
 - ``GET /workflows/<id>?wait=N``: the run once it differs from the version the client names in
   ``If-None-Match`` (default: the one it has when the request arrives), at once if it is final.
 - ``GET /workflows/<id>/stream`` and ``/ui/runs/<id>/stream``: server-sent events, kept open and
   fed as the run changes until it ends (aurora/web/streaming.py).
 
 The layer decides only *when* to ask Flask: each answer, and each read after a change, is an
-ordinary Flask request with the client's own credentials, in the thread pool.
+ordinary Flask request with the client's own credentials, in the thread pool — but for the
+submitter's outcome, one indexed read of the run it has just been allowed to submit.
 """
 
 from __future__ import annotations
@@ -173,6 +175,34 @@ class WaitingApp:
 
         return await asyncio.get_running_loop().run_in_executor(self.wsgi.executor, call)
 
+    async def outcome(self, run_id: str) -> dict[str, Any] | None:
+        """What a submitter waits for: the run's summary with its result and error, from one
+        indexed read in the pool (the caller was authenticated by its submit a moment ago)."""
+
+        def read() -> dict[str, Any] | None:
+            from sqlalchemy import select
+
+            from .. import runs as run_views
+            from ..models import Run
+            from ..run_sql import RUNS
+
+            with self.flask.extensions["aurora"].db.read_rows() as connection:
+                row = connection.execute(select(RUNS).where(RUNS.c.id == run_id)).mappings().one_or_none()
+            if row is None:
+                return None
+            run = Run(**row)
+            return {**run_views.summary(run), "document_hash": run.document_hash, "result": run.result,
+                    "error": run.error, "attempts": run.attempts, "step": run.step,
+                    "started_at": run.started_at.isoformat() if run.started_at else None}
+
+        return await asyncio.get_running_loop().run_in_executor(self.wsgi.executor, read)
+
+    async def _read_run(self, scope: dict[str, Any], run_id: str) -> dict[str, Any] | None:
+        """The run as ``GET /workflows/<id>`` shows it, asked of Flask with the caller's credentials."""
+        answer = await self.ask(self._get_run_scope(scope, run_id))
+        run = answer.json()
+        return run if answer.code == 200 and isinstance(run, dict) else None
+
     def _get_run_scope(self, scope: dict[str, Any], run_id: str) -> dict[str, Any]:
         return {**scope, "method": "GET", "path": f"/workflows/{run_id}", "raw_path": f"/workflows/{run_id}".encode(),
                 "query_string": b"", "headers": [(k, v) for k, v in scope.get("headers", ())
@@ -199,10 +229,10 @@ class WaitingApp:
                 seen = hub.seen(run["id"]) or []
                 if any(_settles(t) for t in seen):
                     watch.event.set()
-                latest = await self._until(hub, watch, deadline, scope, run["id"], _settled, settles_only=True)
-        if latest is None:  # still as submitted: show it as GET would
-            current = await self.ask(self._get_run_scope(scope, run["id"]))
-            latest = current.json() if current.code == 200 else None
+                latest = await self._until(hub, watch, deadline, lambda: self.outcome(run["id"]), _settled,
+                                           settles_only=True)
+        if latest is None:  # the deadline passed without a read: read once, for the state now
+            latest = await self.outcome(run["id"])
         await _send_json(send, answer.code, {**(latest or run), **extra}, headers)
 
     async def _poll(self, scope: dict[str, Any], receive: Any, send: Any, seconds: int, run_id: str) -> None:
@@ -215,17 +245,17 @@ class WaitingApp:
                 return await _send(send, answer)
             wanted = (_header(scope, b"if-none-match") or "").strip().strip('"') or version(run)
             if version(run) == wanted and run.get("status") not in FINAL:
-                latest = await self._until(hub, watch, deadline, scope, run_id, lambda r: version(r) != wanted)
+                latest = await self._until(hub, watch, deadline, lambda: self._read_run(scope, run_id),
+                                           lambda r: version(r) != wanted)
                 if latest is not None:
                     run = latest
         await _send_json(send, 200, run, [("ETag", f'"{version(run)}"')])
 
-    async def _until(self, hub: Hub, watch: Any, deadline: float, scope: dict[str, Any], run_id: str,
-                     done: Any, settles_only: bool = False) -> dict[str, Any] | None:
-        """Wait for notes of the run, reading it after each, until ``done(run)`` or the deadline;
-        the last run read (None when none was read)."""
+    async def _until(self, hub: Hub, watch: Any, deadline: float, read: Any, done: Any,
+                     settles_only: bool = False) -> dict[str, Any] | None:
+        """Wait for notes of the run, reading it (``await read()``) after each, until ``done(run)``
+        or the deadline; the last run read (None when none was read)."""
         latest = None
-        get = self._get_run_scope(scope, run_id)
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -240,9 +270,8 @@ class WaitingApp:
                 continue  # a step along the way (running, …): nothing a submitter waits for
             if not woken and remaining <= recheck:
                 return latest  # the deadline: the caller answers with what it has or reads once more
-            answer = await self.ask(get)
-            run = answer.json()
-            if answer.code != 200 or not isinstance(run, dict):
+            run = await read()
+            if run is None:
                 return latest
             latest = run
             if done(run):

@@ -34,8 +34,9 @@ WAIT_QUERY = {"name": "wait", "in": "query", "schema": {"type": "integer", "mini
               "description": "seconds to wait (at most 60; more is cut to 60); see the operation"}
 PREFER = {"name": "Prefer", "in": "header", "schema": {"type": "string", "examples": ["wait=30"]},
           "description": "RFC 7240: `wait=N` waits up to N seconds (at most 60) for the run to end or to wait "
-                         "for approval (or be blocked), and answers with the run as GET /workflows/{run_id} "
-                         "shows it; `Preference-Applied: wait=N` says so. The query `?wait=N` does the same."}
+                         "for approval (or be blocked), and answers with the run's summary, result and error "
+                         "(status still queued or running after N s); `Preference-Applied: wait=N` says so. "
+                         "The query `?wait=N` does the same."}
 AUTH = [{"bearerAuth": []}]
 NONE: list[dict[str, list[str]]] = []
 RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -216,7 +217,7 @@ def document() -> dict[str, Any]:
                         "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
                             "file": {"type": "string", "contentEncoding": "binary"}}}}}},
                     "responses": {"201": {**_json({"anyOf": [_ref("RunSummary"), _ref("Run")]},
-                                                  "Stored and queued (with a wait: the run as GET shows it)"),
+                                                  "Stored and queued (with a wait: the run's summary, result and error)"),
                                           "headers": {"Preference-Applied": {"schema": {"type": "string"},
                                                       "description": "wait=N: the wait asked for was honoured"},
                                                       "Location": {"schema": {"type": "string"}}},

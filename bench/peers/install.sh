@@ -17,6 +17,10 @@ if [ ! -x "$cache/n8n/node_modules/.bin/n8n" ]; then
     > "$cache/n8n/package.json"
   (cd "$cache/n8n" && npm install --no-audit --no-fund --loglevel=error "n8n@1.123.x")
 fi
+if [ ! -e "$cache/n8n/node_modules/sqlite3/build/Release/node_sqlite3.node" ]; then
+  # sqlite3's prebuilt binary comes from GitHub, which is not reachable here: build it
+  (cd "$cache/n8n" && npm rebuild sqlite3 --build-from-source --loglevel=error)
+fi
 if [ ! -x "$cache/prefect/bin/prefect" ]; then
   python3 -m venv "$cache/prefect"
   "$cache/prefect/bin/pip" install --quiet "prefect>=3.4,<4"
