@@ -155,6 +155,12 @@ class WaitingApp:
                     return await self._stream(scope, receive, send, found.group(1))
             except BadWait as exc:
                 return await _send_json(send, 400, {"error": "bad_parameter", "message": str(exc)})
+            # Everything else: the whole request to Flask in one hand-over to the pool and one back.
+            # (a2wsgi's streaming bridge hands every part of a response over on its own: measured
+            # ~1.5x the server CPU of gunicorn's threaded worker per POST /route; no answer of
+            # Aurora's streams, but the event streams above.)
+            body = await _read_body(receive, self.max_body)
+            return await _send(send, await self.ask(scope, body))
         await self.wsgi(scope, receive, send)
 
     # -- asking Flask ----------------------------------------------------------------------

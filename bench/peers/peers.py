@@ -362,6 +362,9 @@ def main() -> None:
                     "loop_done_per_s": round(mine["loop_done_per_s"] / theirs["loop_done_per_s"], 1),
                     "idle_rss": round(mine["idle_rss_mb"] / theirs["idle_rss_mb"], 2)}
     print(json.dumps(results, indent=2))
+    import run
+
+    run.record("peers", results)
 
 
 if __name__ == "__main__":
