@@ -183,7 +183,8 @@ class N8n(Peer):
                "N8N_VERSION_NOTIFICATIONS_ENABLED": "false", "N8N_PERSONALIZATION_ENABLED": "false",
                "N8N_TEMPLATES_ENABLED": "false", "N8N_SECURE_COOKIE": "false", "N8N_HIRING_BANNER_ENABLED": "false",
                "N8N_ENFORCE_SETTINGS_FILE_PERMISSIONS": "false", "N8N_RUNNERS_ENABLED": "false",
-               "EXECUTIONS_DATA_SAVE_ON_SUCCESS": "all", "DB_TYPE": "sqlite", "N8N_LOG_LEVEL": "warn"}
+               "EXECUTIONS_DATA_SAVE_ON_SUCCESS": "all", "DB_TYPE": "sqlite", "DB_SQLITE_POOL_SIZE": "2",
+               "N8N_LOG_LEVEL": "warn"}
         self.env = env
         workflow = self.home / "bench.json"
         workflow.write_text(json.dumps([N8N_WORKFLOW]))
