@@ -210,4 +210,8 @@ def http_latency(rate_per_s: int = 200, seconds: float = 10.0) -> dict[str, Any]
 
 
 if __name__ == "__main__":
-    print(json.dumps(http_wrk(), indent=2))
+    import run
+
+    figures = http_wrk()
+    print(json.dumps(figures, indent=2))
+    run.record("route_wrk", figures)

@@ -91,6 +91,20 @@ NOTES = """## Reading the figures
   (≈ 3) is the machine's per-request cost, not waiting: the wait added 16–27 ms to a submit whose
   run took 16 ms inside. Before the submitter's answer was made from one indexed read instead of
   the whole detail through Flask, the ratio was 4.2–4.9 in the same conditions.
+- **Peers** (`make bench-peers`: `bench/peers/install.sh`, then `bench/peers/peers.py`). n8n 1.123
+  from npm into `bench/peers/.cache/n8n` (npm overrides: the registry's `xlsx` for the vendor-CDN
+  one, `isolated-vm` 5.0.4 for Node 20; `sqlite3` built from source), its workflow imported with
+  `n8n import:workflow` and activated with `n8n update:workflow --active=true`: a webhook that
+  answers with its last node's output, every execution stored in its SQLite. Prefect 3 in its own
+  virtualenv: `prefect server start` on SQLite and a flow served by a runner polling every second,
+  driven with `run_deployment`. Aurora: `aurora up`, `POST /workflows` with `Prefer: wait=30`.
+  Idle RSS is every process of the stack, 10 s after the closed loop (so pools and caches are
+  full: not the same moment as the memory row above, taken right after start). Measured on
+  2026-12-01 while the machine was loaded by eight other sessions (load average 11–13 on 2
+  cores): the peers suffered far more than Aurora — n8n answered in 0.3–1.3 s where issue 21
+  measured 32–34 ms on a quieter machine, Prefect took 15.6 s a run where it measured 1.9 s — so
+  the ratios of that run overstate Aurora's lead; rerun `make bench-peers` on a quiet machine
+  for figures to quote.
 - **`POST /route`** (`python bench/router.py`, or `bench/run.py route_wrk`): wrk from Debian paces
   two connections at one request per 10 ms each with a Lua `delay()` (bench/route.lua); with
   `taskset` the server runs on core 0 and wrk on core 1 (other sessions still share both). Where
