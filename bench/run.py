@@ -83,14 +83,18 @@ NOTES = """## Reading the figures
   measured the same (p50 5.1–5.6 ms, p99 12–23 ms), so that is the machine, not a regression.
   Ratios against a baseline taken in the same run are the figures to read.
 - **Waiting** (`bench/wait.py`; issue 21). The client's submit → succeeded is one `POST /workflows`
-  with `Prefer: wait=30`; beside it the same runs' `created_at → finished_at`. What the client
-  pays beyond the run is the submit request itself (HTTP, key check, parse and validate before
-  `created_at` is taken) and, after `finished_at`, the note, one read and the answer. On the
-  loaded machine of 2026-12-01 (load average 11–13 on 2 cores, eight sessions' tests running) a
-  bare `GET /workflows?limit=1` took 20–24 ms p50 and a plain submit 34–44 ms, so the ratio there
-  (≈ 3) is the machine's per-request cost, not waiting: the wait added 16–27 ms to a submit whose
-  run took 16 ms inside. Before the submitter's answer was made from one indexed read instead of
-  the whole detail through Flask, the ratio was 4.2–4.9 in the same conditions.
+  with `Prefer: wait=30`; beside it the same runs' `created_at → finished_at`, and n8n's webhook →
+  done measured in the same invocation. What the client pays beyond the run is the submit request
+  itself (HTTP, key check, parse and validate before `created_at` is taken) and, after
+  `finished_at`, the note, one read and the answer. On the loaded machine of 2026-12-01 (load
+  average 11–13 on 2 cores, eight sessions' tests running) the ratio measured 2.1–2.2 (embedded,
+  Redis) in the last run, 2.9–3.0 an hour before it, when a bare `GET /workflows?limit=1` took
+  20–24 ms p50 and a plain submit 34–44 ms: the rest is the machine's per-request cost, not the
+  waiting. Before the submitter's answer was made from one indexed read (instead of the whole
+  detail through Flask), and before ordinary requests reached Flask in one hand-over, it measured
+  4.2–4.9. 500 waiters in one web worker: +33 KB each, 3 threads more than idle (the pool's), none
+  per waiter, all 500 answered once a worker started. A note costs the worker 5 µs on UDP and
+  60 µs on Redis.
 - **Peers** (`make bench-peers`: `bench/peers/install.sh`, then `bench/peers/peers.py`). n8n 1.123
   from npm into `bench/peers/.cache/n8n` (npm overrides: the registry's `xlsx` for the vendor-CDN
   one, `isolated-vm` 5.0.4 for Node 20; `sqlite3` built from source), its workflow imported with
