@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.run-stamp
 TEST_STAMP := $(VENV)/.test-stamp
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench bench-peers clean
 
 $(RUN_STAMP): setup.cfg pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Aurora needs Python 3.11 or newer")'
@@ -36,6 +36,11 @@ lint: $(TEST_STAMP)
 
 bench: $(TEST_STAMP)
 	$(BIN)/python bench/run.py
+
+# n8n and Prefect beside Aurora (installs them under bench/peers/.cache first; not part of `make test`)
+bench-peers: install
+	bash bench/peers/install.sh
+	$(BIN)/python bench/peers/peers.py
 
 clean:
 	rm -rf $(VENV) var build dist *.egg-info

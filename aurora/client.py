@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,11 @@ DEFAULT_URL = "http://127.0.0.1:9292"
 ATTEMPTS = 4
 #: the longest wait between two tries, whatever a 503's Retry-After says (seconds)
 MAX_WAIT = 10.0
+#: seconds without a byte after which an event stream is taken for dead (the server sends a
+#: keep-alive comment every 15 s)
+STREAM_IDLE = 45.0
+#: seconds before asking again after a stream that ended without the run being done
+STREAM_RETRY = 1.0
 #: what may fail on the way and be tried again: the request may or may not have arrived
 RETRIED = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
 
@@ -99,6 +105,69 @@ class Client:
 
     def post(self, path: str, **kwargs: Any) -> dict[str, Any]:
         return self.request("POST", path, **kwargs)
+
+    def wait(self, run_id: str, timeout: float, done: Callable[[dict[str, Any]], bool],
+             seen: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Follow a run until ``done(run)`` or ``timeout`` seconds; the run as last read.
+
+        It listens to the run's event stream (``GET /workflows/<id>/stream``, server-sent events),
+        so nothing polls: the run is read once at the start and once after each event, and
+        ``seen`` is given each read. A stream that breaks off is resumed after the last event
+        it delivered (``Last-Event-ID``), a little later each time it fails.
+        """
+        deadline = time.monotonic() + timeout
+        run = self.get(f"/workflows/{run_id}")
+        if seen:
+            seen(run)
+        last_id: str | None = None
+        pause = self.backoff
+        while not done(run) and time.monotonic() < deadline:
+            headers = {"Accept": "text/event-stream"}
+            if self.token:
+                headers["Authorization"] = f"Bearer {self.token}"
+            if last_id:
+                headers["Last-Event-ID"] = last_id
+            try:
+                with requests.get(f"{self.url}/workflows/{run_id}/stream", headers=headers, stream=True,
+                                  timeout=(self.timeout, min(STREAM_IDLE, max(deadline - time.monotonic(), 0.1)))
+                                  ) as response:
+                    if response.status_code >= 400:
+                        return self.get(f"/workflows/{run_id}")  # says why (gone, not allowed) as an error
+                    for event_id, name in _events(response):
+                        last_id = event_id or last_id
+                        if name == "end" or name.startswith("run."):
+                            run = self.get(f"/workflows/{run_id}")
+                            if seen:
+                                seen(run)
+                            pause = self.backoff
+                        if done(run) or time.monotonic() >= deadline:
+                            return run
+                # It ended without the run being done: a server that cannot hold a stream open
+                # (a plain WSGI server) answers with the events so far; ask again as it says.
+                time.sleep(min(STREAM_RETRY, max(deadline - time.monotonic(), 0)))
+                continue
+            except RETRIED:
+                pass
+            except requests.RequestException as exc:
+                raise ClientError(f"cannot reach Aurora at {self.url}: {exc.__class__.__name__}") from None
+            time.sleep(min(pause, max(deadline - time.monotonic(), 0)))  # it broke: resume a little later
+            pause = min(pause * 2, MAX_WAIT)
+        return run
+
+
+def _events(response: requests.Response) -> Iterator[tuple[str | None, str]]:
+    """(id, event name) of each server-sent event as it arrives (the data is not needed: the run
+    is read whole after each event)."""
+    event_id: str | None = None
+    name = ""
+    for line in response.iter_lines(decode_unicode=True):
+        if line.startswith("id:"):
+            event_id = line[3:].strip()
+        elif line.startswith("event:"):
+            name = line[6:].strip()
+        elif line == "" and name:
+            yield event_id, name
+            event_id, name = None, ""
 
 
 def _retry_after(response: requests.Response, default: float) -> float:

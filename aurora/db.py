@@ -15,7 +15,7 @@ import os
 import re
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
-from . import pgwatch, wal
+from . import changes, pgwatch, wal
 from .errors import ConfigError
 
 #: how long a SQLite writer waits for the lock before giving up (milliseconds)
@@ -241,6 +241,8 @@ class Database:
             if self.dialect == "sqlite" and database and database != ":memory:" else None
         )
         self.checkpointer = wal.checkpointer_for(self.engine) if self._write_lock is not None else None
+        #: told the runs each committed write transaction changed (aurora/changes.py); set by the runtime
+        self.on_commit: Callable[[dict[str, list[str]]], None] | None = None
 
     def audit_key(self) -> bytes:
         """The audit chain's HMAC key, created on first use and then kept for the process."""
@@ -267,14 +269,28 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A transaction that commits on success and rolls back on any exception."""
-        with self._writer_turn(), self._writer() as session, session.begin():
-            yield session
+        with changes.collecting() as changed:
+            with self._writer_turn(), self._writer() as session, session.begin():
+                yield session
+        self._announce(changed)
 
     @contextmanager
     def write_rows(self) -> Iterator[Connection]:
         """Like :meth:`write`, on a Core connection: for a hot path whose statements are all Core."""
-        with self._writer_turn(), self._immediate.begin() as connection:
-            yield connection
+        with changes.collecting() as changed:
+            with self._writer_turn(), self._immediate.begin() as connection:
+                yield connection
+        self._announce(changed)
+
+    def _announce(self, changed: dict[str, list[str]]) -> None:
+        """After a commit: tell waiters which runs changed (never failing the committed write)."""
+        if changed and self.on_commit is not None:
+            try:
+                self.on_commit(changed)
+            except Exception:  # noqa: BLE001 - a lost note costs a waiter latency, never data
+                import logging
+
+                logging.getLogger(__name__).warning("could not announce changed runs", exc_info=True)
 
     @contextmanager
     def read(self) -> Iterator[Session]:

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
+from . import changes
 from .db import Database, connection_of
 from .models import Event, utcnow
 
@@ -35,6 +36,7 @@ def append(
     """Add one event to the session's transaction (it commits or rolls back with it)."""
     values = _values(origin, type_, data, run_id, at or utcnow(), event_id)
     _insert(db, session, values)
+    changes.note(run_id, type_)
     return values
 
 
@@ -43,6 +45,8 @@ def append_many(db: Database, session: Session | Connection, origin: str, items:
     """Add several events of one run, in order, with one statement."""
     at = at or utcnow()
     _insert(db, session, [_values(origin, type_, data, run_id, at) for type_, data in items])
+    for type_, _data in items:
+        changes.note(run_id, type_)
 
 
 def append_batch(db: Database, session: Session | Connection, origin: str,

@@ -33,8 +33,11 @@ class Runtime:
     @cached_property
     def db(self) -> Database:
         from .db import Database
+        from .notify import publisher_for
 
-        return Database(self.settings.database_url, self.settings.audit_key_path)
+        db = Database(self.settings.database_url, self.settings.audit_key_path)
+        db.on_commit = publisher_for(self.settings)  # waiting clients hear of each committed change
+        return db
 
     @cached_property
     def policies(self) -> PolicyStore:

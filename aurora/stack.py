@@ -55,11 +55,11 @@ _PR_SET_PDEATHSIG = 1
 
 def gunicorn_command(binds: Sequence[str], workers: int, threads: int = 4) -> list[str]:
     # -P and aurora.gunicorn_main: the current directory can never shadow the installed package
-    command = [sys.executable, "-P", "-m", "aurora.gunicorn_main", "--worker-class", "gthread",
+    command = [sys.executable, "-P", "-m", "aurora.gunicorn_main", "--worker-class", "aurora.web.worker.Worker",
                "--workers", str(workers), "--threads", str(threads), "--graceful-timeout", "10", "--no-control-socket"]
     for bind in binds:
         command += ["--bind", bind]
-    return [*command, "--config", "python:aurora.gunicorn_conf", "aurora.web.wsgi:app"]
+    return [*command, "--config", "python:aurora.gunicorn_conf", "aurora.web.asgi:app"]
 
 
 def prepare(settings: Settings, url: str) -> str | None:

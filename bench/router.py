@@ -1,19 +1,26 @@
 """The KI-router's speed, beside a literal substring matcher over the same rules.
 
 1. decisions per second on one core for 10-word texts (goal >= 20,000/s);
-2. ``POST /route`` latency p50/p99 at 200 requests per second (goal p99 < 5 ms).
+2. ``POST /route`` latency p50/p99 at 200 requests per second (goal p99 < 5 ms), from a Python
+   client (``http_latency``) and from wrk beside bare Flask (``http_wrk``; ``python bench/router.py``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
+import re
+import shutil
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import requests
-from harness import ROOT, Procs, aurora_env, cleanup, free_port, percentile, temp_home, wait_http
+from harness import ROOT, Procs, aurora_env, cleanup, free_port, gunicorn, percentile, temp_home, wait_http, wait_port
 
 
 def _texts(count: int, words_per_text: int = 10) -> list[str]:
@@ -53,6 +60,103 @@ def decisions() -> dict[str, Any]:
     base = rate(substring)
     return {"router_per_s": round(ours), "substring_per_s": round(base), "ratio": round(ours / base, 2),
             "goal": ">= 20000/s"}
+
+
+def _wrk(url: str, token: str, bodies: Path, seconds: int, connections: int = 2, pace_ms: int = 10,
+         cpu: str | None = None) -> dict[str, Any]:
+    """wrk (a C load generator, outside any Python interpreter) at ``connections * 1000 / pace_ms``
+    requests/s; its latency percentiles (ms) and the rate it reached."""
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(ROOT / "bench" / "route.lua"),
+               url]
+    if cpu is not None and shutil.which("taskset"):
+        command = ["taskset", "-c", cpu, *command]
+    env = {**os.environ, "ROUTE_BODIES": str(bodies), "ROUTE_TOKEN": token, "ROUTE_PACE_MS": str(pace_ms)}
+    out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 60)
+    if out.returncode or "status " in out.stderr:
+        raise RuntimeError(f"wrk failed: {out.stderr[-500:]} {out.stdout[-500:]}")
+    percentiles = {}
+    for line in out.stdout.splitlines():
+        found = re.match(r"\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s)", line)
+        if found:
+            value = float(found.group(2)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[found.group(3)]
+            percentiles[found.group(1)] = round(value, 2)
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out.stdout).group(1))  # type: ignore[union-attr]
+    return {"rate_per_s": round(rate), "p50_ms": percentiles["50"], "p99_ms": percentiles["99"]}
+
+
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) spent so far by a process and its descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                children.setdefault(int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]), []).append(
+                    int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    total, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        stack.extend(children.get(current, []))
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _measured(server: Any, url: str, token: str, bodies: Path, seconds: int, cpu: str | None) -> dict[str, Any]:
+    before = _tree_cpu_s(server.pid)
+    figures = _wrk(url, token, bodies, seconds, cpu=cpu)
+    spent = _tree_cpu_s(server.pid) - before
+    figures["server_cpu_ms_per_request"] = round(spent * 1000 / max(figures["rate_per_s"] * seconds, 1), 3)
+    return figures
+
+
+def http_wrk(seconds: int = 15, web_workers: int = 2) -> dict[str, Any]:
+    """``POST /route`` at ~200 requests/s measured by wrk, beside bare Flask under gunicorn
+    (gthread, the same workers) measured the same way in the same run. With ``taskset`` the
+    server runs on core 0 and wrk on core 1 (other work on the machine still shares them)."""
+    if not shutil.which("wrk"):
+        return {"skipped": "wrk is not installed (apt-get install wrk)"}
+    home = temp_home()
+    try:
+        bodies = home / "bodies.jsonl"
+        bodies.write_text("\n".join(json.dumps({"text": t}) for t in _texts(500)) + "\n")
+        env = aurora_env(home)
+        pin = ["taskset", "-c", "0"] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
+        figures: dict[str, Any] = {}
+        with Procs(env, home) as procs:
+            procs.run("db", "upgrade")
+            key = procs.run("keys", "create", "bench", "--role", "viewer").strip()
+            port = free_port()
+            server = procs.start(*pin, sys.executable, "-m", "aurora", "serve", "--port", str(port), "--workers",
+                                 str(web_workers))
+            url = f"http://127.0.0.1:{port}"
+            wait_http(url)
+            _wrk(url, key, bodies, 3, cpu="1" if pin else None)  # warm-up
+            figures["aurora"] = _measured(server, url, key, bodies, seconds, "1" if pin else None)
+            # the same app under gunicorn's threaded worker, without the waiting layer (aurora/web/asgi.py)
+            port = free_port()
+            server = procs.start(*pin, *gunicorn(port, "aurora.web.wsgi:app", home, workers=web_workers, threads=8))
+            url = f"http://127.0.0.1:{port}"
+            wait_http(url)
+            _wrk(url, key, bodies, 3, cpu="1" if pin else None)
+            figures["aurora_gthread"] = _measured(server, url, key, bodies, seconds, "1" if pin else None)
+        with Procs(env, ROOT / "bench") as procs:
+            port = free_port()
+            server = procs.start(*pin, *gunicorn(port, "bare_route_app:app", ROOT / "bench", workers=web_workers))
+            wait_port(port)
+            url = f"http://127.0.0.1:{port}"
+            _wrk(url, "", bodies, 3, cpu="1" if pin else None)
+            figures["bare_flask"] = _measured(server, url, "", bodies, seconds, "1" if pin else None)
+        figures["ratio_p99"] = round(figures["aurora"]["p99_ms"] / figures["bare_flask"]["p99_ms"], 2)
+        figures["pinned"] = bool(pin)
+        figures["goal"] = "p99 < 5 ms at 200/s"
+        return figures
+    finally:
+        cleanup(home)
 
 
 def http_latency(rate_per_s: int = 200, seconds: float = 10.0) -> dict[str, Any]:
@@ -103,3 +207,11 @@ def http_latency(rate_per_s: int = 200, seconds: float = 10.0) -> dict[str, Any]
                 "p99_ms": round(percentile(latencies, 99), 2), "goal": "p99 < 5 ms at 200/s"}
     finally:
         cleanup(home)
+
+
+if __name__ == "__main__":
+    import run
+
+    figures = http_wrk()
+    print(json.dumps(figures, indent=2))
+    run.record("route_wrk", figures)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import multiprocessing
 
 bind = ["127.0.0.1:9292", "127.0.0.1:9195"]  # put a TLS-terminating proxy in front
-worker_class = "gthread"
+worker_class = "aurora.web.worker.Worker"  # uvicorn: waits on the event loop, Flask in `threads` threads
 workers = max(2, multiprocessing.cpu_count())
 threads = 8
 timeout = 60

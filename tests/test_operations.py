@@ -141,7 +141,7 @@ def test_deploy_files_are_hardened_and_start_the_real_commands(env) -> None:
             assert service[key] == value, (name, key)
         assert service["EnvironmentFile"] == "/etc/aurora/aurora.env"
     check = subprocess.run([sys.executable, "-m", "gunicorn", "--check-config", "--config",
-                            str(ROOT / "deploy" / "gunicorn.conf.py"), "aurora.web.wsgi:app"],
+                            str(ROOT / "deploy" / "gunicorn.conf.py"), "aurora.web.asgi:app"],
                            env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
     assert check.returncode == 0, check.stderr
     procfile = (ROOT / "Procfile").read_text()

@@ -71,12 +71,24 @@ def validate(files: tuple[Path, ...], inputs: tuple[str, ...]) -> None:
 def wait_for_run(client: Any, run_id: str, timeout: float, show: Callable[[str], None]) -> tuple[dict[str, Any], bool]:
     """Follow a run until it ends, waits for approval or is blocked; ``show`` gets a line for each
     new state. Returns the last state and whether it got there within ``timeout`` seconds. The one
-    place that knows how the CLI waits (polling now), so it can change without the printing."""
+    place that knows how the CLI waits: the run's event stream (``Client.wait``), nothing polled."""
     deadline = time.monotonic() + timeout
     last = ""
+
+    def seen(run: dict[str, Any]) -> None:
+        nonlocal last
+        line = progress_line(run)
+        if line != last:
+            show(line)
+            last = line
+
+    def settled(run: dict[str, Any]) -> bool:
+        return run["status"] in FINAL or run["status"] == "awaiting_approval" or bool(run.get("blocked"))
+
     while True:
         try:
-            run = client.get(f"/workflows/{run_id}")
+            run = client.wait(run_id, max(deadline - time.monotonic(), 0.1), settled, seen)
+            return run, settled(run)
         except ClientError as exc:
             if exc.status is not None and exc.status < 500:
                 raise
@@ -92,16 +104,6 @@ def wait_for_run(client: Any, run_id: str, timeout: float, show: Callable[[str],
                 show(line)
                 last = line
             time.sleep(1.0)
-            continue
-        line = progress_line(run)
-        if line != last:
-            show(line)
-            last = line
-        if run["status"] in FINAL or run["status"] == "awaiting_approval" or run.get("blocked"):
-            return run, True
-        if time.monotonic() > deadline:
-            return run, False
-        time.sleep(0.25)
 
 
 @main.command(epilog=EXIT_HELP)

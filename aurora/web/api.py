@@ -131,6 +131,15 @@ def show(run_id: str) -> Response:
         return jsonify(run_views.detail(session, run_id, _runtime().settings.node_name))
 
 
+@bp.get("/workflows/<run_id>/stream")
+@require(*ANY_ROLE)
+def stream(run_id: str) -> Response:
+    """The run's events as server-sent events, until it ends (aurora/web/streaming.py)."""
+    from .streaming import stream_response
+
+    return stream_response(_runtime().db, run_id)
+
+
 @bp.post("/workflows/<run_id>/cancel")
 @require(Role.SUBMITTER)
 def cancel(run_id: str) -> Response:

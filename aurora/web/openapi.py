@@ -29,6 +29,14 @@ def _errors(*codes: int) -> dict[str, Any]:
     return {str(code): _json(_ref("Error"), meaning[code]) for code in codes}
 
 
+#: how long a request may ask to wait for its run (aurora/web/asgi.py)
+WAIT_QUERY = {"name": "wait", "in": "query", "schema": {"type": "integer", "minimum": 0},
+              "description": "seconds to wait (at most 60; more is cut to 60); see the operation"}
+PREFER = {"name": "Prefer", "in": "header", "schema": {"type": "string", "examples": ["wait=30"]},
+          "description": "RFC 7240: `wait=N` waits up to N seconds (at most 60) for the run to end or to wait "
+                         "for approval (or be blocked), and answers with the run's summary, result and error "
+                         "(status still queued or running after N s); `Preference-Applied: wait=N` says so. "
+                         "The query `?wait=N` does the same."}
 AUTH = [{"bearerAuth": []}]
 NONE: list[dict[str, list[str]]] = []
 RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"},
@@ -227,8 +235,12 @@ def document() -> dict[str, Any]:
                     "200": {"description": "JSON Schema 2020-12", "content": {SCHEMA_JSON: {"schema": {
                         "type": "object", "required": ["$schema", "$id"]}}}}}}},
             "/workflows": {
-                "post": {"summary": "Submit a workflow (YAML, JSON or a multipart file)",
-                         "parameters": [IDEMPOTENCY_KEY], "requestBody": {
+                "post": {"summary": "Submit a workflow (YAML, JSON or a multipart file); optionally wait for it",
+                         "description": "With `Prefer: wait=N` or `?wait=N` the answer comes when the run is "
+                                        "final, waits for approval or is blocked, or after N seconds with the run "
+                                        "as it is then (status still queued or running). The waiting costs the "
+                                        "server no thread and no database connection.",
+                         "parameters": [IDEMPOTENCY_KEY, PREFER, WAIT_QUERY], "requestBody": {
                     "required": True, "content": {
                         "application/yaml": {"schema": {"type": "string"}},
                         "application/json": {"schema": {"oneOf": [
@@ -244,7 +256,12 @@ def document() -> dict[str, Any]:
                         "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
                             "file": {"type": "string", "contentEncoding": "binary"},
                             "inputs": {"type": "string", "description": "The inputs, as a JSON object"}}}}}},
-                    "responses": {"201": {**_json(_ref("RunSummary"), "Stored and queued"), "links": RUN_LINKS},
+                    "responses": {"201": {**_json({"anyOf": [_ref("RunSummary"), _ref("Run")]},
+                                                  "Stored and queued (with a wait: the run's summary, result and error)"),
+                                          "headers": {"Preference-Applied": {"schema": {"type": "string"},
+                                                      "description": "wait=N: the wait asked for was honoured"},
+                                                      "Location": {"schema": {"type": "string"}}},
+                                          "links": RUN_LINKS},
                                   "200": {**_json(_ref("RunSummary"), "A retry with the same Idempotency-Key: the "
                                                                       "run the first request made"),
                                           "headers": {"Idempotent-Replayed": {"schema": {"const": "true"}}},
@@ -261,8 +278,33 @@ def document() -> dict[str, Any]:
                         "next_cursor": {"type": ["string", "null"]}}}, "A page of runs"), **_errors(400, 401)}},
             },
             "/workflows/{run_id}": {"get": {"summary": "One run with its document, result and timeline",
-                                            "parameters": [RUN_ID], "responses": {
-                "200": _json(_ref("Run"), "The run"), **_errors(400, 401, 404, 409)}}},
+                                            "description": "With `?wait=N`: a long poll. The answer comes when "
+                                                           "the run differs from the version named in "
+                                                           "`If-None-Match` (the `ETag` of an earlier answer; "
+                                                           "without it, the run as it was when the request "
+                                                           "arrived), at once for a final run, or after N "
+                                                           "seconds (at most 60) unchanged.",
+                                            "parameters": [RUN_ID, WAIT_QUERY, {
+                                                "name": "If-None-Match", "in": "header",
+                                                "schema": {"type": "string"},
+                                                "description": "with ?wait: the ETag of the version already seen"}],
+                                            "responses": {
+                "200": {**_json(_ref("Run"), "The run"), "headers": {"ETag": {
+                    "schema": {"type": "string"}, "description": "with ?wait: the run's version"}}},
+                **_errors(400, 401, 404, 409)}}},
+            "/workflows/{run_id}/stream": {"get": {
+                "summary": "The run's events as server-sent events, as they happen, until the run is final",
+                "description": "Each event: `id:` its seq, `event:` its type (run.queued, run.running, "
+                               "run.succeeded, …), `data:` the event as GET /events shows it; after the final "
+                               "status, `event: end` with the id and status, and the stream closes. A comment "
+                               "line is sent every 15 s while nothing happens. A client that reconnects sends "
+                               "`Last-Event-ID` (or `?after=seq`) and gets only what came after.",
+                "parameters": [RUN_ID, {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                               {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "text/event-stream", "content": {
+                    "text/event-stream": {"schema": {"type": "object", "description": "one event", "properties": {
+                        "id": {"type": "string"}, "event": {"type": "string"},
+                        "data": {"type": "string", "description": "JSON"}}}}}}, **_errors(400, 401, 404)}}},
             "/workflows/{run_id}/cancel": {"post": {"summary": "Cancel a run before it acts (its submitter or admin)",
                                                     "parameters": [RUN_ID], "responses": {
                 "200": _json({"type": "object", "required": ["id", "status"]}, "Cancelled"),

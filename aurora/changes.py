@@ -1,0 +1,35 @@
+"""Which runs a write transaction changed, told to whoever waits for them once it commits.
+
+Every change of a run appends an event (the outbox, :mod:`aurora.events`), so the event writer
+is the one place that notes "run R changed (event types T)"; :meth:`aurora.db.Database.write`
+collects those notes for its transaction and hands them to its ``on_commit`` hook (the
+publisher of :mod:`aurora.notify`) after the commit, never before: a waiter woken by a note
+reads the committed state. A rolled-back transaction announces nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+#: run id -> event types appended, for the write transaction open in this context
+_pending: ContextVar[dict[str, list[str]] | None] = ContextVar("aurora_changed_runs", default=None)
+
+
+def note(run_id: str | None, type_: str) -> None:
+    """Record that the open write transaction appended event ``type_`` of run ``run_id``."""
+    pending = _pending.get()
+    if pending is not None and run_id is not None:
+        pending.setdefault(run_id, []).append(type_)
+
+
+@contextmanager
+def collecting() -> Iterator[dict[str, list[str]]]:
+    """Collect the notes of one transaction (a nested transaction collects its own)."""
+    changed: dict[str, list[str]] = {}
+    token = _pending.set(changed)
+    try:
+        yield changed
+    finally:
+        _pending.reset(token)

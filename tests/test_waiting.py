@@ -1,0 +1,196 @@
+"""Waiting for a run without polling, through the real stack (gunicorn with Aurora's uvicorn
+worker, Celery workers, SQLite + filesystem broker or Redis, PostgreSQL): ``Prefer: wait`` on
+submit, ``?wait`` long polls, the server-sent-event stream, timeouts, and what waiters hold."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from conftest import ROOT, descendants
+
+REPORT = (ROOT / "workflows" / "send_report.yaml").read_bytes()
+CHARGE = {"name": "pay", "goal": "charge", "payload": {"customer": "cus_9", "amount": "42.50", "currency": "EUR",
+                                                       "payment_method": "pm_1"}}
+
+
+@pytest.fixture(params=["embedded", "redis"])
+def stack(request, make_stack) -> Any:
+    """A booted stack on the embedded default (SQLite + filesystem broker) or on Redis."""
+    if request.param == "redis":
+        built = make_stack(broker_url=request.getfixturevalue("redis_url"))
+    else:
+        built = make_stack()
+    return built.boot()
+
+
+def _submit(stack, headers: dict[str, str] | None = None, path: str = "/workflows", body: bytes = REPORT,
+            timeout: float = 30) -> requests.Response:
+    return requests.post(stack.url + path, data=body, timeout=timeout,
+                         headers={"Authorization": f"Bearer {stack.keys['admin']}",
+                                  "Content-Type": "application/yaml", **(headers or {})})
+
+
+def _events(response: requests.Response) -> list[tuple[str, dict[str, Any] | None]]:
+    """(event name, data) of each server-sent event, read as they come until the stream ends."""
+    found: list[tuple[str, dict[str, Any] | None]] = []
+    name, data = None, None
+    for line in response.iter_lines(decode_unicode=True):
+        if line.startswith("event: "):
+            name = line[7:]
+        elif line.startswith("data: "):
+            data = json.loads(line[6:])
+        elif line == "" and name:
+            found.append((name, data))
+            name, data = None, None
+    return found
+
+
+def test_prefer_wait_answers_with_the_final_state(stack) -> None:
+    started = time.monotonic()
+    response = _submit(stack, {"Prefer": "wait=30"})
+    assert response.status_code == 201, response.text
+    run = response.json()
+    assert run["status"] == "succeeded", run
+    assert run["result"]["dry_run"] is True and run["finished_at"]
+    assert response.headers["Preference-Applied"] == "wait=30"
+    assert response.headers["Location"] == f"/workflows/{run['id']}"
+    assert time.monotonic() - started < 10  # a note woke it, not the 20 s re-read
+    # the documented query form does the same
+    queried = _submit(stack, path="/workflows?wait=30")
+    assert queried.status_code == 201 and queried.json()["status"] == "succeeded"
+    assert "Preference-Applied" not in queried.headers
+    # a wait beyond the cap is cut to it, and the answer says so
+    capped = _submit(stack, {"Prefer": "wait=100000"})
+    assert capped.json()["status"] == "succeeded" and capped.headers["Preference-Applied"] == "wait=60"
+
+
+def test_prefer_wait_stops_when_the_run_waits_for_approval(stack) -> None:
+    response = _submit(stack, {"Prefer": "respond-async, wait=30", "Content-Type": "application/json"},
+                       body=json.dumps(CHARGE).encode())
+    assert response.status_code == 201, response.text
+    assert response.json()["status"] == "awaiting_approval"
+    assert response.headers["Preference-Applied"] == "wait=30"
+
+
+def test_get_wait_long_polls_for_the_next_change(stack) -> None:
+    run_id = _submit(stack, {"Prefer": "wait=30", "Content-Type": "application/json"},
+                     body=json.dumps(CHARGE).encode()).json()["id"]
+    first = stack.http("GET", f"/workflows/{run_id}?wait=0")
+    assert first.status_code == 200 and first.json()["status"] == "awaiting_approval"
+    etag = first.headers["ETag"]
+    threading.Timer(1.0, lambda: stack.http("POST", f"/workflows/{run_id}/cancel")).start()
+    started = time.monotonic()
+    changed = stack.http("GET", f"/workflows/{run_id}?wait=30", headers={"If-None-Match": etag})
+    waited = time.monotonic() - started
+    assert changed.status_code == 200 and changed.json()["status"] == "cancelled", changed.text
+    assert 0.8 < waited < 15, waited
+    assert changed.headers["ETag"] != etag
+    # a final run does not change again: the answer comes at once
+    started = time.monotonic()
+    assert stack.http("GET", f"/workflows/{run_id}?wait=30").json()["status"] == "cancelled"
+    assert time.monotonic() - started < 5
+    # a wait that is not a number is a 400 saying so
+    bad = stack.http("GET", f"/workflows/{run_id}?wait=soon")
+    assert bad.status_code == 400 and "wait" in bad.json()["message"]
+
+
+def test_the_stream_delivers_events_in_order_and_ends_at_a_final_status(stack) -> None:
+    run_id = _submit(stack, {"Prefer": "wait=30", "Content-Type": "application/json"},
+                     body=json.dumps(CHARGE).encode()).json()["id"]
+    seen: list[tuple[str, dict[str, Any] | None]] = []
+    opened = threading.Event()
+
+    def follow() -> None:
+        with requests.get(f"{stack.url}/workflows/{run_id}/stream", stream=True, timeout=40,
+                          headers={"Authorization": f"Bearer {stack.keys['admin']}"}) as response:
+            assert response.status_code == 200
+            assert response.headers["Content-Type"].startswith("text/event-stream")
+            assert "Aurora-Follow" not in response.headers
+            opened.set()
+            seen.extend(_events(response))
+
+    reader = threading.Thread(target=follow)
+    reader.start()
+    assert opened.wait(15)
+    time.sleep(0.5)  # the stream is open and idle before the run changes
+    assert stack.http("POST", f"/workflows/{run_id}/cancel").json()["status"] == "cancelled"
+    reader.join(30)
+    assert not reader.is_alive(), "the stream did not end at the final status"
+    names = [name for name, _ in seen]
+    assert names[0] == "run.queued" and "run.awaiting_approval" in names
+    assert names[-2:] == ["run.cancelled", "end"], names
+    seqs = [data["seq"] for name, data in seen if name != "end"]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    assert seen[-1][1] == {"id": run_id, "status": "cancelled"}
+    # resuming after the last event id sends only what came after it
+    resumed = stack.http("GET", f"/workflows/{run_id}/stream", headers={"Last-Event-ID": str(seqs[-2])})
+    assert [line for line in resumed.text.splitlines() if line.startswith("event:")] == \
+        ["event: run.cancelled", "event: end"]
+
+
+def test_a_waiter_times_out_cleanly_with_the_current_state(make_stack) -> None:
+    stack = make_stack().boot(workers=False)  # nothing runs the run: it stays queued
+    started = time.monotonic()
+    response = _submit(stack, {"Prefer": "wait=1"})
+    waited = time.monotonic() - started
+    assert response.status_code == 201 and response.json()["status"] == "queued", response.text
+    assert response.headers["Preference-Applied"] == "wait=1"
+    assert 0.9 < waited < 8, waited
+    run_id = response.json()["id"]
+    started = time.monotonic()
+    polled = stack.http("GET", f"/workflows/{run_id}?wait=1")
+    assert polled.status_code == 200 and polled.json()["status"] == "queued"
+    assert 0.9 < time.monotonic() - started < 8
+
+
+def _web_worker(stack) -> int:
+    """The pid of the gunicorn worker (the one process below the web's master)."""
+    [pid] = [p for p, cmd in descendants(stack.procs["web"].pid).items() if "gunicorn_main" in cmd]
+    return pid
+
+
+def _threads(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/task").iterdir()))
+
+
+@pytest.mark.parametrize("backend", ["embedded", "postgres+redis"])
+def test_fifty_waiters_hold_no_database_connection_and_no_thread(make_stack, request, backend) -> None:
+    if backend == "embedded":
+        stack = make_stack()
+    else:
+        stack = make_stack(database_url=request.getfixturevalue("postgres_url"),
+                           broker_url=request.getfixturevalue("redis_url"))
+    stack.boot(workers=False)
+    worker = _web_worker(stack)
+    stack.http("GET", "/workflows")  # the thread pool and the pool's connections exist
+    threads_before = _threads(worker)
+    waiters = 50
+    with ThreadPoolExecutor(waiters) as pool:
+        started = time.monotonic()
+        futures = [pool.submit(_submit, stack, {"Prefer": "wait=6"}, timeout=60) for _ in range(waiters)]
+        time.sleep(3.5)  # every waiter is waiting now (each submit takes milliseconds)
+        assert not any(f.done() for f in futures)
+        threads_waiting = _threads(worker)
+        if backend != "embedded":
+            import psycopg
+
+            with psycopg.connect(stack.env["AURORA_DATABASE_URL"], autocommit=True) as conn:
+                rows = conn.execute("SELECT state, count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                                    " AND pid <> pg_backend_pid() GROUP BY state").fetchall()
+            states = dict(rows)
+            # checked-out connections would show as active or idle in transaction
+            assert not states.get("idle in transaction") and not states.get("active"), states
+            assert sum(states.values()) <= 15, states  # the web's pool (5 + 10 overflow) at most
+        answers = [f.result() for f in futures]
+        elapsed = time.monotonic() - started
+    assert all(a.status_code == 201 and a.json()["status"] == "queued" for a in answers)
+    assert elapsed < 30
+    # the thread pool is Flask's (8), not one per waiter
+    assert threads_waiting <= threads_before + 8, (threads_before, threads_waiting)
