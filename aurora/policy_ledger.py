@@ -50,7 +50,7 @@ def record_reload(db: Database, old: Policy | None, new: Policy, path: str) -> b
     details = {"version": new.version, "previous": old.version if old else None, "file": path,
                "changed": changed_keys(old.data if old else {}, new.data)}
     with db.write() as session:
-        db.lock(session, audit.AUDIT_LOCK_KEY)  # the same lock append takes: check and write are one turn
+        db.lock(session, *audit.OUTBOX_LOCKS)  # the same lock append takes: check and write are one turn
         seen = session.scalar(select(AuditRecord.pk).where(
             AuditRecord.adapter == SUBJECT, AuditRecord.operation == OPERATION,
             AuditRecord.reason == _reason(new.version)).limit(1))

@@ -18,7 +18,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from ..engine import worker_identity
-from ..events import EVENT_LOCK_KEY
+from ..events import OUTBOX_LOCKS
 from ..models import Event, Node, utcnow
 
 #: the first backoff after a failure, doubled per further failure (with jitter), up to the policy's max
@@ -117,7 +117,7 @@ class Syncer:
             fresh = [{k: v for k, v in row.items() if k != "seq"} for row in rows if row["origin"] != self.node_name]
             if not fresh:
                 return 0
-            self.db.lock(session, EVENT_LOCK_KEY)
+            self.db.lock(session, *OUTBOX_LOCKS)
             insert = pg_insert if self.db.dialect == "postgresql" else sqlite_insert
             statement = insert(Event.__table__).on_conflict_do_nothing(index_elements=["origin", "id"])
             result = session.connection().execute(statement, fresh)
