@@ -116,6 +116,8 @@ class Run(Base):
     approval_binding: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     #: for charges: what the money did after the action (pending, succeeded, failed), from webhooks
     settlement: Mapped[str | None] = mapped_column(String(16))
+    #: where ``aurora prune`` put this run's document, steps and events (None: not pruned)
+    archive: Mapped[str | None] = mapped_column(String(512))
 
     __table_args__ = (
         Index("ix_runs_status_pk", "status", "pk"),
@@ -199,6 +201,18 @@ class AuditRecord(Base):
     duration_ms: Mapped[float] = mapped_column(default=0.0)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class MetricTally(Base):
+    """A count /metrics reports, kept up to date from the append-only logs (aurora.tallies)
+    instead of counted over all history at every scrape."""
+
+    __tablename__ = "metric_tallies"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    #: the label values, tab-separated ("" for a high-water mark)
+    labels: Mapped[str] = mapped_column(String(255), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
 
 
 class Person(Base):

@@ -64,7 +64,7 @@ def measure(n: int = 300, pg: str | None = None) -> dict[str, Any]:
 
         admin = psycopg.connect(pg, autocommit=True)
         admin.execute(f'CREATE DATABASE "{database}"')
-        url = pg.rsplit("/", 1)[0] + "/" + database
+        url = pg.rsplit("/", 1)[0] + "/" + database + os.environ.get("BENCH_PG_QUERY", "")
     else:
         url = f"sqlite:///{home / 'aurora.db'}"
     try:

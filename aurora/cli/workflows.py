@@ -110,6 +110,8 @@ def status(run_id: str) -> None:
     """Show one run: a headline (status, LIVE or SIMULATED, why), then document, result and timeline."""
     run = _client().get(f"/workflows/{run_id}")
     click.echo(_headline(run), err=True)
+    if run.get("archive"):
+        click.echo(f"pruned: its document, steps and events are archived in {run['archive']}", err=True)
     _print(run)
 
 
