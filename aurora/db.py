@@ -137,6 +137,9 @@ def _create(url: str, begin: str | None) -> Engine:
         # (aurora/web/unavailable.py).
         connect_args = pg_connect_args(parsed.query)
         engine = create_engine(parsed, pool_size=5, max_overflow=10, connect_args=connect_args)
+        # A run's events and steps are a few rows each: one INSERT ... VALUES (...), (...) is one
+        # statement, where psycopg's executemany enters and leaves pipeline mode around them.
+        engine.dialect.use_insertmanyvalues_wo_returning = True
         _ping_when_idle(engine)
         timeout_ms = statement_timeout_ms(str(connect_args.get("options") or parsed.query.get("options") or ""))
         if timeout_ms:

@@ -296,6 +296,7 @@ def measure(n: int, pg: bool, requests_per: int = 200) -> dict[str, Any]:
             procs.aurora("worker", "-c", "1", "-l", "warning")
             wait_http(base, workers=True)
             p99: dict[str, float] = {}
+            p50: dict[str, float] = {}
             with requests.Session() as http:
                 for name in reads:
                     times = []
@@ -306,6 +307,7 @@ def measure(n: int, pg: bool, requests_per: int = 200) -> dict[str, Any]:
                             times.append((time.perf_counter() - started) * 1000)
                         assert response.status_code == 200, (name, response.text[:200])
                     p99[name] = round(percentile(times, 99), 2)
+                    p50[name] = round(percentile(times, 50), 2)
                 done = []
                 submit = {**headers_of("submit"), "Content-Type": "application/yaml"}
                 for i in range(60):
@@ -316,9 +318,10 @@ def measure(n: int, pg: bool, requests_per: int = 200) -> dict[str, Any]:
                     if i >= 10:
                         done.append((time.perf_counter() - started) * 1000)
                 p99["submit to succeeded"] = round(percentile(done, 99), 2)
+                p50["submit to succeeded"] = round(percentile(done, 50), 2)
         set_runtime(None)
         return {"database": "postgresql" if pg else "sqlite", "runs": n, "generate_s": round(took, 1),
-                "p99_ms": p99, "unindexed_plans": unindexed}
+                "p99_ms": p99, "p50_ms": p50, "unindexed_plans": unindexed}
     finally:
         from aurora.db import forget
 
@@ -335,6 +338,8 @@ def flat(n_values: list[int], pg: bool, requests_per: int) -> dict[str, Any]:
     base = results[0]["p99_ms"]
     for result in results[1:]:
         result["ratio_to_first"] = {k: round(v / base[k], 2) for k, v in result["p99_ms"].items()}
+        result["p50_ratio_to_first"] = {k: round(v / results[0]["p50_ms"][k], 2)
+                                        for k, v in result["p50_ms"].items()}
     return {"sizes": results, "goal": "p99 within 2x of the 10,000-run figure; an index for each read"}
 
 
