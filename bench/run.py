@@ -18,8 +18,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import adapters  # noqa: E402
 import federation  # noqa: E402
+import history  # noqa: E402
 import recovery  # noqa: E402
 import router  # noqa: E402
+import runcost  # noqa: E402
+import scaleout  # noqa: E402
 import spine  # noqa: E402
 import transports  # noqa: E402
 
@@ -34,6 +37,10 @@ BENCHES = {
     "adapters": adapters.overhead,
     "federation": federation.replicate,
     "reliability": recovery.reliability,
+    "runcost": lambda: runcost.measure(300, runcost.ADMIN_PG),
+    "scaleout": scaleout.compare,
+    "history_sqlite": lambda: history.flat([10_000, 100_000], False, 100),
+    "history_pg": lambda: history.flat([10_000, 100_000], True, 100),
 }
 NOTES = """## Reading the figures
 
@@ -186,9 +193,43 @@ def write(results: dict) -> None:
                      f" its run {st['busy_run']} | — | — | {st['goal']} |")
         lines.append(f"| {bl['runs']:,} runs queued before a worker starts (2 processes) | drained in {bl['drained_s']} s,"
                      f" {bl['resent']} sent again ({bl['resent_pct']}%) | — | — | {bl['goal']} |")
+    lines += _scale_rows(results)
     lines += ["", NOTES, "", "Raw figures:", "", "```json", json.dumps(results, indent=2), "```", ""]
     DOC.write_text("\n".join(lines))
     print(f"wrote {DOC}")
+
+
+def _scale_rows(results: dict) -> list[str]:
+    """Issue 21's rows: the PostgreSQL run path, scale-out, and reads as history grows."""
+    lines = []
+    c = results.get("runcost")
+    if c:
+        base = c.get("baseline", {})
+        lines.append(f"| one dry run on PostgreSQL, in-process (`bench/runcost.py`) | {c['statements_total_per_run']} statements,"
+                     f" {c['commits_per_run']} commit; worker {c['worker_cpu_ms_per_run']} ms CPU, PostgreSQL"
+                     f" {c['database_cpu_ms_per_run']} ms | before: {base.get('statements', '—')} statements + pings;"
+                     f" worker {base.get('worker_cpu_ms', '—')} ms, PostgreSQL {base.get('database_cpu_ms', '—')} ms |"
+                     " — | worker <= 3 ms, PostgreSQL <= 1.5 ms |")
+    so = results.get("scaleout")
+    if so:
+        one, two = so["one_process"], so["two_processes"]
+        lines.append(f"| PostgreSQL + Redis, dry runs, 1 → 2 worker processes (`bench/scaleout.py`) |"
+                     f" {one['runs_per_s']} → {two['runs_per_s']} runs/s; worker {one['worker_cpu_ms']}/{two['worker_cpu_ms']} ms,"
+                     f" PostgreSQL {one['postgres_cpu_ms']}/{two['postgres_cpu_ms']} ms CPU per run |"
+                     f" raw Celery {so['raw_tasks_per_s']} tasks/s (before {so['raw_before_after'][0]}, after"
+                     f" {so['raw_before_after'][1]}) | {so['two_over_one']}× one; {so['two_over_raw']}× raw | {so['goal']} |")
+    for key in ("history_sqlite", "history_pg"):
+        h = results.get(key)
+        if not h:
+            continue
+        first, *rest = h["sizes"]
+        for size in rest:
+            worst = max(size["ratio_to_first"].items(), key=lambda kv: kv[1])
+            lines.append(f"| reads with {size['runs']:,} stored runs ({first['database']}), p99 vs {first['runs']:,} |"
+                         f" worst {worst[0]} {worst[1]}×; unindexed plans: {len(size['unindexed_plans'])} |"
+                         f" {first['runs']:,} runs | ratios {', '.join(f'{k} {v}' for k, v in size['ratio_to_first'].items())} |"
+                         f" {h['goal']} |")
+    return lines
 
 
 if __name__ == "__main__":
