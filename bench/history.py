@@ -25,6 +25,7 @@ import random
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -51,16 +52,20 @@ def _doc(name: str, goal: str) -> dict[str, Any]:
                         "template": "monthly_report"}}
 
 
-def rows(n: int, node: str, key: bytes) -> dict[str, list[tuple]]:
-    """The rows of ``n`` runs, in the tables' column orders below."""
+def rows(n: int, node: str, key: bytes, chunk: int = 20_000) -> Iterator[dict[str, list[tuple]]]:
+    """The rows of ``n`` runs, in the tables' column orders below, ``chunk`` runs at a time (a
+    million runs' rows would not fit in memory at once)."""
     from aurora.audit import GENESIS, _canonical, _seal
 
     rng = random.Random(21)
     start = datetime(2026, 1, 1, tzinfo=UTC)
     out: dict[str, list[tuple]] = {t: [] for t in ("runs", "events", "run_steps", "audit_records")}
-    prev, seq = GENESIS, 0
+    prev, seq, audits, step_pk = GENESIS, 0, 0, 0
     waiting_at = set(range(n // WAITING // 2, n, max(1, n // WAITING)))
     for pk in range(1, n + 1):
+        if len(out["runs"]) >= chunk:
+            yield out
+            out = {t: [] for t in out}
         rid = str(uuid.UUID(int=rng.getrandbits(128), version=4))
         name, goal = NAMES[pk % len(NAMES)]
         created = start + timedelta(seconds=pk * 2)
@@ -82,7 +87,8 @@ def rows(n: int, node: str, key: bytes) -> dict[str, list[tuple]]:
         types = [("run.queued", {"name": name, "goal": goal, "submitted_by": "bench"}),
                  ("run.running", {"attempt": 1, "worker": "bench:1"})]
         if not waiting:
-            audit_pk = len(out["audit_records"]) + 1
+            audits += 1
+            audit_pk = audits
             fields = {"created_at": finished, "run_id": rid, "adapter": "mailgun", "operation": "send",
                       "mode": "simulated", "reason": "policy: dry_run is true", "request": request,
                       "outcome": "error" if failed else "ok", "response": None, "duration_ms": 0.0}
@@ -102,9 +108,9 @@ def rows(n: int, node: str, key: bytes) -> dict[str, list[tuple]]:
             out["events"].append((seq, str(uuid.UUID(int=rng.getrandbits(128), version=4)), node, type_, rid,
                                   created, json.dumps(data)))
         for step, result_ in steps:
-            out["run_steps"].append((len(out["run_steps"]) + 1, rid, step, "done", 1, json.dumps(result_), created,
-                                     finished))
-    return out
+            step_pk += 1
+            out["run_steps"].append((step_pk, rid, step, "done", 1, json.dumps(result_), created, finished))
+    yield out
 
 
 COLUMNS = {
@@ -121,7 +127,6 @@ COLUMNS = {
 def generate(url: str, n: int, node: str, key: bytes) -> float:
     """Write ``n`` runs into the (migrated, empty) database at ``url``; seconds taken."""
     started = time.perf_counter()
-    data = rows(n, node, key)
     if url.startswith("sqlite"):
         import sqlite3
 
@@ -131,21 +136,23 @@ def generate(url: str, n: int, node: str, key: bytes) -> float:
             return v.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f") if isinstance(v, datetime) else v
 
         conn = sqlite3.connect(make_url(url).database)
-        with conn:
-            for table, columns in COLUMNS.items():
-                marks = ", ".join("?" * len(columns))
-                conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})",
-                                 ([sqlite_value(v) for v in row] for row in data[table]))
+        for data in rows(n, node, key):
+            with conn:
+                for table, columns in COLUMNS.items():
+                    marks = ", ".join("?" * len(columns))
+                    conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})",
+                                     ([sqlite_value(v) for v in row] for row in data[table]))
         conn.close()
     else:
         import psycopg
 
         with psycopg.connect(url.replace("postgresql+psycopg", "postgresql")) as conn:
             with conn.cursor() as cur:
-                for table, columns in COLUMNS.items():
-                    with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-                        for row in data[table]:
-                            copy.write_row(row)
+                for data in rows(n, node, key):
+                    for table, columns in COLUMNS.items():
+                        with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                            for row in data[table]:
+                                copy.write_row(row)
                 for table, column in (("runs", "pk"), ("events", "seq"), ("run_steps", "pk"), ("audit_records", "pk")):
                     cur.execute(f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), "
                                 f"(SELECT max({column}) FROM {table}))")
