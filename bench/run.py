@@ -105,10 +105,16 @@ NOTES = """## Reading the figures
   to a PostgreSQL backend competing with eight other jobs dominate. What a larger setup sustains
   and its first limit (the outbox lock): `docs/scaling.md`. History (`bench/history.py`): with
   10,000 and 100,000 generated runs every read's plan uses an index (EXPLAIN of every statement
-  the requests send), `/metrics` no longer counts all history (tallies), and the p99s at 100,000
-  stayed within 2× of 10,000 except where single outliers of this machine show (the p50s beside
-  them stayed flat); 1,000,000 runs take ~20 min to generate here, so they were not measured
-  (`python bench/history.py --runs 10000 1000000` does). Bytes per one-step dry run (SQLite,
+  the requests send), and `/metrics` no longer counts all history (tallies). Two rounds each: at
+  100,000 runs most p99s stayed within 2× of 10,000 (many below 1×: the machine's drift is larger
+  than the effect measured); over 2× in one round and not the other: `/metrics` 3.67× (SQLite,
+  round 1; 0.78× in round 2), `/federation/events` page 6.3× (SQLite round 2; 0.46× in round 1),
+  one run 2.16× (SQLite round 2), list first page 2.09× (PostgreSQL round 1), submit → succeeded
+  2.66× (PostgreSQL round 2). The p50s (in the raw figures) were within 2× everywhere but the
+  federation page in round 2 (2.1× SQLite, 2.2× PostgreSQL; 0.46 and 1.72× in round 1): not
+  explained by its plan (an index range on `seq`), so not shown to be flat either — rerun it on
+  a quiet machine. 1,000,000 runs take ~20 minutes to generate here, so they were not measured
+  (`python bench/history.py --runs 10000 1000000` does it, in chunks). Bytes per one-step dry run (SQLite,
   `dbstat`): 3.8 KB — runs 1.37 KB (the result repeats the rendered request the audit record also
   holds, ~0.35 KB), audit 0.69, events 0.54 + 0.34 of indexes, steps 0.43 + 0.15; goal ≤ 3 KB not
   met. `aurora prune` leaves 2.0 KB of a run (its row and result, its audit record).
@@ -230,7 +236,7 @@ def _scale_rows(results: dict) -> list[str]:
         base = c.get("baseline", {})
         lines.append(f"| one dry run on PostgreSQL, in-process (`bench/runcost.py`) | {c['statements_total_per_run']} statements,"
                      f" {c['commits_per_run']} commit; worker {c['worker_cpu_ms_per_run']} ms CPU, PostgreSQL"
-                     f" {c['database_cpu_ms_per_run']} ms | before: {base.get('statements', '—')} statements + pings;"
+                     f" {c['database_cpu_ms_per_run']} ms | before: {base.get('statements', '—')} statements;"
                      f" worker {base.get('worker_cpu_ms', '—')} ms, PostgreSQL {base.get('database_cpu_ms', '—')} ms |"
                      " — | worker <= 3 ms, PostgreSQL <= 1.5 ms |")
     for key, what in (("scaleout", "now"), ("scaleout_before", "before (4a1b607), in the same A/B pairs")):
