@@ -340,7 +340,8 @@ class Database:
         SQLite writers are already serialised by ``BEGIN IMMEDIATE``; PostgreSQL takes advisory
         transaction locks, so that sequence numbers commit in the order they are given. Keys this
         transaction already holds are not asked for again (a statement each, on the hot path);
-        the others are taken in one statement, in the order given.
+        the others are taken in one statement, in the order given. Take them outside savepoints:
+        PostgreSQL releases a lock taken in a savepoint that rolls back, and this would not know.
         """
         if self.dialect != "postgresql":
             return
