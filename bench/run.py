@@ -117,7 +117,11 @@ NOTES = """## Reading the figures
   (`python bench/history.py --runs 10000 1000000` does it, in chunks). Bytes per one-step dry run (SQLite,
   `dbstat`): 3.8 KB — runs 1.37 KB (the result repeats the rendered request the audit record also
   holds, ~0.35 KB), audit 0.69, events 0.54 + 0.34 of indexes, steps 0.43 + 0.15; goal ≤ 3 KB not
-  met. `aurora prune` leaves 2.0 KB of a run (its row and result, its audit record).
+  met. `aurora prune` leaves 2.0 KB of a run (its row and result, its audit record). The embedded
+  path was not changed (SQLite runs the same 6 statements; in-process A/B 1.05–1.26 ms against
+  1.06–1.37 ms before); re-measured on this load at 14:44–14:48: idle stack RSS 399 MB (goal ≤ 400),
+  SQLite throughput 61 runs/s against raw 256 (raw drifted 352 → 161 during it: 0.24×, where the
+  rows above, measured on a quieter machine, say 0.5–0.58×) — not a figure of the code.
 - **Reliability** (`bench/recovery.py`; `python bench/recovery.py soak --minutes 60` for the hour
   the issue asks for by hand). The soak counts "Unrecoverable error" lines and the supervisor's
   restarts in `aurora up`'s output. A worker killed mid-run is recovered when its lease lapses
