@@ -121,7 +121,7 @@ NOTES = """## Reading the figures
   path was not changed (SQLite runs the same 6 statements; in-process A/B 1.05–1.26 ms against
   1.06–1.37 ms before); re-measured on this load at 14:44–14:48: idle stack RSS 399 MB (goal ≤ 400),
   SQLite throughput 61 runs/s against raw 256 (raw drifted 352 → 161 during it: 0.24×, where the
-  rows above, measured on a quieter machine, say 0.5–0.58×) — not a figure of the code.
+  row above, measured on a quieter machine, says 0.53×) — not a figure of the code.
 - **Reliability** (`bench/recovery.py`; `python bench/recovery.py soak --minutes 60` for the hour
   the issue asks for by hand). The soak counts "Unrecoverable error" lines and the supervisor's
   restarts in `aurora up`'s output. A worker killed mid-run is recovered when its lease lapses
