@@ -30,7 +30,8 @@ from sqlalchemy import Connection, or_, select
 from sqlalchemy.orm import Session
 
 from . import audit_key
-from .db import Database, connection_of
+from .db import AUDIT_LOCK_KEY as AUDIT_LOCK_KEY  # its home was here
+from .db import OUTBOX_LOCKS, Database, connection_of
 from .errors import AuditKeyError
 from .models import Approval, AuditRecord, utcnow
 
@@ -43,8 +44,6 @@ _CHECKPOINT_DOMAIN = b"aurora-audit-checkpoint-v1\n"
 _TABLE = AuditRecord.__table__
 _INSERT = _TABLE.insert()
 _LAST_HASH = select(_TABLE.c.hash).order_by(_TABLE.c.pk.desc()).limit(1)
-#: advisory lock key that serialises appends on PostgreSQL ("AURORA_AU")
-AUDIT_LOCK_KEY = 0x4155524F52415F41
 
 
 def _content(record: Any) -> dict[str, Any]:
@@ -105,7 +104,7 @@ def append(db: Database, session: Session | Connection, prepared: Prepared | Non
     """
     prepared = prepared or prepare(**fields)
     key = db.audit_key()  # before the lock: the first call may create the key file
-    db.lock(session, AUDIT_LOCK_KEY)
+    db.lock(session, *OUTBOX_LOCKS)  # with the events' lock: see aurora.events
     conn = connection_of(session)
     prev = conn.execute(_LAST_HASH).scalar() or GENESIS
     values = {**prepared.fields, "prev_hash": prev, "hash": _seal(key, prev, prepared.canonical)}
@@ -338,7 +337,7 @@ def reseal(db: Database) -> int:
     """
     key = db.audit_key()
     with db.write() as session:
-        db.lock(session, AUDIT_LOCK_KEY)
+        db.lock(session, *OUTBOX_LOCKS)
         rows = list(session.scalars(select(AuditRecord).order_by(AuditRecord.pk)))
         prev, keyed = GENESIS, False
         for record in rows:

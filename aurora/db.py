@@ -15,8 +15,10 @@ import os
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.dialects import registry
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
@@ -47,6 +50,16 @@ PG_STATEMENT_TIMEOUT_MS = 10_000
 #: the client's own deadline beyond the server's (s): a frozen server cancels nothing itself
 #: (aurora/pgwatch.py); and the deadline of the pool's pre-ping ``SELECT 1`` (s)
 PG_DEADLINE_GRACE, PG_PING_DEADLINE = 2.0, 4.0
+#: a pooled PostgreSQL connection idle longer than this (s) is pinged before it is handed out. A
+#: busy worker takes its connection back within milliseconds of returning it: pinging it every
+#: time cost a round trip per transaction (two per run) for a server that was there a moment ago.
+PG_PING_AFTER_IDLE = 1.0
+
+#: advisory lock keys (PostgreSQL) of the audit chain ("AURORA_AU") and of the event log
+#: ("AURORA_EV"); every append takes both, in this order and in one statement (aurora.events)
+AUDIT_LOCK_KEY = 0x4155524F52415F41
+EVENT_LOCK_KEY = 0x4155524F52415F45
+OUTBOX_LOCKS = (AUDIT_LOCK_KEY, EVENT_LOCK_KEY)
 
 #: how each kind of SQLite transaction begins (None: a single statement, no transaction)
 BEGIN_DEFERRED, BEGIN_IMMEDIATE, NO_TRANSACTION = "BEGIN", "BEGIN IMMEDIATE", None
@@ -123,12 +136,38 @@ def _create(url: str, begin: str | None) -> Engine:
         # gives up (minutes) or for good; with bounds the request fails soon and is answered 503
         # (aurora/web/unavailable.py).
         connect_args = pg_connect_args(parsed.query)
-        engine = create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=10, connect_args=connect_args)
+        engine = create_engine(parsed, pool_size=5, max_overflow=10, connect_args=connect_args)
+        # A run's events and steps are a few rows each: one INSERT ... VALUES (...), (...) is one
+        # statement, where psycopg's executemany enters and leaves pipeline mode around them.
+        engine.dialect.use_insertmanyvalues_wo_returning = True
+        _ping_when_idle(engine)
         timeout_ms = statement_timeout_ms(str(connect_args.get("options") or parsed.query.get("options") or ""))
         if timeout_ms:
             pgwatch.watch(engine, timeout_ms / 1000 + PG_DEADLINE_GRACE, PG_PING_DEADLINE)
         return engine
     raise ConfigError(f"AURORA_DATABASE_URL: unsupported database {parsed.get_backend_name()!r} (use sqlite or postgresql)")
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """SQLAlchemy's ``pool_pre_ping``, for connections that were idle for a while only (a pool
+    event: statements stay free of event dispatch). A ping that fails hands the pool's retry a
+    new connection, as ``pool_pre_ping`` does."""
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["aurora_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("aurora_idle_since")
+        if since is None or time.monotonic() - since < PG_PING_AFTER_IDLE:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)  # aurora.pgwatch gives it a deadline
+        except Exception as exc:  # noqa: BLE001 - any failure: this connection is not to be used
+            raise DisconnectionError(f"ping failed: {exc.__class__.__name__}") from exc
+        if not alive:
+            raise DisconnectionError("ping failed")
 
 
 def pg_connect_args(query: Any, statement_timeout: bool = True) -> dict[str, Any]:
@@ -233,6 +272,9 @@ class Database:
         self.dialect = self.engine.dialect.name
         self._immediate = engine_for(url, BEGIN_IMMEDIATE)
         self._single_read = engine_for(url, NO_TRANSACTION)
+        if self.dialect == "postgresql":
+            # one statement needs no transaction: no BEGIN with it, no ROLLBACK round trip after it
+            self._single_read = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._writer = sessionmaker(self._immediate, expire_on_commit=False)
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
         database = self.engine.url.database
@@ -308,11 +350,28 @@ class Database:
         with self.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
 
-    def lock(self, session: Session | Connection, key: int) -> None:
-        """Serialise this transaction with others taking the same key until it ends.
+    def lock(self, session: Session | Connection, *keys: int) -> None:
+        """Serialise this transaction with others taking the same keys until it ends.
 
-        SQLite writers are already serialised by ``BEGIN IMMEDIATE``; PostgreSQL takes an
-        advisory transaction lock, so that sequence numbers commit in the order they are given.
+        SQLite writers are already serialised by ``BEGIN IMMEDIATE``; PostgreSQL takes advisory
+        transaction locks, so that sequence numbers commit in the order they are given. Keys this
+        transaction already holds are not asked for again (a statement each, on the hot path);
+        the others are taken in one statement, in the order given. Take them outside savepoints:
+        PostgreSQL releases a lock taken in a savepoint that rolls back, and this would not know.
         """
-        if self.dialect == "postgresql":
-            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        if self.dialect != "postgresql":
+            return
+        connection = connection_of(session)
+        transaction = connection.get_transaction()
+        held = connection.info.get("aurora_locks")
+        if held is None or held[0] is not transaction:
+            held = connection.info["aurora_locks"] = (transaction, set())
+        wanted = tuple(key for key in keys if key not in held[1])
+        if wanted:
+            connection.execute(_lock_statement(len(wanted)), {f"k{i}": key for i, key in enumerate(wanted)})
+            held[1].update(wanted)
+
+
+@cache
+def _lock_statement(count: int) -> Any:
+    return text("SELECT " + ", ".join(f"pg_advisory_xact_lock(:k{i})" for i in range(count)))

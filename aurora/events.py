@@ -15,12 +15,11 @@ from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from . import changes
-from .db import Database, connection_of
+from .db import EVENT_LOCK_KEY as EVENT_LOCK_KEY  # its home was here
+from .db import OUTBOX_LOCKS, Database, connection_of
 from .models import Event, utcnow
 
 _INSERT = Event.__table__.insert()
-#: advisory lock key that orders event appends on PostgreSQL ("AURORA_EV")
-EVENT_LOCK_KEY = 0x4155524F52415F45
 
 
 def append(
@@ -64,7 +63,10 @@ def _values(origin: str, type_: str, data: dict[str, Any], run_id: str | None, a
 
 
 def _insert(db: Database, session: Session | Connection, values: dict[str, Any] | list[dict[str, Any]]) -> None:
-    db.lock(session, EVENT_LOCK_KEY)
+    # Both outbox locks, always together: a transaction that appends events and an audit record
+    # (every finish) takes them in one statement, and no two transactions take them in opposite
+    # orders (which could deadlock).
+    db.lock(session, *OUTBOX_LOCKS)
     connection_of(session).execute(_INSERT, values)
 
 

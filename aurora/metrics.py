@@ -189,17 +189,13 @@ class DatabaseCollector:
 
     def collect(self) -> Any:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-        from sqlalchemy import func, select
 
+        from . import tallies
         from .federation import registry
-        from .models import AuditRecord, Run
 
         db = self.runtime.db
-        with db.read() as session:
-            by_state = session.execute(select(Run.goal, Run.status, func.count()).group_by(Run.goal, Run.status)).all()
-            calls = session.execute(select(AuditRecord.adapter, AuditRecord.mode, AuditRecord.outcome, func.count())
-                                    .where(AuditRecord.mode != "ledger")  # votes, keys: not calls
-                                    .group_by(AuditRecord.adapter, AuditRecord.mode, AuditRecord.outcome)).all()
+        # no count over all history at each scrape: tallies kept from the logs (votes, keys: not calls)
+        by_state, calls = tallies.read(db)
         runs = GaugeMetricFamily("aurora_runs", "Runs by goal and status", labels=["goal", "status"])
         for goal, status, count in by_state:
             runs.add_metric([goal, status], count)

@@ -128,6 +128,8 @@ class Run(Base):
     #: the stored definition and version the run was started from (``aurora.definitions``)
     definition: Mapped[str | None] = mapped_column(String(128))
     definition_version: Mapped[int | None] = mapped_column(Integer)
+    #: where ``aurora prune`` put this run's document, steps and events (None: not pruned)
+    archive: Mapped[str | None] = mapped_column(String(512))
 
     __table_args__ = (
         Index("ix_runs_status_pk", "status", "pk"),
@@ -217,6 +219,18 @@ class AuditRecord(Base):
     duration_ms: Mapped[float] = mapped_column(default=0.0)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class MetricTally(Base):
+    """A count /metrics reports, kept up to date from the append-only logs (aurora.tallies)
+    instead of counted over all history at every scrape."""
+
+    __tablename__ = "metric_tallies"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    #: the label values, tab-separated ("" for a high-water mark)
+    labels: Mapped[str] = mapped_column(String(255), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
 
 
 class Person(Base):

@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import select
 
 from . import audit
-from .db import Database
+from .db import OUTBOX_LOCKS, Database
 from .errors import PolicyError
 from .models import AuditRecord
 from .policy import Policy
@@ -85,7 +85,7 @@ def last_recorded(session: Any) -> dict[str, Any] | None:
 def record_change(db: Database, old: Policy | None, new: Policy, path: str, operation: str = OPERATION) -> bool:
     """Append a policy record unless the chain's newest one is of ``new.version``; True if written."""
     with db.write() as session:
-        db.lock(session, audit.AUDIT_LOCK_KEY)  # the same lock append takes: check and write are one turn
+        db.lock(session, *OUTBOX_LOCKS)  # the same locks append takes: check and write are one turn
         last = last_recorded(session)
         if last is not None and last.get("version") == new.version:
             return False

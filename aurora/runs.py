@@ -126,6 +126,8 @@ def detail(session: Session, run_id: str, node: str | None = None) -> dict[str, 
         "settlement": run.settlement,
         "step": run.step,
         "started_at": _iso(run.started_at),
+        # pruned (aurora.prune): its document, steps and events are in this file
+        "archive": run.archive,
         # what approvers approve: the exact request (redacted) in plain words and in full, its mode
         "approval": approval_view(run),
         "approvals": {

@@ -1,4 +1,5 @@
-"""``aurora secrets backup`` / ``restore``: the secrets file and the audit key, encrypted."""
+"""``aurora secrets backup`` / ``restore`` (the secrets file and the audit key, encrypted), and
+``aurora prune`` (old runs' bulky parts to an archive)."""
 
 from __future__ import annotations
 
@@ -48,3 +49,28 @@ def secrets_restore(backup: Path) -> None:
     except BackupError as exc:
         _fail(str(exc), 1)
     click.echo("restored: " + ", ".join(k.replace("_", " ") for k, v in done.items() if v))
+
+
+@main.command("prune")
+@click.option("--before", "before", required=True, metavar="DATE",
+              help="Prune settled runs that finished before this date (YYYY-MM-DD, or an ISO time; UTC).")
+def prune_command(before: str) -> None:
+    """Move settled runs' document, steps and events to a gzip JSON-lines file under
+    $AURORA_HOME/archive and remove them from the database. The runs' rows, results and the audit
+    chain stay (``aurora audit verify`` still passes); ``aurora status`` names a pruned run's archive.
+    Runs needing reconciliation are kept."""
+    from datetime import UTC, datetime
+
+    from ..prune import prune
+
+    try:
+        when = datetime.fromisoformat(before)
+    except ValueError:
+        _fail(f"--before: {before[:40]!r} is not a date (YYYY-MM-DD) or an ISO time", 2)
+    when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    runtime = _runtime()
+    done = prune(runtime.db, runtime.settings.home, when)
+    if not done["runs"]:
+        click.echo(f"nothing to prune: no settled run finished before {when.isoformat()}")
+        return
+    click.echo(f"pruned {done['runs']} run(s) ({done['steps']} steps, {done['events']} events) into {done['archive']}")

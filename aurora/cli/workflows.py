@@ -182,6 +182,8 @@ def status(run_id: str) -> None:
     steps and timeline. RUN_ID may be the first 6 or more characters of the id."""
     client = _client()
     run = client.get(f"/workflows/{run_id}")
+    if run.get("archive"):
+        click.echo(f"pruned: its document, steps and events are archived in {run['archive']}", err=True)
     if json_wanted():
         click.echo(headline(run, err=True), err=True)
         for line in steps_lines(run):

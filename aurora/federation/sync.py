@@ -21,7 +21,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from .. import metrics
 from ..engine import worker_identity
-from ..events import EVENT_LOCK_KEY
+from ..events import OUTBOX_LOCKS
 from ..models import Event, Node, utcnow
 from . import signing, trust, vault, witness
 from .fetch import FederationFetchError, Peer, fetch_page
@@ -145,7 +145,7 @@ class Syncer:
             fresh = [{k: v for k, v in row.items() if k != "seq"} for row in page.accepted]
             if not fresh:
                 return 0
-            self.db.lock(session, EVENT_LOCK_KEY)
+            self.db.lock(session, *OUTBOX_LOCKS)
             insert = pg_insert if self.db.dialect == "postgresql" else sqlite_insert
             # RETURNING counts the rows inserted: psycopg's executemany reports no rowcount (-1),
             # which made every PostgreSQL sync say it pulled nothing

@@ -23,8 +23,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from .. import audit, events
-from ..db import Database
-from ..events import EVENT_LOCK_KEY
+from ..db import OUTBOX_LOCKS, Database
 from ..models import AuditRecord, Event, Node, WitnessCheckpoint, utcnow
 from . import identity, signing, vault
 
@@ -77,7 +76,8 @@ def publish(runtime: Any) -> dict[str, Any] | None:
                                    db.audit_key())
         head = {"count": verdict.count, "head_pk": verdict.head_pk, "head_hash": verdict.head_hash}
     with db.write() as session:
-        db.lock(session, EVENT_LOCK_KEY)  # two publishers must not both anchor on the same one
+        db.lock(session, *OUTBOX_LOCKS)  # two publishers must not both anchor on the same one (and in
+        # the order every writer takes them: aurora.db)
         previous = session.scalars(last).first()
         data: dict[str, Any] = {"count": int(head["count"]), "head_pk": head["head_pk"],
                                 "head_hash": head["head_hash"], "created_at": utcnow().isoformat(),

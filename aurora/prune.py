@@ -1,0 +1,115 @@
+"""``aurora prune --before DATE``: move settled runs' bulky parts out of the database.
+
+A settled run (succeeded, failed, rejected, expired, cancelled, not_acted) finished before DATE
+keeps its row — id, name, goal, status, result, error, times — and gives up its document, steps and
+events: they are written first, as one JSON line per run, to a gzip file under
+``$AURORA_HOME/archive/``, flushed to disk, and only then removed, in batches, each in one
+transaction; ``runs.archive`` names the file (``aurora status`` shows it).
+
+What stays whole:
+
+- the audit chain: no audit record is touched, so ``aurora audit verify`` still passes;
+- federation cursors: a peer's cursor is a ``seq``; pages after it skip the removed events' numbers
+  (``seq > since ... ORDER BY seq``), and no number is ever handed out again;
+- the metric tallies (aurora/tallies.py) are advanced before any event is removed.
+
+A ``needs_reconciliation`` run is never pruned: it may still settle.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, select, update
+
+from . import tallies
+from .db import Database
+from .models import Event, Run, RunStep, utcnow
+
+#: runs per transaction (and per read of their parts)
+BATCH = 500
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _row(obj: Any) -> dict[str, Any]:
+    return {c.key: _iso(getattr(obj, c.key)) for c in obj.__table__.columns}
+
+
+def archive_folder(home: Path) -> Path:
+    return home / "archive"
+
+
+def prune(db: Database, home: Path, before: datetime, batch: int = BATCH) -> dict[str, Any]:
+    """Archive and remove the bulky parts of settled runs finished before ``before``."""
+    while True:  # every settling event counted before any is removed
+        mark = _marks(db)
+        tallies.advance(db)
+        if _marks(db) == mark:
+            break
+    counted = dict(zip(("_audit", "_seq"), mark, strict=True))["_seq"]
+    folder = archive_folder(home)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = folder / f"runs-{utcnow():%Y%m%dT%H%M%S%fZ}.jsonl.gz"
+    runs = events = steps = 0
+    after = 0
+    with open(path, "xb") as raw, gzip.GzipFile(fileobj=raw, mode="wb") as out:
+        while True:
+            with db.read() as session:
+                chosen = list(session.scalars(
+                    select(Run).where(Run.pk > after, Run.status.in_([s.value for s in tallies.SETTLED]),
+                                      Run.finished_at < before, Run.archive.is_(None))
+                    .order_by(Run.pk).limit(batch)))
+                if not chosen:
+                    break
+                ids = [r.id for r in chosen]
+                by_run: dict[str, dict[str, list[dict[str, Any]]]] = {i: {"steps": [], "events": []} for i in ids}
+                for step in session.scalars(select(RunStep).where(RunStep.run_id.in_(ids)).order_by(RunStep.pk)):
+                    by_run[step.run_id]["steps"].append(_row(step))
+                for event in session.scalars(select(Event).where(Event.run_id.in_(ids)).order_by(Event.seq)):
+                    by_run[event.run_id]["events"].append(_row(event))
+            after = chosen[-1].pk
+            # a run whose events the tallies have not seen yet (it settled meanwhile) waits
+            chosen = [r for r in chosen if max((e["seq"] for e in by_run[r.id]["events"]), default=0) <= counted]
+            ids = [r.id for r in chosen]
+            if not ids:
+                continue
+            for run in chosen:
+                out.write(json.dumps({"run": _row(run), **by_run[run.id]}, sort_keys=True).encode() + b"\n")
+            # on disk before anything is removed: a crash leaves a run archived twice, never lost
+            out.flush()
+            raw.flush()
+            os.fsync(raw.fileno())
+            with db.write() as session:
+                steps += session.execute(delete(RunStep).where(RunStep.run_id.in_(ids))).rowcount
+                events += session.execute(delete(Event).where(Event.run_id.in_(ids))).rowcount
+                runs += session.execute(update(Run).where(Run.id.in_(ids), Run.archive.is_(None)).values(
+                    document={"payload": {}, "archived": True}, archive=str(path))).rowcount
+    if not runs:
+        path.unlink()
+    return {"runs": runs, "steps": steps, "events": events, "archive": str(path) if runs else None}
+
+
+def _marks(db: Database) -> tuple[int, ...]:
+    from .models import MetricTally
+
+    with db.read() as session:
+        return tuple(t.count for t in session.scalars(
+            select(MetricTally).where(MetricTally.labels == "").order_by(MetricTally.name)))
+
+
+def read_archive(path: Path, run_id: str) -> dict[str, Any] | None:
+    """One run's archived document, steps and events, or None if the file does not hold it."""
+    with gzip.open(path, "rt", encoding="utf-8") as lines:
+        for line in lines:
+            item = json.loads(line)
+            if item["run"]["id"] == run_id:
+                return item
+    return None
