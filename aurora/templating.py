@@ -17,6 +17,8 @@ from functools import cache, lru_cache
 from typing import Any
 
 from jinja2 import StrictUndefined, Template, TemplateError, nodes
+from jinja2.compiler import CodeGenerator, Frame
+from jinja2.filters import do_round
 from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
@@ -25,6 +27,12 @@ from .errors import AuroraError
 #: longest template source, and longest text one template may render
 MAX_TEMPLATE = 4_000
 MAX_RENDERED = 20_000
+#: deepest nesting of a template's expression (brackets, operators, filters): Jinja's parser,
+#: its compiler and Python's own compiler recurse once per level, and their limits (a
+#: RecursionError, a SyntaxError) must never be reached by what a submitter wrote
+MAX_DEPTH = 40
+#: most digits ``round`` may keep: ``round(10**7, "floor")`` would compute 10**(10**7)
+MAX_ROUND_PRECISION = 15
 
 
 class TemplateProblem(AuroraError):
@@ -47,20 +55,79 @@ _ALLOWED_NODES = (
 )
 
 
+def _size(value: Any, budget: int = MAX_RENDERED + 1) -> int:
+    """About how many characters ``value`` renders to, counted no further than ``budget``: a
+    list repeated inside a list (``[[1] * 20000] * 20000``) is small in memory and huge as text."""
+    total, todo = 0, [value]
+    while todo and total < budget:
+        current = todo.pop()
+        if isinstance(current, str):
+            total += len(current)
+        elif isinstance(current, (list, tuple)):
+            total += 2 + len(current)
+            todo.extend(current)
+        elif isinstance(current, dict):
+            total += 2 + len(current)
+            todo.extend(current.keys())
+            todo.extend(current.values())
+        else:
+            total += 1
+    return total
+
+
+class _Generator(CodeGenerator):
+    """``a ~ b`` through :meth:`_Sandbox.concat`, which caps what it builds (Jinja joins directly)."""
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        self.write("environment.concat((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
+
+
 class _Sandbox(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset({"*"})
+    code_generator_class = _Generator
+    intercepted_binops = frozenset({"*", "+"})
 
     def call_binop(self, context: Any, operator_name: str, left: Any, right: Any) -> Any:
-        sizes = [len(v) if isinstance(v, (str, list, tuple)) else abs(v) if isinstance(v, (int, float)) else 0
-                 for v in (left, right)]
-        if sizes[0] * sizes[1] > MAX_RENDERED and any(isinstance(v, (str, list, tuple)) for v in (left, right)):
-            raise SecurityError("a repetition that large is not allowed")
-        if any(isinstance(v, (int, float)) and abs(v) > 10**15 for v in (left, right)):
+        if operator_name == "*" and any(isinstance(v, (int, float)) and abs(v) > 10**15 for v in (left, right)):
             raise SecurityError("numbers that large are not allowed")
-        return operator.mul(left, right)
+        sequences = [v for v in (left, right) if isinstance(v, (str, list, tuple))]
+        if sequences and operator_name == "*":
+            times = next((v for v in (left, right) if isinstance(v, int)), 1)
+            if _size(sequences[0]) * max(times, 0) > MAX_RENDERED:
+                raise SecurityError("a repetition that large is not allowed")
+        elif sequences and _size(left) + _size(right) > MAX_RENDERED:
+            raise SecurityError(f"a value of more than {MAX_RENDERED} characters is not allowed")
+        return operator.mul(left, right) if operator_name == "*" else operator.add(left, right)
+
+    def concat(self, values: tuple[Any, ...]) -> str:
+        text = "".join(map(str, values))
+        if len(text) > MAX_RENDERED:
+            raise SecurityError(f"a value of more than {MAX_RENDERED} characters is not allowed")
+        return text
+
+
+def _round(value: Any, precision: int = 0, method: str = "common") -> float:
+    if not isinstance(precision, int) or not 0 <= precision <= MAX_ROUND_PRECISION:
+        raise SecurityError(f"round: the precision must be a whole number from 0 to {MAX_ROUND_PRECISION}")
+    return do_round(value, precision, method)
+
+
+def _depth(tree: nodes.Node) -> int:
+    """How deeply the tree nests (counted without recursing: the tree may be deep)."""
+    deepest, todo = 0, [(tree, 1)]
+    while todo:
+        node, depth = todo.pop()
+        deepest = max(deepest, depth)
+        todo.extend((child, depth + 1) for child in node.iter_child_nodes())
+    return deepest
 
 
 def _check_nodes(tree: nodes.Node, what: str) -> None:
+    if _depth(tree) > MAX_DEPTH:
+        raise TemplateProblem(f"a {what} may nest {MAX_DEPTH} levels deep (brackets, operators, filters)")
     for node in tree.find_all(nodes.Node):
         if not isinstance(node, _ALLOWED_NODES):
             kind = {"For": "loops", "Call": "calls", "Assign": "assignments", "Macro": "macros",
@@ -77,6 +144,7 @@ def environment() -> _Sandbox:
     env = _Sandbox(undefined=StrictUndefined, autoescape=False, loader=None, keep_trailing_newline=True)
     env.globals.clear()
     env.filters = {name: env.filters[name] for name in FILTERS}
+    env.filters["round"] = _round
     return env
 
 
@@ -91,6 +159,8 @@ def parse(source: str) -> nodes.Template:
         tree = environment().parse(source)
     except TemplateError as exc:
         raise TemplateProblem(f"template syntax: {exc.message}") from None
+    except RecursionError:
+        raise TemplateProblem(f"a template may nest {MAX_DEPTH} levels deep (brackets, operators, filters)") from None
     _check_nodes(tree, "template")
     return tree
 
@@ -171,6 +241,8 @@ def parse_expression(expression: str) -> nodes.Node:
             raise TemplateProblem("a condition is one expression; something follows it")
     except TemplateError as exc:
         raise TemplateProblem(f"condition syntax: {exc.message}") from None
+    except RecursionError:
+        raise TemplateProblem(f"a condition may nest {MAX_DEPTH} levels deep (brackets, operators, filters)") from None
     _check_nodes(tree, "condition")
     return tree
 
