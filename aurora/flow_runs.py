@@ -308,12 +308,23 @@ def rerun(engine: Engine, run_id: str, submitter: str, person: str | None, from_
     if from_step is not None and from_step not in by_id:
         raise NotFound(f"the workflow has no step {from_step!r} (its steps: {', '.join(by_id)})")
     again = {sid for sid in by_id if from_step is not None and (sid == from_step or from_step in flows.ancestors(by_id, sid))}
-    for sid in again:
-        child = latest.get(sid)
-        if child is not None and child.status in _GOOD and (child.result or {}).get("mode") == "live":
+    for sid, child in latest.items():
+        # A cancelled workflow keeps a step that had begun acting: it is still at it
+        if not RunStatus(child.status).final:
+            raise Conflict(f"step {sid} is still {child.status} in run {run_id} (it may be acting): "
+                           "rerun once it ended")
+    reuse = {sid: child for sid, child in latest.items() if child.status in _GOOD and sid not in again}
+    for sid, child in latest.items():
+        if sid in reuse:
+            continue
+        if child.status in _GOOD and (child.result or {}).get("mode") == "live":
             raise Conflict(f"step {sid} acted live in run {run_id}: running it again would repeat that; "
                            "rerun from a later step, or submit a new workflow if it must happen twice")
-    reuse = {sid: child for sid, child in latest.items() if child.status in _GOOD and sid not in again}
+        if child.status == RunStatus.NEEDS_RECONCILIATION.value:
+            # its live call may have happened at the provider; a new step run has a new
+            # idempotency key, so the provider would not recognise a second call
+            raise Conflict(f"step {sid} may have acted live in run {run_id} (needs reconciliation): running "
+                           "it again could repeat that; find out at the provider, then submit a new workflow")
     workflow = documents.Workflow(document=old.document, digest=old.document_hash, inputs=old.inputs or {})
     now = utcnow()
     with engine.db.write() as session:

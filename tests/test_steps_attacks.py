@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_adapters_live import live  # noqa: F401 - the fixture: fake providers and a live policy
 
 from aurora import documents
 from aurora.errors import DocumentError
@@ -64,3 +65,91 @@ def test_what_the_limits_leave_is_still_usable() -> None:
     ctx = {"inputs": {"n": 2.345}, "steps": {}}
     assert render("{{ inputs.n|round(2) }} {{ 'ab' * 3 }} {{ [1, 2] + [3] }} {{ 'a' ~ 'b' }}", ctx) == "2.35 ababab [1, 2, 3] ab"
     assert render("{{ " + "(" * 20 + "1" + ")" * 20 + " }}", ctx) == "1"
+
+
+# -- reruns -------------------------------------------------------------------------------------
+
+MAIL_THEN_MAIL = """name: mail_then_mail
+steps:
+  - {id: welcome, goal: send_email, payload: {to: neu@example.com, subject: Willkommen, text: Hallo}}
+  - {id: later, goal: send_email, needs: [welcome], payload: {to: neu@example.com, subject: Danach, text: x}}
+"""
+
+
+def _drive(engine, run_id: str) -> None:
+    todo = [run_id]
+    while todo:
+        todo += [follow for follow, _ in engine.execute(todo.pop(0)).follow_up]
+
+
+def _children(runtime, parent_id: str) -> dict:
+    from sqlalchemy import select
+
+    from aurora.models import Run
+
+    with runtime.db.read() as session:
+        return {r.step_id: r for r in session.scalars(
+            select(Run).where(Run.parent_id == parent_id).order_by(Run.step_attempt))}
+
+
+def test_a_rerun_never_repeats_a_mail_that_may_have_been_sent(live) -> None:  # noqa: F811
+    """The live mail timed out after Mailgun took it: the step needs reconciliation, and so does the
+    workflow. A rerun must not send it again (with a new run id, so a new idempotency key)."""
+    from fakes import Reply
+
+    from aurora import flow_runs
+    from aurora.errors import Conflict
+
+    live.set_policy(security__auto_rollback_on_failure=False)  # else mailgun is simulated from then on
+    runtime, engine, mailgun = live.runtime, live.runtime.engine, live.servers["mailgun"]
+    mailgun.script("/v3/", Reply(200, {"id": "<x>", "message": "Queued"}, delay=1.5))
+    run_id = engine.submit(documents.load(MAIL_THEN_MAIL), "sam").id
+    _drive(engine, run_id)
+    assert _children(runtime, run_id)["welcome"].status == "needs_reconciliation"
+    assert len(mailgun.received) == 1
+    for from_step in (None, "welcome"):
+        with pytest.raises(Conflict, match="may have"):
+            again = flow_runs.rerun(engine, run_id, "sam", "sam", from_step=from_step)
+            _drive(engine, again.id)
+    assert len(mailgun.received) == 1, "the mail that may have been sent was sent again"
+
+
+def test_a_rerun_waits_for_a_step_still_acting_after_its_workflow_was_cancelled(live) -> None:  # noqa: F811
+    """Cancel stops only what has not begun acting: the workflow is cancelled (final) while its
+    step is in the middle of the live send. A rerun then must not start that step a second time."""
+    from sqlalchemy import update
+
+    from aurora import flow_runs
+    from aurora.errors import Conflict
+    from aurora.models import Run, RunStep, utcnow
+
+    runtime, engine, mailgun = live.runtime, live.runtime.engine, live.servers["mailgun"]
+    run_id = engine.submit(documents.load(MAIL_THEN_MAIL), "sam").id
+    welcome = _children(runtime, run_id)["welcome"]
+    with runtime.db.write() as session:  # a worker is in the middle of the live send
+        session.execute(update(Run).where(Run.id == welcome.id).values(
+            status="running", step="act", attempts=1, lease_owner="busy", lease_expires_at=utcnow().replace(year=2100)))
+        session.add(RunStep(run_id=welcome.id, step="act", status="started", result={"mode": "live"}))
+    assert engine.cancel(run_id, "sam") == "cancelled"
+    assert _children(runtime, run_id)["welcome"].status == "running"
+    with pytest.raises(Conflict, match="still running"):
+        again = flow_runs.rerun(engine, run_id, "sam", "sam")
+        _drive(engine, again.id)
+    assert mailgun.received == [], "the step still acting was started a second time"
+
+
+def test_only_the_submitter_or_an_admin_may_rerun_a_workflow(client, api_keys, runtime) -> None:
+    """Like cancel: a rerun acts again with the first submitter's document and inputs (and makes its
+    caller the submitter, whose person may then approve what the first submitter may not)."""
+    body = json.dumps({"document": MAIL_THEN_MAIL.replace("neu@example.com", '"{{ inputs.who }}"')
+                       .replace("name: mail_then_mail", "name: m\ninputs: {who: {format: email}}"),
+                       "inputs": {"who": "kunde@example.com"}})
+    created = client.post("/workflows", data=body, headers={"Content-Type": "application/json",
+                                                           **api_keys.header("submitter")})
+    assert created.status_code == 201, created.json
+    run_id = created.json["id"]
+    _drive(runtime.engine, run_id)
+    other = client.post(f"/workflows/{run_id}/rerun", headers=api_keys.header("other_submitter"))
+    assert other.status_code == 403, other.json
+    assert client.post(f"/workflows/{run_id}/rerun", headers=api_keys.header("submitter")).status_code == 201
+    assert client.post(f"/workflows/{run_id}/rerun", headers=api_keys.header("admin")).status_code == 201

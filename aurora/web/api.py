@@ -141,6 +141,11 @@ def rerun(run_id: str) -> tuple[Response, int, dict[str, str]]:
     from .. import flow_runs
 
     runtime = _runtime()
+    with runtime.db.read() as session:
+        current = run_views.detail(session, run_id)
+    # as for cancel: a rerun acts again with this submitter's document and inputs
+    if g.caller.role is not Role.ADMIN and current["submitted_by_person"] != g.caller.person:
+        raise PermissionDenied("only the submitter of a workflow or an admin may rerun it")
     from_step = request.args.get("from")
     run = flow_runs.rerun(runtime.engine, run_id, g.caller.name, g.caller.person, from_step)
     payload = {**run_views.summary(run), "rerun_of": run_id, "links": {"self": f"/workflows/{run.id}"}}

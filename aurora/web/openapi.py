@@ -246,7 +246,8 @@ def document() -> dict[str, Any]:
                 **_errors(401, 403, 404, 409)}}},
             "/workflows/{run_id}/rerun": {"post": {
                 "summary": "Run a workflow of several steps again, reusing the steps that succeeded (a step that "
-                           "acted live is never run again: 409)",
+                           "acted live, may have, or is still acting is never run again: 409); only its "
+                           "submitter or an admin (403)",
                 "parameters": [RUN_ID, {"name": "from", "in": "query", "required": False, "schema": {"type": "string"},
                                         "description": "Run this step and every step after it again"}],
                 "responses": {"201": _json(_ref("RunSummary"), "The new run"), **_errors(401, 403, 404, 409)}}},
