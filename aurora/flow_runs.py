@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 FLOW_GOAL = flows.FLOW_GOAL
 #: statuses of a step that let the steps needing it run
 _GOOD = {RunStatus.SUCCEEDED.value}
-#: a workflow's most running workflows one sweep advances
+#: the most workflows one sweep advances (among those with a step that ended unrecorded)
 SWEEP_BATCH = 200
 
 
@@ -286,8 +286,31 @@ def cancel_steps(engine: Engine, session: Session, parent_id: str, by: str) -> N
 
 
 def running_flows(session: Session) -> list[str]:
-    return list(session.scalars(select(Run.id).where(
-        Run.goal == FLOW_GOAL, Run.status == RunStatus.RUNNING.value).order_by(Run.pk).limit(SWEEP_BATCH)))
+    """The running workflows that advancing would move: a step ended (or was retried) since the
+    workflow last recorded its steps, or it has no step yet. Found in reads, among all running
+    workflows: taking the oldest few would leave the rest, behind a long wait for votes, forever."""
+    parents = RUNS.alias("parents")
+    rows = session.execute(
+        select(RUNS.c.parent_id, RUNS.c.step_id, RUNS.c.step_attempt, RUNS.c.status)
+        .join(parents, parents.c.id == RUNS.c.parent_id)
+        .where(parents.c.goal == FLOW_GOAL, parents.c.status == RunStatus.RUNNING.value))
+    latest: dict[str, dict[str, tuple[int, str]]] = {}
+    for row in rows:
+        steps = latest.setdefault(row.parent_id, {})
+        if row.step_id not in steps or (row.step_attempt or 1) > steps[row.step_id][0]:
+            steps[row.step_id] = (row.step_attempt or 1, row.status)
+    due: list[str] = []
+    for parent_id, result in session.execute(select(Run.id, Run.result).where(
+            Run.goal == FLOW_GOAL, Run.status == RunStatus.RUNNING.value).order_by(Run.pk)):
+        recorded = (result or {}).get("steps", {})
+        steps = latest.get(parent_id, {})
+        if not steps or any((recorded.get(sid) or {}).get("status") != status
+                            or (recorded.get(sid) or {}).get("attempt") != attempt
+                            for sid, (attempt, status) in steps.items()):
+            due.append(parent_id)
+            if len(due) >= SWEEP_BATCH:
+                break
+    return due
 
 
 def rerun(engine: Engine, run_id: str, submitter: str, person: str | None, from_step: str | None = None) -> Run:

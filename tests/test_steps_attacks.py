@@ -153,3 +153,22 @@ def test_only_the_submitter_or_an_admin_may_rerun_a_workflow(client, api_keys, r
     assert other.status_code == 403, other.json
     assert client.post(f"/workflows/{run_id}/rerun", headers=api_keys.header("submitter")).status_code == 201
     assert client.post(f"/workflows/{run_id}/rerun", headers=api_keys.header("admin")).status_code == 201
+
+
+# -- the sweeper ------------------------------------------------------------------------------
+
+def test_the_sweeper_advances_a_workflow_behind_two_hundred_that_wait_for_votes(runtime) -> None:
+    """Many workflows wait for a charge's votes (for days); one step's worker dies before it hands
+    its workflow on. The sweeper must still advance that one (it took the 200 oldest running)."""
+    engine = runtime.engine
+    charge = ("name: waits\nsteps:\n  - {id: pay, goal: charge, payload: {customer: cus_1, amount: \"1.00\", "
+              "currency: EUR}}\n")
+    for _ in range(201):
+        engine.submit(documents.load(charge), "sam")
+    run_id = engine.submit(documents.load(MAIL_THEN_MAIL), "sam").id
+    welcome = _children(runtime, run_id)["welcome"]
+    engine._execute(welcome.id, "worker:1:dies")  # noqa: SLF001 - the step ends, nothing hands it on
+    assert "later" not in _children(runtime, run_id)
+    sent = [rid for rid, _ in engine.advance_flows()]
+    assert _children(runtime, run_id)["later"].id in sent
+    assert engine.advance_flows() == []  # and nothing twice; the waiting ones cost no write
