@@ -17,6 +17,7 @@ once create the next step once. Steps that ended are never run again; a rerun
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from datetime import timedelta
 from functools import lru_cache
@@ -28,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from . import documents, events, flows
 from .db import connection_of
-from .errors import Conflict, DocumentError, NotFound
+from .errors import ConfigError, Conflict, DocumentError, NotFound
 from .models import Run, RunStatus, utcnow
 from .run_sql import INSERT_RUN, RUNS
 from .templating import TemplateProblem, evaluate
@@ -36,6 +37,7 @@ from .templating import TemplateProblem, evaluate
 if TYPE_CHECKING:
     from .engine import Engine
 
+log = logging.getLogger(__name__)
 FLOW_GOAL = flows.FLOW_GOAL
 #: statuses of a step that let the steps needing it run
 _GOOD = {RunStatus.SUCCEEDED.value}
@@ -73,12 +75,21 @@ def advance(engine: Engine, parent_id: str) -> list[tuple[str, float | None]]:
     """Create the steps that are ready, skip those that cannot run, end the workflow when every
     step ended. Returns the new step runs to send to the workers, each with its delay (a retry's
     backoff). Safe to call any number of times, concurrently."""
+    try:
+        # Read before the transaction, as begin's caller does: a reload is recorded in the audit
+        # chain by a write of its own, which would wait for the writers' lock this thread holds.
+        policy = engine.policies.current()
+    except ConfigError as exc:
+        # No usable policy (a step's ceiling needs it): the workflow waits, as a blocked run does,
+        # and the sweeper advances it once the policy is fixed.
+        log.warning("workflow %s: not advanced, %s", parent_id, exc)
+        return []
     with engine.db.write() as session:
         # The workflow's row locked first: whoever advances it next waits here (SQLite: one writer).
         parent = connection_of(session).execute(_PARENT, {"rid": parent_id}).one_or_none()
         if parent is None or parent.goal != FLOW_GOAL or parent.status != RunStatus.RUNNING.value:
             return []
-        return _advance(engine, session, parent)
+        return _advance(engine, session, parent, policy)
 
 
 _COLUMNS = ("id", "name", "goal", "status", "document", "document_hash", "inputs", "result", "error",
@@ -95,7 +106,7 @@ def _plan(document_hash: str, document_json: str) -> tuple[list[flows.Step], dic
     return steps, {step.id: step for step in steps}, flows.order(steps)
 
 
-def _advance(engine: Engine, session: Session, parent: Any, policy: Any = None) -> list[tuple[str, float | None]]:
+def _advance(engine: Engine, session: Session, parent: Any, policy: Any) -> list[tuple[str, float | None]]:
     steps, by_id, ordered = _plan(parent.document_hash, json.dumps(parent.document, sort_keys=True))
     latest = _latest_children(session, parent.id)
     send: list[tuple[str, float | None]] = []
@@ -141,7 +152,7 @@ def _retry_due(step: flows.Step, child: Run) -> bool:
 
 
 def _start_step(engine: Engine, session: Session, parent: Any, step: flows.Step, latest: dict[str, Any],
-                needs: list[Any], now: Any, outbox: list[Any], policy: Any = None) -> Any:
+                needs: list[Any], now: Any, outbox: list[Any], policy: Any) -> Any:
     bad = [(n.step_id, n.status) for n in needs if n is not None and n.status not in _GOOD]
     if bad:
         names = ", ".join(f"{sid} ({status})" for sid, status in bad)
@@ -162,7 +173,7 @@ def _start_step(engine: Engine, session: Session, parent: Any, step: flows.Step,
         try:
             workflow = documents.validate(flows.task_document(parent.name, step, payload))
             # the charge ceiling too: an amount that only a template made known is checked now
-            documents.refuse_over_ceiling(workflow, policy or engine.policies.current())
+            documents.refuse_over_ceiling(workflow, policy)
         except DocumentError as exc:
             problems = [type(p)(f"{where}{p.path[len('payload'):]}", p.message) for p in exc.problems]
     if problems or workflow is None:

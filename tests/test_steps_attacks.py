@@ -172,3 +172,51 @@ def test_the_sweeper_advances_a_workflow_behind_two_hundred_that_wait_for_votes(
     sent = [rid for rid, _ in engine.advance_flows()]
     assert _children(runtime, run_id)["later"].id in sent
     assert engine.advance_flows() == []  # and nothing twice; the waiting ones cost no write
+
+
+def test_a_workflow_submitted_while_the_policy_is_broken_starts_once_it_is_fixed(runtime, env) -> None:
+    """Its steps cannot be created (a charge's ceiling, a step's mode need the policy): the workflow
+    waits, and neither the sweeper nor a step's worker breaks on it."""
+    from pathlib import Path
+
+    from aurora.config import load_settings
+    from aurora.runtime import Runtime
+
+    policy = Path(env["AURORA_POLICY_FILE"])
+    good = policy.read_text()
+    policy.write_text("{not json")
+    engine = Runtime(load_settings(env)).engine  # a process that never saw a good policy
+    run_id = engine.submit(documents.load(MAIL_THEN_MAIL), "sam").id
+    assert _children(runtime, run_id) == {}
+    assert engine.advance_flows() == []  # the sweep goes on (it raised ConfigError here)
+    assert engine.execute(run_id).follow_up == ()  # a forged or repeated message for it, too
+    policy.write_text(good)
+    engine.policies._mtime, engine.policies._checked_at = None, 0  # noqa: SLF001
+    for rid, _ in engine.advance_flows():
+        _drive(engine, rid)
+    assert {s.status for s in _children(runtime, run_id).values()} == {"succeeded"}
+
+
+def test_advancing_right_after_a_policy_edit_does_not_hang(runtime, env) -> None:
+    """A step's worker (or the sweeper) may be the first to notice a policy edit while advancing,
+    inside the write transaction; recording that reload needs a write of its own: on SQLite, the
+    writers' lock this very thread holds. It must not wait for itself (and freeze every writer)."""
+    import threading
+    from pathlib import Path
+
+    engine = runtime.engine
+    run_id = engine.submit(documents.load(MAIL_THEN_MAIL), "sam").id
+    engine._execute(_children(runtime, run_id)["welcome"].id, "worker:1:dies")  # noqa: SLF001
+    policy = Path(env["AURORA_POLICY_FILE"])
+    edited = json.loads(policy.read_text())
+    edited["approvals"] = {**edited.get("approvals", {}), "timeout_hours": 48}
+    policy.write_text(json.dumps(edited))
+    engine.policies._checked_at = 0  # noqa: SLF001 - the second since the last look has passed
+    sweeper = engine
+    done: list = []
+    thread = threading.Thread(target=lambda: done.append(sweeper.advance_flows()), daemon=True)
+    thread.start()
+    thread.join(timeout=20)
+    assert done, "advancing hung: the policy's reload waited for the write lock its own thread held"
+    assert [rid for rid, _ in done[0]] == [_children(runtime, run_id)["later"].id]
+    assert engine.policies.current().approval_timeout_seconds == 48 * 3600
