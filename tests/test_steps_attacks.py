@@ -220,3 +220,51 @@ def test_advancing_right_after_a_policy_edit_does_not_hang(runtime, env) -> None
     assert done, "advancing hung: the policy's reload waited for the write lock its own thread held"
     assert [rid for rid, _ in done[0]] == [_children(runtime, run_id)["later"].id]
     assert engine.policies.current().approval_timeout_seconds == 48 * 3600
+
+
+# -- a step that ends outside a worker ----------------------------------------------------------
+
+PAY_THEN_MAIL = """name: pay_then_mail
+steps:
+  - {id: pay, goal: charge, payload: {customer: cus_1, amount: "9.99", currency: EUR}}
+  - {id: thanks, goal: send_email, needs: [pay], payload: {to: a@example.com, subject: Danke, text: x}}
+"""
+
+
+def _waiting_charge(runtime) -> tuple[str, str]:
+    engine = runtime.engine
+    run_id = engine.submit(documents.load(PAY_THEN_MAIL), "sam").id
+    _drive(engine, run_id)
+    pay = _children(runtime, run_id)["pay"]
+    assert pay.status == "awaiting_approval"
+    return run_id, pay.id
+
+
+def _parent(runtime, run_id: str):
+    from sqlalchemy import select
+
+    from aurora.models import Run
+
+    with runtime.db.read() as session:
+        return session.scalar(select(Run).where(Run.id == run_id))
+
+
+def test_a_step_rejected_by_its_voters_ends_its_workflow_at_once(runtime) -> None:
+    """The rejection is written by the vote itself, in the web process: no worker finishes the
+    step, so nothing handed the workflow on (it stayed running until a sweep)."""
+    from aurora import approvals
+    from aurora.keys import Caller
+    from aurora.models import Role
+
+    run_id, pay = _waiting_charge(runtime)
+    approvals.vote(runtime.engine, pay, Caller("alice", Role.APPROVER), "reject", "no", "api")
+    parent = _parent(runtime, run_id)
+    assert _children(runtime, run_id)["thanks"].status == "skipped"
+    assert parent.status == "failed" and parent.error["step"] == "pay"
+
+
+def test_a_step_cancelled_on_its_own_ends_its_workflow_at_once(runtime) -> None:
+    run_id, pay = _waiting_charge(runtime)
+    assert runtime.engine.cancel(pay, "sam") == "cancelled"
+    assert _parent(runtime, run_id).status == "cancelled"
+    assert _children(runtime, run_id)["thanks"].status == "skipped"
