@@ -268,3 +268,17 @@ def test_a_step_cancelled_on_its_own_ends_its_workflow_at_once(runtime) -> None:
     assert runtime.engine.cancel(pay, "sam") == "cancelled"
     assert _parent(runtime, run_id).status == "cancelled"
     assert _children(runtime, run_id)["thanks"].status == "skipped"
+
+
+# -- inputs -----------------------------------------------------------------------------------
+
+def test_a_json_workflow_as_text_beside_its_inputs_is_read_as_json(client, api_keys) -> None:
+    """``aurora submit flow.json --input …`` sends the file's text as ``document``; read as YAML,
+    JSON's escapes (an emoji as ``\\ud83d\\ude00``, what json.dumps writes) are invalid."""
+    document = {"name": "j", "inputs": {"who": {"format": "email"}}, "steps": [
+        {"id": "a", "goal": "send_email", "payload": {"to": "{{ inputs.who }}", "subject": "Hallo 😀",
+                                                      "text": "http://example.com/x"}}]}
+    body = json.dumps({"document": json.dumps(document, indent=2), "inputs": {"who": "k@example.com"}})
+    created = client.post("/workflows", data=body, headers={"Content-Type": "application/json",
+                                                           **api_keys.header("submitter")})
+    assert created.status_code == 201, created.json

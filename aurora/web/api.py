@@ -53,7 +53,7 @@ def _body() -> tuple[bytes, str, dict[str, Any] | None]:
 
 
 def _envelope(body: bytes) -> tuple[bytes, str, dict[str, Any] | None]:
-    """A JSON body is the document itself, or ``{"document": <object or YAML/JSON text>, "inputs": {...}}``
+    """A JSON body is the document itself, or ``{"document": <object, or YAML or JSON text>, "inputs": {...}}``
     (a workflow document never has a ``document`` key)."""
     max_bytes = _runtime().settings.max_document_bytes
     value = documents.parse(body, fmt="json", max_bytes=max_bytes + 64 * 1024)
@@ -64,7 +64,14 @@ def _envelope(body: bytes) -> tuple[bytes, str, dict[str, Any] | None]:
         raise DocumentSyntaxError([Problem(extra[0], "unknown key beside the document; allowed: document, inputs")])
     document = value["document"]
     if isinstance(document, str):
-        return document.encode("utf-8"), "yaml", _inputs(value.get("inputs"))
+        # the text of a YAML or a JSON file (``aurora submit flow.json --input …``): PyYAML reads
+        # YAML 1.1, which is not quite a superset of JSON (``\ud83d\ude00`` escapes, ``1e3``)
+        try:
+            json.loads(document)
+            fmt = "json"
+        except ValueError:
+            fmt = "yaml"
+        return document.encode("utf-8"), fmt, _inputs(value.get("inputs"))
     if not isinstance(document, dict):
         raise DocumentSyntaxError([Problem("document", "must be the workflow (an object) or its YAML text")])
     return json.dumps(document).encode("utf-8"), "json", _inputs(value.get("inputs"))

@@ -212,7 +212,7 @@ def document() -> dict[str, Any]:
                             {"type": "object", "description": "The workflow document itself",
                              "not": {"required": ["document"]}},
                             {"type": "object", "description": "A workflow of several steps with its inputs: the "
-                             "document (an object, or its YAML text) and the values of its inputs:",
+                             "document (an object, or its YAML or JSON text) and the values of its inputs:",
                              "required": ["document"], "additionalProperties": False, "properties": {
                                  "document": {"oneOf": [{"type": "object"}, {"type": "string"}]},
                                  "inputs": {"type": "object", "additionalProperties": {
