@@ -14,6 +14,7 @@ rendered and validated again, with the real outputs, before the step acts (``aur
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -28,6 +29,8 @@ FLOW_GOAL = "workflow"
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+#: a number input has fewer digits before its point (as the templates' own ceiling on numbers)
+_MAX_DIGITS = 15
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,10 @@ def resolve_inputs(declared: dict[str, Any], given: dict[str, Any] | None) -> tu
                 problems.append(Problem(f"inputs.{name}", message))
                 continue
         elif "default" in spec:
-            value = spec["default"]
+            value, message = _convert(spec["default"], spec)  # a default must fit its own declaration
+            if message:
+                problems.append(Problem(f"inputs.{name}", f"its default {message}"))
+                continue
         else:
             problems.append(Problem(f"inputs.{name}", "is required: give it with --input "
                                     f"{name}=… (or in the request's \"inputs\")"))
@@ -119,9 +125,13 @@ def _convert(value: Any, spec: dict[str, Any]) -> tuple[Any, str | None]:
                 return None, f"must be a number, got {value[:40]!r}"
             if not number.is_finite():
                 return None, "must be a finite number"
+            if number.adjusted() >= _MAX_DIGITS:  # before int(): "1e300000" would compute 10 ** 300000
+                return None, f"must be less than 10^{_MAX_DIGITS} in size"
             value = int(number) if number == number.to_integral_value() else float(number)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return None, f"must be a number, got {json.dumps(value)[:40]}"
+        if not math.isfinite(value) or abs(value) >= 10**_MAX_DIGITS:
+            return None, f"must be a finite number less than 10^{_MAX_DIGITS} in size"
         if kind == "integer" and not float(value).is_integer():
             return None, f"must be a whole number, got {value}"
         if kind == "integer":

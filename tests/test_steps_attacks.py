@@ -282,3 +282,26 @@ def test_a_json_workflow_as_text_beside_its_inputs_is_read_as_json(client, api_k
     created = client.post("/workflows", data=body, headers={"Content-Type": "application/json",
                                                            **api_keys.header("submitter")})
     assert created.status_code == 201, created.json
+
+
+NUMBER_FLOW = json.dumps({"name": "n", "inputs": {"n": {"type": "number"}}, "steps": [
+    {"id": "a", "goal": "send_email", "payload": {"to": "a@example.com", "subject": "S", "text": "{{ inputs.n }}"}}]})
+
+
+@pytest.mark.parametrize("given", ["1e300000", "1e5000", 1e400, "-1e16"])
+def test_a_number_input_too_large_is_a_problem_not_minutes_of_cpu_or_a_500(given) -> None:
+    # int(Decimal("1e300000")) computes 10 ** 300000: 16 s here (1e3000000: hours); a number past
+    # 4300 digits cannot be stored as JSON (ValueError: a 500)
+    with pytest.raises(DocumentError) as caught:
+        documents.load(NUMBER_FLOW, fmt="json", inputs={"n": given})
+    assert caught.value.problems[0].path == "inputs.n"
+
+
+def test_an_input_default_is_checked_like_a_given_value() -> None:
+    for spec in ({"type": "integer", "default": "abc"}, {"format": "email", "default": "nobody"},
+                 {"enum": ["a", "b"], "default": "c"}, {"type": "number", "default": "1e300000"}):
+        document = json.loads(NUMBER_FLOW)
+        document["inputs"]["n"] = spec
+        with pytest.raises(DocumentError) as caught:
+            documents.load(json.dumps(document), fmt="json")
+        assert caught.value.problems[0].path == "inputs.n", spec
