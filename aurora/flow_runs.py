@@ -32,7 +32,7 @@ from .db import connection_of
 from .errors import ConfigError, Conflict, DocumentError, NotFound
 from .models import Run, RunStatus, utcnow
 from .run_sql import INSERT_RUN, RUNS
-from .templating import TemplateProblem, evaluate
+from .templating import TemplateProblem, budget, evaluate
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -158,6 +158,12 @@ def _start_step(engine: Engine, session: Session, parent: Any, step: flows.Step,
         names = ", ".join(f"{sid} ({status})" for sid, status in bad)
         return _insert_final(engine, session, parent, step, now, outbox, RunStatus.SKIPPED,
                              {"type": "skipped", "message": f"a step it needs did not succeed: {names}"})
+    with budget():  # the step's condition and payload share one allowance of template work
+        return _render_step(engine, session, parent, step, latest, now, outbox, policy)
+
+
+def _render_step(engine: Engine, session: Session, parent: Any, step: flows.Step, latest: dict[str, Any],
+                 now: Any, outbox: list[Any], policy: Any) -> Any:
     ctx = flows.context(parent.inputs or {}, _outputs(latest))
     try:
         if step.condition and not evaluate(step.condition, ctx):

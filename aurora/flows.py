@@ -22,7 +22,7 @@ from graphlib import CycleError, TopologicalSorter
 from typing import Any
 
 from .errors import DocumentError, Problem
-from .templating import TemplateProblem, is_template, parse, parse_expression, references, render
+from .templating import MAX_RENDERED, TemplateProblem, budget, is_template, parse, parse_expression, references, render
 
 #: what ``goal`` a workflow of several steps has in the runs table
 FLOW_GOAL = "workflow"
@@ -139,8 +139,9 @@ def _convert(value: Any, spec: dict[str, Any]) -> tuple[Any, str | None]:
     else:
         if not isinstance(value, str):
             return None, f"must be text, got {json.dumps(value)[:40]}"
-        if "maxLength" in spec and len(value) > spec["maxLength"]:
-            return None, f"may be {spec['maxLength']} characters long, got {len(value)}"
+        # at most what one template may render, unless declared shorter
+        if len(value) > spec.get("maxLength", MAX_RENDERED):
+            return None, f"may be {spec.get('maxLength', MAX_RENDERED)} characters long, got {len(value)}"
         if spec.get("format") == "email" and not _EMAIL.fullmatch(value):
             return None, f"{value[:60]!r} is not an email address"
     if "enum" in spec and value not in spec["enum"]:
@@ -241,7 +242,13 @@ def step_task_problems(flow_name: str, step: Step, payload: dict[str, Any], wher
 # -- the checks at submit ---------------------------------------------------------------------
 
 def problems(document: dict[str, Any], inputs: dict[str, Any]) -> list[Problem]:
-    """Everything wrong with a schema-valid flow document and these resolved inputs."""
+    """Everything wrong with a schema-valid flow document and these resolved inputs (its
+    templates share one allowance of work: ``templating.budget``)."""
+    with budget():
+        return _problems(document, inputs)
+
+
+def _problems(document: dict[str, Any], inputs: dict[str, Any]) -> list[Problem]:
     found: list[Problem] = []
     steps = steps_of(document)
     by_id: dict[str, Step] = {}

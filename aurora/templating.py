@@ -12,7 +12,11 @@ memory). Nothing in it can run code, read a file or reach the network.
 
 from __future__ import annotations
 
+import functools
 import operator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import cache, lru_cache
 from typing import Any
 
@@ -33,6 +37,13 @@ MAX_RENDERED = 20_000
 MAX_DEPTH = 40
 #: most digits ``round`` may keep: ``round(10**7, "floor")`` would compute 10**(10**7)
 MAX_ROUND_PRECISION = 15
+#: the work templates may do, in characters that filters read and operators build: one
+#: workflow's checks at submit share it (thousands of small templates, each reading a long
+#: input, would otherwise keep the web process busy for minutes), and so does one step's rendering
+MAX_WORK = 10_000_000
+#: ``striptags`` reads its input in a Python loop, tag by tag: many times slower than the others
+_WEIGHT = {"striptags": 10}
+_work: ContextVar[list[int] | None] = ContextVar("aurora_template_work", default=None)
 
 
 class TemplateProblem(AuroraError):
@@ -100,12 +111,15 @@ class _Sandbox(ImmutableSandboxedEnvironment):
                 raise SecurityError("a repetition that large is not allowed")
         elif sequences and _size(left) + _size(right) > MAX_RENDERED:
             raise SecurityError(f"a value of more than {MAX_RENDERED} characters is not allowed")
-        return operator.mul(left, right) if operator_name == "*" else operator.add(left, right)
+        result = operator.mul(left, right) if operator_name == "*" else operator.add(left, right)
+        _charge(_size(result))
+        return result
 
     def concat(self, values: tuple[Any, ...]) -> str:
         text = "".join(map(str, values))
         if len(text) > MAX_RENDERED:
             raise SecurityError(f"a value of more than {MAX_RENDERED} characters is not allowed")
+        _charge(len(text))
         return text
 
 
@@ -113,6 +127,39 @@ def _round(value: Any, precision: int = 0, method: str = "common") -> float:
     if not isinstance(precision, int) or not 0 <= precision <= MAX_ROUND_PRECISION:
         raise SecurityError(f"round: the precision must be a whole number from 0 to {MAX_ROUND_PRECISION}")
     return do_round(value, precision, method)
+
+
+@contextmanager
+def budget(limit: int = MAX_WORK) -> Iterator[None]:
+    """Templates rendered inside share one allowance of work (:data:`MAX_WORK`)."""
+    token = _work.set([limit])
+    try:
+        yield
+    finally:
+        _work.reset(token)
+
+
+def _charge(amount: int) -> None:
+    left = _work.get()
+    if left is not None:
+        left[0] -= amount
+        if left[0] < 0:
+            raise SecurityError(f"the templates do too much work (filters reading or operators building more "
+                                f"than {MAX_WORK} characters in all)")
+
+
+def _charged(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    """A filter that first charges what it reads (its value) to the current :func:`budget`."""
+    weight = _WEIGHT.get(name, 1)
+    passes_context = getattr(function, "jinja_pass_arg", None) is not None  # then the value is second
+
+    @functools.wraps(function)  # keeps jinja_pass_arg: Jinja passes the same arguments
+    def charged(*args: Any, **kwargs: Any) -> Any:
+        value = args[1] if passes_context else args[0]
+        _charge(weight * _size(value, MAX_WORK))
+        return function(*args, **kwargs)
+
+    return charged
 
 
 def _depth(tree: nodes.Node) -> int:
@@ -143,8 +190,7 @@ def _check_nodes(tree: nodes.Node, what: str) -> None:
 def environment() -> _Sandbox:
     env = _Sandbox(undefined=StrictUndefined, autoescape=False, loader=None, keep_trailing_newline=True)
     env.globals.clear()
-    env.filters = {name: env.filters[name] for name in FILTERS}
-    env.filters["round"] = _round
+    env.filters = {name: _charged(name, _round if name == "round" else env.filters[name]) for name in FILTERS}
     return env
 
 
@@ -197,7 +243,11 @@ def _compiled(source: str) -> Template:
 
 
 def render(source: str, context: dict[str, Any]) -> str:
-    """Render one template string, or raise :class:`TemplateProblem` saying why not."""
+    """Render one template string, or raise :class:`TemplateProblem` saying why not (under the
+    current :func:`budget`, or one of its own)."""
+    if _work.get() is None:
+        with budget():
+            return render(source, context)
     try:
         template = _compiled(source)
     except TemplateError as exc:
@@ -217,6 +267,9 @@ def render(source: str, context: dict[str, Any]) -> str:
 
 def evaluate(expression: str, context: dict[str, Any]) -> bool:
     """An ``if:`` condition: a Jinja expression over inputs and earlier steps, true or false."""
+    if _work.get() is None:
+        with budget():
+            return evaluate(expression, context)
     parse_expression(expression)
     try:
         compiled = environment().compile_expression(expression, undefined_to_none=False)

@@ -305,3 +305,18 @@ def test_an_input_default_is_checked_like_a_given_value() -> None:
         with pytest.raises(DocumentError) as caught:
             documents.load(json.dumps(document), fmt="json")
         assert caught.value.problems[0].path == "inputs.n", spec
+
+
+def test_thousands_of_small_templates_over_a_long_input_share_one_allowance_of_work() -> None:
+    """Each template is small and each input within bounds, but 500 of them each stripping the
+    tags of a 20,000-character input kept the web process busy for seconds per request (a 256 KB
+    document: minutes); an input past what a template may render at all is refused outright."""
+    payload = {"to": "a@example.com", "subject": "S", "text": "t"}
+    payload.update({f"k{i}": "{{ inputs.x|striptags }}" for i in range(500)})
+    document = json.dumps({"name": "x", "inputs": {"x": {}}, "steps": [
+        {"id": "a", "goal": "send_email", "payload": payload}]})
+    with pytest.raises(DocumentError) as caught:
+        documents.load(document, fmt="json", inputs={"x": "<>" * 10000})
+    assert any("too much work" in p.message for p in caught.value.problems), caught.value.problems[:3]
+    with pytest.raises(DocumentError, match="20000 characters"):
+        documents.load(document, fmt="json", inputs={"x": "<>" * 100000})
