@@ -24,7 +24,7 @@ from functools import lru_cache
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from . import documents, events, flows
@@ -67,8 +67,10 @@ def begin(engine: Engine, connection: Any, values: dict[str, Any], policy: Any) 
 def ready_steps(engine: Engine, parent_id: str) -> list[str]:
     """The steps of a workflow waiting for their first message (those :func:`begin` created)."""
     with engine.db.read_rows() as connection:
+        # not a retry waiting out its backoff (its not-before time is in the future)
         return list(connection.execute(select(RUNS.c.id).where(
-            RUNS.c.parent_id == parent_id, RUNS.c.status == RunStatus.QUEUED.value, RUNS.c.attempts == 0)).scalars())
+            RUNS.c.parent_id == parent_id, RUNS.c.status == RunStatus.QUEUED.value, RUNS.c.attempts == 0,
+            or_(RUNS.c.enqueued_at.is_(None), RUNS.c.enqueued_at <= utcnow()))).scalars())
 
 
 def advance(engine: Engine, parent_id: str) -> list[tuple[str, float | None]]:

@@ -320,3 +320,20 @@ def test_thousands_of_small_templates_over_a_long_input_share_one_allowance_of_w
     assert any("too much work" in p.message for p in caught.value.problems), caught.value.problems[:3]
     with pytest.raises(DocumentError, match="20000 characters"):
         documents.load(document, fmt="json", inputs={"x": "<>" * 100000})
+
+
+def test_a_repeated_message_for_a_workflow_does_not_start_a_retry_before_its_backoff(live) -> None:  # noqa: F811
+    """A message for the workflow's own run (a redelivery, or forged) sends its queued first
+    attempts again; a retry waiting out its backoff is not one of them."""
+    from fakes import Reply
+
+    runtime, engine, mailgun = live.runtime, live.runtime.engine, live.servers["mailgun"]
+    mailgun.script("/v3", Reply(400, {"message": "try again"}))
+    text = MAIL_THEN_MAIL.replace("{id: welcome, goal: send_email,", "{id: welcome, goal: send_email, "
+                                  "retry: {attempts: 2, backoff: 3600},")
+    run_id = engine.submit(documents.load(text), "sam").id
+    first = _children(runtime, run_id)["welcome"]
+    assert [delay for _, delay in engine.execute(first.id).follow_up] == [3600.0]  # refused: retry in an hour
+    welcome = _children(runtime, run_id)["welcome"]
+    assert welcome.step_attempt == 2 and welcome.status == "queued"  # waiting out its hour
+    assert welcome.id not in [rid for rid, delay in engine.execute(run_id).follow_up if not delay]
