@@ -123,7 +123,8 @@ def _advance(engine: Engine, session: Session, parent: Any, policy: Any) -> list
                 needs = [latest.get(n) for n in step.needs]
                 if any(n is None or not RunStatus(n.status).final for n in needs):
                     continue
-                child = _start_step(engine, session, parent, step, latest, needs, now, outbox, policy)
+                seen = {sid: latest[sid] for sid in flows.ancestors(by_id, step.id) if sid in latest}  # what it may read
+                child = _start_step(engine, session, parent, step, seen, needs, now, outbox, policy)
                 latest[sid] = child
                 if child.status == RunStatus.QUEUED.value:
                     send.append((child.id, None))

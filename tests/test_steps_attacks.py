@@ -337,3 +337,24 @@ def test_a_repeated_message_for_a_workflow_does_not_start_a_retry_before_its_bac
     welcome = _children(runtime, run_id)["welcome"]
     assert welcome.step_attempt == 2 and welcome.status == "queued"  # waiting out its hour
     assert welcome.id not in [rid for rid, delay in engine.execute(run_id).follow_up if not delay]
+
+
+def test_a_template_sees_only_the_steps_it_needs_even_through_a_computed_name(runtime) -> None:
+    """``steps[name]`` with a computed name escapes the submit-time check of what a template names;
+    at run time it must still not read a step outside its needs (a sibling that happened to end)."""
+    engine = runtime.engine
+    text = """name: peek
+steps:
+  - {id: secret, goal: analyse, payload: {text: "geheim"}}
+  - {id: first, goal: send_email, payload: {to: a@example.com, subject: S, text: x}}
+  - id: peek
+    goal: send_email
+    needs: [first]
+    payload: {to: a@example.com, subject: S, text: "{{ (steps['sec' ~ 'ret'] | default({'output': {'text': 'none'}})).output.text }}"}
+"""
+    run_id = engine.submit(documents.load(text), "sam").id
+    kids = _children(runtime, run_id)
+    engine._execute(kids["secret"].id, "w")  # noqa: SLF001 - the sibling ends first
+    _drive(engine, kids["first"].id)
+    peek = _children(runtime, run_id)["peek"]
+    assert "geheim" not in peek.document["payload"]["text"], peek.document["payload"]["text"]
