@@ -358,3 +358,15 @@ steps:
     _drive(engine, kids["first"].id)
     peek = _children(runtime, run_id)["peek"]
     assert "geheim" not in peek.document["payload"]["text"], peek.document["payload"]["text"]
+
+
+def test_an_input_given_twice_on_the_command_line_is_refused_not_silently_the_last(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from aurora.cli import main
+
+    flow = tmp_path / "flow.yaml"
+    flow.write_text(NUMBER_FLOW)
+    result = CliRunner().invoke(main, ["validate", str(flow), "--input", "n=1", "--input", "n=2"])
+    assert result.exit_code == 2 and "given twice" in result.output, result.output
+    assert CliRunner().invoke(main, ["validate", str(flow), "--input", "n=1"]).exit_code == 0
