@@ -99,6 +99,7 @@ def vote(engine: Any, run_id: str, caller: Caller, decision: str, comment: str |
         run = session.scalar(select(Run).where(Run.id == run_id))
         if run is None:
             raise NotFound(f"no run {run_id}")
+        parent_id = run.parent_id
         if ledger.submitter(run) == caller.person:
             raise SelfApproval("you submitted this run (with one of your keys); somebody else must approve or "
                                "reject it")
@@ -153,6 +154,12 @@ def vote(engine: Any, run_id: str, caller: Caller, decision: str, comment: str |
         from .queue import enqueue
 
         enqueue(run_id)
+    elif status == RunStatus.REJECTED.value and parent_id:
+        from . import flow_runs
+
+        # no worker finishes a step rejected here: its workflow moves on now (a rejection only
+        # skips steps, so nothing new is sent)
+        flow_runs.advance(engine, parent_id)
     return {"id": run_id, "status": status, "gate": gate}
 
 

@@ -208,16 +208,20 @@ class Engine:
             run = session.scalar(select(Run).where(Run.id == run_id))
             if run is None:
                 raise NotFound(f"no run {run_id}")
+            parent_id = run.parent_id
             if self.transition(session, run_id, CANCELLABLE, RunStatus.CANCELLED, {"by": by}, where="not_acting"):
                 if run.goal == flow_runs.FLOW_GOAL:
                     flow_runs.cancel_steps(self, session, run_id, by)
-                return RunStatus.CANCELLED.value
-            session.refresh(run)
-            if run.status == RunStatus.CANCELLED.value:
-                return run.status
-            if run.status == RunStatus.RUNNING.value:
-                raise Conflict("the run is already carrying out its action and can no longer be cancelled")
-            raise Conflict(f"the run is {run.status} and can no longer be cancelled")
+            else:
+                session.refresh(run)
+                if run.status == RunStatus.CANCELLED.value:
+                    return run.status
+                if run.status == RunStatus.RUNNING.value:
+                    raise Conflict("the run is already carrying out its action and can no longer be cancelled")
+                raise Conflict(f"the run is {run.status} and can no longer be cancelled")
+        if parent_id:  # a step cancelled on its own: its workflow moves on now, not at the next sweep
+            flow_runs.advance(self, parent_id)  # (a cancel only skips steps: nothing new to send)
+        return RunStatus.CANCELLED.value
 
     # -- execution ---------------------------------------------------------------------------
 

@@ -17,29 +17,31 @@ once create the next step once. Steps that ended are never run again; a rerun
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from datetime import timedelta
 from functools import lru_cache
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from . import documents, events, flows
 from .db import connection_of
-from .errors import Conflict, DocumentError, NotFound
+from .errors import ConfigError, Conflict, DocumentError, NotFound
 from .models import Run, RunStatus, utcnow
 from .run_sql import INSERT_RUN, RUNS
-from .templating import TemplateProblem, evaluate
+from .templating import TemplateProblem, budget, evaluate
 
 if TYPE_CHECKING:
     from .engine import Engine
 
+log = logging.getLogger(__name__)
 FLOW_GOAL = flows.FLOW_GOAL
 #: statuses of a step that let the steps needing it run
 _GOOD = {RunStatus.SUCCEEDED.value}
-#: a workflow's most running workflows one sweep advances
+#: the most workflows one sweep advances (among those with a step that ended unrecorded)
 SWEEP_BATCH = 200
 
 
@@ -65,20 +67,31 @@ def begin(engine: Engine, connection: Any, values: dict[str, Any], policy: Any) 
 def ready_steps(engine: Engine, parent_id: str) -> list[str]:
     """The steps of a workflow waiting for their first message (those :func:`begin` created)."""
     with engine.db.read_rows() as connection:
+        # not a retry waiting out its backoff (its not-before time is in the future)
         return list(connection.execute(select(RUNS.c.id).where(
-            RUNS.c.parent_id == parent_id, RUNS.c.status == RunStatus.QUEUED.value, RUNS.c.attempts == 0)).scalars())
+            RUNS.c.parent_id == parent_id, RUNS.c.status == RunStatus.QUEUED.value, RUNS.c.attempts == 0,
+            or_(RUNS.c.enqueued_at.is_(None), RUNS.c.enqueued_at <= utcnow()))).scalars())
 
 
 def advance(engine: Engine, parent_id: str) -> list[tuple[str, float | None]]:
     """Create the steps that are ready, skip those that cannot run, end the workflow when every
     step ended. Returns the new step runs to send to the workers, each with its delay (a retry's
     backoff). Safe to call any number of times, concurrently."""
+    try:
+        # Read before the transaction, as begin's caller does: a reload is recorded in the audit
+        # chain by a write of its own, which would wait for the writers' lock this thread holds.
+        policy = engine.policies.current()
+    except ConfigError as exc:
+        # No usable policy (a step's ceiling needs it): the workflow waits, as a blocked run does,
+        # and the sweeper advances it once the policy is fixed.
+        log.warning("workflow %s: not advanced, %s", parent_id, exc)
+        return []
     with engine.db.write() as session:
         # The workflow's row locked first: whoever advances it next waits here (SQLite: one writer).
         parent = connection_of(session).execute(_PARENT, {"rid": parent_id}).one_or_none()
         if parent is None or parent.goal != FLOW_GOAL or parent.status != RunStatus.RUNNING.value:
             return []
-        return _advance(engine, session, parent)
+        return _advance(engine, session, parent, policy)
 
 
 _COLUMNS = ("id", "name", "goal", "status", "document", "document_hash", "inputs", "result", "error",
@@ -95,7 +108,7 @@ def _plan(document_hash: str, document_json: str) -> tuple[list[flows.Step], dic
     return steps, {step.id: step for step in steps}, flows.order(steps)
 
 
-def _advance(engine: Engine, session: Session, parent: Any, policy: Any = None) -> list[tuple[str, float | None]]:
+def _advance(engine: Engine, session: Session, parent: Any, policy: Any) -> list[tuple[str, float | None]]:
     steps, by_id, ordered = _plan(parent.document_hash, json.dumps(parent.document, sort_keys=True))
     latest = _latest_children(session, parent.id)
     send: list[tuple[str, float | None]] = []
@@ -110,7 +123,8 @@ def _advance(engine: Engine, session: Session, parent: Any, policy: Any = None) 
                 needs = [latest.get(n) for n in step.needs]
                 if any(n is None or not RunStatus(n.status).final for n in needs):
                     continue
-                child = _start_step(engine, session, parent, step, latest, needs, now, outbox, policy)
+                seen = {sid: latest[sid] for sid in flows.ancestors(by_id, step.id) if sid in latest}  # what it may read
+                child = _start_step(engine, session, parent, step, seen, needs, now, outbox, policy)
                 latest[sid] = child
                 if child.status == RunStatus.QUEUED.value:
                     send.append((child.id, None))
@@ -141,12 +155,18 @@ def _retry_due(step: flows.Step, child: Run) -> bool:
 
 
 def _start_step(engine: Engine, session: Session, parent: Any, step: flows.Step, latest: dict[str, Any],
-                needs: list[Any], now: Any, outbox: list[Any], policy: Any = None) -> Any:
+                needs: list[Any], now: Any, outbox: list[Any], policy: Any) -> Any:
     bad = [(n.step_id, n.status) for n in needs if n is not None and n.status not in _GOOD]
     if bad:
         names = ", ".join(f"{sid} ({status})" for sid, status in bad)
         return _insert_final(engine, session, parent, step, now, outbox, RunStatus.SKIPPED,
                              {"type": "skipped", "message": f"a step it needs did not succeed: {names}"})
+    with budget():  # the step's condition and payload share one allowance of template work
+        return _render_step(engine, session, parent, step, latest, now, outbox, policy)
+
+
+def _render_step(engine: Engine, session: Session, parent: Any, step: flows.Step, latest: dict[str, Any],
+                 now: Any, outbox: list[Any], policy: Any) -> Any:
     ctx = flows.context(parent.inputs or {}, _outputs(latest))
     try:
         if step.condition and not evaluate(step.condition, ctx):
@@ -162,7 +182,7 @@ def _start_step(engine: Engine, session: Session, parent: Any, step: flows.Step,
         try:
             workflow = documents.validate(flows.task_document(parent.name, step, payload))
             # the charge ceiling too: an amount that only a template made known is checked now
-            documents.refuse_over_ceiling(workflow, policy or engine.policies.current())
+            documents.refuse_over_ceiling(workflow, policy)
         except DocumentError as exc:
             problems = [type(p)(f"{where}{p.path[len('payload'):]}", p.message) for p in exc.problems]
     if problems or workflow is None:
@@ -286,8 +306,31 @@ def cancel_steps(engine: Engine, session: Session, parent_id: str, by: str) -> N
 
 
 def running_flows(session: Session) -> list[str]:
-    return list(session.scalars(select(Run.id).where(
-        Run.goal == FLOW_GOAL, Run.status == RunStatus.RUNNING.value).order_by(Run.pk).limit(SWEEP_BATCH)))
+    """The running workflows that advancing would move: a step ended (or was retried) since the
+    workflow last recorded its steps, or it has no step yet. Found in reads, among all running
+    workflows: taking the oldest few would leave the rest, behind a long wait for votes, forever."""
+    parents = RUNS.alias("parents")
+    rows = session.execute(
+        select(RUNS.c.parent_id, RUNS.c.step_id, RUNS.c.step_attempt, RUNS.c.status)
+        .join(parents, parents.c.id == RUNS.c.parent_id)
+        .where(parents.c.goal == FLOW_GOAL, parents.c.status == RunStatus.RUNNING.value))
+    latest: dict[str, dict[str, tuple[int, str]]] = {}
+    for row in rows:
+        steps = latest.setdefault(row.parent_id, {})
+        if row.step_id not in steps or (row.step_attempt or 1) > steps[row.step_id][0]:
+            steps[row.step_id] = (row.step_attempt or 1, row.status)
+    due: list[str] = []
+    for parent_id, result in session.execute(select(Run.id, Run.result).where(
+            Run.goal == FLOW_GOAL, Run.status == RunStatus.RUNNING.value).order_by(Run.pk)):
+        recorded = (result or {}).get("steps", {})
+        steps = latest.get(parent_id, {})
+        if not steps or any((recorded.get(sid) or {}).get("status") != status
+                            or (recorded.get(sid) or {}).get("attempt") != attempt
+                            for sid, (attempt, status) in steps.items()):
+            due.append(parent_id)
+            if len(due) >= SWEEP_BATCH:
+                break
+    return due
 
 
 def rerun(engine: Engine, run_id: str, submitter: str, person: str | None, from_step: str | None = None) -> Run:
@@ -308,12 +351,23 @@ def rerun(engine: Engine, run_id: str, submitter: str, person: str | None, from_
     if from_step is not None and from_step not in by_id:
         raise NotFound(f"the workflow has no step {from_step!r} (its steps: {', '.join(by_id)})")
     again = {sid for sid in by_id if from_step is not None and (sid == from_step or from_step in flows.ancestors(by_id, sid))}
-    for sid in again:
-        child = latest.get(sid)
-        if child is not None and child.status in _GOOD and (child.result or {}).get("mode") == "live":
+    for sid, child in latest.items():
+        # A cancelled workflow keeps a step that had begun acting: it is still at it
+        if not RunStatus(child.status).final:
+            raise Conflict(f"step {sid} is still {child.status} in run {run_id} (it may be acting): "
+                           "rerun once it ended")
+    reuse = {sid: child for sid, child in latest.items() if child.status in _GOOD and sid not in again}
+    for sid, child in latest.items():
+        if sid in reuse:
+            continue
+        if child.status in _GOOD and (child.result or {}).get("mode") == "live":
             raise Conflict(f"step {sid} acted live in run {run_id}: running it again would repeat that; "
                            "rerun from a later step, or submit a new workflow if it must happen twice")
-    reuse = {sid: child for sid, child in latest.items() if child.status in _GOOD and sid not in again}
+        if child.status == RunStatus.NEEDS_RECONCILIATION.value:
+            # its live call may have happened at the provider; a new step run has a new
+            # idempotency key, so the provider would not recognise a second call
+            raise Conflict(f"step {sid} may have acted live in run {run_id} (needs reconciliation): running "
+                           "it again could repeat that; find out at the provider, then submit a new workflow")
     workflow = documents.Workflow(document=old.document, digest=old.document_hash, inputs=old.inputs or {})
     now = utcnow()
     with engine.db.write() as session:

@@ -14,6 +14,7 @@ rendered and validated again, with the real outputs, before the step acts (``aur
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -21,13 +22,15 @@ from graphlib import CycleError, TopologicalSorter
 from typing import Any
 
 from .errors import DocumentError, Problem
-from .templating import TemplateProblem, is_template, parse, parse_expression, references, render
+from .templating import MAX_RENDERED, TemplateProblem, budget, is_template, parse, parse_expression, references, render
 
 #: what ``goal`` a workflow of several steps has in the runs table
 FLOW_GOAL = "workflow"
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+#: a number input has fewer digits before its point (as the templates' own ceiling on numbers)
+_MAX_DIGITS = 15
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,10 @@ def resolve_inputs(declared: dict[str, Any], given: dict[str, Any] | None) -> tu
                 problems.append(Problem(f"inputs.{name}", message))
                 continue
         elif "default" in spec:
-            value = spec["default"]
+            value, message = _convert(spec["default"], spec)  # a default must fit its own declaration
+            if message:
+                problems.append(Problem(f"inputs.{name}", f"its default {message}"))
+                continue
         else:
             problems.append(Problem(f"inputs.{name}", "is required: give it with --input "
                                     f"{name}=… (or in the request's \"inputs\")"))
@@ -119,9 +125,13 @@ def _convert(value: Any, spec: dict[str, Any]) -> tuple[Any, str | None]:
                 return None, f"must be a number, got {value[:40]!r}"
             if not number.is_finite():
                 return None, "must be a finite number"
+            if number.adjusted() >= _MAX_DIGITS:  # before int(): "1e300000" would compute 10 ** 300000
+                return None, f"must be less than 10^{_MAX_DIGITS} in size"
             value = int(number) if number == number.to_integral_value() else float(number)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return None, f"must be a number, got {json.dumps(value)[:40]}"
+        if not math.isfinite(value) or abs(value) >= 10**_MAX_DIGITS:
+            return None, f"must be a finite number less than 10^{_MAX_DIGITS} in size"
         if kind == "integer" and not float(value).is_integer():
             return None, f"must be a whole number, got {value}"
         if kind == "integer":
@@ -129,8 +139,9 @@ def _convert(value: Any, spec: dict[str, Any]) -> tuple[Any, str | None]:
     else:
         if not isinstance(value, str):
             return None, f"must be text, got {json.dumps(value)[:40]}"
-        if "maxLength" in spec and len(value) > spec["maxLength"]:
-            return None, f"may be {spec['maxLength']} characters long, got {len(value)}"
+        # at most what one template may render, unless declared shorter
+        if len(value) > spec.get("maxLength", MAX_RENDERED):
+            return None, f"may be {spec.get('maxLength', MAX_RENDERED)} characters long, got {len(value)}"
         if spec.get("format") == "email" and not _EMAIL.fullmatch(value):
             return None, f"{value[:60]!r} is not an email address"
     if "enum" in spec and value not in spec["enum"]:
@@ -231,7 +242,13 @@ def step_task_problems(flow_name: str, step: Step, payload: dict[str, Any], wher
 # -- the checks at submit ---------------------------------------------------------------------
 
 def problems(document: dict[str, Any], inputs: dict[str, Any]) -> list[Problem]:
-    """Everything wrong with a schema-valid flow document and these resolved inputs."""
+    """Everything wrong with a schema-valid flow document and these resolved inputs (its
+    templates share one allowance of work: ``templating.budget``)."""
+    with budget():
+        return _problems(document, inputs)
+
+
+def _problems(document: dict[str, Any], inputs: dict[str, Any]) -> list[Problem]:
     found: list[Problem] = []
     steps = steps_of(document)
     by_id: dict[str, Step] = {}

@@ -30,6 +30,8 @@ def _parse_inputs(pairs: tuple[str, ...]) -> dict[str, str] | None:
         name, sep, value = pair.partition("=")
         if not sep or not name.strip():
             raise click.BadParameter(f"{pair!r}: give it as name=value", param_hint="--input")
+        if name.strip() in inputs:  # which one was meant? not silently the last
+            raise click.BadParameter(f"{name.strip()!r} is given twice", param_hint="--input")
         inputs[name.strip()] = value
     return inputs
 

@@ -59,7 +59,7 @@ def _run_id(given: str) -> str:
 
 
 def _envelope(body: bytes) -> tuple[bytes, str, dict[str, Any] | None]:
-    """A JSON body is the document itself, or ``{"document": <object or YAML/JSON text>, "inputs": {...}}``
+    """A JSON body is the document itself, or ``{"document": <object, or YAML or JSON text>, "inputs": {...}}``
     (a workflow document never has a ``document`` key)."""
     max_bytes = _runtime().settings.max_document_bytes
     value = documents.parse(body, fmt="json", max_bytes=max_bytes + 64 * 1024)
@@ -70,7 +70,14 @@ def _envelope(body: bytes) -> tuple[bytes, str, dict[str, Any] | None]:
         raise DocumentSyntaxError([Problem(extra[0], "unknown key beside the document; allowed: document, inputs")])
     document = value["document"]
     if isinstance(document, str):
-        return document.encode("utf-8"), "yaml", _inputs(value.get("inputs"))
+        # the text of a YAML or a JSON file (``aurora submit flow.json --input …``): PyYAML reads
+        # YAML 1.1, which is not quite a superset of JSON (``\ud83d\ude00`` escapes, ``1e3``)
+        try:
+            json.loads(document)
+            fmt = "json"
+        except ValueError:
+            fmt = "yaml"
+        return document.encode("utf-8"), fmt, _inputs(value.get("inputs"))
     if not isinstance(document, dict):
         raise DocumentSyntaxError([Problem("document", "must be the workflow (an object) or its YAML text")])
     return json.dumps(document).encode("utf-8"), "json", _inputs(value.get("inputs"))
@@ -162,6 +169,11 @@ def rerun(run_id: str) -> tuple[Response, int, dict[str, str]]:
 
     runtime = _runtime()
     run_id = _run_id(run_id)
+    with runtime.db.read() as session:
+        current = run_views.detail(session, run_id, runtime.settings.node_name)
+    # as for cancel: a rerun acts again with this submitter's document and inputs
+    if g.caller.role is not Role.ADMIN and current["submitted_by_person"] != g.caller.person:
+        raise PermissionDenied("only the submitter of a workflow or an admin may rerun it")
     from_step = request.args.get("from")
     run = flow_runs.rerun(runtime.engine, run_id, g.caller.name, g.caller.person, from_step)
     payload = {**run_views.summary(run), "rerun_of": run_id, "links": {"self": f"/workflows/{run.id}"}}

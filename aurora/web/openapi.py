@@ -247,7 +247,7 @@ def document() -> dict[str, Any]:
                             {"type": "object", "description": "The workflow document itself",
                              "not": {"required": ["document"]}},
                             {"type": "object", "description": "A workflow of several steps with its inputs: the "
-                             "document (an object, or its YAML text) and the values of its inputs:",
+                             "document (an object, or its YAML or JSON text) and the values of its inputs:",
                              "required": ["document"], "additionalProperties": False, "properties": {
                                  "document": {"oneOf": [{"type": "object"}, {"type": "string"}]},
                                  "inputs": {"type": "object", "additionalProperties": {
@@ -311,7 +311,8 @@ def document() -> dict[str, Any]:
                 **_errors(400, 401, 403, 404, 409)}}},
             "/workflows/{run_id}/rerun": {"post": {
                 "summary": "Run a workflow of several steps again, reusing the steps that succeeded (a step that "
-                           "acted live is never run again: 409)",
+                           "acted live, may have, or is still acting is never run again: 409); only its "
+                           "submitter or an admin (403)",
                 "parameters": [RUN_ID, {"name": "from", "in": "query", "required": False, "schema": {"type": "string"},
                                         "description": "Run this step and every step after it again"}],
                 "responses": {"201": _json(_ref("RunSummary"), "The new run"), **_errors(400, 401, 403, 404, 409)}}},
