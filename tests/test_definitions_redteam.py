@@ -1,0 +1,132 @@
+"""Red-team checks of stored definitions and their triggers: keys that must not collide between
+definitions, schedules that must not fire what a disabled definition missed, long downtimes."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select, update
+from standardwebhooks import Webhook
+
+from aurora import definitions, triggers
+from aurora.models import Definition, Event, Run
+
+MONDAY_9 = datetime(2026, 12, 7, 8, 0, tzinfo=UTC)  # 09:00 in Berlin
+
+
+def weekly(name: str, text: str = "Schreibe", catchup: bool = False) -> str:
+    return f"""name: {name}
+on:
+  schedule:
+    - {{cron: "0 9 * * MON", timezone: Europe/Berlin, catchup: {str(catchup).lower()}}}
+steps:
+  - {{id: draft, goal: analyse, payload: {{text: "{text}"}}}}
+"""
+
+
+def hooked(name: str) -> str:
+    return f"""name: {name}
+on:
+  webhook:
+    inputs: {{customer_email: /customer/email}}
+inputs:
+  customer_email: {{type: string, format: email}}
+steps:
+  - {{id: mail, goal: send_email, payload: {{to: "{{{{ inputs.customer_email }}}}", subject: {name}, text: x}}}}
+"""
+
+
+def runs_of(runtime, name: str) -> list[Run]:
+    with runtime.db.read() as session:
+        return list(session.scalars(select(Run).where(Run.definition == name).order_by(Run.pk)))
+
+
+def _checked_at(runtime, name: str, when: datetime) -> None:
+    with runtime.db.write() as session:
+        session.execute(update(Definition).where(Definition.name == name).values(
+            created_at=when, schedule_checked_at=None))
+
+
+def test_two_definitions_on_the_same_schedule_both_fire(runtime) -> None:
+    # the firing's key was (version, trigger, time) without the definition: the second one was refused
+    for name, text in (("post_a", "Erstens"), ("post_b", "Zweitens")):
+        definitions.apply(runtime.db, weekly(name, text), "admin")
+        _checked_at(runtime, name, MONDAY_9 - timedelta(days=1))
+    started = triggers.fire_schedules(runtime.engine, now=MONDAY_9 + timedelta(seconds=5))
+    assert len(started) == 2
+    assert len(runs_of(runtime, "post_a")) == len(runs_of(runtime, "post_b")) == 1
+
+
+def test_two_identical_definitions_on_the_same_schedule_each_get_their_own_run(runtime) -> None:
+    # with the same document the collision did not even log: post_b was handed post_a's run
+    for name in ("same_a", "same_b"):
+        definitions.apply(runtime.db, weekly("same", "gleich").replace("name: same", f"name: {name}"), "admin")
+        _checked_at(runtime, name, MONDAY_9 - timedelta(days=1))
+    triggers.fire_schedules(runtime.engine, now=MONDAY_9 + timedelta(seconds=5))
+    assert len(runs_of(runtime, "same_a")) == len(runs_of(runtime, "same_b")) == 1
+
+
+def _signed(secret: str, body: dict, msg_id: str) -> tuple[bytes, dict]:
+    raw = json.dumps(body)
+    at = datetime.now(UTC)
+    return raw.encode(), {"webhook-id": msg_id, "webhook-timestamp": str(int(at.timestamp())),
+                          "webhook-signature": Webhook(secret).sign(msg_id, at, raw),
+                          "Content-Type": "application/json"}
+
+
+def test_the_same_webhook_id_at_two_definitions_starts_each_and_leaks_nothing(client, api_keys, runtime) -> None:
+    # two senders numbering their messages alike (msg_1, msg_2 …) must not refuse each other, and
+    # the holder of one definition's secret must not learn the other's run ids nor block its calls
+    admin = api_keys.header("admin")
+    secrets = {}
+    for name in ("hook_a", "hook_b"):
+        definitions.apply(runtime.db, hooked(name), "admin")
+        secrets[name] = client.post(f"/definitions/{name}/secret", headers=admin).json["secret"]
+    body, headers = _signed(secrets["hook_a"], {"customer": {"email": "a@example.com"}}, "msg_1")
+    first = client.post("/hooks/hook_a", data=body, headers=headers)
+    assert first.status_code == 201, first.json
+    body, headers = _signed(secrets["hook_b"], {"customer": {"email": "b@example.com"}}, "msg_1")
+    second = client.post("/hooks/hook_b", data=body, headers=headers)
+    assert second.status_code == 201, second.json
+    assert first.json["id"] not in json.dumps(second.json)
+    assert len(runs_of(runtime, "hook_b")) == 1
+
+
+def test_a_webhook_id_reused_with_another_body_is_a_replay_409(client, api_keys, runtime) -> None:
+    # the sender re-signs the same webhook-id over another body: the docs promise 409 for an id seen before
+    definitions.apply(runtime.db, hooked("hook_c"), "admin")
+    secret = client.post("/definitions/hook_c/secret", headers=api_keys.header("admin")).json["secret"]
+    body, headers = _signed(secret, {"customer": {"email": "a@example.com"}}, "msg_9")
+    assert client.post("/hooks/hook_c", data=body, headers=headers).status_code == 201
+    body, headers = _signed(secret, {"customer": {"email": "other@example.com"}}, "msg_9")
+    again = client.post("/hooks/hook_c", data=body, headers=headers)
+    assert again.status_code == 409, again.json
+    assert len(runs_of(runtime, "hook_c")) == 1
+
+
+def test_enabling_again_does_not_fire_what_was_missed_while_disabled(runtime) -> None:
+    # "a disabled definition's triggers do nothing": enabling it days later must not start the
+    # firing it missed while it was off (catchup is about downtime, not about being switched off)
+    from aurora.models import utcnow
+
+    definitions.apply(runtime.db, weekly("paused", catchup=True), "admin")
+    _checked_at(runtime, "paused", utcnow() - timedelta(days=8))  # a Monday 09:00 passed since
+    definitions.set_enabled(runtime.db, "paused", False, "admin")
+    assert triggers.fire_schedules(runtime.engine) == []
+    definitions.set_enabled(runtime.db, "paused", True, "admin")
+    assert triggers.fire_schedules(runtime.engine) == []
+    assert runs_of(runtime, "paused") == []
+
+
+def test_a_minutely_schedule_after_a_long_downtime_catches_up_the_latest_firing(runtime) -> None:
+    # _MAX_SCAN kept the OLDEST 20 000 firings: after a fortnight down, "the latest missed one"
+    # was one from two weeks ago, and the firing due right now was never seen
+    doc = weekly("minutely", catchup=True).replace("0 9 * * MON", "* * * * *")
+    definitions.apply(runtime.db, doc, "admin")
+    back = MONDAY_9 + timedelta(days=20, seconds=5)
+    _checked_at(runtime, "minutely", MONDAY_9)
+    [run_id] = triggers.fire_schedules(runtime.engine, now=back)
+    with runtime.db.read() as session:
+        fired = session.scalar(select(Event).where(Event.run_id == run_id, Event.type == "run.triggered"))
+    assert fired.data["scheduled_for"] == (back - timedelta(seconds=5)).isoformat()
