@@ -205,8 +205,12 @@ def history(db: Database, name: str) -> list[dict[str, Any]]:
 
 def set_enabled(db: Database, name: str, enabled: bool, who: str) -> dict[str, Any]:
     get(db, name)
+    now = utcnow()
     with db.write() as session:
-        session.execute(update(Definition).where(Definition.name == name).values(enabled=enabled, updated_at=utcnow()))
+        if enabled:  # what it missed while off is not downtime: its schedule looks on from now, not back
+            session.execute(update(Definition).where(Definition.name == name, Definition.enabled.is_(False))
+                            .values(schedule_checked_at=now))
+        session.execute(update(Definition).where(Definition.name == name).values(enabled=enabled, updated_at=now))
         audit.note(db, session, "definitions", "enable" if enabled else "disable", {"definition": name, "by": who})
     return {"name": name, "enabled": enabled}
 

@@ -23,6 +23,7 @@ secret NAME``), and a ``webhook-id`` seen before is refused (409): a replay neve
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import secrets as random
 from datetime import UTC, datetime, timedelta
@@ -33,7 +34,7 @@ from cronsim import CronSim, CronSimError
 from sqlalchemy import select, update
 
 from . import audit, documents
-from .errors import AuroraError, Conflict, NotFound, Problem
+from .errors import AuroraError, Conflict, IdempotencyKeyReused, NotFound, Problem
 from .models import Definition, utcnow
 
 if TYPE_CHECKING:
@@ -80,6 +81,10 @@ def check_triggers(on: dict[str, Any]) -> list[Problem]:
         except (ZoneInfoNotFoundError, ValueError):
             problems.append(Problem(f"{where}.timezone", f"{item.get('timezone')!r} is not a time zone (e.g. Europe/Berlin)"))
             continue
+        if len(item["cron"].split()) > 5:  # cronsim reads a sixth field as seconds: "* * * * * *" every second
+            problems.append(Problem(f"{where}.cron", f"{item['cron']!r}: five fields (minute hour day-of-month "
+                                                     "month day-of-week), no seconds"))
+            continue
         try:
             next(CronSim(item["cron"], datetime.now(tz)))
         except (CronSimError, StopIteration) as exc:
@@ -109,11 +114,20 @@ def next_firing(on: dict[str, Any], now: datetime | None = None) -> datetime | N
 
 def due(item: dict[str, Any], checked: datetime, now: datetime) -> list[datetime]:
     """The firings of one schedule to start now, having looked up to ``checked`` before."""
-    missed = firings(item["cron"], item.get("timezone", "UTC"), checked, now)
-    recent = [when for when in missed if now - when <= GRACE]
-    if recent:
+    # Look forward from at most GRACE ago (never the whole downtime: _MAX_SCAN would keep the
+    # oldest firings of a long one), and back from now for the latest missed one.
+    recent = firings(item["cron"], item.get("timezone", "UTC"), max(checked, now - GRACE), now)
+    if recent or not item.get("catchup"):
         return recent
-    return missed[-1:] if item.get("catchup") else []
+    latest = next(CronSim(item["cron"], now.astimezone(zone(item.get("timezone", "UTC"))), reverse=True), None)
+    return [latest.astimezone(UTC)] if latest is not None and latest > checked else []
+
+
+def once_key(kind: str, name: str, what: str) -> str:
+    """A trigger's idempotency key: per definition (two definitions on the same schedule, form or
+    webhook-id scheme must not refuse each other) and at most the keys' 255 characters."""
+    key = f"{kind}:{name}:{what}"
+    return key if len(key) <= 255 else f"{kind}:{name}:sha256:{hashlib.sha256(what.encode()).hexdigest()}"
 
 
 def fire_schedules(engine: Engine, now: datetime | None = None) -> list[str]:
@@ -134,7 +148,7 @@ def fire_schedules(engine: Engine, now: datetime | None = None) -> list[str]:
                 trigger = {"by": "schedule", "scheduled_for": when.isoformat(), "timezone": item.get("timezone", "UTC"),
                            "cron": item["cron"],
                            "text": f"started by schedule {local:%Y-%m-%d %H:%M} {item.get('timezone', 'UTC')}"}
-                key = f"schedule:{row.version}:{index}:{when.isoformat()}"
+                key = once_key("schedule", name, f"{row.version}:{index}:{when.isoformat()}")
                 try:
                     run, new = definitions.start(engine, name, item.get("inputs"), "schedule", "schedule",
                                                  trigger=trigger, once_key=key)
@@ -191,11 +205,15 @@ def receive(engine: Engine, name: str, body: bytes, headers: dict[str, str]) -> 
     except Exception as exc:  # noqa: BLE001 - any failure of the check (bad header, bad base64) is a refusal
         raise HookRefused(f"signature refused: {exc.__class__.__name__}: {str(exc)[:120]}") from None
     value = documents.parse(body or b"{}", fmt="json", max_bytes=64 * 1024)
-    msg_id = {k.lower(): v for k, v in headers.items()}["webhook-id"][:128]
+    raw_id = {k.lower(): v for k, v in headers.items()}["webhook-id"]
+    msg_id = raw_id[:128]
     inputs = map_inputs(row.document["workflow"], on["webhook"].get("inputs"), value)
     trigger = {"by": "webhook", "webhook_id": msg_id, "text": f"started by webhook {msg_id}"}
-    run, new = definitions.start(engine, name, inputs, "webhook", "webhook", trigger=trigger,
-                                 once_key=f"webhook:{msg_id}")
+    try:
+        run, new = definitions.start(engine, name, inputs, "webhook", "webhook", trigger=trigger,
+                                     once_key=once_key("webhook", name, raw_id))
+    except IdempotencyKeyReused:  # the id came before with another body: a replay all the same
+        raise HookReplayed(f"webhook {msg_id} was received before; a replay starts nothing") from None
     if not new:
         raise HookReplayed(f"webhook {msg_id} was received before (run {run.id}); a replay starts nothing")
     return run, new
@@ -222,7 +240,7 @@ def start_by_form(engine: Engine, form_id: str, token: str, answers: dict[str, A
                    "text": f"started by an answer to form {form_id}"}
         try:
             run, new = definitions.start(engine, name, inputs, "typeform", "typeform", trigger=trigger,
-                                         once_key=f"typeform:{form_id}:{token[:64]}")
+                                         once_key=once_key("typeform", name, f"{form_id}:{token[:64]}"))
         except AuroraError as exc:
             log.warning("form %s: definition %s not started: %s", form_id, name, exc)
             continue
