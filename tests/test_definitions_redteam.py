@@ -4,13 +4,19 @@ definitions, schedules that must not fire what a disabled definition missed, lon
 from __future__ import annotations
 
 import json
+import threading
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import select, update
 from standardwebhooks import Webhook
 
 from aurora import definitions, triggers
+from aurora.config import load_settings
+from aurora.errors import DocumentError
+from aurora.migrations import upgrade
 from aurora.models import Definition, Event, Run
+from aurora.runtime import Runtime
 
 MONDAY_9 = datetime(2026, 12, 7, 8, 0, tzinfo=UTC)  # 09:00 in Berlin
 
@@ -136,10 +142,41 @@ def test_a_minutely_schedule_after_a_long_downtime_catches_up_the_latest_firing(
 
 def test_a_cron_with_a_seconds_field_is_refused(runtime) -> None:
     # cronsim takes a sixth field as seconds: "* * * * * *" would start 20 runs every tick
-    import pytest
-
-    from aurora.errors import DocumentError
-
     with pytest.raises(DocumentError) as bad:
         definitions.apply(runtime.db, weekly("secondly").replace("0 9 * * MON", "* * * * * *"), "admin")
     assert bad.value.problems[0].path == "on.schedule[0].cron"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_db(request, env):
+    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else env["AURORA_DATABASE_URL"]
+    rt = Runtime(load_settings({**env, "AURORA_DATABASE_URL": url}))
+    upgrade(url)
+    return rt
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["new", "changed"])
+def test_applies_racing_each_other_make_distinct_versions_and_no_error(any_db, first) -> None:
+    # two admins (or a CI job run twice) applying at once: never a 500, never two rows of one version
+    if not first:
+        definitions.apply(any_db.db, weekly("raced", "v0"), "admin")
+    threads, gate = 6, threading.Barrier(6)
+    results: list[object] = []
+
+    def apply(i: int) -> None:
+        gate.wait()
+        try:
+            results.append(definitions.apply(any_db.db, weekly("raced", f"text {i}"), "admin"))
+        except Exception as exc:  # noqa: BLE001 - what the race raises is the finding
+            results.append(exc)
+
+    workers = [threading.Thread(target=apply, args=(i,)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    errors = [r for r in results if isinstance(r, Exception)]
+    assert not errors, errors
+    versions = sorted(r.version for r in results)
+    assert len(set(versions)) == threads
+    assert [v["version"] for v in definitions.history(any_db.db, "raced")] == list(range(1, threads + 1 + (not first)))
