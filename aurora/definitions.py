@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from jsonschema import Draft202012Validator
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from . import audit, documents
 from .errors import Conflict, DocumentError, NotFound, Problem
@@ -126,9 +127,19 @@ def apply(db: Database, body: bytes | str, who: str, fmt: str = "yaml", max_byte
         raise DocumentError([Problem("name", f"the document is named {workflow['name']!r}, not {name!r}")])
     content = {"workflow": documents.normalise(workflow), "on": on}
     digest = documents.digest(content)
+    for attempt in (1, 2):
+        try:
+            return _store(db, workflow["name"], content, digest, who)
+        except IntegrityError:  # a racing first apply of the same name inserted it: the second pass sees it
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _store(db: Database, name: str, content: dict[str, Any], digest: str, who: str) -> Applied:
     now = utcnow()
     with db.write() as session:
-        definition = session.scalar(select(Definition).where(Definition.name == workflow["name"]).with_for_update())
+        definition = session.scalar(select(Definition).where(Definition.name == name).with_for_update())
         if definition is not None:
             latest = session.scalar(select(DefinitionVersion).where(
                 DefinitionVersion.name == definition.name, DefinitionVersion.version == definition.version))
@@ -137,7 +148,7 @@ def apply(db: Database, body: bytes | str, who: str, fmt: str = "yaml", max_byte
             definition.version += 1
             definition.updated_at = now
         else:
-            definition = Definition(name=workflow["name"], version=1, enabled=True, created_at=now, updated_at=now)
+            definition = Definition(name=name, version=1, enabled=True, created_at=now, updated_at=now)
             session.add(definition)
         session.add(DefinitionVersion(name=definition.name, version=definition.version, digest=digest,
                                       document=content, created_by=who, created_at=now))
