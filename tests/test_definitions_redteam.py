@@ -180,3 +180,33 @@ def test_applies_racing_each_other_make_distinct_versions_and_no_error(any_db, f
     versions = sorted(r.version for r in results)
     assert len(set(versions)) == threads
     assert [v["version"] for v in definitions.history(any_db.db, "raced")] == list(range(1, threads + 1 + (not first)))
+
+
+SCHEDULED_MAIL = """name: weekly_mail
+on:
+  schedule:
+    - {cron: "0 9 * * MON", timezone: Europe/Berlin%s}
+inputs:
+  customer_email: {type: string, format: email}
+steps:
+  - {id: mail, goal: send_email, payload: {to: "{{ inputs.customer_email }}", subject: Woche, text: x}}
+"""
+
+
+@pytest.mark.parametrize("inputs", ["", ", inputs: {customer_email: 5}", ", inputs: {nobody: x}"],
+                         ids=["missing", "wrong_type", "undeclared"])
+def test_a_schedule_whose_inputs_can_never_start_a_run_is_refused_when_applied(runtime, inputs) -> None:
+    # accepted before, it then failed at every firing with only a log line: the post never came
+    with pytest.raises(DocumentError) as bad:
+        definitions.apply(runtime.db, SCHEDULED_MAIL % inputs, "admin")
+    assert bad.value.problems[0].path.startswith("on.schedule[0].inputs"), bad.value.problems
+    good = SCHEDULED_MAIL % ", inputs: {customer_email: team@example.com}"
+    assert definitions.apply(runtime.db, good, "admin").version == 1
+
+
+def test_a_schedule_with_inputs_on_a_single_task_is_refused(runtime) -> None:
+    doc = ("name: one\non:\n  schedule:\n    - {cron: \"0 9 * * *\", inputs: {a: b}}\n"
+           "goal: send_email\npayload: {to: a@example.com, subject: x, text: y}\n")
+    with pytest.raises(DocumentError) as bad:
+        definitions.apply(runtime.db, doc, "admin")
+    assert bad.value.problems[0].path == "on.schedule[0].inputs"
