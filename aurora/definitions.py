@@ -94,9 +94,30 @@ def parse_definition(body: bytes | str, fmt: str = "yaml", max_bytes: int = 256 
         documents.validate(value, _placeholder_inputs(value))
     except DocumentError as exc:
         problems += exc.problems
+    if not problems:
+        problems = _check_schedule_inputs(value, on)
     if problems:
         raise DocumentError(sorted(problems, key=lambda p: p.path))
     return value, on
+
+
+def _check_schedule_inputs(document: dict[str, Any], on: dict[str, Any]) -> list[Problem]:
+    """A schedule starts its runs with its own ``inputs`` and nobody to ask: inputs that cannot
+    start a run are refused now, not found at every firing in a log line."""
+    problems = []
+    for index, item in enumerate(on.get("schedule") or []):
+        where = f"on.schedule[{index}].inputs"
+        if "steps" not in document:
+            if item.get("inputs"):
+                problems.append(Problem(where, "this definition is a single task: it has no inputs"))
+            continue
+        try:
+            documents.validate(document, item.get("inputs"))
+        except DocumentError as exc:
+            problems += [Problem(f"on.schedule[{index}].{p.path}" if p.path.startswith("inputs") else where,
+                                 p.message if p.path.startswith("inputs") else f"{p.path}: {p.message}")
+                         for p in exc.problems]
+    return problems
 
 
 def _placeholder_inputs(document: dict[str, Any]) -> dict[str, Any] | None:
