@@ -210,3 +210,20 @@ def test_a_schedule_with_inputs_on_a_single_task_is_refused(runtime) -> None:
     with pytest.raises(DocumentError) as bad:
         definitions.apply(runtime.db, doc, "admin")
     assert bad.value.problems[0].path == "on.schedule[0].inputs"
+
+
+def test_two_definitions_on_one_form_each_start_once_per_answer(runtime) -> None:
+    # the key was (form, token) without the definition: the second definition on a form never started
+    for name in ("welcome", "newsletter"):
+        definitions.apply(runtime.db, f"""name: {name}
+on:
+  typeform: {{form_id: FORM1, inputs: {{customer_email: email}}}}
+inputs:
+  customer_email: {{type: string, format: email}}
+steps:
+  - {{id: mail, goal: send_email, payload: {{to: "{{{{ inputs.customer_email }}}}", subject: {name}, text: Hallo}}}}
+""", "admin")
+    answers = {"email": "neu@example.com"}
+    assert len(triggers.start_by_form(runtime.engine, "FORM1", "resp_1", answers)) == 2
+    assert triggers.start_by_form(runtime.engine, "FORM1", "resp_1", answers) == []  # the same answer again
+    assert len(runs_of(runtime, "welcome")) == len(runs_of(runtime, "newsletter")) == 1
