@@ -227,3 +227,16 @@ steps:
     assert len(triggers.start_by_form(runtime.engine, "FORM1", "resp_1", answers)) == 2
     assert triggers.start_by_form(runtime.engine, "FORM1", "resp_1", answers) == []  # the same answer again
     assert len(runs_of(runtime, "welcome")) == len(runs_of(runtime, "newsletter")) == 1
+
+
+def test_a_firing_started_by_one_version_is_not_started_again_by_the_next(runtime) -> None:
+    # a tick fired 09:00 for version 1 and died before noting it (or a second beat had read the old
+    # schedule_checked_at); the admin applies a typo fix; the retried tick must not post twice
+    definitions.apply(runtime.db, weekly("retried", "Tippfeler"), "admin")
+    _checked_at(runtime, "retried", MONDAY_9 - timedelta(days=1))
+    assert len(triggers.fire_schedules(runtime.engine, now=MONDAY_9 + timedelta(seconds=5))) == 1
+    definitions.apply(runtime.db, weekly("retried", "Tippfehler"), "admin")
+    with runtime.db.write() as session:  # the CAS that the dead tick never wrote
+        session.execute(update(Definition).where(Definition.name == "retried").values(schedule_checked_at=None))
+    assert triggers.fire_schedules(runtime.engine, now=MONDAY_9 + timedelta(seconds=25)) == []
+    assert len(runs_of(runtime, "retried")) == 1
