@@ -4,9 +4,9 @@
 ``cronsim`` (the cron reader of healthchecks.io: day-of-month/day-of-week as cron has them, and
 daylight-saving changes handled — a 02:30 that does not exist that night fires once at the
 change, one that exists twice fires once). Beat looks every :data:`TICK` seconds
-(:func:`fire_schedules`). Each firing is a run started with a key made of the definition, its
-version and the scheduled time, inside the run's own transaction (``aurora.idempotency``): two
-beats, a retried tick, a restart or a clock jump start it once. After downtime, a firing missed by
+(:func:`fire_schedules`). Each firing is a run started with a key made of the definition, the
+trigger and the scheduled time (not the version), inside the run's own transaction
+(``aurora.idempotency``): two beats, a retried tick, a restart or a clock jump start it once. After downtime, a firing missed by
 more than :data:`GRACE` is skipped — or, with ``catchup: true``, the latest missed one is started
 once (never the whole backlog).
 
@@ -148,10 +148,15 @@ def fire_schedules(engine: Engine, now: datetime | None = None) -> list[str]:
                 trigger = {"by": "schedule", "scheduled_for": when.isoformat(), "timezone": item.get("timezone", "UTC"),
                            "cron": item["cron"],
                            "text": f"started by schedule {local:%Y-%m-%d %H:%M} {item.get('timezone', 'UTC')}"}
-                key = once_key("schedule", name, f"{row.version}:{index}:{when.isoformat()}")
+                # not the version: a firing that version 1 started is not started again by version 2
+                # (a retried tick, or a second beat, after an apply in that minute)
+                key = once_key("schedule", name, f"{index}:{when.isoformat()}")
                 try:
                     run, new = definitions.start(engine, name, item.get("inputs"), "schedule", "schedule",
                                                  trigger=trigger, once_key=key)
+                except IdempotencyKeyReused:
+                    log.info("schedule of %s at %s: started before by an earlier version", name, when.isoformat())
+                    continue
                 except AuroraError as exc:  # a definition that cannot start: say so once per firing
                     log.warning("schedule of %s at %s not started: %s", name, when.isoformat(), exc)
                     continue
