@@ -240,3 +240,24 @@ def test_a_firing_started_by_one_version_is_not_started_again_by_the_next(runtim
         session.execute(update(Definition).where(Definition.name == "retried").values(schedule_checked_at=None))
     assert triggers.fire_schedules(runtime.engine, now=MONDAY_9 + timedelta(seconds=25)) == []
     assert len(runs_of(runtime, "retried")) == 1
+
+
+def test_one_broken_stored_schedule_does_not_stop_the_others_nor_the_listing(client, api_keys, runtime) -> None:
+    # a stored version whose zone this host's tzdata no longer has (or any fault in one definition)
+    # raised out of fire_schedules: every tick died there and no other definition fired again
+    from aurora.models import DefinitionVersion
+
+    for name in ("aaa_broken", "mmm_fine", "zzz_fine"):
+        definitions.apply(runtime.db, weekly(name, name), "admin")
+        _checked_at(runtime, name, MONDAY_9 - timedelta(days=1))
+    with runtime.db.write() as session:
+        row = session.scalar(select(DefinitionVersion).where(DefinitionVersion.name == "aaa_broken"))
+        document = json.loads(json.dumps(row.document))
+        document["on"]["schedule"][0]["timezone"] = "Europe/Nowhere"
+        row.document = document
+    started = triggers.fire_schedules(runtime.engine, now=MONDAY_9 + timedelta(seconds=5))
+    assert len(started) == 2
+    assert len(runs_of(runtime, "mmm_fine")) == len(runs_of(runtime, "zzz_fine")) == 1
+    listed = client.get("/definitions", headers=api_keys.header("viewer"))
+    assert listed.status_code == 200, listed.get_data(as_text=True)[:300]
+    assert client.get("/definitions/aaa_broken", headers=api_keys.header("viewer")).status_code == 200
