@@ -107,8 +107,12 @@ def firings(cron: str, tz: str, after: datetime, until: datetime) -> list[dateti
 
 def next_firing(on: dict[str, Any], now: datetime | None = None) -> datetime | None:
     now = now or utcnow()
-    times = [next(CronSim(item["cron"], now.astimezone(zone(item.get("timezone", "UTC"))))).astimezone(UTC)
-             for item in on.get("schedule") or []]
+    times = []
+    for item in on.get("schedule") or []:
+        try:
+            times.append(next(CronSim(item["cron"], now.astimezone(zone(item.get("timezone", "UTC"))))).astimezone(UTC))
+        except (ZoneInfoNotFoundError, ValueError, CronSimError, StopIteration):
+            continue  # a stored schedule this host cannot read (its tzdata lacks the zone): no next time to show
     return min(times) if times else None
 
 
@@ -132,42 +136,50 @@ def once_key(kind: str, name: str, what: str) -> str:
 
 def fire_schedules(engine: Engine, now: datetime | None = None) -> list[str]:
     """Start every due scheduled firing of the enabled definitions; return the new runs' ids."""
-    from . import definitions
-
     now = now or utcnow()
     started: list[str] = []
     with engine.db.read() as session:
         names = [(d.name, d.schedule_checked_at or d.created_at) for d in session.scalars(
             select(Definition).where(Definition.enabled.is_(True)))]
     for name, checked in names:
-        _, row = definitions.get(engine.db, name)
-        on = row.document["on"]
-        for index, item in enumerate(on.get("schedule") or []):
-            for when in due(item, checked, now):
-                local = when.astimezone(zone(item.get("timezone", "UTC")))
-                trigger = {"by": "schedule", "scheduled_for": when.isoformat(), "timezone": item.get("timezone", "UTC"),
-                           "cron": item["cron"],
-                           "text": f"started by schedule {local:%Y-%m-%d %H:%M} {item.get('timezone', 'UTC')}"}
-                # not the version: a firing that version 1 started is not started again by version 2
-                # (a retried tick, or a second beat, after an apply in that minute)
-                key = once_key("schedule", name, f"{index}:{when.isoformat()}")
-                try:
-                    run, new = definitions.start(engine, name, item.get("inputs"), "schedule", "schedule",
-                                                 trigger=trigger, once_key=key)
-                except IdempotencyKeyReused:
-                    log.info("schedule of %s at %s: started before by an earlier version", name, when.isoformat())
-                    continue
-                except AuroraError as exc:  # a definition that cannot start: say so once per firing
-                    log.warning("schedule of %s at %s not started: %s", name, when.isoformat(), exc)
-                    continue
-                if new:
-                    started.append(run.id)
+        try:
+            _fire_one(engine, name, checked, now, started)
+        except Exception:  # one broken definition (a zone this host's tzdata lacks…) must not stop the others
+            log.exception("schedules of %s not looked at; the next tick tries again", name)
+            continue  # not marked as looked at: a passing fault (the database) is caught up within GRACE
         with engine.db.write() as session:  # a later tick looks from here on (a CAS: never backwards)
             session.execute(update(Definition).where(
                 Definition.name == name,
                 (Definition.schedule_checked_at.is_(None)) | (Definition.schedule_checked_at < now),
             ).values(schedule_checked_at=now))
     return started
+
+
+def _fire_one(engine: Engine, name: str, checked: datetime, now: datetime, started: list[str]) -> None:
+    from . import definitions
+
+    _, row = definitions.get(engine.db, name)
+    on = row.document["on"]
+    for index, item in enumerate(on.get("schedule") or []):
+        for when in due(item, checked, now):
+            local = when.astimezone(zone(item.get("timezone", "UTC")))
+            trigger = {"by": "schedule", "scheduled_for": when.isoformat(), "timezone": item.get("timezone", "UTC"),
+                       "cron": item["cron"],
+                       "text": f"started by schedule {local:%Y-%m-%d %H:%M} {item.get('timezone', 'UTC')}"}
+            # not the version: a firing that version 1 started is not started again by version 2
+            # (a retried tick, or a second beat, after an apply in that minute)
+            key = once_key("schedule", name, f"{index}:{when.isoformat()}")
+            try:
+                run, new = definitions.start(engine, name, item.get("inputs"), "schedule", "schedule",
+                                             trigger=trigger, once_key=key)
+            except IdempotencyKeyReused:
+                log.info("schedule of %s at %s: started before by an earlier version", name, when.isoformat())
+                continue
+            except AuroraError as exc:  # a definition that cannot start: say so once per firing
+                log.warning("schedule of %s at %s not started: %s", name, when.isoformat(), exc)
+                continue
+            if new:
+                started.append(run.id)
 
 
 # -- webhooks ---------------------------------------------------------------------------------------
