@@ -261,3 +261,16 @@ def test_one_broken_stored_schedule_does_not_stop_the_others_nor_the_listing(cli
     listed = client.get("/definitions", headers=api_keys.header("viewer"))
     assert listed.status_code == 200, listed.get_data(as_text=True)[:300]
     assert client.get("/definitions/aaa_broken", headers=api_keys.header("viewer")).status_code == 200
+
+
+def test_a_lost_key_file_tells_a_webhook_caller_nothing_about_the_server(client, api_keys, runtime) -> None:
+    # anyone on the internet could make /hooks/<name> answer 400 with the key file's path and the
+    # admin's remedy; it is the operator's fault, told in the log, and a 503 the sender retries
+    definitions.apply(runtime.db, hooked("lost"), "admin")
+    client.post("/definitions/lost/secret", headers=api_keys.header("admin"))
+    (runtime.settings.home / "definitions.key").unlink()
+    at = str(int(datetime.now(UTC).timestamp()))
+    answer = client.post("/hooks/lost", data=b"{}", headers={"webhook-id": "m", "webhook-timestamp": at,
+                                                               "webhook-signature": "v1,AAAA"})
+    assert answer.status_code == 503, answer.json
+    assert str(runtime.settings.home) not in answer.get_data(as_text=True)
