@@ -66,6 +66,14 @@ class HookReplayed(Conflict):
     code = "webhook_replayed"
 
 
+class HookUnverifiable(AuroraError):
+    """The definition's secret does not open here (a lost or another node's key file): the
+    operator's fault, told in the log; the caller gets a 503 its sender retries."""
+
+    code = "webhook_unverifiable"
+    http_status = 503
+
+
 # -- schedules --------------------------------------------------------------------------------------
 
 def zone(name: str) -> ZoneInfo:
@@ -207,7 +215,7 @@ def receive(engine: Engine, name: str, body: bytes, headers: dict[str, str]) -> 
     from standardwebhooks import Webhook
 
     from . import definitions
-    from .sealed import unseal
+    from .sealed import SealError, unseal
 
     try:
         definition, row = definitions.get(engine.db, name)
@@ -216,7 +224,11 @@ def receive(engine: Engine, name: str, body: bytes, headers: dict[str, str]) -> 
     on = row.document["on"]
     if "webhook" not in on or not definition.webhook_secret:
         raise HookRefused("this definition has no webhook trigger, or no secret yet (aurora workflows secret NAME)")
-    secret = unseal(engine.settings.home / "definitions.key", definition.webhook_secret)
+    try:
+        secret = unseal(engine.settings.home / "definitions.key", definition.webhook_secret)
+    except SealError as exc:
+        log.error("webhook of %s cannot be verified: %s", name, exc)
+        raise HookUnverifiable("this webhook cannot be verified on this server now; try again later") from None
     try:
         Webhook(secret).verify(body, headers, json_parse=False)
     except Exception as exc:  # noqa: BLE001 - any failure of the check (bad header, bad base64) is a refusal

@@ -274,3 +274,4 @@ def test_a_lost_key_file_tells_a_webhook_caller_nothing_about_the_server(client,
                                                                "webhook-signature": "v1,AAAA"})
     assert answer.status_code == 503, answer.json
     assert str(runtime.settings.home) not in answer.get_data(as_text=True)
+    assert not (runtime.settings.home / "definitions.key").exists()  # an anonymous call makes no key
