@@ -275,3 +275,15 @@ def test_a_lost_key_file_tells_a_webhook_caller_nothing_about_the_server(client,
     assert answer.status_code == 503, answer.json
     assert str(runtime.settings.home) not in answer.get_data(as_text=True)
     assert not (runtime.settings.home / "definitions.key").exists()  # an anonymous call makes no key
+
+
+@pytest.mark.parametrize("trigger", ["typeform: {form_id: F1, inputs: {email_adress: email}}",
+                                     "webhook: {inputs: {email_adress: /customer/email}}"])
+def test_a_trigger_mapping_to_an_undeclared_input_is_refused_when_applied(runtime, trigger) -> None:
+    # a typo in the mapping made every answer/call fail (for a form: silently, in a log line)
+    doc = (f"name: mapped\non:\n  {trigger}\ninputs:\n  customer_email: {{type: string, format: email}}\n"
+           "steps:\n  - {id: mail, goal: send_email, payload: {to: \"{{ inputs.customer_email }}\", "
+           "subject: x, text: y}}\n")
+    with pytest.raises(DocumentError) as bad:
+        definitions.apply(runtime.db, doc, "admin")
+    assert "email_adress" in bad.value.problems[0].path, bad.value.problems
