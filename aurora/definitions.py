@@ -95,16 +95,21 @@ def parse_definition(body: bytes | str, fmt: str = "yaml", max_bytes: int = 256 
     except DocumentError as exc:
         problems += exc.problems
     if not problems:
-        problems = _check_schedule_inputs(value, on)
+        problems = _check_trigger_inputs(value, on)
     if problems:
         raise DocumentError(sorted(problems, key=lambda p: p.path))
     return value, on
 
 
-def _check_schedule_inputs(document: dict[str, Any], on: dict[str, Any]) -> list[Problem]:
-    """A schedule starts its runs with its own ``inputs`` and nobody to ask: inputs that cannot
-    start a run are refused now, not found at every firing in a log line."""
-    problems = []
+def _check_trigger_inputs(document: dict[str, Any], on: dict[str, Any]) -> list[Problem]:
+    """A schedule starts its runs with its own ``inputs`` and nobody to ask, a form or a webhook
+    through a mapping: inputs that cannot start a run are refused now, not found failing at every
+    firing or call (for a form: in a log line only)."""
+    declared = document.get("inputs") or {}
+    problems = [Problem(f"on.{kind}.inputs.{name}", f"this workflow has no input {name!r}"
+                        + (f" (its inputs: {', '.join(sorted(declared))})" if declared else ""))
+                for kind in ("typeform", "webhook")
+                for name in ((on.get(kind) or {}).get("inputs") or {}) if name not in declared]
     for index, item in enumerate(on.get("schedule") or []):
         where = f"on.schedule[{index}].inputs"
         if "steps" not in document:
