@@ -287,3 +287,16 @@ def test_a_trigger_mapping_to_an_undeclared_input_is_refused_when_applied(runtim
     with pytest.raises(DocumentError) as bad:
         definitions.apply(runtime.db, doc, "admin")
     assert "email_adress" in bad.value.problems[0].path, bad.value.problems
+
+
+def test_a_tick_run_with_a_clock_far_ahead_does_not_silence_the_schedule_until_then(runtime) -> None:
+    # one tick on a host whose clock was a year ahead (a bad RTC before NTP) set schedule_checked_at
+    # a year on; "never backwards" then kept every firing of that year from being looked at
+    definitions.apply(runtime.db, weekly("jumped"), "admin")
+    with runtime.db.write() as session:
+        session.execute(update(Definition).where(Definition.name == "jumped").values(
+            schedule_checked_at=MONDAY_9 + timedelta(days=365)))
+    assert len(triggers.fire_schedules(runtime.engine, now=MONDAY_9 + timedelta(seconds=5))) == 1
+    assert triggers.fire_schedules(runtime.engine, now=MONDAY_9 + timedelta(seconds=25)) == []
+    with runtime.db.read() as session:
+        assert session.scalar(select(Definition.schedule_checked_at)) == MONDAY_9 + timedelta(seconds=25)
