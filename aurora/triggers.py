@@ -150,6 +150,11 @@ def fire_schedules(engine: Engine, now: datetime | None = None) -> list[str]:
         names = [(d.name, d.schedule_checked_at or d.created_at) for d in session.scalars(
             select(Definition).where(Definition.enabled.is_(True)))]
     for name, checked in names:
+        ahead = checked > now + GRACE
+        if ahead:  # a tick ran with a clock far ahead, or ours went back: never backwards would mean silent until then
+            log.warning("schedules of %s were looked at up to %s, after now (%s): the clock went back; "
+                        "looking from now", name, checked.isoformat(), now.isoformat())
+            checked = now - GRACE  # what that tick already started has its keys: nothing starts twice
         try:
             _fire_one(engine, name, checked, now, started)
         except Exception:  # one broken definition (a zone this host's tzdata lacks…) must not stop the others
@@ -158,7 +163,8 @@ def fire_schedules(engine: Engine, now: datetime | None = None) -> list[str]:
         with engine.db.write() as session:  # a later tick looks from here on (a CAS: never backwards)
             session.execute(update(Definition).where(
                 Definition.name == name,
-                (Definition.schedule_checked_at.is_(None)) | (Definition.schedule_checked_at < now),
+                (Definition.schedule_checked_at.is_(None)) | (Definition.schedule_checked_at < now)
+                | (Definition.schedule_checked_at > now + GRACE),
             ).values(schedule_checked_at=now))
     return started
 
