@@ -300,3 +300,40 @@ def test_a_tick_run_with_a_clock_far_ahead_does_not_silence_the_schedule_until_t
     assert triggers.fire_schedules(runtime.engine, now=MONDAY_9 + timedelta(seconds=25)) == []
     with runtime.db.read() as session:
         assert session.scalar(select(Definition.schedule_checked_at)) == MONDAY_9 + timedelta(seconds=25)
+
+
+def test_only_admins_change_definitions(client, api_keys, runtime) -> None:
+    definitions.apply(runtime.db, hooked("guarded"), "admin")
+    for role in ("viewer", "submitter", "approver"):
+        for action in ("disable", "enable", "secret"):
+            answer = client.post(f"/definitions/guarded/{action}", headers=api_keys.header(role))
+            assert answer.status_code == 403, (role, action, answer.status_code)
+            assert "whsec_" not in answer.get_data(as_text=True)
+        put = client.put("/definitions/guarded", data=hooked("guarded").replace("x}", "y}"),
+                         headers={**api_keys.header(role), "Content-Type": "application/yaml"})
+        assert put.status_code == 403
+    assert client.post("/definitions/guarded/secret").status_code == 401
+    shown = client.get("/definitions/guarded", headers=api_keys.header("viewer")).json
+    assert shown["version"] == 1 and shown["enabled"] is True and shown["has_webhook_secret"] is False
+
+
+def test_the_webhook_secret_is_in_no_log_audit_event_or_later_answer(client, api_keys, runtime, caplog) -> None:
+    import logging
+
+    from aurora.models import AuditRecord
+
+    caplog.set_level(logging.DEBUG)
+    definitions.apply(runtime.db, hooked("quiet"), "admin")
+    secret = client.post("/definitions/quiet/secret", headers=api_keys.header("admin")).json["secret"]
+    body, headers = _signed(secret, {"customer": {"email": "a@example.com"}}, "msg_q")
+    assert client.post("/hooks/quiet", data=body, headers=headers).status_code == 201
+    bad = {**headers, "webhook-signature": "v1,AAAA"}
+    assert client.post("/hooks/quiet", data=body, headers=bad).status_code == 401
+    key = secret.removeprefix("whsec_")
+    seen = [caplog.text]
+    with runtime.db.read() as session:
+        seen += [json.dumps(a.data, default=str) for a in session.scalars(select(AuditRecord))]
+        seen += [json.dumps(e.data, default=str) for e in session.scalars(select(Event))]
+    for path in ("/definitions", "/definitions/quiet", "/definitions/quiet/history"):
+        seen.append(client.get(path, headers=api_keys.header("admin")).get_data(as_text=True))
+    assert not [text for text in seen if key in text]
