@@ -332,7 +332,8 @@ def test_the_webhook_secret_is_in_no_log_audit_event_or_later_answer(client, api
     key = secret.removeprefix("whsec_")
     seen = [caplog.text]
     with runtime.db.read() as session:
-        seen += [json.dumps(a.data, default=str) for a in session.scalars(select(AuditRecord))]
+        seen += [json.dumps([a.reason, a.request, a.response], default=str)
+                 for a in session.scalars(select(AuditRecord))]
         seen += [json.dumps(e.data, default=str) for e in session.scalars(select(Event))]
     for path in ("/definitions", "/definitions/quiet", "/definitions/quiet/history"):
         seen.append(client.get(path, headers=api_keys.header("admin")).get_data(as_text=True))
