@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from jsonschema import Draft202012Validator
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from . import audit, documents
 from .errors import Conflict, DocumentError, NotFound, Problem
@@ -93,9 +94,35 @@ def parse_definition(body: bytes | str, fmt: str = "yaml", max_bytes: int = 256 
         documents.validate(value, _placeholder_inputs(value))
     except DocumentError as exc:
         problems += exc.problems
+    if not problems:
+        problems = _check_trigger_inputs(value, on)
     if problems:
         raise DocumentError(sorted(problems, key=lambda p: p.path))
     return value, on
+
+
+def _check_trigger_inputs(document: dict[str, Any], on: dict[str, Any]) -> list[Problem]:
+    """A schedule starts its runs with its own ``inputs`` and nobody to ask, a form or a webhook
+    through a mapping: inputs that cannot start a run are refused now, not found failing at every
+    firing or call (for a form: in a log line only)."""
+    declared = document.get("inputs") or {}
+    problems = [Problem(f"on.{kind}.inputs.{name}", f"this workflow has no input {name!r}"
+                        + (f" (its inputs: {', '.join(sorted(declared))})" if declared else ""))
+                for kind in ("typeform", "webhook")
+                for name in ((on.get(kind) or {}).get("inputs") or {}) if name not in declared]
+    for index, item in enumerate(on.get("schedule") or []):
+        where = f"on.schedule[{index}].inputs"
+        if "steps" not in document:
+            if item.get("inputs"):
+                problems.append(Problem(where, "this definition is a single task: it has no inputs"))
+            continue
+        try:
+            documents.validate(document, item.get("inputs"))
+        except DocumentError as exc:
+            problems += [Problem(f"on.schedule[{index}].{p.path}" if p.path.startswith("inputs") else where,
+                                 p.message if p.path.startswith("inputs") else f"{p.path}: {p.message}")
+                         for p in exc.problems]
+    return problems
 
 
 def _placeholder_inputs(document: dict[str, Any]) -> dict[str, Any] | None:
@@ -126,9 +153,19 @@ def apply(db: Database, body: bytes | str, who: str, fmt: str = "yaml", max_byte
         raise DocumentError([Problem("name", f"the document is named {workflow['name']!r}, not {name!r}")])
     content = {"workflow": documents.normalise(workflow), "on": on}
     digest = documents.digest(content)
+    for attempt in (1, 2):
+        try:
+            return _store(db, workflow["name"], content, digest, who)
+        except IntegrityError:  # a racing first apply of the same name inserted it: the second pass sees it
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _store(db: Database, name: str, content: dict[str, Any], digest: str, who: str) -> Applied:
     now = utcnow()
     with db.write() as session:
-        definition = session.scalar(select(Definition).where(Definition.name == workflow["name"]).with_for_update())
+        definition = session.scalar(select(Definition).where(Definition.name == name).with_for_update())
         if definition is not None:
             latest = session.scalar(select(DefinitionVersion).where(
                 DefinitionVersion.name == definition.name, DefinitionVersion.version == definition.version))
@@ -137,7 +174,7 @@ def apply(db: Database, body: bytes | str, who: str, fmt: str = "yaml", max_byte
             definition.version += 1
             definition.updated_at = now
         else:
-            definition = Definition(name=workflow["name"], version=1, enabled=True, created_at=now, updated_at=now)
+            definition = Definition(name=name, version=1, enabled=True, created_at=now, updated_at=now)
             session.add(definition)
         session.add(DefinitionVersion(name=definition.name, version=definition.version, digest=digest,
                                       document=content, created_by=who, created_at=now))
@@ -205,8 +242,12 @@ def history(db: Database, name: str) -> list[dict[str, Any]]:
 
 def set_enabled(db: Database, name: str, enabled: bool, who: str) -> dict[str, Any]:
     get(db, name)
+    now = utcnow()
     with db.write() as session:
-        session.execute(update(Definition).where(Definition.name == name).values(enabled=enabled, updated_at=utcnow()))
+        if enabled:  # what it missed while off is not downtime: its schedule looks on from now, not back
+            session.execute(update(Definition).where(Definition.name == name, Definition.enabled.is_(False))
+                            .values(schedule_checked_at=now))
+        session.execute(update(Definition).where(Definition.name == name).values(enabled=enabled, updated_at=now))
         audit.note(db, session, "definitions", "enable" if enabled else "disable", {"definition": name, "by": who})
     return {"name": name, "enabled": enabled}
 

@@ -26,7 +26,7 @@ _PATTERNS = [
     (re.compile(r"aur_[0-9a-f]{12}_[A-Za-z0-9_\-]+"), 0),
     (re.compile(r"aurfed_[A-Za-z0-9_\-]+"), 0),
     (re.compile(r"(?i)\b(?:sk|rk)_(?:test|live)_[A-Za-z0-9]+"), 0),
-    (re.compile(r"whsec_[A-Za-z0-9]+"), 0),
+    (re.compile(r"whsec_[A-Za-z0-9+/=]+"), 0),  # Stripe: letters and digits; Standard Webhooks: base64
     (re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?(?:bearer\s+|basic\s+)?)[^\s\"',}]+"), 1),
     (re.compile(r"(?i)(bearer\s+)[^\s\"',]+"), 1),
     (re.compile(r"(?i)([?&](?:access_)?token=)[^&\s\"']+"), 1),

@@ -19,10 +19,13 @@ class SealError(ConfigError):
     code = "sealed_value_error"
 
 
-def _key(path: Path) -> Fernet:
+def _key(path: Path, create: bool = True) -> Fernet:
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
+        if not create:  # opening needs the key that sealed it: a new one would open nothing
+            raise SealError(f"{path} is missing (restore it from the secrets backup, or rotate the secret: "
+                            "aurora workflows secret NAME)") from None
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -49,7 +52,7 @@ def unseal(path: Path, stored: str) -> str:
     if not stored.startswith(PREFIX):
         raise SealError("a sealed value is not in the expected form")
     try:
-        return _key(path).decrypt(stored[len(PREFIX):].encode("ascii")).decode("utf-8")
+        return _key(path, create=False).decrypt(stored[len(PREFIX):].encode("ascii")).decode("utf-8")
     except InvalidToken:
         raise SealError(f"a sealed value does not open with {path} (another node's key file?); "
                         "rotate the secret: aurora workflows secret NAME") from None
