@@ -107,13 +107,15 @@ class Client:
         return self.request("POST", path, **kwargs)
 
     def wait(self, run_id: str, timeout: float, done: Callable[[dict[str, Any]], bool],
-             seen: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+             seen: Callable[[dict[str, Any]], None] | None = None,
+             lost: Callable[[Exception], None] | None = None) -> dict[str, Any]:
         """Follow a run until ``done(run)`` or ``timeout`` seconds; the run as last read.
 
         It listens to the run's event stream (``GET /workflows/<id>/stream``, server-sent events),
         so nothing polls: the run is read once at the start and once after each event, and
         ``seen`` is given each read. A stream that breaks off is resumed after the last event
-        it delivered (``Last-Event-ID``), a little later each time it fails.
+        it delivered (``Last-Event-ID``), a little later each time it fails; ``lost`` is told
+        each time Aurora cannot be reached.
         """
         deadline = time.monotonic() + timeout
         run = self.get(f"/workflows/{run_id}")
@@ -146,8 +148,9 @@ class Client:
                 # (a plain WSGI server) answers with the events so far; ask again as it says.
                 time.sleep(min(STREAM_RETRY, max(deadline - time.monotonic(), 0)))
                 continue
-            except RETRIED:
-                pass
+            except RETRIED as exc:
+                if lost:  # the caller may say so; the run goes on without us
+                    lost(exc)
             except requests.RequestException as exc:
                 raise ClientError(f"cannot reach Aurora at {self.url}: {exc.__class__.__name__}") from None
             time.sleep(min(pause, max(deadline - time.monotonic(), 0)))  # it broke: resume a little later

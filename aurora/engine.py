@@ -71,6 +71,8 @@ MAX_ATTEMPTS = 5
 #: statuses from which a cancel is accepted (``running`` only until the act step begins)
 CANCELLABLE = (RunStatus.QUEUED, RunStatus.AWAITING_APPROVAL, RunStatus.RUNNING)
 FINAL = frozenset(status.value for status in FINAL_STATUSES)
+#: ``Outcome.parent_id`` of a path that did not read the run's row
+PARENT_UNREAD = "?"
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,9 @@ class Outcome:
     #: runs to send to the workers now, each with its delay in seconds: a step's workflow when
     #: the step ended, a workflow's steps that became ready (``aurora.flow_runs``)
     follow_up: tuple[tuple[str, float | None], ...] = ()
+    #: the workflow the run is a step of (None: none), when the path that finished it read it;
+    #: :data:`PARENT_UNREAD` otherwise (``_follow_up`` then asks the database)
+    parent_id: str | None = PARENT_UNREAD
 
 
 def worker_identity() -> str:
@@ -245,8 +250,10 @@ class Engine:
             waiting = [(rid, None) for rid in flow_runs.ready_steps(self, outcome.run_id) if rid not in dict(sent)]
             return replace(outcome, follow_up=tuple(sent + waiting))
         if outcome.status in FINAL and outcome.detail != "not claimable":
-            with self.db.read_rows() as connection:
-                parent = connection.execute(select(RUNS.c.parent_id).where(RUNS.c.id == outcome.run_id)).scalar()
+            parent = outcome.parent_id
+            if parent == PARENT_UNREAD:  # a path that did not read the run's row: ask (the hot paths read it)
+                with self.db.read_rows() as connection:
+                    parent = connection.execute(select(RUNS.c.parent_id).where(RUNS.c.id == outcome.run_id)).scalar()
             if parent:
                 return replace(outcome, follow_up=tuple(flow_runs.advance(self, parent)))
         return outcome
@@ -312,7 +319,8 @@ class Engine:
                 if mode.live and adapter.has_side_effects:
                     error = finishing.reconcile_error(adapter, ctx, f"the live call broke off ({exc.__class__.__name__})"
                                                       " and may have been made", kind="internal_error")
-            outcome = finishing.finish(self, run, owner, adapter, ctx, payload, mode, result, error, rollback)
+            outcome = replace(finishing.finish(self, run, owner, adapter, ctx, payload, mode, result, error, rollback),
+                              parent_id=run.parent_id)
         metrics.run_finished(run.goal, outcome.status, (utcnow() - run.created_at).total_seconds(), mode.name)
         log.info("run %s: %s", run_id, outcome.status, extra={"step": "finish", "status": outcome.status})
         return outcome
@@ -403,7 +411,8 @@ class Engine:
                     result, error = pipeline.call_simulated(adapter, run, payload, ctx, mode)
                     settlement = pipeline.settle(run.id, adapter, ctx, payload, mode, result, error)
                 outcome = finishing.settle_in(self, session, run, owner, adapter, settlement, None, (steps, pending))
-                return replace(outcome, detail="simulated", goal=run.goal, created_at=run.created_at, mode="simulated")
+                return replace(outcome, detail="simulated", goal=run.goal, created_at=run.created_at, mode="simulated",
+                               parent_id=run.parent_id)
             self._record_steps(session, run_id, steps, pending)
             # The call happens after this transaction: take the rollouts along, read.
             return run, payload, mode, replace(ctx, rollouts=dict(ctx.rollouts), grant=ActLease(self.db, owner))
@@ -450,7 +459,7 @@ class Engine:
             (f"run.{status.value}", final),
         ], run_id=run_id, at=now)
         self._record_steps(connection, run_id, {}, [*plan.pending, self._gate_open, finishing.act_done(record, status, 1)])
-        return Outcome(run_id, status.value, "simulated", run.goal, run.created_at, "simulated")
+        return Outcome(run_id, status.value, "simulated", run.goal, run.created_at, "simulated", parent_id=run.parent_id)
 
     #: the gate step of a run that needs no approval
     _gate_open = {"step": "gate", "status": "done", "result": {"state": "open"}}

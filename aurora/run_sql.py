@@ -63,7 +63,7 @@ def transition(from_statuses: tuple[str, ...], to: str, fields: tuple[str, ...],
 
 #: a run no worker has claimed yet: its plan can be worked out before the write transaction
 FRESH = select(RUNS.c.id, RUNS.c.goal, RUNS.c.document, RUNS.c.document_hash, RUNS.c.attempts,
-               RUNS.c.created_at).where(RUNS.c.id == bindparam("rid"), RUNS.c.status == RunStatus.QUEUED.value,
+               RUNS.c.created_at, RUNS.c.parent_id).where(RUNS.c.id == bindparam("rid"), RUNS.c.status == RunStatus.QUEUED.value,
                            RUNS.c.attempts == 0, RUNS.c.started_at.is_(None))
 
 #: renew the leases this process holds (one owner each), on the database's clock

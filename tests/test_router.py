@@ -156,7 +156,8 @@ def test_route_endpoint_and_rules_reload_in_a_running_stack(make_stack, tmp_path
     time.sleep(1.5)
     assert all(decide("Recherchiere Studien")["target"] == "sonar_pro" for _ in range(6))
     health = stack.http("GET", "/health", key="").json()
-    assert health["components"]["policy"]["error"] == "policy invalid: see `aurora doctor`"  # never quoted
+    error = health["components"]["policy"]["error"]
+    assert error.startswith("policy invalid") and "aurora doctor" in error  # never quoted
 
     data["ki_routing"]["enabled"] = False
     policy_file.write_text(json.dumps(data))

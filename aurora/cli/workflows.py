@@ -76,10 +76,20 @@ def wait_for_run(client: Any, run_id: str, timeout: float, show: Callable[[str],
     place that knows how the CLI waits: the run's event stream (``Client.wait``), nothing polled."""
     deadline = time.monotonic() + timeout
     last = ""
+    unreachable: list[Exception] = []  # since the last answer
 
     def seen(run: dict[str, Any]) -> None:
         nonlocal last
+        unreachable.clear()
         line = progress_line(run)
+        if line != last:
+            show(line)
+            last = line
+
+    def lost(exc: Exception) -> None:
+        nonlocal last
+        unreachable.append(exc)
+        line = f"{short_id(run_id)}: connection lost ({exc.__class__.__name__}); trying again"
         if line != last:
             show(line)
             last = line
@@ -89,7 +99,9 @@ def wait_for_run(client: Any, run_id: str, timeout: float, show: Callable[[str],
 
     while True:
         try:
-            run = client.wait(run_id, max(deadline - time.monotonic(), 0.1), settled, seen)
+            run = client.wait(run_id, max(deadline - time.monotonic(), 0.1), settled, seen, lost)
+            if not settled(run) and unreachable:
+                raise ClientError(f"cannot reach Aurora at {client.url}: {unreachable[-1].__class__.__name__}")
             return run, settled(run)
         except ClientError as exc:
             if exc.status is not None and exc.status < 500:
@@ -328,9 +340,13 @@ def route_cmd(as_json: bool, texts: tuple[str, ...]) -> None:
     aurora route eval FILE.jsonl                      accuracy, confusion matrix, mistakes
                                                       (lines of {"text": ..., "target": ...})
     """
+    from ..config import load_settings
+    from ..policy import PolicyStore
     from ..router import Rules, route
+    from ._home import cli_environment
 
-    policy = _runtime().policies.current()
+    # Only the policy's rules: no database (a routing question needs no stack, nor records a reload).
+    policy = PolicyStore(load_settings(cli_environment()[0]).policy_file).current()
     rules = Rules.from_policy(policy.routing, policy.version)
     if texts[0] == "eval":
         _route_eval(rules, texts[1:], as_json)

@@ -37,6 +37,7 @@ PREFER = {"name": "Prefer", "in": "header", "schema": {"type": "string", "exampl
                          "for approval (or be blocked), and answers with the run's summary, result and error "
                          "(status still queued or running after N s); `Preference-Applied: wait=N` says so. "
                          "The query `?wait=N` does the same."}
+DEFINITION = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
 AUTH = [{"bearerAuth": []}]
 NONE: list[dict[str, list[str]]] = []
 RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"},
@@ -349,6 +350,42 @@ def document() -> dict[str, Any]:
             "/federation/nodes": {"get": {"summary": "The peers this node pulls from (admin key or peer token)",
                                           "responses": {
                 "200": _json({"type": "object", "required": ["node", "nodes"]}, "Peers"), **_errors(401, 403)}}},
+            "/definitions": {"get": {"summary": "Stored workflow definitions: version, triggers, next start, last runs",
+                                     "responses": {"200": _json({"type": "object", "required": ["definitions"]},
+                                                                "The definitions"), **_errors(401)}}},
+            "/definitions/{name}": {
+                "get": {"summary": "One definition: its workflow, triggers and next firing",
+                        "parameters": [DEFINITION, {"name": "version", "in": "query",
+                                                    "schema": {"type": "integer", "minimum": 0}}],
+                        "responses": {"200": _json({"type": "object"}, "The definition"), **_errors(400, 401, 404)}},
+                "put": {"summary": "Store a definition (admin): changed content makes a new version, the same none",
+                        "parameters": [DEFINITION], "requestBody": {"required": True, "content": {
+                            "application/yaml": {"schema": {"type": "string"}},
+                            "application/json": {"schema": {"type": "object"}}}},
+                        "responses": {"201": _json({"type": "object"}, "Its first version"),
+                                      "200": _json({"type": "object"}, "A new version, or unchanged"),
+                                      **_errors(400, 401, 403, 413, 422)}}},
+            "/definitions/{name}/history": {"get": {"summary": "Every version of a definition",
+                                                    "parameters": [DEFINITION], "responses": {
+                "200": _json({"type": "object", "required": ["versions"]}, "Its versions"), **_errors(401, 404)}}},
+            "/definitions/{name}/{switch}": {"post": {
+                "summary": "enable, disable, or secret: make or rotate the webhook secret, shown once (admin)",
+                "parameters": [DEFINITION, {"name": "switch", "in": "path", "required": True,
+                                            "schema": {"enum": ["enable", "disable", "secret"]}}],
+                "responses": {"200": _json({"type": "object"}, "Done"), **_errors(401, 403, 404, 409)}}},
+            "/definitions/{name}/runs": {"post": {
+                "summary": "Start a run of the definition's current version (submitter)",
+                "parameters": [DEFINITION], "requestBody": {"required": False, "content": {"application/json": {
+                    "schema": {"type": "object", "properties": {"inputs": {"type": "object"}}}}}},
+                "responses": {"201": _json(_ref("RunSummary"), "Started"), **_errors(400, 401, 403, 404, 409, 422)}}},
+            "/hooks/{name}": {"post": {
+                "summary": "A definition's webhook trigger, signed with Standard Webhooks (no API key)",
+                "security": NONE, "parameters": [DEFINITION] + [
+                    {"name": h, "in": "header", "required": False, "schema": {"type": "string"}}
+                    for h in ("webhook-id", "webhook-timestamp", "webhook-signature")],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+                "responses": {"201": _json(_ref("RunSummary"), "Started"),
+                              **_errors(400, 401, 404, 409, 413, 422, 503)}}},
             "/federation/identity": {"get": {"summary": "This node's name, Ed25519 public key and fingerprint",
                                              "security": NONE, "responses": {
                 "200": _json({"type": "object", "required": ["node", "public_key", "fingerprint"]}, "Identity")}}},
