@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from ..errors import AuroraError, ClientError
-from ._common import EXIT_HELP, EXIT_PENDING, FINAL, _client, _fail, _runtime, exit_code, main, mode_label
+from ._common import EXIT_HELP, EXIT_PENDING, FINAL, _client, _fail, exit_code, main, mode_label
 from ._documents import print_problems
 from ._output import ago, emit, json_wanted, mode_text, print_json, short_id, status_text, table
 from ._runs import headline, print_status, progress_line
