@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import shown
 from test_adapters_live import live  # noqa: F401 - the fixture: fake providers and a live policy
 
 from aurora import documents
@@ -257,7 +258,7 @@ def test_a_step_rejected_by_its_voters_ends_its_workflow_at_once(runtime) -> Non
     from aurora.models import Role
 
     run_id, pay = _waiting_charge(runtime)
-    approvals.vote(runtime.engine, pay, Caller("alice", Role.APPROVER), "reject", "no", "api")
+    approvals.vote(runtime.engine, pay, Caller("alice", Role.APPROVER), "reject", "no", "api", shown(runtime, pay))
     parent = _parent(runtime, run_id)
     assert _children(runtime, run_id)["thanks"].status == "skipped"
     assert parent.status == "failed" and parent.error["step"] == "pay"

@@ -130,7 +130,7 @@ def test_the_page_shows_the_steps_and_which_one_waits_for_whose_vote(make_stack)
         page.click("button[type=submit]")
         page.goto(f"{stack.url}/ui/runs/{run_id}")
         rows = page.locator("#steps tbody tr")
-        assert rows.count() == 2
+        assert rows.count() == 2, page.content()[-3000:]
         assert "succeeded" in rows.nth(0).inner_text() and "SIMULATED" in rows.nth(0).inner_text()
         waiting = rows.nth(1).inner_text()
         assert "awaiting approval" in waiting and "welcome" in waiting  # what it needs

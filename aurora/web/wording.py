@@ -96,6 +96,10 @@ def what(goal: str, payload: dict[str, Any], tense: str) -> str:
         return {"will": gettext("The text goes to an AI engine for an analysis."),
                 "did": gettext("An AI engine analysed the text."),
                 "would": gettext("The text would have gone to an AI engine for an analysis.")}[tense]
+    if goal == "workflow":
+        return {"will": gettext("A workflow of several steps: each step is shown below."),
+                "did": gettext("The workflow's steps ran: each step is shown below."),
+                "would": gettext("The workflow's steps ran, simulated: each step is shown below.")}[tense]
     if goal == "ingest_forms":
         form = payload.get("form_id", "")
         return {"will": gettext("The answers of Typeform form %(form)s will be fetched.", form=form),
@@ -159,7 +163,7 @@ def approvals_line(approvals: dict[str, Any]) -> str:
 
 def outcome(run: dict[str, Any]) -> str:
     """What happened, in words, for a run that no longer waits; empty for one that waits."""
-    status, payload, goal = run["status"], run["document"]["payload"], run["goal"]
+    status, payload, goal = run["status"], run["document"].get("payload", {}), run["goal"]
     error = run.get("error") or {}
     approvals = run.get("approvals") or {}
     if status == "succeeded":
