@@ -10,12 +10,12 @@ def test_the_run_page_shows_a_change_made_elsewhere_as_it_happens(browser, stack
     run_id = submit_charge(stack)
     page = sign_in(browser, stack, "alice")
     page.goto(f"{stack.url}/ui/runs/{run_id}")
-    assert page.inner_text("#status") == "awaiting approval"
+    assert page.inner_text("#status") == "waiting for approval"  # the page's words for the status
     page.evaluate("window.notReloaded = true")
     page.wait_for_timeout(500)  # the stream is open
     assert stack.http("POST", f"/workflows/{run_id}/cancel", key="sam").json()["status"] == "cancelled"
     # the badge changes as the event arrives, then the page is drawn again for the final state
     page.wait_for_function("document.getElementById('status').textContent === 'cancelled'", timeout=10_000)
     page.wait_for_function("window.notReloaded === undefined", timeout=10_000)
-    assert "run.cancelled" in page.inner_text("#timeline")
+    assert "Cancelled" in page.inner_text("#timeline")
     assert page.inner_text("#status") == "cancelled"

@@ -257,7 +257,10 @@ def run_page(run_id: str) -> Any:
         run = run_views.detail(db_session, run_id, _runtime().settings.node_name)
     summary = [{"label": label, "value": value}
                for label, value in describe(run["goal"], run["document"].get("payload", {}))]
-    return render_template("run.html", run=run, summary=summary, statuses=[s.value for s in RunStatus],
+    # the live timeline names statuses and events in the page's language, as the page does
+    statuses = {s.value: wording.status_name(s.value) for s in RunStatus}
+    event_names = {f"run.{s.value}": wording.event_name(f"run.{s.value}") for s in RunStatus}
+    return render_template("run.html", run=run, summary=summary, statuses=statuses, event_names=event_names,
                            final_statuses=[s.value for s in RunStatus if s.final])
 
 
