@@ -52,6 +52,8 @@ def _bad_args(path: tuple[str, ...], command: click.Command, tmp: Path) -> list[
 COMMANDS = sorted(_commands(main))
 #: the commands whose job is to make and migrate the database
 MIGRATING = {("up",), ("bootstrap",), ("db", "upgrade")}
+#: commands that never open the database (aurora route reads only the policy's rules)
+DATABASE_FREE = {("route",)}
 
 
 @pytest.fixture
@@ -102,7 +104,10 @@ def test_every_command_misused_says_one_line_never_a_traceback(path, command, da
             return
     args = _bad_args(path, command, tmp_path)
     done = CliRunner().invoke(main, args, env=_env(tmp_path, url))
-    _assert_one_clear_error(done, args, tmp_path / "missing" / "nope.yaml")
+    if path in DATABASE_FREE:  # no misuse for it: it answers, and touches no database
+        assert done.exit_code == 0 and "Traceback" not in done.output, done.output
+    else:
+        _assert_one_clear_error(done, args, tmp_path / "missing" / "nope.yaml")
     assert not (tmp_path / "no").exists(), "a folder the database URL names was created"
     assert not (where / "var" / "aurora.db").exists(), "a database was created where the command was run"
     if database == "not migrated" and "no Aurora tables" in done.stderr:
