@@ -16,10 +16,11 @@ CLI = str(Path(sys.executable).parent / "aurora")
 MAIL = {"name": "mail", "goal": "send_email", "payload": {"to": "a@example.com", "subject": "s", "text": "t"}}
 
 
-def make_node(make_stack, tmp_path, name: str, peers: list[str], worker: bool = False, page_size: int = 7):
+def make_node(make_stack, tmp_path, name: str, peers: list[str], worker: bool = False, page_size: int = 7,
+              lease_seconds: float = 2):
     policy = json.loads((ROOT / "policy" / "batch8_policy.json").read_text())
     policy.update(federation_enabled=True, federation_nodes=peers)
-    policy["federation"].update(page_size=page_size, max_pages=1000, lease_seconds=2)
+    policy["federation"].update(page_size=page_size, max_pages=1000, lease_seconds=lease_seconds)
     policy_file = tmp_path / f"policy-{name}.json"
     policy_file.write_text(json.dumps(policy))
     node = make_stack(AURORA_NODE_NAME=name, AURORA_POLICY_FILE=str(policy_file))
@@ -113,8 +114,10 @@ def test_three_nodes_carry_events_along_a_chain_and_never_back(make_stack, tmp_p
 
 
 def test_a_sync_killed_midway_resumes_without_loss_or_duplicates(make_stack, tmp_path) -> None:
+    # The lease outlives the start of the next CLI process (a few seconds on a loaded machine),
+    # so that the second sync below reliably finds it held.
     a = make_node(make_stack, tmp_path, "node-a", ["node-b"], page_size=3)
-    b = make_node(make_stack, tmp_path, "node-b", ["node-a"], page_size=3)
+    b = make_node(make_stack, tmp_path, "node-b", ["node-a"], page_size=3, lease_seconds=15)
     link(b, a)
     submit(a, 300)
     proc = subprocess.Popen([sys.executable, "-m", "aurora", "federation", "sync", "node-a"], env=b.env, cwd=b.cwd,
@@ -126,9 +129,10 @@ def test_a_sync_killed_midway_resumes_without_loss_or_duplicates(make_stack, tmp
     proc.wait()
     partial = events(b, origin="node-a")
     assert 0 < len(partial) < 300
-    # The killed process still holds the peer's lease until it lapses (lease_seconds: 2 here).
+    # The killed process still holds the peer's lease until it lapses (lease_seconds: 15 here).
+    killed_at = time.monotonic()
     assert sync(b, "node-a")[0]["skipped"].startswith("another sync holds")
-    time.sleep(2.2)
+    time.sleep(max(0.0, 15.5 - (time.monotonic() - killed_at)))
     sync(b, "node-a")
     copied = [e["id"] for e in events(b, origin="node-a")]
     assert copied == [e["id"] for e in events(a)] and len(copied) == 300
