@@ -99,7 +99,8 @@ def test_a_fast_clock_cannot_take_over_a_renewed_lease(lease_env) -> None:
     thief = skewed(lease_env, +12, "steal", run.id)  # its clock is three leases ahead
     got = answer(thief)
     holder.join(timeout=30)
-    assert got == {"swept": [], "outcomes": ["running"]}, got
+    # the thief never takes it: it sees it running (or, once the holder is done, succeeded)
+    assert got["swept"] == [] and set(got["outcomes"]) <= {"running", "succeeded"} and got["outcomes"][0] == "running", got
     assert outcome == ["succeeded"]
     assert acted(engine, run.id) == (1, 1)  # one act, by the holder
 
