@@ -195,8 +195,14 @@ def _on_worker_shutdown(**_: Any) -> None:
 
 
 @signals.beat_init.connect
-def _on_beat_init(**_: Any) -> None:
+def _on_beat_init(sender: Any = None, **_: Any) -> None:
     _start_heartbeat("beat")
+    # Beat's first firing of an interval comes one interval after it starts: sweep now, so that
+    # what a crash left behind is recovered at once and a fresh stack is healthy in seconds.
+    try:
+        (getattr(sender, "app", None) or celery).send_task("aurora.sweep", expires=max(get_runtime().settings.sweep_interval, 1.0))
+    except Exception:  # noqa: BLE001 - the scheduled sweeps follow; the worker reports a broken broker
+        log.warning("could not send the first sweep", exc_info=True)
 
 
 def exit_when_stopped() -> None:
