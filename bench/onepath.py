@@ -1,17 +1,21 @@
-"""One path or three: what the engine's special paths for a simulated run buy (issue 18, point 4).
+"""One path or two: what the engine's fast path for a fresh simulated run buys (issue 18, point 4).
 
-A dry run can finish in three ways; each variant below switches a way off in this process (by
-replacing the engine's methods on the instance: a benchmark, not a test), so that all three are
-measured in one invocation, on the same database, taking turns:
+A dry run finishes in one of two ways; the variants below switch parts of the fast one off in
+this process (by replacing the engine's methods on the instance: a benchmark, not a test), so
+that they are measured in one invocation, on the same database, taking turns:
 
 - ``as_is``: the run is planned ahead of the write transaction (route, mode, the simulated call
-  and its audit record, no rows read but the run's own), then claimed and finished in one
-  statement (``Engine._settle_fresh``).
-- ``no_settle_fresh``: planned ahead, then the usual claim (``CLAIM … RETURNING``), whose
-  transaction also writes the simulated outcome (``finishing.settle_in``).
-- ``general_only``: no plan ahead; the claim transaction routes, gates and marks the act begun,
-  the simulated call is made after it commits, and a second transaction finishes the run —
-  what a live call does.
+  and its audit record, no rows read but the run's own; ``pipeline.UNREAD`` abandons a plan
+  whose mode would need the adapters' rollouts), then claimed and finished in one statement
+  with its events, steps and audit record (``Engine._settle_fresh``, ``run_sql.SETTLE_FRESH``).
+- ``no_settle_fresh``: planned ahead, then the general path: the claim transaction (``CLAIM …
+  RETURNING``, route, gate, the act step begun), the simulated call after it commits, and a
+  second transaction that finishes the run — what every live call does.
+- ``general_only``: the general path without the plan ahead.
+
+(Until this benchmark was written, the claim transaction of the general path also wrote a
+simulated call's outcome itself: one commit instead of two. Its figures are in
+docs/benchmarks.md; it was removed as buying too little for the runs that took it.)
 
 Per dry run (``send_email``): statements and commits (counted by SQLAlchemy events in a first
 pass), the worker's CPU (least of the rounds), the time a write transaction is open (on SQLite
@@ -33,7 +37,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -57,17 +60,7 @@ def variant_engine(runtime: Any, variant: str) -> Any:
         raise SystemExit(f"{variant}: this engine has no _settle_fresh any more (one path only)")
     engine._settle_fresh = lambda *_args, **_kwargs: None  # type: ignore[method-assign]
     if variant == "general_only":
-        # No plan ahead, and a claim that does not finish a simulated call: the claim's test
-        # for that is "no simulated latency", so the settings say 1 ms while the call itself,
-        # made with the context the claim hands back, waits for none.
         engine._plan_ahead = lambda *_args, **_kwargs: None  # type: ignore[method-assign]
-        engine.settings = replace(runtime.settings, simulated_latency_ms=1)
-        claim = engine._claim
-
-        def general_claim(run_id: str, owner: str, ctx: Any, ahead: Any = None) -> Any:
-            return claim(run_id, owner, replace(ctx, simulated_latency_ms=0), None)
-
-        engine._claim = general_claim  # type: ignore[method-assign]
     return engine
 
 
