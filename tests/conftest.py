@@ -395,3 +395,16 @@ def shown(holder: Any, run_id: str) -> str | None:
 def seen(holder: Any, run_id: str, **body: Any) -> dict[str, Any]:
     """A vote's JSON body naming the request hash approvers are shown now (:func:`shown`)."""
     return {"request_hash": shown(holder, run_id), **body}
+
+
+def end_step_unhanded(runtime: Any, run_id: str) -> None:
+    """A step ends on the general path (its call made after the claim commits: here a simulated
+    call with a latency) and its worker dies before it hands its workflow on — what ``execute``
+    does next. (A dry-run step settled fresh hands it on in the commit that ends it:
+    tests/test_one_path.py.)"""
+    from dataclasses import replace
+
+    from aurora.engine import Engine
+
+    worker = Engine(replace(runtime.settings, simulated_latency_ms=1), runtime.db, runtime.policies, runtime.secrets)
+    worker._execute(run_id, "worker:1:dies")  # noqa: SLF001

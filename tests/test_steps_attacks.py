@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import shown
+from conftest import end_step_unhanded, shown
 from test_adapters_live import live  # noqa: F401 - the fixture: fake providers and a live policy
 
 from aurora import documents, flow_runs
@@ -168,7 +168,7 @@ def test_the_sweeper_advances_a_workflow_behind_two_hundred_that_wait_for_votes(
         engine.submit(documents.load(charge), "sam")
     run_id = engine.submit(documents.load(MAIL_THEN_MAIL), "sam").id
     welcome = _children(runtime, run_id)["welcome"]
-    engine._execute(welcome.id, "worker:1:dies")  # noqa: SLF001 - the step ends, nothing hands it on
+    end_step_unhanded(runtime, welcome.id)  # the step ends, nothing hands it on
     assert "later" not in _children(runtime, run_id)
     sent = [rid for rid, _ in flow_runs.advance_all(engine)]
     assert _children(runtime, run_id)["later"].id in sent
@@ -207,7 +207,7 @@ def test_advancing_right_after_a_policy_edit_does_not_hang(runtime, env) -> None
 
     engine = runtime.engine
     run_id = engine.submit(documents.load(MAIL_THEN_MAIL), "sam").id
-    engine._execute(_children(runtime, run_id)["welcome"].id, "worker:1:dies")  # noqa: SLF001
+    end_step_unhanded(runtime, _children(runtime, run_id)["welcome"].id)
     policy = Path(env["AURORA_POLICY_FILE"])
     edited = json.loads(policy.read_text())
     edited["approvals"] = {**edited.get("approvals", {}), "timeout_hours": 48}

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from conftest import end_step_unhanded
 from fakes import Reply
 from sqlalchemy import select, update
 from test_adapters_live import live  # noqa: F401 - the fixture: fake providers and a live policy
@@ -81,7 +82,7 @@ def test_the_sweeper_advances_a_workflow_whose_worker_died_before_handing_it_on(
     engine.execute(run_id)
     welcome = children(live.runtime, run_id)["welcome"]
     # The step ends, and its worker dies before it advances the workflow (what execute does next).
-    engine._execute(welcome.id, "worker:1:dies")  # noqa: SLF001
+    end_step_unhanded(live.runtime, welcome.id)
     assert "charge" not in children(live.runtime, run_id)
     sent = flow_runs.advance_all(engine)
     assert [rid for rid, _ in sent] == [children(live.runtime, run_id)["charge"].id]
