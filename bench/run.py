@@ -107,6 +107,22 @@ NOTES = """## Reading the figures
   canary runs outside the live share): it was removed, and those runs take the general path, as
   live calls do. A step of a workflow settled fresh also advances its workflow in that same
   transaction (the workflow's row locked first), one commit less per step.
+- **The engine's figures of 2026-12-01 18:41–18:48** (throughput, latency, three steps, runcost;
+  after the Redis notes went fire-and-forget and a fresh step began handing its workflow on in its
+  own commit) were measured while other sessions kept the load average at 16–24 on the 2 cores:
+  raw Celery ran 28 tasks/s (450 on a quiet machine), so only the ratios say something, and
+  loosely. The three-step ratio measured 5.02 and 3.97 in two runs five minutes apart; in
+  process (no broker, the same load) a three-step workflow cost the worker 27.5 ms of CPU before
+  and 19.6 ms after (one write transaction less per step, advancing on a Core connection with a
+  statement built once). The throughput ratio before these changes measured 0.44 (quiet, 16:41)
+  and 0.47 (load ~12); after them 0.58. `runcost`'s worker CPU (6.5 ms at this load; 4.15 ms
+  quiet at 16:43, 2.81–2.94 ms in an earlier session) is not a regression of the code that could
+  be shown: in-process A/B rounds of the code of that session (dd029af) and of 9b76c81, taking
+  turns under the same load, gave 4.9–7.6 against 5.9–7.4 ms with the same 7 statements and 1
+  commit, and the difference in Python calls per run is ~5% (the blocked-secrets check, the
+  change notes). Re-measure all four on a quiet machine (`bench/run.py --update latency steps
+  throughput runcost onepath`; latency before throughput: `noop_app` keeps the first result
+  backend it was imported with).
 - **This machine varies.** Absolute figures move with the virtual machine: a plain-Python loop
   (`python -m timeit "sum(range(10**6))"`) timed 18 ms and 30 ms in two runs a minute apart, and
   the raw Celery baseline has measured anywhere from 420 to 730 tasks/s; the worker parent's CPU
