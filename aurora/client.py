@@ -129,10 +129,13 @@ class Client:
                 headers["Authorization"] = f"Bearer {self.token}"
             if last_id:
                 headers["Last-Event-ID"] = last_id
+            # a read waits at most this long; the keep-alive comments of an idle stream (every
+            # 15 s) restart it, so the deadline is checked at each of them too
+            idle = min(STREAM_IDLE, max(deadline - time.monotonic(), 0.1))
+            reopen = False
             try:
                 with requests.get(f"{self.url}/workflows/{run_id}/stream", headers=headers, stream=True,
-                                  timeout=(self.timeout, min(STREAM_IDLE, max(deadline - time.monotonic(), 0.1)))
-                                  ) as response:
+                                  timeout=(self.timeout, idle)) as response:
                     if response.status_code >= 400:
                         return self.get(f"/workflows/{run_id}")  # says why (gone, not allowed) as an error
                     for event_id, name in _events(response):
@@ -144,11 +147,20 @@ class Client:
                             pause = self.backoff
                         if done(run) or time.monotonic() >= deadline:
                             return run
+                        if time.monotonic() + idle > deadline + 0.5:
+                            # the next read could outlast the deadline: listen again (after the
+                            # last event) with a read timeout that ends at it
+                            reopen = True
+                            break
+                if reopen:
+                    continue
                 # It ended without the run being done: a server that cannot hold a stream open
                 # (a plain WSGI server) answers with the events so far; ask again as it says.
                 time.sleep(min(STREAM_RETRY, max(deadline - time.monotonic(), 0)))
                 continue
             except RETRIED as exc:
+                if time.monotonic() >= deadline - 0.05:
+                    return run  # the read timeout that ends at the deadline: Aurora answered, nothing changed
                 if lost:  # the caller may say so; the run goes on without us
                     lost(exc)
             except requests.RequestException as exc:
@@ -160,7 +172,8 @@ class Client:
 
 def _events(response: requests.Response) -> Iterator[tuple[str | None, str]]:
     """(id, event name) of each server-sent event as it arrives (the data is not needed: the run
-    is read whole after each event)."""
+    is read whole after each event); a keep-alive comment is ``(None, "")``, so that the reader
+    can look at its clock while the run is idle."""
     event_id: str | None = None
     name = ""
     for line in response.iter_lines(decode_unicode=True):
@@ -168,8 +181,8 @@ def _events(response: requests.Response) -> Iterator[tuple[str | None, str]]:
             event_id = line[3:].strip()
         elif line.startswith("event:"):
             name = line[6:].strip()
-        elif line == "" and name:
-            yield event_id, name
+        elif line == "":
+            yield (event_id, name) if name else (None, "")
             event_id, name = None, ""
 
 

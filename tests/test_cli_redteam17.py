@@ -1,0 +1,46 @@
+"""Red team of issue 17 (the first hour): the CLI's breaks found by following the README and by
+misusing every command, each with the test that failed before its fix."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+from conftest import ROOT, free_port
+
+
+@pytest.fixture
+def web_only(make_stack) -> Any:
+    """A stack of the web process alone: nothing runs a run, so a submitted one stays queued and
+    its event stream carries keep-alive comments only."""
+    stack = make_stack()
+    stack.port = free_port()
+    stack.aurora("db", "upgrade")
+    stack.keys["admin"] = stack.aurora("keys", "create", "admin", "--role", "admin").stdout.strip()
+    stack.start("web", "serve", "--port", str(stack.port), "--workers", "1")
+    stack.wait_healthy(workers=False)
+    return stack
+
+
+def _cli_env(stack: Any, key: str = "admin") -> dict[str, str]:
+    return {**stack.env, "AURORA_URL": stack.url, "AURORA_TOKEN": stack.keys[key], "NO_COLOR": "1"}
+
+
+def test_submit_wait_ends_at_its_timeout_when_nothing_moves_the_run(web_only) -> None:
+    """The stream's keep-alive comments (every 15 s) kept the read from ever timing out: past
+    15 s, ``--timeout`` was never honoured; below it, the deadline was told as a lost connection."""
+    report = str(ROOT / "workflows" / "send_report.yaml")
+    for timeout, at_most in ((2, 9), (17, 27)):
+        started = time.monotonic()
+        done = subprocess.run([sys.executable, "-m", "aurora", "submit", report, "--wait", "--timeout", str(timeout)],
+                              env=_cli_env(web_only), capture_output=True, text=True, timeout=60)
+        took = time.monotonic() - started
+        assert done.returncode == 7, done.stderr
+        assert f"still queued after {timeout} s" in done.stderr, done.stderr
+        assert "connection lost" not in done.stderr and "lost the connection" not in done.stderr, done.stderr
+        assert took < at_most, (timeout, took)
+    assert "Traceback" not in done.stderr and os.environ.get("AURORA_TOKEN") != web_only.keys["admin"]
