@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -44,3 +45,33 @@ def test_submit_wait_ends_at_its_timeout_when_nothing_moves_the_run(web_only) ->
         assert "connection lost" not in done.stderr and "lost the connection" not in done.stderr, done.stderr
         assert took < at_most, (timeout, took)
     assert "Traceback" not in done.stderr and os.environ.get("AURORA_TOKEN") != web_only.keys["admin"]
+
+
+def _bare_env(tmp_path: Any) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AURORA_")}
+    env.update({"AURORA_CLI_CONFIG": str(tmp_path / "cli.json"), "NO_COLOR": "1",
+                "AURORA_POLICY_FILE": str(ROOT / "policy" / "batch8_policy.json")})
+    return env
+
+
+def test_a_reader_that_stops_reading_ends_the_command_quietly(tmp_path) -> None:
+    """``aurora route - | head -1`` (or ``audit export | head``) printed ``aurora: BrokenPipeError:
+    [Errno 32] Broken pipe`` and a hint to rerun with --debug."""
+    proc = subprocess.Popen([sys.executable, "-m", "aurora", "route", "-"], env=_bare_env(tmp_path),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdin and proc.stdout and proc.stderr
+
+    def feed() -> None:
+        try:
+            proc.stdin.write(b"Recherchiere Studien zu PBM\n" * 50000)  # far more than a pipe holds
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+
+    threading.Thread(target=feed, daemon=True).start()
+    first = proc.stdout.readline()
+    proc.stdout.close()  # what `head -1` does after its line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) != 0
+    assert first.startswith(b"perplexity\t")
+    assert err == "", err

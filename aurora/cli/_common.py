@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from typing import Any, NoReturn
@@ -108,6 +109,17 @@ def _unexpected(exc: Exception) -> NoReturn:
     _fail(f"{exc.__class__.__name__}: {first}" if first else exc.__class__.__name__, 1, hint)
 
 
+def _reader_gone() -> NoReturn:
+    """Whoever read stdout stopped (``aurora audit export | head -1``): end quietly, as Unix tools
+    do. stdout goes to /dev/null first, or the interpreter's last flush would fail once more."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    sys.exit(141)  # 128 + SIGPIPE, what the shell reports for a killed writer
+
+
 class AuroraGroup(click.Group):
     """Turns every error into one clear line, a hint and an exit status; ``--debug`` shows the
     traceback instead."""
@@ -117,6 +129,8 @@ class AuroraGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit, KeyboardInterrupt):
             raise
+        except BrokenPipeError:
+            _reader_gone()
         except Exception as exc:  # noqa: BLE001 - the one place the CLI turns errors into words
             if ctx.params.get("debug"):
                 traceback.print_exc()
