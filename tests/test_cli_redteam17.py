@@ -11,7 +11,11 @@ import time
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from conftest import ROOT, free_port
+from werkzeug.serving import make_server
+
+from aurora.cli import main
 
 
 @pytest.fixture
@@ -25,6 +29,22 @@ def web_only(make_stack) -> Any:
     stack.start("web", "serve", "--port", str(stack.port), "--workers", "1")
     stack.wait_healthy(workers=False)
     return stack
+
+
+@pytest.fixture
+def served(app: Any) -> Any:
+    """The app on a loopback port (a real HTTP server; nothing runs the runs)."""
+    port = free_port()
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield port
+    server.shutdown()
+
+
+def cli(port: int, token: str, tmp_path: Any, *args: str, **env: str) -> Any:
+    environment = {"AURORA_URL": f"http://127.0.0.1:{port}", "AURORA_TOKEN": token,
+                   "AURORA_CLI_CONFIG": str(tmp_path / "cli.json"), "NO_COLOR": "1", **env}
+    return CliRunner().invoke(main, list(args), env=environment)
 
 
 def _cli_env(stack: Any, key: str = "admin") -> dict[str, str]:
@@ -75,3 +95,24 @@ def test_a_reader_that_stops_reading_ends_the_command_quietly(tmp_path) -> None:
     assert proc.wait(timeout=60) != 0
     assert first.startswith(b"perplexity\t")
     assert err == "", err
+
+
+def test_a_run_id_or_name_is_one_path_segment_never_a_way_to_another_endpoint(served, api_keys, tmp_path) -> None:
+    """``aurora status ../health`` asked GET /health and died on ``KeyError: 'id'``; ``aurora
+    workflows show ../workflows`` printed the list of runs; ``''``, ``a/b`` and ``?x=1`` gave the
+    router's 'The requested URL was not found on the server…'."""
+    for given in ("../health", "..", "abc/def", "?x=1", "ffffff#x", "%2e%2e"):
+        for command in (["status", given], ["cancel", given], ["approve", given, "--request", "0" * 64],
+                        ["rerun", given]):
+            done = cli(served, api_keys.admin, tmp_path, *command)
+            assert done.exit_code == 2, (command, done.output)
+            assert done.stderr.startswith("aurora: no run "), (command, done.output)
+            assert "KeyError" not in done.output and "requested URL" not in done.output
+    empty = cli(served, api_keys.admin, tmp_path, "status", " ")
+    assert empty.exit_code == 2 and "aurora: give the run's id" in empty.stderr, empty.output
+    for given in ("../workflows", "x/../../workflows", "?limit=1"):
+        for command in (["workflows", "show", given], ["workflows", "history", given], ["run", given],
+                        ["workflows", "enable", given], ["workflows", "secret", given]):
+            done = cli(served, api_keys.admin, tmp_path, *command)
+            assert done.exit_code == 2 and done.stderr.startswith("aurora: no definition "), (command, done.output)
+            assert '"runs"' not in done.output

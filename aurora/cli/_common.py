@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import traceback
 from typing import Any, NoReturn
+from urllib.parse import quote
 
 import click
 
@@ -61,6 +63,30 @@ def _runtime(need: str = "uses") -> Any:
     settings = settings_for_cli(need)
     set_runtime(Runtime(settings))
     return get_runtime()
+
+
+#: what a run id is made of (a UUID, or the start of one): anything else names no run
+_RUN_ID = re.compile(r"[0-9A-Fa-f-]+")
+#: what a definition's name is made of (the schema's ``name``)
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def run_segment(given: str) -> str:
+    """``given`` as the path segment of a run, checked here: a run id is hex digits and dashes,
+    so ``../health``, ``a/b`` or ``?x=1`` name no run and never reach another endpoint."""
+    value = given.strip()
+    if not value:
+        _fail("give the run's id: the 8 characters `aurora list` prints (any 6 or more will do)", 2)
+    if not _RUN_ID.fullmatch(value):
+        _fail(f"no run {given[:40]}", 2, "a run id is hex digits and dashes: the 8 characters `aurora list` prints")
+    return value
+
+
+def name_segment(given: str) -> str:
+    """A definition's name as a path segment (letters, digits, _ . -, as the schema says), checked here."""
+    if not _NAME.fullmatch(given):
+        _fail(f"no definition {given[:60]!r}", 2, "aurora workflows list shows them")
+    return quote(given, safe="")
 
 
 def _client() -> Any:
