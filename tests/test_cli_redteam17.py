@@ -116,3 +116,84 @@ def test_a_run_id_or_name_is_one_path_segment_never_a_way_to_another_endpoint(se
             done = cli(served, api_keys.admin, tmp_path, *command)
             assert done.exit_code == 2 and done.stderr.startswith("aurora: no definition "), (command, done.output)
             assert '"runs"' not in done.output
+
+
+#: what a server that is not Aurora (a proxy, a router's login page, another program) may answer
+NOT_AURORA = {
+    "500 html": (500, "text/html", b"<html><body><h1>Internal Server Error</h1></body></html>"),
+    "502 proxy": (502, "text/plain", b"Bad Gateway"),
+    "200 html": (200, "text/html", b"<!doctype html><html><title>Router login</title></html>"),
+    "a list": (200, "application/json", b"[1, 2, 3]"),
+    "null": (200, "application/json", b"null"),
+    "cut off": (200, "application/json", b'{"runs": ['),
+}
+
+
+@pytest.fixture
+def not_aurora() -> Any:
+    """A loopback server that answers every request with what ``answer[0]`` names."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    answer = ["500 html"]
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def reply(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            status, kind, body = NOT_AURORA[answer[0]]
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PUT = reply
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1], answer
+    server.shutdown()
+
+
+def test_a_server_that_is_not_aurora_is_named_so_never_dumped_nor_a_keyerror(not_aurora, tmp_path) -> None:
+    """Before: ``aurora: <html><body><h1>Internal Server Error…`` (the page's HTML as the message),
+    ``aurora: KeyError: 'runs'``, ``TypeError: list indices must be integers…``."""
+    port, answer = not_aurora
+    report = str(ROOT / "workflows" / "send_report.yaml")
+    commands = (["list"], ["status", "abcdef12"], ["approvals"], ["submit", report], ["workflows", "list"],
+                ["approve", "abcdef12", "--request", "0" * 64], ["status", "abcdef12", "--json"])
+    for name in NOT_AURORA:
+        answer[0] = name
+        for command in commands:
+            done = cli(port, "aur_x_y", tmp_path, *command)
+            shown = f"{name}: aurora {' '.join(command)} ->\n{done.output}"
+            assert done.exit_code in (1, 2) and isinstance(done.exception, SystemExit), shown
+            lines = done.stderr.splitlines()
+            assert lines[0].startswith(f"aurora: the server at http://127.0.0.1:{port} does not answer as Aurora does"), shown
+            assert lines[1].startswith("  hint: is AURORA_URL"), shown
+            assert "<html" not in done.output and "Error:" not in done.output and "Traceback" not in done.output, shown
+
+
+def test_an_aurora_url_or_token_that_cannot_be_one_says_so(served, api_keys, tmp_path) -> None:
+    """Before: ``cannot reach Aurora at localhost:9292: InvalidSchema`` with the hint 'is the stack
+    running?', ``UnicodeEncodeError: 'latin-1' codec…`` for a key with a €, ``InvalidHeader`` for
+    one with a line break, and the router's 404 text for an AURORA_URL with /ui."""
+    cases = [
+        ({"AURORA_URL": "localhost:9292"}, "AURORA_URL 'localhost:9292' is not an http:// or https:// address"),
+        ({"AURORA_URL": "ftp://127.0.0.1"}, "AURORA_URL 'ftp://127.0.0.1' is not an http:// or https:// address"),
+        ({"AURORA_URL": "http://[::1"}, "AURORA_URL 'http://[::1' is not an http:// or https:// address"),
+        ({"AURORA_TOKEN": "aur_abc_d€f"}, "AURORA_TOKEN is not an API key"),
+        ({"AURORA_TOKEN": "aur_abc_def\n"}, "AURORA_TOKEN is not an API key"),
+        ({"AURORA_URL": f"http://127.0.0.1:{served}/ui"}, f"the server at http://127.0.0.1:{served}/ui does not answer"),
+    ]
+    for env, expected in cases:
+        done = cli(served, api_keys.viewer, tmp_path, "list", **env)
+        assert done.exit_code == 2, (env, done.output)
+        assert done.stderr.startswith(f"aurora: {expected}"), (env, done.output)
+        assert "  hint: " in done.stderr and "is the stack running" not in done.stderr, (env, done.output)
+        assert "Error" not in done.stderr.split("hint")[0], (env, done.output)
+    refused = cli(free_port(), api_keys.viewer, tmp_path, "list")
+    assert refused.exit_code == 1 and "ConnectionError" not in refused.stderr, refused.output
+    assert refused.stderr.startswith("aurora: cannot reach Aurora at http://127.0.0.1:") and "nothing answers" in refused.stderr

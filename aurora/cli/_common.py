@@ -119,11 +119,17 @@ def _client_error(exc: ClientError) -> NoReturn:
         readable = body.get("error") != "malformed_workflow"
         print_problems(None, body["errors"], "the server refused it" if readable else "the workflow cannot be read")
         sys.exit(2)
+    from ..client import NOT_AURORA_HINT
+
     hint = None
+    if body.get("error") == "not_aurora":
+        _fail(str(exc), 2, NOT_AURORA_HINT)
     if exc.status is None:
         hint = "is the stack running? `aurora up` starts it; AURORA_URL says where the CLI looks"
     elif exc.status == 401:
         hint = "set AURORA_TOKEN to a valid key (`aurora keys create NAME --role ROLE` on the server)"
+    elif exc.status >= 500 and body.get("error") != "unavailable":
+        hint = "Aurora failed on the server: its log says why (`aurora up` keeps it in var/logs/web.log)"
     _fail(str(exc), 2 if exc.status and exc.status < 500 else 1, hint)
 
 

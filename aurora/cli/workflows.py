@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from ..client import unreachable_words
 from ..errors import AuroraError, ClientError
 from ._common import EXIT_HELP, EXIT_PENDING, FINAL, _client, _fail, exit_code, main, mode_label, run_segment
 from ._documents import print_problems
@@ -89,7 +90,7 @@ def wait_for_run(client: Any, run_id: str, timeout: float, show: Callable[[str],
     def lost(exc: Exception) -> None:
         nonlocal last
         unreachable.append(exc)
-        line = f"{short_id(run_id)}: connection lost ({exc.__class__.__name__}); trying again"
+        line = f"{short_id(run_id)}: connection lost ({unreachable_words(exc)}); trying again"
         if line != last:
             show(line)
             last = line
@@ -101,7 +102,7 @@ def wait_for_run(client: Any, run_id: str, timeout: float, show: Callable[[str],
         try:
             run = client.wait(run_id, max(deadline - time.monotonic(), 0.1), settled, seen, lost)
             if not settled(run) and unreachable:
-                raise ClientError(f"cannot reach Aurora at {client.url}: {unreachable[-1].__class__.__name__}")
+                raise ClientError(f"cannot reach Aurora at {client.url}: {unreachable_words(unreachable[-1])}")
             return run, settled(run)
         except ClientError as exc:
             if exc.status is not None and exc.status < 500:
