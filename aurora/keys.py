@@ -134,6 +134,13 @@ def forget_verified(db: Database) -> None:
         remembered.callers.clear()
 
 
+def remembered(db: Database, key: str, for_at_least: float = 0.0) -> bool:
+    """Whether :func:`authenticate` would answer for ``key`` from memory, without reading the
+    database, for at least ``for_at_least`` seconds more."""
+    hit = _remembered(db).callers.get(_hash(key)) if key else None
+    return hit is not None and hit[1] > time.monotonic() + for_at_least
+
+
 def authenticate(db: Database, key: str | None, remember: float = 0.0) -> Caller:
     """The caller a presented key belongs to, or :class:`AuthError`. With ``remember`` (seconds),
     a key this process verified less than that long ago is not read again (admin keys always are)."""

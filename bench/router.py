@@ -62,15 +62,16 @@ def decisions() -> dict[str, Any]:
             "goal": ">= 20000/s"}
 
 
-def _wrk(url: str, token: str, bodies: Path, seconds: int, connections: int = 2, pace_ms: int = 10,
+def _wrk(url: str, token: str, bodies: Path, seconds: int, rate: int = 200, connections: int = 8,
          cpu: str | None = None) -> dict[str, Any]:
-    """wrk (a C load generator, outside any Python interpreter) at ``connections * 1000 / pace_ms``
-    requests/s; its latency percentiles (ms) and the rate it reached."""
+    """wrk (a C load generator, outside any Python interpreter) offering ``rate`` requests/s on a
+    schedule (bench/route.lua); its latency percentiles (ms), the rate it reached and the share of
+    requests that left later than their slot (each connection was still waiting for an answer)."""
     command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(ROOT / "bench" / "route.lua"),
                url]
     if cpu is not None and shutil.which("taskset"):
         command = ["taskset", "-c", cpu, *command]
-    env = {**os.environ, "ROUTE_BODIES": str(bodies), "ROUTE_TOKEN": token, "ROUTE_PACE_MS": str(pace_ms)}
+    env = {**os.environ, "ROUTE_BODIES": str(bodies), "ROUTE_TOKEN": token, "ROUTE_RATE": str(rate)}
     out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 60)
     if out.returncode or "status " in out.stderr:
         raise RuntimeError(f"wrk failed: {out.stderr[-500:]} {out.stdout[-500:]}")
@@ -80,8 +81,10 @@ def _wrk(url: str, token: str, bodies: Path, seconds: int, connections: int = 2,
         if found:
             value = float(found.group(2)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[found.group(3)]
             percentiles[found.group(1)] = round(value, 2)
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out.stdout).group(1))  # type: ignore[union-attr]
-    return {"rate_per_s": round(rate), "p50_ms": percentiles["50"], "p99_ms": percentiles["99"]}
+    reached = float(re.search(r"Requests/sec:\s+([\d.]+)", out.stdout).group(1))  # type: ignore[union-attr]
+    sent, late = (int(n) for n in re.search(r"route: sent (\d+) late (\d+)", out.stdout).groups())  # type: ignore[union-attr]
+    return {"rate_per_s": round(reached), "p50_ms": percentiles["50"], "p99_ms": percentiles["99"],
+            "late_pct": round(100 * late / max(sent, 1), 1)}
 
 
 def _tree_cpu_s(pid: int) -> float:
