@@ -293,14 +293,7 @@ def write(results: dict) -> None:
                      f" p50 {h['p50_ms']} ms, p99 {h['p99_ms']} ms | — | — | {h['goal']} |")
     w = results.get("route_wrk")
     if w and "aurora" in w:
-        pin = "server on core 0, wrk on core 1" if w.get("pinned") else "unpinned"
-        lines.append(f"| `POST /route` at ~200/s, measured by wrk ({pin}), 2 web workers |"
-                     f" p50 {w['aurora']['p50_ms']} ms, p99 {w['aurora']['p99_ms']} ms at {w['aurora']['rate_per_s']}/s;"
-                     f" server CPU {w['aurora']['server_cpu_ms_per_request']} ms/request |"
-                     f" bare Flask (gthread) p50 {w['bare_flask']['p50_ms']} ms, p99 {w['bare_flask']['p99_ms']} ms,"
-                     f" {w['bare_flask']['server_cpu_ms_per_request']} ms/request; Aurora under gthread p99"
-                     f" {w['aurora_gthread']['p99_ms']} ms, {w['aurora_gthread']['server_cpu_ms_per_request']} ms/request |"
-                     f" {w['ratio_p99']} | {w['goal']} |")
+        lines.append(_route_wrk_row(w))
     wt = results.get("wait")
     for name in ("embedded", "redis"):
         row = (wt or {}).get(name)
@@ -392,6 +385,30 @@ def write(results: dict) -> None:
     lines += ["", NOTES, "", "Raw figures:", "", "```json", json.dumps(results, indent=2), "```", ""]
     DOC.write_text("\n".join(lines))
     print(f"wrote {DOC}")
+
+
+def _span(pair: object, unit: str = "") -> str:
+    """[low, high] as "low–high unit" (one value when both are the same); a plain figure as it is."""
+    if isinstance(pair, list):
+        low, high = pair
+        return f"{low}{unit}" if low == high else f"{low}–{high}{unit}"
+    return f"{pair}{unit}"
+
+
+def _route_wrk_row(w: dict) -> str:
+    pin = "servers on core 0, wrk on core 1" if w.get("pinned") else "unpinned"
+    offered = w.get("offered_per_s", 200)
+    a, g, b = w["aurora"], w["aurora_gthread"], w["bare_flask"]
+    late = f", {_span(a['late_pct'], ' %')} sent late" if "late_pct" in a else ""
+    rounds = f"{w['rounds']} rounds, " if "rounds" in w else ""
+    load = f"; load average {_span(w['load_average'])}" if "load_average" in w else ""
+    return (f"| `POST /route`, {offered}/s offered by wrk ({rounds}{pin}{load}), 2 web workers |"
+            f" p50 {_span(a['p50_ms'], ' ms')}, p99 {_span(a['p99_ms'], ' ms')} at {_span(a['rate_per_s'], '/s')}{late};"
+            f" server CPU {_span(a['server_cpu_ms_per_request'], ' ms')}/request |"
+            f" bare Flask (gthread) p50 {_span(b['p50_ms'], ' ms')}, p99 {_span(b['p99_ms'], ' ms')} at"
+            f" {_span(b['rate_per_s'], '/s')}, {_span(b['server_cpu_ms_per_request'], ' ms')}/request; Aurora under gthread"
+            f" p99 {_span(g['p99_ms'], ' ms')}, {_span(g['server_cpu_ms_per_request'], ' ms')}/request |"
+            f" {_span(w['ratio_p99'])} | {w['goal']} |")
 
 
 def _scale_rows(results: dict) -> list[str]:
