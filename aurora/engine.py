@@ -71,8 +71,6 @@ MAX_ATTEMPTS = 5
 #: statuses from which a cancel is accepted (``running`` only until the act step begins)
 CANCELLABLE = (RunStatus.QUEUED, RunStatus.AWAITING_APPROVAL, RunStatus.RUNNING)
 FINAL = frozenset(status.value for status in FINAL_STATUSES)
-#: ``Outcome.parent_id`` of a path that did not read the run's row
-PARENT_UNREAD = "?"
 
 
 @dataclass(frozen=True)
@@ -91,8 +89,8 @@ class Outcome:
     #: the step ended, a workflow's steps that became ready (``aurora.flow_runs``)
     follow_up: tuple[tuple[str, float | None], ...] = ()
     #: the workflow the run is a step of (None: none), when the path that finished it read it;
-    #: :data:`PARENT_UNREAD` otherwise (``_follow_up`` then asks the database)
-    parent_id: str | None = PARENT_UNREAD
+    #: :data:`aurora.flow_runs.PARENT_UNREAD` otherwise (``flow_runs.follow_up`` then asks)
+    parent_id: str | None = flow_runs.PARENT_UNREAD
 
 
 def worker_identity() -> str:
@@ -238,36 +236,7 @@ class Engine:
             outcome = self._execute(run_id, owner)
         finally:
             RUN_ID.reset(token)
-        return self._follow_up(outcome)
-
-    def _follow_up(self, outcome: Outcome) -> Outcome:
-        """A workflow of several steps moves on the moment a step ends: executing a workflow's
-        run advances it, and so does a step that ended, here, in the step's worker; the steps
-        that became ready are what the caller sends on (``aurora.flow_runs``)."""
-        if outcome.detail == flow_runs.FLOW_GOAL:
-            # and the steps its submission created, if whoever submitted it sent only the workflow
-            sent = flow_runs.advance(self, outcome.run_id)
-            waiting = [(rid, None) for rid in flow_runs.ready_steps(self, outcome.run_id) if rid not in dict(sent)]
-            return replace(outcome, follow_up=tuple(sent + waiting))
-        if outcome.status in FINAL and outcome.detail != "not claimable":
-            parent = outcome.parent_id
-            if parent == PARENT_UNREAD:  # a path that did not read the run's row: ask (the hot paths read it)
-                with self.db.read_rows() as connection:
-                    parent = connection.execute(select(RUNS.c.parent_id).where(RUNS.c.id == outcome.run_id)).scalar()
-            if parent:
-                return replace(outcome, follow_up=tuple(flow_runs.advance(self, parent)))
-        return outcome
-
-    def ready_steps(self, run_id: str) -> list[str]:
-        """A just-submitted workflow's first steps, to be sent to the workers."""
-        return flow_runs.ready_steps(self, run_id)
-
-    def advance_flows(self) -> list[tuple[str, float | None]]:
-        """Advance every running workflow (the sweeper's safety net for a step whose worker died
-        before it handed its workflow on)."""
-        with self.db.read() as session:
-            parents = flow_runs.running_flows(session)
-        return [sent for parent in parents for sent in flow_runs.advance(self, parent)]
+        return flow_runs.follow_up(self, outcome)
 
     def _execute(self, run_id: str, owner: str) -> Outcome:
         try:
@@ -276,7 +245,9 @@ class Engine:
             return block_run(self, run_id, exc)
         ctx = CallContext(run_id, policy, secrets, self.settings.simulated_latency_ms, self.health(policy),
                           limiter=self.limiter)
-        plan = self._claim(run_id, owner, ctx, self._plan_ahead(run_id, ctx))
+        ahead = self._plan_ahead(run_id, ctx)
+        plan = self._settle_fresh(ahead[0], owner, ahead[1]) if ahead and ahead[1].simulated else None
+        plan = plan or self._claim(run_id, owner, ctx, ahead)
         if isinstance(plan, Outcome) and plan.created_at is not None:  # finished in the claim's transaction
             log.info("run %s: %s (%s, in one transaction)", run_id, plan.status, plan.detail,
                      extra={"step": "finish", "mode": plan.mode, "status": plan.status})
@@ -340,13 +311,8 @@ class Engine:
                ahead: tuple[Any, pipeline.Plan] | None = None,
                ) -> tuple[Any, dict[str, Any], Mode, CallContext] | Outcome | None:
         """Take the lease, run route and gate, decide the mode and mark the act step begun, in one
-        transaction; a simulated call's outcome commits in it too."""
+        transaction; the call, simulated or live, is made after it commits (``_execute``)."""
         now = utcnow()
-        if ahead is not None and ahead[1].simulated is not None:
-            with self.db.write_rows() as connection:
-                settled = self._settle_fresh(connection, ahead[0], owner, ahead[1], now)
-            if settled is not None:
-                return settled
         with self.db.write() as session:
             conn = session.connection()
             # step is set to "act" now; a gate that stops the run below sets it back to "gate".
@@ -403,16 +369,6 @@ class Engine:
                 {"step": "act", "status": "started", "result": {"mode": mode.name, "reason": mode.reason},
                  "attempt": run.attempts},
             ]
-            if not mode.live and not self.settings.simulated_latency_ms:
-                # Nothing leaves the machine: the simulated call and its outcome commit with the
-                # claim, in one transaction (a crash rolls all of it back; it simply runs again).
-                settlement = plan.simulated
-                if settlement is None:
-                    result, error = pipeline.call_simulated(adapter, run, payload, ctx, mode)
-                    settlement = pipeline.settle(run.id, adapter, ctx, payload, mode, result, error)
-                outcome = finishing.settle_in(self, session, run, owner, adapter, settlement, None, (steps, pending))
-                return replace(outcome, detail="simulated", goal=run.goal, created_at=run.created_at, mode="simulated",
-                               parent_id=run.parent_id)
             self._record_steps(session, run_id, steps, pending)
             # The call happens after this transaction: take the rollouts along, read.
             return run, payload, mode, replace(ctx, rollouts=dict(ctx.rollouts), grant=ActLease(self.db, owner))
@@ -439,26 +395,27 @@ class Engine:
         self._record_steps(session, run.id, steps, pending)
         return finishing.give_up(self, session, run, adapter, ctx, payload, act, MAX_ATTEMPTS)
 
-    def _settle_fresh(self, connection: Connection, run: Any, owner: str, plan: pipeline.Plan,
-                      now: datetime) -> Outcome | None:
+    def _settle_fresh(self, run: Any, owner: str, plan: pipeline.Plan) -> Outcome | None:
         """A fresh run planned ahead to a simulated outcome: claim and finish it in one statement,
         with its events, steps and audit record. None if it is no longer fresh (another worker,
         a cancel): the caller then takes the usual path, which finds out what happened."""
-        settlement, run_id = plan.simulated, run.id
+        settlement, run_id, now = plan.simulated, run.id, utcnow()
         assert settlement is not None
         status = RunStatus.SUCCEEDED if settlement.ok else RunStatus.FAILED
-        moved = connection.execute(run_sql.SETTLE_FRESH, {
-            "rid": run_id, "now": now, "v_status": status.value, "v_result": settlement.body,
-            "v_error": settlement.error}).rowcount
-        if not moved:
-            return None
-        record = audit.append(self.db, connection, settlement.record)
-        final = {"mode": record["mode"], "audit": record["pk"]} if settlement.ok else {"error": settlement.error}
-        events.append_many(self.db, connection, self.node, [
-            ("run.running", {"attempt": 1, "worker": owner.rsplit(":", 1)[0]}),
-            (f"run.{status.value}", final),
-        ], run_id=run_id, at=now)
-        self._record_steps(connection, run_id, {}, [*plan.pending, self._gate_open, finishing.act_done(record, status, 1)])
+        with self.db.write_rows() as connection:
+            moved = connection.execute(run_sql.SETTLE_FRESH, {
+                "rid": run_id, "now": now, "v_status": status.value, "v_result": settlement.body,
+                "v_error": settlement.error}).rowcount
+            if not moved:
+                return None
+            record = audit.append(self.db, connection, settlement.record)
+            final = {"mode": record["mode"], "audit": record["pk"]} if settlement.ok else {"error": settlement.error}
+            events.append_many(self.db, connection, self.node, [
+                ("run.running", {"attempt": 1, "worker": owner.rsplit(":", 1)[0]}),
+                (f"run.{status.value}", final),
+            ], run_id=run_id, at=now)
+            self._record_steps(connection, run_id, {},
+                               [*plan.pending, self._gate_open, finishing.act_done(record, status, 1)])
         return Outcome(run_id, status.value, "simulated", run.goal, run.created_at, "simulated", parent_id=run.parent_id)
 
     #: the gate step of a run that needs no approval

@@ -157,8 +157,7 @@ def finish(engine: Any, run: Any, owner: str, adapter: Any, ctx: CallContext, pa
 
 def finish_in(engine: Any, session: Any, run: Any, owner: str, adapter: Any, ctx: CallContext,
               payload: dict[str, Any], mode: Mode, result: AdapterResult | None, error: dict[str, Any] | None,
-              rollback: str | None, kept: dict[str, Any] | None, owned: bool = False,
-              unrecorded: tuple[dict[str, Any], list[dict[str, Any]]] | None = None) -> Any:
+              rollback: str | None, kept: dict[str, Any] | None, owned: bool = False) -> Any:
     """Persist what the call left at the provider, then :func:`settle_in`, in the caller's
     transaction; ``owned`` when this transaction claimed the run itself."""
     from .engine import Outcome
@@ -176,18 +175,15 @@ def finish_in(engine: Any, session: Any, run: Any, owner: str, adapter: Any, ctx
         # outcome; persisting may trim the response (ingested items become events).
         adapter.persist(engine.db, session, engine.node, run.id, result)
     settlement = pipeline.settle(run.id, adapter, ctx, payload, mode, result, error)
-    return settle_in(engine, session, run, owner, adapter, settlement, rollback, unrecorded)
+    return settle_in(engine, session, run, owner, adapter, settlement, rollback)
 
 
 def settle_in(engine: Any, session: Any, run: Any, owner: str, adapter: Any, settlement: pipeline.Settlement,
-              rollback: str | None = None,
-              unrecorded: tuple[dict[str, Any], list[dict[str, Any]]] | None = None) -> Any:
+              rollback: str | None = None) -> Any:
     """Final status, then the audit record and the event, in the caller's transaction.
 
     The status moves first (a compare-and-set on the lease owner): only a finish that moved it
     writes the audit record, so a call is recorded once however many workers finish it.
-    ``unrecorded`` carries steps of this transaction not yet written (``steps``, ``pending``,
-    the act step last): they are written once, the act step already done.
     """
     from .engine import Outcome
 
@@ -196,8 +192,6 @@ def settle_in(engine: Any, session: Any, run: Any, owner: str, adapter: Any, set
     moved = engine.transition(session, run.id, (RunStatus.RUNNING,), status, announce=False, where="owned",
                               where_params={"w_owner": owner}, **fields)
     if not moved:
-        if unrecorded:
-            engine._record_steps(session, run.id, *unrecorded)
         events.append(engine.db, session, engine.node, "run.lease_lost", {"worker": owner.rsplit(":", 1)[0]},
                       run_id=run.id)
         return Outcome(run.id, "lease_lost", "another worker reclaimed the run")
@@ -206,7 +200,5 @@ def settle_in(engine: Any, session: Any, run: Any, owner: str, adapter: Any, set
         adapter_state.roll_back(engine.db, session, adapter.name, engine.node, rollback, run.id)
     data = {"mode": record["mode"], "audit": record["pk"]} if settlement.ok else {"error": settlement.error}
     events.append(engine.db, session, engine.node, f"run.{status.value}", data, run_id=run.id)
-    steps, pending = unrecorded or ({"act": True}, [])
-    engine._record_steps(session, run.id, steps, [r for r in pending if r["step"] != "act"]
-                         + [act_done(record, status, run.attempts)])
+    engine._record_steps(session, run.id, {"act": True}, [act_done(record, status, run.attempts)])
     return Outcome(run.id, status.value)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from dataclasses import replace
 from datetime import timedelta
 from functools import lru_cache
 from types import SimpleNamespace
@@ -30,12 +31,12 @@ from sqlalchemy.orm import Session
 from . import documents, events, flows
 from .db import connection_of
 from .errors import ConfigError, Conflict, DocumentError, NotFound
-from .models import Run, RunStatus, utcnow
+from .models import FINAL_STATUSES, Run, RunStatus, utcnow
 from .run_sql import INSERT_RUN, RUNS
 from .templating import TemplateProblem, budget, evaluate
 
 if TYPE_CHECKING:
-    from .engine import Engine
+    from .engine import Engine, Outcome
 
 log = logging.getLogger(__name__)
 FLOW_GOAL = flows.FLOW_GOAL
@@ -43,6 +44,9 @@ FLOW_GOAL = flows.FLOW_GOAL
 _GOOD = {RunStatus.SUCCEEDED.value}
 #: the most workflows one sweep advances (among those with a step that ended unrecorded)
 SWEEP_BATCH = 200
+#: ``Outcome.parent_id`` of a path that did not read the run's row
+PARENT_UNREAD = "?"
+_FINAL = frozenset(status.value for status in FINAL_STATUSES)
 
 
 def new_flow_values(workflow: documents.Workflow, submitter: str, person: str | None) -> dict[str, Any]:
@@ -71,6 +75,33 @@ def ready_steps(engine: Engine, parent_id: str) -> list[str]:
         return list(connection.execute(select(RUNS.c.id).where(
             RUNS.c.parent_id == parent_id, RUNS.c.status == RunStatus.QUEUED.value, RUNS.c.attempts == 0,
             or_(RUNS.c.enqueued_at.is_(None), RUNS.c.enqueued_at <= utcnow()))).scalars())
+
+
+def follow_up(engine: Engine, outcome: Outcome) -> Outcome:
+    """A workflow of several steps moves on the moment a step ends: executing a workflow's run
+    advances it, and so does a step that ended, here, in the step's worker; the steps that
+    became ready are the outcome's ``follow_up``, for the caller to send on."""
+    if outcome.detail == FLOW_GOAL:
+        # and the steps its submission created, if whoever submitted it sent only the workflow
+        sent = advance(engine, outcome.run_id)
+        waiting = [(rid, None) for rid in ready_steps(engine, outcome.run_id) if rid not in dict(sent)]
+        return replace(outcome, follow_up=tuple(sent + waiting))
+    if outcome.status in _FINAL and outcome.detail != "not claimable":
+        parent = outcome.parent_id
+        if parent == PARENT_UNREAD:  # a path that did not read the run's row: ask (the hot paths read it)
+            with engine.db.read_rows() as connection:
+                parent = connection.execute(select(RUNS.c.parent_id).where(RUNS.c.id == outcome.run_id)).scalar()
+        if parent:
+            return replace(outcome, follow_up=tuple(advance(engine, parent)))
+    return outcome
+
+
+def advance_all(engine: Engine) -> list[tuple[str, float | None]]:
+    """Advance every running workflow (the sweeper's safety net for a step whose worker died
+    before it handed its workflow on)."""
+    with engine.db.read() as session:
+        parents = running_flows(session)
+    return [sent for parent in parents for sent in advance(engine, parent)]
 
 
 def advance(engine: Engine, parent_id: str) -> list[tuple[str, float | None]]:

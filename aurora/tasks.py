@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from celery import shared_task
 from sqlalchemy.exc import OperationalError
 
+from . import flow_runs
 from .runtime import get_runtime
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ def sweep() -> int:
     again = engine.sweep(waiting())
     for run_id in again:
         enqueue(run_id)
-    for run_id, delay in engine.advance_flows():
+    for run_id, delay in flow_runs.advance_all(engine):
         enqueue(run_id, countdown=delay)
     if again:
         log.info("sweeper sent %d run(s) again", len(again))
@@ -145,6 +146,6 @@ def fire_schedules() -> int:
     engine = get_runtime().engine
     started = triggers.fire_schedules(engine)
     for run_id in started:
-        for ready in engine.ready_steps(run_id) or [run_id]:
+        for ready in flow_runs.ready_steps(engine, run_id) or [run_id]:
             enqueue(ready)
     return len(started)

@@ -33,7 +33,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cronsim import CronSim, CronSimError
 from sqlalchemy import select, update
 
-from . import audit, documents
+from . import audit, documents, flow_runs
 from .errors import AuroraError, Conflict, IdempotencyKeyReused, NotFound, Problem
 from .models import Definition, utcnow
 
@@ -281,7 +281,7 @@ def start_by_form(engine: Engine, form_id: str, token: str, answers: dict[str, A
             continue
         if new:
             started.append(run.id)
-            for ready in engine.ready_steps(run.id) or [run.id]:
+            for ready in flow_runs.ready_steps(engine, run.id) or [run.id]:
                 enqueue(ready)
     return started
 

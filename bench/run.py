@@ -20,6 +20,7 @@ import adapters  # noqa: E402
 import federation  # noqa: E402
 import first_start  # noqa: E402
 import history  # noqa: E402
+import onepath  # noqa: E402
 import recovery  # noqa: E402
 import router  # noqa: E402
 import runcost  # noqa: E402
@@ -43,6 +44,7 @@ BENCHES = {
     "steps": steps.three_steps,
     "first_start": first_start.measure,
     "runcost": lambda: runcost.measure(300, runcost.ADMIN_PG),
+    "onepath": onepath.both,
     "scaleout": scaleout.compare,
     "history_sqlite": lambda: history.flat([10_000, 100_000], False, 100),
     "history_pg": lambda: history.flat([10_000, 100_000], True, 100),
@@ -381,6 +383,21 @@ def write(results: dict) -> None:
         lines.append(f"| … on a new machine, quiet, pip's cache empty ({quiet['measured']}, by hand) |"
                      f" {quiet['healthy_s']} s (install {quiet['installed_s']} s, every component healthy"
                      f" {quiet['components_healthy_s']} s) | — | — | {quiet['goal']} |")
+    op = results.get("onepath")
+    for name in ("sqlite", "postgresql"):
+        row = (op or {}).get(name)
+        if row:
+            def cell(v: dict) -> str:
+                return (f"{v['statements']} statements, {v['commits']} commit(s), CPU {v['worker_cpu_ms']} ms,"
+                        f" write transaction {v['write_transaction_ms']} ms"
+                        + (f", PostgreSQL {v['database_cpu_ms']} ms" if "database_cpu_ms" in v else "")
+                        + f"; {v['runs_per_s_one_process']} runs/s (1 process), {v['runs_per_s_two_processes_median']}"
+                        " (2 processes)")
+            a, b, c = row["as_is"], row["no_settle_fresh"], row["general_only"]
+            lines.append(f"| one dry run's paths on {name}, in-process (`bench/onepath.py`; load {row['load']}) |"
+                         f" fast path (planned ahead, settled fresh): {cell(a)} | without `_settle_fresh`: {cell(b)};"
+                         f" general path only: {cell(c)} | CPU {round(c['worker_cpu_ms'] / a['worker_cpu_ms'], 2)}×"
+                         f" general / fast | {op['goal']} |")
     lines += _scale_rows(results)
     lines += ["", NOTES, "", "Raw figures:", "", "```json", json.dumps(results, indent=2), "```", ""]
     DOC.write_text("\n".join(lines))

@@ -9,7 +9,7 @@ import pytest
 from conftest import shown
 from test_adapters_live import live  # noqa: F401 - the fixture: fake providers and a live policy
 
-from aurora import documents
+from aurora import documents, flow_runs
 from aurora.errors import DocumentError
 
 
@@ -170,9 +170,9 @@ def test_the_sweeper_advances_a_workflow_behind_two_hundred_that_wait_for_votes(
     welcome = _children(runtime, run_id)["welcome"]
     engine._execute(welcome.id, "worker:1:dies")  # noqa: SLF001 - the step ends, nothing hands it on
     assert "later" not in _children(runtime, run_id)
-    sent = [rid for rid, _ in engine.advance_flows()]
+    sent = [rid for rid, _ in flow_runs.advance_all(engine)]
     assert _children(runtime, run_id)["later"].id in sent
-    assert engine.advance_flows() == []  # and nothing twice; the waiting ones cost no write
+    assert flow_runs.advance_all(engine) == []  # and nothing twice; the waiting ones cost no write
 
 
 def test_a_workflow_submitted_while_the_policy_is_broken_starts_once_it_is_fixed(runtime, env) -> None:
@@ -189,11 +189,11 @@ def test_a_workflow_submitted_while_the_policy_is_broken_starts_once_it_is_fixed
     engine = Runtime(load_settings(env)).engine  # a process that never saw a good policy
     run_id = engine.submit(documents.load(MAIL_THEN_MAIL), "sam").id
     assert _children(runtime, run_id) == {}
-    assert engine.advance_flows() == []  # the sweep goes on (it raised ConfigError here)
+    assert flow_runs.advance_all(engine) == []  # the sweep goes on (it raised ConfigError here)
     assert engine.execute(run_id).follow_up == ()  # a forged or repeated message for it, too
     policy.write_text(good)
     engine.policies._mtime, engine.policies._checked_at = None, 0  # noqa: SLF001
-    for rid, _ in engine.advance_flows():
+    for rid, _ in flow_runs.advance_all(engine):
         _drive(engine, rid)
     assert {s.status for s in _children(runtime, run_id).values()} == {"succeeded"}
 
@@ -215,7 +215,7 @@ def test_advancing_right_after_a_policy_edit_does_not_hang(runtime, env) -> None
     engine.policies._checked_at = 0  # noqa: SLF001 - the second since the last look has passed
     sweeper = engine
     done: list = []
-    thread = threading.Thread(target=lambda: done.append(sweeper.advance_flows()), daemon=True)
+    thread = threading.Thread(target=lambda: done.append(flow_runs.advance_all(sweeper)), daemon=True)
     thread.start()
     thread.join(timeout=20)
     assert done, "advancing hung: the policy's reload waited for the write lock its own thread held"

@@ -83,9 +83,9 @@ def test_the_sweeper_advances_a_workflow_whose_worker_died_before_handing_it_on(
     # The step ends, and its worker dies before it advances the workflow (what execute does next).
     engine._execute(welcome.id, "worker:1:dies")  # noqa: SLF001
     assert "charge" not in children(live.runtime, run_id)
-    sent = engine.advance_flows()
+    sent = flow_runs.advance_all(engine)
     assert [rid for rid, _ in sent] == [children(live.runtime, run_id)["charge"].id]
-    assert engine.advance_flows() == []  # advancing again creates nothing twice
+    assert flow_runs.advance_all(engine) == []  # advancing again creates nothing twice
 
 
 def test_a_step_that_waits_past_its_timeout_expires_and_fails_the_workflow(live) -> None:  # noqa: F811
@@ -100,7 +100,7 @@ def test_a_step_that_waits_past_its_timeout_expires_and_fails_the_workflow(live)
     with live.runtime.db.write() as session:
         session.execute(update(Run).where(Run.id == charge.id).values(gate_deadline=utcnow() - timedelta(seconds=1)))
     engine.sweep()
-    for rid, _ in engine.advance_flows():
+    for rid, _ in flow_runs.advance_all(engine):
         drive(engine, rid)
     with live.runtime.db.read() as session:
         parent = session.scalar(select(Run).where(Run.id == run_id))

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from .. import documents, events, idempotency
+from .. import documents, events, flow_runs, idempotency
 from .. import runs as run_views
 from ..errors import AuroraError, DocumentSyntaxError, PermissionDenied, Problem
 from ..models import Role, RunStatus
@@ -105,7 +105,7 @@ def submit() -> tuple[Response, int, dict[str, str]]:
         # A retry: the first request sent it (or the sweeper will); sending it again gains nothing.
         return jsonify(payload), 200, {**headers, "Idempotent-Replayed": "true"}
     # a workflow of several steps: its first steps, created with it (the sweeper sends lost ones)
-    ready = runtime.engine.ready_steps(run.id) if run.goal == documents.flows.FLOW_GOAL else [run.id]
+    ready = flow_runs.ready_steps(runtime.engine, run.id) if run.goal == documents.flows.FLOW_GOAL else [run.id]
     if not all([enqueue(run_id) for run_id in ready]):
         payload["warning"] = "stored, but the queue is unreachable; it will be sent again automatically"
     return jsonify(payload), 201, headers
@@ -165,8 +165,6 @@ def cancel(run_id: str) -> Response:
 def rerun(run_id: str) -> tuple[Response, int, dict[str, str]]:
     """Run a workflow of several steps again, reusing the steps that succeeded (never one that
     acted live): from the step named in ``?from=``, or from what did not succeed."""
-    from .. import flow_runs
-
     runtime = _runtime()
     run_id = _run_id(run_id)
     with runtime.db.read() as session:

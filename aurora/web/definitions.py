@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from .. import definitions, documents, triggers, webhooks
+from .. import definitions, documents, flow_runs, triggers, webhooks
 from .. import runs as run_views
 from ..errors import DocumentSyntaxError, Problem
 from ..models import Role
@@ -26,7 +26,7 @@ def _runtime() -> Any:
 
 def _send(run: Any) -> dict[str, Any]:
     engine = _runtime().engine
-    ready = engine.ready_steps(run.id) if run.goal == documents.flows.FLOW_GOAL else [run.id]
+    ready = flow_runs.ready_steps(engine, run.id) if run.goal == documents.flows.FLOW_GOAL else [run.id]
     payload = {**run_views.summary(run), "links": {"self": f"/workflows/{run.id}"}}
     if not all([enqueue(run_id) for run_id in ready]):
         payload["warning"] = "stored, but the queue is unreachable; it will be sent again automatically"
