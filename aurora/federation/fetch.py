@@ -88,10 +88,15 @@ def page_cap(limit: int) -> int:
     return limit * MAX_EVENT_BYTES + ENVELOPE_BYTES
 
 
+#: one encoder for every event measured (``json.dumps`` with options makes one per call)
+_canonical_text = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
 def event_bytes(item: Any) -> int:
     """The size of an event as signed and stored: its canonical JSON in UTF-8."""
-    text = json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return len(text.encode("utf-8", "surrogatepass"))
+    text = _canonical_text(item)
+    # an ASCII text's length is its size in UTF-8 (isascii is a flag Python keeps: no scan)
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
 # -- the deadline's watchdog ---------------------------------------------------------------------
@@ -176,11 +181,37 @@ class _Adapter(HTTPAdapter):
 
 # -- fetching ------------------------------------------------------------------------------------
 
-def fetch_page(peer: Peer, since: int, limit: int, deadline: float) -> Page:
+class Abort:
+    """Lets another thread cut short the page being fetched (its watchdog fires at once), and
+    every later one: a sync that stops while the next page is on its way does not wait for it."""
+
+    def __init__(self) -> None:
+        self.fired = False
+        self._lock = threading.Lock()
+        self._watchdog: _Watchdog | None = None
+
+    def watch(self, watchdog: _Watchdog) -> None:
+        with self._lock:
+            self._watchdog = watchdog
+            fired = self.fired
+        if fired:
+            watchdog.fire()
+
+    def fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            watchdog = self._watchdog
+        if watchdog is not None:
+            watchdog.fire()
+
+
+def fetch_page(peer: Peer, since: int, limit: int, deadline: float, abort: Abort | None = None) -> Page:
     """The peer's events after ``since`` (at most ``limit``), fetched by ``deadline`` (a
     :func:`time.monotonic` time). Raises :class:`FederationFetchError` saying why not."""
     watchdog = _Watchdog(deadline)
     token = _watchdog.set(watchdog)
+    if abort is not None:
+        abort.watch(watchdog)
     watchdog.timer.start()
     try:
         with requests.Session() as session:

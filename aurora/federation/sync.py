@@ -12,6 +12,8 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,7 +26,8 @@ from ..engine import worker_identity
 from ..events import OUTBOX_LOCKS
 from ..models import Event, Node, utcnow
 from . import signing, trust, vault, witness
-from .fetch import FederationFetchError, Peer, fetch_page
+from .fetch import FederationFetchError, Peer
+from .prefetch import Prefetcher
 
 #: the first backoff after a failure, doubled per further failure (with jitter), up to the policy's max
 BACKOFF_BASE = 30.0
@@ -160,61 +163,81 @@ class Syncer:
         lease = timedelta(seconds=float(fed["lease_seconds"]))
         if not self._take(name, force, lease):
             return {"node": name, "skipped": "another sync holds this peer, or it is backing off after failures"}
-        pulled = pages = rejected = 0
-        error = refused = stopped = None
-        page_seconds = float(fed["timeout_seconds"])
-        pass_deadline = time.monotonic() + float(fed["pass_timeout_seconds"])
+        tally = _Pass(name)
         keys = trust.known(self.db)
-        screen = signing.Screen(self.node_name, name, keys)
         try:
+            with self.db.read() as session:
+                node = session.get(Node, name)
+                url, token, cursor = node.url, node.token, node.cursor
             if name not in keys:
-                error = f"no key pinned for {name}: register it again (aurora nodes register) to pin its key"
-                self._fail(name, error, fed, contacted=False)
-            while error is None and pages < int(fed["max_pages"]):
-                if pages and time.monotonic() + page_seconds > pass_deadline:
-                    stopped = "the pass's deadline (pass_timeout_seconds): the next pass goes on from the cursor"
-                    break
-                with self.db.read() as session:
-                    node = session.get(Node, name)
-                    url, token, cursor = node.url, node.token, node.cursor
+                tally.error = f"no key pinned for {name}: register it again (aurora nodes register) to pin its key"
+            else:
                 try:
                     token = vault.open_token(self.runtime.settings.federation_secret_path, token)
                 except vault.VaultError as exc:
-                    error = str(exc)
-                    self._fail(name, error, fed, contacted=False)
-                    break
-                try:
-                    page = fetch_page(Peer(name, url, token), cursor, int(fed["page_size"]),
-                                      min(time.monotonic() + page_seconds, pass_deadline))
-                except FederationFetchError as exc:
-                    error = str(exc)
-                    if exc.refused:
-                        self._count_refused(name, exc.reason)
-                    self._fail(name, error, fed, contacted=exc.contacted)
-                    break
-                try:
-                    rows, last_seq, has_more = _validate(page.body)
-                    screened = screen.page(rows, page.body.get("keys"))
-                    new = self._store(name, cursor, screened, last_seq, lease)
-                except (BadPage, ValueError) as exc:
-                    error = f"bad answer: {exc}"
-                    self._fail(name, error, fed, contacted=True)
-                    break
-                for reason, count in screened.rejected.items():
-                    self._count_refused(name, reason, count)
-                rejected += sum(screened.rejected.values())
-                if page.refused:
-                    refused = self._refused_events(name, page.refused)
-                pulled += new
-                pages += 1
-                if progress:
-                    progress({"node": name, "page": pages, "new": new, "cursor": last_seq})
-                if not has_more:
-                    break
+                    tally.error = str(exc)
+            if tally.error:
+                self._fail(name, tally.error, fed, contacted=False)
+            else:
+                self._pull(Peer(name, url, token), cursor, fed, signing.Screen(self.node_name, name, keys), lease,
+                           tally, progress)
         finally:
             self._release(name)
-        result: dict[str, Any] = {"node": name, "pulled": pulled, "pages": pages}
-        for key, value in (("error", error), ("refused", refused), ("rejected", rejected), ("stopped", stopped)):
-            if value:
-                result[key] = value
+        return tally.result()
+
+    def _pull(self, peer: Peer, cursor: int, fed: dict[str, Any], screen: signing.Screen, lease: timedelta,
+              tally: _Pass, progress: Callable[[dict[str, Any]], None] | None) -> None:
+        """Pages after ``cursor``, each verified and stored in order while the next one is
+        fetched (``prefetch.py``), until the last, a failure, ``max_pages`` or the pass's deadline."""
+        name = peer.name
+        with ThreadPoolExecutor(signing.VERIFY_THREADS, thread_name_prefix="aurora-verify") as pool, Prefetcher(
+                peer, cursor, int(fed["page_size"]), int(fed["max_pages"]), float(fed["timeout_seconds"]),
+                time.monotonic() + float(fed["pass_timeout_seconds"]), _validate) as pages:
+            for page in pages:
+                if page.stopped:
+                    tally.stopped = "the pass's deadline (pass_timeout_seconds): the next pass goes on from the cursor"
+                    return
+                if isinstance(page.error, FederationFetchError):
+                    tally.error = str(page.error)
+                    if page.error.refused:
+                        self._count_refused(name, page.error.reason)
+                    self._fail(name, tally.error, fed, contacted=page.error.contacted)
+                    return
+                try:
+                    if page.error is not None:  # the page is malformed (BadPage), or worse
+                        raise page.error
+                    screened = screen.page(page.rows, page.body.get("keys"), pool)
+                    new = self._store(name, page.since, screened, page.last_seq, lease)
+                except (BadPage, ValueError) as exc:
+                    tally.error = f"bad answer: {exc}"
+                    self._fail(name, tally.error, fed, contacted=True)
+                    return
+                for reason, count in screened.rejected.items():
+                    self._count_refused(name, reason, count)
+                tally.rejected += sum(screened.rejected.values())
+                if page.refused:
+                    tally.refused = self._refused_events(name, page.refused)
+                tally.pulled += new
+                tally.pages += 1
+                if progress:
+                    progress({"node": name, "page": tally.pages, "new": new, "cursor": page.last_seq})
+
+
+@dataclass
+class _Pass:
+    """What one pass over a peer did, for its result."""
+
+    node: str
+    pulled: int = 0
+    pages: int = 0
+    rejected: int = 0
+    error: str | None = None
+    refused: str | None = None
+    stopped: str | None = None
+
+    def result(self) -> dict[str, Any]:
+        result: dict[str, Any] = {"node": self.node, "pulled": self.pulled, "pages": self.pages}
+        for key in ("error", "refused", "rejected", "stopped"):
+            if getattr(self, key):
+                result[key] = getattr(self, key)
         return result
