@@ -76,3 +76,66 @@ def test_a_peers_events_about_a_local_run_never_reach_its_live_timeline(runtime,
     # the peer's events are still there, under the peer's name
     held = client.get("/events?origin=evil", headers=api_keys.header("admin")).get_json()["events"]
     assert [e["type"] for e in held] == ["approval.approved", "run.succeeded"]
+
+
+def _node(runtime, name: str = "evil"):
+    from aurora.models import Node
+
+    with runtime.db.read() as session:
+        node = session.get(Node, name)
+        return {"failures": node.failures, "cursor": node.cursor, "last_error": node.last_error}
+
+
+def _stored(runtime, origin: str = "evil") -> int:
+    from sqlalchemy import func, select
+
+    from aurora.models import Event
+
+    with runtime.db.read() as session:
+        return session.scalar(select(func.count()).select_from(Event).where(Event.origin == origin))
+
+
+@pytest.mark.parametrize("hostile", [
+    "created_at_out_of_range",  # 0001-01-01 at +01:00 is before year 1 in UTC: OverflowError
+    "origin_seq_too_big",  # signed, but no 64-bit column holds it: OverflowError from the database
+    "last_seq_too_big",
+    "nan_in_data",  # not JSON (Python's json reads it); PostgreSQL refuses it, browsers cannot parse it
+    "nul_in_type",  # PostgreSQL's text cannot hold NUL
+])
+def test_a_signed_event_the_database_cannot_hold_is_a_refused_page_not_a_crash(runtime, peer, hostile) -> None:
+    """Before: these pages passed the checks, then raised out of the sync (OverflowError, a
+    traceback in ``aurora federation sync`` and the system worker), recording no failure and no
+    backoff: the peer's sync stayed wedged on that page, crashing at every pass."""
+    from test_federation_bounds import rejected
+
+    before = rejected("bad_page")
+    items = [event(1), event(2)]
+    if hostile == "created_at_out_of_range":
+        items[1]["created_at"] = "0001-01-01T00:00:00+01:00"
+    elif hostile == "origin_seq_too_big":
+        items[1]["origin_seq"] = 2**63
+    elif hostile == "nan_in_data":
+        items[1]["data"] = {"amount": float("nan")}
+    elif hostile == "nul_in_type":
+        items[1]["type"] = "run.succeeded\x00"
+    body = page(items) if hostile != "created_at_out_of_range" else page(items[:1]) | {"events": items}
+    if hostile == "last_seq_too_big":
+        body["last_seq"] = 2**64
+    peer.body = body
+    result = sync(runtime)
+    assert result["pulled"] == 0 and result["error"].startswith("bad answer"), result
+    assert _stored(runtime) == 0
+    node = _node(runtime)
+    assert node["failures"] == 1 and node["cursor"] == 0 and node["last_error"].startswith("bad answer")
+    assert rejected("bad_page") == before + 1
+
+
+def test_a_checkpoint_with_counts_no_column_holds_is_not_witnessed_and_does_not_wedge(runtime, peer) -> None:
+    items = [event(1, type="audit.checkpoint", data={"count": 2**63, "head_pk": 2**63, "head_hash": "0" * 64,
+                                                     "created_at": "2026-01-01T00:00:00+00:00", "anchor": None})]
+    peer.body = page(items)
+    result = sync(runtime)
+    assert result == {"node": "evil", "pulled": 1, "pages": 1}, result
+    from aurora.federation import witness
+
+    assert witness.held(runtime.db, "evil")["checkpoint"] is None

@@ -273,9 +273,16 @@ def _detail(raw: bytes) -> str:
     return str(body.get("message", ""))[:120] if isinstance(body, dict) else ""
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
 def _parse(raw: bytes, limit: int) -> Page:
     try:
-        body = json.loads(raw)
+        # NaN and Infinity are not JSON (RFC 8259), though Python reads and writes them: stored,
+        # they would be served on to browsers and peers that cannot parse them (and PostgreSQL
+        # refuses them)
+        body = json.loads(raw, parse_constant=_not_json)
     except (ValueError, RecursionError):
         raise FederationFetchError("bad_page", "bad answer: not JSON") from None
     if not isinstance(body, dict) or not isinstance(body.get("events"), list):

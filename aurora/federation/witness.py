@@ -90,9 +90,18 @@ def publish(runtime: Any) -> dict[str, Any] | None:
 
 # -- witnessing (the peers) -------------------------------------------------------------------
 
+#: the largest count or record number a column holds (BIGINT)
+_MAX = 2**63 - 1
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX
+
+
 def _well_formed(data: Any) -> bool:
-    return (isinstance(data, dict) and isinstance(data.get("count"), int) and data["count"] >= 0
-            and (data.get("head_pk") is None or isinstance(data["head_pk"], int))
+    # numbers beyond a BIGINT would make storing the page fail (and the sync with it)
+    return (isinstance(data, dict) and _number(data.get("count"))
+            and (data.get("head_pk") is None or _number(data["head_pk"]))
             and isinstance(data.get("head_hash"), str) and len(data["head_hash"]) <= 64)
 
 
