@@ -139,3 +139,66 @@ def test_a_checkpoint_with_counts_no_column_holds_is_not_witnessed_and_does_not_
     from aurora.federation import witness
 
     assert witness.held(runtime.db, "evil")["checkpoint"] is None
+
+
+@pytest.mark.parametrize("meanwhile", ["pinned_directly", "introduced_by_another_peer"])
+def test_a_key_this_node_took_for_an_origin_during_a_pass_wins_over_the_passs_own_introduction(
+        runtime, meanwhile) -> None:
+    """Before: a pass read the keys once, at its start. If meanwhile origin-x's key was pinned
+    (``aurora nodes register origin-x --public-key``) or first introduced by another peer, the
+    pass's later page could still introduce a key of its own for origin-x and have events
+    forged with it stored (the introduction itself was not kept: a key was already held)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from fakes import FakeServer, Reply
+    from test_federation_bounds import EVIL_KEY
+    from test_federation_trust import introduce, make_event, public_text
+
+    from aurora.federation import trust
+    from aurora.federation.sync import Syncer
+
+    real_x, fake_x = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    genuine = make_event(real_x, "origin-x", 1, "run.succeeded", {"by": "origin-x"})
+    forged = make_event(fake_x, "origin-x", 2, "run.succeeded", {"by": "evil, as origin-x"})
+    forged["seq"] = 2
+    honest_page = {"node": "elsewhere", "events": [genuine],
+                   "keys": {"origin-x": introduce(EVIL_KEY, "elsewhere", "origin-x", public_text(real_x))},
+                   "last_seq": 1, "has_more": False}
+
+    def elsewhere_answer(request) -> Reply:
+        return Reply(200, honest_page)
+
+    def evil_answer(request) -> Reply:
+        if request.query["since"] == ["0"]:
+            return Reply(200, page([event(1)], has_more=True))
+        # between evil's pages, this node learns origin-x's real key
+        if meanwhile == "pinned_directly":
+            registry.register(runtime.db, "http://127.0.0.1:9", "origin-x", TOKEN, public_key=public_text(real_x),
+                              secret_path=runtime.settings.federation_secret_path)
+        else:
+            assert Syncer(runtime).run("elsewhere")[0]["pulled"] == 1
+        return Reply(200, {"node": "evil", "events": [forged], "last_seq": 2, "has_more": False,
+                           "keys": {"origin-x": introduce(EVIL_KEY, "evil", "origin-x", public_text(fake_x))}})
+
+    with FakeServer(default=evil_answer) as evil, FakeServer(default=elsewhere_answer) as elsewhere:
+        registry.register(runtime.db, evil.url, "evil", TOKEN, public_key=EVIL_PUBLIC,
+                          secret_path=runtime.settings.federation_secret_path)
+        # elsewhere signs its introductions with the same test key as evil: it is pinned with it
+        registry.register(runtime.db, elsewhere.url, "elsewhere", TOKEN, public_key=EVIL_PUBLIC,
+                          secret_path=runtime.settings.federation_secret_path)
+        result = sync(runtime)
+    assert result["pages"] == 2 and result["pulled"] == 1 and result["rejected"] == 1, result
+    held = {k["origin"]: k for k in trust.listing(runtime.db)}
+    assert held["origin-x"]["public_key"] == public_text(real_x)
+    from sqlalchemy import select
+
+    from aurora.models import Event
+
+    with runtime.db.read() as session:
+        from_x = list(session.scalars(select(Event.id).where(Event.origin == "origin-x")))
+    assert forged["id"] not in from_x
+    assert from_x == ([genuine["id"]] if meanwhile == "introduced_by_another_peer" else [])
+    assert _node(runtime)["failures"] == 0
+    from aurora.models import Node
+
+    with runtime.db.read() as session:
+        assert session.get(Node, "evil").rejected == {"bad_signature": 1}

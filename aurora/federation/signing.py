@@ -80,6 +80,9 @@ class Screened:
     #: the first refusal, said in a sentence (kept as the peer's ``last_rejection``)
     example: str | None = None
     learned: dict[str, str] = field(default_factory=dict)
+    #: origin -> the key its accepted events were verified under (checked again where they are
+    #: stored: ``Screen.recheck``)
+    verified_with: dict[str, str] = field(default_factory=dict)
 
     def refuse(self, reason: str, row: dict[str, Any], why: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
@@ -137,4 +140,28 @@ class Screen:
                 result.refuse(BAD_SIGNATURE, row, "does not carry that origin's valid signature")
                 continue
             result.accepted.append(row)
+            result.verified_with[origin] = self.keys[origin]
         return result
+
+    def recheck(self, result: Screened, current: dict[str, str]) -> None:
+        """Refuse the accepted events of origins whose key this node holds now (``current``, read
+        in the transaction storing them) is not the one they were verified under: a key pinned,
+        or first introduced by another peer, while this pass ran wins over what the pass used."""
+        stale = {origin for origin, key in result.verified_with.items() if current.get(origin) != key}
+        if not stale:
+            return
+        kept = []
+        for row in result.accepted:
+            if row["origin"] in stale:
+                result.refuse(BAD_SIGNATURE, row, "was verified under a key this node no longer holds for it")
+            else:
+                kept.append(row)
+        result.accepted = kept
+        for origin in stale:
+            result.verified_with.pop(origin)
+            result.learned.pop(origin, None)
+            self._objects.pop(origin, None)
+            if origin in current:
+                self.keys[origin] = current[origin]
+            else:
+                self.keys.pop(origin, None)

@@ -151,8 +151,8 @@ class Syncer:
             session.execute(update(Node).where(Node.name == name).values(last_error=message[:255]))
         return message
 
-    def _store(self, name: str, old_cursor: int, page: signing.Screened, last_seq: int,
-               lease: timedelta) -> int:
+    def _store(self, name: str, old_cursor: int, screen: signing.Screen, page: signing.Screened,
+               last_seq: int, lease: timedelta) -> int:
         """Insert the page's verified new events, count its refusals, keep the keys it introduced
         and the checkpoints it brought, and move the cursor, in one transaction; return how many
         events were new."""
@@ -164,13 +164,16 @@ class Syncer:
                 failures=0, last_error=None, next_attempt_at=None, sync_lease_until=now + lease)).rowcount
             if not moved:
                 raise BadPage("another sync moved this peer's cursor; stopping")
+            # The keys were read when the pass began: one pinned since, or first introduced by
+            # another peer's sync, is the one that counts, so check again where the events are stored.
+            trust.learn(session, page.learned, by=name, dialect=self.db.dialect)
+            screen.recheck(page, trust.current(session, page.verified_with))
             if page.rejected:  # kept with the peer for GET /federation/nodes
                 node = session.get(Node, name)
                 counts = dict(node.rejected or {})
                 for reason, n in page.rejected.items():
                     counts[reason] = counts.get(reason, 0) + n
                 node.rejected, node.last_rejection = counts, page.example
-            trust.learn(session, page.learned, by=name)
             fresh = [{k: v for k, v in row.items() if k != "seq"} for row in page.accepted]
             if not fresh:
                 return 0
@@ -224,7 +227,7 @@ class Syncer:
                 try:
                     rows, last_seq, has_more = _validate(page.body)
                     screened = screen.page(rows, page.body.get("keys"))
-                    new = self._store(name, cursor, screened, last_seq, lease)
+                    new = self._store(name, cursor, screen, screened, last_seq, lease)
                 except (BadPage, ValueError) as exc:
                     error = f"bad answer: {exc}"
                     self._count_refused(name, "bad_page")
