@@ -202,3 +202,43 @@ def test_a_key_this_node_took_for_an_origin_during_a_pass_wins_over_the_passs_ow
 
     with runtime.db.read() as session:
         assert session.get(Node, "evil").rejected == {"bad_signature": 1}
+
+
+def test_removing_a_peer_does_not_let_a_relay_introduce_another_key_for_it_later(runtime, peer) -> None:
+    """Before: ``aurora nodes remove X`` deleted X's pinned key with the peer, so the next relay to
+    mention X introduced a key of its own for it, and events forged in X's name were stored as
+    X's: a way to swap an origin's key after the fact."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from test_federation_bounds import EVIL_KEY
+    from test_federation_trust import introduce, make_event, public_text
+
+    from aurora.federation import trust
+
+    real = Ed25519PrivateKey.generate()
+    registry.register(runtime.db, "http://127.0.0.1:9", "elsewhere", TOKEN, public_key=public_text(real),
+                      secret_path=runtime.settings.federation_secret_path)
+    registry.remove(runtime.db, "elsewhere")  # pulled through evil from now on, say
+    swapped = Ed25519PrivateKey.generate()
+    forged = make_event(swapped, "elsewhere", 1, "run.succeeded", {"mode": "live"})
+    genuine = make_event(real, "elsewhere", 2, "run.succeeded", {"mode": "simulated"})
+    forged["seq"], genuine["seq"] = 1, 2
+    peer.body = {"node": "evil", "events": [forged, genuine], "last_seq": 2, "has_more": False,
+                 "keys": {"elsewhere": introduce(EVIL_KEY, "evil", "elsewhere", public_text(swapped))}}
+    result = sync(runtime)
+    assert result["pulled"] == 1 and result["rejected"] == 1, result
+    from sqlalchemy import select
+
+    from aurora.models import Event
+
+    with runtime.db.read() as session:
+        assert list(session.scalars(select(Event.id).where(Event.origin == "elsewhere"))) == [genuine["id"]]
+    [kept] = [k for k in trust.listing(runtime.db) if k["origin"] == "elsewhere"]
+    assert kept["public_key"] == public_text(real) and kept["source"] == "pinned"
+    # registering it again with another key still needs saying so (--public-key), as for any pin
+    from aurora.federation.registry import KeyChanged
+
+    with pytest.raises(KeyChanged):
+        registry.register(runtime.db, "http://127.0.0.1:9", "elsewhere", TOKEN, public_key=public_text(swapped),
+                          secret_path=runtime.settings.federation_secret_path)
+    registry.register(runtime.db, "http://127.0.0.1:9", "elsewhere", TOKEN, public_key=public_text(swapped),
+                      secret_path=runtime.settings.federation_secret_path, repin=True)

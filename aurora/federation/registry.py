@@ -100,12 +100,14 @@ def register(db: Database, url: str, name: str, token: str, *, public_key: str, 
 
 
 def remove(db: Database, name: str) -> None:
+    """Stop pulling from ``name``. Its pinned key stays: forgotten, the next relay to mention
+    ``name`` could introduce a key of its own for it and have events forged in its name stored;
+    registering it again with another key needs ``--public-key``, as for any pinned node."""
     with db.write() as session:
         node = session.get(Node, name)
         if node is None:
             raise NotFound(f"no node {name!r}")
         session.delete(node)
-        trust.unpin(session, name)
         audit.note(db, session, "federation", "node_remove", {"node": name})
 
 

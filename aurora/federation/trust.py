@@ -41,12 +41,6 @@ def pin(session: Session, origin: str, public_key: str) -> None:
         row.public_key, row.source, row.introduced_by = public_key, PINNED, None
 
 
-def unpin(session: Session, origin: str) -> None:
-    row = pinned(session, origin)
-    if row is not None:
-        session.delete(row)
-
-
 def learn(session: Session, learned: dict[str, str], by: str, dialect: str) -> None:
     """Keep keys first introduced by ``by`` in this page, unless another was learned meanwhile
     (a concurrent sync's insert wins; no error)."""
