@@ -242,3 +242,29 @@ def test_removing_a_peer_does_not_let_a_relay_introduce_another_key_for_it_later
                           secret_path=runtime.settings.federation_secret_path)
     registry.register(runtime.db, "http://127.0.0.1:9", "elsewhere", TOKEN, public_key=public_text(swapped),
                       secret_path=runtime.settings.federation_secret_path, repin=True)
+
+
+def test_a_signature_written_another_way_is_refused(runtime, peer) -> None:
+    """Before: a signature was read with Python's lenient base64, so a relay could rewrite an
+    origin's signature (the last character's unused bits, ``+`` for ``-``, ``/`` for ``_``) and
+    have it stored and relayed as another string that still verified: a malleated signature."""
+    from test_federation_bounds import rejected
+
+    before = rejected("bad_signature")
+    items = page([event(n) for n in range(1, 5)])["events"]
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+    def last_bits(sig: str) -> str:  # the same 64 bytes: only the 4 unused bits of the last character differ
+        return sig[:-1] + alphabet[alphabet.index(sig[-1]) ^ 1]
+
+    def standard(sig: str) -> str:  # the same bytes in the standard alphabet
+        return sig.replace("-", "+").replace("_", "/")
+
+    items[1]["signature"] = last_bits(items[1]["signature"])
+    while "-" not in items[2]["signature"] and "_" not in items[2]["signature"]:
+        items[2] = page([event(3)])["events"][0]  # a signature with a character to rewrite
+    items[2]["signature"] = standard(items[2]["signature"])
+    peer.body = {"node": "evil", "events": items, "last_seq": 4, "has_more": False}
+    result = sync(runtime)
+    assert result["pulled"] == 2 and result["rejected"] == 2, result
+    assert rejected("bad_signature") == before + 2

@@ -113,8 +113,13 @@ def valid(public: Ed25519PublicKey | bytes, signature: str, message: bytes) -> b
     if not isinstance(signature, str) or len(signature) != 86:  # 64 bytes, unpadded base64
         return False
     try:
-        crypto_sign_open(base64.urlsafe_b64decode(signature + "==") + message,
-                         public if isinstance(public, bytes) else raw(public))
+        decoded = base64.urlsafe_b64decode(signature + "==")
+        # Python's base64 is lenient (the standard alphabet's + and / pass, the last character's
+        # 4 unused bits are ignored): only the one way of writing these bytes is a signature,
+        # or a relay could store and serve another string for the origin's signature
+        if encode_signature(decoded) != signature:
+            return False
+        crypto_sign_open(decoded + message, public if isinstance(public, bytes) else raw(public))
     except (BadSignatureError, CryptoError, binascii.Error, ValueError, TypeError):
         return False
     return True
