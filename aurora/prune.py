@@ -47,11 +47,12 @@ def archive_folder(home: Path) -> Path:
     return home / "archive"
 
 
-def prune(db: Database, home: Path, before: datetime, batch: int = BATCH) -> dict[str, Any]:
-    """Archive and remove the bulky parts of settled runs finished before ``before``."""
+def prune(db: Database, home: Path, before: datetime, node: str, batch: int = BATCH) -> dict[str, Any]:
+    """Archive and remove the bulky parts of settled runs finished before ``before`` (``node``:
+    this node's name, whose events are the runs' own)."""
     while True:  # every settling event counted before any is removed
         mark = _marks(db)
-        tallies.advance(db)
+        tallies.advance(db, node)
         if _marks(db) == mark:
             break
     counted = dict(zip(("_audit", "_seq"), mark, strict=True))["_seq"]

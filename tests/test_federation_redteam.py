@@ -268,3 +268,19 @@ def test_a_signature_written_another_way_is_refused(runtime, peer) -> None:
     result = sync(runtime)
     assert result["pulled"] == 2 and result["rejected"] == 2, result
     assert rejected("bad_signature") == before + 2
+
+
+def test_a_peers_run_events_about_a_local_run_do_not_count_in_its_metrics(runtime, peer, client, api_keys) -> None:
+    """Before: ``aurora_runs{goal,status}`` counted every ``run.<final status>`` event whose run id
+    is a local run's, whatever its origin: a peer's validly signed ``run.succeeded`` (or
+    ``run.failed``) about a local run still queued counted it as settled."""
+    from aurora import tallies
+
+    run_id = client.post("/workflows", json=MAIL, headers=api_keys.header("submitter")).get_json()["id"]
+    peer.body = page([event(1, type="run.succeeded", run_id=run_id, data={"mode": "live"}),
+                      event(2, type="run.failed", run_id=run_id, data={})])
+    assert sync(runtime)["pulled"] == 2
+    metrics = client.get("/metrics", headers=api_keys.header("admin")).get_data(as_text=True)
+    runs = [line for line in metrics.splitlines() if line.startswith("aurora_runs{")]
+    assert runs == ['aurora_runs{goal="send_email",status="queued"} 1.0'], runs
+    assert sorted(tallies.read(runtime.db, runtime.settings.node_name)[0]) == [("send_email", "queued", 1)]
