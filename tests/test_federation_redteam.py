@@ -284,3 +284,28 @@ def test_a_peers_run_events_about_a_local_run_do_not_count_in_its_metrics(runtim
     runs = [line for line in metrics.splitlines() if line.startswith("aurora_runs{")]
     assert runs == ['aurora_runs{goal="send_email",status="queued"} 1.0'], runs
     assert sorted(tallies.read(runtime.db, runtime.settings.node_name)[0]) == [("send_email", "queued", 1)]
+
+
+def test_pruning_a_local_run_archives_its_own_events_and_leaves_a_peers_in_place(runtime, peer) -> None:
+    """Before: ``aurora prune`` archived every event with the run's id as the run's events (a
+    peer's "approval.approved — ceo" became part of the local run's archived timeline) and
+    deleted them, so this node stopped relaying the peer's events."""
+    import gzip
+    import time
+
+    from aurora import documents
+    from aurora.models import utcnow
+    from aurora.prune import prune
+
+    engine = runtime.engine
+    run_id = engine.submit(documents.load(json.dumps(MAIL)), "sam").id
+    assert engine.execute(run_id).status == "succeeded"
+    peer.body = page([event(1, type="approval.approved", run_id=run_id, data={"voter": "ceo"})])
+    assert sync(runtime)["pulled"] == 1
+    time.sleep(0.05)
+    done = prune(runtime.db, runtime.settings.home, utcnow(), runtime.settings.node_name)
+    assert done["runs"] == 1
+    with gzip.open(done["archive"], "rt") as lines:
+        [archived] = [json.loads(line) for line in lines]
+    assert archived["events"] and {e["origin"] for e in archived["events"]} == {"test-node"}
+    assert _stored(runtime, "evil") == 1  # still the peer's, still relayed
