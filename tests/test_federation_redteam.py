@@ -309,3 +309,24 @@ def test_pruning_a_local_run_archives_its_own_events_and_leaves_a_peers_in_place
         [archived] = [json.loads(line) for line in lines]
     assert archived["events"] and {e["origin"] for e in archived["events"]} == {"test-node"}
     assert _stored(runtime, "evil") == 1  # still the peer's, still relayed
+
+
+def test_a_peers_event_with_a_form_responses_id_does_not_stop_this_node_recording_the_response(runtime, peer) -> None:
+    """Before: a Typeform response was recorded (``typeform.response``) only if no event at all had
+    its id (a UUID made from the form and the response token), whatever the origin: a peer's
+    event with that id (a peer ingesting the same form, or a hostile one) made this node skip its
+    own record of the response."""
+    from sqlalchemy import select
+
+    from aurora.adapters.typeform_adapter import response_event_id
+    from aurora.models import Event
+    from aurora.webhooks import apply_typeform
+
+    taken = event(1, type="typeform.response", data={"form_id": "F1", "token": "tok-1"})
+    taken["id"] = response_event_id("F1", "tok-1")
+    peer.body = page([taken])
+    assert sync(runtime)["pulled"] == 1
+    apply_typeform(runtime.engine, {"form_response": {"form_id": "F1", "token": "tok-1", "answers": []}})
+    with runtime.db.read() as session:
+        mine = list(session.scalars(select(Event).where(Event.origin == "test-node", Event.type == "typeform.response")))
+    assert [e.id for e in mine] == [taken["id"]] and mine[0].data["token"] == "tok-1"
