@@ -6,6 +6,7 @@ loopback speaking the documented wire format and signing with their own keys
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -330,3 +331,94 @@ def test_a_peers_event_with_a_form_responses_id_does_not_stop_this_node_recordin
     with runtime.db.read() as session:
         mine = list(session.scalars(select(Event).where(Event.origin == "test-node", Event.type == "typeform.response")))
     assert [e.id for e in mine] == [taken["id"]] and mine[0].data["token"] == "tok-1"
+
+
+def _audit_records(runtime, n: int) -> None:
+    from aurora import keys
+    from aurora.models import Role
+
+    for i in range(n):
+        keys.create(runtime.db, f"k{uuid.uuid4().hex[:8]}{i}", Role.VIEWER)  # key changes are in the chain
+
+
+def _cut(runtime, after_pk: int) -> None:
+    from sqlalchemy import delete
+
+    from aurora.models import AuditRecord
+
+    with runtime.db.write() as session:  # someone with the database (not AURORA_HOME) cuts the log short
+        session.execute(delete(AuditRecord).where(AuditRecord.pk > after_pk))
+
+
+@pytest.mark.parametrize("cut", ["back_to_the_published_head", "everything"])
+def test_a_log_cut_short_after_a_local_checkpoint_is_published_even_when_its_head_looks_unchanged(
+        runtime, cut) -> None:
+    """Before: ``witness.publish`` published nothing when the head was the one published last,
+    or when the log was empty, so a log cut back to its last published checkpoint (losing the
+    records beat's own checkpoint had covered since), or cut to nothing, never reached a witness."""
+    from aurora import audit
+    from aurora.federation import witness
+
+    _audit_records(runtime, 4)
+    first = witness.publish(runtime)
+    assert first is not None and first["count"] >= 4
+    _audit_records(runtime, 3)
+    audit.checkpoint_since_last(runtime.settings, runtime.db)  # beat's local checkpoint covers them
+    _cut(runtime, first["head_pk"] if cut == "back_to_the_published_head" else 0)
+    published = witness.publish(runtime)
+    assert published is not None and "is missing or changed" in published["problem"], published
+    assert published["count"] == (first["count"] if cut == "back_to_the_published_head" else 0)
+    assert witness.publish(runtime) is None  # said once, not at every interval
+
+
+def test_a_witness_reports_a_checkpoint_whose_origin_says_its_log_lost_its_checkpoint(runtime, peer) -> None:
+    """Before: a checkpoint's ``problem`` (the origin found its log no longer holds its own last
+    checkpoint) was ignored by the witness: when the log had grown past the held count again, and
+    the anchor (the held checkpoint's head) was intact, the cut went unreported."""
+    from aurora.federation import witness
+
+    held = {"count": 10, "head_pk": 10, "head_hash": "a" * 64, "created_at": "2026-01-01T00:00:00+00:00",
+            "anchor": None}
+    cut = {"count": 15, "head_pk": 17, "head_hash": "b" * 64, "created_at": "2026-01-01T00:10:00+00:00",
+           "anchor": {"seq": 1, "head_pk": 10, "head_hash": "a" * 64, "count": 10},
+           "problem": "record 13, the head of the checkpoint of 2026-01-01T00:05:00+00:00, is missing or changed"}
+    peer.body = page([event(1, type="audit.checkpoint", data=held), event(2, type="audit.checkpoint", data=cut)])
+    assert sync(runtime)["pulled"] == 2
+    problem = witness.held(runtime.db, "evil")["problem"]
+    assert problem and "record 13" in problem and "evil" in problem, problem
+    assert witness.held(runtime.db, "evil")["checkpoint"]["data"]["count"] == 10  # the evidence stays
+    assert "evil" in witness.problems(runtime.db)
+
+
+@pytest.mark.timeout(420)  # two real nodes and a dozen CLI calls, on a machine shared with other suites
+def test_a_cut_that_beats_checkpoint_saw_is_reported_by_the_witness_of_two_real_nodes(make_stack, tmp_path) -> None:
+    """End to end: A's log is cut after beat's local checkpoint (not a published one) and grows
+    past the published count again; A publishes with its problem, and B reports it."""
+    import sqlite3
+
+    from test_federation import events, link, make_node
+    from test_federation import sync as sync_nodes
+
+    a = make_node(make_stack, tmp_path, "node-a", ["node-b"])
+    b = make_node(make_stack, tmp_path, "node-b", ["node-a"])
+    link(b, a)
+    for n in range(2):
+        a.aurora("keys", "create", f"k{n}", "--role", "viewer")
+    published = json.loads(a.aurora("federation", "witness", "publish").stdout)
+    sync_nodes(b)
+    for n in range(2):
+        a.aurora("keys", "create", f"m{n}", "--role", "viewer")
+    a.aurora("audit", "checkpoint")  # what beat does between two published checkpoints
+    db = a.env["AURORA_DATABASE_URL"].removeprefix("sqlite:///")
+    with sqlite3.connect(db) as conn:  # the database only: AURORA_HOME (and its checkpoints) untouched
+        conn.execute("DELETE FROM audit_records WHERE pk > ?", (published["head_pk"],))
+    for n in range(3):  # the log grows past the published count again; its chain is intact
+        a.aurora("keys", "create", f"n{n}", "--role", "viewer")
+    again = json.loads(a.aurora("federation", "witness", "publish").stdout)
+    assert again["count"] > published["count"] and again["anchor"]["head_hash"] == published["head_hash"]
+    assert "is missing or changed" in again["problem"]
+    sync_nodes(b)
+    held = b.http("GET", "/federation/witness/node-a").json()
+    assert held["problem"] and held["problem"].startswith("audit log of node-a lost records"), held
+    assert [e for e in events(b, origin="node-b") if e["type"] == "audit.witness_mismatch"]
+    assert "node-a" in b.http("GET", "/health", key="").json()["components"]["federation"]["witness_problems"]

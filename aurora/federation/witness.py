@@ -52,29 +52,55 @@ def _anchor(session: Session, previous: Event | None) -> dict[str, Any] | None:
             "count": session.scalar(select(func.count()).select_from(AuditRecord).where(AuditRecord.pk <= pk)) or 0}
 
 
+def _last_checkpoint_lost(settings: Any, db: Database) -> str | None:
+    """Why the log no longer holds the head of this node's newest kept checkpoint, or None."""
+    path = settings.audit_checkpoints_file
+    try:
+        last = audit.read_checkpoints(path, db.audit_key())[-1] if path.exists() and path.stat().st_size else None
+    except (OSError, ValueError) as exc:
+        return f"its checkpoints cannot be read: {exc}"
+    if last is None or last["head_pk"] is None:
+        return None
+    with db.read() as session:
+        head = session.get(AuditRecord, int(last["head_pk"]))
+    if head is None or head.hash != last["head_hash"]:
+        return f"record {last['head_pk']}, the head of the checkpoint of {last['created_at']}, is missing or changed"
+    return None
+
+
 def publish(runtime: Any) -> dict[str, Any] | None:
-    """Publish this node's audit head as a checkpoint event, unless it is the one published last.
-    Returns the event's data, or None when nothing changed."""
+    """Publish this node's audit head as a checkpoint event, unless it is the one published last
+    and the log still holds this node's newest checkpoint. Returns the event's data, or None when
+    nothing changed."""
     db, me = runtime.db, runtime.settings.node_name
     last = select(Event).where(Event.origin == me, Event.type == CHECKPOINT).order_by(Event.seq.desc()).limit(1)
     with db.read() as session:
         count, head_pk, head_hash = _head(session)
         previous = session.scalars(last).first()
-    if count == 0 or (previous is not None and (previous.data.get("count"), previous.data.get("head_hash"))
-                      == (count, head_hash)):
+    if previous is None and count == 0:
         return None
     problem = None
-    try:  # verifies what came after this node's own last checkpoint, and keeps the new one
-        head = audit.checkpoint_since_last(runtime.settings, db)
-    except ValueError as exc:
-        # This node's log no longer holds its own checkpoint: say so, and publish what it holds
-        # now, so that the witnesses see it as well.
-        problem = str(exc)[:255]
+    if previous is not None and (previous.data.get("count"), previous.data.get("head_hash")) == (count, head_hash):
+        # The same head as published last, but a log cut back to it (or to nothing) has lost what
+        # beat's own checkpoints covered since: a witness must hear of it, once.
+        problem = _last_checkpoint_lost(runtime.settings, db)
+        if problem is None or previous.data.get("problem") == problem[:255]:
+            return None
+        problem = problem[:255]
         log.error("audit log does not hold its last checkpoint, published as is: %s", problem)
-        with db.read() as session:
-            verdict = audit.verify(session.scalars(select(AuditRecord).order_by(AuditRecord.pk)).yield_per(1000),
-                                   db.audit_key())
-        head = {"count": verdict.count, "head_pk": verdict.head_pk, "head_hash": verdict.head_hash}
+        head = {"count": count, "head_pk": head_pk, "head_hash": head_hash}
+    else:
+        try:  # verifies what came after this node's own last checkpoint, and keeps the new one
+            head = audit.checkpoint_since_last(runtime.settings, db)
+        except ValueError as exc:
+            # This node's log no longer holds its own checkpoint: say so, and publish what it holds
+            # now, so that the witnesses see it as well.
+            problem = str(exc)[:255]
+            log.error("audit log does not hold its last checkpoint, published as is: %s", problem)
+            with db.read() as session:
+                verdict = audit.verify(session.scalars(select(AuditRecord).order_by(AuditRecord.pk))
+                                       .yield_per(1000), db.audit_key())
+            head = {"count": verdict.count, "head_pk": verdict.head_pk, "head_hash": verdict.head_hash}
     with db.write() as session:
         db.lock(session, *OUTBOX_LOCKS)  # two publishers must not both anchor on the same one (and in
         # the order every writer takes them: aurora.db)
@@ -120,6 +146,11 @@ def _problem(held: WitnessCheckpoint, data: dict[str, Any]) -> str | None:
                 f"{'no record' if anchor.get('head_hash') is None else 'another hash'} ({anchor.get('count')} records up to it)")
     if anchor["seq"] < held.origin_seq:
         return f"its checkpoint events were removed: the new one links to an older one than {then}"
+    own = data.get("problem")
+    if own:
+        # the origin itself found its log no longer holds a checkpoint it kept (one beat made
+        # between two published ones): counts and anchor can look right when the log grew again
+        return f"lost records its own checkpoint covered ({str(own)[:200]}): {then}, {now}"
     return None  # anchored on a checkpoint this node has not had yet (it came by a slower path)
 
 
@@ -132,9 +163,13 @@ def observe(db: Database, session: Session, me: str, rows: list[dict[str, Any]])
         event = {k: (v.isoformat() if k == "created_at" else v) for k, v in row.items() if k != "seq"}
         held = session.get(WitnessCheckpoint, origin)
         if held is None:
-            session.add(WitnessCheckpoint(origin=origin, origin_seq=row["origin_seq"], count=data["count"],
-                                          head_pk=data.get("head_pk"), head_hash=data["head_hash"], event=event,
-                                          received_at=utcnow()))
+            held = WitnessCheckpoint(origin=origin, origin_seq=row["origin_seq"], count=data["count"],
+                                     head_pk=data.get("head_pk"), head_hash=data["head_hash"], event=event,
+                                     received_at=utcnow())
+            session.add(held)
+            if data.get("problem"):  # the first one this node sees already says the log lost records
+                _report(db, session, me, held, origin, f"says it lost records its own checkpoint covered "
+                        f"({str(data['problem'])[:200]})", data)
             continue
         if row["origin_seq"] <= held.origin_seq:
             continue  # older, or the same one by another path
@@ -144,12 +179,17 @@ def observe(db: Database, session: Session, me: str, rows: list[dict[str, Any]])
                 row["origin_seq"], data["count"], data.get("head_pk"), data["head_hash"])
             held.event, held.received_at = event, utcnow()
         elif held.problem is None:  # the checkpoint that shows it stays held, as the evidence
-            held.problem, held.problem_at = f"audit log of {origin} {problem}"[:512], utcnow()
-            log.warning("witness: %s", held.problem)
-            events.append(db, session, me, MISMATCH, {"origin": origin, "problem": held.problem,
-                                                      "held": {"count": held.count, "head_pk": held.head_pk,
-                                                               "head_hash": held.head_hash},
-                                                      "seen": {k: data.get(k) for k in ("count", "head_pk", "head_hash")}})
+            _report(db, session, me, held, origin, problem, data)
+
+
+def _report(db: Database, session: Session, me: str, held: WitnessCheckpoint, origin: str, problem: str,
+            data: dict[str, Any]) -> None:
+    held.problem, held.problem_at = f"audit log of {origin} {problem}"[:512], utcnow()
+    log.warning("witness: %s", held.problem)
+    events.append(db, session, me, MISMATCH, {"origin": origin, "problem": held.problem,
+                                              "held": {"count": held.count, "head_pk": held.head_pk,
+                                                       "head_hash": held.head_hash},
+                                              "seen": {k: data.get(k) for k in ("count", "head_pk", "head_hash")}})
 
 
 def held(db: Database, origin: str) -> dict[str, Any]:
