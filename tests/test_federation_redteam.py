@@ -14,7 +14,7 @@ import pytest
 from fakes import HostilePeer
 from test_federation_bounds import DEADLINE, EVIL_PUBLIC, PAGE, TOKEN, event, page, sync
 
-from aurora.federation import registry
+from aurora.federation import registry, signing
 
 
 @pytest.fixture
@@ -422,3 +422,43 @@ def test_a_cut_that_beats_checkpoint_saw_is_reported_by_the_witness_of_two_real_
     assert held["problem"] and held["problem"].startswith("audit log of node-a lost records"), held
     assert [e for e in events(b, origin="node-b") if e["type"] == "audit.witness_mismatch"]
     assert "node-a" in b.http("GET", "/health", key="").json()["components"]["federation"]["witness_problems"]
+
+
+def test_a_checkpoint_written_into_the_database_is_not_signed_by_this_node(runtime, client) -> None:
+    """Before: this node signed its own events when serving them, checkpoints included, so anyone
+    who could write to its database (not AURORA_HOME) could add an ``audit.checkpoint`` row that
+    matched what its witnesses held and have it served with this node's signature: a log cut
+    short, and covered by such a row, was never reported. A checkpoint is now signed when it is
+    published (after the audit chain was checked with the audit key), and served with that
+    signature only."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert
+
+    from aurora.federation import identity, tokens, witness
+    from aurora.models import Event
+
+    _audit_records(runtime, 3)
+    published = witness.publish(runtime)
+    with runtime.db.write() as session:  # a row that would have covered a cut
+        session.execute(insert(Event).values(
+            id=str(uuid.uuid4()), origin="test-node", type="audit.checkpoint", run_id=None,
+            created_at=datetime.now(UTC), data={**published, "count": published["count"] + 5,
+                                                "anchor": {"seq": 1, "head_pk": published["head_pk"],
+                                                           "head_hash": published["head_hash"],
+                                                           "count": published["count"]}}))
+    peer_token = tokens.create(runtime.db, "evil")
+    served = client.get("/federation/events?since=0&limit=100", headers={"Authorization": f"Bearer {peer_token}"})
+    checkpoints = [e for e in served.get_json()["events"] if e["type"] == "audit.checkpoint"]
+    assert len(checkpoints) == 2
+    key = identity.raw(identity.decode(runtime.identity.public_key))
+
+    def genuine(item: dict[str, Any]) -> bool:
+        return identity.valid(key, item["signature"], signing.canonical(
+            item["id"], item["origin"], item["origin_seq"], item["type"], item["run_id"],
+            signing.parse_time(item["created_at"]), item["data"]))
+
+    assert genuine(checkpoints[0]) and checkpoints[0]["data"] == published
+    assert not genuine(checkpoints[1])
+    # the other events are signed as they are served, as before
+    assert all(genuine(e) for e in served.get_json()["events"] if e["type"] != "audit.checkpoint")

@@ -60,9 +60,16 @@ def introduction(origin: str, public_key: str, by: str) -> bytes:
     return INTRODUCTION_DOMAIN + _json({"by": by, "origin": origin, "public_key": public_key})
 
 
+#: this node's events signed when they are made, never when served (``witness.publish``)
+SIGNED_AT_SOURCE = frozenset({"audit.checkpoint"})
+
+
 def served(me: identity.Identity, event: Any, item: dict[str, Any]) -> dict[str, Any]:
     """``item`` (``events.as_dict(event)``) with the origin's seq and signature, for a peer."""
-    if event.origin == me.name:
+    if event.origin == me.name and event.type in SIGNED_AT_SOURCE:
+        # its own signature, or none (a row written into the database by anyone else)
+        item["origin_seq"], item["signature"] = event.seq, event.signature
+    elif event.origin == me.name:
         item["origin_seq"] = event.seq
         item["signature"] = me.sign(canonical(event.id, event.origin, event.seq, event.type, event.run_id,
                                               event.created_at, event.data))

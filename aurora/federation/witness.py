@@ -110,7 +110,15 @@ def publish(runtime: Any) -> dict[str, Any] | None:
                                 "anchor": _anchor(session, previous)}
         if problem:
             data["problem"] = problem
-        events.append(db, session, me, CHECKPOINT, data)
+        values = events.append(db, session, me, CHECKPOINT, data)
+        # Signed now, after the chain was checked with the audit key, and served with this
+        # signature only (``signing.served``): were it signed when served, as other events are,
+        # anyone able to write to the database could add a checkpoint row covering a cut log and
+        # have it go out under this node's signature.
+        row = session.scalars(select(Event).where(Event.origin == me, Event.id == values["id"])).one()
+        row.origin_seq = row.seq
+        row.signature = runtime.identity.sign(signing.canonical(row.id, me, row.seq, CHECKPOINT, None,
+                                                                row.created_at, row.data))
     return data
 
 
