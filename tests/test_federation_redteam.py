@@ -462,3 +462,41 @@ def test_a_checkpoint_written_into_the_database_is_not_signed_by_this_node(runti
     assert not genuine(checkpoints[1])
     # the other events are signed as they are served, as before
     assert all(genuine(e) for e in served.get_json()["events"] if e["type"] != "audit.checkpoint")
+
+
+@pytest.mark.parametrize("ask", ["witnesses", "identity"])
+def test_a_trickling_peer_cannot_hold_audit_verify_witnesses_or_registration_past_their_deadline(
+        runtime, monkeypatch, ask) -> None:
+    """Before: ``aurora audit verify --witnesses`` (asking each peer what it holds) and ``aurora
+    nodes register`` (reading the peer's identity) used a per-read timeout and read the whole
+    answer: a peer sending a byte a second held them for as long as it liked (and a huge answer
+    sat in memory). They now have the sync's limits: a wall-clock deadline, a byte cap, no redirects."""
+    import time
+
+    from aurora.errors import AuroraError
+    from aurora.federation import witness
+
+    monkeypatch.setattr(witness, "ASK_TIMEOUT", 2.0)
+    monkeypatch.setattr(registry, "IDENTITY_TIMEOUT", 2.0)
+    with HostilePeer() as fake:
+        fake.kind, fake.interval = "trickle_body", 0.5
+        fake.body = {"node": "evil", "public_key": EVIL_PUBLIC, "checkpoint": None, "pad": "x" * 400}
+        registry.register(runtime.db, fake.url, "evil", TOKEN, public_key=EVIL_PUBLIC,
+                          secret_path=runtime.settings.federation_secret_path)
+        started = time.monotonic()
+        if ask == "witnesses":
+            [answer] = witness.ask(runtime)
+            assert answer["peer"] == "evil" and "deadline" in answer["error"], answer
+        else:
+            with pytest.raises(AuroraError) as refused:
+                registry.fetch_identity(fake.url)
+            assert "deadline" in str(refused.value)
+        assert time.monotonic() - started < 4.0
+        fake.kind, fake.location = "redirect", "http://127.0.0.1:9/elsewhere?token=secret"
+        if ask == "witnesses":
+            [answer] = witness.ask(runtime)
+            assert "redirect" in answer["error"] and "secret" not in answer["error"], answer
+        else:
+            with pytest.raises(AuroraError) as refused:
+                registry.fetch_identity(fake.url)
+            assert "redirect" in str(refused.value) and "secret" not in str(refused.value)

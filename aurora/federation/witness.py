@@ -16,23 +16,25 @@ against it: a log cut short is caught even when its own checkpoint file went wit
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
-import requests
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from .. import audit, events
 from ..db import OUTBOX_LOCKS, Database
 from ..models import AuditRecord, Event, Node, WitnessCheckpoint, utcnow
-from . import identity, signing, vault
+from . import fetch, identity, signing, vault
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "audit.checkpoint"
 MISMATCH = "audit.witness_mismatch"
-#: seconds ``aurora audit verify --witnesses`` waits for one peer
+#: seconds ``aurora audit verify --witnesses`` waits for one peer (wall clock, the whole answer)
 ASK_TIMEOUT = 10.0
+#: the most bytes read of a peer's answer: one event of at most 64 KiB, and the envelope
+ANSWER_BYTES = 2 * 65_536
 
 
 # -- publishing (the origin) ------------------------------------------------------------------
@@ -246,14 +248,15 @@ def ask(runtime: Any) -> list[dict[str, Any]]:
         answer: dict[str, Any] = {"peer": name}
         try:
             token = vault.open_token(runtime.settings.federation_secret_path, stored)
-            response = requests.get(f"{url}/federation/witness/{me.name}", headers={"Authorization": f"Bearer {token}"},
-                                    timeout=ASK_TIMEOUT, allow_redirects=False)
-            body = response.json() if response.status_code == 200 else None
-        except (requests.RequestException, ValueError) as exc:
-            answers.append({**answer, "error": f"unreachable: {exc.__class__.__name__}"})
+            # a sync's limits: a peer trickling its answer, or sending an endless one, must not
+            # hold this command past ASK_TIMEOUT nor fill its memory
+            status, body = fetch.get_json(f"{url}/federation/witness/{me.name}", {"Authorization": f"Bearer {token}"},
+                                          ANSWER_BYTES, time.monotonic() + ASK_TIMEOUT)
+        except (fetch.FederationFetchError, vault.VaultError) as exc:
+            answers.append({**answer, "error": str(exc)})
             continue
         if not isinstance(body, dict):
-            answers.append({**answer, "error": f"HTTP {response.status_code}"})
+            answers.append({**answer, "error": f"HTTP {status}" + ("" if status != 200 else ": not a JSON object")})
             continue
         answer["problem"] = body.get("problem")
         event = body.get("checkpoint")
