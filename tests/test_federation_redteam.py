@@ -500,3 +500,31 @@ def test_a_trickling_peer_cannot_hold_audit_verify_witnesses_or_registration_pas
             with pytest.raises(AuroraError) as refused:
                 registry.fetch_identity(fake.url)
             assert "redirect" in str(refused.value) and "secret" not in str(refused.value)
+
+
+def test_an_origin_that_looks_like_this_node_or_is_no_node_name_is_never_introduced(runtime, peer) -> None:
+    """Before: a relay could introduce a key for any string as an origin: ``TEST-NODE``, or
+    ``test‑node`` with a non-breaking hyphen, read as this node on every page that names origins,
+    and their events were stored (only the exact name was refused as this node's own)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from test_federation_bounds import EVIL_KEY
+    from test_federation_trust import introduce, make_event, public_text
+
+    from aurora.federation import trust
+
+    key = Ed25519PrivateKey.generate()
+    names = ["TEST-NODE", "test\u2011node", "test-node ", "-test-node", "node/a", "relayed-ok"]
+    items = []
+    for n, origin in enumerate(names, 1):
+        item = make_event(key, origin, n, "run.succeeded", {})
+        item["seq"] = n
+        items.append(item)
+    peer.body = {"node": "evil", "events": items, "last_seq": len(items), "has_more": False,
+                 "keys": {origin: introduce(EVIL_KEY, "evil", origin, public_text(key)) for origin in names}}
+    result = sync(runtime)
+    assert result["pulled"] == 1 and result["rejected"] == 5, result
+    from aurora.models import Node
+
+    with runtime.db.read() as session:
+        assert session.get(Node, "evil").rejected == {"own_origin": 1, "unknown_origin": 4}
+    assert sorted(k["origin"] for k in trust.listing(runtime.db)) == ["evil", "relayed-ok"]

@@ -13,6 +13,7 @@ import base64
 import binascii
 import hashlib
 import os
+import re
 import stat
 from functools import lru_cache
 from pathlib import Path
@@ -26,6 +27,8 @@ from ..errors import ConfigError
 
 #: how a public key is written: the algorithm, then the 32 raw bytes in URL-safe base64
 KEY_PREFIX = "ed25519:"
+#: what a node may be called (and so what an origin may be): letters, digits, _ . -, at most 64
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class IdentityError(ConfigError):

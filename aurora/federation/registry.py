@@ -17,7 +17,7 @@ from ..errors import Conflict, NotFound
 from ..models import FederationKey, Node, utcnow
 from . import fetch, identity, trust, vault
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+NAME = identity.NAME
 
 
 class BadNode(Conflict):

@@ -117,8 +117,8 @@ class Screen:
         """Trust on first introduction: an unknown origin's key, vouched for by the pinned peer."""
         peer_key = self._key(self.peer)
         offer = introductions.get(origin) if isinstance(introductions, dict) else None
-        if peer_key is None or not isinstance(offer, dict):
-            return
+        if peer_key is None or not isinstance(offer, dict) or not identity.NAME.match(origin):
+            return  # only a name a node can have: no spaces, look-alike letters or control characters
         public_key, signature = offer.get("public_key"), offer.get("signature")
         try:
             identity.decode(public_key)
@@ -135,6 +135,9 @@ class Screen:
                 result.refuse(OWN_ORIGIN, row, "(this node's own name)")
                 continue
             if origin not in self.keys and origin != self.peer:
+                if origin.casefold() == self.me.casefold():
+                    result.refuse(OWN_ORIGIN, row, "(this node's own name, in other letters)")
+                    continue
                 self._learn(origin, introductions, result)
             key = self._key(origin)
             if key is None:
