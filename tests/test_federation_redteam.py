@@ -528,3 +528,49 @@ def test_an_origin_that_looks_like_this_node_or_is_no_node_name_is_never_introdu
     with runtime.db.read() as session:
         assert session.get(Node, "evil").rejected == {"own_origin": 1, "unknown_origin": 4}
     assert sorted(k["origin"] for k in trust.listing(runtime.db)) == ["evil", "relayed-ok"]
+
+
+def _checkpoint(seq: int, count: int, head_pk: int, head_hash: str, anchor: dict | None) -> dict[str, Any]:
+    return event(seq, type="audit.checkpoint", data={"count": count, "head_pk": head_pk, "head_hash": head_hash,
+                                                     "created_at": f"2026-01-01T00:0{seq}:00+00:00", "anchor": anchor})
+
+
+def test_a_relay_holding_back_the_checkpoint_that_shows_a_cut_cannot_suppress_the_report(runtime, peer) -> None:
+    """Before: a checkpoint linked to one the witness had not seen was taken as the new one held
+    (the skipped one "came by a slower path"), so a relay that held back the checkpoint showing
+    the cut, and passed on the next, made the witness forget its evidence. Now the witness keeps
+    what it holds until the missing link arrives, and checks it then, with what followed it."""
+    from aurora.federation import witness
+
+    cp1 = _checkpoint(1, 10, 10, "a" * 64, None)
+    cut = _checkpoint(2, 5, 5, "b" * 64, {"seq": 1, "head_pk": 10, "head_hash": None, "count": 5})
+    grown = _checkpoint(3, 12, 12, "c" * 64, {"seq": 2, "head_pk": 5, "head_hash": "b" * 64, "count": 5})
+    peer.body = page([cp1])
+    assert sync(runtime)["pulled"] == 1
+    peer.body = page([grown])  # the cut one held back
+    peer.body["last_seq"] = 3
+    assert sync(runtime)["pulled"] == 1
+    held = witness.held(runtime.db, "evil")
+    assert held["checkpoint"]["data"]["count"] == 10 and held["problem"] is None, held
+    peer.body = page([cut])  # it comes at last (by this relay or another path)
+    peer.body["last_seq"] = 4
+    assert sync(runtime)["pulled"] == 1
+    held = witness.held(runtime.db, "evil")
+    assert held["problem"] and "cut short" in held["problem"], held
+
+
+def test_checkpoints_that_arrive_out_of_order_are_all_checked_and_the_newest_held(runtime, peer) -> None:
+    """An honest diamond delivers checkpoints out of order: the witness checks the late one and
+    then the ones after it that were stored meanwhile."""
+    from aurora.federation import witness
+
+    cps = [_checkpoint(1, 10, 10, "a" * 64, None),
+           _checkpoint(2, 11, 11, "b" * 64, {"seq": 1, "head_pk": 10, "head_hash": "a" * 64, "count": 10}),
+           _checkpoint(3, 12, 12, "c" * 64, {"seq": 2, "head_pk": 11, "head_hash": "b" * 64, "count": 11}),
+           _checkpoint(4, 13, 13, "d" * 64, {"seq": 3, "head_pk": 12, "head_hash": "c" * 64, "count": 12})]
+    for n, order in enumerate([[0], [2], [3], [1]], 1):
+        peer.body = page([cps[i] for i in order])
+        peer.body["last_seq"] = n
+        assert sync(runtime)["pulled"] == 1
+    held = witness.held(runtime.db, "evil")
+    assert held["problem"] is None and held["checkpoint"]["data"]["count"] == 13, held

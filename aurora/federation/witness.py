@@ -161,7 +161,7 @@ def _problem(held: WitnessCheckpoint, data: dict[str, Any]) -> str | None:
         # the origin itself found its log no longer holds a checkpoint it kept (one beat made
         # between two published ones): counts and anchor can look right when the log grew again
         return f"lost records its own checkpoint covered ({str(own)[:200]}): {then}, {now}"
-    return None  # anchored on a checkpoint this node has not had yet (it came by a slower path)
+    return None
 
 
 def observe(db: Database, session: Session, me: str, rows: list[dict[str, Any]]) -> None:
@@ -183,13 +183,49 @@ def observe(db: Database, session: Session, me: str, rows: list[dict[str, Any]])
             continue
         if row["origin_seq"] <= held.origin_seq:
             continue  # older, or the same one by another path
-        problem = _problem(held, data)
-        if problem is None:
-            held.origin_seq, held.count, held.head_pk, held.head_hash = (
-                row["origin_seq"], data["count"], data.get("head_pk"), data["head_hash"])
-            held.event, held.received_at = event, utcnow()
-        elif held.problem is None:  # the checkpoint that shows it stays held, as the evidence
-            _report(db, session, me, held, origin, problem, data)
+        anchor = data.get("anchor")
+        linked = anchor.get("seq") if isinstance(anchor, dict) else None
+        if isinstance(linked, int) and not isinstance(linked, bool) and linked > held.origin_seq:
+            # It links to a checkpoint this node has not checked: a relay may have held back the
+            # one that shows the cut. Check the missing links among the events stored here (they
+            # may have come by another path); without them, keep what is held and wait for them.
+            _catch_up(db, session, me, held, origin, row["origin_seq"])
+            if held.origin_seq != linked:
+                continue
+        if _check(db, session, me, held, origin, row["origin_seq"], data, event):
+            _catch_up(db, session, me, held, origin)  # any stored meanwhile that follow it (came early)
+
+
+def _check(db: Database, session: Session, me: str, held: WitnessCheckpoint, origin: str, seq: int,
+           data: dict[str, Any], event: dict[str, Any]) -> bool:
+    """Hold the next checkpoint of ``origin``, or report what it shows; whether it was taken."""
+    problem = _problem(held, data)
+    if problem is None:
+        held.origin_seq, held.count, held.head_pk, held.head_hash = seq, data["count"], data.get("head_pk"), data["head_hash"]
+        held.event, held.received_at = event, utcnow()
+        return True
+    if held.problem is None:  # the checkpoint that shows it stays held, as the evidence
+        _report(db, session, me, held, origin, problem, data)
+    return False
+
+
+def _catch_up(db: Database, session: Session, me: str, held: WitnessCheckpoint, origin: str,
+              before: int | None = None) -> None:
+    """Walk the stored checkpoints of ``origin`` after the held one (and before ``before``), each
+    linked to the one before it, as far as they go (``ix_events_checkpoints`` finds them)."""
+    query = select(Event).where(Event.origin == origin, Event.type == CHECKPOINT, Event.origin_seq > held.origin_seq)
+    if before is not None:
+        query = query.where(Event.origin_seq < before)
+    stored = session.scalars(query.order_by(Event.origin_seq))
+    for e in stored:
+        anchor = e.data.get("anchor") if isinstance(e.data, dict) else None
+        if not _well_formed(e.data) or not isinstance(anchor, dict) or anchor.get("seq") != held.origin_seq:
+            return  # a link is still missing
+        event = {"id": e.id, "origin": e.origin, "type": e.type, "run_id": e.run_id,
+                 "created_at": e.created_at.isoformat(), "data": e.data, "origin_seq": e.origin_seq,
+                 "signature": e.signature}
+        if not _check(db, session, me, held, origin, e.origin_seq, e.data, event):
+            return
 
 
 def _report(db: Database, session: Session, me: str, held: WitnessCheckpoint, origin: str, problem: str,
