@@ -205,7 +205,7 @@ class DatabaseCollector:
 
         db = self.runtime.db
         # no count over all history at each scrape: tallies kept from the logs (votes, keys: not calls)
-        by_state, calls = tallies.read(db)
+        by_state, calls = tallies.read(db, self.runtime.settings.node_name)
         runs = GaugeMetricFamily("aurora_runs", "Runs by goal and status", labels=["goal", "status"])
         for goal, status, count in by_state:
             runs.add_metric([goal, status], count)

@@ -9,7 +9,19 @@ import enum
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -198,7 +210,12 @@ class Event(Base):
     origin_seq: Mapped[int | None] = mapped_column(BigInteger)
     signature: Mapped[str | None] = mapped_column(String(88))
 
-    __table_args__ = (UniqueConstraint("origin", "id", name="uq_events_origin_id"),)
+    __table_args__ = (
+        UniqueConstraint("origin", "id", name="uq_events_origin_id"),
+        # checkpoint rows only (a witness looks them up by the origin's seq: federation/witness.py)
+        Index("ix_events_checkpoints", "origin", "origin_seq", postgresql_where=text("type = 'audit.checkpoint'"),
+              sqlite_where=text("type = 'audit.checkpoint'")),
+    )
 
 
 class AuditRecord(Base):

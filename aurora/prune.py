@@ -47,11 +47,12 @@ def archive_folder(home: Path) -> Path:
     return home / "archive"
 
 
-def prune(db: Database, home: Path, before: datetime, batch: int = BATCH) -> dict[str, Any]:
-    """Archive and remove the bulky parts of settled runs finished before ``before``."""
+def prune(db: Database, home: Path, before: datetime, node: str, batch: int = BATCH) -> dict[str, Any]:
+    """Archive and remove the bulky parts of settled runs finished before ``before`` (``node``:
+    this node's name, whose events are the runs' own)."""
     while True:  # every settling event counted before any is removed
         mark = _marks(db)
-        tallies.advance(db)
+        tallies.advance(db, node)
         if _marks(db) == mark:
             break
     counted = dict(zip(("_audit", "_seq"), mark, strict=True))["_seq"]
@@ -73,7 +74,10 @@ def prune(db: Database, home: Path, before: datetime, batch: int = BATCH) -> dic
                 by_run: dict[str, dict[str, list[dict[str, Any]]]] = {i: {"steps": [], "events": []} for i in ids}
                 for step in session.scalars(select(RunStep).where(RunStep.run_id.in_(ids)).order_by(RunStep.pk)):
                     by_run[step.run_id]["steps"].append(_row(step))
-                for event in session.scalars(select(Event).where(Event.run_id.in_(ids)).order_by(Event.seq)):
+                # this node's events only: a peer's events carrying a local run's id are the
+                # peer's (docs/federation.md), neither the run's timeline nor this node's to drop
+                for event in session.scalars(select(Event).where(Event.run_id.in_(ids), Event.origin == node)
+                                             .order_by(Event.seq)):
                     by_run[event.run_id]["events"].append(_row(event))
             after = chosen[-1].pk
             # a run whose events the tallies have not seen yet (it settled meanwhile) waits
@@ -89,7 +93,7 @@ def prune(db: Database, home: Path, before: datetime, batch: int = BATCH) -> dic
             os.fsync(raw.fileno())
             with db.write() as session:
                 steps += session.execute(delete(RunStep).where(RunStep.run_id.in_(ids))).rowcount
-                events += session.execute(delete(Event).where(Event.run_id.in_(ids))).rowcount
+                events += session.execute(delete(Event).where(Event.run_id.in_(ids), Event.origin == node)).rowcount
                 runs += session.execute(update(Run).where(Run.id.in_(ids), Run.archive.is_(None)).values(
                     document={"payload": {}, "archived": True}, archive=str(path))).rowcount
     if not runs:

@@ -185,7 +185,8 @@ def apply_typeform(engine: Any, body: dict[str, Any]) -> dict[str, Any]:
         event_id = response_event_id(form_id, token)
         from .models import Event
 
-        if session.scalar(select(Event.seq).where(Event.id == event_id)) is None:  # an ingest may hold it
+        # an ingest here may hold it (a peer's event with the same id is the peer's, not ours)
+        if session.scalar(select(Event.seq).where(Event.id == event_id, Event.origin == engine.node)) is None:
             events.append(engine.db, session, engine.node, "typeform.response",
                           {"form_id": form_id, "token": token, "submitted_at": response.get("submitted_at"),
                            "answers": response.get("answers", []), "hidden": response.get("hidden", {}),

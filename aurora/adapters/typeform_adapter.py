@@ -89,7 +89,8 @@ class TypeformAdapter(Adapter):
             return
         form_id, items = response["form_id"], response.pop("items")
         ids = {response_event_id(form_id, item["token"]): item for item in items}
-        held = set(session.scalars(select(Event.id).where(Event.id.in_(list(ids)))))
+        # held here: a peer's events with these ids (a peer ingesting the same form) are the peer's
+        held = set(session.scalars(select(Event.id).where(Event.id.in_(list(ids)), Event.origin == node)))
         for event_id, item in ids.items():
             if event_id not in held:
                 events.append(db, session, node, "typeform.response",

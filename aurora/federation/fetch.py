@@ -208,6 +208,32 @@ class Abort:
 def fetch_page(peer: Peer, since: int, limit: int, deadline: float, abort: Abort | None = None) -> Page:
     """The peer's events after ``since`` (at most ``limit``), fetched by ``deadline`` (a
     :func:`time.monotonic` time). Raises :class:`FederationFetchError` saying why not."""
+    status, raw = _bounded_get(f"{peer.url}/federation/events", {"since": since, "limit": limit},
+                               {"Authorization": f"Bearer {peer.token}"}, page_cap(limit), deadline,
+                               f"({limit} events of at most 64 KiB, and the envelope)", abort)
+    if status != 200:
+        detail = _detail(raw)
+        raise FederationFetchError("http_status", f"HTTP {status}" + (f": {detail}" if detail else ""))
+    return _parse(raw, limit)
+
+
+def get_json(url: str, headers: dict[str, str], cap: int, deadline: float) -> tuple[int, Any]:
+    """Another GET to a peer (its identity, the checkpoint it holds as a witness) with a page's
+    limits: the deadline, ``cap`` bytes, no redirects, nothing compressed. The status and the
+    answer's JSON (None when it is not JSON, or for an error status); FederationFetchError else."""
+    status, raw = _bounded_get(url, None, headers, cap, deadline, "")
+    if status != 200:
+        return status, None
+    try:
+        return status, json.loads(raw, parse_constant=_not_json)
+    except (ValueError, RecursionError):
+        return status, None
+
+
+def _bounded_get(url: str, params: dict[str, Any] | None, headers: dict[str, str], cap: int, deadline: float,
+                 what: str, abort: Abort | None = None) -> tuple[int, bytes]:
+    """(status, body): a 200's body refused past ``cap`` bytes, any other's cut to its first
+    :data:`ERROR_BODY_BYTES`; the whole exchange by ``deadline``."""
     watchdog = _Watchdog(deadline)
     token = _watchdog.set(watchdog)
     if abort is not None:
@@ -218,7 +244,7 @@ def fetch_page(peer: Peer, since: int, limit: int, deadline: float, abort: Abort
             adapter = _Adapter(max_retries=0, pool_connections=1, pool_maxsize=1)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
-            raw = _exchange(session, peer, since, limit, deadline)
+            answer = _exchange(session, url, params, headers, cap, deadline, what)
     except requests.RequestException as exc:
         if watchdog.fired or time.monotonic() >= deadline:
             raise _too_slow(contacted=bool(watchdog.sockets)) from None
@@ -234,41 +260,39 @@ def fetch_page(peer: Peer, since: int, limit: int, deadline: float, abort: Abort
         # http.client takes headers cut off by the shutdown for the end of the headers, and an
         # empty body for the whole body
         raise _too_slow(contacted=True)
-    return _parse(raw, limit)
+    return answer
 
 
 def _too_slow(contacted: bool) -> FederationFetchError:
-    return FederationFetchError("deadline", "deadline: the page did not arrive whole in time "
+    return FederationFetchError("deadline", "deadline: the answer did not arrive whole in time "
                                 "(a peer too slow, or trickling its answer)", contacted=contacted)
 
 
-def _exchange(session: requests.Session, peer: Peer, since: int, limit: int, deadline: float) -> bytes:
+def _exchange(session: requests.Session, url: str, params: dict[str, Any] | None, headers: dict[str, str],
+              cap: int, deadline: float, what: str) -> tuple[int, bytes]:
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise _too_slow(contacted=False)
-    headers = {"Authorization": f"Bearer {peer.token}", "Accept": "application/json",
-               "Accept-Encoding": "identity", "Connection": "close"}
-    with session.get(f"{peer.url}/federation/events", params={"since": since, "limit": limit}, headers=headers,
-                     timeout=(remaining, remaining), stream=True, allow_redirects=False) as response:
+    headers = {**headers, "Accept": "application/json", "Accept-Encoding": "identity", "Connection": "close"}
+    with session.get(url, params=params, headers=headers, timeout=(remaining, remaining), stream=True,
+                     allow_redirects=False) as response:
         status = response.status_code
         if 300 <= status < 400:
             raise FederationFetchError("redirect", f"refused: HTTP {status} redirect to "
                                        f"{_shown(response.headers.get('Location', ''))} (redirects are not followed)")
         if status != 200:
-            detail = _detail(_read(response, ERROR_BODY_BYTES, deadline, cut=False))
-            raise FederationFetchError("http_status", f"HTTP {status}" + (f": {detail}" if detail else ""))
+            return status, _read(response, ERROR_BODY_BYTES, deadline, cut=False)
         encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding not in ("", "identity"):
             # asked for identity: a compressed answer could hide any size behind a small one
             raise FederationFetchError("bad_page", f"bad answer: compressed ({encoding[:20]}) though identity was asked")
-        cap = page_cap(limit)
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > cap:
-            raise _too_big(cap, limit)
-        return _read(response, cap, deadline, cut=True, limit=limit)
+            raise _too_big(cap, what)
+        return status, _read(response, cap, deadline, cut=True, what=what)
 
 
-def _read(response: requests.Response, cap: int, deadline: float, cut: bool, limit: int = 0) -> bytes:
+def _read(response: requests.Response, cap: int, deadline: float, cut: bool, what: str = "") -> bytes:
     """The body, streamed up to ``cap`` bytes; past the cap, refused (``cut``) or truncated."""
     chunks: list[bytes] = []
     size = 0
@@ -278,16 +302,16 @@ def _read(response: requests.Response, cap: int, deadline: float, cut: bool, lim
         size += len(chunk)
         if size > cap:
             if cut:
-                raise _too_big(cap, limit)
+                raise _too_big(cap, what)
             chunks.append(chunk[:cap - size + len(chunk)])
             break
         chunks.append(chunk)
     return b"".join(chunks)
 
 
-def _too_big(cap: int, limit: int) -> FederationFetchError:
-    return FederationFetchError("body_too_large", f"refused: the answer is larger than {cap} bytes "
-                                f"({limit} events of at most 64 KiB, and the envelope)")
+def _too_big(cap: int, what: str) -> FederationFetchError:
+    return FederationFetchError("body_too_large", f"refused: the answer is larger than {cap} bytes"
+                                + (f" {what}" if what else ""))
 
 
 def _shown(location: str) -> str:
@@ -304,9 +328,16 @@ def _detail(raw: bytes) -> str:
     return str(body.get("message", ""))[:120] if isinstance(body, dict) else ""
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
 def _parse(raw: bytes, limit: int) -> Page:
     try:
-        body = json.loads(raw)
+        # NaN and Infinity are not JSON (RFC 8259), though Python reads and writes them: stored,
+        # they would be served on to browsers and peers that cannot parse them (and PostgreSQL
+        # refuses them)
+        body = json.loads(raw, parse_constant=_not_json)
     except (ValueError, RecursionError):
         raise FederationFetchError("bad_page", "bad answer: not JSON") from None
     if not isinstance(body, dict) or not isinstance(body.get("events"), list):

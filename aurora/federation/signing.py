@@ -82,17 +82,21 @@ def introduction(origin: str, public_key: str, by: str) -> bytes:
 
 #: the columns of ``events`` a page serves, in the order :func:`served` reads them
 SERVED_COLUMNS = ("seq", "id", "origin", "type", "run_id", "created_at", "data", "origin_seq", "signature")
+#: this node's events signed when they are made, never when served (``witness.publish``)
+SIGNED_AT_SOURCE = frozenset({"audit.checkpoint"})
 
 
 def served(me: identity.Identity, rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
     """Events (rows of :data:`SERVED_COLUMNS`) as a peer is sent them: ``events.as_dict`` with the
-    origin's seq and signature. This node signs its own events here; a relayed one keeps the
-    signature it came with."""
+    origin's seq and signature. This node signs its own events here, except those signed when they
+    were made (:data:`SIGNED_AT_SOURCE`: their own signature, or none for a row written into the
+    database by anyone else); a relayed one keeps the signature it came with."""
     items = []
     for seq, event_id, origin, type_, run_id, created_at, data, origin_seq, signature in rows:
         if origin == me.name:
             origin_seq = seq
-            signature = me.sign(canonical(event_id, origin, seq, type_, run_id, created_at, data))
+            if type_ not in SIGNED_AT_SOURCE:
+                signature = me.sign(canonical(event_id, origin, seq, type_, run_id, created_at, data))
         items.append({"id": event_id, "seq": seq, "origin": origin, "type": type_, "run_id": run_id,
                       "created_at": created_at.isoformat(), "data": data, "origin_seq": origin_seq,
                       "signature": signature})
@@ -108,6 +112,9 @@ class Screened:
     #: the first refusal, said in a sentence (kept as the peer's ``last_rejection``)
     example: str | None = None
     learned: dict[str, str] = field(default_factory=dict)
+    #: origin -> the key its accepted events were verified under (checked again where they are
+    #: stored: ``Screen.recheck``)
+    verified_with: dict[str, str] = field(default_factory=dict)
 
     def refuse(self, reason: str, row: dict[str, Any], why: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
@@ -135,8 +142,8 @@ class Screen:
         """Trust on first introduction: an unknown origin's key, vouched for by the pinned peer."""
         peer_key = self._key(self.peer)
         offer = introductions.get(origin) if isinstance(introductions, dict) else None
-        if peer_key is None or not isinstance(offer, dict):
-            return
+        if peer_key is None or not isinstance(offer, dict) or not identity.NAME.match(origin):
+            return  # only a name a node can have: no spaces, look-alike letters or control characters
         public_key, signature = offer.get("public_key"), offer.get("signature")
         try:
             identity.decode(public_key)
@@ -157,6 +164,9 @@ class Screen:
                 verdicts.append((OWN_ORIGIN, "(this node's own name)"))
                 continue
             if origin not in self.keys and origin != self.peer:
+                if origin.casefold() == self.me.casefold():
+                    verdicts.append((OWN_ORIGIN, "(this node's own name, in other letters)"))
+                    continue
                 self._learn(origin, introductions, result)
             key = self._key(origin)
             if key is None:
@@ -174,10 +184,34 @@ class Screen:
             if isinstance(verdict, int):
                 if valid[verdict]:
                     result.accepted.append(row)
+                    result.verified_with[row["origin"]] = self.keys[row["origin"]]
                     continue
                 verdict = _FORGED
             result.refuse(verdict[0], row, verdict[1])
         return result
+
+    def recheck(self, result: Screened, current: dict[str, str]) -> None:
+        """Refuse the accepted events of origins whose key this node holds now (``current``, read
+        in the transaction storing them) is not the one they were verified under: a key pinned,
+        or first introduced by another peer, while this pass ran wins over what the pass used."""
+        stale = {origin for origin, key in result.verified_with.items() if current.get(origin) != key}
+        if not stale:
+            return
+        kept = []
+        for row in result.accepted:
+            if row["origin"] in stale:
+                result.refuse(BAD_SIGNATURE, row, "was verified under a key this node no longer holds for it")
+            else:
+                kept.append(row)
+        result.accepted = kept
+        for origin in stale:
+            result.verified_with.pop(origin)
+            result.learned.pop(origin, None)
+            self._objects.pop(origin, None)
+            if origin in current:
+                self.keys[origin] = current[origin]
+            else:
+                self.keys.pop(origin, None)
 
 
 _FORGED = (BAD_SIGNATURE, "does not carry that origin's valid signature")

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
@@ -37,31 +37,60 @@ class BadPage(Exception):
     """Raised (and turned into a recorded failure) when a peer's answer is not a page of events."""
 
 
+#: the largest sequence number a column holds (BIGINT, SQLite's INTEGER)
+MAX_SEQ = 2**63 - 1
+
+
 def _parse_time(value: str) -> datetime:
     when = datetime.fromisoformat(value)
     if when.tzinfo is None:
         raise ValueError("naive time")
+    when.astimezone(UTC)  # OverflowError for a time that is before year 1 or after 9999 in UTC
     return when
 
 
+def _text(value: Any, size: int) -> str:
+    # NUL is not text to PostgreSQL, and a lone surrogate is not UTF-8: refused here, not by the
+    # database in the middle of storing the page
+    text = str(value)[:size]
+    if "\x00" in text:
+        raise ValueError("NUL in a text field")
+    text.encode("utf-8")
+    return text
+
+
+def _seq(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEQ:
+        raise ValueError("a sequence number is an integer from 0 to 2**63 - 1")
+    return value
+
+
 def _validate(body: Any) -> tuple[list[dict[str, Any]], int, bool]:
+    """The page's events as rows, or BadPage: anything this node's database could not hold is
+    refused here (the whole page, as for any malformed event), so storing the page cannot fail
+    half-way and wedge the peer's sync."""
     if not isinstance(body, dict) or not isinstance(body.get("events"), list):
         raise BadPage("the answer has no list of events")
     rows = []
     for item in body["events"]:
         try:
+            origin_seq = item.get("origin_seq")
+            if isinstance(origin_seq, int) and not isinstance(origin_seq, bool):
+                _seq(origin_seq)  # any other value is a bad signature, counted as such
+            if not isinstance(item["data"], dict):
+                raise TypeError("data is not an object")
             rows.append({
-                "id": str(item["id"])[:36], "origin": str(item["origin"])[:64], "type": str(item["type"])[:64],
-                "run_id": (str(item["run_id"])[:36] if item.get("run_id") else None),
-                "created_at": _parse_time(item["created_at"]), "data": dict(item["data"]), "seq": int(item["seq"]),
-                "origin_seq": item.get("origin_seq"), "signature": item.get("signature"),
+                "id": _text(item["id"], 36), "origin": _text(item["origin"], 64), "type": _text(item["type"], 64),
+                "run_id": (_text(item["run_id"], 36) if item.get("run_id") else None),
+                "created_at": _parse_time(item["created_at"]), "data": item["data"], "seq": _seq(item["seq"]),
+                "origin_seq": origin_seq, "signature": item.get("signature"),
             })
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError, AttributeError):
             raise BadPage("an event in the page is malformed") from None
     try:
-        return rows, int(body["last_seq"]), bool(body["has_more"])
+        return rows, _seq(body["last_seq"]), bool(body["has_more"])
     except (KeyError, TypeError, ValueError):
-        raise BadPage("the page has no last_seq / has_more") from None
+        raise BadPage("the page has no last_seq / has_more (or a last_seq out of range)") from None
 
 
 class Syncer:
@@ -125,8 +154,8 @@ class Syncer:
             session.execute(update(Node).where(Node.name == name).values(last_error=message[:255]))
         return message
 
-    def _store(self, name: str, old_cursor: int, page: signing.Screened, last_seq: int,
-               lease: timedelta) -> int:
+    def _store(self, name: str, old_cursor: int, screen: signing.Screen, page: signing.Screened,
+               last_seq: int, lease: timedelta) -> int:
         """Insert the page's verified new events, count its refusals, keep the keys it introduced
         and the checkpoints it brought, and move the cursor, in one transaction; return how many
         events were new."""
@@ -138,13 +167,16 @@ class Syncer:
                 failures=0, last_error=None, next_attempt_at=None, sync_lease_until=now + lease)).rowcount
             if not moved:
                 raise BadPage("another sync moved this peer's cursor; stopping")
+            # The keys were read when the pass began: one pinned since, or first introduced by
+            # another peer's sync, is the one that counts, so check again where the events are stored.
+            trust.learn(session, page.learned, by=name, dialect=self.db.dialect)
+            screen.recheck(page, trust.current(session, page.verified_with))
             if page.rejected:  # kept with the peer for GET /federation/nodes
                 node = session.get(Node, name)
                 counts = dict(node.rejected or {})
                 for reason, n in page.rejected.items():
                     counts[reason] = counts.get(reason, 0) + n
                 node.rejected, node.last_rejection = counts, page.example
-            trust.learn(session, page.learned, by=name)
             fresh = [{k: v for k, v in row.items() if k != "seq"} for row in page.accepted]
             if not fresh:
                 return 0
@@ -207,9 +239,10 @@ class Syncer:
                     if page.error is not None:  # the page is malformed (BadPage), or worse
                         raise page.error
                     screened = screen.page(page.rows, page.body.get("keys"), pool)
-                    new = self._store(name, page.since, screened, page.last_seq, lease)
+                    new = self._store(name, page.since, screen, screened, page.last_seq, lease)
                 except (BadPage, ValueError) as exc:
                     tally.error = f"bad answer: {exc}"
+                    self._count_refused(name, "bad_page")
                     self._fail(name, tally.error, fed, contacted=True)
                     return
                 for reason, count in screened.rejected.items():

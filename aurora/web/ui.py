@@ -275,7 +275,7 @@ def run_stream(run_id: str) -> Any:
     """The page's live timeline: the run's events as server-sent events."""
     from .streaming import stream_response
 
-    return stream_response(_runtime().db, run_id, named=False)
+    return stream_response(_runtime().db, run_id, _runtime().settings.node_name, named=False)
 
 
 @bp.post("/runs/<run_id>/<decision>")
