@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import events, flow_runs, gates, ledger
+from . import events, flow_runs, gates, ledger, run_results
 from .approvals import approval_view, gate_summary
 from .blocking import blocked
 from .errors import AuroraError, NotFound
@@ -120,7 +120,8 @@ def detail(session: Session, run_id: str, node: str | None = None) -> dict[str, 
         **summary(run),
         "document": run.document,
         "document_hash": run.document_hash,
-        "result": run.result,
+        # with the request and response its audit record holds (aurora.run_results)
+        "result": run_results.full(session, run.id, run.result),
         "error": run.error,
         "attempts": run.attempts,
         "settlement": run.settlement,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import shown as current_hash
+from conftest import whole_run
 from fakes import FakeServer, GraphState, MailgunState, Reply, StripeState, TypeformState
 from sqlalchemy import select, update
 
@@ -80,7 +81,7 @@ class Live:
 
     def get(self, run_id: str) -> Run:
         with self.runtime.db.read() as session:
-            return session.scalar(select(Run).where(Run.id == run_id))
+            return whole_run(session, session.scalar(select(Run).where(Run.id == run_id)))
 
     def audit(self, run_id: str) -> list[AuditRecord]:
         with self.runtime.db.read() as session:

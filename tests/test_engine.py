@@ -7,6 +7,7 @@ import threading
 from datetime import timedelta
 
 import pytest
+from conftest import whole_run
 from sqlalchemy import func, select, update
 
 from aurora import audit, documents
@@ -37,7 +38,7 @@ def count(engine: Engine, model, *where) -> int:
 
 def run_of(engine: Engine, run_id: str) -> Run:
     with engine.db.read() as session:
-        return session.scalar(select(Run).where(Run.id == run_id))
+        return whole_run(session, session.scalar(select(Run).where(Run.id == run_id)))
 
 
 def event_types(engine: Engine, run_id: str) -> list[str]:
