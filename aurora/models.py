@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql import text
 from sqlalchemy.types import TypeDecorator
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
@@ -135,18 +136,24 @@ class Run(Base):
         Index("ix_runs_status_pk", "status", "pk"),
         Index("ix_runs_goal_pk", "goal", "pk"),
         Index("ix_runs_name_pk", "name", "pk"),
-        Index("ux_runs_parent_step", "parent_id", "step_id", "step_attempt", unique=True),
-        Index("ix_runs_definition_pk", "definition", "pk"),
+        # partial (migration 0014_bytes): most runs are neither a step nor from a definition
+        Index("ux_runs_parent_step", "parent_id", "step_id", "step_attempt", unique=True,
+              sqlite_where=text("parent_id IS NOT NULL"), postgresql_where=text("parent_id IS NOT NULL")),
+        Index("ix_runs_definition_pk", "definition", "pk",
+              sqlite_where=text("definition IS NOT NULL"), postgresql_where=text("definition IS NOT NULL")),
     )
 
 
 class RunStep(Base):
-    """One pipeline step of one run; a finished step is never run again."""
+    """One pipeline step of one run; a finished step is never run again.
+
+    A step names its run by the run's ``pk`` (since migration 0014_bytes; before, by its id): a
+    run's three steps and their index held its 36-character id six times."""
 
     __tablename__ = "run_steps"
 
     pk: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    run_pk: Mapped[int] = mapped_column(BigInteger, ForeignKey("runs.pk", ondelete="CASCADE"))
     step: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16))  # started | done
     attempt: Mapped[int] = mapped_column(Integer, default=1)
@@ -154,7 +161,7 @@ class RunStep(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    __table_args__ = (UniqueConstraint("run_id", "step", name="uq_run_steps_run_step"),)
+    __table_args__ = (UniqueConstraint("run_pk", "step", name="uq_run_steps_run_step"),)
 
 
 class Approval(Base):
@@ -198,7 +205,13 @@ class Event(Base):
     origin_seq: Mapped[int | None] = mapped_column(BigInteger)
     signature: Mapped[str | None] = mapped_column(String(88))
 
-    __table_args__ = (UniqueConstraint("origin", "id", name="uq_events_origin_id"),)
+    #: only ids that can meet again are unique (migration 0014_bytes): a foreign event pulled twice,
+    #: a Typeform response taken in twice; this node's other events have random ids. (The index
+    #: in the database also holds every event stored before 0014: ``OR seq <= <the last then>``.)
+    UNIQUE_WHERE = "origin_seq IS NOT NULL OR type = 'typeform.response'"
+
+    __table_args__ = (Index("ux_events_origin_id", "origin", "id", unique=True,
+                            sqlite_where=text(UNIQUE_WHERE), postgresql_where=text(UNIQUE_WHERE)),)
 
 
 class AuditRecord(Base):
@@ -218,7 +231,8 @@ class AuditRecord(Base):
     response: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     duration_ms: Mapped[float] = mapped_column(default=0.0)
     prev_hash: Mapped[str] = mapped_column(String(64))
-    hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: not unique in the database since migration 0014_bytes: each is an HMAC over the one before
+    hash: Mapped[str] = mapped_column(String(64))
 
 
 class MetricTally(Base):

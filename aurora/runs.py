@@ -111,7 +111,7 @@ def detail(session: Session, run_id: str, node: str | None = None) -> dict[str, 
     run = session.scalar(select(Run).where(Run.id == run_id))
     if run is None:
         raise NotFound(f"no run {run_id}")
-    steps = session.scalars(select(RunStep).where(RunStep.run_id == run_id).order_by(RunStep.pk))
+    steps = session.scalars(select(RunStep).where(RunStep.run_pk == run.pk).order_by(RunStep.pk))
     rows = list(session.scalars(select(Approval).where(Approval.run_id == run_id).order_by(Approval.pk)))
     bound = (run.approval_binding or {}).get("hash")
     ledger_votes = ledger.votes(session, run_id)

@@ -181,7 +181,7 @@ def _charge_begun(session: Any, run: Run) -> bool:
     rejected or simulated run never called Stripe, so no event can be about it."""
     if run.status not in CHARGING:
         return False
-    act = session.scalar(select(RunStep).where(RunStep.run_id == run.id, RunStep.step == "act"))
+    act = session.scalar(select(RunStep).where(RunStep.run_pk == run.pk, RunStep.step == "act"))
     return act is not None and (act.result or {}).get("mode") == "live"
 
 
@@ -425,7 +425,7 @@ def apply_stripe(engine: Any, event: dict[str, Any]) -> dict[str, Any]:
 
 
 def apply_typeform(engine: Any, body: dict[str, Any]) -> dict[str, Any]:
-    from .adapters.typeform_adapter import response_event_id
+    from .adapters.typeform_adapter import held_responses, response_event_id
 
     response = _mapping(body.get("form_response"))
     token, form_id = response.get("token"), response.get("form_id")
@@ -440,9 +440,7 @@ def apply_typeform(engine: Any, body: dict[str, Any]) -> dict[str, Any]:
         if not _first_time(session, "typeform", f"{form_id}:{token}", "form_response", None):
             return {"received": True, "duplicate": True}
         event_id = response_event_id(form_id, token)
-        from .models import Event
-
-        if session.scalar(select(Event.seq).where(Event.id == event_id)) is None:  # an ingest may hold it
+        if not held_responses(session, engine.node, [event_id]):  # an ingest may hold it
             events.append(engine.db, session, engine.node, "typeform.response",
                           {"form_id": form_id, "token": token, "submitted_at": response.get("submitted_at"),
                            "answers": response.get("answers", []), "hidden": response.get("hidden", {}),
