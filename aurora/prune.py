@@ -43,6 +43,12 @@ def _row(obj: Any) -> dict[str, Any]:
     return {c.key: _iso(getattr(obj, c.key)) for c in obj.__table__.columns}
 
 
+def _event_row(event: Event) -> dict[str, Any]:
+    row = _row(event)
+    del row["run_pk"]  # the run's id is there
+    return row
+
+
 def _step_row(step: RunStep, run_id: str) -> dict[str, Any]:
     """A step as archived: with its run's id, as steps named their run before 0014_bytes."""
     row = _row(step)
@@ -81,8 +87,8 @@ def prune(db: Database, home: Path, before: datetime, batch: int = BATCH) -> dic
                 by_run: dict[str, dict[str, list[dict[str, Any]]]] = {i: {"steps": [], "events": []} for i in ids}
                 for step in session.scalars(select(RunStep).where(RunStep.run_pk.in_(id_of)).order_by(RunStep.pk)):
                     by_run[id_of[step.run_pk]]["steps"].append(_step_row(step, id_of[step.run_pk]))
-                for event in session.scalars(select(Event).where(Event.run_id.in_(ids)).order_by(Event.seq)):
-                    by_run[event.run_id]["events"].append(_row(event))
+                for event in session.scalars(select(Event).where(Event.run_pk.in_(id_of)).order_by(Event.seq)):
+                    by_run[id_of[event.run_pk]]["events"].append(_event_row(event))
                 # the archive is read on its own: each result whole, with its request (aurora.run_results)
                 results = run_results.full_many(session, [(r.id, r.result) for r in chosen])
             after = chosen[-1].pk
@@ -100,7 +106,7 @@ def prune(db: Database, home: Path, before: datetime, batch: int = BATCH) -> dic
             os.fsync(raw.fileno())
             with db.write() as session:
                 steps += session.execute(delete(RunStep).where(RunStep.run_pk.in_([r.pk for r in chosen]))).rowcount
-                events += session.execute(delete(Event).where(Event.run_id.in_(ids))).rowcount
+                events += session.execute(delete(Event).where(Event.run_pk.in_([r.pk for r in chosen]))).rowcount
                 runs += session.execute(update(Run).where(Run.id.in_(ids), Run.archive.is_(None)).values(
                     document={"payload": {}, "archived": True}, archive=str(path))).rowcount
     if not runs:

@@ -45,7 +45,7 @@ def advance(db: Database) -> None:
             return
         runs: Counter[str] = Counter()
         for goal, type_ in session.execute(
-                select(Run.goal, Event.type).join(Run, Run.id == Event.run_id)
+                select(Run.goal, Event.type).join(Run, Run.pk == Event.run_pk)
                 .where(Event.seq > seq, Event.seq <= top_seq, Event.type.in_(_SETTLING))):
             runs[f"{goal}\t{type_.removeprefix('run.')}"] += 1
         calls: Counter[str] = Counter()

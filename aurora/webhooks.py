@@ -282,7 +282,7 @@ def _newest_applied(session: Any, run_id: str, intent_id: Any, node: str) -> int
     from .models import Event
 
     stamps = [data.get("created") for data in session.scalars(select(Event.data).where(
-        Event.run_id == run_id, Event.origin == node, Event.type == "run.settled"))
+        events.of_run(run_id), Event.origin == node, Event.type == "run.settled"))
         if isinstance(data, dict) and data.get("payment_intent") == intent_id]
     stamps = [stamp for stamp in stamps if isinstance(stamp, int)]
     return max(stamps) if stamps else None

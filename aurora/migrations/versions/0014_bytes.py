@@ -2,6 +2,9 @@
 
 - ``run_steps`` named its run by the run's id (36 characters, in each row and its unique index,
   three times a run); it names it by ``runs.pk`` now (``run_pk``).
+- ``events`` were found by ``run_id`` in an index of 36-character keys; this node's events of its
+  own runs now also carry the run's ``pk`` (``run_pk``; a foreign event has none), and the index
+  is on that, for those events only. ``run_id`` stays as it was: it is what peers see.
 - ``events (origin, id)`` was unique over every event. Only two kinds of id can ever meet again: a
   foreign event pulled twice (``origin_seq`` is set on every foreign event since 0011) and a
   Typeform response, whose id is derived from the response (``typeform.response``). Every other
@@ -63,7 +66,14 @@ def upgrade() -> None:
 
     last = int(bind.execute(sa.text("SELECT coalesce(max(seq), 0) FROM events")).scalar())
     with op.batch_alter_table("events") as batch:
+        batch.add_column(sa.Column("run_pk", sa.BigInteger(), nullable=True))
+    # a peer's event never names a run of this node (its ids are the peer's): it gets none
+    op.execute("UPDATE events SET run_pk = (SELECT runs.pk FROM runs WHERE runs.id = events.run_id) "
+               "WHERE run_id IS NOT NULL")
+    op.drop_index("ix_events_run_id", table_name="events")
+    with op.batch_alter_table("events") as batch:
         batch.drop_constraint("uq_events_origin_id", type_="unique")
+    op.create_index("ix_events_run_pk", "events", ["run_pk"], **_where(bind, "run_pk IS NOT NULL"))
     op.create_index("ux_events_origin_id", "events", ["origin", "id"], unique=True,
                     **_where(bind, EVENTS_UNIQUE_WHERE.format(last=last)))
 
@@ -85,8 +95,11 @@ def downgrade() -> None:
     with op.batch_alter_table("audit_records") as batch:
         batch.create_unique_constraint("audit_records_hash_key", ["hash"])
     op.drop_index("ux_events_origin_id", table_name="events")
+    op.drop_index("ix_events_run_pk", table_name="events")
     with op.batch_alter_table("events") as batch:
         batch.create_unique_constraint("uq_events_origin_id", ["origin", "id"])
+        batch.drop_column("run_pk")
+    op.create_index("ix_events_run_id", "events", ["run_id"])
     with op.batch_alter_table("run_steps") as batch:
         batch.add_column(sa.Column("run_id", sa.String(length=36), nullable=True))
     op.execute("UPDATE run_steps SET run_id = (SELECT runs.id FROM runs WHERE runs.pk = run_steps.run_pk)")
