@@ -37,7 +37,7 @@ def _charge_begun(session: Any, run: Run) -> bool:
     rejected or simulated run never called Stripe, so no event can be about it."""
     if run.status not in CHARGING:
         return False
-    act = session.scalar(select(RunStep).where(RunStep.run_id == run.id, RunStep.step == "act"))
+    act = session.scalar(select(RunStep).where(RunStep.run_pk == run.pk, RunStep.step == "act"))
     return act is not None and (act.result or {}).get("mode") == "live"
 
 
@@ -138,7 +138,7 @@ def _newest_applied(session: Any, run_id: str, intent_id: Any, node: str) -> int
     from .models import Event
 
     stamps = [data.get("created") for data in session.scalars(select(Event.data).where(
-        Event.run_id == run_id, Event.origin == node, Event.type == "run.settled"))
+        events.of_run(run_id), Event.origin == node, Event.type == "run.settled"))
         if isinstance(data, dict) and data.get("payment_intent") == intent_id]
     stamps = [stamp for stamp in stamps if isinstance(stamp, int)]
     return max(stamps) if stamps else None

@@ -47,8 +47,8 @@ def advance(db: Database, node: str) -> None:
             return
         runs: Counter[str] = Counter()
         for goal, type_ in session.execute(
-                select(Run.goal, Event.type).join(Run, Run.id == Event.run_id)
-                .where(Event.seq > seq, Event.seq <= top_seq, Event.origin == node, Event.type.in_(_SETTLING))):
+                select(Run.goal, Event.type).join(Run, Run.pk == Event.run_pk)
+                .where(Event.seq > seq, Event.seq <= top_seq, Event.type.in_(_SETTLING))):
             runs[f"{goal}\t{type_.removeprefix('run.')}"] += 1
         calls: Counter[str] = Counter()
         for adapter, mode, outcome, count in session.execute(

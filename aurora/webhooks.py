@@ -168,7 +168,7 @@ def _run_for(session: Any, provider: str, ref: str | None) -> str | None:
 
 
 def apply_typeform(engine: Any, body: dict[str, Any]) -> dict[str, Any]:
-    from .adapters.typeform_adapter import response_event_id
+    from .adapters.typeform_adapter import held_responses, response_event_id
 
     response = _mapping(body.get("form_response"))
     token, form_id = response.get("token"), response.get("form_id")
@@ -183,10 +183,7 @@ def apply_typeform(engine: Any, body: dict[str, Any]) -> dict[str, Any]:
         if not _first_time(session, "typeform", f"{form_id}:{token}", "form_response", None):
             return {"received": True, "duplicate": True}
         event_id = response_event_id(form_id, token)
-        from .models import Event
-
-        # an ingest here may hold it (a peer's event with the same id is the peer's, not ours)
-        if session.scalar(select(Event.seq).where(Event.id == event_id, Event.origin == engine.node)) is None:
+        if not held_responses(session, engine.node, [event_id]):  # an ingest may hold it
             events.append(engine.db, session, engine.node, "typeform.response",
                           {"form_id": form_id, "token": token, "submitted_at": response.get("submitted_at"),
                            "answers": response.get("answers", []), "hidden": response.get("hidden", {}),

@@ -395,3 +395,14 @@ def shown(holder: Any, run_id: str) -> str | None:
 def seen(holder: Any, run_id: str, **body: Any) -> dict[str, Any]:
     """A vote's JSON body naming the request hash approvers are shown now (:func:`shown`)."""
     return {"request_hash": shown(holder, run_id), **body}
+
+
+def whole_run(session: Any, run: Any) -> Any:
+    """``run`` (a Run of ``session``) detached, with its whole result as Aurora shows it: the
+    request and response its audit record holds put back (``aurora.run_results``)."""
+    from aurora import run_results
+
+    if run is not None:
+        session.expunge(run)
+        run.result = run_results.full(session, run.id, run.result)
+    return run

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import whole_run
 from sqlalchemy import select
 
 from aurora import documents
@@ -40,12 +41,12 @@ def drive(engine: Engine, run_id: str, limit: int = 100) -> list[str]:
 
 def run_of(engine: Engine, run_id: str) -> Run:
     with engine.db.read() as session:
-        return session.scalar(select(Run).where(Run.id == run_id))
+        return whole_run(session, session.scalar(select(Run).where(Run.id == run_id)))
 
 
 def children(engine: Engine, run_id: str) -> dict[str, Run]:
     with engine.db.read() as session:
-        return {r.step_id: r for r in session.scalars(select(Run).where(Run.parent_id == run_id).order_by(Run.step_attempt))}
+        return {r.step_id: whole_run(session, r) for r in session.scalars(select(Run).where(Run.parent_id == run_id).order_by(Run.step_attempt))}
 
 
 def submit(engine: Engine, text: str, **inputs) -> str:

@@ -217,16 +217,22 @@ class WaitingApp:
         def read() -> dict[str, Any] | None:
             from sqlalchemy import select
 
+            from .. import run_results
             from .. import runs as run_views
             from ..models import Run
             from ..run_sql import RUNS
 
-            with self.flask.extensions["aurora"].db.read_rows() as connection:
+            db = self.flask.extensions["aurora"].db
+            with db.read_rows() as connection:
                 row = connection.execute(select(RUNS).where(RUNS.c.id == run_id)).mappings().one_or_none()
             if row is None:
                 return None
             run = Run(**row)
-            return {**run_views.summary(run), "document_hash": run.document_hash, "result": run.result,
+            result = run.result
+            if result and run_results.IN_AUDIT in result:  # its request is in the audit record, never changed
+                with db.read_rows() as connection:
+                    result = run_results.full(connection, run.id, result)
+            return {**run_views.summary(run), "document_hash": run.document_hash, "result": result,
                     "error": run.error, "attempts": run.attempts, "step": run.step,
                     "started_at": run.started_at.isoformat() if run.started_at else None}
 

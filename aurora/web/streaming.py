@@ -58,7 +58,7 @@ def snapshot(db: Any, run_id: str, after: int, node: str, named: bool = True) ->
         status = session.scalar(select(Run.status).where(Run.id == run_id))
         if status is None:
             raise NotFound(f"no run {run_id}")
-        rows = list(session.scalars(select(Event).where(Event.run_id == run_id, Event.origin == node, Event.seq > after)
+        rows = list(session.scalars(select(Event).where(events.of_run(run_id), Event.seq > after)
                                     .order_by(Event.seq).limit(PAGE + 1)))
     more = len(rows) > PAGE
     items = [events.as_dict(e) for e in rows[:PAGE]]

@@ -5,8 +5,8 @@ holding one back) checks the missing links among the checkpoints it stored
 (aurora/federation/witness.py). The index holds checkpoint rows only, so storing any other event
 costs nothing more.
 
-Revision ID: 0014_redteam16
-Revises: 0013_scale
+Revision ID: 0015_redteam16
+Revises: 0014_bytes
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014_redteam16"
-down_revision = "0013_scale"
+revision = "0015_redteam16"
+down_revision = "0014_bytes"
 branch_labels = None
 depends_on = None
 
