@@ -22,7 +22,7 @@ import socket
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import cached_property
 from typing import Any
 
@@ -37,7 +37,6 @@ from . import (
     events,
     finishing,
     flow_runs,
-    gates,
     idempotency,
     ledger,
     metrics,
@@ -246,7 +245,7 @@ class Engine:
         ctx = CallContext(run_id, policy, secrets, self.settings.simulated_latency_ms, self.health(policy),
                           limiter=self.limiter)
         ahead = self._plan_ahead(run_id, ctx)
-        plan = self._settle_fresh(ahead[0], owner, ahead[1]) if ahead and ahead[1].simulated else None
+        plan = self._settle_fresh(ahead[0], owner, ahead[1], policy) if ahead and ahead[1].simulated else None
         plan = plan or self._claim(run_id, owner, ctx, ahead)
         if isinstance(plan, Outcome) and plan.created_at is not None:  # finished in the claim's transaction
             log.info("run %s: %s (%s, in one transaction)", run_id, plan.status, plan.detail,
@@ -356,8 +355,8 @@ class Engine:
             adapter.carry((run.approval_binding or {}).get("facts") or {}, ctx)  # what the votes approved
             mode = plan.mode or adapter.decide(payload, ctx)
             # The votes must be for this very request and mode: rendered by the build the act uses.
-            verdict = None if began or not plan.required else self._gate(
-                session, run, plan.required, ctx.policy, now, ledger.bind(adapter, payload, ctx, mode))
+            verdict = None if began or not plan.required else ledger.gate(
+                self, session, run, plan.required, ctx.policy, now, ledger.bind(adapter, payload, ctx, mode))
             if verdict is not None:
                 self._record_steps(session, run.pk, steps, pending)
                 return verdict
@@ -394,14 +393,18 @@ class Engine:
         self._record_steps(session, run.pk, steps, pending)
         return finishing.give_up(self, session, run, adapter, ctx, payload, act, MAX_ATTEMPTS)
 
-    def _settle_fresh(self, run: Any, owner: str, plan: pipeline.Plan) -> Outcome | None:
+    def _settle_fresh(self, run: Any, owner: str, plan: pipeline.Plan, policy: Policy) -> Outcome | None:
         """A fresh run planned ahead to a simulated outcome: claim and finish it in one statement,
-        with its events, steps and audit record. None if it is no longer fresh (another worker,
-        a cancel): the caller then takes the usual path, which finds out what happened."""
+        with its events, steps and audit record — and, for a step of a workflow, the workflow's
+        advance (the next steps created in the same transaction: nothing is lost between the
+        two, and it is one commit). None if it is no longer fresh (another worker, a cancel):
+        the caller then takes the general path, which finds out what happened."""
         settlement, run_id, now = plan.simulated, run.id, utcnow()
         assert settlement is not None
         status = RunStatus.SUCCEEDED if settlement.ok else RunStatus.FAILED
         with self.db.write_rows() as connection:
+            # The workflow's row first, as advancing and cancelling lock it: one order, no deadlock.
+            parent = flow_runs.lock_parent(connection, run.parent_id) if run.parent_id else None
             moved = connection.execute(run_sql.SETTLE_FRESH, {
                 "rid": run_id, "now": now, "v_status": status.value, "v_result": settlement.body,
                 "v_error": settlement.error}).rowcount
@@ -415,32 +418,13 @@ class Engine:
             ], run_id=run_id, at=now)
             self._record_steps(connection, run.pk, {},
                                [*plan.pending, self._gate_open, finishing.act_done(record, status, 1)])
-        return Outcome(run_id, status.value, "simulated", run.goal, run.created_at, "simulated", parent_id=run.parent_id)
+            sent = flow_runs.advance_in(self, connection, parent, policy) if parent is not None else []
+        # parent None: whatever its workflow had to do next is done (``sent``)
+        return Outcome(run_id, status.value, "simulated", run.goal, run.created_at, "simulated",
+                       follow_up=tuple(sent), parent_id=None)
 
     #: the gate step of a run that needs no approval
     _gate_open = {"step": "gate", "status": "done", "result": {"state": "open"}}
-
-    def _gate(self, session: Session, run: Any, required: int, policy: Policy, now: datetime,
-              bound: dict[str, Any]) -> Outcome | None:
-        """None if the run may act; otherwise the outcome that stops it here. ``bound`` is the
-        rendered request and mode the votes must have approved (``aurora.binding``)."""
-        votes = ledger.votes(session, run.id, lock=True)  # a revocation now waits for this transaction
-        decision = gates.evaluate(required, votes, bound["hash"], ledger.submitter(run))
-        ledger.rebind(self.db, session, self.node, run, bound, votes)
-        if decision.state is gates.GateState.OPEN:
-            return None
-        if decision.state is gates.GateState.REJECTED:
-            self.transition(session, run.id, (RunStatus.RUNNING,), RunStatus.REJECTED, decision.as_dict(),
-                             approvals_required=required, step="gate", attempts=run.attempts - 1)
-            return Outcome(run.id, RunStatus.REJECTED.value, f"rejected by {decision.rejected_by}")
-        deadline = run.gate_deadline or now + timedelta(seconds=policy.approval_timeout_seconds)
-        self.transition(session, run.id, (RunStatus.RUNNING,), RunStatus.AWAITING_APPROVAL,
-                         {**decision.as_dict(), "deadline": deadline.isoformat(), "mode": bound["mode"],
-                          "reason": bound["reason"], "request_hash": bound["hash"]},
-                         approvals_required=required, gate_deadline=deadline, step="gate", approval_binding=bound,
-                         lease_owner=None, lease_expires_at=None,
-                         attempts=run.attempts - 1)  # only a claim that acts counts as an attempt
-        return Outcome(run.id, RunStatus.AWAITING_APPROVAL.value, f"{decision.missing} approval(s) missing")
 
     @staticmethod
     def _record_steps(session: Session | Connection, run_pk: int, steps: dict[str, Any], records: list[dict[str, Any]]) -> None:

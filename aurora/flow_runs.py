@@ -25,14 +25,14 @@ from functools import lru_cache
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, or_, select
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from . import documents, events, flows, run_results
 from .db import connection_of
 from .errors import ConfigError, Conflict, DocumentError, NotFound
 from .models import FINAL_STATUSES, Run, RunStatus, utcnow
-from .run_sql import INSERT_RUN, RUNS
+from .run_sql import INSERT_RUN, NOW, RUNS
 from .templating import TemplateProblem, budget, evaluate
 
 if TYPE_CHECKING:
@@ -117,17 +117,29 @@ def advance(engine: Engine, parent_id: str) -> list[tuple[str, float | None]]:
         # and the sweeper advances it once the policy is fixed.
         log.warning("workflow %s: not advanced, %s", parent_id, exc)
         return []
-    with engine.db.write() as session:
+    with engine.db.write_rows() as connection:
         # The workflow's row locked first: whoever advances it next waits here (SQLite: one writer).
-        parent = connection_of(session).execute(_PARENT, {"rid": parent_id}).one_or_none()
-        if parent is None or parent.goal != FLOW_GOAL or parent.status != RunStatus.RUNNING.value:
-            return []
-        return _advance(engine, session, parent, policy)
+        return advance_in(engine, connection, lock_parent(connection, parent_id), policy)
+
+
+def lock_parent(connection: Any, parent_id: str) -> Any:
+    """A workflow's row, locked until the transaction ends (SQLite: its writer holds all)."""
+    return connection.execute(_PARENT, {"rid": parent_id}).one_or_none()
+
+
+def advance_in(engine: Engine, connection: Any, parent: Any, policy: Any) -> list[tuple[str, float | None]]:
+    """:func:`advance` in the caller's transaction, which locked ``parent`` (:func:`lock_parent`)
+    before it changed the step: a step settled fresh hands its workflow on in its own commit."""
+    if parent is None or parent.goal != FLOW_GOAL or parent.status != RunStatus.RUNNING.value:
+        return []
+    return _advance(engine, connection, parent, policy)
 
 
 _COLUMNS = ("id", "name", "goal", "status", "document", "document_hash", "inputs", "result", "error",
             "submitted_by", "submitted_by_person", "step_id", "step_attempt", "approval_binding", "approvals_required")
 _PARENT = select(*(RUNS.c[name] for name in _COLUMNS)).where(RUNS.c.id == bindparam("rid")).with_for_update()
+#: a workflow's steps so far, on its own row (built once: building a statement costs more than running it)
+_PROGRESS = update(RUNS).where(RUNS.c.id == bindparam("rid")).values(result=bindparam("v_result"), updated_at=NOW)
 _CHILDREN = select(*(RUNS.c[name] for name in _COLUMNS)).where(
     RUNS.c.parent_id == bindparam("pid")).order_by(RUNS.c.step_attempt)
 
@@ -293,7 +305,7 @@ def _record_progress(engine: Engine, session: Session, parent: Any, latest: dict
         and not any(_retry_due(step, latest[step.id]) for step in steps)
     if not ended:
         if result != parent.result:
-            connection_of(session).execute(RUNS.update().where(RUNS.c.id == parent.id).values(result=result, updated_at=now))
+            connection_of(session).execute(_PROGRESS, {"rid": parent.id, "v_result": result, "now": now})
         events.append_batch(engine.db, session, engine.node, outbox, at=now)
         return
     events.append_batch(engine.db, session, engine.node, outbox, at=now)

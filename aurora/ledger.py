@@ -1,6 +1,6 @@
 """The approval ledger as the gate reads it: votes with their person and whether they still count.
 
-Shared by the worker's gate (``Engine._gate``) and the vote itself (``aurora.approvals``), so both
+Shared by the worker's gate (:func:`gate`, in the claim's transaction) and the vote itself (``aurora.approvals``), so both
 count the same votes: a vote of a revoked key, or of a removed person, is void; a vote bound to
 another rendering of the request (``aurora.binding``) does not count for this one.
 
@@ -15,6 +15,7 @@ render it, so a vote names what would be sent now.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -24,7 +25,7 @@ from .binding import bind
 from .errors import ConfigError
 from .models import ApiKey, Approval, FormCursor, Person, Run, RunStatus, RunStep
 
-__all__ = ["bind", "current", "rebind", "refresh", "submitter", "votes"]
+__all__ = ["bind", "current", "gate", "rebind", "refresh", "submitter", "votes"]
 
 _VOTES = (
     select(Approval.voter, Approval.decision, Approval.request_hash,
@@ -57,6 +58,30 @@ def votes(session: Any, run_id: str, lock: bool = False) -> list[gates.Vote]:
             void = f"key {row.voter!r} was revoked"
         out.append(gates.Vote(row.voter, row.decision, row.request_hash, row.person, void))
     return out
+
+
+def gate(engine: Any, session: Any, run: Any, required: int, policy: Any, now: Any, bound: dict[str, Any]) -> Any:
+    """None if the claimed run may act; otherwise the ``Outcome`` that stops it at its gate.
+    ``bound`` is the rendered request and mode the votes must have approved (``aurora.binding``)."""
+    from .engine import Outcome
+
+    ledger = votes(session, run.id, lock=True)  # a revocation now waits for this transaction
+    decision = gates.evaluate(required, ledger, bound["hash"], submitter(run))
+    rebind(engine.db, session, engine.node, run, bound, ledger)
+    if decision.state is gates.GateState.OPEN:
+        return None
+    if decision.state is gates.GateState.REJECTED:
+        engine.transition(session, run.id, (RunStatus.RUNNING,), RunStatus.REJECTED, decision.as_dict(),
+                          approvals_required=required, step="gate", attempts=run.attempts - 1)
+        return Outcome(run.id, RunStatus.REJECTED.value, f"rejected by {decision.rejected_by}")
+    deadline = run.gate_deadline or now + timedelta(seconds=policy.approval_timeout_seconds)
+    engine.transition(session, run.id, (RunStatus.RUNNING,), RunStatus.AWAITING_APPROVAL,
+                      {**decision.as_dict(), "deadline": deadline.isoformat(), "mode": bound["mode"],
+                       "reason": bound["reason"], "request_hash": bound["hash"]},
+                      approvals_required=required, gate_deadline=deadline, step="gate", approval_binding=bound,
+                      lease_owner=None, lease_expires_at=None,
+                      attempts=run.attempts - 1)  # only a claim that acts counts as an attempt
+    return Outcome(run.id, RunStatus.AWAITING_APPROVAL.value, f"{decision.missing} approval(s) missing")
 
 
 def submitter(run: Any) -> str:

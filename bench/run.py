@@ -87,6 +87,26 @@ NOTES = """## Reading the figures
   run), the cross-process invalidation of SQLite's page cache (two processes running the engine
   on one database each spend ~35% more CPU per run than one alone), and Celery's own per-task work
   in the child (tracing, returning the result to the parent).
+- **One path** (`bench/onepath.py`, `bench/run.py onepath`; issue 18 point 4). One dry run
+  (`send_email`) measured in-process on SQLite and on PostgreSQL, the variants taking turns in one
+  invocation: the fast path (planned ahead, then `_settle_fresh`: one compare-and-set from queued
+  to succeeded with its events, steps and audit record), the general path with the plan ahead,
+  and the general path alone (claim; the call; finish — what a live call does). Figures: the
+  statements and commits are exact; CPU is the least of the rounds; the write transaction's time
+  (enter to commit: on SQLite the writer lock's hold) and the runs/s move with the machine's
+  load, given in the row. Measured before the fold, on 2026-12-01 17:30–17:55 with load 16–18 on
+  the 2 cores (so every time is about 2× a quiet machine's; compare within a row), with the third
+  path that existed then — the general claim finishing a simulated call in its own transaction:
+  SQLite fast 6 statements, 1 commit, CPU 2.41 ms, write transaction 6.5 ms; claim-finished 8, 1,
+  3.97 ms, 16.0 ms; general 10, 2, 5.38 ms, 27.2 ms. PostgreSQL fast 7, 1, CPU 6.75 ms, PostgreSQL
+  2.0 ms; claim-finished 9, 1, 8.75 ms, 2.65 ms; general 12, 2, 10.96 ms, 3.5 ms. So the fast
+  path halves a dry run's cost on both databases, and the throughput, latency and three-step
+  goals are measured on exactly such runs: it stays, with `pipeline.UNREAD` (which keeps its plan
+  from deciding a mode the rollouts would change). The claim-finished path bought a quarter of the
+  general path's cost, but only for dry runs that are not fresh (approved dry runs, retries,
+  canary runs outside the live share): it was removed, and those runs take the general path, as
+  live calls do. A step of a workflow settled fresh also advances its workflow in that same
+  transaction (the workflow's row locked first), one commit less per step.
 - **This machine varies.** Absolute figures move with the virtual machine: a plain-Python loop
   (`python -m timeit "sum(range(10**6))"`) timed 18 ms and 30 ms in two runs a minute apart, and
   the raw Celery baseline has measured anywhere from 420 to 730 tasks/s; the worker parent's CPU
@@ -106,8 +126,10 @@ NOTES = """## Reading the figures
   waiting. Before the submitter's answer was made from one indexed read (instead of the whole
   detail through Flask), and before ordinary requests reached Flask in one hand-over, it measured
   4.2–4.9. 500 waiters in one web worker: +33 KB each, 3 threads more than idle (the pool's), none
-  per waiter, all 500 answered once a worker started. A note costs the worker 5 µs on UDP and
-  60 µs on Redis.
+  per waiter, all 500 answered once a worker started. A note costs the worker 5 µs on UDP; on
+  Redis it is one send on a connection in `CLIENT REPLY OFF` (~15 µs of CPU measured on the
+  loaded machine of 2026-12-01 17:25, where a `PUBLISH` that waited for its reply took ~140 µs of
+  CPU and 350–600 µs of wall time: a fifth of a dry run's time in a Celery child, in py-spy).
 - **Peers** (`make bench-peers`: `bench/peers/install.sh`, then `bench/peers/peers.py`). n8n 1.123
   from npm into `bench/peers/.cache/n8n` (npm overrides: the registry's `xlsx` for the vendor-CDN
   one, `isolated-vm` 5.0.4 for Node 20; `sqlite3` built from source), its workflow imported with

@@ -1,0 +1,92 @@
+"""A dry run takes one of two paths (docs/architecture.md, "One path"): a fresh run planned ahead
+to a simulated outcome is claimed and finished in one statement — a step of a workflow hands
+its workflow on in that same commit —, and every other run, simulated or live, is claimed, acted
+and finished in two transactions, as a live call is."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import shown
+from sqlalchemy import event, func, select
+
+from aurora import approvals, documents, flow_runs
+from aurora.config import load_settings
+from aurora.keys import Caller
+from aurora.migrations import upgrade
+from aurora.models import AuditRecord, Event, Role, Run, RunStep
+from aurora.runtime import Runtime
+
+TWO = """name: two
+steps:
+  - {id: first, goal: send_email, payload: {to: a@example.com, subject: Eins, text: Hallo}}
+  - {id: second, goal: send_email, needs: [first], payload: {to: b@example.com, subject: Zwei, text: Hallo}}
+"""
+REVIEWED = "name: reviewed\ngoal: send_email\npayload: {to: a@example.com, subject: Hi, text: Hallo, require_approval: true}\n"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request, env):
+    if request.param == "postgresql":
+        env = {**env, "AURORA_DATABASE_URL": request.getfixturevalue("postgres_url")}
+    rt = Runtime(load_settings(env))
+    upgrade(rt.settings.database_url)
+    return rt.engine
+
+
+class Commits:
+    def __init__(self, engine) -> None:
+        self.engines = {engine.db.engine, engine.db._immediate}
+        self.count = 0
+
+    def _commit(self, _conn) -> None:
+        self.count += 1
+
+    def __enter__(self) -> Commits:
+        for sql_engine in self.engines:
+            event.listen(sql_engine, "commit", self._commit)
+        return self
+
+    def __exit__(self, *_) -> None:
+        for sql_engine in self.engines:
+            event.remove(sql_engine, "commit", self._commit)
+
+
+def test_a_step_settled_fresh_hands_its_workflow_on_in_its_own_commit(engine) -> None:
+    flow = engine.submit(documents.load(TWO), "sam")
+    [first] = flow_runs.ready_steps(engine, flow.id)
+    with Commits(engine) as commits:
+        outcome = engine.execute(first)
+    assert outcome.status == "succeeded"
+    assert commits.count == 1  # the step's outcome and the next step, together
+    [(second, delay)] = outcome.follow_up
+    assert delay is None
+    with engine.db.read() as session:
+        row = session.execute(select(Run.step_id, Run.status, Run.parent_id).where(Run.id == second)).one()
+        timeline = list(session.scalars(select(Event.type).where(Event.run_id == flow.id).order_by(Event.seq)))
+    assert tuple(row) == ("second", "queued", flow.id)
+    assert sorted(timeline[-2:]) == ["step.started", "step.succeeded"]
+    assert engine.execute(second).status == "succeeded"
+    with engine.db.read() as session:
+        assert session.scalar(select(Run.status).where(Run.id == flow.id)) == "succeeded"
+
+
+def test_an_approved_dry_run_is_claimed_acted_and_finished_as_a_live_call_is(engine) -> None:
+    run = engine.submit(documents.load(REVIEWED), "sam")
+    assert engine.execute(run.id).status == "awaiting_approval"
+    for who in ("alice", "bob"):  # as many as the policy's quorum asks for
+        with engine.db.read() as session:
+            if session.scalar(select(Run.status).where(Run.id == run.id)) != "awaiting_approval":
+                break
+        approvals.vote(engine, run.id, Caller(who, Role.APPROVER), "approve", None, "api", shown(engine, run.id))
+    with Commits(engine) as commits:
+        outcome = engine.execute(run.id)
+    assert outcome.status == "succeeded"
+    assert commits.count == 2  # the claim (gate passed, act begun), then the finish
+    with engine.db.read() as session:
+        calls = session.scalar(select(func.count()).select_from(AuditRecord).where(
+            AuditRecord.run_id == run.id, AuditRecord.operation == "send", AuditRecord.mode == "simulated"))
+        assert calls == 1  # the call, once (the votes have their own records)
+        act = session.execute(select(RunStep.status, RunStep.result).where(
+            RunStep.run_id == run.id, RunStep.step == "act")).one()
+        assert session.scalar(select(Run.result).where(Run.id == run.id))["dry_run"] is True
+    assert act.status == "done" and act.result["mode"] == "simulated"
