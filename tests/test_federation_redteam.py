@@ -574,3 +574,32 @@ def test_checkpoints_that_arrive_out_of_order_are_all_checked_and_the_newest_hel
         assert sync(runtime)["pulled"] == 1
     held = witness.held(runtime.db, "evil")
     assert held["problem"] is None and held["checkpoint"]["data"]["count"] == 13, held
+
+
+def test_a_token_sealed_by_the_upgrade_is_gone_from_the_database_files(runtime) -> None:
+    """Before: ``aurora db upgrade`` encrypted a peer token stored in plain text by an older
+    Aurora, but the plain text stayed in SQLite's write-ahead log (and could stay in the freed
+    space of its page) until a later checkpoint: a copy of the database's files still held it."""
+    from sqlalchemy import text
+
+    from aurora.federation import vault
+
+    token = "aurfed_" + "P" * 43
+    registry.register(runtime.db, "http://127.0.0.1:9", "evil", token, public_key=EVIL_PUBLIC,
+                      secret_path=runtime.settings.federation_secret_path)
+    with runtime.db.write() as session:  # as an Aurora before tokens were sealed stored it
+        session.execute(text("UPDATE nodes SET token = :t WHERE name = 'evil'"), {"t": token})
+    with runtime.db.engine.connect() as connection:  # long ago: it is in the database file itself
+        connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert vault.seal_plaintext(runtime.db, runtime.settings.federation_secret_path) == 1
+    path = Path(runtime.settings.database_url.removeprefix("sqlite:///"))
+    for name in (path, path.with_name(path.name + "-wal")):
+        assert not name.exists() or token.encode() not in name.read_bytes(), name
+    assert vault.open_token(runtime.settings.federation_secret_path, _stored_token(runtime)) == token
+
+
+def _stored_token(runtime) -> str:
+    from aurora.models import Node
+
+    with runtime.db.read() as session:
+        return session.get(Node, "evil").token
