@@ -603,3 +603,42 @@ def _stored_token(runtime) -> str:
 
     with runtime.db.read() as session:
         return session.get(Node, "evil").token
+
+
+def test_a_peers_words_reach_the_operators_terminal_without_control_characters(runtime, env) -> None:
+    """Before: what a peer said was printed as it came: a witness answering ``aurora audit verify
+    --witnesses`` with a ``problem`` of terminal escapes could erase the lines above and print
+    "audit chain intact" of its own (and a peer's error message did the same in ``aurora nodes
+    list``). A peer's words now reach the terminal with control characters written out."""
+    import os
+    import subprocess
+    import sys
+
+    from fakes import FakeServer, Reply
+
+    lie = "\x1b[2K\r\x1b[1A\x1b[2Kaudit chain intact (99 records); head 0000000000000000\n"
+
+    def answer(request) -> Reply:
+        if request.path.startswith("/federation/witness/"):
+            return Reply(200, {"node": "evil", "origin": "test-node", "checkpoint": None, "problem": lie})
+        return Reply(503, {"error": "busy", "message": lie})
+
+    _audit_records(runtime, 2)
+    with FakeServer(default=answer) as evil:
+        registry.register(runtime.db, evil.url, "evil", TOKEN, public_key=EVIL_PUBLIC,
+                          secret_path=runtime.settings.federation_secret_path)
+        assert sync(runtime)["error"].startswith("HTTP 503")
+        run = {**os.environ, **env, "NO_COLOR": "1"}
+        # bytes, as a terminal gets them (text mode would turn a \r into a line break)
+        verified = subprocess.run([sys.executable, "-m", "aurora", "audit", "verify", "--witnesses"], env=run,
+                                  capture_output=True, timeout=120)
+        listed = subprocess.run([sys.executable, "-m", "aurora", "nodes", "list"], env=run,
+                                capture_output=True, timeout=120)
+    assert verified.returncode == 1, verified.stdout + verified.stderr  # a witness reports a problem
+    for done in (verified, listed):
+        out = done.stdout + done.stderr
+        assert b"\x1b" not in out and b"\r" not in out, out
+        # the peer's text stays on the line that says it is the peer's: it cannot print a line of its own
+        assert not any(line.startswith(b"audit chain intact (99") for line in out.splitlines()), out
+    assert b"evil reports: \\x1b[2K\\r" in verified.stdout, verified.stdout
+    assert b"\\x1b[2K" in listed.stdout, listed.stdout

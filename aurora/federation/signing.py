@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import identity
+from .fetch import said
 
 EVENT_DOMAIN = b"aurora-event-v1\n"
 INTRODUCTION_DOMAIN = b"aurora-introduction-v1\n"
@@ -93,8 +94,9 @@ class Screened:
 
     def refuse(self, reason: str, row: dict[str, Any], why: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
-        if self.example is None:
-            self.example = f"{reason}: event {row['id']} ({row['type']}) claiming origin {row['origin']!r} {why}"[:255]
+        if self.example is None:  # a peer's words, written out (fetch.said)
+            self.example = (f"{reason}: event {said(row['id'], 36)} ({said(row['type'], 64)}) claiming origin "
+                            f"{row['origin']!r} {why}")[:255]
 
 
 class Screen:
