@@ -642,3 +642,22 @@ def test_a_peers_words_reach_the_operators_terminal_without_control_characters(r
         assert not any(line.startswith(b"audit chain intact (99") for line in out.splitlines()), out
     assert b"evil reports: \\x1b[2K\\r" in verified.stdout, verified.stdout
     assert b"\\x1b[2K" in listed.stdout, listed.stdout
+
+
+@pytest.mark.parametrize("offered", [["not", "a", "key"], {"a": 1}, 7, None])
+def test_an_introduction_whose_key_is_not_text_is_ignored_not_a_crash(runtime, peer, offered) -> None:
+    """Before: an introduction's ``public_key`` that was a list or an object raised TypeError
+    (unhashable, in the key decoder's cache) out of the sync: no failure recorded, no backoff,
+    the peer's sync wedged on that page."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from test_federation_trust import make_event
+
+    relayed = make_event(Ed25519PrivateKey.generate(), "other", 1, "run.succeeded", {})
+    peer.body = {"node": "evil", "events": [relayed, page([event(2)])["events"][0]], "last_seq": 2,
+                 "has_more": False, "keys": {"other": {"public_key": offered, "signature": "x" * 86}}}
+    result = sync(runtime)
+    assert result["pulled"] == 1 and result["rejected"] == 1, result
+    from aurora.models import Node
+
+    with runtime.db.read() as session:
+        assert session.get(Node, "evil").rejected == {"unknown_origin": 1}

@@ -122,6 +122,8 @@ class Screen:
         if peer_key is None or not isinstance(offer, dict) or not identity.NAME.match(origin):
             return  # only a name a node can have: no spaces, look-alike letters or control characters
         public_key, signature = offer.get("public_key"), offer.get("signature")
+        if not isinstance(public_key, str):  # (a list or an object is not even hashable: decode's cache)
+            return
         try:
             identity.decode(public_key)
         except ValueError:
