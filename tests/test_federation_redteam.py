@@ -574,3 +574,90 @@ def test_checkpoints_that_arrive_out_of_order_are_all_checked_and_the_newest_hel
         assert sync(runtime)["pulled"] == 1
     held = witness.held(runtime.db, "evil")
     assert held["problem"] is None and held["checkpoint"]["data"]["count"] == 13, held
+
+
+def test_a_token_sealed_by_the_upgrade_is_gone_from_the_database_files(runtime) -> None:
+    """Before: ``aurora db upgrade`` encrypted a peer token stored in plain text by an older
+    Aurora, but the plain text stayed in SQLite's write-ahead log (and could stay in the freed
+    space of its page) until a later checkpoint: a copy of the database's files still held it."""
+    from sqlalchemy import text
+
+    from aurora.federation import vault
+
+    token = "aurfed_" + "P" * 43
+    registry.register(runtime.db, "http://127.0.0.1:9", "evil", token, public_key=EVIL_PUBLIC,
+                      secret_path=runtime.settings.federation_secret_path)
+    with runtime.db.write() as session:  # as an Aurora before tokens were sealed stored it
+        session.execute(text("UPDATE nodes SET token = :t WHERE name = 'evil'"), {"t": token})
+    with runtime.db.engine.connect() as connection:  # long ago: it is in the database file itself
+        connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert vault.seal_plaintext(runtime.db, runtime.settings.federation_secret_path) == 1
+    path = Path(runtime.settings.database_url.removeprefix("sqlite:///"))
+    for name in (path, path.with_name(path.name + "-wal")):
+        assert not name.exists() or token.encode() not in name.read_bytes(), name
+    assert vault.open_token(runtime.settings.federation_secret_path, _stored_token(runtime)) == token
+
+
+def _stored_token(runtime) -> str:
+    from aurora.models import Node
+
+    with runtime.db.read() as session:
+        return session.get(Node, "evil").token
+
+
+def test_a_peers_words_reach_the_operators_terminal_without_control_characters(runtime, env) -> None:
+    """Before: what a peer said was printed as it came: a witness answering ``aurora audit verify
+    --witnesses`` with a ``problem`` of terminal escapes could erase the lines above and print
+    "audit chain intact" of its own (and a peer's error message did the same in ``aurora nodes
+    list``). A peer's words now reach the terminal with control characters written out."""
+    import os
+    import subprocess
+    import sys
+
+    from fakes import FakeServer, Reply
+
+    lie = "\x1b[2K\r\x1b[1A\x1b[2Kaudit chain intact (99 records); head 0000000000000000\n"
+
+    def answer(request) -> Reply:
+        if request.path.startswith("/federation/witness/"):
+            return Reply(200, {"node": "evil", "origin": "test-node", "checkpoint": None, "problem": lie})
+        return Reply(503, {"error": "busy", "message": lie})
+
+    _audit_records(runtime, 2)
+    with FakeServer(default=answer) as evil:
+        registry.register(runtime.db, evil.url, "evil", TOKEN, public_key=EVIL_PUBLIC,
+                          secret_path=runtime.settings.federation_secret_path)
+        assert sync(runtime)["error"].startswith("HTTP 503")
+        run = {**os.environ, **env, "NO_COLOR": "1"}
+        # bytes, as a terminal gets them (text mode would turn a \r into a line break)
+        verified = subprocess.run([sys.executable, "-m", "aurora", "audit", "verify", "--witnesses"], env=run,
+                                  capture_output=True, timeout=120)
+        listed = subprocess.run([sys.executable, "-m", "aurora", "nodes", "list"], env=run,
+                                capture_output=True, timeout=120)
+    assert verified.returncode == 1, verified.stdout + verified.stderr  # a witness reports a problem
+    for done in (verified, listed):
+        out = done.stdout + done.stderr
+        assert b"\x1b" not in out and b"\r" not in out, out
+        # the peer's text stays on the line that says it is the peer's: it cannot print a line of its own
+        assert not any(line.startswith(b"audit chain intact (99") for line in out.splitlines()), out
+    assert b"evil reports: \\x1b[2K\\r" in verified.stdout, verified.stdout
+    assert b"\\x1b[2K" in listed.stdout, listed.stdout
+
+
+@pytest.mark.parametrize("offered", [["not", "a", "key"], {"a": 1}, 7, None])
+def test_an_introduction_whose_key_is_not_text_is_ignored_not_a_crash(runtime, peer, offered) -> None:
+    """Before: an introduction's ``public_key`` that was a list or an object raised TypeError
+    (unhashable, in the key decoder's cache) out of the sync: no failure recorded, no backoff,
+    the peer's sync wedged on that page."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from test_federation_trust import make_event
+
+    relayed = make_event(Ed25519PrivateKey.generate(), "other", 1, "run.succeeded", {})
+    peer.body = {"node": "evil", "events": [relayed, page([event(2)])["events"][0]], "last_seq": 2,
+                 "has_more": False, "keys": {"other": {"public_key": offered, "signature": "x" * 86}}}
+    result = sync(runtime)
+    assert result["pulled"] == 1 and result["rejected"] == 1, result
+    from aurora.models import Node
+
+    with runtime.db.read() as session:
+        assert session.get(Node, "evil").rejected == {"unknown_origin": 1}

@@ -83,6 +83,15 @@ class Page:
     refused: list[str] = field(default_factory=list)
 
 
+def said(text: Any, limit: int) -> str:
+    """A peer's words as this node repeats them (an error's message, a refused event's id, a
+    witness's ``problem``): at most ``limit`` characters, control characters written out
+    (``\\x1b``, ``\\r``, ``\\n``), so that printed on an operator's terminal they can neither
+    move the cursor, rewrite lines above, nor start a line of their own."""
+    text = str(text)[:limit]
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def page_cap(limit: int) -> int:
     """The most bytes an honest answer to a page of ``limit`` events can take."""
     return limit * MAX_EVENT_BYTES + ENVELOPE_BYTES
@@ -317,7 +326,7 @@ def _too_big(cap: int, what: str) -> FederationFetchError:
 def _shown(location: str) -> str:
     """Where a redirect pointed, without its query or fragment (which could carry a secret)."""
     parts = urlsplit(location.strip())
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))[:160] or "(no Location)"
+    return said(urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")), 160) or "(no Location)"
 
 
 def _detail(raw: bytes) -> str:
@@ -325,7 +334,7 @@ def _detail(raw: bytes) -> str:
         body = json.loads(raw)
     except (ValueError, RecursionError):
         return ""
-    return str(body.get("message", ""))[:120] if isinstance(body, dict) else ""
+    return said(body.get("message", ""), 120) if isinstance(body, dict) else ""
 
 
 def _not_json(constant: str) -> Any:
@@ -350,7 +359,7 @@ def _parse(raw: bytes, limit: int) -> Page:
     for item in items:
         size = event_bytes(item)
         if size > MAX_EVENT_BYTES:
-            name = str(item.get("id"))[:40] if isinstance(item, dict) else "?"
+            name = said(item.get("id"), 40) if isinstance(item, dict) else "?"
             refused.append(f"refused: event {name} is {size} bytes, over the {MAX_EVENT_BYTES}-byte cap")
         else:
             kept.append(item)

@@ -26,6 +26,7 @@ from json.encoder import encode_basestring_ascii as _string
 from typing import Any
 
 from . import identity
+from .fetch import said
 
 EVENT_DOMAIN = b"aurora-event-v1\n"
 INTRODUCTION_DOMAIN = b"aurora-introduction-v1\n"
@@ -118,8 +119,9 @@ class Screened:
 
     def refuse(self, reason: str, row: dict[str, Any], why: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
-        if self.example is None:
-            self.example = f"{reason}: event {row['id']} ({row['type']}) claiming origin {row['origin']!r} {why}"[:255]
+        if self.example is None:  # a peer's words, written out (fetch.said)
+            self.example = (f"{reason}: event {said(row['id'], 36)} ({said(row['type'], 64)}) claiming origin "
+                            f"{row['origin']!r} {why}")[:255]
 
 
 class Screen:
@@ -145,6 +147,8 @@ class Screen:
         if peer_key is None or not isinstance(offer, dict) or not identity.NAME.match(origin):
             return  # only a name a node can have: no spaces, look-alike letters or control characters
         public_key, signature = offer.get("public_key"), offer.get("signature")
+        if not isinstance(public_key, str):  # (a list or an object is not even hashable: decode's cache)
+            return
         try:
             identity.decode(public_key)
         except ValueError:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from .. import sealed
 from ..db import Database
@@ -43,9 +43,21 @@ def open_token(path: Path, stored: str) -> str:
 
 
 def seal_plaintext(db: Database, path: Path) -> int:
-    """Encrypt every token still stored in plain text; returns how many were."""
+    """Encrypt every token still stored in plain text; returns how many were.
+
+    On SQLite the old text must also leave the files: the space it took is zeroed
+    (``secure_delete``) and the write-ahead log is checkpointed into the database and emptied,
+    or a copy of the files would still hold the token."""
     with db.write() as session:
         nodes = [n for n in session.scalars(select(Node)) if not n.token.startswith(PREFIX)]
+        if nodes and db.dialect == "sqlite":
+            session.execute(text("PRAGMA secure_delete = ON"))
         for node in nodes:
             node.token = seal(path, node.token)
+        session.flush()
+        if nodes and db.dialect == "sqlite":
+            session.execute(text("PRAGMA secure_delete = OFF"))
+    if nodes and db.dialect == "sqlite":
+        with db.engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     return len(nodes)

@@ -142,7 +142,8 @@ def _well_formed(data: Any) -> bool:
 
 
 def _problem(held: WitnessCheckpoint, data: dict[str, Any]) -> str | None:
-    then = f"its checkpoint of {held.event['data'].get('created_at')} held {held.count} records up to record {held.head_pk}"
+    then = (f"its checkpoint of {fetch.said(held.event['data'].get('created_at'), 40)} held {held.count} records "
+            f"up to record {held.head_pk}")
     now = f"now {data['count']} up to record {data.get('head_pk')}"
     if data["count"] < held.count or (data.get("head_pk") or 0) < (held.head_pk or 0):
         return f"cut short: {then}, {now}"
@@ -160,7 +161,7 @@ def _problem(held: WitnessCheckpoint, data: dict[str, Any]) -> str | None:
     if own:
         # the origin itself found its log no longer holds a checkpoint it kept (one beat made
         # between two published ones): counts and anchor can look right when the log grew again
-        return f"lost records its own checkpoint covered ({str(own)[:200]}): {then}, {now}"
+        return f"lost records its own checkpoint covered ({fetch.said(own, 200)}): {then}, {now}"
     return None
 
 
@@ -179,7 +180,7 @@ def observe(db: Database, session: Session, me: str, rows: list[dict[str, Any]])
             session.add(held)
             if data.get("problem"):  # the first one this node sees already says the log lost records
                 _report(db, session, me, held, origin, f"says it lost records its own checkpoint covered "
-                        f"({str(data['problem'])[:200]})", data)
+                        f"({fetch.said(data['problem'], 200)})", data)
             continue
         if row["origin_seq"] <= held.origin_seq:
             continue  # older, or the same one by another path
@@ -294,7 +295,8 @@ def ask(runtime: Any) -> list[dict[str, Any]]:
         if not isinstance(body, dict):
             answers.append({**answer, "error": f"HTTP {status}" + ("" if status != 200 else ": not a JSON object")})
             continue
-        answer["problem"] = body.get("problem")
+        # the peer's words, written out: a terminal must not take them for this command's own
+        answer["problem"] = None if body.get("problem") is None else fetch.said(body["problem"], 512)
         event = body.get("checkpoint")
         if event is None:
             answers.append(answer)
