@@ -84,27 +84,32 @@ class Prefetcher:
         self._thread.join()
 
     def _run(self) -> None:
-        since = self.since
         try:
-            for pages in range(self.max_pages):
-                self._taken.acquire()
-                if self._abort.fired:
-                    return
-                if pages and time.monotonic() + self.page_seconds > self.pass_deadline:
-                    self._pages.put(Fetched(since=since, stopped=True))
-                    return
-                try:
-                    page = fetch_page(self.peer, since, self.limit,
-                                      min(time.monotonic() + self.page_seconds, self.pass_deadline), self._abort)
-                    rows, last_seq, has_more = self.check(page.body)
-                except Exception as exc:  # noqa: BLE001 - the caller tells them apart, in order
-                    if not self._abort.fired:
-                        self._pages.put(Fetched(since=since, error=exc))
-                    return
-                self._pages.put(Fetched(since=since, rows=rows, last_seq=last_seq, has_more=has_more,
-                                        body=page.body, refused=page.refused))
-                if not has_more:
-                    return
-                since = max(last_seq, since)
+            self._fetch()
+        except BaseException as exc:  # noqa: BLE001 - the caller raises it, in its own thread
+            self._pages.put(Fetched(error=exc))
         finally:
             self._pages.put(None)
+
+    def _fetch(self) -> None:
+        since = self.since
+        for pages in range(self.max_pages):
+            self._taken.acquire()
+            if self._abort.fired:
+                return
+            if pages and time.monotonic() + self.page_seconds > self.pass_deadline:
+                self._pages.put(Fetched(since=since, stopped=True))
+                return
+            try:
+                page = fetch_page(self.peer, since, self.limit,
+                                  min(time.monotonic() + self.page_seconds, self.pass_deadline), self._abort)
+                rows, last_seq, has_more = self.check(page.body)
+            except Exception as exc:  # noqa: BLE001 - the caller tells them apart, in order
+                if not self._abort.fired:
+                    self._pages.put(Fetched(since=since, error=exc))
+                return
+            self._pages.put(Fetched(since=since, rows=rows, last_seq=last_seq, has_more=has_more,
+                                    body=page.body, refused=page.refused))
+            if not has_more:
+                return
+            since = max(last_seq, since)
