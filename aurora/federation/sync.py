@@ -184,10 +184,10 @@ class Syncer:
             insert = pg_insert if self.db.dialect == "postgresql" else sqlite_insert
             # RETURNING counts the rows inserted: psycopg's executemany reports no rowcount (-1),
             # which made every PostgreSQL sync say it pulled nothing
-            # every foreign event has its origin's seq: it is in the partial unique index (Event.UNIQUE_WHERE)
-            statement = insert(Event.__table__).on_conflict_do_nothing(
-                index_elements=["origin", "id"], index_where=Event.__table__.c.origin_seq.is_not(None),
-            ).returning(Event.__table__.c.seq)
+            # every foreign event has its origin's seq: it is in the partial unique index
+            # (Event.UNIQUE_WHERE). No conflict target: SQLite infers a partial index only from a
+            # WHERE it can match to the index's own, which differs per database (migration 0014).
+            statement = insert(Event.__table__).on_conflict_do_nothing().returning(Event.__table__.c.seq)
             inserted = len(session.connection().execute(statement, fresh).all())
             witness.observe(self.db, session, self.node_name, page.accepted)
             return inserted
