@@ -10,10 +10,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
-from .errors import ClientError
+from .errors import ClientError, ConfigError
 
 DEFAULT_URL = "http://127.0.0.1:9292"
 #: tries of a request that is safe to repeat: a GET, or a POST that carries an Idempotency-Key
@@ -54,6 +55,61 @@ def read_config() -> dict[str, str]:
         return {}
 
 
+class ClientConfigError(ConfigError):
+    """Raised when AURORA_URL or AURORA_TOKEN (or the config file's) cannot be an address or a key."""
+
+    code = "client_config"
+
+    def __init__(self, message: str, hint: str):
+        super().__init__(message)
+        self.hint = hint
+
+
+#: the hint for an answer that is not Aurora's
+NOT_AURORA_HINT = ("is AURORA_URL the address `aurora up` printed (the API itself, e.g. http://127.0.0.1:9292, "
+                   "without a path)?")
+
+
+def _check_url(url: str, where: str) -> None:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ClientConfigError(f"{where} {url!r} is not an http:// or https:// address",
+                                "e.g. AURORA_URL=http://127.0.0.1:9292 (what `aurora up` prints)")
+
+
+def _check_token(token: str, where: str) -> None:
+    # a header carries printable ASCII only: a pasted line break, space or typographic character
+    # would fail deep in the HTTP library with its own words
+    if not (token.isascii() and token.isprintable() and " " not in token):
+        raise ClientConfigError(f"{where} is not an API key: it holds a space, a line break or a character "
+                                "other than ASCII", "copy the key again: it looks like aur_… (letters, digits, _ and -)")
+
+
+def unreachable_words(exc: Exception) -> str:
+    """Why a request got no answer, in words."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "the TLS handshake failed (does the address need http:// rather than https://?)"
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return "no answer to the connection (a firewall, or the wrong host?)"
+    if isinstance(exc, requests.Timeout):
+        return "it stopped answering (timeout)"
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return "the answer broke off"
+    if isinstance(exc, requests.ConnectionError):
+        return "nothing answers there (connection refused or reset)"
+    return exc.__class__.__name__
+
+
+def _not_aurora(url: str, response: requests.Response) -> ClientError:
+    kind = (response.headers.get("Content-Type") or "no content type").split(";")[0].strip()
+    return ClientError(f"the server at {url} does not answer as Aurora does (HTTP {response.status_code}, {kind})",
+                       response.status_code, {"error": "not_aurora"})
+
+
 @dataclass
 class Client:
     url: str
@@ -65,8 +121,12 @@ class Client:
     @classmethod
     def from_environment(cls) -> Client:
         stored = read_config()
-        url = os.environ.get("AURORA_URL") or stored.get("url") or DEFAULT_URL
+        url = os.environ.get("AURORA_URL") or str(stored.get("url") or "") or DEFAULT_URL
         token = os.environ.get("AURORA_TOKEN") or stored.get("token")
+        _check_url(url, "AURORA_URL" if os.environ.get("AURORA_URL") else f"the url in {config_path()}")
+        if token:
+            _check_token(str(token), "AURORA_TOKEN" if os.environ.get("AURORA_TOKEN") else
+                         f"the token in {config_path()}")
         return cls(url.rstrip("/"), token)
 
     def request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
@@ -82,11 +142,11 @@ class Client:
                 response = requests.request(method, self.url + path, headers=headers, timeout=self.timeout, **kwargs)
             except RETRIED as exc:
                 if last:
-                    raise ClientError(f"cannot reach Aurora at {self.url}: {exc.__class__.__name__}") from None
+                    raise ClientError(f"cannot reach Aurora at {self.url}: {unreachable_words(exc)}") from None
                 time.sleep(wait)
                 continue
             except requests.RequestException as exc:
-                raise ClientError(f"cannot reach Aurora at {self.url}: {exc.__class__.__name__}") from None
+                raise ClientError(f"cannot reach Aurora at {self.url}: {unreachable_words(exc)}") from None
             if response.status_code == 503 and not last:
                 time.sleep(min(_retry_after(response, wait), MAX_WAIT))
                 continue
@@ -94,7 +154,14 @@ class Client:
         try:
             body = response.json()
         except ValueError:
-            body = {"message": response.text[:200]}
+            body = None
+        # Aurora answers every request with a JSON object, errors included (``error``, ``message``);
+        # anything else is another program at that address (a proxy's or a router's page)
+        if not isinstance(body, dict) or (response.status_code >= 400 and "error" not in body):
+            raise _not_aurora(self.url, response)
+        if response.status_code == 404 and body.get("error") == "not_found" and str(
+                body.get("message", "")).startswith("The requested URL was not found"):
+            raise _not_aurora(self.url, response)  # no such endpoint: AURORA_URL has a path of its own
         if response.status_code >= 400:
             message = body.get("message") or f"HTTP {response.status_code}"
             raise ClientError(message, response.status_code, body)
@@ -129,10 +196,13 @@ class Client:
                 headers["Authorization"] = f"Bearer {self.token}"
             if last_id:
                 headers["Last-Event-ID"] = last_id
+            # a read waits at most this long; the keep-alive comments of an idle stream (every
+            # 15 s) restart it, so the deadline is checked at each of them too
+            idle = min(STREAM_IDLE, max(deadline - time.monotonic(), 0.1))
+            reopen = False
             try:
                 with requests.get(f"{self.url}/workflows/{run_id}/stream", headers=headers, stream=True,
-                                  timeout=(self.timeout, min(STREAM_IDLE, max(deadline - time.monotonic(), 0.1)))
-                                  ) as response:
+                                  timeout=(self.timeout, idle)) as response:
                     if response.status_code >= 400:
                         return self.get(f"/workflows/{run_id}")  # says why (gone, not allowed) as an error
                     for event_id, name in _events(response):
@@ -144,15 +214,24 @@ class Client:
                             pause = self.backoff
                         if done(run) or time.monotonic() >= deadline:
                             return run
+                        if time.monotonic() + idle > deadline + 0.5:
+                            # the next read could outlast the deadline: listen again (after the
+                            # last event) with a read timeout that ends at it
+                            reopen = True
+                            break
+                if reopen:
+                    continue
                 # It ended without the run being done: a server that cannot hold a stream open
                 # (a plain WSGI server) answers with the events so far; ask again as it says.
                 time.sleep(min(STREAM_RETRY, max(deadline - time.monotonic(), 0)))
                 continue
             except RETRIED as exc:
+                if time.monotonic() >= deadline - 0.05:
+                    return run  # the read timeout that ends at the deadline: Aurora answered, nothing changed
                 if lost:  # the caller may say so; the run goes on without us
                     lost(exc)
             except requests.RequestException as exc:
-                raise ClientError(f"cannot reach Aurora at {self.url}: {exc.__class__.__name__}") from None
+                raise ClientError(f"cannot reach Aurora at {self.url}: {unreachable_words(exc)}") from None
             time.sleep(min(pause, max(deadline - time.monotonic(), 0)))  # it broke: resume a little later
             pause = min(pause * 2, MAX_WAIT)
         return run
@@ -160,7 +239,8 @@ class Client:
 
 def _events(response: requests.Response) -> Iterator[tuple[str | None, str]]:
     """(id, event name) of each server-sent event as it arrives (the data is not needed: the run
-    is read whole after each event)."""
+    is read whole after each event); a keep-alive comment is ``(None, "")``, so that the reader
+    can look at its clock while the run is idle."""
     event_id: str | None = None
     name = ""
     for line in response.iter_lines(decode_unicode=True):
@@ -168,8 +248,8 @@ def _events(response: requests.Response) -> Iterator[tuple[str | None, str]]:
             event_id = line[3:].strip()
         elif line.startswith("event:"):
             name = line[6:].strip()
-        elif line == "" and name:
-            yield event_id, name
+        elif line == "":
+            yield (event_id, name) if name else (None, "")
             event_id, name = None, ""
 
 

@@ -69,6 +69,9 @@ class Settings:
     audit_key_file: Path | None = None
     #: seconds between the signed checkpoints of the audit chain that beat has kept
     audit_checkpoint_interval: int = 3600
+    #: seconds a web process remembers an API key it verified (not admin keys; 0: read every time):
+    #: a key revoked in another process stops working there within this bound
+    key_cache_seconds: float = 1.0
 
     @property
     def audit_key_path(self) -> Path:
@@ -127,5 +130,6 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         worker_concurrency=_int(env, "AURORA_WORKER_CONCURRENCY", 2, minimum=1),
         min_free_disk_mb=_int(env, "AURORA_MIN_FREE_DISK_MB", 100),
         audit_checkpoint_interval=_int(env, "AURORA_AUDIT_CHECKPOINT_INTERVAL", 3600, minimum=10),
+        key_cache_seconds=_float(env, "AURORA_KEY_CACHE_SECONDS", 1.0),
         audit_key_file=Path(env["AURORA_AUDIT_KEY_FILE"]).absolute() if env.get("AURORA_AUDIT_KEY_FILE") else None,
     )

@@ -49,7 +49,7 @@ def defer(engine: Engine, run: Any, owner: str, adapter: Any, ctx: CallContext, 
             where="owned", where_params={"w_owner": owner},
             lease_owner=None, lease_expires_at=None, step=None, enqueued_at=not_before)
         if moved:
-            session.execute(delete(RunStep).where(RunStep.run_id == run.id, RunStep.step == "act"))
+            session.execute(delete(RunStep).where(RunStep.run_pk == run.pk, RunStep.step == "act"))
             audit.append(engine.db, session, record)
     if not moved:
         return Outcome(run.id, "lost_lease", "another worker took the run while the provider said wait")

@@ -59,7 +59,7 @@ from .logs import RUN_ID
 from .models import FINAL_STATUSES, FormCursor, Run, RunStatus, utcnow
 from .outcomes import pretends, stop_not_acted
 from .policy import Policy, PolicyStore
-from .run_sql import RUNS, STEPS
+from .run_sql import RUNS
 from .secrets import Secrets
 
 log = logging.getLogger(__name__)
@@ -333,8 +333,7 @@ class Engine:
                 plan = ahead[1]
             else:
                 # Later attempts resume after what is done.
-                steps = {} if first else {
-                    row.step: row for row in conn.execute(select(STEPS).where(STEPS.c.run_id == run_id))}
+                steps = {} if first else {row.step: row for row in conn.execute(run_sql.STEPS_OF, {"rpk": run.pk})}
                 plan = pipeline.plan(run, steps, ctx)
             payload, pending = plan.payload, plan.pending
             adapter = BY_GOAL[run.goal]
@@ -359,7 +358,7 @@ class Engine:
             verdict = None if began or not plan.required else ledger.gate(
                 self, session, run, plan.required, ctx.policy, now, ledger.bind(adapter, payload, ctx, mode))
             if verdict is not None:
-                self._record_steps(session, run_id, steps, pending)
+                self._record_steps(session, run.pk, steps, pending)
                 return verdict
             if pretends(run.goal, mode):  # approved, and would only be simulated: stop, and say so
                 return stop_not_acted(self, session, run, adapter, mode, steps, pending)
@@ -368,7 +367,7 @@ class Engine:
                 {"step": "act", "status": "started", "result": {"mode": mode.name, "reason": mode.reason},
                  "attempt": run.attempts},
             ]
-            self._record_steps(session, run_id, steps, pending)
+            self._record_steps(session, run.pk, steps, pending)
             # The call happens after this transaction: take the rollouts along, read.
             return run, payload, mode, replace(ctx, rollouts=dict(ctx.rollouts), grant=ActLease(self.db, owner))
 
@@ -380,7 +379,7 @@ class Engine:
         often). None: make the call again (the provider deduplicates it, or it was simulated)."""
         live = act.get("mode") == "live"
         if "kept" in act:
-            self._record_steps(session, run.id, steps, pending)
+            self._record_steps(session, run.pk, steps, pending)
             result, error, rollback = finishing.restore(adapter, act)
             mode = result.mode if result is not None else Mode(live, act.get("reason", ""))
             return finishing.finish_in(self, session, run, owner, adapter, ctx, payload, mode, result, error,
@@ -391,7 +390,7 @@ class Engine:
 
     def _give_up(self, session: Session, run: Any, adapter: Any, ctx: CallContext, payload: dict[str, Any],
                  act: dict[str, Any] | None, steps: dict[str, Any], pending: list[dict[str, Any]]) -> Outcome:
-        self._record_steps(session, run.id, steps, pending)
+        self._record_steps(session, run.pk, steps, pending)
         return finishing.give_up(self, session, run, adapter, ctx, payload, act, MAX_ATTEMPTS)
 
     def _settle_fresh(self, run: Any, owner: str, plan: pipeline.Plan, policy: Policy) -> Outcome | None:
@@ -417,7 +416,7 @@ class Engine:
                 ("run.running", {"attempt": 1, "worker": owner.rsplit(":", 1)[0]}),
                 (f"run.{status.value}", final),
             ], run_id=run_id, at=now)
-            self._record_steps(connection, run_id, {},
+            self._record_steps(connection, run.pk, {},
                                [*plan.pending, self._gate_open, finishing.act_done(record, status, 1)])
             sent = flow_runs.advance_in(self, connection, parent, policy) if parent is not None else []
         # parent None: whatever its workflow had to do next is done (``sent``)
@@ -428,18 +427,18 @@ class Engine:
     _gate_open = {"step": "gate", "status": "done", "result": {"state": "open"}}
 
     @staticmethod
-    def _record_steps(session: Session | Connection, run_id: str, steps: dict[str, Any], records: list[dict[str, Any]]) -> None:
-        """Insert new steps in one statement; update those an earlier attempt left behind."""
+    def _record_steps(session: Session | Connection, run_pk: int, steps: dict[str, Any], records: list[dict[str, Any]]) -> None:
+        """Insert new steps of the run ``run_pk`` in one statement; update those an earlier attempt left behind."""
         now = utcnow()
         conn = connection_of(session)
         new = []
         for record in records:
             values = {"attempt": 1, "result": None, **record, "finished_at": now if record["status"] == "done" else None}
             if record["step"] in steps:
-                conn.execute(run_sql.UPDATE_STEP, {"rid": run_id, "sname": record["step"],
+                conn.execute(run_sql.UPDATE_STEP, {"rpk": run_pk, "sname": record["step"],
                                                    **{f"v_{k}": v for k, v in values.items() if k != "step"}})
             else:
-                new.append({"run_id": run_id, "started_at": now, **values})
+                new.append({"run_pk": run_pk, "started_at": now, **values})
             steps[record["step"]] = True
         if new:
             conn.execute(run_sql.INSERT_STEPS, new)

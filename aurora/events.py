@@ -11,15 +11,19 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
 from . import changes
 from .db import EVENT_LOCK_KEY as EVENT_LOCK_KEY  # its home was here
 from .db import OUTBOX_LOCKS, Database, connection_of
-from .models import Event, utcnow
+from .models import Event, Run, utcnow
 
-_INSERT = Event.__table__.insert()
+_RUNS = Run.__table__
+#: an event of one of this node's runs names the run by its pk too (``Event.run_pk``), looked up
+#: in the insert itself: no caller needs to know it
+_INSERT = Event.__table__.insert().values(
+    run_pk=select(_RUNS.c.pk).where(_RUNS.c.id == bindparam("run_of")).scalar_subquery())
 
 
 def append(
@@ -59,7 +63,7 @@ def append_batch(db: Database, session: Session | Connection, origin: str,
 def _values(origin: str, type_: str, data: dict[str, Any], run_id: str | None, at: datetime,
             event_id: str | None = None) -> dict[str, Any]:
     return {"id": event_id or str(uuid.uuid4()), "origin": origin, "type": type_, "run_id": run_id, "data": data,
-            "created_at": at}
+            "created_at": at, "run_of": run_id}
 
 
 def _insert(db: Database, session: Session | Connection, values: dict[str, Any] | list[dict[str, Any]]) -> None:
@@ -82,14 +86,19 @@ def as_dict(event: Event) -> dict[str, Any]:
     }
 
 
+def of_run(run_id: str) -> Any:
+    """The condition "an event of this node's run ``run_id``" (by the run's pk: ``Event.run_pk``;
+    a peer's event about the same run id has none, and is never this run's)."""
+    return Event.run_pk == select(Run.pk).where(Run.id == run_id).scalar_subquery()
+
+
 def for_run(session: Session, run_id: str, origin: str | None = None) -> list[Event]:
     """A run's timeline: only the events of ``origin``, the node that holds the run. Without it,
     the origin of the run's first event (its ``run.queued``, written when it was submitted here):
     events a peer sent about the same run id are another node's, never this run's."""
     if origin is None:
-        origin = session.scalar(select(Event.origin).where(Event.run_id == run_id).order_by(Event.seq).limit(1))
-    return list(session.scalars(select(Event).where(Event.run_id == run_id, Event.origin == origin)
-                                .order_by(Event.seq)))
+        origin = session.scalar(select(Event.origin).where(of_run(run_id)).order_by(Event.seq).limit(1))
+    return list(session.scalars(select(Event).where(of_run(run_id), Event.origin == origin).order_by(Event.seq)))
 
 
 def page(session: Session, since: int = 0, limit: int = 100, origin: str | None = None) -> list[Event]:

@@ -105,8 +105,8 @@ def kept_outcome(mode: Mode, result: AdapterResult | None, error: dict[str, Any]
             "kept": ctx.secrets.redact({"result": outcome, "error": error, "rollback": rollback})}
 
 
-def keep(session: Any, run_id: str, step_result: dict[str, Any]) -> None:
-    connection_of(session).execute(run_sql.KEEP_OUTCOME, {"rid": run_id, "v_result": step_result})
+def keep(session: Any, run_pk: int, step_result: dict[str, Any]) -> None:
+    connection_of(session).execute(run_sql.KEEP_OUTCOME, {"rpk": run_pk, "v_result": step_result})
 
 
 def restore(adapter: Any, step_result: dict[str, Any]) -> tuple[AdapterResult | None, dict[str, Any] | None, str | None]:
@@ -149,7 +149,7 @@ def finish(engine: Any, run: Any, owner: str, adapter: Any, ctx: CallContext, pa
     if kept is not None:
         try:
             with engine.db.write_rows() as connection:
-                keep(connection, run.id, kept)
+                keep(connection, run.pk, kept)
         except RETRYABLE:
             log.error("run %s: could not keep its outcome either; the next attempt reconciles it", run.id)
     return Outcome(run.id, "unfinished", "the outcome could not be written yet; the next attempt finishes it")
@@ -166,7 +166,7 @@ def finish_in(engine: Any, session: Any, run: Any, owner: str, adapter: Any, ctx
     if not owned and not conn.execute(run_sql.STILL_OWNED, {"rid": run.id, "owner": owner}).rowcount:
         # Another worker has the run now: write nothing of this call but the outcome it may need.
         if kept is not None:
-            keep(session, run.id, kept)
+            keep(session, run.pk, kept)
         events.append(engine.db, session, engine.node, "run.lease_lost", {"worker": owner.rsplit(":", 1)[0]},
                       run_id=run.id)
         return Outcome(run.id, "lease_lost", "another worker reclaimed the run")
@@ -200,5 +200,5 @@ def settle_in(engine: Any, session: Any, run: Any, owner: str, adapter: Any, set
         adapter_state.roll_back(engine.db, session, adapter.name, engine.node, rollback, run.id)
     data = {"mode": record["mode"], "audit": record["pk"]} if settlement.ok else {"error": settlement.error}
     events.append(engine.db, session, engine.node, f"run.{status.value}", data, run_id=run.id)
-    engine._record_steps(session, run.id, {"act": True}, [act_done(record, status, run.attempts)])
+    engine._record_steps(session, run.pk, {"act": True}, [act_done(record, status, run.attempts)])
     return Outcome(run.id, status.value)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
-from . import documents, events, flows
+from . import documents, events, flows, run_results
 from .db import connection_of
 from .errors import ConfigError, Conflict, DocumentError, NotFound
 from .models import FINAL_STATUSES, Run, RunStatus, utcnow
@@ -210,7 +210,7 @@ def _start_step(engine: Engine, session: Session, parent: Any, step: flows.Step,
 
 def _render_step(engine: Engine, session: Session, parent: Any, step: flows.Step, latest: dict[str, Any],
                  now: Any, outbox: list[Any], policy: Any) -> Any:
-    ctx = flows.context(parent.inputs or {}, _outputs(latest))
+    ctx = flows.context(parent.inputs or {}, _outputs(session, latest))
     try:
         if step.condition and not evaluate(step.condition, ctx):
             return _insert_final(engine, session, parent, step, now, outbox, RunStatus.SKIPPED,
@@ -235,9 +235,10 @@ def _render_step(engine: Engine, session: Session, parent: Any, step: flows.Step
     return _insert_step(engine, session, parent, step, workflow, 1, now, 0.0, {}, outbox)
 
 
-def _outputs(latest: dict[str, Run]) -> dict[str, dict[str, Any]]:
+def _outputs(session: Session, latest: dict[str, Run]) -> dict[str, dict[str, Any]]:
+    results = run_results.full_many(session, [(c.id, c.result) for c in latest.values() if c.status in _GOOD])
     return {sid: {"status": child.status,
-                  "output": flows.output_of(child.goal, child.result) if child.status in _GOOD else {}}
+                  "output": flows.output_of(child.goal, results[child.id]) if child.status in _GOOD else {}}
             for sid, child in latest.items()}
 
 
@@ -422,7 +423,9 @@ def rerun(engine: Engine, run_id: str, submitter: str, person: str | None, from_
         for child in reuse.values():
             copy = {c.name: getattr(child, c.name) for c in Run.__table__.columns if c.name not in ("pk",)}
             copy.update(id=str(uuid.uuid4()), parent_id=values["id"], step_attempt=1, created_at=now, updated_at=now,
-                        result={**(child.result or {}), "reused_from": child.id}, lease_owner=None,
+                        # whole: the copy has no audit record of its own to take the request from
+                        result={**(run_results.full(session, child.id, child.result) or {}), "reused_from": child.id},
+                        lease_owner=None,
                         lease_expires_at=None)
             connection_of(session).execute(INSERT_RUN, copy)
             events.append(engine.db, session, engine.node, "run.succeeded",
@@ -435,6 +438,7 @@ def rerun(engine: Engine, run_id: str, submitter: str, person: str | None, from_
 def steps_view(session: Session, run: Run) -> list[dict[str, Any]]:
     """The steps of a workflow as ``GET /workflows/<id>`` shows them."""
     latest = _latest_children(session, run.id)
+    results = run_results.full_many(session, [(c.id, c.result) for c in latest.values() if c.status in _GOOD])
     out = []
     for step in flows.steps_of(run.document):
         child = latest.get(step.id)
@@ -447,7 +451,7 @@ def steps_view(session: Session, run: Run) -> list[dict[str, Any]]:
             item.update(run=child.id, attempt=child.step_attempt, mode=result.get("mode"),
                         reason=result.get("reason") or (child.error or {}).get("message"))
             if child.status in _GOOD:
-                item["output"] = flows.output_of(child.goal, child.result)
+                item["output"] = flows.output_of(child.goal, results[child.id])
             if child.status == RunStatus.AWAITING_APPROVAL.value:
                 item["approval"] = (child.approval_binding or {}).get("summary") or "waits for approvals"
                 item["approvals_required"] = child.approvals_required

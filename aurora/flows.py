@@ -286,10 +286,14 @@ def _step_problems(flow_name: str, step: Step, by_id: dict[str, Step], inputs: d
         except TemplateProblem as exc:
             found.append(Problem(path, str(exc)))
             continue
-        for ref in sorted(references(tree)):
+        refs = sorted(references(tree))
+        for ref in refs:
             message = _reference_problem(ref, by_id, before, inputs)
             if message:
                 found.append(Problem(path, message))
+        steered = _steered_by_output(step, path[len(f"{where}.payload."):], refs)
+        if steered:
+            found.append(Problem(path, steered))
     if found:
         return found
     ctx = context(inputs, {sid: {"output": placeholder_output(by_id[sid].goal), "status": "succeeded"}
@@ -306,6 +310,26 @@ def _step_problems(flow_name: str, step: Step, by_id: dict[str, Step], inputs: d
     if not render_problems:
         found += step_task_problems(flow_name, step, rendered, f"{where}.payload")
     return found
+
+
+#: payload fields that say where a step's effect goes, not what it says
+DESTINATIONS = {"send_email": ("to", "from", "reply_to", "adapter")}
+
+
+def _steered_by_output(step: Step, field_path: str, refs: list[tuple[str, ...]]) -> str | None:
+    """An earlier step's output is text nobody reviewed — an AI engine's answer may carry
+    instructions planted in what it read. It may fill what a mail says, but not choose where the
+    mail goes, unless people see the rendered address first (``require_approval``). Critical
+    goals always wait for a quorum that sees the rendered request."""
+    field = re.split(r"[.\[]", field_path, maxsplit=1)[0]
+    if step.require_approval or field not in DESTINATIONS.get(step.goal, ()):
+        return None
+    used = sorted({".".join(ref[:2]) for ref in refs if ref[0] == "steps" and len(ref) > 1})
+    if not used:
+        return None
+    return (f"{field} is taken from {', '.join(used)}: an earlier step's output (an AI engine's answer, say) "
+            f"cannot choose where a mail goes; use an input, or add require_approval: true so people "
+            f"see the rendered {field} before it is sent")
 
 
 def _templates(value: Any, path: str) -> list[tuple[str, str]]:

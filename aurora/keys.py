@@ -4,6 +4,12 @@ A key looks like ``aur_<key_id>_<secret>``. The ``key_id`` finds the row; the ha
 key is compared with :func:`hmac.compare_digest`. Keys carry 256 bits of randomness, so a plain
 SHA-256 is enough (a slow password hash protects low-entropy human passwords, not these).
 
+A process remembers a key it has verified for ``AURORA_KEY_CACHE_SECONDS`` (default 1 s; 0: never),
+keyed by the key's hash: the read of the key's row cost more than everything else ``POST /route``
+does (docs/benchmarks.md). So a key revoked, or a person removed, in another process stops working
+there within that bound; in the process that revoked it, at once. Admin keys are read every time:
+what an admin key can do (make new keys) would outlive any bound. A refused key is never remembered.
+
 A key belongs to a person (``aurora.people``) and acts with the person's role: quorum counts
 people, and a person with a laptop, a phone and a CI key is still one approver.
 """
@@ -14,6 +20,9 @@ import hashlib
 import hmac
 import re
 import secrets
+import threading
+import time
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,21 +102,75 @@ def create(db: Database, name: str, role: Role, person: str | None = None) -> st
     return key
 
 
-def authenticate(db: Database, key: str | None) -> Caller:
-    """The caller a presented key belongs to, or :class:`AuthError`."""
+class _Verified:
+    """The keys one process verified lately: hash -> (caller, until when, monotonic)."""
+
+    def __init__(self) -> None:
+        self.callers: dict[str, tuple[Caller, float]] = {}
+        #: moved on by every forget(): a read begun before it must not be remembered after it
+        self.generation = 0
+        self.lock = threading.Lock()
+
+
+#: entries kept at most per database: a flood of distinct valid keys cannot grow the process
+MAX_REMEMBERED = 4096
+_verified: weakref.WeakKeyDictionary[Database, _Verified] = weakref.WeakKeyDictionary()
+_verified_lock = threading.Lock()
+
+
+def _remembered(db: Database) -> _Verified:
+    found = _verified.get(db)
+    if found is None:
+        with _verified_lock:
+            found = _verified.setdefault(db, _Verified())
+    return found
+
+
+def forget_verified(db: Database) -> None:
+    """Forget every key this process verified on ``db`` (a key was revoked or a person removed)."""
+    remembered = _remembered(db)
+    with remembered.lock:
+        remembered.generation += 1
+        remembered.callers.clear()
+
+
+def remembered(db: Database, key: str, for_at_least: float = 0.0) -> bool:
+    """Whether :func:`authenticate` would answer for ``key`` from memory, without reading the
+    database, for at least ``for_at_least`` seconds more."""
+    hit = _remembered(db).callers.get(_hash(key)) if key else None
+    return hit is not None and hit[1] > time.monotonic() + for_at_least
+
+
+def authenticate(db: Database, key: str | None, remember: float = 0.0) -> Caller:
+    """The caller a presented key belongs to, or :class:`AuthError`. With ``remember`` (seconds),
+    a key this process verified less than that long ago is not read again (admin keys always are)."""
     if not key:
         raise AuthError("missing API key: send 'Authorization: Bearer <key>'")
     parts = key.split("_")
     if len(parts) < 3 or not key.startswith(PREFIX):
         raise AuthError("invalid API key")
+    digest = _hash(key)
+    if remember > 0:
+        remembered = _remembered(db)
+        hit = remembered.callers.get(digest)
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0]
+        generation = remembered.generation
     with db.read_rows() as connection:
         row = connection.execute(_BY_KEY_ID, {"key_id": parts[1]}).one_or_none()
-        # Compare even when the row is missing, so timing does not reveal which key ids exist.
-        expected = row.key_hash if row is not None else _hash("")
-        valid = hmac.compare_digest(expected, _hash(key)) and row is not None
-        if not valid or row is None or row.revoked_at is not None or row.removed_at is not None:
-            raise AuthError("invalid or revoked API key")
-        return _caller(row)
+    # Compare even when the row is missing, so timing does not reveal which key ids exist.
+    expected = row.key_hash if row is not None else _hash("")
+    valid = hmac.compare_digest(expected, digest) and row is not None
+    if not valid or row is None or row.revoked_at is not None or row.removed_at is not None:
+        raise AuthError("invalid or revoked API key")
+    caller = _caller(row)
+    if remember > 0 and caller.role is not Role.ADMIN:
+        with remembered.lock:
+            if remembered.generation == generation:
+                if len(remembered.callers) >= MAX_REMEMBERED:
+                    remembered.callers.clear()
+                remembered.callers[digest] = (caller, time.monotonic() + remember)
+    return caller
 
 
 def _caller(row: Any) -> Caller:

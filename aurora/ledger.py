@@ -123,7 +123,7 @@ def current(engine: Any, session: Any, run: Any) -> dict[str, Any] | None:
         return None
     ctx = CallContext(run.id, policy, secrets, engine.settings.simulated_latency_ms, engine.health(policy),
                       limiter=engine.limiter)
-    steps = {row.step: row for row in session.scalars(select(RunStep).where(RunStep.run_id == run.id))}
+    steps = {row.step: row for row in session.scalars(select(RunStep).where(RunStep.run_pk == run.pk))}
     payload = pipeline.plan(run, steps, ctx).payload
     adapter = BY_GOAL[run.goal]
     if run.goal == "ingest_forms":

@@ -138,12 +138,22 @@ def _enabled() -> bool:
     return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 
+#: (method, endpoint, status) -> the request counter and duration histogram of those labels:
+#: ``labels()`` takes a lock and builds its key again on every call, once per request otherwise
+_request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
 @_never_fails
 def request_done(method: str, endpoint: str, status: int, seconds: float) -> None:
     if _enabled():
-        m = _metrics()
-        m["requests"].labels(method, endpoint, str(status)).inc()
-        m["request_seconds"].labels(endpoint).observe(seconds)
+        children = _request_children.get((method, endpoint, status))
+        if children is None:
+            m = _metrics()
+            children = (m["requests"].labels(method, endpoint, str(status)), m["request_seconds"].labels(endpoint))
+            if len(_request_children) < 4096:  # the endpoints are the app's rules: a handful
+                _request_children[(method, endpoint, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 @_never_fails
@@ -195,7 +205,7 @@ class DatabaseCollector:
 
         db = self.runtime.db
         # no count over all history at each scrape: tallies kept from the logs (votes, keys: not calls)
-        by_state, calls = tallies.read(db)
+        by_state, calls = tallies.read(db, self.runtime.settings.node_name)
         runs = GaugeMetricFamily("aurora_runs", "Runs by goal and status", labels=["goal", "status"])
         for goal, status, count in by_state:
             runs.add_metric([goal, status], count)

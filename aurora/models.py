@@ -9,12 +9,28 @@ import enum
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
 BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
+
+
+#: a JSON column whose None is SQL NULL, not the text ``null`` (SQLAlchemy's default); both read back as None
+NULLABLE_JSON = JSON(none_as_null=True)
 
 
 def utcnow() -> datetime:
@@ -99,8 +115,8 @@ class Run(Base):
     #: the step the run is in, or last finished: route, gate, act
     step: Mapped[str | None] = mapped_column(String(16))
     approvals_required: Mapped[int] = mapped_column(Integer, default=0)
-    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    result: Mapped[dict[str, Any] | None] = mapped_column(NULLABLE_JSON)
+    error: Mapped[dict[str, Any] | None] = mapped_column(NULLABLE_JSON)
     #: the key that submitted the run (its name)
     submitted_by: Mapped[str] = mapped_column(String(64))
     #: the person that key belongs to: none of their keys may approve the run
@@ -116,7 +132,7 @@ class Run(Base):
     gate_deadline: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: what approvers are asked to approve, as the worker rendered it when the run stopped at its
     #: gate: the exact (redacted) request, its mode and reason, and their hash (aurora.binding)
-    approval_binding: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    approval_binding: Mapped[dict[str, Any] | None] = mapped_column(NULLABLE_JSON)
     #: for charges: what the money did after the action (pending, succeeded, failed), from webhooks
     settlement: Mapped[str | None] = mapped_column(String(16))
     #: a step of a workflow of several steps (``aurora.flow_runs``): the workflow's run, the
@@ -124,7 +140,7 @@ class Run(Base):
     parent_id: Mapped[str | None] = mapped_column(String(36))
     step_id: Mapped[str | None] = mapped_column(String(64))
     step_attempt: Mapped[int | None] = mapped_column(Integer)
-    inputs: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    inputs: Mapped[dict[str, Any] | None] = mapped_column(NULLABLE_JSON)
     #: the stored definition and version the run was started from (``aurora.definitions``)
     definition: Mapped[str | None] = mapped_column(String(128))
     definition_version: Mapped[int | None] = mapped_column(Integer)
@@ -135,26 +151,32 @@ class Run(Base):
         Index("ix_runs_status_pk", "status", "pk"),
         Index("ix_runs_goal_pk", "goal", "pk"),
         Index("ix_runs_name_pk", "name", "pk"),
-        Index("ux_runs_parent_step", "parent_id", "step_id", "step_attempt", unique=True),
-        Index("ix_runs_definition_pk", "definition", "pk"),
+        # partial (migration 0014_bytes): most runs are neither a step nor from a definition
+        Index("ux_runs_parent_step", "parent_id", "step_id", "step_attempt", unique=True,
+              sqlite_where=text("parent_id IS NOT NULL"), postgresql_where=text("parent_id IS NOT NULL")),
+        Index("ix_runs_definition_pk", "definition", "pk",
+              sqlite_where=text("definition IS NOT NULL"), postgresql_where=text("definition IS NOT NULL")),
     )
 
 
 class RunStep(Base):
-    """One pipeline step of one run; a finished step is never run again."""
+    """One pipeline step of one run; a finished step is never run again.
+
+    A step names its run by the run's ``pk`` (since migration 0014_bytes; before, by its id): a
+    run's three steps and their index held its 36-character id six times."""
 
     __tablename__ = "run_steps"
 
     pk: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    run_pk: Mapped[int] = mapped_column(BigInteger, ForeignKey("runs.pk", ondelete="CASCADE"))
     step: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16))  # started | done
     attempt: Mapped[int] = mapped_column(Integer, default=1)
-    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    result: Mapped[dict[str, Any] | None] = mapped_column(NULLABLE_JSON)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    __table_args__ = (UniqueConstraint("run_id", "step", name="uq_run_steps_run_step"),)
+    __table_args__ = (UniqueConstraint("run_pk", "step", name="uq_run_steps_run_step"),)
 
 
 class Approval(Base):
@@ -190,15 +212,32 @@ class Event(Base):
     id: Mapped[str] = mapped_column(String(36))
     origin: Mapped[str] = mapped_column(String(64))
     type: Mapped[str] = mapped_column(String(64))
-    run_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    run_id: Mapped[str | None] = mapped_column(String(36))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: for this node's events of one of its runs, that run's ``pk`` (set by ``events.append``; a
+    #: foreign event has none): a run's events are found by it, in an index a third the size of
+    #: one on the 36-character ``run_id`` (migration 0014_bytes)
+    run_pk: Mapped[int | None] = mapped_column(BigInteger)
     #: for a foreign event, its origin's seq and Ed25519 signature as received (relayed unchanged);
     #: this node's own events are signed when served (``federation/signing.py``)
     origin_seq: Mapped[int | None] = mapped_column(BigInteger)
     signature: Mapped[str | None] = mapped_column(String(88))
 
-    __table_args__ = (UniqueConstraint("origin", "id", name="uq_events_origin_id"),)
+    #: only ids that can meet again are unique (migration 0014_bytes): a foreign event pulled twice,
+    #: a Typeform response taken in twice; this node's other events have random ids. (The index
+    #: in the database also holds every event stored before 0014: ``OR seq <= <the last then>``.)
+    UNIQUE_WHERE = "origin_seq IS NOT NULL OR type = 'typeform.response'"
+
+    __table_args__ = (
+        Index("ux_events_origin_id", "origin", "id", unique=True,
+              sqlite_where=text(UNIQUE_WHERE), postgresql_where=text(UNIQUE_WHERE)),
+        Index("ix_events_run_pk", "run_pk",
+              sqlite_where=text("run_pk IS NOT NULL"), postgresql_where=text("run_pk IS NOT NULL")),
+        # checkpoint rows only (a witness looks them up by the origin's seq: federation/witness.py)
+        Index("ix_events_checkpoints", "origin", "origin_seq", postgresql_where=text("type = 'audit.checkpoint'"),
+              sqlite_where=text("type = 'audit.checkpoint'")),
+    )
 
 
 class AuditRecord(Base):
@@ -215,10 +254,11 @@ class AuditRecord(Base):
     reason: Mapped[str] = mapped_column(String(255))
     request: Mapped[dict[str, Any]] = mapped_column(JSON)
     outcome: Mapped[str] = mapped_column(String(16))  # ok | error
-    response: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    response: Mapped[dict[str, Any] | None] = mapped_column(NULLABLE_JSON)
     duration_ms: Mapped[float] = mapped_column(default=0.0)
     prev_hash: Mapped[str] = mapped_column(String(64))
-    hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: not unique in the database since migration 0014_bytes: each is an HMAC over the one before
+    hash: Mapped[str] = mapped_column(String(64))
 
 
 class MetricTally(Base):

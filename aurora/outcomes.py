@@ -53,7 +53,7 @@ def stop_not_acted(engine: Any, session: Any, run: Any, adapter: Any, mode: Mode
              "message": f"the policy means {adapter.name} to act live, but this run would only be simulated "
                         f"({mode.reason})",
              "what_to_do": what_to_do(adapter.name, mode.reason)}
-    engine._record_steps(session, run.id, steps, [
+    engine._record_steps(session, run.pk, steps, [
         *pending, engine._gate_open,
         {"step": "act", "status": "done", "attempt": run.attempts,
          "result": {"acted": False, "mode": mode.name, "reason": mode.reason}}])

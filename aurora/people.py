@@ -24,6 +24,7 @@ from sqlalchemy import func, or_, select
 from . import audit, events
 from .db import Database
 from .errors import Conflict, NotFound
+from .keys import forget_verified
 from .models import ApiKey, Approval, Person, Role, Run, RunStatus, utcnow
 
 #: statuses in which a run has not acted yet (``running`` only before its act step begins)
@@ -84,7 +85,13 @@ def _void_votes(db: Database, session: Any, node: str, key_names: list[str], why
 
 def revoke_key(db: Database, name: str, node: str | None = None) -> list[str]:
     """Revoke one key; return the runs whose votes from it stopped counting."""
-    node = node or socket.gethostname()
+    try:
+        return _revoke_key(db, name, node or socket.gethostname())
+    finally:
+        forget_verified(db)  # this process at once; the others within AURORA_KEY_CACHE_SECONDS
+
+
+def _revoke_key(db: Database, name: str, node: str) -> list[str]:
     with db.write() as session:
         # the row the gate that begins an act reads FOR SHARE (ledger.votes): a revocation waits
         # for an act being begun, or the gate waits for it and sees it (never a revoked vote counting)
@@ -105,7 +112,13 @@ def revoke_key(db: Database, name: str, node: str | None = None) -> list[str]:
 
 def remove_person(db: Database, name: str, node: str | None = None) -> list[str]:
     """Remove a person and revoke all their keys; return the runs whose votes stopped counting."""
-    node = node or socket.gethostname()
+    try:
+        return _remove_person(db, name, node or socket.gethostname())
+    finally:
+        forget_verified(db)
+
+
+def _remove_person(db: Database, name: str, node: str) -> list[str]:
     with db.write() as session:
         person = session.get(Person, name, with_for_update=True)  # as revoke_key: the gate's rows
         if person is None:

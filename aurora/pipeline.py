@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from . import audit
+from . import audit, run_results
 from .adapters import BY_GOAL, CallContext, Mode
 from .documents import CRITICAL_GOALS
 from .errors import AuroraError
@@ -61,7 +61,7 @@ class Plan:
 @dataclass(frozen=True)
 class Settlement:
     """A call's outcome, redacted and ready to be written: its audit record, and the run's
-    result (``ok``) or error."""
+    result (``ok``; as stored, without what the record holds: ``aurora.run_results``) or error."""
 
     result: Any
     ok: bool
@@ -147,7 +147,7 @@ def settle(run_id: str, adapter: Any, ctx: CallContext, payload: dict[str, Any],
         duration_ms=result.duration_ms if result else 0.0,
     )
     if ok:
-        return Settlement(result, True, record, body=secrets.redact(result.as_dict()))
+        return Settlement(result, True, record, body=run_results.stored(secrets.redact(result.as_dict()), record.fields))
     # the mode goes with the error too: a failed live call must not read like a failed simulation
     error = {**(error or {"type": "adapter_error", "message": "the call failed"}),
              "mode": record.fields["mode"], "mode_reason": record.fields["reason"]}

@@ -184,6 +184,11 @@ class PolicyStore:
             raise PolicyError(self.last_error or f"{self.path}: no policy loaded")
         return self._policy
 
+    def fresh(self) -> bool:
+        """Whether :meth:`current` would answer from memory now, without looking at the file."""
+        return (self._policy is not None and self._watcher_pid == os.getpid()
+                and time.monotonic() - self._checked_at < RELOAD_CHECK_INTERVAL)
+
     def _start_watcher(self) -> None:
         """Look at the file every second in the background too, so that a process that serves no
         request for a while still follows every good edit (and is not left on an old policy when

@@ -27,7 +27,7 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 
-from . import tallies
+from . import run_results, tallies
 from .db import Database
 from .models import Event, Run, RunStep, utcnow
 
@@ -43,15 +43,29 @@ def _row(obj: Any) -> dict[str, Any]:
     return {c.key: _iso(getattr(obj, c.key)) for c in obj.__table__.columns}
 
 
+def _event_row(event: Event) -> dict[str, Any]:
+    row = _row(event)
+    del row["run_pk"]  # the run's id is there
+    return row
+
+
+def _step_row(step: RunStep, run_id: str) -> dict[str, Any]:
+    """A step as archived: with its run's id, as steps named their run before 0014_bytes."""
+    row = _row(step)
+    del row["run_pk"]
+    return {**row, "run_id": run_id}
+
+
 def archive_folder(home: Path) -> Path:
     return home / "archive"
 
 
-def prune(db: Database, home: Path, before: datetime, batch: int = BATCH) -> dict[str, Any]:
-    """Archive and remove the bulky parts of settled runs finished before ``before``."""
+def prune(db: Database, home: Path, before: datetime, node: str, batch: int = BATCH) -> dict[str, Any]:
+    """Archive and remove the bulky parts of settled runs finished before ``before`` (``node``:
+    this node's name, whose events are the runs' own)."""
     while True:  # every settling event counted before any is removed
         mark = _marks(db)
-        tallies.advance(db)
+        tallies.advance(db, node)
         if _marks(db) == mark:
             break
     counted = dict(zip(("_audit", "_seq"), mark, strict=True))["_seq"]
@@ -70,11 +84,14 @@ def prune(db: Database, home: Path, before: datetime, batch: int = BATCH) -> dic
                 if not chosen:
                     break
                 ids = [r.id for r in chosen]
+                id_of = {r.pk: r.id for r in chosen}
                 by_run: dict[str, dict[str, list[dict[str, Any]]]] = {i: {"steps": [], "events": []} for i in ids}
-                for step in session.scalars(select(RunStep).where(RunStep.run_id.in_(ids)).order_by(RunStep.pk)):
-                    by_run[step.run_id]["steps"].append(_row(step))
-                for event in session.scalars(select(Event).where(Event.run_id.in_(ids)).order_by(Event.seq)):
-                    by_run[event.run_id]["events"].append(_row(event))
+                for step in session.scalars(select(RunStep).where(RunStep.run_pk.in_(id_of)).order_by(RunStep.pk)):
+                    by_run[id_of[step.run_pk]]["steps"].append(_step_row(step, id_of[step.run_pk]))
+                for event in session.scalars(select(Event).where(Event.run_pk.in_(id_of)).order_by(Event.seq)):
+                    by_run[id_of[event.run_pk]]["events"].append(_event_row(event))
+                # the archive is read on its own: each result whole, with its request (aurora.run_results)
+                results = run_results.full_many(session, [(r.id, r.result) for r in chosen])
             after = chosen[-1].pk
             # a run whose events the tallies have not seen yet (it settled meanwhile) waits
             chosen = [r for r in chosen if max((e["seq"] for e in by_run[r.id]["events"]), default=0) <= counted]
@@ -82,14 +99,15 @@ def prune(db: Database, home: Path, before: datetime, batch: int = BATCH) -> dic
             if not ids:
                 continue
             for run in chosen:
-                out.write(json.dumps({"run": _row(run), **by_run[run.id]}, sort_keys=True).encode() + b"\n")
+                out.write(json.dumps({"run": {**_row(run), "result": results[run.id]}, **by_run[run.id]},
+                                     sort_keys=True).encode() + b"\n")
             # on disk before anything is removed: a crash leaves a run archived twice, never lost
             out.flush()
             raw.flush()
             os.fsync(raw.fileno())
             with db.write() as session:
-                steps += session.execute(delete(RunStep).where(RunStep.run_id.in_(ids))).rowcount
-                events += session.execute(delete(Event).where(Event.run_id.in_(ids))).rowcount
+                steps += session.execute(delete(RunStep).where(RunStep.run_pk.in_([r.pk for r in chosen]))).rowcount
+                events += session.execute(delete(Event).where(Event.run_pk.in_([r.pk for r in chosen]))).rowcount
                 runs += session.execute(update(Run).where(Run.id.in_(ids), Run.archive.is_(None)).values(
                     document={"payload": {}, "archived": True}, archive=str(path))).rowcount
     if not runs:

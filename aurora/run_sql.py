@@ -36,8 +36,11 @@ CLAIM = update(RUNS).where(
     error=None,  # a run blocked before (aurora.blocking) is no longer
 ).returning(*RUNS.c)
 
+#: a run's steps (steps name their run by its pk)
+STEPS_OF = select(STEPS).where(STEPS.c.run_pk == bindparam("rpk"))
+
 #: change a step an earlier attempt left behind
-UPDATE_STEP = update(STEPS).where(STEPS.c.run_id == bindparam("rid"), STEPS.c.step == bindparam("sname")).values(
+UPDATE_STEP = update(STEPS).where(STEPS.c.run_pk == bindparam("rpk"), STEPS.c.step == bindparam("sname")).values(
     status=bindparam("v_status"), result=bindparam("v_result"), attempt=bindparam("v_attempt"),
     finished_at=bindparam("v_finished_at", type_=UTCDateTime()),
 )
@@ -62,7 +65,7 @@ def transition(from_statuses: tuple[str, ...], to: str, fields: tuple[str, ...],
     return update(RUNS).where(condition).values(status=to, updated_at=NOW, **values)
 
 #: a run no worker has claimed yet: its plan can be worked out before the write transaction
-FRESH = select(RUNS.c.id, RUNS.c.goal, RUNS.c.document, RUNS.c.document_hash, RUNS.c.attempts,
+FRESH = select(RUNS.c.pk, RUNS.c.id, RUNS.c.goal, RUNS.c.document, RUNS.c.document_hash, RUNS.c.attempts,
                RUNS.c.created_at, RUNS.c.parent_id).where(RUNS.c.id == bindparam("rid"), RUNS.c.status == RunStatus.QUEUED.value,
                            RUNS.c.attempts == 0, RUNS.c.started_at.is_(None))
 
@@ -90,5 +93,5 @@ STILL_OWNED = update(RUNS).where(
 
 #: keep a live call's outcome on its act step, for the attempt that finishes the run
 KEEP_OUTCOME = update(STEPS).where(
-    STEPS.c.run_id == bindparam("rid"), STEPS.c.step == "act", STEPS.c.status == "started",
+    STEPS.c.run_pk == bindparam("rpk"), STEPS.c.step == "act", STEPS.c.status == "started",
 ).values(result=bindparam("v_result"))

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import events, flow_runs, gates, ledger
+from . import events, flow_runs, gates, ledger, run_results
 from .approvals import approval_view, gate_summary
 from .blocking import blocked
 from .errors import AuroraError, NotFound
@@ -111,7 +111,7 @@ def detail(session: Session, run_id: str, node: str | None = None) -> dict[str, 
     run = session.scalar(select(Run).where(Run.id == run_id))
     if run is None:
         raise NotFound(f"no run {run_id}")
-    steps = session.scalars(select(RunStep).where(RunStep.run_id == run_id).order_by(RunStep.pk))
+    steps = session.scalars(select(RunStep).where(RunStep.run_pk == run.pk).order_by(RunStep.pk))
     rows = list(session.scalars(select(Approval).where(Approval.run_id == run_id).order_by(Approval.pk)))
     bound = (run.approval_binding or {}).get("hash")
     ledger_votes = ledger.votes(session, run_id)
@@ -120,7 +120,8 @@ def detail(session: Session, run_id: str, node: str | None = None) -> dict[str, 
         **summary(run),
         "document": run.document,
         "document_hash": run.document_hash,
-        "result": run.result,
+        # with the request and response its audit record holds (aurora.run_results)
+        "result": run_results.full(session, run.id, run.result),
         "error": run.error,
         "attempts": run.attempts,
         "settlement": run.settlement,

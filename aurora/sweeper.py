@@ -89,7 +89,7 @@ def _blocked(session: Session, run_id: str) -> bool:
 def _resends(session: Session, run_id: str, node: str) -> int:
     # only this node's own events: a peer's event about the same run id is never this run's
     return sum(1 for data in session.scalars(select(Event.data).where(
-        Event.run_id == run_id, Event.origin == node, Event.type == "run.requeued"))
+        events.of_run(run_id), Event.origin == node, Event.type == "run.requeued"))
         if (data or {}).get("reason") == RESENT)
 
 

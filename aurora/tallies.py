@@ -34,8 +34,10 @@ _SETTLING = tuple(f"run.{s.value}" for s in SETTLED)
 BATCH = 50_000
 
 
-def advance(db: Database) -> None:
-    """Add what was appended since the last advance; a no-op when another one is doing it."""
+def advance(db: Database, node: str) -> None:
+    """Add what was appended since the last advance; a no-op when another one is doing it. Only
+    ``node``'s own events settle its runs: a peer's ``run.succeeded`` carrying a local run's id is
+    that peer's event (docs/federation.md), and must not count the local run as settled."""
     with db.read() as session:
         marks = {t.name: t.count for t in session.scalars(select(MetricTally).where(MetricTally.labels == ""))}
         seq, pk = marks.get("_seq", 0), marks.get("_audit", 0)
@@ -45,7 +47,7 @@ def advance(db: Database) -> None:
             return
         runs: Counter[str] = Counter()
         for goal, type_ in session.execute(
-                select(Run.goal, Event.type).join(Run, Run.id == Event.run_id)
+                select(Run.goal, Event.type).join(Run, Run.pk == Event.run_pk)
                 .where(Event.seq > seq, Event.seq <= top_seq, Event.type.in_(_SETTLING))):
             runs[f"{goal}\t{type_.removeprefix('run.')}"] += 1
         calls: Counter[str] = Counter()
@@ -79,9 +81,9 @@ class _Taken(Exception):
     pass
 
 
-def read(db: Database) -> tuple[list[tuple[str, str, int]], list[tuple[str, str, str, int]]]:
+def read(db: Database, node: str) -> tuple[list[tuple[str, str, int]], list[tuple[str, str, str, int]]]:
     """(runs by goal and status, adapter calls by adapter, mode and outcome), as of now."""
-    advance(db)
+    advance(db, node)
     with db.read() as session:
         tallies = list(session.scalars(select(MetricTally).where(MetricTally.labels != "")))
         live = session.execute(select(Run.goal, Run.status, func.count()).where(Run.status.in_(LIVE))

@@ -3,7 +3,7 @@
 ``generate`` writes N settled one-step dry runs with what the engine stores for each — the run, its
 three events, three steps and an audit record chained and sealed with the node's key (``aurora
 audit verify`` passes) — plus a few runs awaiting approval spread through history, in bulk (COPY on
-PostgreSQL, executemany on SQLite), and sets the metric tallies as migration 0009 would.
+PostgreSQL, executemany on SQLite), and sets the metric tallies as migration 0013_scale would.
 
 ``measure`` then serves the database with ``aurora serve`` (gunicorn, 2 workers) and an ``aurora
 worker``, and takes the p99 of each read the issue names, sequentially from one client: GET
@@ -56,6 +56,8 @@ def rows(n: int, node: str, key: bytes, chunk: int = 20_000) -> Iterator[dict[st
     """The rows of ``n`` runs, in the tables' column orders below, ``chunk`` runs at a time (a
     million runs' rows would not fit in memory at once)."""
     from aurora.audit import GENESIS, _canonical, _seal
+    from aurora.db import compact_json as dumps
+    from aurora.run_results import stored
 
     rng = random.Random(21)
     start = datetime(2026, 1, 1, tzinfo=UTC)
@@ -70,16 +72,18 @@ def rows(n: int, node: str, key: bytes, chunk: int = 20_000) -> Iterator[dict[st
         name, goal = NAMES[pk % len(NAMES)]
         created = start + timedelta(seconds=pk * 2)
         finished = created + timedelta(milliseconds=4)
-        document = json.dumps(_doc(name, goal))
+        document = dumps(_doc(name, goal))
         waiting = pk in waiting_at
         failed = not waiting and pk % 50 == 0
         status = "awaiting_approval" if waiting else "failed" if failed else "succeeded"
         request = {"method": "POST", "url": "https://api.mailgun.net/v3/mg.example.com/messages",
                    "form": {"to": ["kunde@example.com"], "subject": "Monatsbericht", "v:aurora_run_id": rid}}
-        result = None if waiting or failed else json.dumps(
+        # as the engine stores it: the request is the audit record's (aurora.run_results)
+        result = None if waiting or failed else dumps(stored(
             {"dry_run": True, "msg": "Simulated mail send", "adapter": "mailgun", "operation": "send",
-             "mode": "simulated", "reason": "policy: dry_run is true", "request": request})
-        error = json.dumps({"type": "adapter_error", "message": "the call failed"}) if failed else None
+             "mode": "simulated", "reason": "policy: dry_run is true", "request": request},
+            {"request": request, "response": None}))
+        error = dumps({"type": "adapter_error", "message": "the call failed"}) if failed else None
         out["runs"].append((pk, rid, name, goal, document, hashlib.sha256(document.encode()).hexdigest(), status,
                             "gate" if waiting else "act", 1 if waiting else 0, result, error, "bench", "bench",
                             0 if waiting else 1, created, created, created, None if waiting else created,
@@ -94,7 +98,7 @@ def rows(n: int, node: str, key: bytes, chunk: int = 20_000) -> Iterator[dict[st
                       "outcome": "error" if failed else "ok", "response": None, "duration_ms": 0.0}
             sealed = _seal(key, prev, _canonical(fields))
             out["audit_records"].append((audit_pk, finished, rid, "mailgun", "send", "simulated",
-                                         "policy: dry_run is true", json.dumps(request), fields["outcome"], None,
+                                         "policy: dry_run is true", dumps(request), fields["outcome"], None,
                                          0.0, prev, sealed))
             prev = sealed
             types.append((f"run.{status}", {"mode": "simulated", "audit": audit_pk}))
@@ -106,10 +110,10 @@ def rows(n: int, node: str, key: bytes, chunk: int = 20_000) -> Iterator[dict[st
         for type_, data in types:
             seq += 1
             out["events"].append((seq, str(uuid.UUID(int=rng.getrandbits(128), version=4)), node, type_, rid,
-                                  created, json.dumps(data)))
+                                  created, dumps(data)))
         for step, result_ in steps:
             step_pk += 1
-            out["run_steps"].append((step_pk, rid, step, "done", 1, json.dumps(result_), created, finished))
+            out["run_steps"].append((step_pk, pk, step, "done", 1, dumps(result_), created, finished))
     yield out
 
 
@@ -118,7 +122,7 @@ COLUMNS = {
              "result", "error", "submitted_by", "submitted_by_person", "attempts", "created_at", "updated_at",
              "enqueued_at", "started_at", "finished_at", "gate_deadline"),
     "events": ("seq", "id", "origin", "type", "run_id", "created_at", "data"),
-    "run_steps": ("pk", "run_id", "step", "status", "attempt", "result", "started_at", "finished_at"),
+    "run_steps": ("pk", "run_pk", "step", "status", "attempt", "result", "started_at", "finished_at"),
     "audit_records": ("pk", "created_at", "run_id", "adapter", "operation", "mode", "reason", "request", "outcome",
                       "response", "duration_ms", "prev_hash", "hash"),
 }
@@ -162,12 +166,12 @@ def generate(url: str, n: int, node: str, key: bytes) -> float:
 
 
 def _retally(url: str) -> None:
-    """The metric tallies as migration 0009 takes them (here after a bulk load)."""
+    """The metric tallies as migration 0013_scale takes them (here after a bulk load)."""
     import importlib
 
     from sqlalchemy import create_engine, text
 
-    migration = importlib.import_module("aurora.migrations.versions.0009_scale_history")
+    migration = importlib.import_module("aurora.migrations.versions.0013_scale_history")
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM metric_tallies"))

@@ -62,15 +62,16 @@ def decisions() -> dict[str, Any]:
             "goal": ">= 20000/s"}
 
 
-def _wrk(url: str, token: str, bodies: Path, seconds: int, connections: int = 2, pace_ms: int = 10,
+def _wrk(url: str, token: str, bodies: Path, seconds: int, rate: int = 200, connections: int = 8,
          cpu: str | None = None) -> dict[str, Any]:
-    """wrk (a C load generator, outside any Python interpreter) at ``connections * 1000 / pace_ms``
-    requests/s; its latency percentiles (ms) and the rate it reached."""
+    """wrk (a C load generator, outside any Python interpreter) offering ``rate`` requests/s on a
+    schedule (bench/route.lua); its latency percentiles (ms), the rate it reached and the share of
+    requests that left later than their slot (each connection was still waiting for an answer)."""
     command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(ROOT / "bench" / "route.lua"),
                url]
     if cpu is not None and shutil.which("taskset"):
         command = ["taskset", "-c", cpu, *command]
-    env = {**os.environ, "ROUTE_BODIES": str(bodies), "ROUTE_TOKEN": token, "ROUTE_PACE_MS": str(pace_ms)}
+    env = {**os.environ, "ROUTE_BODIES": str(bodies), "ROUTE_TOKEN": token, "ROUTE_RATE": str(rate)}
     out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 60)
     if out.returncode or "status " in out.stderr:
         raise RuntimeError(f"wrk failed: {out.stderr[-500:]} {out.stdout[-500:]}")
@@ -80,8 +81,10 @@ def _wrk(url: str, token: str, bodies: Path, seconds: int, connections: int = 2,
         if found:
             value = float(found.group(2)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[found.group(3)]
             percentiles[found.group(1)] = round(value, 2)
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out.stdout).group(1))  # type: ignore[union-attr]
-    return {"rate_per_s": round(rate), "p50_ms": percentiles["50"], "p99_ms": percentiles["99"]}
+    reached = float(re.search(r"Requests/sec:\s+([\d.]+)", out.stdout).group(1))  # type: ignore[union-attr]
+    sent, late = (int(n) for n in re.search(r"route: sent (\d+) late (\d+)", out.stdout).groups())  # type: ignore[union-attr]
+    return {"rate_per_s": round(reached), "p50_ms": percentiles["50"], "p99_ms": percentiles["99"],
+            "late_pct": round(100 * late / max(sent, 1), 1)}
 
 
 def _tree_cpu_s(pid: int) -> float:
@@ -106,18 +109,26 @@ def _tree_cpu_s(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def _measured(server: Any, url: str, token: str, bodies: Path, seconds: int, cpu: str | None) -> dict[str, Any]:
+def _measured(server: Any, url: str, token: str, bodies: Path, seconds: int, cpu: str | None,
+              rate: int = 200) -> dict[str, Any]:
     before = _tree_cpu_s(server.pid)
-    figures = _wrk(url, token, bodies, seconds, cpu=cpu)
+    figures = _wrk(url, token, bodies, seconds, rate=rate, cpu=cpu)
     spent = _tree_cpu_s(server.pid) - before
     figures["server_cpu_ms_per_request"] = round(spent * 1000 / max(figures["rate_per_s"] * seconds, 1), 3)
     return figures
 
 
-def http_wrk(seconds: int = 15, web_workers: int = 2) -> dict[str, Any]:
-    """``POST /route`` at ~200 requests/s measured by wrk, beside bare Flask under gunicorn
-    (gthread, the same workers) measured the same way in the same run. With ``taskset`` the
-    server runs on core 0 and wrk on core 1 (other work on the machine still shares them)."""
+#: what is measured, in turns: Aurora as `aurora serve` runs it (gunicorn, uvicorn worker,
+#: aurora/web/asgi.py), the same app under gunicorn's threaded worker, and bare Flask (gthread)
+WRK_SERVERS = ("aurora", "aurora_gthread", "bare_flask")
+
+
+def http_wrk(seconds: int = 15, web_workers: int = 2, rounds: int = 2, rate: int = 200) -> dict[str, Any]:
+    """``POST /route`` at ``rate`` requests/s offered by wrk, beside bare Flask under gunicorn
+    (gthread, the same workers), measured the same way in the same run: all three servers are
+    started first, then measured in turns, ``rounds`` times (the figures are the rounds' ranges).
+    With ``taskset`` the servers run on core 0 and wrk on core 1 (other work on the machine still
+    shares them: the load average before and after is recorded)."""
     if not shutil.which("wrk"):
         return {"skipped": "wrk is not installed (apt-get install wrk)"}
     home = temp_home()
@@ -126,37 +137,44 @@ def http_wrk(seconds: int = 15, web_workers: int = 2) -> dict[str, Any]:
         bodies.write_text("\n".join(json.dumps({"text": t}) for t in _texts(500)) + "\n")
         env = aurora_env(home)
         pin = ["taskset", "-c", "0"] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
-        figures: dict[str, Any] = {}
-        with Procs(env, home) as procs:
+        wrk_cpu = "1" if pin else None
+        load_before = round(os.getloadavg()[0], 1)
+        rows: dict[str, list[dict[str, Any]]] = {name: [] for name in WRK_SERVERS}
+        with Procs(env, home) as procs, Procs(env, ROOT / "bench") as bare:
             procs.run("db", "upgrade")
             key = procs.run("keys", "create", "bench", "--role", "viewer").strip()
+            servers: dict[str, tuple[Any, str, str]] = {}
             port = free_port()
-            server = procs.start(*pin, sys.executable, "-m", "aurora", "serve", "--port", str(port), "--workers",
-                                 str(web_workers))
-            url = f"http://127.0.0.1:{port}"
-            wait_http(url)
-            _wrk(url, key, bodies, 3, cpu="1" if pin else None)  # warm-up
-            figures["aurora"] = _measured(server, url, key, bodies, seconds, "1" if pin else None)
-            # the same app under gunicorn's threaded worker, without the waiting layer (aurora/web/asgi.py)
+            servers["aurora"] = (procs.start(*pin, sys.executable, "-m", "aurora", "serve", "--port", str(port),
+                                             "--workers", str(web_workers)), f"http://127.0.0.1:{port}", key)
             port = free_port()
-            server = procs.start(*pin, *gunicorn(port, "aurora.web.wsgi:app", home, workers=web_workers, threads=8))
-            url = f"http://127.0.0.1:{port}"
-            wait_http(url)
-            _wrk(url, key, bodies, 3, cpu="1" if pin else None)
-            figures["aurora_gthread"] = _measured(server, url, key, bodies, seconds, "1" if pin else None)
-        with Procs(env, ROOT / "bench") as procs:
+            servers["aurora_gthread"] = (procs.start(*pin, *gunicorn(port, "aurora.web.wsgi:app", home, workers=web_workers,
+                                                                     threads=8)), f"http://127.0.0.1:{port}", key)
             port = free_port()
-            server = procs.start(*pin, *gunicorn(port, "bare_route_app:app", ROOT / "bench", workers=web_workers))
-            wait_port(port)
-            url = f"http://127.0.0.1:{port}"
-            _wrk(url, "", bodies, 3, cpu="1" if pin else None)
-            figures["bare_flask"] = _measured(server, url, "", bodies, seconds, "1" if pin else None)
-        figures["ratio_p99"] = round(figures["aurora"]["p99_ms"] / figures["bare_flask"]["p99_ms"], 2)
-        figures["pinned"] = bool(pin)
-        figures["goal"] = "p99 < 5 ms at 200/s"
+            servers["bare_flask"] = (bare.start(*pin, *gunicorn(port, "bare_route_app:app", ROOT / "bench",
+                                                                workers=web_workers)), f"http://127.0.0.1:{port}", "")
+            for name, (_, url, token) in servers.items():
+                if name == "bare_flask":
+                    wait_port(int(url.rsplit(":", 1)[1]))
+                else:
+                    wait_http(url)
+                _wrk(url, token, bodies, 3, rate=rate, cpu=wrk_cpu)  # warm-up
+            for _ in range(rounds):
+                for name, (server, url, token) in servers.items():
+                    rows[name].append(_measured(server, url, token, bodies, seconds, wrk_cpu, rate))
+        figures: dict[str, Any] = {name: _ranges(measured) for name, measured in rows.items()}
+        figures["ratio_p99"] = [round(a["p99_ms"] / b["p99_ms"], 2)
+                                for a, b in zip(rows["aurora"], rows["bare_flask"], strict=True)]
+        figures.update({"pinned": bool(pin), "offered_per_s": rate, "seconds": seconds, "rounds": rounds,
+                        "load_average": [load_before, round(os.getloadavg()[0], 1)], "goal": "p99 < 5 ms at 200/s"})
         return figures
     finally:
         cleanup(home)
+
+
+def _ranges(measured: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each figure of the rounds as [lowest, highest]."""
+    return {key: [min(m[key] for m in measured), max(m[key] for m in measured)] for key in measured[0]}
 
 
 def http_latency(rate_per_s: int = 200, seconds: float = 10.0) -> dict[str, Any]:
@@ -210,8 +228,17 @@ def http_latency(rate_per_s: int = 200, seconds: float = 10.0) -> dict[str, Any]
 
 
 if __name__ == "__main__":
+    import argparse
+
     import run
 
-    figures = http_wrk()
+    parser = argparse.ArgumentParser(description="POST /route at a fixed rate, measured by wrk, beside bare Flask")
+    parser.add_argument("--seconds", type=int, default=15, help="each measurement (default 15)")
+    parser.add_argument("--rounds", type=int, default=2, help="turns of the three servers (default 2)")
+    parser.add_argument("--rate", type=int, default=200, help="requests/s offered (default 200)")
+    parser.add_argument("--no-record", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    options = parser.parse_args()
+    figures = http_wrk(options.seconds, rounds=options.rounds, rate=options.rate)
     print(json.dumps(figures, indent=2))
-    run.record("route_wrk", figures)
+    if not options.no_record:
+        run.record("route_wrk", figures)

@@ -43,16 +43,42 @@ def _backend_cpu_ms(admin: Any, database: str) -> float:
     return total * 1000 / tick
 
 
-def _size(runtime: Any) -> int:
+#: the tables a run writes to (their indexes are counted with them)
+RUN_TABLES = ("runs", "events", "run_steps", "audit_records")
+
+
+def _sizes(runtime: Any) -> dict[str, int]:
+    """Bytes each table and index of the database takes: on SQLite the pages ``dbstat`` counts
+    (the file without its WAL and free pages), on PostgreSQL each table's heap with its TOAST, free
+    space and visibility maps (``pg_total_relation_size`` less its indexes), and each index."""
     from sqlalchemy import text
 
-    with runtime.db.read() as session:
+    with runtime.db.engine.connect() as conn:
         if runtime.db.dialect == "postgresql":
-            return int(session.scalar(text("SELECT pg_database_size(current_database())")))
-    from sqlalchemy.engine import make_url
+            rows = conn.execute(text(
+                "SELECT c.relname, coalesce(i.indrelid::regclass::text, c.relname), CASE c.relkind "
+                "WHEN 'r' THEN pg_total_relation_size(c.oid) - pg_indexes_size(c.oid) ELSE pg_relation_size(c.oid) END "
+                "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "LEFT JOIN pg_index i ON i.indexrelid = c.oid WHERE n.nspname = 'public' AND c.relkind IN ('r', 'i')"))
+            return {(name if name == table else f"{table}.{name}"): int(size) for name, table, size in rows}
+        rows = conn.execute(text("SELECT d.name, coalesce(m.tbl_name, d.name), sum(d.pgsize) FROM dbstat d "
+                                 "LEFT JOIN sqlite_master m ON m.name = d.name GROUP BY d.name"))
+        return {(name if name == table else f"{table}.{name}"): int(size) for name, table, size in rows}
 
-    path = Path(make_url(runtime.settings.database_url).database)
-    return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
+
+def _per_run(before: dict[str, int], after: dict[str, int], runs: int) -> dict[str, Any]:
+    """Bytes per run, in all and for each table with its indexes."""
+    grown = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    tables: dict[str, dict[str, int]] = {}
+    for name, size in sorted(grown.items()):
+        table, _, index = name.partition(".")
+        if table in RUN_TABLES:
+            entry = tables.setdefault(table, {"table": 0, "indexes": 0})
+            entry["indexes" if index else "table"] += size
+            if index:
+                entry[index] = size
+    return {"database_bytes_per_run": round(sum(grown.values()) / runs),
+            "bytes_per_run_by_table": {t: {k: round(v / runs) for k, v in e.items()} for t, e in tables.items()}}
 
 
 def measure(n: int = 300, pg: str | None = None) -> dict[str, Any]:
@@ -122,7 +148,7 @@ def measure(n: int = 300, pg: str | None = None) -> dict[str, Any]:
         per_run = {k: round(v / n, 2) for k, v in sorted(statements.items())}
 
         # CPU: the least of five rounds (this machine is shared: others' load only ever adds)
-        size_before = _size(runtime)
+        size_before = _sizes(runtime)
         rounds = []
         for _ in range(5):
             ids = [engine.submit(workflow, "bench").id for _ in range(n // 5)]
@@ -141,7 +167,7 @@ def measure(n: int = 300, pg: str | None = None) -> dict[str, Any]:
         sub_cpu = time.process_time() - sub_cpu
         for run_id in more:
             engine.execute(run_id)
-        size_after = _size(runtime)
+        size_after = _sizes(runtime)
         return {
             "database": runtime.db.dialect,
             "runs": n,
@@ -155,7 +181,7 @@ def measure(n: int = 300, pg: str | None = None) -> dict[str, Any]:
             "wall_ms_per_run": round(wall * 1000 / n, 3),
             "database_cpu_ms_per_run": round(pg_cpu / n, 3) if pg_cpu is not None else None,
             # the rounds' runs and the last ones: 5 * (n // 5) + n
-            "database_bytes_per_run": round((size_after - size_before) / (5 * (n // 5) + n)),
+            **_per_run(size_before, size_after, 5 * (n // 5) + n),
         }
     finally:
         from aurora.db import forget

@@ -397,6 +397,17 @@ def seen(holder: Any, run_id: str, **body: Any) -> dict[str, Any]:
     return {"request_hash": shown(holder, run_id), **body}
 
 
+def whole_run(session: Any, run: Any) -> Any:
+    """``run`` (a Run of ``session``) detached, with its whole result as Aurora shows it: the
+    request and response its audit record holds put back (``aurora.run_results``)."""
+    from aurora import run_results
+
+    if run is not None:
+        session.expunge(run)
+        run.result = run_results.full(session, run.id, run.result)
+    return run
+
+
 def end_step_unhanded(runtime: Any, run_id: str) -> None:
     """A step ends on the general path (its call made after the claim commits: here a simulated
     call with a latency) and its worker dies before it hands its workflow on — what ``execute``

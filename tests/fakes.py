@@ -281,7 +281,7 @@ class GraphState:
 
 class HostilePeer:
     """A federation peer that misbehaves as told (``peer.kind``): ``page`` serves ``peer.body``
-    (JSON) as it is, after ``delay`` seconds; ``redirect`` answers 302 to ``peer.location``; ``trickle_body`` sends a valid
+    (JSON) as it is, or what ``peer.body(query)`` returns, after ``delay`` seconds; ``redirect`` answers 302 to ``peer.location``; ``trickle_body`` sends a valid
     page's headers, then its body a byte every ``interval`` seconds; ``trickle_headers`` sends its
     headers that slowly; ``huge`` streams ``huge_bytes`` of one endless page, with no
     Content-Length (so only reading it can find its size). It records each request and, for each
@@ -323,7 +323,8 @@ class HostilePeer:
 
             def _page(self) -> None:
                 time.sleep(fake.delay)
-                payload = json.dumps(fake.body).encode()
+                body = fake.body(parse_qs(urlsplit(self.path).query)) if callable(fake.body) else fake.body
+                payload = json.dumps(body).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))

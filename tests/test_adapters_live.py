@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import shown as current_hash
+from conftest import whole_run
 from fakes import FakeServer, GraphState, MailgunState, Reply, StripeState, TypeformState
 from sqlalchemy import select, update
 
@@ -80,7 +81,7 @@ class Live:
 
     def get(self, run_id: str) -> Run:
         with self.runtime.db.read() as session:
-            return session.scalar(select(Run).where(Run.id == run_id))
+            return whole_run(session, session.scalar(select(Run).where(Run.id == run_id)))
 
     def audit(self, run_id: str) -> list[AuditRecord]:
         with self.runtime.db.read() as session:
@@ -261,7 +262,7 @@ def test_a_retry_after_within_the_ceiling_queues_the_run_for_later_instead_of_sl
     assert run.enqueued_at > utcnow() + timedelta(seconds=110) and run.lease_owner is None
     assert not adapter_state.load(live.runtime.db)["mailgun"].rolled_back
     with live.runtime.db.read() as session:
-        assert "act" not in session.scalars(select(RunStep.step).where(RunStep.run_id == run.id)).all()
+        assert "act" not in session.scalars(select(RunStep.step).where(RunStep.run_pk == select(Run.pk).where(Run.id == run.id).scalar_subquery())).all()
         deferred = session.scalars(select(Event).where(Event.run_id == run.id, Event.type == "run.queued")).all()
     assert deferred[-1].data["retry_after_seconds"] == 120 and "not_before" in deferred[-1].data
     [record] = [r for r in live.audit(run.id) if r.adapter == "mailgun"]
@@ -291,7 +292,7 @@ def test_interrupted_live_mail_is_reconciled_not_resent(live) -> None:
     with live.runtime.db.write() as session:  # a worker began the live send, then died
         session.execute(update(Run).where(Run.id == run.id).values(
             status="running", step="act", attempts=1, lease_owner="dead", lease_expires_at=utcnow()))
-        session.add(RunStep(run_id=run.id, step="act", status="started", result={"mode": "live"}))
+        session.add(RunStep(run_pk=session.scalar(select(Run.pk).where(Run.id == run.id)), step="act", status="started", result={"mode": "live"}))
     engine.execute(run.id)
     stored = live.get(run.id)
     assert stored.status == "needs_reconciliation" and stored.error["type"] == "needs_reconciliation"

@@ -7,6 +7,7 @@ import threading
 from datetime import timedelta
 
 import pytest
+from conftest import whole_run
 from sqlalchemy import func, select, update
 
 from aurora import audit, documents
@@ -37,7 +38,7 @@ def count(engine: Engine, model, *where) -> int:
 
 def run_of(engine: Engine, run_id: str) -> Run:
     with engine.db.read() as session:
-        return session.scalar(select(Run).where(Run.id == run_id))
+        return whole_run(session, session.scalar(select(Run).where(Run.id == run_id)))
 
 
 def event_types(engine: Engine, run_id: str) -> list[str]:
@@ -139,7 +140,7 @@ def test_sweeper_reclaims_a_lapsed_lease_and_the_run_finishes_once(engine: Engin
         session.execute(update(Run).where(Run.id == run.id).values(
             status="running", step="act", attempts=1, lease_owner="dead",
             lease_expires_at=utcnow() - timedelta(seconds=1)))
-        session.add(RunStep(run_id=run.id, step="act", status="started"))
+        session.add(RunStep(run_pk=session.scalar(select(Run.pk).where(Run.id == run.id)), step="act", status="started"))
     assert engine.sweep() == [run.id]
     assert run_of(engine, run.id).status == "queued"
     assert engine.sweep() == []
@@ -225,7 +226,7 @@ def test_analyse_routes_then_asks_the_chosen_engine(engine: Engine) -> None:
     stored = run_of(engine, run.id)
     assert stored.result["request"]["url"].startswith("https://api.perplexity.ai")
     with engine.db.read() as session:
-        step = session.scalar(select(RunStep).where(RunStep.run_id == run.id, RunStep.step == "route"))
+        step = session.scalar(select(RunStep).where(RunStep.run_pk == select(Run.pk).where(Run.id == run.id).scalar_subquery(), RunStep.step == "route"))
         assert step.result["engine"] == "perplexity"
 
 
@@ -246,7 +247,7 @@ def test_event_sequence_is_monotonic_and_audit_chain_detects_tampering(engine: E
 
 def _steps(engine: Engine, run_id: str) -> dict[str, tuple[str, int]]:
     with engine.db.read() as session:
-        return {s.step: (s.status, s.attempt) for s in session.scalars(select(RunStep).where(RunStep.run_id == run_id))}
+        return {s.step: (s.status, s.attempt) for s in session.scalars(select(RunStep).where(RunStep.run_pk == select(Run.pk).where(Run.id == run_id).scalar_subquery()))}
 
 
 def _claim_planned_ahead(engine: Engine, run_id: str, meanwhile) -> object:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import whole_run
 from fakes import FakeServer, Reply, anthropic_answer, engine_default, openai_answer
 from sqlalchemy import select
 
@@ -47,7 +48,7 @@ def analyse(runtime, text: str, **payload) -> dict:
         {"name": "a", "goal": "analyse", "payload": {"text": text, **payload}}), fmt="json"), "sam")
     runtime.engine.execute(run.id)
     with runtime.db.read() as session:
-        stored = session.scalar(select(Run).where(Run.id == run.id))
+        stored = whole_run(session, session.scalar(select(Run).where(Run.id == run.id)))
         audit = list(session.scalars(select(AuditRecord).where(AuditRecord.run_id == run.id)))
         return {"status": stored.status, "result": stored.result, "error": stored.error, "audit": audit}
 

@@ -86,7 +86,8 @@ def test_an_approved_dry_run_is_claimed_acted_and_finished_as_a_live_call_is(eng
         calls = session.scalar(select(func.count()).select_from(AuditRecord).where(
             AuditRecord.run_id == run.id, AuditRecord.operation == "send", AuditRecord.mode == "simulated"))
         assert calls == 1  # the call, once (the votes have their own records)
+        run_pk = select(Run.pk).where(Run.id == run.id).scalar_subquery()
         act = session.execute(select(RunStep.status, RunStep.result).where(
-            RunStep.run_id == run.id, RunStep.step == "act")).one()
+            RunStep.run_pk == run_pk, RunStep.step == "act")).one()
         assert session.scalar(select(Run.result).where(Run.id == run.id))["dry_run"] is True
     assert act.status == "done" and act.result["mode"] == "simulated"

@@ -203,7 +203,7 @@ def test_a_finish_that_lost_its_lease_writes_no_record_and_the_next_attempt_fini
     assert first.status == "lease_lost" and taken == [run.id]
     assert audit_records(live, run.id) == []  # the finish that lost its lease recorded nothing
     with live.runtime.db.read() as session:
-        act = session.scalar(select(RunStep).where(RunStep.run_id == run.id, RunStep.step == "act"))
+        act = session.scalar(select(RunStep).where(RunStep.run_pk == select(Run.pk).where(Run.id == run.id).scalar_subquery(), RunStep.step == "act"))
     assert act.status == "started" and act.result["kept"]["result"]["response"]["id"]
     mailgun.default = original
     time.sleep(0.01)

@@ -45,7 +45,7 @@ def prune_env(request, env) -> dict[str, str]:
 
 def counts(runtime: Runtime, run_id: str) -> tuple[int, int]:
     with runtime.db.read() as session:
-        return (session.scalar(select(func.count()).select_from(RunStep).where(RunStep.run_id == run_id)),
+        return (session.scalar(select(func.count()).select_from(RunStep).where(RunStep.run_pk == select(Run.pk).where(Run.id == run_id).scalar_subquery())),
                 session.scalar(select(func.count()).select_from(Event).where(Event.run_id == run_id)))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import whole_run
 from sqlalchemy import select
 
 from aurora import documents
@@ -40,12 +41,12 @@ def drive(engine: Engine, run_id: str, limit: int = 100) -> list[str]:
 
 def run_of(engine: Engine, run_id: str) -> Run:
     with engine.db.read() as session:
-        return session.scalar(select(Run).where(Run.id == run_id))
+        return whole_run(session, session.scalar(select(Run).where(Run.id == run_id)))
 
 
 def children(engine: Engine, run_id: str) -> dict[str, Run]:
     with engine.db.read() as session:
-        return {r.step_id: r for r in session.scalars(select(Run).where(Run.parent_id == run_id).order_by(Run.step_attempt))}
+        return {r.step_id: whole_run(session, r) for r in session.scalars(select(Run).where(Run.parent_id == run_id).order_by(Run.step_attempt))}
 
 
 def submit(engine: Engine, text: str, **inputs) -> str:
@@ -176,6 +177,28 @@ def test_every_step_id_template_and_rendered_payload_is_checked_at_submit() -> N
         assert any(p == path and words in m for p, m in found), (text, found)
     with pytest.raises(DocumentError, match="only a workflow with steps"):
         documents.load((ROOT / "workflows" / "send_report.yaml").read_text(), inputs={"x": 1})
+
+
+def test_an_earlier_steps_output_cannot_choose_where_a_mail_goes_unless_people_see_it() -> None:
+    """Prompt injection: an engine's answer may carry instructions planted in what it read. It may
+    fill a mail's text, never silently its recipient, sender or reply address."""
+    research = "  - {id: r, goal: analyse, payload: {text: t}}\n"
+    for field in ("to", "reply_to", "from"):
+        text = flow(research, "  - id: m\n    goal: send_email\n    needs: [r]\n"
+                              f"    payload: {{to: a@example.com, {field}: \"{{{{ steps.r.output.text }}}}\", subject: Hi, text: x}}\n"
+                    .replace("to: a@example.com, to:", "to:"))
+        with pytest.raises(DocumentError) as caught:
+            documents.load(text)
+        found = {p.path: p.message for p in caught.value.problems}
+        assert "cannot choose where a mail goes" in found.get(f"steps[1].payload.{field}", ""), found
+        reviewed = text.replace("    needs: [r]\n", "    needs: [r]\n    require_approval: true\n")
+        with pytest.raises(DocumentError) as caught:  # the placeholder is no address: refused for that alone
+            documents.load(reviewed)
+        assert not any("cannot choose" in p.message for p in caught.value.problems), caught.value.problems
+    # what the mail says may come from the engine; where it goes may come from the inputs
+    documents.load(flow(research, "  - id: m\n    goal: send_email\n    needs: [r]\n    payload: {to: \"{{ inputs.who }}\","
+                                  " subject: \"{{ steps.r.output.text | truncate(50) }}\", text: \"{{ steps.r.output.text }}\"}\n",
+                   inputs="  who: {default: kunde@example.com}\n"))
 
 
 @pytest.mark.parametrize("escape", [

@@ -118,7 +118,7 @@ def test_a_rerun_never_repeats_a_mail_that_may_have_been_sent(live) -> None:  # 
 def test_a_rerun_waits_for_a_step_still_acting_after_its_workflow_was_cancelled(live) -> None:  # noqa: F811
     """Cancel stops only what has not begun acting: the workflow is cancelled (final) while its
     step is in the middle of the live send. A rerun then must not start that step a second time."""
-    from sqlalchemy import update
+    from sqlalchemy import select, update
 
     from aurora import flow_runs
     from aurora.errors import Conflict
@@ -130,7 +130,7 @@ def test_a_rerun_waits_for_a_step_still_acting_after_its_workflow_was_cancelled(
     with runtime.db.write() as session:  # a worker is in the middle of the live send
         session.execute(update(Run).where(Run.id == welcome.id).values(
             status="running", step="act", attempts=1, lease_owner="busy", lease_expires_at=utcnow().replace(year=2100)))
-        session.add(RunStep(run_id=welcome.id, step="act", status="started", result={"mode": "live"}))
+        session.add(RunStep(run_pk=session.scalar(select(Run.pk).where(Run.id == welcome.id)), step="act", status="started", result={"mode": "live"}))
     assert engine.cancel(run_id, "sam") == "cancelled"
     assert _children(runtime, run_id)["welcome"].status == "running"
     with pytest.raises(Conflict, match="still running"):

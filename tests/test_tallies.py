@@ -36,7 +36,7 @@ def test_migration_takes_the_first_tallies_from_what_is_stored(env, url) -> None
             "duration_ms, prev_hash, hash) VALUES ('2026-01-01 00:00:00', NULL, 'mailgun', 'send', 'simulated', "
             "'', '{}', 'ok', 0, 'p', 'h1')"))
     upgrade(url)
-    runs, calls = tallies.read(runtime.db)
+    runs, calls = tallies.read(runtime.db, runtime.settings.node_name)
     assert sorted(runs) == [("send_email", "queued", 1), ("send_email", "succeeded", 1)]
     assert calls == [("mailgun", "simulated", "ok", 1)]
 
@@ -52,7 +52,7 @@ def test_concurrent_scrapes_count_each_run_once(env, url) -> None:
 
     def scrape() -> None:
         try:
-            tallies.advance(runtime.db)
+            tallies.advance(runtime.db, runtime.settings.node_name)
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
@@ -62,8 +62,8 @@ def test_concurrent_scrapes_count_each_run_once(env, url) -> None:
     for thread in threads:
         thread.join()
     assert not errors
-    runs, calls = tallies.read(runtime.db)
+    runs, calls = tallies.read(runtime.db, runtime.settings.node_name)
     assert sorted(runs) == [("send_email", "queued", 1), ("send_email", "succeeded", 12)]
     assert calls == [("mailgun", "simulated", "ok", 12)]
     assert engine.execute(waiting.id).status == "succeeded"  # it moves from the live count to the tally
-    assert sorted(tallies.read(runtime.db)[0]) == [("send_email", "succeeded", 13)]
+    assert sorted(tallies.read(runtime.db, runtime.settings.node_name)[0]) == [("send_email", "succeeded", 13)]

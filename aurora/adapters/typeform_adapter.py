@@ -17,9 +17,10 @@ if __name__ == "__main__" and not __package__:  # run as a file: python3 aurora/
     rerun("aurora.adapters.typeform_adapter")
 
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import literal, select
 from sqlalchemy.orm import Session
 
 from ..secrets import Secrets
@@ -34,6 +35,17 @@ RESPONSE_NAMESPACE = uuid.UUID("6f1c7c1e-5a0b-4c55-9a57-3f1f0a7e2b10")
 
 def response_event_id(form_id: str, token: str) -> str:
     return str(uuid.uuid5(RESPONSE_NAMESPACE, f"{form_id}:{token}"))
+
+
+def held_responses(session: Session, node: str, ids: Iterable[str]) -> set[str]:
+    """Which of these response event ids this node holds already: a lookup in the unique index
+    of the events whose ids can meet again (``Event.UNIQUE_WHERE``: the type, written out, is
+    what lets the database use that partial index)."""
+    from ..models import Event
+
+    return set(session.scalars(select(Event.id).where(
+        Event.origin == node, Event.id.in_(list(ids)),
+        Event.type == literal("typeform.response", literal_execute=True))))
 
 
 class TypeformAdapter(Adapter):
@@ -82,14 +94,14 @@ class TypeformAdapter(Adapter):
     def persist(self, db: Any, session: Session, node: str, run_id: str, result: AdapterResult) -> None:
         """Store new responses as events and move the form's cursor, in the run's final transaction."""
         from .. import events
-        from ..models import Event, FormCursor, utcnow
+        from ..models import FormCursor, utcnow
 
         response = result.response
         if not result.mode.live or not response:
             return
         form_id, items = response["form_id"], response.pop("items")
         ids = {response_event_id(form_id, item["token"]): item for item in items}
-        held = set(session.scalars(select(Event.id).where(Event.id.in_(list(ids)))))
+        held = held_responses(session, node, ids)
         for event_id, item in ids.items():
             if event_id not in held:
                 events.append(db, session, node, "typeform.response",

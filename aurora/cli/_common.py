@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 import traceback
 from typing import Any, NoReturn
+from urllib.parse import quote
 
 import click
 
@@ -62,6 +65,30 @@ def _runtime(need: str = "uses") -> Any:
     return get_runtime()
 
 
+#: what a run id is made of (a UUID, or the start of one): anything else names no run
+_RUN_ID = re.compile(r"[0-9A-Fa-f-]+")
+#: what a definition's name is made of (the schema's ``name``)
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def run_segment(given: str) -> str:
+    """``given`` as the path segment of a run, checked here: a run id is hex digits and dashes,
+    so ``../health``, ``a/b`` or ``?x=1`` name no run and never reach another endpoint."""
+    value = given.strip()
+    if not value:
+        _fail("give the run's id: the 8 characters `aurora list` prints (any 6 or more will do)", 2)
+    if not _RUN_ID.fullmatch(value):
+        _fail(f"no run {given[:40]}", 2, "a run id is hex digits and dashes: the 8 characters `aurora list` prints")
+    return value
+
+
+def name_segment(given: str) -> str:
+    """A definition's name as a path segment (letters, digits, _ . -, as the schema says), checked here."""
+    if not _NAME.fullmatch(given):
+        _fail(f"no definition {given[:60]!r}", 2, "aurora workflows list shows them")
+    return quote(given, safe="")
+
+
 def _client() -> Any:
     from ..client import Client
 
@@ -92,11 +119,17 @@ def _client_error(exc: ClientError) -> NoReturn:
         readable = body.get("error") != "malformed_workflow"
         print_problems(None, body["errors"], "the server refused it" if readable else "the workflow cannot be read")
         sys.exit(2)
+    from ..client import NOT_AURORA_HINT
+
     hint = None
+    if body.get("error") == "not_aurora":
+        _fail(str(exc), 2, NOT_AURORA_HINT)
     if exc.status is None:
         hint = "is the stack running? `aurora up` starts it; AURORA_URL says where the CLI looks"
     elif exc.status == 401:
         hint = "set AURORA_TOKEN to a valid key (`aurora keys create NAME --role ROLE` on the server)"
+    elif exc.status >= 500 and body.get("error") != "unavailable":
+        hint = "Aurora failed on the server: its log says why (`aurora up` keeps it in var/logs/web.log)"
     _fail(str(exc), 2 if exc.status and exc.status < 500 else 1, hint)
 
 
@@ -108,6 +141,17 @@ def _unexpected(exc: Exception) -> NoReturn:
     _fail(f"{exc.__class__.__name__}: {first}" if first else exc.__class__.__name__, 1, hint)
 
 
+def _reader_gone() -> NoReturn:
+    """Whoever read stdout stopped (``aurora audit export | head -1``): end quietly, as Unix tools
+    do. stdout goes to /dev/null first, or the interpreter's last flush would fail once more."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    sys.exit(141)  # 128 + SIGPIPE, what the shell reports for a killed writer
+
+
 class AuroraGroup(click.Group):
     """Turns every error into one clear line, a hint and an exit status; ``--debug`` shows the
     traceback instead."""
@@ -117,6 +161,8 @@ class AuroraGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit, KeyboardInterrupt):
             raise
+        except BrokenPipeError:
+            _reader_gone()
         except Exception as exc:  # noqa: BLE001 - the one place the CLI turns errors into words
             if ctx.params.get("debug"):
                 traceback.print_exc()

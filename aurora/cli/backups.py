@@ -69,7 +69,7 @@ def prune_command(before: str) -> None:
         _fail(f"--before: {before[:40]!r} is not a date (YYYY-MM-DD) or an ISO time", 2)
     when = when if when.tzinfo else when.replace(tzinfo=UTC)
     runtime = _runtime()
-    done = prune(runtime.db, runtime.settings.home, when)
+    done = prune(runtime.db, runtime.settings.home, when, runtime.settings.node_name)
     if not done["runs"]:
         click.echo(f"nothing to prune: no settled run finished before {when.isoformat()}")
         return

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ._common import _client, _fail, _print, main
+from ._common import _client, _fail, _print, main, name_segment
 from .workflows import INPUT_OPTION, _parse_inputs
 
 
@@ -31,7 +31,8 @@ def apply(files: tuple[Path, ...]) -> None:
         fmt = "json" if path.suffix == ".json" else "yaml"
         name = definitions.parse_definition(body, fmt)[0]["name"]  # the local check names the file
         content_type = "application/json" if fmt == "json" else "application/yaml"
-        applied = client.request("PUT", f"/definitions/{name}", data=body, headers={"Content-Type": content_type})
+        applied = client.request("PUT", f"/definitions/{name_segment(name)}", data=body,
+                                 headers={"Content-Type": content_type})
         state = f"version {applied['version']}" if applied["changed"] else f"unchanged (version {applied['version']})"
         click.echo(f"{path}: {name} {state}")
 
@@ -55,14 +56,14 @@ def list_definitions() -> None:
 @click.option("--version", "version", type=int, default=None, help="An earlier version.")
 def show(name: str, version: int | None) -> None:
     """One definition: its triggers, the next firing, and the workflow."""
-    _print(_client().get(f"/definitions/{name}", version=version))
+    _print(_client().get(f"/definitions/{name_segment(name)}", version=version))
 
 
 @workflows_group.command("history")
 @click.argument("name")
 def history(name: str) -> None:
     """Every version of a definition: when, by whom, its content hash."""
-    for v in _client().get(f"/definitions/{name}/history")["versions"]:
+    for v in _client().get(f"/definitions/{name_segment(name)}/history")["versions"]:
         click.echo(f"version {v['version']}  {v['applied_at'][:19].replace('T', ' ')}  {v['applied_by']}  {v['digest'][:12]}")
 
 
@@ -70,7 +71,7 @@ def history(name: str) -> None:
 @click.argument("name")
 def enable(name: str) -> None:
     """Let a definition's triggers and runs start again (admin)."""
-    _client().post(f"/definitions/{name}/enable")
+    _client().post(f"/definitions/{name_segment(name)}/enable")
     click.echo(f"{name}: enabled")
 
 
@@ -78,7 +79,7 @@ def enable(name: str) -> None:
 @click.argument("name")
 def disable(name: str) -> None:
     """Stop a definition: its schedule and webhook start nothing, runs of it are refused (admin)."""
-    _client().post(f"/definitions/{name}/disable")
+    _client().post(f"/definitions/{name_segment(name)}/disable")
     click.echo(f"{name}: disabled")
 
 
@@ -86,7 +87,7 @@ def disable(name: str) -> None:
 @click.argument("name")
 def secret(name: str) -> None:
     """Make (or rotate) the definition's webhook secret and show it once (admin)."""
-    answer = _client().post(f"/definitions/{name}/secret")
+    answer = _client().post(f"/definitions/{name_segment(name)}/secret")
     click.echo(answer["secret"])
     click.echo(f"shown once: sign POST /hooks/{name} with it (Standard Webhooks); the old one no longer works",
                err=True)
@@ -97,4 +98,4 @@ def secret(name: str) -> None:
 @INPUT_OPTION
 def run_definition(name: str, inputs: tuple[str, ...]) -> None:
     """Start a run of a stored definition's current version."""
-    _print(_client().post(f"/definitions/{name}/runs", json={"inputs": _parse_inputs(inputs) or {}}))
+    _print(_client().post(f"/definitions/{name_segment(name)}/runs", json={"inputs": _parse_inputs(inputs) or {}}))

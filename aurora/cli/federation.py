@@ -84,7 +84,8 @@ def nodes_list() -> None:
 @nodes.command("remove")
 @click.argument("name")
 def nodes_remove(name: str) -> None:
-    """Forget peer NAME (its events stay)."""
+    """Stop pulling from peer NAME (its events stay, and so does its pinned key: no relay can
+    introduce another key for it; register it again with --public-key to change it)."""
     from ..federation import registry
 
     registry.remove(_runtime().db, name)

@@ -13,8 +13,9 @@ from typing import Any
 
 import click
 
+from ..client import unreachable_words
 from ..errors import AuroraError, ClientError
-from ._common import EXIT_HELP, EXIT_PENDING, FINAL, _client, _fail, exit_code, main, mode_label
+from ._common import EXIT_HELP, EXIT_PENDING, FINAL, _client, _fail, exit_code, main, mode_label, run_segment
 from ._documents import print_problems
 from ._output import ago, emit, json_wanted, mode_text, print_json, short_id, status_text, table
 from ._runs import headline, print_status, progress_line
@@ -89,7 +90,7 @@ def wait_for_run(client: Any, run_id: str, timeout: float, show: Callable[[str],
     def lost(exc: Exception) -> None:
         nonlocal last
         unreachable.append(exc)
-        line = f"{short_id(run_id)}: connection lost ({exc.__class__.__name__}); trying again"
+        line = f"{short_id(run_id)}: connection lost ({unreachable_words(exc)}); trying again"
         if line != last:
             show(line)
             last = line
@@ -101,7 +102,7 @@ def wait_for_run(client: Any, run_id: str, timeout: float, show: Callable[[str],
         try:
             run = client.wait(run_id, max(deadline - time.monotonic(), 0.1), settled, seen, lost)
             if not settled(run) and unreachable:
-                raise ClientError(f"cannot reach Aurora at {client.url}: {unreachable[-1].__class__.__name__}")
+                raise ClientError(f"cannot reach Aurora at {client.url}: {unreachable_words(unreachable[-1])}")
             return run, settled(run)
         except ClientError as exc:
             if exc.status is not None and exc.status < 500:
@@ -184,7 +185,7 @@ def submit(file: Path, wait: bool, timeout: float, inputs: tuple[str, ...]) -> N
 def rerun(run_id: str, from_step: str | None) -> None:
     """Run a workflow of several steps again: the steps that succeeded are reused, never done twice
     (a step that acted live is never run again)."""
-    run = _client().post(f"/workflows/{run_id}/rerun", params={"from": from_step} if from_step else None)
+    run = _client().post(f"/workflows/{run_segment(run_id)}/rerun", params={"from": from_step} if from_step else None)
     emit(run, lambda: click.echo(f"rerun of {short_id(run['rerun_of'])}: {short_id(run['id'])} {run['name']}: "
                                  f"{run['status']}\n  follow it: aurora status {short_id(run['id'])}"))
 
@@ -195,7 +196,7 @@ def status(run_id: str) -> None:
     """Show one run: what it does, its status, LIVE or SIMULATED and why, approvals, result, its
     steps and timeline. RUN_ID may be the first 6 or more characters of the id."""
     client = _client()
-    run = client.get(f"/workflows/{run_id}")
+    run = client.get(f"/workflows/{run_segment(run_id)}")
     if run.get("archive"):
         click.echo(f"pruned: its document, steps and events are archived in {run['archive']}", err=True)
     if json_wanted():
@@ -274,11 +275,12 @@ def approvals() -> None:
 
 
 def _vote(run_id: str, decision: str, message: str | None, request: str | None) -> None:
+    segment = run_segment(run_id)
     client = _client()
     if not request:
         # No hash given: show what the run would send now and ask (a vote always names the
         # rendering its voter saw; the server refuses one that names none).
-        run = client.get(f"/workflows/{run_id}")
+        run = client.get(f"/workflows/{segment}")
         approval = run.get("approval")
         if approval is None:
             _fail(f"{run_id} shows nothing to vote on (it is {run['status']})", 2)
@@ -291,7 +293,7 @@ def _vote(run_id: str, decision: str, message: str | None, request: str | None) 
     body: dict[str, str] = {"request_hash": request}
     if message:
         body["comment"] = message
-    result = client.post(f"/workflows/{run_id}/{decision}", json=body, headers={"X-Aurora-Channel": "cli"})
+    result = client.post(f"/workflows/{segment}/{decision}", json=body, headers={"X-Aurora-Channel": "cli"})
     gate = result["gate"]
     emit(result, lambda: click.echo(f"{run_id}: {status_text(result['status'])} "
                                     f"({gate['received']} of {gate['required']} approvals)"))
@@ -323,7 +325,7 @@ def reject(run_id: str, message: str | None, request: str | None) -> None:
 @click.argument("run_id")
 def cancel(run_id: str) -> None:
     """Cancel a run that has not begun its action."""
-    result = _client().post(f"/workflows/{run_id}/cancel")
+    result = _client().post(f"/workflows/{run_segment(run_id)}/cancel")
     emit(result, lambda: click.echo(f"{short_id(result['id'])}: {status_text(result['status'])}"))
 
 

@@ -83,15 +83,29 @@ class Page:
     refused: list[str] = field(default_factory=list)
 
 
+def said(text: Any, limit: int) -> str:
+    """A peer's words as this node repeats them (an error's message, a refused event's id, a
+    witness's ``problem``): at most ``limit`` characters, control characters written out
+    (``\\x1b``, ``\\r``, ``\\n``), so that printed on an operator's terminal they can neither
+    move the cursor, rewrite lines above, nor start a line of their own."""
+    text = str(text)[:limit]
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def page_cap(limit: int) -> int:
     """The most bytes an honest answer to a page of ``limit`` events can take."""
     return limit * MAX_EVENT_BYTES + ENVELOPE_BYTES
 
 
+#: one encoder for every event measured (``json.dumps`` with options makes one per call)
+_canonical_text = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
 def event_bytes(item: Any) -> int:
     """The size of an event as signed and stored: its canonical JSON in UTF-8."""
-    text = json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return len(text.encode("utf-8", "surrogatepass"))
+    text = _canonical_text(item)
+    # an ASCII text's length is its size in UTF-8 (isascii is a flag Python keeps: no scan)
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
 # -- the deadline's watchdog ---------------------------------------------------------------------
@@ -176,18 +190,70 @@ class _Adapter(HTTPAdapter):
 
 # -- fetching ------------------------------------------------------------------------------------
 
-def fetch_page(peer: Peer, since: int, limit: int, deadline: float) -> Page:
+class Abort:
+    """Lets another thread cut short the page being fetched (its watchdog fires at once), and
+    every later one: a sync that stops while the next page is on its way does not wait for it."""
+
+    def __init__(self) -> None:
+        self.fired = False
+        self._lock = threading.Lock()
+        self._watchdog: _Watchdog | None = None
+
+    def watch(self, watchdog: _Watchdog) -> None:
+        with self._lock:
+            self._watchdog = watchdog
+            fired = self.fired
+        if fired:
+            watchdog.fire()
+
+    def fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            watchdog = self._watchdog
+        if watchdog is not None:
+            watchdog.fire()
+
+
+def fetch_page(peer: Peer, since: int, limit: int, deadline: float, abort: Abort | None = None) -> Page:
     """The peer's events after ``since`` (at most ``limit``), fetched by ``deadline`` (a
     :func:`time.monotonic` time). Raises :class:`FederationFetchError` saying why not."""
+    status, raw = _bounded_get(f"{peer.url}/federation/events", {"since": since, "limit": limit},
+                               {"Authorization": f"Bearer {peer.token}"}, page_cap(limit), deadline,
+                               f"({limit} events of at most 64 KiB, and the envelope)", abort)
+    if status != 200:
+        detail = _detail(raw)
+        raise FederationFetchError("http_status", f"HTTP {status}" + (f": {detail}" if detail else ""))
+    return _parse(raw, limit)
+
+
+def get_json(url: str, headers: dict[str, str], cap: int, deadline: float) -> tuple[int, Any]:
+    """Another GET to a peer (its identity, the checkpoint it holds as a witness) with a page's
+    limits: the deadline, ``cap`` bytes, no redirects, nothing compressed. The status and the
+    answer's JSON (None when it is not JSON, or for an error status); FederationFetchError else."""
+    status, raw = _bounded_get(url, None, headers, cap, deadline, "")
+    if status != 200:
+        return status, None
+    try:
+        return status, json.loads(raw, parse_constant=_not_json)
+    except (ValueError, RecursionError):
+        return status, None
+
+
+def _bounded_get(url: str, params: dict[str, Any] | None, headers: dict[str, str], cap: int, deadline: float,
+                 what: str, abort: Abort | None = None) -> tuple[int, bytes]:
+    """(status, body): a 200's body refused past ``cap`` bytes, any other's cut to its first
+    :data:`ERROR_BODY_BYTES`; the whole exchange by ``deadline``."""
     watchdog = _Watchdog(deadline)
     token = _watchdog.set(watchdog)
+    if abort is not None:
+        abort.watch(watchdog)
     watchdog.timer.start()
     try:
         with requests.Session() as session:
             adapter = _Adapter(max_retries=0, pool_connections=1, pool_maxsize=1)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
-            raw = _exchange(session, peer, since, limit, deadline)
+            answer = _exchange(session, url, params, headers, cap, deadline, what)
     except requests.RequestException as exc:
         if watchdog.fired or time.monotonic() >= deadline:
             raise _too_slow(contacted=bool(watchdog.sockets)) from None
@@ -203,41 +269,39 @@ def fetch_page(peer: Peer, since: int, limit: int, deadline: float) -> Page:
         # http.client takes headers cut off by the shutdown for the end of the headers, and an
         # empty body for the whole body
         raise _too_slow(contacted=True)
-    return _parse(raw, limit)
+    return answer
 
 
 def _too_slow(contacted: bool) -> FederationFetchError:
-    return FederationFetchError("deadline", "deadline: the page did not arrive whole in time "
+    return FederationFetchError("deadline", "deadline: the answer did not arrive whole in time "
                                 "(a peer too slow, or trickling its answer)", contacted=contacted)
 
 
-def _exchange(session: requests.Session, peer: Peer, since: int, limit: int, deadline: float) -> bytes:
+def _exchange(session: requests.Session, url: str, params: dict[str, Any] | None, headers: dict[str, str],
+              cap: int, deadline: float, what: str) -> tuple[int, bytes]:
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise _too_slow(contacted=False)
-    headers = {"Authorization": f"Bearer {peer.token}", "Accept": "application/json",
-               "Accept-Encoding": "identity", "Connection": "close"}
-    with session.get(f"{peer.url}/federation/events", params={"since": since, "limit": limit}, headers=headers,
-                     timeout=(remaining, remaining), stream=True, allow_redirects=False) as response:
+    headers = {**headers, "Accept": "application/json", "Accept-Encoding": "identity", "Connection": "close"}
+    with session.get(url, params=params, headers=headers, timeout=(remaining, remaining), stream=True,
+                     allow_redirects=False) as response:
         status = response.status_code
         if 300 <= status < 400:
             raise FederationFetchError("redirect", f"refused: HTTP {status} redirect to "
                                        f"{_shown(response.headers.get('Location', ''))} (redirects are not followed)")
         if status != 200:
-            detail = _detail(_read(response, ERROR_BODY_BYTES, deadline, cut=False))
-            raise FederationFetchError("http_status", f"HTTP {status}" + (f": {detail}" if detail else ""))
+            return status, _read(response, ERROR_BODY_BYTES, deadline, cut=False)
         encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding not in ("", "identity"):
             # asked for identity: a compressed answer could hide any size behind a small one
             raise FederationFetchError("bad_page", f"bad answer: compressed ({encoding[:20]}) though identity was asked")
-        cap = page_cap(limit)
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > cap:
-            raise _too_big(cap, limit)
-        return _read(response, cap, deadline, cut=True, limit=limit)
+            raise _too_big(cap, what)
+        return status, _read(response, cap, deadline, cut=True, what=what)
 
 
-def _read(response: requests.Response, cap: int, deadline: float, cut: bool, limit: int = 0) -> bytes:
+def _read(response: requests.Response, cap: int, deadline: float, cut: bool, what: str = "") -> bytes:
     """The body, streamed up to ``cap`` bytes; past the cap, refused (``cut``) or truncated."""
     chunks: list[bytes] = []
     size = 0
@@ -247,22 +311,22 @@ def _read(response: requests.Response, cap: int, deadline: float, cut: bool, lim
         size += len(chunk)
         if size > cap:
             if cut:
-                raise _too_big(cap, limit)
+                raise _too_big(cap, what)
             chunks.append(chunk[:cap - size + len(chunk)])
             break
         chunks.append(chunk)
     return b"".join(chunks)
 
 
-def _too_big(cap: int, limit: int) -> FederationFetchError:
-    return FederationFetchError("body_too_large", f"refused: the answer is larger than {cap} bytes "
-                                f"({limit} events of at most 64 KiB, and the envelope)")
+def _too_big(cap: int, what: str) -> FederationFetchError:
+    return FederationFetchError("body_too_large", f"refused: the answer is larger than {cap} bytes"
+                                + (f" {what}" if what else ""))
 
 
 def _shown(location: str) -> str:
     """Where a redirect pointed, without its query or fragment (which could carry a secret)."""
     parts = urlsplit(location.strip())
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))[:160] or "(no Location)"
+    return said(urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")), 160) or "(no Location)"
 
 
 def _detail(raw: bytes) -> str:
@@ -270,12 +334,19 @@ def _detail(raw: bytes) -> str:
         body = json.loads(raw)
     except (ValueError, RecursionError):
         return ""
-    return str(body.get("message", ""))[:120] if isinstance(body, dict) else ""
+    return said(body.get("message", ""), 120) if isinstance(body, dict) else ""
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
 
 
 def _parse(raw: bytes, limit: int) -> Page:
     try:
-        body = json.loads(raw)
+        # NaN and Infinity are not JSON (RFC 8259), though Python reads and writes them: stored,
+        # they would be served on to browsers and peers that cannot parse them (and PostgreSQL
+        # refuses them)
+        body = json.loads(raw, parse_constant=_not_json)
     except (ValueError, RecursionError):
         raise FederationFetchError("bad_page", "bad answer: not JSON") from None
     if not isinstance(body, dict) or not isinstance(body.get("events"), list):
@@ -288,7 +359,7 @@ def _parse(raw: bytes, limit: int) -> Page:
     for item in items:
         size = event_bytes(item)
         if size > MAX_EVENT_BYTES:
-            name = str(item.get("id"))[:40] if isinstance(item, dict) else "?"
+            name = said(item.get("id"), 40) if isinstance(item, dict) else "?"
             refused.append(f"refused: event {name} is {size} bytes, over the {MAX_EVENT_BYTES}-byte cap")
         else:
             kept.append(item)

@@ -13,6 +13,7 @@ import base64
 import binascii
 import hashlib
 import os
+import re
 import stat
 from functools import lru_cache
 from pathlib import Path
@@ -26,6 +27,8 @@ from ..errors import ConfigError
 
 #: how a public key is written: the algorithm, then the 32 raw bytes in URL-safe base64
 KEY_PREFIX = "ed25519:"
+#: what a node may be called (and so what an origin may be): letters, digits, _ . -, at most 64
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class IdentityError(ConfigError):
@@ -113,8 +116,13 @@ def valid(public: Ed25519PublicKey | bytes, signature: str, message: bytes) -> b
     if not isinstance(signature, str) or len(signature) != 86:  # 64 bytes, unpadded base64
         return False
     try:
-        crypto_sign_open(base64.urlsafe_b64decode(signature + "==") + message,
-                         public if isinstance(public, bytes) else raw(public))
+        decoded = base64.urlsafe_b64decode(signature + "==")
+        # Python's base64 is lenient (the standard alphabet's + and / pass, the last character's
+        # 4 unused bits are ignored): only the one way of writing these bytes is a signature,
+        # or a relay could store and serve another string for the origin's signature
+        if encode_signature(decoded) != signature:
+            return False
+        crypto_sign_open(decoded + message, public if isinstance(public, bytes) else raw(public))
     except (BadSignatureError, CryptoError, binascii.Error, ValueError, TypeError):
         return False
     return True

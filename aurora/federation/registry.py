@@ -4,20 +4,20 @@ they are stored encrypted (``vault.py``). Registering a peer pins its public key
 from __future__ import annotations
 
 import re
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import requests
 from sqlalchemy import select
 
 from .. import audit
 from ..db import Database
 from ..errors import Conflict, NotFound
 from ..models import FederationKey, Node, utcnow
-from . import identity, trust, vault
+from . import fetch, identity, trust, vault
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+NAME = identity.NAME
 
 
 class BadNode(Conflict):
@@ -33,22 +33,24 @@ class KeyChanged(Conflict):
     code = "key_changed"
 
 
-#: seconds to wait for a peer's ``GET /federation/identity``
+#: seconds to wait for a peer's ``GET /federation/identity`` (wall clock, the whole answer)
 IDENTITY_TIMEOUT = 10.0
+#: the most bytes read of it
+IDENTITY_BYTES = 16_384
 
 
 def fetch_identity(url: str) -> dict[str, str]:
-    """A peer's name and public key, from its ``GET /federation/identity`` (no redirects)."""
+    """A peer's name and public key, from its ``GET /federation/identity``, with a sync's limits
+    (a wall-clock deadline, a byte cap, no redirects)."""
     try:
-        response = requests.get(f"{url.rstrip('/')}/federation/identity", timeout=IDENTITY_TIMEOUT,
-                                allow_redirects=False)
-        body = response.json() if response.status_code == 200 else None
-    except (requests.RequestException, ValueError) as exc:
-        raise BadNode(f"could not read {url.rstrip('/')}/federation/identity ({exc.__class__.__name__}); "
+        status, body = fetch.get_json(f"{url.rstrip('/')}/federation/identity", {}, IDENTITY_BYTES,
+                                      time.monotonic() + IDENTITY_TIMEOUT)
+    except fetch.FederationFetchError as exc:
+        raise BadNode(f"could not read {url.rstrip('/')}/federation/identity ({exc}); "
                       "give the peer's key with --public-key") from None
     if not isinstance(body, dict) or not isinstance(body.get("public_key"), str):
         raise BadNode(f"{url.rstrip('/')}/federation/identity did not answer with a public key "
-                      f"(HTTP {response.status_code}); give the peer's key with --public-key")
+                      f"(HTTP {status}); give the peer's key with --public-key")
     try:
         identity.decode(body["public_key"])
     except ValueError as exc:
@@ -100,12 +102,14 @@ def register(db: Database, url: str, name: str, token: str, *, public_key: str, 
 
 
 def remove(db: Database, name: str) -> None:
+    """Stop pulling from ``name``. Its pinned key stays: forgotten, the next relay to mention
+    ``name`` could introduce a key of its own for it and have events forged in its name stored;
+    registering it again with another key needs ``--public-key``, as for any pinned node."""
     with db.write() as session:
         node = session.get(Node, name)
         if node is None:
             raise NotFound(f"no node {name!r}")
         session.delete(node)
-        trust.unpin(session, name)
         audit.note(db, session, "federation", "node_remove", {"node": name})
 
 

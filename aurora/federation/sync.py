@@ -12,7 +12,9 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
@@ -24,7 +26,8 @@ from ..engine import worker_identity
 from ..events import OUTBOX_LOCKS
 from ..models import Event, Node, utcnow
 from . import signing, trust, vault, witness
-from .fetch import FederationFetchError, Peer, fetch_page
+from .fetch import FederationFetchError, Peer
+from .prefetch import Prefetcher
 
 #: the first backoff after a failure, doubled per further failure (with jitter), up to the policy's max
 BACKOFF_BASE = 30.0
@@ -34,31 +37,60 @@ class BadPage(Exception):
     """Raised (and turned into a recorded failure) when a peer's answer is not a page of events."""
 
 
+#: the largest sequence number a column holds (BIGINT, SQLite's INTEGER)
+MAX_SEQ = 2**63 - 1
+
+
 def _parse_time(value: str) -> datetime:
     when = datetime.fromisoformat(value)
     if when.tzinfo is None:
         raise ValueError("naive time")
+    when.astimezone(UTC)  # OverflowError for a time that is before year 1 or after 9999 in UTC
     return when
 
 
+def _text(value: Any, size: int) -> str:
+    # NUL is not text to PostgreSQL, and a lone surrogate is not UTF-8: refused here, not by the
+    # database in the middle of storing the page
+    text = str(value)[:size]
+    if "\x00" in text:
+        raise ValueError("NUL in a text field")
+    text.encode("utf-8")
+    return text
+
+
+def _seq(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEQ:
+        raise ValueError("a sequence number is an integer from 0 to 2**63 - 1")
+    return value
+
+
 def _validate(body: Any) -> tuple[list[dict[str, Any]], int, bool]:
+    """The page's events as rows, or BadPage: anything this node's database could not hold is
+    refused here (the whole page, as for any malformed event), so storing the page cannot fail
+    half-way and wedge the peer's sync."""
     if not isinstance(body, dict) or not isinstance(body.get("events"), list):
         raise BadPage("the answer has no list of events")
     rows = []
     for item in body["events"]:
         try:
+            origin_seq = item.get("origin_seq")
+            if isinstance(origin_seq, int) and not isinstance(origin_seq, bool):
+                _seq(origin_seq)  # any other value is a bad signature, counted as such
+            if not isinstance(item["data"], dict):
+                raise TypeError("data is not an object")
             rows.append({
-                "id": str(item["id"])[:36], "origin": str(item["origin"])[:64], "type": str(item["type"])[:64],
-                "run_id": (str(item["run_id"])[:36] if item.get("run_id") else None),
-                "created_at": _parse_time(item["created_at"]), "data": dict(item["data"]), "seq": int(item["seq"]),
-                "origin_seq": item.get("origin_seq"), "signature": item.get("signature"),
+                "id": _text(item["id"], 36), "origin": _text(item["origin"], 64), "type": _text(item["type"], 64),
+                "run_id": (_text(item["run_id"], 36) if item.get("run_id") else None),
+                "created_at": _parse_time(item["created_at"]), "data": item["data"], "seq": _seq(item["seq"]),
+                "origin_seq": origin_seq, "signature": item.get("signature"),
             })
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError, AttributeError):
             raise BadPage("an event in the page is malformed") from None
     try:
-        return rows, int(body["last_seq"]), bool(body["has_more"])
+        return rows, _seq(body["last_seq"]), bool(body["has_more"])
     except (KeyError, TypeError, ValueError):
-        raise BadPage("the page has no last_seq / has_more") from None
+        raise BadPage("the page has no last_seq / has_more (or a last_seq out of range)") from None
 
 
 class Syncer:
@@ -122,8 +154,8 @@ class Syncer:
             session.execute(update(Node).where(Node.name == name).values(last_error=message[:255]))
         return message
 
-    def _store(self, name: str, old_cursor: int, page: signing.Screened, last_seq: int,
-               lease: timedelta) -> int:
+    def _store(self, name: str, old_cursor: int, screen: signing.Screen, page: signing.Screened,
+               last_seq: int, lease: timedelta) -> int:
         """Insert the page's verified new events, count its refusals, keep the keys it introduced
         and the checkpoints it brought, and move the cursor, in one transaction; return how many
         events were new."""
@@ -135,13 +167,16 @@ class Syncer:
                 failures=0, last_error=None, next_attempt_at=None, sync_lease_until=now + lease)).rowcount
             if not moved:
                 raise BadPage("another sync moved this peer's cursor; stopping")
+            # The keys were read when the pass began: one pinned since, or first introduced by
+            # another peer's sync, is the one that counts, so check again where the events are stored.
+            trust.learn(session, page.learned, by=name, dialect=self.db.dialect)
+            screen.recheck(page, trust.current(session, page.verified_with))
             if page.rejected:  # kept with the peer for GET /federation/nodes
                 node = session.get(Node, name)
                 counts = dict(node.rejected or {})
                 for reason, n in page.rejected.items():
                     counts[reason] = counts.get(reason, 0) + n
                 node.rejected, node.last_rejection = counts, page.example
-            trust.learn(session, page.learned, by=name)
             fresh = [{k: v for k, v in row.items() if k != "seq"} for row in page.accepted]
             if not fresh:
                 return 0
@@ -149,8 +184,10 @@ class Syncer:
             insert = pg_insert if self.db.dialect == "postgresql" else sqlite_insert
             # RETURNING counts the rows inserted: psycopg's executemany reports no rowcount (-1),
             # which made every PostgreSQL sync say it pulled nothing
-            statement = insert(Event.__table__).on_conflict_do_nothing(index_elements=["origin", "id"]).returning(
-                Event.__table__.c.seq)
+            # every foreign event has its origin's seq: it is in the partial unique index
+            # (Event.UNIQUE_WHERE). No conflict target: SQLite infers a partial index only from a
+            # WHERE it can match to the index's own, which differs per database (migration 0014).
+            statement = insert(Event.__table__).on_conflict_do_nothing().returning(Event.__table__.c.seq)
             inserted = len(session.connection().execute(statement, fresh).all())
             witness.observe(self.db, session, self.node_name, page.accepted)
             return inserted
@@ -160,61 +197,82 @@ class Syncer:
         lease = timedelta(seconds=float(fed["lease_seconds"]))
         if not self._take(name, force, lease):
             return {"node": name, "skipped": "another sync holds this peer, or it is backing off after failures"}
-        pulled = pages = rejected = 0
-        error = refused = stopped = None
-        page_seconds = float(fed["timeout_seconds"])
-        pass_deadline = time.monotonic() + float(fed["pass_timeout_seconds"])
+        tally = _Pass(name)
         keys = trust.known(self.db)
-        screen = signing.Screen(self.node_name, name, keys)
         try:
+            with self.db.read() as session:
+                node = session.get(Node, name)
+                url, token, cursor = node.url, node.token, node.cursor
             if name not in keys:
-                error = f"no key pinned for {name}: register it again (aurora nodes register) to pin its key"
-                self._fail(name, error, fed, contacted=False)
-            while error is None and pages < int(fed["max_pages"]):
-                if pages and time.monotonic() + page_seconds > pass_deadline:
-                    stopped = "the pass's deadline (pass_timeout_seconds): the next pass goes on from the cursor"
-                    break
-                with self.db.read() as session:
-                    node = session.get(Node, name)
-                    url, token, cursor = node.url, node.token, node.cursor
+                tally.error = f"no key pinned for {name}: register it again (aurora nodes register) to pin its key"
+            else:
                 try:
                     token = vault.open_token(self.runtime.settings.federation_secret_path, token)
                 except vault.VaultError as exc:
-                    error = str(exc)
-                    self._fail(name, error, fed, contacted=False)
-                    break
-                try:
-                    page = fetch_page(Peer(name, url, token), cursor, int(fed["page_size"]),
-                                      min(time.monotonic() + page_seconds, pass_deadline))
-                except FederationFetchError as exc:
-                    error = str(exc)
-                    if exc.refused:
-                        self._count_refused(name, exc.reason)
-                    self._fail(name, error, fed, contacted=exc.contacted)
-                    break
-                try:
-                    rows, last_seq, has_more = _validate(page.body)
-                    screened = screen.page(rows, page.body.get("keys"))
-                    new = self._store(name, cursor, screened, last_seq, lease)
-                except (BadPage, ValueError) as exc:
-                    error = f"bad answer: {exc}"
-                    self._fail(name, error, fed, contacted=True)
-                    break
-                for reason, count in screened.rejected.items():
-                    self._count_refused(name, reason, count)
-                rejected += sum(screened.rejected.values())
-                if page.refused:
-                    refused = self._refused_events(name, page.refused)
-                pulled += new
-                pages += 1
-                if progress:
-                    progress({"node": name, "page": pages, "new": new, "cursor": last_seq})
-                if not has_more:
-                    break
+                    tally.error = str(exc)
+            if tally.error:
+                self._fail(name, tally.error, fed, contacted=False)
+            else:
+                self._pull(Peer(name, url, token), cursor, fed, signing.Screen(self.node_name, name, keys), lease,
+                           tally, progress)
         finally:
             self._release(name)
-        result: dict[str, Any] = {"node": name, "pulled": pulled, "pages": pages}
-        for key, value in (("error", error), ("refused", refused), ("rejected", rejected), ("stopped", stopped)):
-            if value:
-                result[key] = value
+        return tally.result()
+
+    def _pull(self, peer: Peer, cursor: int, fed: dict[str, Any], screen: signing.Screen, lease: timedelta,
+              tally: _Pass, progress: Callable[[dict[str, Any]], None] | None) -> None:
+        """Pages after ``cursor``, each verified and stored in order while the next one is
+        fetched (``prefetch.py``), until the last, a failure, ``max_pages`` or the pass's deadline."""
+        name = peer.name
+        with ThreadPoolExecutor(signing.VERIFY_THREADS, thread_name_prefix="aurora-verify") as pool, Prefetcher(
+                peer, cursor, int(fed["page_size"]), int(fed["max_pages"]), float(fed["timeout_seconds"]),
+                time.monotonic() + float(fed["pass_timeout_seconds"]), _validate) as pages:
+            for page in pages:
+                if page.stopped:
+                    tally.stopped = "the pass's deadline (pass_timeout_seconds): the next pass goes on from the cursor"
+                    return
+                if isinstance(page.error, FederationFetchError):
+                    tally.error = str(page.error)
+                    if page.error.refused:
+                        self._count_refused(name, page.error.reason)
+                    self._fail(name, tally.error, fed, contacted=page.error.contacted)
+                    return
+                try:
+                    if page.error is not None:  # the page is malformed (BadPage), or worse
+                        raise page.error
+                    screened = screen.page(page.rows, page.body.get("keys"), pool)
+                    new = self._store(name, page.since, screen, screened, page.last_seq, lease)
+                except (BadPage, ValueError) as exc:
+                    tally.error = f"bad answer: {exc}"
+                    self._count_refused(name, "bad_page")
+                    self._fail(name, tally.error, fed, contacted=True)
+                    return
+                for reason, count in screened.rejected.items():
+                    self._count_refused(name, reason, count)
+                tally.rejected += sum(screened.rejected.values())
+                if page.refused:
+                    tally.refused = self._refused_events(name, page.refused)
+                tally.pulled += new
+                tally.pages += 1
+                if progress:
+                    progress({"node": name, "page": tally.pages, "new": new, "cursor": page.last_seq})
+
+
+@dataclass
+class _Pass:
+    """What one pass over a peer did, for its result."""
+
+    node: str
+    pulled: int = 0
+    pages: int = 0
+    rejected: int = 0
+    error: str | None = None
+    refused: str | None = None
+    stopped: str | None = None
+
+    def result(self) -> dict[str, Any]:
+        result: dict[str, Any] = {"node": self.node, "pulled": self.pulled, "pages": self.pages}
+        for key in ("error", "refused", "rejected", "stopped"):
+            if getattr(self, key):
+                result[key] = getattr(self, key)
         return result

@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from ..db import Database
@@ -39,18 +41,24 @@ def pin(session: Session, origin: str, public_key: str) -> None:
         row.public_key, row.source, row.introduced_by = public_key, PINNED, None
 
 
-def unpin(session: Session, origin: str) -> None:
-    row = pinned(session, origin)
-    if row is not None:
-        session.delete(row)
+def learn(session: Session, learned: dict[str, str], by: str, dialect: str) -> None:
+    """Keep keys first introduced by ``by`` in this page, unless another was learned meanwhile
+    (a concurrent sync's insert wins; no error)."""
+    if not learned:
+        return
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    session.execute(insert(FederationKey).on_conflict_do_nothing(index_elements=["origin"]), [
+        {"origin": origin, "public_key": public_key, "source": INTRODUCED, "introduced_by": by,
+         "created_at": utcnow()} for origin, public_key in learned.items()])
 
 
-def learn(session: Session, learned: dict[str, str], by: str) -> None:
-    """Keep keys first introduced by ``by`` in this page, unless another was learned meanwhile."""
-    for origin, public_key in learned.items():
-        if session.get(FederationKey, origin) is None:
-            session.add(FederationKey(origin=origin, public_key=public_key, source=INTRODUCED,
-                                      introduced_by=by, created_at=utcnow()))
+def current(session: Session, origins: Iterable[str]) -> dict[str, str]:
+    """The keys held now for ``origins`` (in the caller's transaction)."""
+    wanted = sorted(set(origins))
+    if not wanted:
+        return {}
+    return dict(session.execute(select(FederationKey.origin, FederationKey.public_key)
+                                .where(FederationKey.origin.in_(wanted))).all())
 
 
 def introductions(db: Database, me: identity.Identity, origins: Iterable[str]) -> dict[str, Any]:

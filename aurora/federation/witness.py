@@ -16,23 +16,25 @@ against it: a log cut short is caught even when its own checkpoint file went wit
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
-import requests
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from .. import audit, events
 from ..db import OUTBOX_LOCKS, Database
 from ..models import AuditRecord, Event, Node, WitnessCheckpoint, utcnow
-from . import identity, signing, vault
+from . import fetch, identity, signing, vault
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "audit.checkpoint"
 MISMATCH = "audit.witness_mismatch"
-#: seconds ``aurora audit verify --witnesses`` waits for one peer
+#: seconds ``aurora audit verify --witnesses`` waits for one peer (wall clock, the whole answer)
 ASK_TIMEOUT = 10.0
+#: the most bytes read of a peer's answer: one event of at most 64 KiB, and the envelope
+ANSWER_BYTES = 2 * 65_536
 
 
 # -- publishing (the origin) ------------------------------------------------------------------
@@ -52,29 +54,55 @@ def _anchor(session: Session, previous: Event | None) -> dict[str, Any] | None:
             "count": session.scalar(select(func.count()).select_from(AuditRecord).where(AuditRecord.pk <= pk)) or 0}
 
 
+def _last_checkpoint_lost(settings: Any, db: Database) -> str | None:
+    """Why the log no longer holds the head of this node's newest kept checkpoint, or None."""
+    path = settings.audit_checkpoints_file
+    try:
+        last = audit.read_checkpoints(path, db.audit_key())[-1] if path.exists() and path.stat().st_size else None
+    except (OSError, ValueError) as exc:
+        return f"its checkpoints cannot be read: {exc}"
+    if last is None or last["head_pk"] is None:
+        return None
+    with db.read() as session:
+        head = session.get(AuditRecord, int(last["head_pk"]))
+    if head is None or head.hash != last["head_hash"]:
+        return f"record {last['head_pk']}, the head of the checkpoint of {last['created_at']}, is missing or changed"
+    return None
+
+
 def publish(runtime: Any) -> dict[str, Any] | None:
-    """Publish this node's audit head as a checkpoint event, unless it is the one published last.
-    Returns the event's data, or None when nothing changed."""
+    """Publish this node's audit head as a checkpoint event, unless it is the one published last
+    and the log still holds this node's newest checkpoint. Returns the event's data, or None when
+    nothing changed."""
     db, me = runtime.db, runtime.settings.node_name
     last = select(Event).where(Event.origin == me, Event.type == CHECKPOINT).order_by(Event.seq.desc()).limit(1)
     with db.read() as session:
         count, head_pk, head_hash = _head(session)
         previous = session.scalars(last).first()
-    if count == 0 or (previous is not None and (previous.data.get("count"), previous.data.get("head_hash"))
-                      == (count, head_hash)):
+    if previous is None and count == 0:
         return None
     problem = None
-    try:  # verifies what came after this node's own last checkpoint, and keeps the new one
-        head = audit.checkpoint_since_last(runtime.settings, db)
-    except ValueError as exc:
-        # This node's log no longer holds its own checkpoint: say so, and publish what it holds
-        # now, so that the witnesses see it as well.
-        problem = str(exc)[:255]
+    if previous is not None and (previous.data.get("count"), previous.data.get("head_hash")) == (count, head_hash):
+        # The same head as published last, but a log cut back to it (or to nothing) has lost what
+        # beat's own checkpoints covered since: a witness must hear of it, once.
+        problem = _last_checkpoint_lost(runtime.settings, db)
+        if problem is None or previous.data.get("problem") == problem[:255]:
+            return None
+        problem = problem[:255]
         log.error("audit log does not hold its last checkpoint, published as is: %s", problem)
-        with db.read() as session:
-            verdict = audit.verify(session.scalars(select(AuditRecord).order_by(AuditRecord.pk)).yield_per(1000),
-                                   db.audit_key())
-        head = {"count": verdict.count, "head_pk": verdict.head_pk, "head_hash": verdict.head_hash}
+        head = {"count": count, "head_pk": head_pk, "head_hash": head_hash}
+    else:
+        try:  # verifies what came after this node's own last checkpoint, and keeps the new one
+            head = audit.checkpoint_since_last(runtime.settings, db)
+        except ValueError as exc:
+            # This node's log no longer holds its own checkpoint: say so, and publish what it holds
+            # now, so that the witnesses see it as well.
+            problem = str(exc)[:255]
+            log.error("audit log does not hold its last checkpoint, published as is: %s", problem)
+            with db.read() as session:
+                verdict = audit.verify(session.scalars(select(AuditRecord).order_by(AuditRecord.pk))
+                                       .yield_per(1000), db.audit_key())
+            head = {"count": verdict.count, "head_pk": verdict.head_pk, "head_hash": verdict.head_hash}
     with db.write() as session:
         db.lock(session, *OUTBOX_LOCKS)  # two publishers must not both anchor on the same one (and in
         # the order every writer takes them: aurora.db)
@@ -84,20 +112,38 @@ def publish(runtime: Any) -> dict[str, Any] | None:
                                 "anchor": _anchor(session, previous)}
         if problem:
             data["problem"] = problem
-        events.append(db, session, me, CHECKPOINT, data)
+        values = events.append(db, session, me, CHECKPOINT, data)
+        # Signed now, after the chain was checked with the audit key, and served with this
+        # signature only (``signing.served``): were it signed when served, as other events are,
+        # anyone able to write to the database could add a checkpoint row covering a cut log and
+        # have it go out under this node's signature.
+        row = session.scalars(select(Event).where(Event.origin == me, Event.id == values["id"])).one()
+        row.origin_seq = row.seq
+        row.signature = runtime.identity.sign(signing.canonical(row.id, me, row.seq, CHECKPOINT, None,
+                                                                row.created_at, row.data))
     return data
 
 
 # -- witnessing (the peers) -------------------------------------------------------------------
 
+#: the largest count or record number a column holds (BIGINT)
+_MAX = 2**63 - 1
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX
+
+
 def _well_formed(data: Any) -> bool:
-    return (isinstance(data, dict) and isinstance(data.get("count"), int) and data["count"] >= 0
-            and (data.get("head_pk") is None or isinstance(data["head_pk"], int))
+    # numbers beyond a BIGINT would make storing the page fail (and the sync with it)
+    return (isinstance(data, dict) and _number(data.get("count"))
+            and (data.get("head_pk") is None or _number(data["head_pk"]))
             and isinstance(data.get("head_hash"), str) and len(data["head_hash"]) <= 64)
 
 
 def _problem(held: WitnessCheckpoint, data: dict[str, Any]) -> str | None:
-    then = f"its checkpoint of {held.event['data'].get('created_at')} held {held.count} records up to record {held.head_pk}"
+    then = (f"its checkpoint of {fetch.said(held.event['data'].get('created_at'), 40)} held {held.count} records "
+            f"up to record {held.head_pk}")
     now = f"now {data['count']} up to record {data.get('head_pk')}"
     if data["count"] < held.count or (data.get("head_pk") or 0) < (held.head_pk or 0):
         return f"cut short: {then}, {now}"
@@ -111,7 +157,12 @@ def _problem(held: WitnessCheckpoint, data: dict[str, Any]) -> str | None:
                 f"{'no record' if anchor.get('head_hash') is None else 'another hash'} ({anchor.get('count')} records up to it)")
     if anchor["seq"] < held.origin_seq:
         return f"its checkpoint events were removed: the new one links to an older one than {then}"
-    return None  # anchored on a checkpoint this node has not had yet (it came by a slower path)
+    own = data.get("problem")
+    if own:
+        # the origin itself found its log no longer holds a checkpoint it kept (one beat made
+        # between two published ones): counts and anchor can look right when the log grew again
+        return f"lost records its own checkpoint covered ({fetch.said(own, 200)}): {then}, {now}"
+    return None
 
 
 def observe(db: Database, session: Session, me: str, rows: list[dict[str, Any]]) -> None:
@@ -123,24 +174,69 @@ def observe(db: Database, session: Session, me: str, rows: list[dict[str, Any]])
         event = {k: (v.isoformat() if k == "created_at" else v) for k, v in row.items() if k != "seq"}
         held = session.get(WitnessCheckpoint, origin)
         if held is None:
-            session.add(WitnessCheckpoint(origin=origin, origin_seq=row["origin_seq"], count=data["count"],
-                                          head_pk=data.get("head_pk"), head_hash=data["head_hash"], event=event,
-                                          received_at=utcnow()))
+            held = WitnessCheckpoint(origin=origin, origin_seq=row["origin_seq"], count=data["count"],
+                                     head_pk=data.get("head_pk"), head_hash=data["head_hash"], event=event,
+                                     received_at=utcnow())
+            session.add(held)
+            if data.get("problem"):  # the first one this node sees already says the log lost records
+                _report(db, session, me, held, origin, f"says it lost records its own checkpoint covered "
+                        f"({fetch.said(data['problem'], 200)})", data)
             continue
         if row["origin_seq"] <= held.origin_seq:
             continue  # older, or the same one by another path
-        problem = _problem(held, data)
-        if problem is None:
-            held.origin_seq, held.count, held.head_pk, held.head_hash = (
-                row["origin_seq"], data["count"], data.get("head_pk"), data["head_hash"])
-            held.event, held.received_at = event, utcnow()
-        elif held.problem is None:  # the checkpoint that shows it stays held, as the evidence
-            held.problem, held.problem_at = f"audit log of {origin} {problem}"[:512], utcnow()
-            log.warning("witness: %s", held.problem)
-            events.append(db, session, me, MISMATCH, {"origin": origin, "problem": held.problem,
-                                                      "held": {"count": held.count, "head_pk": held.head_pk,
-                                                               "head_hash": held.head_hash},
-                                                      "seen": {k: data.get(k) for k in ("count", "head_pk", "head_hash")}})
+        anchor = data.get("anchor")
+        linked = anchor.get("seq") if isinstance(anchor, dict) else None
+        if isinstance(linked, int) and not isinstance(linked, bool) and linked > held.origin_seq:
+            # It links to a checkpoint this node has not checked: a relay may have held back the
+            # one that shows the cut. Check the missing links among the events stored here (they
+            # may have come by another path); without them, keep what is held and wait for them.
+            _catch_up(db, session, me, held, origin, row["origin_seq"])
+            if held.origin_seq != linked:
+                continue
+        if _check(db, session, me, held, origin, row["origin_seq"], data, event):
+            _catch_up(db, session, me, held, origin)  # any stored meanwhile that follow it (came early)
+
+
+def _check(db: Database, session: Session, me: str, held: WitnessCheckpoint, origin: str, seq: int,
+           data: dict[str, Any], event: dict[str, Any]) -> bool:
+    """Hold the next checkpoint of ``origin``, or report what it shows; whether it was taken."""
+    problem = _problem(held, data)
+    if problem is None:
+        held.origin_seq, held.count, held.head_pk, held.head_hash = seq, data["count"], data.get("head_pk"), data["head_hash"]
+        held.event, held.received_at = event, utcnow()
+        return True
+    if held.problem is None:  # the checkpoint that shows it stays held, as the evidence
+        _report(db, session, me, held, origin, problem, data)
+    return False
+
+
+def _catch_up(db: Database, session: Session, me: str, held: WitnessCheckpoint, origin: str,
+              before: int | None = None) -> None:
+    """Walk the stored checkpoints of ``origin`` after the held one (and before ``before``), each
+    linked to the one before it, as far as they go (``ix_events_checkpoints`` finds them)."""
+    query = select(Event).where(Event.origin == origin, Event.type == CHECKPOINT, Event.origin_seq > held.origin_seq)
+    if before is not None:
+        query = query.where(Event.origin_seq < before)
+    stored = session.scalars(query.order_by(Event.origin_seq))
+    for e in stored:
+        anchor = e.data.get("anchor") if isinstance(e.data, dict) else None
+        if not _well_formed(e.data) or not isinstance(anchor, dict) or anchor.get("seq") != held.origin_seq:
+            return  # a link is still missing
+        event = {"id": e.id, "origin": e.origin, "type": e.type, "run_id": e.run_id,
+                 "created_at": e.created_at.isoformat(), "data": e.data, "origin_seq": e.origin_seq,
+                 "signature": e.signature}
+        if not _check(db, session, me, held, origin, e.origin_seq, e.data, event):
+            return
+
+
+def _report(db: Database, session: Session, me: str, held: WitnessCheckpoint, origin: str, problem: str,
+            data: dict[str, Any]) -> None:
+    held.problem, held.problem_at = f"audit log of {origin} {problem}"[:512], utcnow()
+    log.warning("witness: %s", held.problem)
+    events.append(db, session, me, MISMATCH, {"origin": origin, "problem": held.problem,
+                                              "held": {"count": held.count, "head_pk": held.head_pk,
+                                                       "head_hash": held.head_hash},
+                                              "seen": {k: data.get(k) for k in ("count", "head_pk", "head_hash")}})
 
 
 def held(db: Database, origin: str) -> dict[str, Any]:
@@ -189,16 +285,18 @@ def ask(runtime: Any) -> list[dict[str, Any]]:
         answer: dict[str, Any] = {"peer": name}
         try:
             token = vault.open_token(runtime.settings.federation_secret_path, stored)
-            response = requests.get(f"{url}/federation/witness/{me.name}", headers={"Authorization": f"Bearer {token}"},
-                                    timeout=ASK_TIMEOUT, allow_redirects=False)
-            body = response.json() if response.status_code == 200 else None
-        except (requests.RequestException, ValueError) as exc:
-            answers.append({**answer, "error": f"unreachable: {exc.__class__.__name__}"})
+            # a sync's limits: a peer trickling its answer, or sending an endless one, must not
+            # hold this command past ASK_TIMEOUT nor fill its memory
+            status, body = fetch.get_json(f"{url}/federation/witness/{me.name}", {"Authorization": f"Bearer {token}"},
+                                          ANSWER_BYTES, time.monotonic() + ASK_TIMEOUT)
+        except (fetch.FederationFetchError, vault.VaultError) as exc:
+            answers.append({**answer, "error": str(exc)})
             continue
         if not isinstance(body, dict):
-            answers.append({**answer, "error": f"HTTP {response.status_code}"})
+            answers.append({**answer, "error": f"HTTP {status}" + ("" if status != 200 else ": not a JSON object")})
             continue
-        answer["problem"] = body.get("problem")
+        # the peer's words, written out: a terminal must not take them for this command's own
+        answer["problem"] = None if body.get("problem") is None else fetch.said(body["problem"], 512)
         event = body.get("checkpoint")
         if event is None:
             answers.append(answer)

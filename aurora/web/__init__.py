@@ -58,6 +58,7 @@ def _request_log(app: Flask) -> None:
     from flask import g, request
 
     log = logging.getLogger("aurora.request")
+    from ..metrics import request_done
 
     @app.before_request
     def _start() -> None:
@@ -68,14 +69,13 @@ def _request_log(app: Flask) -> None:
         started = g.get("request_started")
         duration = round((time.perf_counter() - started) * 1000, 2) if started else None
         caller = g.get("caller")
-        from ..metrics import request_done
-
+        asked = request._get_current_object()  # type: ignore[attr-defined]  # once: each use of the proxy looks it up
+        method, path, status = asked.method, asked.path, response.status_code
         try:
-            request_done(request.method, request.url_rule.rule if request.url_rule else "unmatched",
-                         response.status_code, (duration or 0) / 1000)
+            request_done(method, asked.url_rule.rule if asked.url_rule else "unmatched", status, (duration or 0) / 1000)
         except Exception:  # noqa: BLE001 - counting a request must never fail it
             log.warning("could not count the request in the metrics", exc_info=True)
-        log.info("%s %s %s", request.method, request.path, response.status_code, extra={
-            "method": request.method, "path": request.path, "status": response.status_code,
+        log.info("%s %s %s", method, path, status, extra={
+            "method": method, "path": path, "status": status,
             "duration_ms": duration, "caller": caller.name if caller else None})
         return response

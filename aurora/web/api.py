@@ -144,7 +144,7 @@ def stream(run_id: str) -> Response:
     """The run's events as server-sent events, until it ends (aurora/web/streaming.py)."""
     from .streaming import stream_response
 
-    return stream_response(_runtime().db, run_id)
+    return stream_response(_runtime().db, run_id, _runtime().settings.node_name)
 
 
 @bp.post("/workflows/<run_id>/cancel")

@@ -32,7 +32,7 @@ def require(*roles: Role) -> Callable[[F], F]:
         @wraps(view)
         def wrapped(*args: Any, **kwargs: Any) -> Any:
             runtime = current_app.extensions["aurora"]
-            caller = keys.authenticate(runtime.db, presented_key())
+            caller = keys.authenticate(runtime.db, presented_key(), runtime.settings.key_cache_seconds)
             if roles:
                 caller.require(*roles)
             g.caller = caller

@@ -47,16 +47,18 @@ def frame(event: dict[str, Any], named: bool = True) -> str:
     return f"id: {event['seq']}\n{name}data: {json.dumps(event, separators=(',', ':'))}\n\n"
 
 
-def snapshot(db: Any, run_id: str, after: int, named: bool = True) -> tuple[str, int, str, bool]:
+def snapshot(db: Any, run_id: str, after: int, node: str, named: bool = True) -> tuple[str, int, str, bool]:
     """The events of ``run_id`` after ``after`` as frames, the last seq, the status, and whether
-    the stream is over (the run is final and every event was sent)."""
+    the stream is over (the run is final and every event was sent). Only ``node``'s own events: a
+    run is this node's, and a peer's events carrying its id are that peer's (as in the run's
+    timeline, ``events.for_run``), or a peer could write on the run page as it is watched."""
     from .. import events
 
     with db.read() as session:
         status = session.scalar(select(Run.status).where(Run.id == run_id))
         if status is None:
             raise NotFound(f"no run {run_id}")
-        rows = list(session.scalars(select(Event).where(Event.run_id == run_id, Event.seq > after)
+        rows = list(session.scalars(select(Event).where(events.of_run(run_id), Event.seq > after)
                                     .order_by(Event.seq).limit(PAGE + 1)))
     more = len(rows) > PAGE
     items = [events.as_dict(e) for e in rows[:PAGE]]
@@ -68,9 +70,9 @@ def snapshot(db: Any, run_id: str, after: int, named: bool = True) -> tuple[str,
     return body, last, status, over
 
 
-def stream_response(db: Any, run_id: str, named: bool = True) -> Response:
+def stream_response(db: Any, run_id: str, node: str, named: bool = True) -> Response:
     after = after_seq()
-    body, last, status, over = snapshot(db, run_id, after, named)
+    body, last, status, over = snapshot(db, run_id, after, node, named)
     if after == 0:
         body = f"retry: {RETRY_MS}\n\n" + body
     response = Response(body, mimetype="text/event-stream")

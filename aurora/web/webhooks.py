@@ -9,8 +9,9 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from .. import webhooks
-from ..webhooks import WebhookDeferred, WebhookRejected
+from .. import stripe_settlement, webhooks
+from ..stripe_settlement import WebhookDeferred
+from ..webhooks import WebhookRejected
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 
@@ -53,7 +54,7 @@ def _json(body: bytes) -> dict[str, Any]:
 def stripe() -> Any:
     def process(body: bytes, secret: str) -> dict[str, Any]:
         webhooks.verify_stripe(body, request.headers.get("Stripe-Signature"), secret)
-        return webhooks.apply_stripe(_runtime().engine, _json(body))
+        return stripe_settlement.apply_stripe(_runtime().engine, _json(body))
 
     return _handle("stripe", ("stripe", "webhook_secret"), process)
 

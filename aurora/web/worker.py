@@ -7,6 +7,7 @@ and a pool of ``--threads`` threads in which Flask answers (as gthread's threads
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 from uvicorn_worker import UvicornWorker
@@ -23,3 +24,9 @@ class Worker(UvicornWorker):
         configure = getattr(self.wsgi, "configure", None)
         if configure is not None:
             configure(self.cfg.threads)
+        # What start-up made (modules, the app, SQLAlchemy's and the router's tables: ~100,000
+        # objects) lives as long as the process: out of the collector's sight, a full collection
+        # looks at what requests made since, instead of pausing every request of the process for
+        # all of it (measured: 0.1-0.4 s for one full collection here; 0.01 ms after the freeze).
+        gc.collect()
+        gc.freeze()
