@@ -347,6 +347,14 @@ class Stack:
             f"--- {n}\n{self.log(n)[-3000:]}" for n in self.logs))
 
 
+def environment_outside() -> dict[str, str]:
+    """This process's environment without what a test or an in-process Runtime set for Aurora:
+    ``AURORA_*``, and ``PROMETHEUS_MULTIPROC_DIR``, which a Runtime points at its own home (as a
+    stack's supervisor does for its children) — inherited, every later stack would count into that
+    one folder and show other tests' counters in its ``/metrics``."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("AURORA_") and k != "PROMETHEUS_MULTIPROC_DIR"}
+
+
 @pytest.fixture
 def make_stack(tmp_path: Path) -> Iterator[Any]:
     """Build a stack: ``make_stack(database_url=..., broker_url=..., **extra_env)``."""
@@ -355,7 +363,7 @@ def make_stack(tmp_path: Path) -> Iterator[Any]:
     def build(database_url: str | None = None, broker_url: str = "filesystem://", **extra: str) -> Stack:
         home = tmp_path / f"stack{len(stacks)}"
         home.mkdir()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AURORA_")}
+        env = environment_outside()
         env.update({
             "AURORA_HOME": str(home / "var"),
             "AURORA_DATABASE_URL": database_url or f"sqlite:///{home / 'aurora.db'}",

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
-from conftest import ROOT, free_port
+from conftest import ROOT, environment_outside, free_port
 
 from aurora.cli import main
 from aurora.runtime import set_runtime
@@ -120,7 +120,7 @@ def _aurora(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedP
 
 
 def test_from_an_empty_folder_a_command_names_the_fix_and_creates_nothing(tmp_path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AURORA_")}
+    env = environment_outside()
     env["AURORA_CLI_CONFIG"] = str(tmp_path / "cli.json")
     for args in (["keys", "list"], ["doctor"], ["adapters", "status"], ["keys", "create", "x", "--role", "admin"]):
         done = _aurora(*args, env=env, cwd=tmp_path)
@@ -144,7 +144,7 @@ def test_from_an_empty_folder_a_command_names_the_fix_and_creates_nothing(tmp_pa
 
 
 def test_debug_shows_the_traceback_the_plain_error_hides(tmp_path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AURORA_")}
+    env = environment_outside()
     env.update(AURORA_CLI_CONFIG=str(tmp_path / "cli.json"), AURORA_DATABASE_URL=f"sqlite:///{tmp_path / 'x' / 'a.db'}")
     plain = _aurora("keys", "list", env=env, cwd=tmp_path)
     debug = _aurora("--debug", "keys", "list", env=env, cwd=tmp_path)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import ROOT, free_port
+from conftest import ROOT, environment_outside, free_port
 from werkzeug.serving import make_server
 
 from aurora.cli import main
@@ -68,7 +68,7 @@ def test_submit_wait_ends_at_its_timeout_when_nothing_moves_the_run(web_only) ->
 
 
 def _bare_env(tmp_path: Any) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AURORA_")}
+    env = environment_outside()
     env.update({"AURORA_CLI_CONFIG": str(tmp_path / "cli.json"), "NO_COLOR": "1",
                 "AURORA_POLICY_FILE": str(ROOT / "policy" / "batch8_policy.json")})
     return env
