@@ -48,6 +48,9 @@ BENCHES = {
     "scaleout": scaleout.compare,
     "history_sqlite": lambda: history.flat([10_000, 100_000], False, 100),
     "history_pg": lambda: history.flat([10_000, 100_000], True, 100),
+    # a million runs take ~10 minutes to generate on a quiet machine (each database); then pruned
+    "history_sqlite_1m": lambda: history.flat([10_000, 1_000_000], False, 200, prune=True),
+    "history_pg_1m": lambda: history.flat([10_000, 1_000_000], True, 200, prune=True),
 }
 NOTES = """## Reading the figures
 
@@ -493,17 +496,30 @@ def _scale_rows(results: dict) -> list[str]:
                      f" PostgreSQL {one['postgres_cpu_ms']}/{two['postgres_cpu_ms']} ms CPU per run |"
                      f" raw Celery {so['raw_tasks_per_s']} tasks/s (before {so['raw_before_after'][0]}, after"
                      f" {so['raw_before_after'][1]}) | {so['two_over_one']}× one; {so['two_over_raw']}× raw | {so['goal']} |")
-    for key in ("history_sqlite", "history_sqlite_2", "history_pg", "history_pg_2"):
+    for key in ("history_sqlite", "history_sqlite_2", "history_pg", "history_pg_2",
+                "history_sqlite_1m", "history_sqlite_1m_2", "history_pg_1m", "history_pg_1m_2"):
         h = results.get(key)
         if not h:
             continue
         first, *rest = h["sizes"]
         for size in rest:
             worst = max(size["ratio_to_first"].items(), key=lambda kv: kv[1])
-            lines.append(f"| reads with {size['runs']:,} stored runs ({first['database']}), p99 vs {first['runs']:,} |"
+            load = (f"; load average {size['load_average']['start'][0]}–{size['load_average']['end'][0]}"
+                    f" (at {first['runs']:,}: {first['load_average']['start'][0]}–{first['load_average']['end'][0]})"
+                    if "load_average" in size else "")
+            lines.append(f"| reads with {size['runs']:,} stored runs ({first['database']}), p99 vs {first['runs']:,}"
+                         f" ({h['measured']}{load}) |"
                          f" worst {worst[0]} {worst[1]}×; unindexed plans: {len(size['unindexed_plans'])} |"
                          f" {first['runs']:,} runs | ratios {', '.join(f'{k} {v}' for k, v in size['ratio_to_first'].items())} |"
                          f" {h['goal']} |")
+            p = size.get("prune")
+            if p:
+                lines.append(f"| `aurora prune --before {p['before']}` of {size['runs']:,} stored runs ({first['database']};"
+                             f" load average {p['load_average'][0]}) | {p['output'].split(' into ')[0]} in {p['seconds']} s;"
+                             f" {p['audit_verify']}; a federation cursor inside the pruned range pages on"
+                             f" ({p['cursor_page_kept_from_before']} of its {p['cursor_page_before_events']} events stayed, in order);"
+                             " `aurora status` of a pruned run names its archive | — | — |"
+                             " audit chain whole, cursors valid, status names the archive |")
     return lines
 
 
