@@ -269,7 +269,7 @@ def _prune_check(procs: Procs, env: dict[str, str], base: str, http: requests.Se
     runs = {rid: http.get(f"{base}/workflows/{rid}", headers=admin, timeout=30).json()
             for rid in {e["run_id"] for e in before}}
     # what prune takes: settled, finished before the cutoff
-    gone = {rid for rid, r in runs.items() if r["status"] in tallies_settled() and r.get("finished_at")
+    gone = {rid for rid, r in runs.items() if r["status"] in _settled() and r.get("finished_at")
             and datetime.fromisoformat(r["finished_at"]) < cutoff}
     started = time.perf_counter()
     done = procs.run("prune", "--before", cutoff.isoformat())
@@ -295,7 +295,7 @@ def _prune_check(procs: Procs, env: dict[str, str], base: str, http: requests.Se
             "status_names_archive": True, "load_average": _load()}
 
 
-def tallies_settled() -> set[str]:
+def _settled() -> set[str]:
     from aurora import tallies
 
     return {s.value for s in tallies.SETTLED}
