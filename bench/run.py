@@ -228,9 +228,9 @@ NOTES = """## Reading the figures
   SQLite throughput 61 runs/s against raw 256 (raw drifted 352 → 161 during it: 0.24×, where the
   row above, measured on a quieter machine, says 0.53×) — not a figure of the code.
 - **History at a million runs** (issue 21 point 4; `bench/run.py history_sqlite_1m` /
-  `history_pg_1m`, the rows "reads with 1,000,000 stored runs"; the 100,000-run rows marked
-  21:3x were taken by `python bench/history.py [--pg] --runs 10000 100000 --prune`). Measured on
-  2026-12-01 21:03–21:50 on the schema of 0014_bytes/0015 while other sessions kept the load
+  `history_pg_1m`, the rows "reads with 1,000,000 stored runs"; the 100,000-run rows measured at
+  21:38–21:45 were taken by `python bench/history.py [--pg] --runs 10000 100000 --prune`). Measured
+  on 2026-12-01 21:03–21:45 on the schema of 0014_bytes/0015 while other sessions kept the load
   average at 7–10 on the 2 cores (each row gives it, at both sizes), with the SQLite and the
   PostgreSQL invocation side by side: they generate at once and serve in turns (one Redis
   database: each worker took the other's runs before, and `submit → succeeded` never finished).
@@ -256,7 +256,15 @@ NOTES = """## Reading the figures
   selection for 21 batches; at a million each batch reads ten times as much, and pruning most of
   history is quadratic); it now walks the runs 500 pks at a time (0.59 s for the same 100,000,
   growing with history once). Generating a million runs took 1,188 s on SQLite (2.4 GB) and 867 s
-  on PostgreSQL on this load.
+  on PostgreSQL on this load. At 100,000 runs (the load rose from 8–9 during the 10,000-run
+  figures to 11–13 during the 100,000-run ones): SQLite within 2× but `/metrics` 3.09× (p50 5.5 →
+  11.5 ms, 2.09×); PostgreSQL within 2× but `GET /events?since=` 3.94× (p50 2.05×), the
+  federation page 1.89× (p50 9.1 → 38.7 ms, 4.26×) and `submit → succeeded` 2.12× (p50 2.15×).
+  None of these is over 2× at a million runs (SQLite `/metrics` 0.89×, PostgreSQL events 0.57×,
+  federation page 0.48×, submit 0.56×) and their plans are index ranges (`seq`, the tallies' key),
+  so they read as the load, not the history — but one round each: not shown flat either. An
+  earlier 100,000-run round (21:28–21:37) ran beside this session's own in-process checks and is
+  not shown.
 - **Reliability** (`bench/recovery.py`; `python bench/recovery.py soak --minutes 60` for the hour
   the issue asks for by hand). The soak counts "Unrecoverable error" lines and the supervisor's
   restarts in `aurora up`'s output. A worker killed mid-run is recovered when its lease lapses
