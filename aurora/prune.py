@@ -25,13 +25,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 
 from . import run_results, tallies
 from .db import Database
 from .models import Event, Run, RunStep, utcnow
 
-#: runs per transaction (and per read of their parts)
+#: runs (a window of consecutive pks) per transaction and per read of their parts
 BATCH = 500
 
 
@@ -73,16 +73,22 @@ def prune(db: Database, home: Path, before: datetime, node: str, batch: int = BA
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = folder / f"runs-{utcnow():%Y%m%dT%H%M%S%fZ}.jsonl.gz"
     runs = events = steps = 0
-    after = 0
+    with db.read() as session:
+        last = session.scalar(select(func.max(Run.pk))) or 0
     with open(path, "xb") as raw, gzip.GzipFile(fileobj=raw, mode="wb") as out:
-        while True:
+        # through the runs ``batch`` pks at a time, each window read by its pk range: asking for
+        # "the next ``batch`` settled runs after pk" instead had SQLite read every settled run
+        # after it through the status index and sort them, for each batch — all the rest of
+        # history each time. Runs stored after ``last`` wait for the next prune.
+        for after in range(0, last, batch):
             with db.read() as session:
                 chosen = list(session.scalars(
-                    select(Run).where(Run.pk > after, Run.status.in_([s.value for s in tallies.SETTLED]),
+                    select(Run).where(Run.pk > after, Run.pk <= after + batch,
+                                      Run.status.in_([s.value for s in tallies.SETTLED]),
                                       Run.finished_at < before, Run.archive.is_(None))
-                    .order_by(Run.pk).limit(batch)))
+                    .order_by(Run.pk)))
                 if not chosen:
-                    break
+                    continue
                 ids = [r.id for r in chosen]
                 id_of = {r.pk: r.id for r in chosen}
                 by_run: dict[str, dict[str, list[dict[str, Any]]]] = {i: {"steps": [], "events": []} for i in ids}
@@ -92,7 +98,6 @@ def prune(db: Database, home: Path, before: datetime, node: str, batch: int = BA
                     by_run[id_of[event.run_pk]]["events"].append(_event_row(event))
                 # the archive is read on its own: each result whole, with its request (aurora.run_results)
                 results = run_results.full_many(session, [(r.id, r.result) for r in chosen])
-            after = chosen[-1].pk
             # a run whose events the tallies have not seen yet (it settled meanwhile) waits
             chosen = [r for r in chosen if max((e["seq"] for e in by_run[r.id]["events"]), default=0) <= counted]
             ids = [r.id for r in chosen]

@@ -12,7 +12,11 @@ worker``, and takes the p99 of each read the issue names, sequentially from one 
 statement those requests send is caught in-process and EXPLAINed; a plan that scans a growing
 table without an index is reported.
 
-Usage: python bench/history.py [--pg] [--runs 10000 100000 ...] [--requests 200]
+With ``--prune``, the largest history is then pruned (``aurora prune --before``, its first tenth)
+and checked: ``aurora audit verify`` passes, a federation cursor inside the pruned range still
+pages, ``aurora status`` of a pruned run names its archive.
+
+Usage: python bench/history.py [--pg] [--runs 10000 100000 ...] [--requests 200] [--prune]
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -42,6 +47,8 @@ NAMES = [("send_report", "send_email"), ("weekly_digest", "send_email"), ("class
          ("crm_sync", "post_social")]
 #: runs awaiting approval, spread through history (the rest succeeded; every 50th failed)
 WAITING = 20
+#: the first generated run's created_at (the others follow 2 s apart)
+START = datetime(2026, 1, 1, tzinfo=UTC)
 GROWING = ("runs", "events", "run_steps", "audit_records", "approvals")
 ROWID = {"runs": "pk", "events": "seq", "run_steps": "pk", "audit_records": "pk", "approvals": "pk"}
 
@@ -60,7 +67,7 @@ def rows(n: int, node: str, key: bytes, chunk: int = 20_000) -> Iterator[dict[st
     from aurora.run_results import stored
 
     rng = random.Random(21)
-    start = datetime(2026, 1, 1, tzinfo=UTC)
+    start = START
     out: dict[str, list[tuple]] = {t: [] for t in ("runs", "events", "run_steps", "audit_records")}
     prev, seq, audits, step_pk = GENESIS, 0, 0, 0
     waiting_at = set(range(n // WAITING // 2, n, max(1, n // WAITING)))
@@ -109,8 +116,9 @@ def rows(n: int, node: str, key: bytes, chunk: int = 20_000) -> Iterator[dict[st
             steps = [("route", {"adapter": "mailgun"})]
         for type_, data in types:
             seq += 1
+            # as events.append stores a run's own event: with the run's pk (0014_bytes)
             out["events"].append((seq, str(uuid.UUID(int=rng.getrandbits(128), version=4)), node, type_, rid,
-                                  created, dumps(data)))
+                                  pk, created, dumps(data)))
         for step, result_ in steps:
             step_pk += 1
             out["run_steps"].append((step_pk, pk, step, "done", 1, dumps(result_), created, finished))
@@ -121,7 +129,7 @@ COLUMNS = {
     "runs": ("pk", "id", "name", "goal", "document", "document_hash", "status", "step", "approvals_required",
              "result", "error", "submitted_by", "submitted_by_person", "attempts", "created_at", "updated_at",
              "enqueued_at", "started_at", "finished_at", "gate_deadline"),
-    "events": ("seq", "id", "origin", "type", "run_id", "created_at", "data"),
+    "events": ("seq", "id", "origin", "type", "run_id", "run_pk", "created_at", "data"),
     "run_steps": ("pk", "run_pk", "step", "status", "attempt", "result", "started_at", "finished_at"),
     "audit_records": ("pk", "created_at", "run_id", "adapter", "operation", "mode", "reason", "request", "outcome",
                       "response", "duration_ms", "prev_hash", "hash"),
@@ -224,7 +232,76 @@ def _explain(runtime: Any, statements: list[tuple[str, Any]]) -> list[str]:
     return [" ".join(b.split()) for b in bad]
 
 
-def measure(n: int, pg: bool, requests_per: int = 200) -> dict[str, Any]:
+@contextmanager
+def _broker_turn() -> Iterator[None]:
+    """Invocations that share a broker take turns serving: each one's worker would take the
+    other's runs from the one queue and find no such run in its database."""
+    import fcntl
+    import tempfile
+
+    name = hashlib.sha256(REDIS.encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"aurora-bench-history-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def _prune_check(procs: Procs, env: dict[str, str], base: str, http: requests.Session, admin: dict[str, str],
+                 peer: dict[str, str], n: int) -> dict[str, Any]:
+    """``aurora prune --before`` the first tenth of history (the generated runs finish 2 s apart
+    from 2026-01-01): the audit chain still verifies, a federation cursor inside the pruned range
+    still pages (what stays after it, in order: the runs awaiting approval), and ``aurora status``
+    of a pruned run names its archive."""
+    import subprocess
+
+    cutoff = START + timedelta(seconds=2 * (n // 10))
+    cursor = 3 * (n // 20)  # an event of a run in the middle of the pruned range (three a run)
+
+    def page(since: int) -> list[dict[str, Any]]:
+        response = http.get(f"{base}/federation/events?since={since}&limit=1000", headers=peer, timeout=60)
+        assert response.status_code == 200, response.text[:200]
+        return response.json()["events"]
+
+    before = page(cursor)
+    runs = {rid: http.get(f"{base}/workflows/{rid}", headers=admin, timeout=30).json()
+            for rid in {e["run_id"] for e in before}}
+    # what prune takes: settled, finished before the cutoff
+    gone = {rid for rid, r in runs.items() if r["status"] in _settled() and r.get("finished_at")
+            and datetime.fromisoformat(r["finished_at"]) < cutoff}
+    started = time.perf_counter()
+    done = procs.run("prune", "--before", cutoff.isoformat())
+    took = time.perf_counter() - started
+    archive = done.rsplit(" into ", 1)[1].strip()
+    verified = procs.run("audit", "verify")
+    after = page(cursor)
+    seqs = [e["seq"] for e in after]
+    top = max(e["seq"] for e in before)
+    kept = [e["seq"] for e in before if e["run_id"] not in gone]
+    assert seqs == sorted(seqs) and all(s > cursor for s in seqs), "a cursor page out of order"
+    assert [s for s in seqs if s <= top] == kept, "the cursor page after pruning is not what stayed"
+    pruned = next(iter(gone))
+    run = http.get(f"{base}/workflows/{pruned}", headers=admin, timeout=30).json()
+    status = subprocess.run([sys.executable, "-m", "aurora", "status", pruned], capture_output=True, text=True,
+                            env={**env, "AURORA_URL": base, "AURORA_TOKEN": admin["Authorization"].split()[1]})
+    assert status.returncode == 0 and f"archived in {archive}" in status.stderr, status.stderr[-500:]
+    assert run.get("archive") == archive, run.get("archive")
+    return {"before": cutoff.isoformat(), "output": done.strip(), "seconds": round(took, 1),
+            "audit_verify": verified.strip().splitlines()[-1] if verified.strip() else "",
+            "cursor": cursor, "cursor_page_events": len(after), "cursor_page_before_events": len(before),
+            "cursor_page_kept_from_before": len(kept),
+            "status_names_archive": True, "load_average": _load()}
+
+
+def _settled() -> set[str]:
+    from aurora import tallies
+
+    return {s.value for s in tallies.SETTLED}
+
+
+def measure(n: int, pg: bool, requests_per: int = 200, prune: bool = False) -> dict[str, Any]:
     home = temp_home()
     database = f"aurora_hist_{uuid.uuid4().hex[:8]}"
     admin = None
@@ -302,10 +379,11 @@ def measure(n: int, pg: bool, requests_per: int = 200) -> dict[str, Any]:
 
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        with Procs(env, home) as procs:
+        with _broker_turn(), Procs(env, home) as procs:
             procs.aurora("serve", "--port", str(port), "--workers", "2")
             procs.aurora("worker", "-c", "1", "-l", "warning")
             wait_http(base, workers=True)
+            load = {"start": _load()}
             p99: dict[str, float] = {}
             p50: dict[str, float] = {}
             with requests.Session() as http:
@@ -325,14 +403,19 @@ def measure(n: int, pg: bool, requests_per: int = 200) -> dict[str, Any]:
                     started = time.perf_counter()
                     rid = http.post(base + "/workflows", data=MAIL, headers=submit, timeout=30).json()["id"]
                     while http.get(f"{base}/workflows/{rid}", headers=submit, timeout=30).json()["status"] != "succeeded":
+                        assert time.perf_counter() - started < 60, f"run {rid} not succeeded after 60 s"
                         time.sleep(0.002)
                     if i >= 10:
                         done.append((time.perf_counter() - started) * 1000)
                 p99["submit to succeeded"] = round(percentile(done, 99), 2)
                 p50["submit to succeeded"] = round(percentile(done, 50), 2)
+                load["end"] = _load()
+                pruned = _prune_check(procs, env, base, http, headers_of("admin"), headers_of("federation"), n) \
+                    if prune else None
         set_runtime(None)
         return {"database": "postgresql" if pg else "sqlite", "runs": n, "generate_s": round(took, 1),
-                "p99_ms": p99, "p50_ms": p50, "unindexed_plans": unindexed}
+                "p99_ms": p99, "p50_ms": p50, "unindexed_plans": unindexed, "load_average": load,
+                **({"prune": pruned} if pruned else {})}
     finally:
         from aurora.db import forget
 
@@ -343,9 +426,10 @@ def measure(n: int, pg: bool, requests_per: int = 200) -> dict[str, Any]:
         cleanup(home)
 
 
-def flat(n_values: list[int], pg: bool, requests_per: int) -> dict[str, Any]:
-    """Each size in turn; every p99 beside the smallest size's."""
-    results = [measure(n, pg, requests_per) for n in n_values]
+def flat(n_values: list[int], pg: bool, requests_per: int, prune: bool = False) -> dict[str, Any]:
+    """Each size in turn; every p99 beside the smallest size's (``prune``: then check ``aurora
+    prune`` on the largest)."""
+    results = [measure(n, pg, requests_per, prune and n == max(n_values)) for n in n_values]
     base = results[0]["p99_ms"]
     for result in results[1:]:
         result["ratio_to_first"] = {k: round(v / base[k], 2) for k, v in result["p99_ms"].items()}
@@ -359,5 +443,8 @@ if __name__ == "__main__":
     parser.add_argument("--pg", action="store_true", help="PostgreSQL (BENCH_PG_ADMIN) instead of SQLite")
     parser.add_argument("--runs", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--prune", action="store_true",
+                        help="then prune the first tenth of the largest history and check the audit chain, "
+                             "a federation cursor and `aurora status` of a pruned run")
     args = parser.parse_args()
-    print(json.dumps(flat(args.runs, args.pg, args.requests), indent=2))
+    print(json.dumps(flat(args.runs, args.pg, args.requests, args.prune), indent=2))

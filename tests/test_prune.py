@@ -135,3 +135,39 @@ def test_prune_archives_old_runs_and_keeps_audit_federation_metrics_and_status(p
             server.wait(timeout=30)
     finally:
         set_runtime(None)
+
+
+def test_prune_in_small_batches_takes_every_old_settled_run_and_nothing_else(prune_env) -> None:
+    """Runs are taken a window of consecutive pks at a time: a window with nothing to take (three
+    runs still queued in a row), old settled runs on both sides of it, and a run settled after the
+    cutoff are each handled."""
+    from aurora.prune import prune
+
+    runtime = Runtime(load_settings(prune_env))
+    set_runtime(runtime)
+    try:
+        engine = runtime.engine
+        workflow = documents.load(MAIL)
+        old, queued = [], []
+        for i in range(7):
+            run_id = engine.submit(workflow, "sam").id
+            if i in (2, 3, 4):
+                queued.append(run_id)
+            else:
+                assert engine.execute(run_id).status == "succeeded"
+                old.append(run_id)
+        time.sleep(0.05)
+        cutoff = utcnow()
+        time.sleep(0.05)
+        new = engine.submit(workflow, "sam").id
+        assert engine.execute(new).status == "succeeded"
+
+        done = prune(runtime.db, Path(prune_env["AURORA_HOME"]), cutoff, runtime.settings.node_name, batch=2)
+        assert (done["runs"], done["steps"], done["events"]) == (4, 12, 12), done
+        with runtime.db.read() as session:
+            assert set(session.scalars(select(Run.id).where(Run.archive.is_not(None)))) == set(old)
+        for run_id in queued:
+            assert counts(runtime, run_id) == (0, 1)
+        assert counts(runtime, new) == (3, 3)
+    finally:
+        set_runtime(None)
