@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from . import (
     adapter_state,
     audit,
+    changes,
     deferral,
     events,
     finishing,
@@ -419,14 +420,19 @@ class Engine:
                 return None
             record = audit.append(self.db, connection, settlement.record)
             final = {"mode": record["mode"], "audit": record["pk"]} if settlement.ok else {"error": settlement.error}
-            events.append_many(self.db, connection, self.node, [
-                ("run.running", {"attempt": 1, "worker": owner.rsplit(":", 1)[0]}),
-                (f"run.{status.value}", final),
-            ], run_id=run_id, at=now)
+            settled: list[tuple[str, dict[str, Any]]] = [
+                ("run.running", {"attempt": 1, "worker": owner.rsplit(":", 1)[0]}), (f"run.{status.value}", final)]
             self._record_steps(connection, run.pk, {},
                                [*plan.pending, self._gate_open, finishing.act_done(record, status, 1)])
             fresh: list[Any] = []
-            sent = flow_runs.advance_in(self, connection, parent, policy, fresh) if parent is not None else []
+            if parent is None:
+                events.append_many(self.db, connection, self.node, settled, run_id=run_id, at=now)
+                sent = []
+            else:  # its events and its workflow's in one statement
+                sent = flow_runs.advance_in(self, connection, parent, policy, fresh,
+                                            [(type_, data, run_id) for type_, data in settled], now)
+                for type_, _data in settled:
+                    changes.note(run_id, type_)
         # parent None: whatever its workflow had to do next is done (``sent``)
         return Outcome(run_id, status.value, "simulated", run.goal, run.created_at, "simulated",
                        follow_up=tuple(sent), parent_id=None, fresh=tuple(fresh))
