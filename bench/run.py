@@ -139,7 +139,11 @@ NOTES = """## Reading the figures
   the worker's CPU, A/B in one invocation taking turns (load 9–10), 8.5–8.8 → 6.7–7.3 ms, against
   1.2–1.5 ms for a one-step run (ratio of CPU 6.5–6.8 → 5.1–5.7). The wall-clock ratio of
   `bench/run.py steps` at load ~8, the old code and this taking turns: 2.28–4.73 (old) and
-  2.43–6.14 (new) — at that load it measures the scheduler; re-measure on a quiet machine. Left
+  2.43–6.14 (new) — at that load it measures the scheduler. On the quiet machine at 22:00–22:05
+  (load 0.1–0.5), three rounds each way: old 4.01–4.60 (three steps p50 9.3–9.7 ms), new
+  3.05–3.42 (7.7–8.0 ms); the row above is a run of the new code right after (load 0.5); at
+  21:58 (load 0.6–1.4, falling from 5) one run read 4.12. Latency 1.15× and throughput 0.66 in
+  that same 21:58 window (goals ≤ 3× and ≥ 0.5 hold). Left
   for later: the submitter reads back the first steps the submission created (`ready_steps`),
   and advancing reads the outputs of earlier steps from their audit records each time.
 - **This machine varies.** Absolute figures move with the virtual machine: a plain-Python loop
