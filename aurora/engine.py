@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from . import (
     adapter_state,
     audit,
+    changes,
     deferral,
     events,
     finishing,
@@ -90,6 +91,9 @@ class Outcome:
     #: the workflow the run is a step of (None: none), when the path that finished it read it;
     #: :data:`aurora.flow_runs.PARENT_UNREAD` otherwise (``flow_runs.follow_up`` then asks)
     parent_id: str | None = flow_runs.PARENT_UNREAD
+    #: the rows of the ``follow_up`` runs this transaction created, as ``run_sql.FRESH`` reads
+    #: them (the worker that runs one next passes it to ``execute``: no read of what it wrote)
+    fresh: tuple[Any, ...] = ()
 
 
 def worker_identity() -> str:
@@ -227,24 +231,26 @@ class Engine:
 
     # -- execution ---------------------------------------------------------------------------
 
-    def execute(self, run_id: str, owner: str | None = None) -> Outcome:
-        """Move a run as far as it can go now. Safe to call any number of times, concurrently."""
+    def execute(self, run_id: str, owner: str | None = None, fresh: Any = None) -> Outcome:
+        """Move a run as far as it can go now. Safe to call any number of times, concurrently.
+        ``fresh``: the run's row as an earlier outcome's ``fresh`` has it (the claim still checks
+        that the run is fresh: this only spares reading it)."""
         owner = owner or worker_identity()
         token = RUN_ID.set(run_id)
         try:
-            outcome = self._execute(run_id, owner)
+            outcome = self._execute(run_id, owner, fresh)
         finally:
             RUN_ID.reset(token)
         return flow_runs.follow_up(self, outcome)
 
-    def _execute(self, run_id: str, owner: str) -> Outcome:
+    def _execute(self, run_id: str, owner: str, fresh: Any = None) -> Outcome:
         try:
             policy, secrets = usable(self.policies, self.secrets)
         except ConfigError as exc:  # it cannot act now: say so, visibly, and let the sweeper retry
             return block_run(self, run_id, exc)
         ctx = CallContext(run_id, policy, secrets, self.settings.simulated_latency_ms, self.health(policy),
                           limiter=self.limiter)
-        ahead = self._plan_ahead(run_id, ctx)
+        ahead = self._plan_ahead(run_id, ctx, fresh)
         plan = self._settle_fresh(ahead[0], owner, ahead[1], policy) if ahead and ahead[1].simulated else None
         plan = plan or self._claim(run_id, owner, ctx, ahead)
         if isinstance(plan, Outcome) and plan.created_at is not None:  # finished in the claim's transaction
@@ -295,12 +301,14 @@ class Engine:
         log.info("run %s: %s", run_id, outcome.status, extra={"step": "finish", "status": outcome.status})
         return outcome
 
-    def _plan_ahead(self, run_id: str, ctx: CallContext) -> tuple[Any, pipeline.Plan] | None:
+    def _plan_ahead(self, run_id: str, ctx: CallContext, fresh: Any = None) -> tuple[Any, pipeline.Plan] | None:
         """A fresh queued run's plan, worked out before the write transaction so that the time a
         worker holds the write lock is only the time it takes to write (the transaction uses the
-        plan only if the run it claims is still that fresh run)."""
-        with self.db.read_rows() as connection:
-            run = connection.execute(run_sql.FRESH, {"rid": run_id}).one_or_none()
+        plan only if the run it claims is still that fresh run). ``fresh``: its row, known."""
+        run = fresh if fresh is not None and fresh.id == run_id else None
+        if run is None:
+            with self.db.read_rows() as connection:
+                run = connection.execute(run_sql.FRESH, {"rid": run_id}).one_or_none()
         if run is None:
             return None
         simulate = not self.settings.simulated_latency_ms
@@ -412,16 +420,22 @@ class Engine:
                 return None
             record = audit.append(self.db, connection, settlement.record)
             final = {"mode": record["mode"], "audit": record["pk"]} if settlement.ok else {"error": settlement.error}
-            events.append_many(self.db, connection, self.node, [
-                ("run.running", {"attempt": 1, "worker": owner.rsplit(":", 1)[0]}),
-                (f"run.{status.value}", final),
-            ], run_id=run_id, at=now)
+            settled: list[tuple[str, dict[str, Any]]] = [
+                ("run.running", {"attempt": 1, "worker": owner.rsplit(":", 1)[0]}), (f"run.{status.value}", final)]
             self._record_steps(connection, run.pk, {},
                                [*plan.pending, self._gate_open, finishing.act_done(record, status, 1)])
-            sent = flow_runs.advance_in(self, connection, parent, policy) if parent is not None else []
+            fresh: list[Any] = []
+            if parent is None:
+                events.append_many(self.db, connection, self.node, settled, run_id=run_id, at=now)
+                sent = []
+            else:  # its events and its workflow's in one statement
+                sent = flow_runs.advance_in(self, connection, parent, policy, fresh,
+                                            [(type_, data, run_id) for type_, data in settled], now)
+                for type_, _data in settled:
+                    changes.note(run_id, type_)
         # parent None: whatever its workflow had to do next is done (``sent``)
         return Outcome(run_id, status.value, "simulated", run.goal, run.created_at, "simulated",
-                       follow_up=tuple(sent), parent_id=None)
+                       follow_up=tuple(sent), parent_id=None, fresh=tuple(fresh))
 
     #: the gate step of a run that needs no approval
     _gate_open = {"step": "gate", "status": "done", "result": {"state": "open"}}

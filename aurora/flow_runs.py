@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
-from . import documents, events, flows, run_results
+from . import changes, documents, events, flows, run_results
 from .db import connection_of
 from .errors import ConfigError, Conflict, DocumentError, NotFound
 from .models import FINAL_STATUSES, Run, RunStatus, utcnow
@@ -127,12 +127,19 @@ def lock_parent(connection: Any, parent_id: str) -> Any:
     return connection.execute(_PARENT, {"rid": parent_id}).one_or_none()
 
 
-def advance_in(engine: Engine, connection: Any, parent: Any, policy: Any) -> list[tuple[str, float | None]]:
+def advance_in(engine: Engine, connection: Any, parent: Any, policy: Any, fresh: list[Any] | None = None,
+               settled: list[tuple[str, dict[str, Any], str | None]] | None = None,
+               now: Any = None) -> list[tuple[str, float | None]]:
     """:func:`advance` in the caller's transaction, which locked ``parent`` (:func:`lock_parent`)
-    before it changed the step: a step settled fresh hands its workflow on in its own commit."""
+    before it changed the step: a step settled fresh hands its workflow on in its own commit.
+    ``fresh`` gets the rows of the steps it created to be sent now, as ``run_sql.FRESH`` reads
+    them: the worker that runs one of them next need not read it back (``Engine.execute``).
+    ``settled``: the caller's events (type, data, run id), written first in the same statement
+    as the workflow's, at ``now``, the caller's time."""
     if parent is None or parent.goal != FLOW_GOAL or parent.status != RunStatus.RUNNING.value:
+        events.append_batch(engine.db, connection, engine.node, settled or [], at=now)
         return []
-    return _advance(engine, connection, parent, policy)
+    return _advance(engine, connection, parent, policy, fresh, settled, now)
 
 
 _COLUMNS = ("id", "name", "goal", "status", "document", "document_hash", "inputs", "result", "error",
@@ -151,12 +158,14 @@ def _plan(document_hash: str, document_json: str) -> tuple[list[flows.Step], dic
     return steps, {step.id: step for step in steps}, flows.order(steps)
 
 
-def _advance(engine: Engine, session: Session, parent: Any, policy: Any) -> list[tuple[str, float | None]]:
+def _advance(engine: Engine, session: Session, parent: Any, policy: Any, fresh: list[Any] | None = None,
+             settled: list[tuple[str, dict[str, Any], str | None]] | None = None,
+             now: Any = None) -> list[tuple[str, float | None]]:
     steps, by_id, ordered = _plan(parent.document_hash, json.dumps(parent.document, sort_keys=True))
     latest = _latest_children(session, parent.id)
     send: list[tuple[str, float | None]] = []
-    now = utcnow()
-    outbox: list[tuple[str, dict[str, Any], str | None]] = []  # the events, written in one statement
+    now = now or utcnow()
+    outbox = list(settled or [])  # the events, written in one statement
     changed = True
     while changed:  # a skip can make the steps after it skippable: go round until nothing moves
         changed = False
@@ -171,6 +180,8 @@ def _advance(engine: Engine, session: Session, parent: Any, policy: Any) -> list
                 latest[sid] = child
                 if child.status == RunStatus.QUEUED.value:
                     send.append((child.id, None))
+                    if fresh is not None:
+                        fresh.append(child)
                 changed = True
             elif _retry_due(step, child):
                 delay = step.backoff * (2 ** (child.step_attempt - 1)) if step.backoff else 0.0
@@ -253,12 +264,12 @@ def _insert_step(engine: Engine, session: Session, parent: Any, step: flows.Step
         # a step's timeout bounds its wait for approvals (the gate expires it then)
         "gate_deadline": now + timedelta(seconds=step.timeout) if step.timeout else None,
     }
-    connection_of(session).execute(INSERT_RUN, values)
+    pk = connection_of(session).execute(INSERT_RUN, values).inserted_primary_key[0]
     outbox.append(("run.queued", {"name": workflow.name, "goal": workflow.goal, "submitted_by": parent.submitted_by,
                                   "workflow": parent.id, "step": step.id, "attempt": attempt, **note}, values["id"]))
     outbox.append(("step.started", {"step": step.id, "goal": step.goal, "run": values["id"], "attempt": attempt,
                                     **note}, parent.id))
-    return _row(values)
+    return _row({**values, "pk": pk})
 
 
 def _insert_final(engine: Engine, session: Session, parent: Any, step: flows.Step, now: Any, outbox: list[Any],
@@ -308,12 +319,13 @@ def _record_progress(engine: Engine, session: Session, parent: Any, latest: dict
             connection_of(session).execute(_PROGRESS, {"rid": parent.id, "v_result": result, "now": now})
         events.append_batch(engine.db, session, engine.node, outbox, at=now)
         return
-    events.append_batch(engine.db, session, engine.node, outbox, at=now)
     status, error = _verdict(latest, steps)
     result["reason"] = _reason(snapshot)
-    engine.transition(session, parent.id, (RunStatus.RUNNING,), status,
-                      {"steps": {sid: s["status"] for sid, s in snapshot.items()}, **({"error": error} if error else {})},
-                      result=result, error=error)
+    ending = {"steps": {sid: s["status"] for sid, s in snapshot.items()}, **({"error": error} if error else {})}
+    if engine.transition(session, parent.id, (RunStatus.RUNNING,), status, announce=False, result=result, error=error):
+        outbox.append((f"run.{status.value}", ending, parent.id))  # last, in the same statement
+        changes.note(parent.id, f"run.{status.value}")  # a submitter waiting for the workflow hears it
+    events.append_batch(engine.db, session, engine.node, outbox, at=now)
 
 
 def _verdict(latest: dict[str, Run], steps: list[flows.Step]) -> tuple[RunStatus, dict[str, Any] | None]:

@@ -67,7 +67,8 @@ def execute_run(run_id: str) -> str:
                 enqueue(follow, countdown=delay)
         if now is None:
             break
-        outcome = engine.execute(now)
+        # its row as the transaction that created it wrote it: not read back
+        outcome = engine.execute(now, fresh=next((row for row in outcome.fresh if row.id == now), None))
         log.info("run %s: %s %s", now, outcome.status, outcome.detail)
     return status
 

@@ -126,6 +126,29 @@ NOTES = """## Reading the figures
   change notes). Re-measure all four on a quiet machine (`bench/run.py --update latency steps
   throughput runcost onepath`; latency before throughput: `noop_app` keeps the first result
   backend it was imported with).
+- **Three steps** (`bench/steps.py`; issue 18's goal ≤ 4× a one-step run; measured 2026-12-01
+  21:00–21:45 while other sessions kept the load average at 7–12 on the 2 cores). Where a
+  three-step dry run's time went beyond three one-step runs, in process (py-spy, SQLite): the
+  worker already ran the next step itself, with no broker round trip, each step one commit that
+  also creates the next; what was left was validating each rendered step with jsonschema
+  (300–500 µs a document, 15% of the workflow's CPU), reading back the step the worker had just
+  inserted, and one `INSERT` of events for the settled step, another for its workflow's and a
+  third for the workflow's end. Now the workflow schema is also compiled by jsonschema-rs, whose
+  *valid* takes ~12 µs (what it refuses goes to jsonschema, which names the problems and decides;
+  a test checks that it accepts nothing jsonschema refuses), the outcome of a step carries the
+  row of the step it created to the `execute` that runs it next (the compare-and-set still
+  checks that it is fresh), and a step's events, its workflow's and the workflow's end are one
+  statement. Per three-step workflow (submit included): 42 → 36 statements, 4 commits as before;
+  the worker's CPU, A/B in one invocation taking turns (load 9–10), 8.5–8.8 → 6.7–7.3 ms, against
+  1.2–1.5 ms for a one-step run (ratio of CPU 6.5–6.8 → 5.1–5.7). The wall-clock ratio of
+  `bench/run.py steps` at load ~8, the old code and this taking turns: 2.28–4.73 (old) and
+  2.43–6.14 (new) — at that load it measures the scheduler. On the quiet machine at 22:00–22:05
+  (load 0.1–0.5), three rounds each way: old 4.01–4.60 (three steps p50 9.3–9.7 ms), new
+  3.05–3.42 (7.7–8.0 ms); the row above is a run of the new code right after (load 0.5); at
+  21:58 (load 0.6–1.4, falling from 5) one run read 4.12. Latency 1.15× and throughput 0.66 in
+  that same 21:58 window (goals ≤ 3× and ≥ 0.5 hold). Left
+  for later: the submitter reads back the first steps the submission created (`ready_steps`),
+  and advancing reads the outputs of earlier steps from their audit records each time.
 - **This machine varies.** Absolute figures move with the virtual machine: a plain-Python loop
   (`python -m timeit "sum(range(10**6))"`) timed 18 ms and 30 ms in two runs a minute apart, and
   the raw Celery baseline has measured anywhere from 420 to 730 tasks/s; the worker parent's CPU

@@ -172,3 +172,55 @@ def test_the_sender_and_reply_address_are_one_mailbox_on_one_line(value: str, ok
             assert {p.path for p in caught.value.problems} == {f"payload.{field}"}
             if "\r" in value or "\n" in value:  # said in words: the line break is the problem
                 assert any("CR or LF" in p.message for p in caught.value.problems)
+
+
+def _variants(value: object) -> list[object]:
+    """``value`` and documents one slip away from it: every string with a line break, a trailing
+    newline, nothing or too much in it, every value of another type, every key left out, an extra
+    key beside every key."""
+    out: list[object] = [value]
+    if isinstance(value, dict):
+        out += [{**value, "unexpected": 1}]
+        for key, item in value.items():
+            out.append({k: v for k, v in value.items() if k != key})
+            out += [{**value, key: other} for other in _variants(item)[1:]]
+    elif isinstance(value, list):
+        out += [[], value * 60, [*value, value[0]] if value else [1]]
+        for index, item in enumerate(value):
+            out += [[*value[:index], other, *value[index + 1:]] for other in _variants(item)[1:]]
+    elif isinstance(value, str):
+        out += [value + "\n", "\n" + value, value[:1] + "\r\n" + value[1:], "", value * 2000, 1, None, True, [value]]
+    elif isinstance(value, bool):
+        out += [int(value), str(value).lower(), None]
+    elif isinstance(value, int | float):
+        out += [True, str(value), -value, value + 0.5, 10**20, None]
+    return out
+
+
+def test_the_compiled_check_accepts_nothing_the_schema_refuses() -> None:
+    """``documents._compiled`` (jsonschema-rs) only says *yes* quickly: its yes must never let a
+    document through that the schema's validator refuses — a header-breaking subject, a customer
+    id with a trailing newline, a bool for an amount — and it should say yes to what is valid."""
+    examples = [documents.parse(path.read_bytes()) for path in sorted((ROOT / "workflows").glob("*.yaml"))]
+    examples += [documents.parse(MAIL), {"name": "pay", "goal": "charge", "payload": {
+        "customer": "cus_1", "amount": "12.50", "currency": "EUR", "payment_method": "pm_card_visa"}}]
+    examples += [{"name": "x", "category": "step", "origin": "workflow", "type": "task", "goal": "send_email",
+                  "payload": {"to": ["a@example.com", "Shop <b@example.com>"], "from": "Shop <s@example.com>",
+                              "subject": "Bericht", "text": "Hallo", "require_approval": True}}]
+    reference, checked, accepted = documents._validator(), 0, 0
+    for example in examples:
+        for variant in _variants(example):
+            valid, fast = reference.is_valid(variant), documents._surely_valid(variant)
+            assert valid or not fast, variant
+            assert fast or not valid, variant  # else it buys nothing
+            checked += 1
+            accepted += valid
+    assert checked > 1000 and accepted > 100
+
+
+@pytest.mark.parametrize("odd", [{"name": "x", "goal": "analyse", "payload": {"text": __import__("datetime").date(2026, 1, 1)}},
+                                 {"name": "x", "goal": "analyse", "payload": {"text": "\ud800"}},
+                                 {"name": "x", "goal": "analyse", "payload": {1: "text"}}])
+def test_values_the_compiled_check_cannot_read_go_to_the_schema(odd: dict) -> None:
+    """A YAML date, a lone surrogate, a number for a key: no exception, the schema's answer."""
+    assert documents._validator().is_valid(odd) or not documents._surely_valid(odd)

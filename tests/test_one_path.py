@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 from conftest import shown
 from sqlalchemy import event, func, select
+from sqlalchemy.engine.base import OptionEngine
 
 from aurora import approvals, documents, flow_runs
 from aurora.config import load_settings
@@ -91,3 +92,67 @@ def test_an_approved_dry_run_is_claimed_acted_and_finished_as_a_live_call_is(eng
             RunStep.run_pk == run_pk, RunStep.step == "act")).one()
         assert session.scalar(select(Run.result).where(Run.id == run.id))["dry_run"] is True
     assert act.status == "done" and act.result["mode"] == "simulated"
+
+
+class Statements(Commits):
+    """The statements run on ``engine``'s database (reads included)."""
+
+    def __init__(self, engine) -> None:
+        super().__init__(engine)
+        self.engines = {e for e in (engine.db.engine, engine.db._immediate, engine.db._single_read)
+                        if not isinstance(e, OptionEngine)}
+        self.event = "before_cursor_execute"
+
+    def _count(self, *_) -> None:
+        self.count += 1
+
+    def __enter__(self) -> Statements:
+        for sql_engine in self.engines:
+            event.listen(sql_engine, self.event, self._count)
+        return self
+
+    def __exit__(self, *_) -> None:
+        for sql_engine in self.engines:
+            event.remove(sql_engine, self.event, self._count)
+
+
+def test_the_worker_that_created_the_next_step_runs_it_without_reading_it_back(engine) -> None:
+    counts = []
+    for handed_on in (True, False):  # two alike workflows: the second step from its row, or read back
+        flow = engine.submit(documents.load(TWO), "sam")
+        [first] = flow_runs.ready_steps(engine, flow.id)
+        outcome = engine.execute(first)
+        [(second, _)] = outcome.follow_up
+        [row] = outcome.fresh
+        assert row.id == second and row.attempts == 0 and row.parent_id == flow.id
+        with Statements(engine) as statements:
+            assert engine.execute(second, fresh=row if handed_on else None).status == "succeeded"
+        counts.append(statements.count)
+    assert counts[0] == counts[1] - 1
+
+
+def test_a_handed_on_row_of_a_step_no_longer_fresh_acts_on_nothing(engine) -> None:
+    flow = engine.submit(documents.load(TWO), "sam")
+    [first] = flow_runs.ready_steps(engine, flow.id)
+    [row] = engine.execute(first).fresh
+    engine.cancel(flow.id, "sam")  # between the two: the step is cancelled, the row says queued
+    assert engine.execute(row.id, fresh=row).status == "cancelled"
+    with engine.db.read() as session:
+        assert session.scalar(select(Run.status).where(Run.id == row.id)) == "cancelled"
+        assert session.scalar(select(func.count()).select_from(AuditRecord).where(AuditRecord.run_id == row.id)) == 0
+
+
+def test_the_last_step_ends_its_workflow_in_its_own_statement_and_tells_the_waiters(engine) -> None:
+    heard: list[dict[str, list[str]]] = []
+    engine.db.on_commit = heard.append
+    flow = engine.submit(documents.load(TWO), "sam")
+    [first] = flow_runs.ready_steps(engine, flow.id)
+    [row] = engine.execute(first).fresh
+    heard.clear()
+    assert engine.execute(row.id, fresh=row).status == "succeeded"
+    assert heard == [{row.id: ["run.running", "run.succeeded"], flow.id: ["run.succeeded"]}]
+    with engine.db.read() as session:
+        timeline = list(session.scalars(select(Event.type).where(Event.run_id.in_([flow.id, row.id]))
+                                        .order_by(Event.seq)))
+        assert session.scalar(select(Run.status).where(Run.id == flow.id)) == "succeeded"
+    assert timeline[-4:] == ["run.running", "run.succeeded", "step.succeeded", "run.succeeded"]
