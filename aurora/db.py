@@ -356,6 +356,12 @@ class Database:
         with self._single_read.connect() as connection:
             yield connection
 
+    def reader_idle(self) -> bool:
+        """Whether :meth:`read_rows` gets a connection at once now: one is idle in its pool (a
+        caller that must not wait for one, such as the web's event loop, asks first)."""
+        checkedin = getattr(self._single_read.pool, "checkedin", None)
+        return checkedin is not None and checkedin() > 0
+
     def ping(self) -> None:
         with self.engine.connect() as connection:
             connection.execute(text("SELECT 1"))

@@ -28,7 +28,7 @@ from . import flows
 from .errors import AmountError, DocumentError, DocumentSyntaxError, DocumentTooLarge, Problem
 from .money import to_minor_units
 from .resources import load_schema
-from .schema_patterns import Validator
+from .schema_patterns import Validator, inlined
 
 #: integers longer than this cannot be turned into text (Python's 4,300-digit limit)
 _MAX_INT_BITS = int(sys.get_int_max_str_digits() * 3.32) - 8
@@ -261,7 +261,7 @@ def _validator() -> Draft202012Validator:
     checker = FormatChecker(formats=())
     checker.checks("email")(_email_format)
     checker.checks("mailbox")(_mailbox_format)
-    return Validator(load_schema("workflow.schema.json"), format_checker=checker)
+    return Validator(inlined(load_schema("workflow.schema.json")), format_checker=checker)
 
 
 #: the formats the schema's validator checks (any other, ``uri`` say, is only an annotation there)

@@ -6,7 +6,7 @@ import base64
 import re
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
 from . import events, flow_runs, gates, ledger, run_results
@@ -84,7 +84,8 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def summary(run: Run) -> dict[str, Any]:
+def summary(run: Any) -> dict[str, Any]:
+    """``run``: a Run, or a row of the runs table with at least these columns."""
     mode, mode_reason = mode_of(run)
     return {
         "id": run.id,
@@ -103,6 +104,26 @@ def summary(run: Run) -> dict[str, Any]:
         **({"workflow": run.parent_id, "step_id": run.step_id, "step_attempt": run.step_attempt}
            if run.parent_id else {}),
     }
+
+
+#: what :func:`outcome` reads of a run: its summary's columns and the outcome's, without the
+#: document, binding and inputs (decoding a document cost more than the rest of the read)
+_OUTCOME = select(*(Run.__table__.c[name] for name in (
+    "id", "name", "goal", "status", "result", "error", "submitted_by", "submitted_by_person", "created_at",
+    "updated_at", "started_at", "finished_at", "parent_id", "step_id", "step_attempt", "document_hash",
+    "attempts", "step"))).where(Run.__table__.c.id == bindparam("rid"))
+
+
+def outcome(connection: Connection, run_id: str) -> dict[str, Any] | None:
+    """What a submitter who waits is answered with: the run's summary, result (whole, see
+    :mod:`aurora.run_results`) and error. One indexed read of the run (and one of its call
+    record when the result left its request to it), on one connection."""
+    run = connection.execute(_OUTCOME, {"rid": run_id}).one_or_none()
+    if run is None:
+        return None
+    return {**summary(run), "document_hash": run.document_hash,
+            "result": run_results.full(connection, run.id, run.result), "error": run.error,
+            "attempts": run.attempts, "step": run.step, "started_at": _iso(run.started_at)}
 
 
 def detail(session: Session, run_id: str, node: str | None = None) -> dict[str, Any]:

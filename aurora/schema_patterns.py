@@ -45,3 +45,26 @@ def _pattern(validator: Any, pattern: str, instance: Any, schema: dict[str, Any]
 
 #: Draft 2020-12 with ECMA-anchored patterns
 Validator = validators.extend(Draft202012Validator, {"pattern": _pattern})
+
+
+def inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with every subschema that is only ``{"$ref": "#/$defs/<name>"}`` replaced by a
+    copy of that definition: the same checks and the same errors, without resolving a reference
+    at every validation (jsonschema looks each one up anew: a fifth of a workflow's validation).
+    A definition that refers to itself, directly or not, or sets its own ``$id``, stays a ``$ref``."""
+    definitions = schema.get("$defs", {})
+
+    def walk(node: Any, within: frozenset[str]) -> Any:
+        if isinstance(node, list):
+            return [walk(item, within) for item in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if len(node) == 1 and isinstance(ref, str) and ref.startswith("#/$defs/"):
+            name = ref[len("#/$defs/"):]
+            target = definitions.get(name)
+            if isinstance(target, dict) and name not in within and "$id" not in target:
+                return walk(target, within | {name})
+        return {key: walk(value, within) for key, value in node.items()}
+
+    return walk(schema, frozenset())

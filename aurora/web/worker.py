@@ -16,7 +16,8 @@ from uvicorn_worker import UvicornWorker
 class Worker(UvicornWorker):
     # The client address is the peer's: no proxy header may change it (sign-in throttling keys
     # on it), as under gunicorn's own workers. No lifespan events: the app needs none.
-    CONFIG_KWARGS: dict[str, Any] = {"loop": "asyncio", "http": "httptools", "proxy_headers": False,
+    # aurora/web/protocol.py: uvicorn's httptools protocol, each answer in one write.
+    CONFIG_KWARGS: dict[str, Any] = {"loop": "asyncio", "http": "aurora.web.protocol:OneWrite", "proxy_headers": False,
                                      "lifespan": "off", "server_header": False}
 
     def load_wsgi(self) -> None:

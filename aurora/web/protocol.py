@@ -1,0 +1,64 @@
+"""The web's HTTP protocol: uvicorn's httptools protocol, answering in one write.
+
+uvicorn writes a response's head (status line and headers) when the app sends
+``http.response.start``, and its body when the app sends ``http.response.body``: two ``send``
+calls, two segments on the wire, and a client that reads the head and then waits for the body.
+Every answer of Aurora's sends the two one right after the other, so here the head waits for the
+first part of its body and both leave in one write. A head whose body does not follow in the
+same turn of the event loop (an event stream that waits for its first event) leaves at the end
+of that turn. Bytes are never reordered: whatever is held goes out before anything written after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+_INTERIM = (b"HTTP/1.1 1", b"HTTP/1.0 1")
+
+
+class OneWrite(HttpToolsProtocol):
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(_HeadWithBody(transport))  # type: ignore[arg-type]
+
+
+class _HeadWithBody:
+    """A connection's transport that holds a response's head until the next write."""
+
+    def __init__(self, transport: asyncio.Transport):
+        self._transport = transport
+        self._held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._held is not None:
+            data, self._held = self._held + data, None
+        elif _is_head(data):
+            self._held = data
+            asyncio.get_running_loop().call_soon(self.flush)
+            return
+        self._transport.write(data)
+
+    def flush(self) -> None:
+        if self._held is not None:
+            data, self._held = self._held, None
+            self._transport.write(data)
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:  # everything else is the transport's own
+        return getattr(self._transport, name)
+
+
+def _is_head(data: bytes) -> bool:
+    """A response's status line and headers, as uvicorn writes them: in one piece, ending in an
+    empty line (not a 100 Continue, which the client waits for before it sends a body). Were a
+    body's chunk to look the same, it would only wait for the next write or the turn's end."""
+    return data.startswith(b"HTTP/1.") and data.endswith(b"\r\n\r\n") and not data.startswith(_INTERIM)
