@@ -13,7 +13,7 @@ from . import events, flow_runs, gates, ledger, run_results
 from .approvals import approval_view, gate_summary
 from .blocking import blocked
 from .errors import AuroraError, NotFound
-from .models import Approval, Run, RunStatus, RunStep
+from .models import RUN_STEPS_IN_ORDER, Approval, Run, RunStatus, RunStep
 from .outcomes import mode_of
 
 #: the most runs one page of ``GET /workflows`` returns
@@ -111,7 +111,7 @@ def detail(session: Session, run_id: str, node: str | None = None) -> dict[str, 
     run = session.scalar(select(Run).where(Run.id == run_id))
     if run is None:
         raise NotFound(f"no run {run_id}")
-    steps = session.scalars(select(RunStep).where(RunStep.run_pk == run.pk).order_by(RunStep.pk))
+    steps = session.scalars(select(RunStep).where(RunStep.run_pk == run.pk).order_by(*RUN_STEPS_IN_ORDER))
     rows = list(session.scalars(select(Approval).where(Approval.run_id == run_id).order_by(Approval.pk)))
     bound = (run.approval_binding or {}).get("hash")
     ledger_votes = ledger.votes(session, run_id)
