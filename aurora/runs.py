@@ -61,7 +61,7 @@ def resolve_id(session: Session, given: str) -> str:
     if len(prefix) < MIN_PREFIX:
         raise BadRunId(f"run id {given[:40]!r} is too short: give at least {MIN_PREFIX} characters of it")
     # SQLite: a range on the unique index (its LIKE folds case and cannot use it); PostgreSQL:
-    # LIKE on the text_pattern_ops index of migration 0012_cli, right in every collation
+    # LIKE on the text_pattern_ops unique index of migration 0016_pgpath, right in every collation
     bind = session.get_bind()
     fits = (Run.id.like(prefix + "%") if bind.dialect.name == "postgresql"
             else (Run.id >= prefix) & (Run.id < prefix + "\x7f"))
