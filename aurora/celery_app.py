@@ -53,8 +53,16 @@ def broker_options(settings: Settings) -> dict[str, Any]:
             "polling_interval": 0.01,
         }
     if settings.broker_url.startswith(("redis://", "rediss://")):
-        # The lease, not the visibility timeout, recovers killed workers' runs quickly.
-        return {"visibility_timeout": 3600}
+        # No ack emulation: kombu's copy of every message taken (an unacked hash and a sorted set,
+        # written when a worker takes the message and cleared when it acknowledges it, each a
+        # blocking round trip on the worker's consumer loop) was about 60% of that loop's work per
+        # run, and it only ever gave a message back after its visibility timeout (an hour). Aurora
+        # recovers without it, sooner: a run claimed by a worker that died has its lease lapse and
+        # is reclaimed by the sweeper; a message taken by a worker that died before the claim is
+        # sent again by the sweeper (its run is queued, older than what the broker holds, and past
+        # ``requeue_after``: aurora.sweeper); a child that dies alone has its message put back by
+        # the worker (``reject_on_worker_lost``), and a warm shutdown puts back what was prefetched.
+        return {"ack_emulation": False}
     return {}
 
 

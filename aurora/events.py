@@ -101,8 +101,14 @@ def for_run(session: Session, run_id: str, origin: str | None = None) -> list[Ev
     return list(session.scalars(select(Event).where(of_run(run_id), Event.origin == origin).order_by(Event.seq)))
 
 
-def page(session: Session, since: int = 0, limit: int = 100, origin: str | None = None) -> list[Event]:
+def page(session: Session, since: int = 0, limit: int = 100, origin: str | None = None,
+         node: str | None = None) -> list[Event]:
+    """Events after ``since`` in seq order, of ``origin`` only if given. ``node`` is this node's
+    name: another origin's events have no ``run_pk``, and saying so lets the database read them
+    from the index of such events (this node's own are most events, read in seq order)."""
     query = select(Event).where(Event.seq > since)
     if origin:
         query = query.where(Event.origin == origin)
+        if origin != node:
+            query = query.where(Event.run_pk.is_(None))
     return list(session.scalars(query.order_by(Event.seq).limit(limit)))

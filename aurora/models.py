@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    case,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -106,6 +107,8 @@ class Run(Base):
     __tablename__ = "runs"
 
     pk: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    #: unique; on PostgreSQL in a ``text_pattern_ops`` index (``ux_runs_id``, migration
+    #: 0016_pgpath), which serves both ``id = …`` and the CLI's ``id LIKE 'prefix%'``
     id: Mapped[str] = mapped_column(String(36), unique=True)
     name: Mapped[str] = mapped_column(String(128))
     goal: Mapped[str] = mapped_column(String(32))
@@ -163,20 +166,22 @@ class RunStep(Base):
     """One pipeline step of one run; a finished step is never run again.
 
     A step names its run by the run's ``pk`` (since migration 0014_bytes; before, by its id): a
-    run's three steps and their index held its 36-character id six times."""
+    run's three steps and their index held its 36-character id six times. The run and the step
+    are the primary key (since 0016_pgpath; before, a surrogate ``pk`` had an index of its own)."""
 
     __tablename__ = "run_steps"
 
-    pk: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    run_pk: Mapped[int] = mapped_column(BigInteger, ForeignKey("runs.pk", ondelete="CASCADE"))
-    step: Mapped[str] = mapped_column(String(16))
+    run_pk: Mapped[int] = mapped_column(BigInteger, ForeignKey("runs.pk", ondelete="CASCADE"), primary_key=True)
+    step: Mapped[str] = mapped_column(String(16), primary_key=True)
     status: Mapped[str] = mapped_column(String(16))  # started | done
     attempt: Mapped[int] = mapped_column(Integer, default=1)
     result: Mapped[dict[str, Any] | None] = mapped_column(NULLABLE_JSON)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    __table_args__ = (UniqueConstraint("run_pk", "step", name="uq_run_steps_run_step"),)
+
+#: a run's steps in the order they ran (``ORDER BY``; a dry run's three start at one instant)
+RUN_STEPS_IN_ORDER = (RunStep.started_at, case({"route": 0, "gate": 1, "act": 2}, value=RunStep.step, else_=3))
 
 
 class Approval(Base):
@@ -234,6 +239,10 @@ class Event(Base):
               sqlite_where=text(UNIQUE_WHERE), postgresql_where=text(UNIQUE_WHERE)),
         Index("ix_events_run_pk", "run_pk",
               sqlite_where=text("run_pk IS NOT NULL"), postgresql_where=text("run_pk IS NOT NULL")),
+        # the events of no run of this node: a peer's, and this node's checkpoints and form
+        # responses; what reads events by origin looks for (they say ``run_pk IS NULL``: 0016_pgpath)
+        Index("ix_events_origin_seq_runless", "origin", "seq",
+              sqlite_where=text("run_pk IS NULL"), postgresql_where=text("run_pk IS NULL")),
         # checkpoint rows only (a witness looks them up by the origin's seq: federation/witness.py)
         Index("ix_events_checkpoints", "origin", "origin_seq", postgresql_where=text("type = 'audit.checkpoint'"),
               sqlite_where=text("type = 'audit.checkpoint'")),

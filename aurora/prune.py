@@ -29,7 +29,7 @@ from sqlalchemy import delete, func, select, update
 
 from . import run_results, tallies
 from .db import Database
-from .models import Event, Run, RunStep, utcnow
+from .models import RUN_STEPS_IN_ORDER, Event, Run, RunStep, utcnow
 
 #: runs (a window of consecutive pks) per transaction and per read of their parts
 BATCH = 500
@@ -92,7 +92,8 @@ def prune(db: Database, home: Path, before: datetime, node: str, batch: int = BA
                 ids = [r.id for r in chosen]
                 id_of = {r.pk: r.id for r in chosen}
                 by_run: dict[str, dict[str, list[dict[str, Any]]]] = {i: {"steps": [], "events": []} for i in ids}
-                for step in session.scalars(select(RunStep).where(RunStep.run_pk.in_(id_of)).order_by(RunStep.pk)):
+                for step in session.scalars(select(RunStep).where(RunStep.run_pk.in_(id_of))
+                                            .order_by(RunStep.run_pk, *RUN_STEPS_IN_ORDER)):
                     by_run[id_of[step.run_pk]]["steps"].append(_step_row(step, id_of[step.run_pk]))
                 for event in session.scalars(select(Event).where(Event.run_pk.in_(id_of)).order_by(Event.seq)):
                     by_run[id_of[event.run_pk]]["events"].append(_event_row(event))

@@ -13,7 +13,7 @@ from . import events, flow_runs, gates, ledger, run_results
 from .approvals import approval_view, gate_summary
 from .blocking import blocked
 from .errors import AuroraError, NotFound
-from .models import Approval, Run, RunStatus, RunStep
+from .models import RUN_STEPS_IN_ORDER, Approval, Run, RunStatus, RunStep
 from .outcomes import mode_of
 
 #: the most runs one page of ``GET /workflows`` returns
@@ -61,7 +61,7 @@ def resolve_id(session: Session, given: str) -> str:
     if len(prefix) < MIN_PREFIX:
         raise BadRunId(f"run id {given[:40]!r} is too short: give at least {MIN_PREFIX} characters of it")
     # SQLite: a range on the unique index (its LIKE folds case and cannot use it); PostgreSQL:
-    # LIKE on the text_pattern_ops index of migration 0012_cli, right in every collation
+    # LIKE on the text_pattern_ops unique index of migration 0016_pgpath, right in every collation
     bind = session.get_bind()
     fits = (Run.id.like(prefix + "%") if bind.dialect.name == "postgresql"
             else (Run.id >= prefix) & (Run.id < prefix + "\x7f"))
@@ -132,7 +132,7 @@ def detail(session: Session, run_id: str, node: str | None = None) -> dict[str, 
     run = session.scalar(select(Run).where(Run.id == run_id))
     if run is None:
         raise NotFound(f"no run {run_id}")
-    steps = session.scalars(select(RunStep).where(RunStep.run_pk == run.pk).order_by(RunStep.pk))
+    steps = session.scalars(select(RunStep).where(RunStep.run_pk == run.pk).order_by(*RUN_STEPS_IN_ORDER))
     rows = list(session.scalars(select(Approval).where(Approval.run_id == run_id).order_by(Approval.pk)))
     bound = (run.approval_binding or {}).get("hash")
     ledger_votes = ledger.votes(session, run_id)

@@ -69,7 +69,7 @@ def rows(n: int, node: str, key: bytes, chunk: int = 20_000) -> Iterator[dict[st
     rng = random.Random(21)
     start = START
     out: dict[str, list[tuple]] = {t: [] for t in ("runs", "events", "run_steps", "audit_records")}
-    prev, seq, audits, step_pk = GENESIS, 0, 0, 0
+    prev, seq, audits = GENESIS, 0, 0
     waiting_at = set(range(n // WAITING // 2, n, max(1, n // WAITING)))
     for pk in range(1, n + 1):
         if len(out["runs"]) >= chunk:
@@ -120,8 +120,7 @@ def rows(n: int, node: str, key: bytes, chunk: int = 20_000) -> Iterator[dict[st
             out["events"].append((seq, str(uuid.UUID(int=rng.getrandbits(128), version=4)), node, type_, rid,
                                   pk, created, dumps(data)))
         for step, result_ in steps:
-            step_pk += 1
-            out["run_steps"].append((step_pk, pk, step, "done", 1, dumps(result_), created, finished))
+            out["run_steps"].append((pk, step, "done", 1, dumps(result_), created, finished))
     yield out
 
 
@@ -130,7 +129,7 @@ COLUMNS = {
              "result", "error", "submitted_by", "submitted_by_person", "attempts", "created_at", "updated_at",
              "enqueued_at", "started_at", "finished_at", "gate_deadline"),
     "events": ("seq", "id", "origin", "type", "run_id", "run_pk", "created_at", "data"),
-    "run_steps": ("pk", "run_pk", "step", "status", "attempt", "result", "started_at", "finished_at"),
+    "run_steps": ("run_pk", "step", "status", "attempt", "result", "started_at", "finished_at"),
     "audit_records": ("pk", "created_at", "run_id", "adapter", "operation", "mode", "reason", "request", "outcome",
                       "response", "duration_ms", "prev_hash", "hash"),
 }
@@ -165,7 +164,7 @@ def generate(url: str, n: int, node: str, key: bytes) -> float:
                         with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
                             for row in data[table]:
                                 copy.write_row(row)
-                for table, column in (("runs", "pk"), ("events", "seq"), ("run_steps", "pk"), ("audit_records", "pk")):
+                for table, column in (("runs", "pk"), ("events", "seq"), ("audit_records", "pk")):
                     cur.execute(f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), "
                                 f"(SELECT max({column}) FROM {table}))")
             conn.execute("ANALYZE")

@@ -306,6 +306,6 @@ def test_prefix_lookup_on_both_databases(backend, env, request, monkeypatch) -> 
             if backend == "postgresql":
                 from sqlalchemy import text
 
-                assert session.scalar(text("SELECT count(*) FROM pg_indexes WHERE indexname = 'ix_runs_id_prefix'"))
+                assert session.scalar(text("SELECT count(*) FROM pg_indexes WHERE indexname = 'ux_runs_id'"))
     finally:
         set_runtime(None)

@@ -63,3 +63,25 @@ def test_a_tls_redis_broker_keeps_kombus_transport_so_tls_stays_on(env) -> None:
     assert app.conf.broker_transport is None
     connection = app.connection_for_write()
     assert connection.ssl  # kombu's default for rediss:// without options; ours would have dropped it
+
+
+def test_a_taken_message_leaves_no_copy_behind_and_a_requeued_one_comes_back(env, redis_url) -> None:
+    # No ack emulation (aurora.celery_app.broker_options): taking a message writes nothing more to
+    # Redis (kombu's unacked hash and index cost two round trips a run); what a worker that dies
+    # held is recovered by the lease and the sweeper (tests/test_recovery.py, tests/test_stack.py),
+    # and a message rejected with requeue (a child lost: ``reject_on_worker_lost``) goes back.
+    client = redis.Redis.from_url(redis_url)
+    client.delete(QUEUE, "unacked", "unacked_index")
+    app = _app(env, redis_url)
+    app.send_task("aurora.execute_run", args=["run-1"])
+    with app.connection_for_read() as connection:
+        queue = connection.SimpleQueue(QUEUE)
+        message = queue.get(timeout=5)
+        assert client.llen(QUEUE) == 0
+        assert not client.exists("unacked", "unacked_index")
+        message.requeue()
+        again = queue.get(timeout=5)
+        assert json.loads(again.body if isinstance(again.body, str) else again.body.decode())[0][0] == "run-1"
+        again.ack()
+        queue.close()
+    assert client.llen(QUEUE) == 0 and not client.exists("unacked", "unacked_index")

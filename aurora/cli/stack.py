@@ -186,7 +186,7 @@ def worker(concurrency: int | None, loglevel: str, system: bool, with_beat: bool
     _root_warning_once()
     # --quiet: no banner (its facts are in `aurora up`'s block and in /health)
     celery.worker_main(["--quiet", "worker", "-Q", queue, "-P", pool, "-c", str(count), "-l", loglevel, "--without-mingle",
-                        "--without-gossip", "-n", f"aurora-{kind}-{socket.gethostname()}-{os.getpid()}@%h"])
+                        "--without-gossip", "--without-heartbeat", "-n", f"aurora-{kind}-{socket.gethostname()}-{os.getpid()}@%h"])
 
 
 def _root_warning_once() -> None:

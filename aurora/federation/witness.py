@@ -117,7 +117,9 @@ def publish(runtime: Any) -> dict[str, Any] | None:
         # signature only (``signing.served``): were it signed when served, as other events are,
         # anyone able to write to the database could add a checkpoint row covering a cut log and
         # have it go out under this node's signature.
-        row = session.scalars(select(Event).where(Event.origin == me, Event.id == values["id"])).one()
+        # the newest of this node's events of no run (ix_events_origin_seq_runless): this one
+        row = session.scalars(select(Event).where(Event.origin == me, Event.run_pk.is_(None), Event.id == values["id"])
+                              .order_by(Event.seq.desc()).limit(1)).one()
         row.origin_seq = row.seq
         row.signature = runtime.identity.sign(signing.canonical(row.id, me, row.seq, CHECKPOINT, None,
                                                                 row.created_at, row.data))

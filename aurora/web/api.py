@@ -186,7 +186,8 @@ def event_log() -> Response:
     since = int_arg("since", 0, 0, 2**62)
     limit = int_arg("limit", 100, 1, 1000)
     with _runtime().db.read() as session:
-        page = events.page(session, since=since, limit=limit, origin=request.args.get("origin"))
+        page = events.page(session, since=since, limit=limit, origin=request.args.get("origin"),
+                           node=_runtime().settings.node_name)
         items = [events.as_dict(e) for e in page]
     return jsonify({"events": items, "last_seq": items[-1]["seq"] if items else since, "has_more": len(items) == limit})
 

@@ -312,7 +312,8 @@ def nodes_page() -> Any:
     interval = float(runtime.policies.current().federation["sync_interval"])
     origin = request.args.get("origin")
     with runtime.db.read() as db_session:
-        query = select(Event).order_by(Event.seq.desc()).limit(50)
+        # another node's events have no run_pk: saying so reads them from their own index
+        query = select(Event).where(Event.run_pk.is_(None)).order_by(Event.seq.desc()).limit(50)
         query = query.where(Event.origin == origin) if origin else query.where(
             Event.origin != runtime.settings.node_name)
         received = [events.as_dict(e) for e in db_session.scalars(query)]
