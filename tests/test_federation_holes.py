@@ -1,0 +1,58 @@
+"""The holes a red team left in issue 16 (federation you can trust), each with the test that
+failed before its fix: a token in a URL beyond the seed's curl, the size cap measured on a form
+that changes on the way, a witness that goes stale without a word, `aurora audit verify
+--witnesses` claiming what no witness said, and a peer token in `ps`. The hostile peers are fakes on
+loopback speaking the documented wire format (test_federation_bounds' ``evil``); the node is
+Aurora's real runtime and web app, or real processes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fakes import HostilePeer
+from test_federation_bounds import DEADLINE, EVIL_PUBLIC, PAGE, TOKEN
+
+from aurora.federation import registry, tokens
+
+
+@pytest.fixture
+def env(env: dict[str, str]) -> dict[str, str]:
+    """The in-process node ``test-node``, federating with ``evil`` and ``elsewhere``."""
+    path = Path(env["AURORA_POLICY_FILE"])
+    policy = json.loads(path.read_text())
+    policy.update(federation_enabled=True, federation_nodes=["evil", "elsewhere"])
+    policy["federation"].update(page_size=PAGE, timeout_seconds=DEADLINE, lease_seconds=30)
+    path.write_text(json.dumps(policy))
+    return env
+
+
+@pytest.fixture
+def peer(runtime) -> HostilePeer:
+    """``evil``, registered with its key pinned (test_federation_bounds' hostile peer)."""
+    with HostilePeer() as fake:
+        registry.register(runtime.db, fake.url, "evil", TOKEN, public_key=EVIL_PUBLIC,
+                          secret_path=runtime.settings.federation_secret_path)
+        yield fake
+
+
+# -- 4. ?token= only where the seed's curl used it ------------------------------------------------
+
+def test_a_token_in_the_query_is_taken_on_federation_events_only(runtime, client, api_keys, caplog) -> None:
+    """Before: ``/federation/nodes`` and ``/federation/witness/ORIGIN`` took ``?token=`` too, a
+    peer token or even an admin key, so a URL (in a proxy's log, a browser's history) could carry
+    an admin key; the issue keeps ``?token=`` for the seed's curl of /federation/events only."""
+    token = tokens.create(runtime.db, "evil")
+    for path in ("/federation/nodes", "/federation/witness/evil"):
+        for secret in (token, api_keys.admin):
+            answer = client.get(path, query_string={"token": secret})
+            assert answer.status_code == 401, (path, answer.get_json())
+            body = answer.get_data(as_text=True)
+            assert secret not in body and "/federation/events only" in body
+            assert "Deprecation" not in answer.headers
+        # the header works as before
+        assert client.get(path, headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    pulled = client.get("/federation/events", query_string={"token": token})
+    assert pulled.status_code == 200 and pulled.headers["Deprecation"].startswith("@")
+    assert token not in caplog.text and api_keys.admin not in caplog.text
