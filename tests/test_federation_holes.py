@@ -56,3 +56,61 @@ def test_a_token_in_the_query_is_taken_on_federation_events_only(runtime, client
     pulled = client.get("/federation/events", query_string={"token": token})
     assert pulled.status_code == 200 and pulled.headers["Deprecation"].startswith("@")
     assert token not in caplog.text and api_keys.admin not in caplog.text
+
+
+# -- 2. `aurora audit verify --witnesses` claims only what witnesses said -----------------------------
+
+def _verify_witnesses(runtime):
+    from click.testing import CliRunner
+
+    from aurora.cli import main
+
+    return CliRunner().invoke(main, ["audit", "verify", "--witnesses"])
+
+
+def _served_checkpoint(runtime) -> dict:
+    """This node's newest checkpoint event as a witness serves it back (signed at publishing)."""
+    from sqlalchemy import select
+
+    from aurora.federation import signing, witness
+    from aurora.models import Event
+
+    assert witness.publish(runtime) is not None
+    columns = [getattr(Event, name) for name in signing.SERVED_COLUMNS]
+    with runtime.db.read() as session:
+        row = session.execute(select(*columns).where(Event.type == witness.CHECKPOINT)
+                              .order_by(Event.seq.desc()).limit(1)).one()
+    [event] = signing.served(runtime.identity, [row])
+    return event
+
+
+def test_audit_verify_witnesses_does_not_say_verified_when_no_witness_answered(runtime, api_keys) -> None:
+    """Before: with every witness unreachable (or none holding a checkpoint) the command printed
+    "audit chain intact" and exited 0, as if the witnesses had confirmed the chain."""
+    from fakes import FakeServer, Reply
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from aurora.federation import identity
+
+    other = identity.encode(Ed25519PrivateKey.generate().public_key())
+    assert _verify_witnesses(runtime).exit_code == 3  # no peer registered at all
+    registry.register(runtime.db, "http://127.0.0.1:9", "elsewhere", TOKEN, public_key=other,
+                      secret_path=runtime.settings.federation_secret_path)
+    done = _verify_witnesses(runtime)
+    assert done.exit_code == 3, done.output
+    assert "not verified by any witness: no witness answered (0 of 1" in done.output
+    assert "audit chain intact (" not in done.output
+
+    held: dict = {"checkpoint": None, "problem": None}
+    with FakeServer(lambda request: Reply(200, {"node": "evil", "origin": "test-node", **held})) as fake:
+        registry.register(runtime.db, fake.url, "evil", TOKEN, public_key=EVIL_PUBLIC,
+                          secret_path=runtime.settings.federation_secret_path)
+        done = _verify_witnesses(runtime)
+        assert done.exit_code == 3, done.output
+        assert "no witness holds a checkpoint of this node yet (1 of 2 witness(es) answered, 0 hold" in done.output
+        held["checkpoint"] = _served_checkpoint(runtime)
+        done = _verify_witnesses(runtime)
+    assert done.exit_code == 0, done.output
+    assert "1 of 2 witness(es) answered, 1 hold(s) a checkpoint of this node, and the chain agrees with it" in done.output
+    assert "audit chain intact (" in done.output
