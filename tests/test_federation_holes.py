@@ -87,9 +87,8 @@ def _served_checkpoint(runtime) -> dict:
 def test_audit_verify_witnesses_does_not_say_verified_when_no_witness_answered(runtime, api_keys) -> None:
     """Before: with every witness unreachable (or none holding a checkpoint) the command printed
     "audit chain intact" and exited 0, as if the witnesses had confirmed the chain."""
-    from fakes import FakeServer, Reply
-
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from fakes import FakeServer, Reply
 
     from aurora.federation import identity
 
@@ -114,3 +113,68 @@ def test_audit_verify_witnesses_does_not_say_verified_when_no_witness_answered(r
     assert done.exit_code == 0, done.output
     assert "1 of 2 witness(es) answered, 1 hold(s) a checkpoint of this node, and the chain agrees with it" in done.output
     assert "audit chain intact (" in done.output
+
+
+# -- 3. a peer token never on a command line ----------------------------------------------------
+
+def _register(runtime, *args: str, env: dict | None = None, input: str | None = None):
+    from click.testing import CliRunner
+
+    from aurora.cli import main
+
+    return CliRunner().invoke(main, ["nodes", "register", "http://127.0.0.1:9", "evil", *args,
+                                     "--public-key", EVIL_PUBLIC], env=env, input=input)
+
+
+def _stored_token(runtime) -> str:
+    from aurora.federation import vault
+    from aurora.models import Node
+
+    with runtime.db.read() as session:
+        stored = session.get(Node, "evil").token
+    return vault.open_token(runtime.settings.federation_secret_path, stored)
+
+
+def test_a_peer_token_is_taken_from_a_file_a_variable_or_stdin_and_warned_about_on_the_command_line(
+        runtime, tmp_path) -> None:
+    """Before: the token was an argument only (or -): while `aurora nodes register URL NAME TOKEN`
+    ran, any user of the machine read it in `ps`."""
+    for n, (args, env, stdin) in enumerate([((), {"AURORA_PEER_TOKEN": "aurfed_from_env_0123456789abcdefghij"}, None),
+                                            (("--token-file", "FILE"), {"AURORA_PEER_TOKEN": ""}, None),
+                                            (("-",), {"AURORA_PEER_TOKEN": ""}, "aurfed_from_stdin_0123456789abcdefghij\n")]):
+        if args[:1] == ("--token-file",):
+            (tmp_path / "token").write_text("aurfed_from_file_0123456789abcdefghij\nignored\n")
+            args = ("--token-file", str(tmp_path / "token"))
+        done = _register(runtime, *args, env=env, input=stdin)
+        assert done.exit_code == 0, done.output
+        assert "warning" not in done.stderr
+        assert _stored_token(runtime) == ["aurfed_from_env_0123456789abcdefghij", "aurfed_from_file_0123456789abcdefghij", "aurfed_from_stdin_0123456789abcdefghij"][n]
+    # the old form still works, with a warning that says where else to give it
+    done = _register(runtime, "aurfed_on_the_line_0123456789abcdefghij", env={"AURORA_PEER_TOKEN": ""})
+    assert done.exit_code == 0 and _stored_token(runtime) == "aurfed_on_the_line_0123456789abcdefghij"
+    assert "visible to every user of this machine" in done.stderr and "aurfed_on_the_line_0123456789abcdefghij" not in done.stderr
+    twice = _register(runtime, "aurfed_a", env={"AURORA_PEER_TOKEN": "aurfed_b"})
+    assert twice.exit_code == 2 and "more than once" in twice.stderr and "aurfed_" not in twice.output
+    none = _register(runtime, env={"AURORA_PEER_TOKEN": ""}, input="")
+    assert none.exit_code == 2 and "no token" in none.stderr
+
+
+def test_the_seeds_helper_hands_the_token_over_off_the_command_line(tmp_path) -> None:
+    """Before: ./federation_helpers.sh register URL NAME TOKEN ran `aurora nodes register URL NAME
+    TOKEN`, the token in the argv of a process as long as it ran."""
+    import subprocess
+
+    from conftest import ROOT
+
+    seen = tmp_path / "seen.json"
+    fake = tmp_path / "aurora"
+    fake.write_text("#!/usr/bin/env python3\nimport json, os, sys\n"
+                    f"open({str(seen)!r}, 'w').write(json.dumps({{'argv': sys.argv[1:], "
+                    "'token': os.environ.get('AURORA_PEER_TOKEN')}))\n")
+    fake.chmod(0o755)
+    done = subprocess.run([str(ROOT / "federation_helpers.sh"), "register", "http://127.0.0.1:9", "node-a",
+                           "aurfed_secret"], env={"PATH": "/usr/bin:/bin", "AURORA_CLI": str(fake)},
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    called = json.loads(seen.read_text())
+    assert called == {"argv": ["nodes", "register", "http://127.0.0.1:9", "node-a"], "token": "aurfed_secret"}
