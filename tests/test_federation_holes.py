@@ -178,3 +178,44 @@ def test_the_seeds_helper_hands_the_token_over_off_the_command_line(tmp_path) ->
     assert done.returncode == 0, done.stderr
     called = json.loads(seen.read_text())
     assert called == {"argv": ["nodes", "register", "http://127.0.0.1:9", "node-a"], "token": "aurfed_secret"}
+
+
+# -- 5. the 64 KiB cap is measured on what is signed and stored, the same at every hop -------------
+
+def test_the_event_cap_is_measured_on_the_signed_form_the_same_at_every_hop() -> None:
+    """Before: the cap was measured on the event as received, in UTF-8, with the serving node's
+    ``seq`` and its way of writing the time: an event at the cap from its origin was over it once a
+    relay served it under a longer seq, and "é" counted 2 bytes though it is signed, and stored,
+    as the 6 of \\u00e9."""
+    from datetime import datetime, timedelta, timezone
+
+    from test_federation_bounds import event
+
+    from aurora.federation.fetch import MAX_EVENT_BYTES, event_bytes
+
+    item = event(1, data={"pad": ""})
+    item["data"]["pad"] = "x" * (MAX_EVENT_BYTES - event_bytes(item))
+    assert event_bytes(item) == MAX_EVENT_BYTES
+    relayed = {**item, "seq": 123_456_789_012}  # the relay's cursor, not part of the event
+    when = datetime.fromisoformat(item["created_at"]).astimezone(timezone(timedelta(hours=5, minutes=30)))
+    relayed["created_at"] = when.isoformat()  # the same instant, written another way
+    assert event_bytes(relayed) == MAX_EVENT_BYTES
+
+
+def test_an_event_under_the_cap_in_utf8_but_over_it_as_signed_and_stored_is_refused(runtime, peer) -> None:
+    """Before: 15,000 "é" were 30 KB as measured (UTF-8), so the event was stored: 90 KB in the
+    database's JSON (\\u00e9 each), over the 64 KiB cap."""
+    from sqlalchemy import func, select
+    from test_federation_bounds import event, page, sync
+
+    from aurora.federation.fetch import MAX_EVENT_BYTES
+    from aurora.models import Event
+
+    wide = event(2, data={"pad": "é" * 15_000})
+    peer.body = page([event(1), wide, event(3)])
+    result = sync(runtime)
+    assert result["pulled"] == 2 and f"event {wide['id']} is " in result["refused"], result
+    with runtime.db.read() as session:
+        largest = session.scalar(select(func.max(func.length(Event.data))).where(Event.origin == "evil"))
+        assert session.scalar(select(func.count()).where(Event.id == wide["id"])) == 0
+    assert largest < MAX_EVENT_BYTES
