@@ -219,3 +219,136 @@ def test_an_event_under_the_cap_in_utf8_but_over_it_as_signed_and_stored_is_refu
         largest = session.scalar(select(func.max(func.length(Event.data))).where(Event.origin == "evil"))
         assert session.scalar(select(func.count()).where(Event.id == wide["id"])) == 0
     assert largest < MAX_EVENT_BYTES
+
+
+# -- 1. a witness says when an origin's checkpoints stop reaching it ------------------------------
+
+def _signed(key, origin: str, seq: int, type_: str, data: dict, made) -> dict:
+    import uuid
+
+    from aurora.federation import identity, signing
+
+    item = {"id": str(uuid.uuid4()), "seq": seq, "origin": origin, "origin_seq": seq, "type": type_,
+            "run_id": None, "created_at": made.isoformat(), "data": data}
+    item["signature"] = identity.encode_signature(key.sign(signing.canonical(
+        item["id"], origin, seq, type_, None, made, data)))
+    return item
+
+
+def _checkpoint(key, origin: str, seq: int, made, anchor: dict | None) -> dict:
+    return _signed(key, origin, seq, "audit.checkpoint",
+                   {"count": 5, "head_pk": 5, "head_hash": "ab" * 32, "created_at": made.isoformat(), "anchor": anchor},
+                   made)
+
+
+def _federation_health(client) -> dict:
+    return client.get("/health").get_json()["components"]["federation"]
+
+
+def _stale_reports(runtime) -> list[dict]:
+    from sqlalchemy import select
+
+    from aurora.federation import witness
+    from aurora.models import Event
+
+    with runtime.db.read() as session:
+        return [e.data for e in session.scalars(select(Event).where(Event.origin == "test-node",
+                                                                     Event.type == witness.STALE))]
+
+
+def test_a_relay_withholding_an_origins_checkpoints_is_reported_stale_and_cleared_by_a_fresh_one(
+        runtime, peer, client) -> None:
+    """Before: a relay that passed on an origin's events but none of its checkpoints left the
+    witness holding an ever older checkpoint without a word (no event, /health fine)."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from test_federation_bounds import EVIL_KEY, sync
+    from test_federation_trust import introduce, public_text
+
+    x = Ed25519PrivateKey.generate()
+    now = datetime.now(UTC)
+    keys = {"relayed-x": introduce(EVIL_KEY, "evil", "relayed-x", public_text(x))}
+    old = _checkpoint(x, "relayed-x", 1, now - timedelta(hours=2), None)
+    items = [old, _signed(x, "relayed-x", 2, "run.succeeded", {}, now - timedelta(hours=2))]
+    peer.body = {"node": "evil", "events": items, "keys": keys, "last_seq": 2, "has_more": False}
+    assert sync(runtime)["pulled"] == 2
+    assert _federation_health(client)["ok"] is True and _stale_reports(runtime) == []
+
+    # x's events of the last hour come through evil; its checkpoints of that hour do not
+    later = [_signed(x, "relayed-x", n, "run.succeeded", {}, now - timedelta(minutes=60 - n)) for n in (3, 4)]
+    for n, item in enumerate(later, 3):
+        item["seq"] = n
+    peer.body = {"node": "evil", "events": later, "keys": keys, "last_seq": 4, "has_more": False}
+    assert sync(runtime)["pulled"] == 2
+    health = _federation_health(client)
+    assert health["ok"] is False and "relayed-x" in health["witness_stale"], health
+    assert "no fresh audit checkpoint of relayed-x" in health["error"]
+    [report] = _stale_reports(runtime)
+    assert report["origin"] == "relayed-x" and "held back on the way" in report["problem"]
+    assert "witness_problems" not in health  # stale is no mismatch: nothing to clear by hand
+
+    # more of the same is reported once; then a fresh checkpoint linked to the held one clears it
+    again = [_signed(x, "relayed-x", 5, "run.succeeded", {}, now)]
+    again[0]["seq"] = 5
+    peer.body = {"node": "evil", "events": again, "keys": keys, "last_seq": 5, "has_more": False}
+    sync(runtime)
+    assert len(_stale_reports(runtime)) == 1
+    fresh = _checkpoint(x, "relayed-x", 6, now, {"seq": 1, "head_pk": 5, "head_hash": "ab" * 32, "count": 5})
+    fresh["seq"] = 6
+    peer.body = {"node": "evil", "events": [fresh], "keys": keys, "last_seq": 6, "has_more": False}
+    assert sync(runtime)["pulled"] == 1
+    health = _federation_health(client)
+    assert health["ok"] is True and "witness_stale" not in health, health
+
+
+def test_a_peer_that_answers_but_sends_no_checkpoint_is_stale_and_one_that_is_down_is_only_down(
+        runtime, peer, client, env) -> None:
+    """A direct peer whose pulls succeed, all caught up, with its newest checkpoint three sync
+    intervals old publishes none (or holds its own back): stale. A peer that cannot be reached
+    meanwhile is a peer down (its own report), never stale: nothing was heard of it."""
+    import time
+    from datetime import UTC, datetime
+
+    from test_federation_bounds import EVIL_KEY, sync
+
+    from aurora.models import Node
+
+    path = Path(env["AURORA_POLICY_FILE"])
+    policy = json.loads(path.read_text())
+    policy["federation"]["sync_interval"] = 1  # stale after 3 s
+    path.write_text(json.dumps(policy))
+    deadline = time.monotonic() + 10
+    while runtime.policies.current().federation["sync_interval"] != 1:  # hot-reloaded
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    peer.body = {"node": "evil", "events": [_checkpoint(EVIL_KEY, "evil", 1, datetime.now(UTC), None)],
+                 "last_seq": 1, "has_more": False}
+    assert sync(runtime)["pulled"] == 1
+    real_url = peer.url
+    registry.register(runtime.db, "http://127.0.0.1:9", "evil", TOKEN, public_key=EVIL_PUBLIC,
+                      secret_path=runtime.settings.federation_secret_path)  # evil is down
+    time.sleep(3.5)
+    assert "error" in sync(runtime)
+    assert _stale_reports(runtime) == [] and "witness_stale" not in _federation_health(client)
+
+    registry.register(runtime.db, real_url, "evil", TOKEN, public_key=EVIL_PUBLIC,
+                      secret_path=runtime.settings.federation_secret_path)  # back, with nothing new
+    with runtime.db.write() as session:
+        session.get(Node, "evil").next_attempt_at = None
+    assert sync(runtime)["pulled"] == 0
+    [report] = _stale_reports(runtime)
+    assert report["origin"] == "evil" and "evil answered this node's pull" in report["problem"]
+    assert "evil" in _federation_health(client)["witness_stale"]
+
+
+def test_an_origin_publishes_its_unchanged_head_again_at_every_interval(runtime, api_keys) -> None:
+    """Before: an unchanged head was never published again, so a witness could not tell an
+    origin whose log did not move from one whose checkpoints were held back on the way."""
+    from aurora.federation import witness
+
+    first = witness.publish(runtime)
+    assert first is not None and witness.publish(runtime) is None  # within half an interval: nothing new
+    again = witness.publish(runtime, refresh_after=0.0)
+    assert again is not None and (again["count"], again["head_hash"]) == (first["count"], first["head_hash"])
+    assert again["anchor"]["head_hash"] == first["head_hash"] and "problem" not in again

@@ -187,7 +187,8 @@ def federation_witness_list() -> None:
         click.echo("no checkpoints held")
     for row in rows:
         click.echo(f"{row['origin']:<20} {row['count']} records up to {row['head_pk']} at {row['at']}"
-                   + (f"  PROBLEM: {row['problem']}" if row["problem"] else ""))
+                   + (f"  PROBLEM: {row['problem']}" if row["problem"] else "")
+                   + (f"  STALE since {row['stale_since']}: no newer checkpoint arrived" if row["stale_since"] else ""))
 
 
 @federation_witness.command("clear")
