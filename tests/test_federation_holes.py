@@ -352,3 +352,38 @@ def test_an_origin_publishes_its_unchanged_head_again_at_every_interval(runtime,
     again = witness.publish(runtime, refresh_after=0.0)
     assert again is not None and (again["count"], again["head_hash"]) == (first["count"], first["head_hash"])
     assert again["anchor"]["head_hash"] == first["head_hash"] and "problem" not in again
+
+
+# -- the red team -----------------------------------------------------------------------------------
+
+def test_a_peer_cannot_make_this_node_show_the_token_it_presents_to_every_other_peer(
+        runtime, peer, client, api_keys) -> None:
+    """Before: a peer echoing our token back in an error's message, or writing it into an event's
+    type, had it stored as its ``last_error`` / ``last_rejection``; GET /federation/nodes shows
+    those to every peer token (and the token is sealed at rest for a reason)."""
+    from test_federation_bounds import event, page, sync
+
+    other = tokens.create(runtime.db, "elsewhere")  # another peer, reading /federation/nodes
+
+    def shown() -> str:
+        answer = client.get("/federation/nodes", headers={"Authorization": f"Bearer {other}"})
+        assert answer.status_code == 200
+        return json.dumps(answer.get_json())
+
+    peer.body = page([event(1, origin="test-node", type=TOKEN[:64])])  # own origin: refused, its type quoted
+    result = sync(runtime)
+    assert result.get("rejected") == 1, result
+    assert TOKEN not in shown() and "REDACTED" in shown()
+
+    from fakes import FakeServer, Reply
+
+    from aurora.models import Node
+
+    with FakeServer(lambda request: Reply(401, {"error": "unauthorized", "message": f"wrong token {TOKEN}"})) as echo:
+        registry.register(runtime.db, echo.url, "evil", TOKEN, public_key=EVIL_PUBLIC,
+                          secret_path=runtime.settings.federation_secret_path)
+        result = sync(runtime)
+    assert "HTTP 401" in result["error"] and TOKEN not in json.dumps(result)
+    with runtime.db.read() as session:
+        assert TOKEN not in (session.get(Node, "evil").last_error or "")
+    assert TOKEN not in shown()

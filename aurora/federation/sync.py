@@ -21,7 +21,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from .. import metrics
+from .. import logs, metrics
 from ..engine import worker_identity
 from ..events import OUTBOX_LOCKS
 from ..models import Event, Node, utcnow
@@ -91,6 +91,14 @@ def _validate(body: Any) -> tuple[list[dict[str, Any]], int, bool]:
         return rows, _seq(body["last_seq"]), bool(body["has_more"])
     except (KeyError, TypeError, ValueError):
         raise BadPage("the page has no last_seq / has_more (or a last_seq out of range)") from None
+
+
+def _said(text: str | None, peer: Peer) -> str | None:
+    """A peer's words as kept and shown (``last_error``, ``last_rejection``, a pass's result):
+    without the token this node presents to it, nor any other token or key. ``GET
+    /federation/nodes`` shows them to every peer: a peer echoing our token back in its error, or
+    writing it into an event's type, must not hand it to the others (it is sealed at rest)."""
+    return None if text is None else logs.redact_text(text, [peer.token])
 
 
 def _stale_after(fed: dict[str, Any]) -> timedelta:
@@ -240,7 +248,7 @@ class Syncer:
                     tally.stopped = "the pass's deadline (pass_timeout_seconds): the next pass goes on from the cursor"
                     return
                 if isinstance(page.error, FederationFetchError):
-                    tally.error = str(page.error)
+                    tally.error = _said(str(page.error), peer)
                     if page.error.refused:
                         self._count_refused(name, page.error.reason)
                     self._fail(name, tally.error, fed, contacted=page.error.contacted)
@@ -249,10 +257,11 @@ class Syncer:
                     if page.error is not None:  # the page is malformed (BadPage), or worse
                         raise page.error
                     screened = screen.page(page.rows, page.body.get("keys"), pool)
+                    screened.example = _said(screened.example, peer)
                     new = self._store(name, page.since, screen, screened, page.last_seq, lease,
                                       _stale_after(fed))
                 except (BadPage, ValueError) as exc:
-                    tally.error = f"bad answer: {exc}"
+                    tally.error = _said(f"bad answer: {exc}", peer)
                     self._count_refused(name, "bad_page")
                     self._fail(name, tally.error, fed, contacted=True)
                     return
@@ -260,7 +269,7 @@ class Syncer:
                     self._count_refused(name, reason, count)
                 tally.rejected += sum(screened.rejected.values())
                 if page.refused:
-                    tally.refused = self._refused_events(name, page.refused)
+                    tally.refused = self._refused_events(name, [_said(r, peer) for r in page.refused])
                 tally.pulled += new
                 tally.pages += 1
                 tally.caught_up = not page.has_more
