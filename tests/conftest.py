@@ -355,7 +355,11 @@ def make_stack(tmp_path: Path) -> Iterator[Any]:
     def build(database_url: str | None = None, broker_url: str = "filesystem://", **extra: str) -> Stack:
         home = tmp_path / f"stack{len(stacks)}"
         home.mkdir()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AURORA_")}
+        # Not this process's PROMETHEUS_MULTIPROC_DIR either: the first in-process Runtime of the
+        # session sets it to its own home's metrics, and every later stack would count into (and
+        # read) that one folder, shared with this process's counters and every other stack's,
+        # and wiped by any of them starting with ``aurora up`` (metrics.prepare(clear=True)).
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AURORA_") and k != "PROMETHEUS_MULTIPROC_DIR"}
         env.update({
             "AURORA_HOME": str(home / "var"),
             "AURORA_DATABASE_URL": database_url or f"sqlite:///{home / 'aurora.db'}",

@@ -387,3 +387,26 @@ def test_a_peer_cannot_make_this_node_show_the_token_it_presents_to_every_other_
     with runtime.db.read() as session:
         assert TOKEN not in (session.get(Node, "evil").last_error or "")
     assert TOKEN not in shown()
+
+
+def test_a_peer_dying_mid_answer_stores_nothing_and_is_a_failure_with_a_heartbeat(runtime, peer) -> None:
+    """A peer whose process dies after the headers and half a page: nothing of the page stored,
+    the cursor kept, a failure that backs off, and the peer seen (it answered). Before: it was
+    "unreachable" with no heartbeat, as if it had never answered (its state went to down)."""
+    from test_federation_bounds import event, page, stored, sync
+
+    from aurora.models import Node
+
+    peer.body = page([event(1), event(2), event(3)])
+    peer.kind = "dies"
+    result = sync(runtime)
+    assert result["pulled"] == 0 and "broke off" in result["error"], result
+    assert stored(runtime) == 0
+    with runtime.db.read() as session:
+        node = session.get(Node, "evil")
+        assert node.cursor == 0 and node.failures == 1 and node.next_attempt_at is not None
+        assert node.last_seen is not None  # it answered: not "never seen"
+    peer.kind = "page"
+    with runtime.db.write() as session:
+        session.get(Node, "evil").next_attempt_at = None
+    assert sync(runtime)["pulled"] == 3

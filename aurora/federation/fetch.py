@@ -313,7 +313,15 @@ def _exchange(session: requests.Session, url: str, params: dict[str, Any] | None
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > cap:
             raise _too_big(cap, what)
-        return status, _read(response, cap, deadline, cut=True, what=what)
+        try:
+            return status, _read(response, cap, deadline, cut=True, what=what)
+        except requests.Timeout:
+            raise
+        except requests.RequestException as exc:
+            # the peer answered, then its answer broke off (its process died, the connection was
+            # reset): a failure of a peer that was reached, so its heartbeat is recorded
+            raise FederationFetchError("unreachable", f"the answer broke off before its end: {exc.__class__.__name__}",
+                                       contacted=True) from None
 
 
 def _read(response: requests.Response, cap: int, deadline: float, cut: bool, what: str = "") -> bytes:
