@@ -410,3 +410,27 @@ def test_a_peer_dying_mid_answer_stores_nothing_and_is_a_failure_with_a_heartbea
     with runtime.db.write() as session:
         session.get(Node, "evil").next_attempt_at = None
     assert sync(runtime)["pulled"] == 3
+
+
+@pytest.mark.parametrize("number", ["the_held_ones", "an_older_ones"])
+def test_an_origin_whose_checkpoint_numbers_start_again_was_rolled_back(runtime, peer, client, number) -> None:
+    """Before: an origin whose database was put back to an earlier state numbers its events again
+    from there; its new checkpoints came under numbers the witness had seen, were taken for older
+    ones by another path and ignored, silently, until the numbers passed the held one's again."""
+    from datetime import UTC, datetime, timedelta
+
+    from test_federation_bounds import EVIL_KEY, sync
+
+    now = datetime.now(UTC)
+    first = _checkpoint(EVIL_KEY, "evil", 3, now - timedelta(minutes=20), None)
+    second = _checkpoint(EVIL_KEY, "evil", 5, now - timedelta(minutes=10),
+                         {"seq": 3, "head_pk": 5, "head_hash": "ab" * 32, "count": 5})
+    peer.body = {"node": "evil", "events": [first, second], "last_seq": 5, "has_more": False}
+    assert sync(runtime)["pulled"] == 2
+    assert _federation_health(client)["ok"] is True
+    again = _checkpoint(EVIL_KEY, "evil", 5 if number == "the_held_ones" else 3, now, None)
+    again["seq"] = 6
+    peer.body = {"node": "evil", "events": [again], "last_seq": 6, "has_more": False}
+    assert sync(runtime)["pulled"] == 1
+    health = _federation_health(client)
+    assert health["ok"] is False and "rolled back" in health["witness_problems"]["evil"], health

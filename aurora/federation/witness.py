@@ -259,7 +259,13 @@ def _observe_checkpoints(db: Database, session: Session, me: str, rows: list[dic
                         f"({fetch.said(data['problem'], 200)})", data)
             continue
         if row["origin_seq"] <= held.origin_seq:
-            continue  # older, or the same one by another path
+            # older, or the same one by another path; but another checkpoint under a number the
+            # origin already signed one with means it numbers its events again from an earlier
+            # state (its database was rolled back): later ones would be ignored here as "older"
+            if held.problem is None and _number_reused(session, held, row):
+                _report(db, session, me, held, origin, f"rolled back: it signed two checkpoints numbered "
+                        f"{row['origin_seq']} (its events are numbered again from an earlier state)", data)
+            continue
         anchor = data.get("anchor")
         linked = anchor.get("seq") if isinstance(anchor, dict) else None
         if isinstance(linked, int) and not isinstance(linked, bool) and linked > held.origin_seq:
@@ -271,6 +277,15 @@ def _observe_checkpoints(db: Database, session: Session, me: str, rows: list[dic
                 continue
         if _check(db, session, me, held, origin, row["origin_seq"], data, event):
             _catch_up(db, session, me, held, origin)  # any stored meanwhile that follow it (came early)
+
+
+def _number_reused(session: Session, held: WitnessCheckpoint, row: dict[str, Any]) -> bool:
+    """Whether a checkpoint other than ``row`` with its origin's number is held or stored here."""
+    if row["origin_seq"] == held.origin_seq:
+        return held.event.get("id") != row["id"]
+    return session.scalar(select(Event.id).where(
+        Event.origin == held.origin, Event.type == CHECKPOINT, Event.origin_seq == row["origin_seq"],
+        Event.id != row["id"]).limit(1)) is not None
 
 
 def _check(db: Database, session: Session, me: str, held: WitnessCheckpoint, origin: str, seq: int,
