@@ -8,6 +8,12 @@ different hash for the same count, or an anchor that does not match what the pee
 the origin's log was cut short or rewritten after the checkpoint: the peer records an
 ``audit.witness_mismatch`` event of its own and ``/health`` warns until an operator clears it.
 
+A witness also notes when an origin's checkpoints stop reaching it (held back by a relay, or no
+longer published): what it still hears of the origin — its events, or the origin itself answering
+a pull — more than :data:`STALE_INTERVALS` sync intervals past the newest checkpoint held is
+reported once as ``audit.witness_stale`` and warned of in ``/health`` until a fresh checkpoint is
+taken. Nothing heard is no evidence: a peer that is down is reported as down, never as stale.
+
 ``aurora audit verify --witnesses`` on a node asks each peer (``GET /federation/witness/NODE``)
 for the checkpoint it holds, checks the node's own signature on it, and verifies the local chain
 against it: a log cut short is caught even when its own checkpoint file went with it.
