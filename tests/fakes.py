@@ -4,6 +4,8 @@ script, and record every request they receive."""
 from __future__ import annotations
 
 import json
+import socket
+import struct
 import threading
 import time
 from collections import deque
@@ -283,7 +285,7 @@ class HostilePeer:
     """A federation peer that misbehaves as told (``peer.kind``): ``page`` serves ``peer.body``
     (JSON) as it is, or what ``peer.body(query)`` returns, after ``delay`` seconds; ``redirect`` answers 302 to ``peer.location``; ``trickle_body`` sends a valid
     page's headers, then its body a byte every ``interval`` seconds; ``trickle_headers`` sends its
-    headers that slowly; ``huge`` streams ``huge_bytes`` of one endless page, with no
+    headers that slowly; ``dies`` sends a valid page's headers and half its body, then resets the connection; ``huge`` streams ``huge_bytes`` of one endless page, with no
     Content-Length (so only reading it can find its size). It records each request and, for each
     connection, when the client hung up and how many bytes it had been sent."""
 
@@ -352,6 +354,19 @@ class HostilePeer:
                 for _ in range(100_000):
                     self._write(b"a")
                     time.sleep(fake.interval)
+
+            def _dies(self) -> None:
+                # a valid page's headers and half its body, then the connection is reset (the
+                # process behind it died mid-answer)
+                payload = json.dumps(fake.body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self._write(payload[:len(payload) // 2])
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.connection.close()
+                self.close_connection = True
 
             def _huge(self) -> None:
                 self.send_response(200)

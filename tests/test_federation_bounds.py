@@ -111,7 +111,8 @@ def test_a_page_with_more_events_than_asked_is_refused_whole(runtime, peer, clie
 def test_an_event_over_64_kib_is_refused_and_the_rest_of_its_page_kept(runtime, peer, client, api_keys) -> None:
     before = rejected("event_too_large")
     fits, over = event(2, data={"pad": ""}), event(3, data={"pad": ""})
-    fits["data"]["pad"] = "é" * ((MAX_EVENT_BYTES - event_bytes(fits)) // 2)  # measured in UTF-8: 2 bytes each
+    # measured as signed: ASCII, "é" written \u00e9 (6 bytes), as the database's JSON writes it
+    fits["data"]["pad"] = "é" * ((MAX_EVENT_BYTES - event_bytes(fits)) // 6)
     fits["data"]["pad"] += "x" * (MAX_EVENT_BYTES - event_bytes(fits))
     over["data"]["pad"] = "x" * (MAX_EVENT_BYTES - event_bytes(over) + 1)
     assert event_bytes(fits) == MAX_EVENT_BYTES and event_bytes(over) == MAX_EVENT_BYTES + 1

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -18,20 +20,29 @@ def nodes() -> None:
     """The peers this node pulls events from."""
 
 
+#: where ``aurora nodes register`` reads the peer's token when it is given neither as a file nor on stdin
+TOKEN_VARIABLE = "AURORA_PEER_TOKEN"
+
+
 @nodes.command("register")
 @click.argument("url")
 @click.argument("name")
-@click.argument("token")
+@click.argument("token", required=False, metavar="[TOKEN]")
+@click.option("--token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              metavar="FILE", help="Read the token from FILE (its first line).")
 @click.option("--public-key", default=None, metavar="KEY",
               help="The peer's key (ed25519:…, from `aurora federation identity` on it), pinned without asking "
                    "the peer; replaces a pinned key.")
 @click.option("--fingerprint", default=None, metavar="FP",
               help="The fingerprint the peer's operator told you: the key the peer shows must have it.")
 @click.option("--yes", is_flag=True, help="Pin the key the peer shows without asking (scripts).")
-def nodes_register(url: str, name: str, token: str, public_key: str | None, fingerprint: str | None,
-                   yes: bool) -> None:
-    """Add (or update) peer NAME at URL; TOKEN is the one the peer made for this node
-    (`aurora federation token create` on the peer). Give - to read it from stdin.
+def nodes_register(url: str, name: str, token: str | None, token_file: Path | None, public_key: str | None,
+                   fingerprint: str | None, yes: bool) -> None:
+    """Add (or update) peer NAME at URL, with the token the peer made for this node
+    (`aurora federation token create` on the peer). Give the token with --token-file FILE, in
+    $AURORA_PEER_TOKEN, as - to read it from stdin, or type it at the prompt (not shown); a
+    TOKEN on the command line still works but is visible to every user of this machine in `ps`
+    (a warning says so).
 
     The peer's public key is pinned: every event it sends must carry its signature. Without
     --public-key the key is read from URL/federation/identity and shown with its fingerprint;
@@ -41,8 +52,7 @@ def nodes_register(url: str, name: str, token: str, public_key: str | None, fing
     from ..federation import identity, registry
 
     runtime = _runtime()
-    from_stdin = token in ("-",)
-    token = sys.stdin.readline().strip() if from_stdin else token
+    token, from_stdin = _peer_token(token, token_file)
     repin = public_key is not None
     if public_key is None:
         shown = registry.fetch_identity(url)
@@ -67,6 +77,37 @@ def nodes_register(url: str, name: str, token: str, public_key: str | None, fing
     registry.register(runtime.db, url, name, token, public_key=public_key,
                       secret_path=runtime.settings.federation_secret_path, repin=repin)
     click.echo(f"registered {name} at {url.rstrip('/')}")
+
+
+def _peer_token(argument: str | None, path: Path | None) -> tuple[str, bool]:
+    """The peer's token, from the one place it was given; and whether stdin was read for it."""
+    given = [where for where, value in (("TOKEN", argument), ("--token-file", path),
+                                        (TOKEN_VARIABLE, os.environ.get(TOKEN_VARIABLE))) if value]
+    if len(given) > 1:
+        _fail(f"the token is given more than once ({', '.join(given)}): give it once", 2)
+    from_stdin = argument == "-"
+    if from_stdin:
+        token = sys.stdin.readline()
+    elif argument:
+        click.echo("aurora: warning: a token on the command line is visible to every user of this machine "
+                   f"(ps, /proc) and kept in shell history; give it with --token-file FILE, ${TOKEN_VARIABLE}, "
+                   "- (stdin) or at the prompt", err=True)
+        token = argument
+    elif path is not None:
+        try:
+            token = path.read_text(encoding="utf-8").partition("\n")[0]
+        except (OSError, UnicodeDecodeError) as exc:
+            _fail(f"--token-file: cannot read {path}: {exc.__class__.__name__}", 2)
+    elif os.environ.get(TOKEN_VARIABLE):
+        token = os.environ[TOKEN_VARIABLE]
+    elif sys.stdin.isatty():
+        token = click.prompt("Token (from `aurora federation token create` on the peer)", hide_input=True)
+    else:
+        _fail(f"no token: give it with --token-file FILE, ${TOKEN_VARIABLE}, - (stdin) or at the prompt", 2)
+    token = token.strip()
+    if not token:
+        _fail("the token is empty", 2)
+    return token, from_stdin
 
 
 @nodes.command("list")
@@ -146,7 +187,8 @@ def federation_witness_list() -> None:
         click.echo("no checkpoints held")
     for row in rows:
         click.echo(f"{row['origin']:<20} {row['count']} records up to {row['head_pk']} at {row['at']}"
-                   + (f"  PROBLEM: {row['problem']}" if row["problem"] else ""))
+                   + (f"  PROBLEM: {row['problem']}" if row["problem"] else "")
+                   + (f"  STALE since {row['stale_since']}: no newer checkpoint arrived" if row["stale_since"] else ""))
 
 
 @federation_witness.command("clear")

@@ -22,10 +22,13 @@ def audit() -> None:
                    "The checkpoints kept under AURORA_HOME are always checked.")
 @click.option("--witnesses", is_flag=True,
               help="Also ask every registered peer for the checkpoint of this node it holds "
-                   "(GET /federation/witness/NODE) and check the log still holds it.")
+                   "(GET /federation/witness/NODE) and check the log still holds it. Exit 3 when no "
+                   "witness answered with a checkpoint of this node: nothing was checked against one.")
 def audit_verify(checkpoints: tuple[Path, ...], witnesses: bool) -> None:
     """Check every record against the audit key and the checkpoints; exit 1 naming the first bad
-    record (edited, inserted, following a deleted one, or missing after a checkpoint)."""
+    record (edited, inserted, following a deleted one, or missing after a checkpoint). With
+    --witnesses, exit 3 (not 0) when no witness answered with a checkpoint of this node, and say
+    how many were asked, answered and agree."""
     from .. import audit as audit_log
 
     runtime = _runtime()
@@ -47,11 +50,28 @@ def audit_verify(checkpoints: tuple[Path, ...], witnesses: bool) -> None:
         if verdict.intact and any(a.get("problem") or a.get("error") == "holds a checkpoint this node did not sign"
                                   for a in answers):
             _fail("audit chain intact here, but a witness reports a problem (above)", 1)
+        if verdict.intact:
+            _witnessed(answers, verdict.count)
     if verdict.intact:
         click.echo(f"audit chain intact ({verdict.count} records); head {verdict.head_hash[:16]}")
         return
     where = f" at record {verdict.bad_pk}" if verdict.bad_pk is not None else ""
     _fail(f"audit chain broken{where}: {verdict.why}", 1)
+
+
+def _witnessed(answers: list[dict[str, Any]], count: int) -> None:
+    """Say how many witnesses were asked, answered, and hold a checkpoint the chain agrees with;
+    exit 3 when none does: the chain was then checked against no witness at all."""
+    answered = [a for a in answers if "error" not in a]
+    agree = [a for a in answered if a.get("checkpoint")]
+    tally = f"{len(answered)} of {len(answers)} witness(es) answered, {len(agree)} hold(s) a checkpoint of this node"
+    if not answers:
+        _fail(f"audit chain intact here ({count} records), but not verified by any witness: no peer is "
+              "registered to ask", 3)
+    if not agree:
+        why = "no witness answered" if not answered else "no witness holds a checkpoint of this node yet"
+        _fail(f"audit chain intact here ({count} records), but not verified by any witness: {why} ({tally})", 3)
+    click.echo(f"{tally}, and the chain agrees with {'it' if len(agree) == 1 else 'each'}")
 
 
 @audit.command("checkpoint")

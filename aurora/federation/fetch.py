@@ -11,8 +11,8 @@ fill memory. So a page is fetched with
 - **no redirects**: a 3xx is an error naming where it pointed (a peer could otherwise send our
   token-bearing request on to any URL, or to a service inside our network);
 - **a count check**: a page with more events than asked for is refused whole;
-- **an event cap**: an event whose canonical JSON is over 64 KiB (the cap Matrix puts on its
-  events) is refused; the rest of its page is kept, so one oversize event never wedges a peer.
+- **an event cap**: an event whose signed form (``signing.canonical``) is over 64 KiB (the cap
+  Matrix puts on its events) is refused; the rest of its page is kept, so one oversize event never wedges a peer.
 
 Each peer's connection is made for one page and closed: the watchdog watches the sockets made
 for its page, which a pool kept across pages would hide from it.
@@ -36,8 +36,8 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from ..errors import AuroraError
 
-#: the largest event accepted, measured on its canonical JSON (sorted keys, no spaces, UTF-8):
-#: Matrix's cap on a federated event
+#: the largest event accepted, measured on the bytes its origin signed (``event_bytes``): Matrix's
+#: cap on a federated event
 MAX_EVENT_BYTES = 65_536
 #: room in a page's answer beside its events (node, last_seq, has_more, the list's commas)
 ENVELOPE_BYTES = 65_536
@@ -97,15 +97,30 @@ def page_cap(limit: int) -> int:
     return limit * MAX_EVENT_BYTES + ENVELOPE_BYTES
 
 
-#: one encoder for every event measured (``json.dumps`` with options makes one per call)
-_canonical_text = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+#: for what is not an event at all (refused whole later, as a malformed page): all of it, in ASCII
+_whole_item = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode
 
 
 def event_bytes(item: Any) -> int:
-    """The size of an event as signed and stored: its canonical JSON in UTF-8."""
-    text = _canonical_text(item)
-    # an ASCII text's length is its size in UTF-8 (isascii is a flag Python keeps: no scan)
-    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+    """The size of an event as its origin signed it (``signing.canonical``, without its domain
+    line): the same bytes at every hop, whoever serves it under whichever ``seq``, however the
+    wire escaped it. The text is ASCII, each non-ASCII character written ``\\uXXXX`` as in the
+    database's JSON, so what is stored of it is never larger than this, but for the space the
+    database's JSON writes after each ``,`` and ``:`` (docs/federation.md)."""
+    from . import signing  # signing imports this module
+
+    try:
+        seq = item["origin_seq"]
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            raise TypeError("no origin seq")
+        signed = signing.canonical(item["id"], item["origin"], seq, item["type"], item["run_id"],
+                                   signing.parse_time(item["created_at"]), item["data"])
+        return len(signed) - len(signing.EVENT_DOMAIN)
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError, RecursionError):
+        try:
+            return len(_whole_item(item))
+        except (TypeError, ValueError, RecursionError):
+            return 0  # not JSON: the page is refused whole as malformed
 
 
 # -- the deadline's watchdog ---------------------------------------------------------------------
@@ -298,7 +313,15 @@ def _exchange(session: requests.Session, url: str, params: dict[str, Any] | None
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > cap:
             raise _too_big(cap, what)
-        return status, _read(response, cap, deadline, cut=True, what=what)
+        try:
+            return status, _read(response, cap, deadline, cut=True, what=what)
+        except requests.Timeout:
+            raise
+        except requests.RequestException as exc:
+            # the peer answered, then its answer broke off (its process died, the connection was
+            # reset): a failure of a peer that was reached, so its heartbeat is recorded
+            raise FederationFetchError("unreachable", f"the answer broke off before its end: {exc.__class__.__name__}",
+                                       contacted=True) from None
 
 
 def _read(response: requests.Response, cap: int, deadline: float, cut: bool, what: str = "") -> bytes:

@@ -21,7 +21,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from .. import metrics
+from .. import logs, metrics
 from ..engine import worker_identity
 from ..events import OUTBOX_LOCKS
 from ..models import Event, Node, utcnow
@@ -93,6 +93,19 @@ def _validate(body: Any) -> tuple[list[dict[str, Any]], int, bool]:
         raise BadPage("the page has no last_seq / has_more (or a last_seq out of range)") from None
 
 
+def _said(text: str | None, peer: Peer) -> str | None:
+    """A peer's words as kept and shown (``last_error``, ``last_rejection``, a pass's result):
+    without the token this node presents to it, nor any other token or key. ``GET
+    /federation/nodes`` shows them to every peer: a peer echoing our token back in its error, or
+    writing it into an event's type, must not hand it to the others (it is sealed at rest)."""
+    return None if text is None else logs.redact_text(text, [peer.token])
+
+
+def _stale_after(fed: dict[str, Any]) -> timedelta:
+    """How far past the newest checkpoint of an origin what is heard of it may be (witness.py)."""
+    return timedelta(seconds=witness.STALE_INTERVALS * float(fed["sync_interval"]))
+
+
 class Syncer:
     def __init__(self, runtime: Any):
         self.runtime = runtime
@@ -155,7 +168,7 @@ class Syncer:
         return message
 
     def _store(self, name: str, old_cursor: int, screen: signing.Screen, page: signing.Screened,
-               last_seq: int, lease: timedelta) -> int:
+               last_seq: int, lease: timedelta, stale_after: timedelta) -> int:
         """Insert the page's verified new events, count its refusals, keep the keys it introduced
         and the checkpoints it brought, and move the cursor, in one transaction; return how many
         events were new."""
@@ -189,7 +202,7 @@ class Syncer:
             # WHERE it can match to the index's own, which differs per database (migration 0014).
             statement = insert(Event.__table__).on_conflict_do_nothing().returning(Event.__table__.c.seq)
             inserted = len(session.connection().execute(statement, fresh).all())
-            witness.observe(self.db, session, self.node_name, page.accepted)
+            witness.observe(self.db, session, self.node_name, page.accepted, stale_after)
             return inserted
 
     def sync_peer(self, name: str, fed: dict[str, Any], force: bool = False,
@@ -215,6 +228,9 @@ class Syncer:
             else:
                 self._pull(Peer(name, url, token), cursor, fed, signing.Screen(self.node_name, name, keys), lease,
                            tally, progress)
+                if tally.caught_up and tally.error is None:
+                    # it answered, and all it had is here: its own checkpoints should be among it
+                    witness.overdue_peer(self.db, self.node_name, name, _stale_after(fed))
         finally:
             self._release(name)
         return tally.result()
@@ -232,7 +248,7 @@ class Syncer:
                     tally.stopped = "the pass's deadline (pass_timeout_seconds): the next pass goes on from the cursor"
                     return
                 if isinstance(page.error, FederationFetchError):
-                    tally.error = str(page.error)
+                    tally.error = _said(str(page.error), peer)
                     if page.error.refused:
                         self._count_refused(name, page.error.reason)
                     self._fail(name, tally.error, fed, contacted=page.error.contacted)
@@ -241,9 +257,11 @@ class Syncer:
                     if page.error is not None:  # the page is malformed (BadPage), or worse
                         raise page.error
                     screened = screen.page(page.rows, page.body.get("keys"), pool)
-                    new = self._store(name, page.since, screen, screened, page.last_seq, lease)
+                    screened.example = _said(screened.example, peer)
+                    new = self._store(name, page.since, screen, screened, page.last_seq, lease,
+                                      _stale_after(fed))
                 except (BadPage, ValueError) as exc:
-                    tally.error = f"bad answer: {exc}"
+                    tally.error = _said(f"bad answer: {exc}", peer)
                     self._count_refused(name, "bad_page")
                     self._fail(name, tally.error, fed, contacted=True)
                     return
@@ -251,9 +269,10 @@ class Syncer:
                     self._count_refused(name, reason, count)
                 tally.rejected += sum(screened.rejected.values())
                 if page.refused:
-                    tally.refused = self._refused_events(name, page.refused)
+                    tally.refused = self._refused_events(name, [_said(r, peer) for r in page.refused])
                 tally.pulled += new
                 tally.pages += 1
+                tally.caught_up = not page.has_more
                 if progress:
                     progress({"node": name, "page": tally.pages, "new": new, "cursor": page.last_seq})
 
@@ -269,6 +288,8 @@ class _Pass:
     error: str | None = None
     refused: str | None = None
     stopped: str | None = None
+    #: the last page stored said it was the peer's last (has_more false)
+    caught_up: bool = False
 
     def result(self) -> dict[str, Any]:
         result: dict[str, Any] = {"node": self.node, "pulled": self.pulled, "pages": self.pages}

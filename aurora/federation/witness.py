@@ -8,6 +8,12 @@ different hash for the same count, or an anchor that does not match what the pee
 the origin's log was cut short or rewritten after the checkpoint: the peer records an
 ``audit.witness_mismatch`` event of its own and ``/health`` warns until an operator clears it.
 
+A witness also notes when an origin's checkpoints stop reaching it (held back by a relay, or no
+longer published): what it still hears of the origin — its events, or the origin itself answering
+a pull — more than :data:`STALE_INTERVALS` sync intervals past the newest checkpoint held is
+reported once as ``audit.witness_stale`` and warned of in ``/health`` until a fresh checkpoint is
+taken. Nothing heard is no evidence: a peer that is down is reported as down, never as stale.
+
 ``aurora audit verify --witnesses`` on a node asks each peer (``GET /federation/witness/NODE``)
 for the checkpoint it holds, checks the node's own signature on it, and verifies the local chain
 against it: a log cut short is caught even when its own checkpoint file went with it.
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -31,6 +38,11 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT = "audit.checkpoint"
 MISMATCH = "audit.witness_mismatch"
+STALE = "audit.witness_stale"
+#: a witness warns when what it hears of an origin is this many sync intervals past the newest
+#: checkpoint of it that it holds: an origin publishes one at every interval (``publish``), and it
+#: may take an interval per hop to arrive (docs/federation.md, "stale checkpoints")
+STALE_INTERVALS = 3
 #: seconds ``aurora audit verify --witnesses`` waits for one peer (wall clock, the whole answer)
 ASK_TIMEOUT = 10.0
 #: the most bytes read of a peer's answer: one event of at most 64 KiB, and the envelope
@@ -70,11 +82,18 @@ def _last_checkpoint_lost(settings: Any, db: Database) -> str | None:
     return None
 
 
-def publish(runtime: Any) -> dict[str, Any] | None:
-    """Publish this node's audit head as a checkpoint event, unless it is the one published last
-    and the log still holds this node's newest checkpoint. Returns the event's data, or None when
-    nothing changed."""
+def publish(runtime: Any, refresh_after: float | None = None) -> dict[str, Any] | None:
+    """Publish this node's audit head as a checkpoint event, unless it is the one published last,
+    less than ``refresh_after`` seconds ago (half a ``sync_interval`` unless told: so beat
+    publishes one at every interval), and the log still holds this node's newest checkpoint.
+    Returns the event's data, or None when nothing was published.
+
+    An unchanged head is published again so that a witness can tell an origin whose log did not
+    move from checkpoints that stopped reaching it (held back by a relay): it warns when none
+    newer than :data:`STALE_INTERVALS` sync intervals arrives (``observe``)."""
     db, me = runtime.db, runtime.settings.node_name
+    if refresh_after is None:
+        refresh_after = float(runtime.policies.current().federation["sync_interval"]) / 2
     last = select(Event).where(Event.origin == me, Event.type == CHECKPOINT).order_by(Event.seq.desc()).limit(1)
     with db.read() as session:
         count, head_pk, head_hash = _head(session)
@@ -86,10 +105,13 @@ def publish(runtime: Any) -> dict[str, Any] | None:
         # The same head as published last, but a log cut back to it (or to nothing) has lost what
         # beat's own checkpoints covered since: a witness must hear of it, once.
         problem = _last_checkpoint_lost(runtime.settings, db)
+        recent = (utcnow() - previous.created_at).total_seconds() < refresh_after
         if problem is None or previous.data.get("problem") == problem[:255]:
-            return None
-        problem = problem[:255]
-        log.error("audit log does not hold its last checkpoint, published as is: %s", problem)
+            if recent:
+                return None
+        else:
+            log.error("audit log does not hold its last checkpoint, published as is: %s", problem)
+        problem = problem[:255] if problem else None
         head = {"count": count, "head_pk": head_pk, "head_hash": head_hash}
     else:
         try:  # verifies what came after this node's own last checkpoint, and keeps the new one
@@ -167,8 +189,68 @@ def _problem(held: WitnessCheckpoint, data: dict[str, Any]) -> str | None:
     return None
 
 
-def observe(db: Database, session: Session, me: str, rows: list[dict[str, Any]]) -> None:
-    """Keep the checkpoints among verified foreign events (inside the transaction storing them)."""
+def observe(db: Database, session: Session, me: str, rows: list[dict[str, Any]],
+            stale_after: timedelta | None = None) -> None:
+    """Keep the checkpoints among verified foreign events (inside the transaction storing them),
+    and, with ``stale_after``, note the origins whose events in ``rows`` were made that long after
+    the newest checkpoint of theirs this node holds: their checkpoints stopped reaching it."""
+    _observe_checkpoints(db, session, me, rows)
+    if stale_after is None:
+        return
+    newest: dict[str, datetime] = {}
+    for row in rows:
+        if row["origin"] not in newest or row["created_at"] > newest[row["origin"]]:
+            newest[row["origin"]] = row["created_at"]
+    for origin, seen in newest.items():
+        held = session.get(WitnessCheckpoint, origin)
+        if held is not None:
+            _overdue(db, session, me, held, seen, f"its events made up to {seen.isoformat()} did", stale_after)
+
+
+def overdue_peer(db: Database, me: str, name: str, stale_after: timedelta) -> None:
+    """After a pass that caught up with peer ``name``: a peer that answers, but whose newest
+    checkpoint held here is ``stale_after`` old, publishes none (or none reaches this node)."""
+    now = utcnow()
+    with db.read() as session:
+        held = session.get(WitnessCheckpoint, name)
+        if held is None or held.problem is not None or held.problem_at is not None:
+            return
+        made = _made(held)
+    if made is None or now - made <= stale_after:
+        return
+    with db.write() as session:
+        db.lock(session, *OUTBOX_LOCKS)  # it records an event (in the order every writer takes them)
+        held = session.get(WitnessCheckpoint, name)
+        if held is not None:
+            _overdue(db, session, me, held, now, f"{name} answered this node's pull at {now.isoformat()}", stale_after)
+
+
+def _made(held: WitnessCheckpoint) -> datetime | None:
+    """When the origin made the checkpoint held (the signed event's time, on its clock)."""
+    try:
+        return signing.parse_time(held.event["created_at"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _overdue(db: Database, session: Session, me: str, held: WitnessCheckpoint, seen: datetime, evidence: str,
+             stale_after: timedelta) -> None:
+    if held.problem is not None or held.problem_at is not None:
+        return  # already reported (a mismatch, or stale already)
+    made = _made(held)
+    if made is None or seen - made <= stale_after:
+        return
+    held.problem_at = utcnow()  # with no ``problem``: stale, until a fresh checkpoint is taken
+    origin = held.origin
+    message = (f"no audit checkpoint of {origin} newer than the one made at {made.isoformat()} ({held.count} records) "
+               f"has arrived, though {fetch.said(evidence, 120)}: its checkpoints are held back on the way, or no "
+               f"longer published")[:512]
+    log.warning("witness: %s", message)
+    events.append(db, session, me, STALE, {"origin": origin, "checkpoint_made_at": made.isoformat(),
+                                           "seen": seen.isoformat(), "problem": message})
+
+
+def _observe_checkpoints(db: Database, session: Session, me: str, rows: list[dict[str, Any]]) -> None:
     for row in sorted((r for r in rows if r["type"] == CHECKPOINT), key=lambda r: r["origin_seq"]):
         data, origin = row["data"], row["origin"]
         if not _well_formed(data):
@@ -185,7 +267,13 @@ def observe(db: Database, session: Session, me: str, rows: list[dict[str, Any]])
                         f"({fetch.said(data['problem'], 200)})", data)
             continue
         if row["origin_seq"] <= held.origin_seq:
-            continue  # older, or the same one by another path
+            # older, or the same one by another path; but another checkpoint under a number the
+            # origin already signed one with means it numbers its events again from an earlier
+            # state (its database was rolled back): later ones would be ignored here as "older"
+            if held.problem is None and _number_reused(session, held, row):
+                _report(db, session, me, held, origin, f"rolled back: it signed two checkpoints numbered "
+                        f"{row['origin_seq']} (its events are numbered again from an earlier state)", data)
+            continue
         anchor = data.get("anchor")
         linked = anchor.get("seq") if isinstance(anchor, dict) else None
         if isinstance(linked, int) and not isinstance(linked, bool) and linked > held.origin_seq:
@@ -199,6 +287,15 @@ def observe(db: Database, session: Session, me: str, rows: list[dict[str, Any]])
             _catch_up(db, session, me, held, origin)  # any stored meanwhile that follow it (came early)
 
 
+def _number_reused(session: Session, held: WitnessCheckpoint, row: dict[str, Any]) -> bool:
+    """Whether a checkpoint other than ``row`` with its origin's number is held or stored here."""
+    if row["origin_seq"] == held.origin_seq:
+        return held.event.get("id") != row["id"]
+    return session.scalar(select(Event.id).where(
+        Event.origin == held.origin, Event.type == CHECKPOINT, Event.origin_seq == row["origin_seq"],
+        Event.id != row["id"]).limit(1)) is not None
+
+
 def _check(db: Database, session: Session, me: str, held: WitnessCheckpoint, origin: str, seq: int,
            data: dict[str, Any], event: dict[str, Any]) -> bool:
     """Hold the next checkpoint of ``origin``, or report what it shows; whether it was taken."""
@@ -206,6 +303,8 @@ def _check(db: Database, session: Session, me: str, held: WitnessCheckpoint, ori
     if problem is None:
         held.origin_seq, held.count, held.head_pk, held.head_hash = seq, data["count"], data.get("head_pk"), data["head_hash"]
         held.event, held.received_at = event, utcnow()
+        if held.problem is None:
+            held.problem_at = None  # no longer stale (``_overdue``)
         return True
     if held.problem is None:  # the checkpoint that shows it stays held, as the evidence
         _report(db, session, me, held, origin, problem, data)
@@ -247,7 +346,8 @@ def held(db: Database, origin: str) -> dict[str, Any]:
         if row is None:
             return {"checkpoint": None, "problem": None}
         return {"checkpoint": row.event, "received_at": row.received_at.isoformat(), "problem": row.problem,
-                "problem_at": row.problem_at.isoformat() if row.problem_at else None}
+                "problem_at": row.problem_at.isoformat() if row.problem_at and row.problem else None,
+                "stale_since": row.problem_at.isoformat() if row.problem_at and row.problem is None else None}
 
 
 def problems(db: Database) -> dict[str, str]:
@@ -256,11 +356,22 @@ def problems(db: Database) -> dict[str, str]:
                                     .where(WitnessCheckpoint.problem.is_not(None))).all())
 
 
+def stale(db: Database) -> dict[str, str]:
+    """The origins whose newest checkpoint held here went stale (``_overdue``), each said."""
+    with db.read() as session:
+        rows = session.scalars(select(WitnessCheckpoint).where(WitnessCheckpoint.problem.is_(None),
+                                                               WitnessCheckpoint.problem_at.is_not(None)))
+        return {w.origin: f"no checkpoint newer than the one made at {w.event.get('created_at')} "
+                          f"(stale since {w.problem_at.isoformat()})" for w in rows}
+
+
 def listing(db: Database) -> list[dict[str, Any]]:
     with db.read() as session:
         return [{"origin": w.origin, "count": w.count, "head_pk": w.head_pk, "head_hash": w.head_hash,
                  "at": w.event["data"].get("created_at"), "received_at": w.received_at.isoformat(),
-                 "problem": w.problem} for w in session.scalars(select(WitnessCheckpoint).order_by(WitnessCheckpoint.origin))]
+                 "problem": w.problem,
+                 "stale_since": w.problem_at.isoformat() if w.problem_at and w.problem is None else None}
+                for w in session.scalars(select(WitnessCheckpoint).order_by(WitnessCheckpoint.origin))]
 
 
 def clear(db: Database, origin: str) -> bool:

@@ -33,9 +33,10 @@ def _runtime() -> Any:
     return current_app.extensions["aurora"]
 
 
-def _token() -> str | None:
-    # The seed's ?token= is accepted too, answered with a Deprecation header; Aurora's request
-    # log never records query strings, so the token is not written anywhere.
+def _pull_token() -> str | None:
+    """The token of a peer pulling ``/federation/events``. The seed's ``?token=`` is accepted
+    here, and only here (its curl pulled events, nothing else), answered with a Deprecation
+    header; Aurora's request log never records query strings, so the token is not written anywhere."""
     header = presented_key()
     if header:
         return header
@@ -54,7 +55,11 @@ def _deprecation(response: Response) -> Response:
 
 
 def _admin_or_peer(runtime: Any) -> None:
-    presented = _token()
+    # the header only: ``?token=`` (a peer token or an admin key in a URL) is refused here
+    presented = presented_key()
+    if presented is None and "token" in request.args:
+        raise AuthError("?token= is accepted on /federation/events only (deprecated there): "
+                        "send 'Authorization: Bearer <token>'")
     try:
         keys.authenticate(runtime.db, presented).require(Role.ADMIN)
     except AuthError as exc:
@@ -72,7 +77,7 @@ def node_identity() -> Response:
 @bp.get("/federation/events")
 def pull() -> Response:
     runtime = _runtime()
-    peer = tokens.peer_for(runtime.db, _token())
+    peer = tokens.peer_for(runtime.db, _pull_token())
     fed = runtime.policies.current().federation
     if not fed["enabled"]:
         raise FederationDisabled("federation is disabled on this node (federation_enabled is false in its policy)")

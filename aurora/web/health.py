@@ -172,6 +172,12 @@ def _federation(runtime: Any, policy: Any) -> dict[str, Any]:
         result["witness_problems"] = witnessed
         result["error"] = "; ".join(filter(None, [result.get("error"),
                                                   f"audit log of {', '.join(sorted(witnessed))} no longer holds its checkpoint"]))
+    overdue = witness.stale(runtime.db)  # checkpoints held back on the way, or no longer published
+    if overdue:
+        result["ok"] = False
+        result["witness_stale"] = overdue
+        result["error"] = "; ".join(filter(None, [result.get("error"),
+                                                  f"no fresh audit checkpoint of {', '.join(sorted(overdue))}"]))
     return result
 
 
