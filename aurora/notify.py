@@ -19,6 +19,7 @@ import hashlib
 import logging
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -100,6 +101,10 @@ class RedisPublisher(_Warner):
         self._head = f"*3\r\n$7\r\nPUBLISH\r\n${len(channel_name.encode())}\r\n{channel_name}\r\n".encode()
         self._connection: Any = None
         self._pid = 0
+        # One socket for every thread of the process (a web process answers in several): redis-py
+        # switches the socket's timeout around each read, so two threads at once could leave one
+        # spinning in recv (seen once: a web thread at 100 % CPU, its submit never answered).
+        self._lock = threading.Lock()
 
     def _connected(self) -> Any:
         connection = self._connection
@@ -126,8 +131,10 @@ class RedisPublisher(_Warner):
         return b"".join(parts)
 
     def __call__(self, changed: dict[str, list[str]]) -> None:
+        packed = self.packed(changed)
         try:
-            self._connected().send_packed_command([self.packed(changed)], check_health=False)
+            with self._lock:
+                self._connected().send_packed_command([packed], check_health=False)
         except Exception as exc:  # noqa: BLE001 - Redis away: the waiters' re-reads cover it
             self._connection = None
             self.warn("could not publish run changes to Redis", exc)
