@@ -17,18 +17,15 @@ import re
 import sys
 from dataclasses import dataclass, replace
 from decimal import Decimal
-from functools import cache
 from typing import Any
 
 import yaml
-from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError, best_match
 
 from . import flows
 from .errors import AmountError, DocumentError, DocumentSyntaxError, DocumentTooLarge, Problem
 from .money import to_minor_units
-from .resources import load_schema
-from .schema_patterns import Validator, inlined
+from .workflow_schema import surely_valid, validator
 
 #: integers longer than this cannot be turned into text (Python's 4,300-digit limit)
 _MAX_INT_BITS = int(sys.get_int_max_str_digits() * 3.32) - 8
@@ -46,10 +43,6 @@ _ALLOWED_TAGS = {
     "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null",
     "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq",
 }
-_EMAIL = re.compile(r"^[^@\s<>(),;:\"\[\]]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
-
-
-_MAILBOX = re.compile(r'([^<>",;\r\n\x00-\x1f]{1,200}) <([^<>\s]+)>')
 
 
 class _WorkflowLoader(_Loader):  # type: ignore[misc, valid-type]
@@ -240,56 +233,6 @@ def parse(body: bytes | str, *, fmt: str = "yaml", max_bytes: int = 256 * 1024) 
     return value
 
 
-def _email_format(value: object) -> bool:
-    # fullmatch: ``$`` in match() would accept a trailing newline (a header injection)
-    return not isinstance(value, str) or bool(_EMAIL.fullmatch(value))
-
-
-def _mailbox_format(value: object) -> bool:
-    """``shop@example.com`` or ``Shop <shop@example.com>`` (RFC 5322's name-addr, without
-    comments or groups): a display name holds no angle brackets, quotes or line breaks."""
-    if not isinstance(value, str):
-        return True
-    if _EMAIL.fullmatch(value):
-        return True
-    found = _MAILBOX.fullmatch(value)
-    return bool(found and _EMAIL.fullmatch(found.group(2)))
-
-
-@cache
-def _validator() -> Draft202012Validator:
-    checker = FormatChecker(formats=())
-    checker.checks("email")(_email_format)
-    checker.checks("mailbox")(_mailbox_format)
-    return Validator(inlined(load_schema("workflow.schema.json")), format_checker=checker)
-
-
-#: the formats the schema's validator checks (any other, ``uri`` say, is only an annotation there)
-_FORMATS = {"email": _email_format, "mailbox": _mailbox_format, "uri": lambda _value: True}
-
-
-@cache
-def _compiled() -> Any:
-    """The same schema compiled by jsonschema-rs: it only says whether a document is valid, in
-    ~12 µs where the validator above takes 300–500 µs (a workflow step is validated again after
-    rendering, in the worker's write transaction: bench/steps.py). Only its *yes* is taken: a
-    document it refuses (or cannot read: a YAML date, a lone surrogate) goes to the validator
-    above, which names every problem and has the last word. Patterns mean the same in both: the
-    Rust engines' ``$`` is ECMA's (the end of the string), as ``schema_patterns`` makes it in
-    Python; tests/test_documents.py checks that it refuses what the other refuses."""
-    import jsonschema_rs
-
-    return jsonschema_rs.Draft202012Validator(load_schema("workflow.schema.json"), formats=_FORMATS,
-                                             validate_formats=True, offline=True)
-
-
-def _surely_valid(value: Any) -> bool:
-    try:
-        return bool(_compiled().is_valid(value))
-    except (ValueError, TypeError, OverflowError, UnicodeError):  # a value it cannot take: ask the other
-        return False
-
-
 def _path(parts: Any) -> str:
     out = ""
     for part in parts:
@@ -476,7 +419,7 @@ def validate(value: Any, inputs: dict[str, Any] | None = None, source: str | Non
         raise DocumentError([Problem("", f"a workflow must be a mapping of keys to values, got {kind}", 1, 1)
                              if source is not None else
                              Problem("", f"a workflow must be a mapping of keys to values, got {kind}")])
-    errors = [] if _surely_valid(value) else list(_validator().iter_errors(value))
+    errors = [] if surely_valid(value) else list(validator().iter_errors(value))
     nodes = _nodes(source) if errors and source is not None else {}
     problems: list[Problem] = []
     for error in errors:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from aurora import documents
+from aurora import documents, workflow_schema
 from aurora.errors import DocumentError, DocumentSyntaxError, DocumentTooLarge
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -198,7 +198,7 @@ def _variants(value: object) -> list[object]:
 
 
 def test_the_compiled_check_accepts_nothing_the_schema_refuses() -> None:
-    """``documents._compiled`` (jsonschema-rs) only says *yes* quickly: its yes must never let a
+    """``workflow_schema.compiled`` (jsonschema-rs) only says *yes* quickly: its yes must never let a
     document through that the schema's validator refuses — a header-breaking subject, a customer
     id with a trailing newline, a bool for an amount — and it should say yes to what is valid."""
     examples = [documents.parse(path.read_bytes()) for path in sorted((ROOT / "workflows").glob("*.yaml"))]
@@ -207,10 +207,10 @@ def test_the_compiled_check_accepts_nothing_the_schema_refuses() -> None:
     examples += [{"name": "x", "category": "step", "origin": "workflow", "type": "task", "goal": "send_email",
                   "payload": {"to": ["a@example.com", "Shop <b@example.com>"], "from": "Shop <s@example.com>",
                               "subject": "Bericht", "text": "Hallo", "require_approval": True}}]
-    reference, checked, accepted = documents._validator(), 0, 0
+    reference, checked, accepted = workflow_schema.validator(), 0, 0
     for example in examples:
         for variant in _variants(example):
-            valid, fast = reference.is_valid(variant), documents._surely_valid(variant)
+            valid, fast = reference.is_valid(variant), workflow_schema.surely_valid(variant)
             assert valid or not fast, variant
             assert fast or not valid, variant  # else it buys nothing
             checked += 1
@@ -223,4 +223,4 @@ def test_the_compiled_check_accepts_nothing_the_schema_refuses() -> None:
                                  {"name": "x", "goal": "analyse", "payload": {1: "text"}}])
 def test_values_the_compiled_check_cannot_read_go_to_the_schema(odd: dict) -> None:
     """A YAML date, a lone surrogate, a number for a key: no exception, the schema's answer."""
-    assert documents._validator().is_valid(odd) or not documents._surely_valid(odd)
+    assert workflow_schema.validator().is_valid(odd) or not workflow_schema.surely_valid(odd)
