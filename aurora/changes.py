@@ -13,22 +13,33 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-#: run id -> event types appended, for the write transaction open in this context
-_pending: ContextVar[dict[str, list[str]] | None] = ContextVar("aurora_changed_runs", default=None)
+#: for the write transaction open in this context: run id -> event types appended, and the runs
+#: it creates
+_pending: ContextVar[tuple[dict[str, list[str]], set[str]] | None] = ContextVar("aurora_changed_runs", default=None)
 
 
 def note(run_id: str | None, type_: str) -> None:
     """Record that the open write transaction appended event ``type_`` of run ``run_id``."""
     pending = _pending.get()
-    if pending is not None and run_id is not None:
-        pending.setdefault(run_id, []).append(type_)
+    if pending is not None and run_id is not None and run_id not in pending[1]:
+        pending[0].setdefault(run_id, []).append(type_)
+
+
+def born(run_id: str) -> None:
+    """The open write transaction creates run ``run_id``: nobody can wait for it yet (its id is
+    told once the transaction has committed), so nothing it notes of that run is announced. A
+    submit then costs no publish, and no web process wakes for a note that nobody waits for."""
+    pending = _pending.get()
+    if pending is not None:
+        pending[1].add(run_id)
+        pending[0].pop(run_id, None)
 
 
 @contextmanager
 def collecting() -> Iterator[dict[str, list[str]]]:
     """Collect the notes of one transaction (a nested transaction collects its own)."""
     changed: dict[str, list[str]] = {}
-    token = _pending.set(changed)
+    token = _pending.set((changed, set()))
     try:
         yield changed
     finally:

@@ -191,6 +191,7 @@ class Engine:
                         row = connection.execute(select(RUNS).where(RUNS.c.id == earlier)).mappings().one()
                         return Run(**row), False
                     connection.execute(run_sql.INSERT_RUN, values)
+                    changes.born(values["id"])
                     events.append(self.db, connection, self.node, "run.queued",
                                   {"name": workflow.name, "goal": workflow.goal, "submitted_by": submitter,
                                    **({"steps": len(workflow.document["steps"]), "inputs": sorted(workflow.inputs or {})}

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, and_, bindparam, select
 from sqlalchemy.orm import Session
 
 from .db import connection_of
@@ -35,6 +35,14 @@ _CALL = select(_AUDIT.c.pk, _AUDIT.c.run_id, _AUDIT.c.adapter, _AUDIT.c.operatio
 _CALLS = _CALL.where(_AUDIT.c.run_id.in_(bindparam("rids", expanding=True)))
 #: ... of one run (an expanding IN is compiled anew at every execution: a third of one run's read)
 _CALLS_OF_ONE = _CALL.where(_AUDIT.c.run_id == bindparam("rid"))
+#: what a run's call record is found by when it is read beside the run (:func:`restored`)
+CALL_COLUMNS = (_AUDIT.c.adapter, _AUDIT.c.operation, _AUDIT.c.mode, _AUDIT.c.request, _AUDIT.c.response)
+CALL_ORDER = _AUDIT.c.pk
+
+
+def with_calls(run: Any, run_id: Any) -> Any:
+    """``run`` (a table) outer-joined to its ``ok`` audit records, for one read of both."""
+    return run.outerjoin(_AUDIT, and_(_AUDIT.c.run_id == run_id, _AUDIT.c.outcome == "ok"))
 
 
 def stored(body: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
@@ -93,4 +101,12 @@ def full(session: Session | Connection, run_id: str, result: dict[str, Any] | No
     """One run's whole result (see :func:`full_many`)."""
     if not result or IN_AUDIT not in result:
         return result
-    return _restore(result, _call_record(connection_of(session).execute(_CALLS_OF_ONE, {"rid": run_id}), result))
+    return restored(result, connection_of(session).execute(_CALLS_OF_ONE, {"rid": run_id}))
+
+
+def restored(result: dict[str, Any] | None, records: Iterable[Any]) -> dict[str, Any] | None:
+    """A run's whole result from its stored ``result`` and its ``ok`` audit records, read already
+    (rows with ``adapter``, ``operation``, ``mode``, ``request`` and ``response``, in pk order)."""
+    if not result or IN_AUDIT not in result:
+        return result
+    return _restore(result, _call_record(records, result))

@@ -108,21 +108,25 @@ def summary(run: Any) -> dict[str, Any]:
 
 #: what :func:`outcome` reads of a run: its summary's columns and the outcome's, without the
 #: document, binding and inputs (decoding a document cost more than the rest of the read)
+#: ... and beside them its call records (a run's result leaves its request to one: run_results),
+#: in one statement: the outcome is read the moment a waiter wakes, on the web's event loop
 _OUTCOME = select(*(Run.__table__.c[name] for name in (
     "id", "name", "goal", "status", "result", "error", "submitted_by", "submitted_by_person", "created_at",
     "updated_at", "started_at", "finished_at", "parent_id", "step_id", "step_attempt", "document_hash",
-    "attempts", "step"))).where(Run.__table__.c.id == bindparam("rid"))
+    "attempts", "step")), *run_results.CALL_COLUMNS).select_from(
+    run_results.with_calls(Run.__table__, Run.__table__.c.id)).where(
+    Run.__table__.c.id == bindparam("rid")).order_by(run_results.CALL_ORDER)
 
 
 def outcome(connection: Connection, run_id: str) -> dict[str, Any] | None:
     """What a submitter who waits is answered with: the run's summary, result (whole, see
-    :mod:`aurora.run_results`) and error. One indexed read of the run (and one of its call
-    record when the result left its request to it), on one connection."""
-    run = connection.execute(_OUTCOME, {"rid": run_id}).one_or_none()
-    if run is None:
+    :mod:`aurora.run_results`) and error. One indexed read of the run with its call records."""
+    rows = connection.execute(_OUTCOME, {"rid": run_id}).all()
+    if not rows:
         return None
+    run = rows[0]
     return {**summary(run), "document_hash": run.document_hash,
-            "result": run_results.full(connection, run.id, run.result), "error": run.error,
+            "result": run_results.restored(run.result, rows), "error": run.error,
             "attempts": run.attempts, "step": run.step, "started_at": _iso(run.started_at)}
 
 

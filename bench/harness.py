@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import shutil
 import signal
@@ -21,6 +23,25 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+class LeanClient:
+    """One kept-alive HTTP/1.1 connection through the standard library: what a timed client
+    costs on these two cores should be the server's, not the client library's (requests spends
+    ~1 ms of CPU per call here merging settings and proxies; measured beside it, docs/benchmarks.md)."""
+
+    def __init__(self, url: str):
+        host, _, port = url.removeprefix("http://").partition(":")
+        self.connection = http.client.HTTPConnection(host, int(port.rstrip("/") or 80), timeout=60)
+
+    def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        self.connection.request("POST", path, body=body, headers=headers)
+        response = self.connection.getresponse()
+        return response.status, response.read()
+
+    def post_json(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, object]:
+        status, data = self.post(path, body, headers)
+        return status, json.loads(data)
 
 
 def percentile(values: list[float], pct: float) -> float:

@@ -156,3 +156,31 @@ def test_the_last_step_ends_its_workflow_in_its_own_statement_and_tells_the_wait
                                         .order_by(Event.seq)))
         assert session.scalar(select(Run.status).where(Run.id == flow.id)) == "succeeded"
     assert timeline[-4:] == ["run.running", "run.succeeded", "step.succeeded", "run.succeeded"]
+
+
+def test_a_submit_announces_nothing_of_the_run_it_creates_and_its_end_is_announced(engine) -> None:
+    # Nobody can wait for a run before its id is told, after the submit's commit: a note of its
+    # creation would cost a publish and wake every web process for nobody.
+    heard: list[dict[str, list[str]]] = []
+    engine.db.on_commit = heard.append
+    run = engine.submit(documents.load("name: one\ngoal: send_email\npayload: {to: a@example.com, subject: Hi, text: Hallo}\n"),
+                        "sam")
+    assert heard == []
+    assert engine.execute(run.id).status == "succeeded"
+    assert heard == [{run.id: ["run.running", "run.succeeded"]}]
+    with engine.db.read() as session:  # the outbox still holds its creation
+        assert session.scalar(select(Event.type).where(Event.run_id == run.id).order_by(Event.seq)) == "run.queued"
+
+
+def test_a_waiting_submitter_is_answered_with_the_request_its_audit_record_holds(engine) -> None:
+    from aurora import runs as run_views
+
+    run = engine.submit(documents.load(REVIEWED.replace("require_approval: true", "require_approval: false")), "sam")
+    engine.execute(run.id)
+    with engine.db.read_rows() as connection:
+        answer = run_views.outcome(connection, run.id)
+    with engine.db.read() as session:
+        shown_whole = run_views.detail(session, run.id)
+    assert answer is not None and answer["status"] == "succeeded"
+    assert answer["result"] == shown_whole["result"] and "request" in answer["result"]
+    assert "in_audit" not in answer["result"]
