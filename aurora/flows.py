@@ -23,12 +23,12 @@ from typing import Any
 
 from .errors import DocumentError, Problem
 from .templating import MAX_RENDERED, TemplateProblem, budget, is_template, parse, parse_expression, references, render
+from .workflow_schema import is_email
 
 #: what ``goal`` a workflow of several steps has in the runs table
 FLOW_GOAL = "workflow"
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 #: a number input has fewer digits before its point (as the templates' own ceiling on numbers)
 _MAX_DIGITS = 15
 
@@ -142,7 +142,7 @@ def _convert(value: Any, spec: dict[str, Any]) -> tuple[Any, str | None]:
         # at most what one template may render, unless declared shorter
         if len(value) > spec.get("maxLength", MAX_RENDERED):
             return None, f"may be {spec.get('maxLength', MAX_RENDERED)} characters long, got {len(value)}"
-        if spec.get("format") == "email" and not _EMAIL.fullmatch(value):
+        if spec.get("format") == "email" and not is_email(value):
             return None, f"{value[:60]!r} is not an email address"
     if "enum" in spec and value not in spec["enum"]:
         return None, f"must be one of {', '.join(json.dumps(v) for v in spec['enum'])}"

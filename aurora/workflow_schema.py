@@ -18,9 +18,14 @@ _EMAIL = re.compile(r"^[^@\s<>(),;:\"\[\]]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-
 _MAILBOX = re.compile(r'([^<>",;\r\n\x00-\x1f]{1,200}) <([^<>\s]+)>')
 
 
-def _email_format(value: object) -> bool:
+def is_email(value: str) -> bool:
+    """An address as the schema's ``email`` format takes it (a workflow's inputs check the same)."""
     # fullmatch: ``$`` in match() would accept a trailing newline (a header injection)
-    return not isinstance(value, str) or bool(_EMAIL.fullmatch(value))
+    return bool(_EMAIL.fullmatch(value))
+
+
+def _email_format(value: object) -> bool:
+    return not isinstance(value, str) or is_email(value)
 
 
 def _mailbox_format(value: object) -> bool:

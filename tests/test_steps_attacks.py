@@ -298,6 +298,18 @@ def test_a_number_input_too_large_is_a_problem_not_minutes_of_cpu_or_a_500(given
     assert caught.value.problems[0].path == "inputs.n"
 
 
+@pytest.mark.parametrize("given", ["<b>x</b>@example.com", "a@-example.com", "a@example", "Shop <a@example.com>"])
+def test_an_email_input_is_checked_as_the_schema_checks_an_address(given) -> None:
+    # one rule for "an email address": what a task's own "to" would refuse, an input refuses too
+    document = json.loads(NUMBER_FLOW)
+    document["inputs"]["n"] = {"format": "email"}
+    with pytest.raises(DocumentError) as caught:
+        documents.load(json.dumps(document), fmt="json", inputs={"n": given})
+    assert caught.value.problems[0].path == "inputs.n"
+    assert documents.load(json.dumps(document), fmt="json", inputs={"n": "kunde@example.com"}).inputs == {
+        "n": "kunde@example.com"}
+
+
 def test_an_input_default_is_checked_like_a_given_value() -> None:
     for spec in ({"type": "integer", "default": "abc"}, {"format": "email", "default": "nobody"},
                  {"enum": ["a", "b"], "default": "c"}, {"type": "number", "default": "1e300000"}):
