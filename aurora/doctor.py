@@ -47,7 +47,8 @@ def run_checks(runtime: Any) -> list[Finding]:
     from . import adapter_state, audit
     from .adapters import BY_NAME
     from .adapters.selftest import SAMPLES, canary_probe_id
-    from .models import AuditRecord, FederationToken, Node, utcnow
+    from .federation.models import FederationToken, Node
+    from .models import AuditRecord, utcnow
     from .policy import PolicyStore
     from .secrets import load_secrets
 

@@ -357,74 +357,6 @@ class FormCursor(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class Node(Base):
-    """A peer this node pulls events from. ``token`` is the peer's, presented when pulling,
-    encrypted with the key under AURORA_HOME (``federation/vault.py``)."""
-
-    __tablename__ = "nodes"
-
-    name: Mapped[str] = mapped_column(String(64), primary_key=True)
-    url: Mapped[str] = mapped_column(String(512))
-    token: Mapped[str] = mapped_column(String(1024))
-    enabled: Mapped[bool] = mapped_column(default=True)
-    cursor: Mapped[int] = mapped_column(BigInteger, default=0)
-    remote_last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
-    last_seen: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    last_success: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    last_error: Mapped[str | None] = mapped_column(String(255))
-    failures: Mapped[int] = mapped_column(Integer, default=0)
-    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    sync_owner: Mapped[str | None] = mapped_column(String(128))
-    sync_lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    #: events from this peer refused, by reason (own_origin, unknown_origin, bad_signature)
-    rejected: Mapped[dict[str, int] | None] = mapped_column(JSON)
-    last_rejection: Mapped[str | None] = mapped_column(String(255))
-
-
-class FederationKey(Base):
-    """An origin's Ed25519 public key: pinned when its node was registered here, or introduced
-    by a pinned peer that relays its events (trust on first introduction; a pin always wins)."""
-
-    __tablename__ = "federation_keys"
-
-    origin: Mapped[str] = mapped_column(String(64), primary_key=True)
-    public_key: Mapped[str] = mapped_column(String(64))
-    source: Mapped[str] = mapped_column(String(16))  # pinned | introduced
-    introduced_by: Mapped[str | None] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-
-class WitnessCheckpoint(Base):
-    """The newest audit checkpoint an origin published that this node verified, kept as a
-    witness; ``problem`` says when a later one showed the origin's log cut short or rewritten."""
-
-    __tablename__ = "witness_checkpoints"
-
-    origin: Mapped[str] = mapped_column(String(64), primary_key=True)
-    origin_seq: Mapped[int] = mapped_column(BigInteger)
-    count: Mapped[int] = mapped_column(BigInteger)
-    head_pk: Mapped[int | None] = mapped_column(BigInteger)
-    head_hash: Mapped[str] = mapped_column(String(64))
-    #: the whole signed event, so the origin can check what its witness holds
-    event: Mapped[dict[str, Any]] = mapped_column(JSON)
-    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    problem: Mapped[str | None] = mapped_column(String(512))
-    problem_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-
-
-class FederationToken(Base):
-    """A token this node accepts from one peer. Two may be valid at once, for rotation."""
-
-    __tablename__ = "federation_tokens"
-
-    pk: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    peer: Mapped[str] = mapped_column(String(64), index=True)
-    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-
-
 class ExternalRef(Base):
     """A provider's id for something a run made (a PaymentIntent, a mail), to find the run again."""
 
@@ -503,3 +435,8 @@ class DefinitionVersion(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (UniqueConstraint("name", "version", name="uq_definition_versions_name_version"),)
+
+
+# The federation's tables (peers, their keys, witnessed checkpoints, tokens) live beside the code
+# that uses them; imported here so that every table is on ``Base.metadata`` (Alembic, create_all).
+from .federation import models as _federation_models  # noqa: E402, F401

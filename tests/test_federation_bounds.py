@@ -21,8 +21,9 @@ from sqlalchemy import func, select
 
 from aurora.federation import identity, registry, signing
 from aurora.federation.fetch import MAX_EVENT_BYTES, FederationFetchError, Peer, event_bytes, fetch_page
+from aurora.federation.models import Node
 from aurora.federation.sync import Syncer
-from aurora.models import Event, Node
+from aurora.models import Event
 
 TOKEN = "aurfed_" + "t" * 40
 #: the hostile peer signs its own events (signatures are docs/federation.md's; test_federation_trust tests them)

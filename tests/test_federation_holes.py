@@ -128,7 +128,7 @@ def _register(runtime, *args: str, env: dict | None = None, input: str | None = 
 
 def _stored_token(runtime) -> str:
     from aurora.federation import vault
-    from aurora.models import Node
+    from aurora.federation.models import Node
 
     with runtime.db.read() as session:
         stored = session.get(Node, "evil").token
@@ -312,7 +312,7 @@ def test_a_peer_that_answers_but_sends_no_checkpoint_is_stale_and_one_that_is_do
 
     from test_federation_bounds import EVIL_KEY, sync
 
-    from aurora.models import Node
+    from aurora.federation.models import Node
 
     path = Path(env["AURORA_POLICY_FILE"])
     policy = json.loads(path.read_text())
@@ -377,7 +377,7 @@ def test_a_peer_cannot_make_this_node_show_the_token_it_presents_to_every_other_
 
     from fakes import FakeServer, Reply
 
-    from aurora.models import Node
+    from aurora.federation.models import Node
 
     with FakeServer(lambda request: Reply(401, {"error": "unauthorized", "message": f"wrong token {TOKEN}"})) as echo:
         registry.register(runtime.db, echo.url, "evil", TOKEN, public_key=EVIL_PUBLIC,
@@ -395,7 +395,7 @@ def test_a_peer_dying_mid_answer_stores_nothing_and_is_a_failure_with_a_heartbea
     "unreachable" with no heartbeat, as if it had never answered (its state went to down)."""
     from test_federation_bounds import event, page, stored, sync
 
-    from aurora.models import Node
+    from aurora.federation.models import Node
 
     peer.body = page([event(1), event(2), event(3)])
     peer.kind = "dies"

@@ -80,7 +80,7 @@ def test_a_peers_events_about_a_local_run_never_reach_its_live_timeline(runtime,
 
 
 def _node(runtime, name: str = "evil"):
-    from aurora.models import Node
+    from aurora.federation.models import Node
 
     with runtime.db.read() as session:
         node = session.get(Node, name)
@@ -199,7 +199,7 @@ def test_a_key_this_node_took_for_an_origin_during_a_pass_wins_over_the_passs_ow
     assert forged["id"] not in from_x
     assert from_x == ([genuine["id"]] if meanwhile == "introduced_by_another_peer" else [])
     assert _node(runtime)["failures"] == 0
-    from aurora.models import Node
+    from aurora.federation.models import Node
 
     with runtime.db.read() as session:
         assert session.get(Node, "evil").rejected == {"bad_signature": 1}
@@ -523,7 +523,7 @@ def test_an_origin_that_looks_like_this_node_or_is_no_node_name_is_never_introdu
                  "keys": {origin: introduce(EVIL_KEY, "evil", origin, public_text(key)) for origin in names}}
     result = sync(runtime)
     assert result["pulled"] == 1 and result["rejected"] == 5, result
-    from aurora.models import Node
+    from aurora.federation.models import Node
 
     with runtime.db.read() as session:
         assert session.get(Node, "evil").rejected == {"own_origin": 1, "unknown_origin": 4}
@@ -599,7 +599,7 @@ def test_a_token_sealed_by_the_upgrade_is_gone_from_the_database_files(runtime) 
 
 
 def _stored_token(runtime) -> str:
-    from aurora.models import Node
+    from aurora.federation.models import Node
 
     with runtime.db.read() as session:
         return session.get(Node, "evil").token
@@ -657,7 +657,7 @@ def test_an_introduction_whose_key_is_not_text_is_ignored_not_a_crash(runtime, p
                  "has_more": False, "keys": {"other": {"public_key": offered, "signature": "x" * 86}}}
     result = sync(runtime)
     assert result["pulled"] == 1 and result["rejected"] == 1, result
-    from aurora.models import Node
+    from aurora.federation.models import Node
 
     with runtime.db.read() as session:
         assert session.get(Node, "evil").rejected == {"unknown_origin": 1}

@@ -21,8 +21,9 @@ from sqlalchemy import select
 
 from aurora.federation import identity, registry, signing
 from aurora.federation.fetch import event_bytes
+from aurora.federation.models import Node
 from aurora.federation.sync import Syncer, _validate
-from aurora.models import Event, Node
+from aurora.models import Event
 
 TOKEN = "aurfed_" + "s" * 40
 KEY = Ed25519PrivateKey.generate()

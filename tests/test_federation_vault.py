@@ -15,8 +15,8 @@ from sqlalchemy import update
 
 from aurora import sealed
 from aurora.federation import identity, registry, vault
+from aurora.federation.models import Node
 from aurora.federation.sync import Syncer
-from aurora.models import Node
 
 #: made by aurora/federation/vault.py as it was before it used aurora.sealed (commit 9b76c81):
 #: its key file, and ``vault.seal(key_file, OLD_TOKEN)``

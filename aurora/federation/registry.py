@@ -14,8 +14,9 @@ from sqlalchemy import select
 from .. import audit
 from ..db import Database
 from ..errors import Conflict, NotFound
-from ..models import FederationKey, Node, utcnow
+from ..models import utcnow
 from . import fetch, identity, trust, vault
+from .models import FederationKey, Node
 
 NAME = identity.NAME
 

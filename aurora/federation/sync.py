@@ -24,9 +24,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from .. import logs, metrics
 from ..engine import worker_identity
 from ..events import OUTBOX_LOCKS
-from ..models import Event, Node, utcnow
+from ..models import Event, utcnow
 from . import signing, trust, vault, witness
 from .fetch import FederationFetchError, Peer
+from .models import Node
 from .prefetch import Prefetcher
 
 #: the first backoff after a failure, doubled per further failure (with jitter), up to the policy's max

@@ -13,7 +13,8 @@ from sqlalchemy import select
 from .. import audit
 from ..db import Database
 from ..errors import AuthError, NotFound
-from ..models import FederationToken, utcnow
+from ..models import utcnow
+from .models import FederationToken
 
 PREFIX = "aurfed_"
 #: at most this many valid tokens per peer (the current one and its successor)

@@ -16,8 +16,9 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from ..db import Database
-from ..models import FederationKey, utcnow
+from ..models import utcnow
 from . import identity, signing
+from .models import FederationKey
 
 PINNED, INTRODUCED = "pinned", "introduced"
 

@@ -12,7 +12,7 @@ from sqlalchemy import select, text
 
 from .. import sealed
 from ..db import Database
-from ..models import Node
+from .models import Node
 
 #: marks a sealed value; anything else in ``nodes.token`` is a plaintext token from before
 PREFIX = sealed.PREFIX

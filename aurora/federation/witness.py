@@ -31,8 +31,9 @@ from sqlalchemy.orm import Session
 
 from .. import audit, events
 from ..db import OUTBOX_LOCKS, Database
-from ..models import AuditRecord, Event, Node, WitnessCheckpoint, utcnow
+from ..models import AuditRecord, Event, utcnow
 from . import fetch, identity, signing, vault
+from .models import Node, WitnessCheckpoint
 
 log = logging.getLogger(__name__)
 
