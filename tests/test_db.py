@@ -80,3 +80,21 @@ def test_the_migrations_build_exactly_the_tables_the_models_describe(runtime, re
     assert not tables, f"tables the migrations and the models disagree on: {sorted(tables)}"
     columns = [(d[0], d[2], d[3].name) for d in differences if d[0] in ("add_column", "remove_column")]
     assert not columns, f"columns the migrations and the models disagree on: {columns}"
+
+
+def test_the_head_revision_the_serving_processes_check_is_alembics_own(runtime) -> None:
+    # Serving processes compare the database with migrations.HEAD instead of asking Alembic (which
+    # they would otherwise keep in memory): a new migration must move HEAD too.
+    from alembic.script import ScriptDirectory
+
+    from aurora.migrations import HEAD, alembic_config, current, upgrade
+
+    assert ScriptDirectory.from_config(alembic_config(runtime.settings.database_url)).get_heads() == [HEAD]
+    upgrade(runtime.settings.database_url)
+    assert current(runtime.settings.database_url) == HEAD
+
+
+def test_a_database_without_aurora_tables_is_at_no_revision(tmp_path) -> None:
+    from aurora.migrations import current
+
+    assert current(f"sqlite:///{tmp_path / 'empty.db'}") is None

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 from ..config import Settings, load_settings
 from ..errors import ConfigError
@@ -125,10 +124,9 @@ def check_database(settings: Settings, need: str = USES, from_file: bool = False
 
 
 def _check_revision(url: str, source: str, reachable_only: bool = False) -> None:
-    from alembic.script import ScriptDirectory
     from sqlalchemy.exc import SQLAlchemyError
 
-    from ..migrations import alembic_config, current
+    from ..migrations import HEAD, current
 
     try:
         have = current(url)
@@ -138,10 +136,9 @@ def _check_revision(url: str, source: str, reachable_only: bool = False) -> None
         first = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [""])[0][:160]
         raise DatabaseNotReady(f"cannot open the database ({source}): {first}",
                                "is the database server running, and AURORA_DATABASE_URL right?") from None
-    heads: Any = ScriptDirectory.from_config(alembic_config(url)).get_heads()
     if have is None:
         raise DatabaseNotReady(f"the database ({source}) has no Aurora tables",
                                "run `aurora db upgrade` (or `aurora up`, which migrates it first)")
-    if have not in heads:
-        raise DatabaseNotReady(f"the database ({source}) is at revision {have}; this Aurora needs {', '.join(heads)}",
+    if have != HEAD:
+        raise DatabaseNotReady(f"the database ({source}) is at revision {have}; this Aurora needs {HEAD}",
                                "run `aurora db upgrade`")
