@@ -48,22 +48,24 @@ def up(host: str, ports: tuple[int, ...], web_workers: int, log_dir: str | None)
     # Checked before anything is started or cleared: a second stack must not disturb the first.
     lock = claim_home(settings.home)
     check_ports(host, ports)
-    from ._home import check_database, record_stack
+    from ._home import record_stack
 
-    check_database(settings, "migrates")
     # The children are told exactly where this stack lives (they must never read the record of
     # another), and every later command, from any folder, finds it in the record.
     os.environ.update({"AURORA_HOME": str(settings.home), "AURORA_DATABASE_URL": settings.database_url,
                        "AURORA_POLICY_FILE": str(settings.policy_file), "AURORA_SECRETS_FILE": str(settings.secrets_file)})
-    record_stack(settings)
     from ..metrics import prepare
 
     prepare(settings.home, clear=True)  # counters start afresh with the stack; children share the folder
-    # Migrations and the first key run in a child, so this supervisor stays small while it waits.
+    # The database's check, migrations and the first key run in a child, so that this supervisor
+    # stays small while it waits (it never imports SQLAlchemy: ~20 MB for as long as the stack runs).
     prepared = subprocess.run([*AURORA, "bootstrap", "--url", url],
-                              stdout=subprocess.PIPE, text=True)
+                              capture_output=True, text=True)
+    if prepared.stderr:  # its log lines, or the one line that says why the database cannot be used
+        click.echo(prepared.stderr.rstrip("\n"), err=True)
     if prepared.returncode:
         sys.exit(prepared.returncode)
+    record_stack(settings)  # only a stack whose database could be used is recorded
     commands = child_commands(host, ports, web_workers)
     folder = None if log_dir == "-" else Path(log_dir).absolute() if log_dir else settings.home / "logs"
     logs = log_files(folder, list(commands)) if folder else None
