@@ -21,18 +21,26 @@ _pending: ContextVar[tuple[dict[str, list[str]], set[str]] | None] = ContextVar(
 def note(run_id: str | None, type_: str) -> None:
     """Record that the open write transaction appended event ``type_`` of run ``run_id``."""
     pending = _pending.get()
-    if pending is not None and run_id is not None and run_id not in pending[1]:
+    if pending is not None and run_id is not None and not (type_ in CREATION and run_id in pending[1]):
         pending[0].setdefault(run_id, []).append(type_)
+
+
+#: what a run's creation appends: not announced by the transaction that creates the run
+CREATION = frozenset({"run.queued", "run.triggered"})
 
 
 def born(run_id: str) -> None:
     """The open write transaction creates run ``run_id``: nobody can wait for it yet (its id is
-    told once the transaction has committed), so nothing it notes of that run is announced. A
-    submit then costs no publish, and no web process wakes for a note that nobody waits for."""
+    told once the transaction has committed), so its creation is not announced. A submit then
+    costs no publish, and no web process wakes for a note that nobody waits for. What else the
+    transaction notes of it is (a workflow whose first steps end it at once: its submitter's
+    answer still says it runs, and the note is what ends the wait)."""
     pending = _pending.get()
     if pending is not None:
         pending[1].add(run_id)
-        pending[0].pop(run_id, None)
+        kept = [type_ for type_ in pending[0].pop(run_id, ()) if type_ not in CREATION]
+        if kept:
+            pending[0][run_id] = kept
 
 
 @contextmanager

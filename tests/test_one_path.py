@@ -184,3 +184,18 @@ def test_a_waiting_submitter_is_answered_with_the_request_its_audit_record_holds
     assert answer is not None and answer["status"] == "succeeded"
     assert answer["result"] == shown_whole["result"] and "request" in answer["result"]
     assert "in_audit" not in answer["result"]
+
+
+def test_a_workflow_its_submission_already_ends_announces_that_end(engine) -> None:
+    # Its submitter's answer was made from the row as inserted ("running"): the note of the end
+    # is what ends the wait at once (not the waiter's next re-read, up to 20 s later).
+    heard: list[dict[str, list[str]]] = []
+    engine.db.on_commit = heard.append
+    flow = engine.submit(documents.load(
+        "name: never\nsteps:\n  - id: a\n    goal: send_email\n    if: \"false\"\n"
+        "    payload: {to: a@example.com, subject: Hi, text: Hallo}\n"), "sam")
+    with engine.db.read() as session:
+        status = session.scalar(select(Run.status).where(Run.id == flow.id))
+    assert status not in ("queued", "running")
+    [note] = heard
+    assert f"run.{status}" in note[flow.id] and "run.queued" not in note[flow.id]
