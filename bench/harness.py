@@ -35,8 +35,14 @@ class LeanClient:
         self.connection = http.client.HTTPConnection(host, int(port.rstrip("/") or 80), timeout=60)
 
     def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-        self.connection.request("POST", path, body=body, headers=headers)
-        response = self.connection.getresponse()
+        try:
+            self.connection.request("POST", path, body=body, headers=headers)
+            response = self.connection.getresponse()
+        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            # the server closed the kept-alive connection while it was idle: once more, on a new one
+            self.connection.close()
+            self.connection.request("POST", path, body=body, headers=headers)
+            response = self.connection.getresponse()
         return response.status, response.read()
 
     def post_json(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, object]:

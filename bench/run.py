@@ -181,6 +181,24 @@ NOTES = """## Reading the figures
   Redis it is one send on a connection in `CLIENT REPLY OFF` (~15 µs of CPU measured on the
   loaded machine of 2026-12-01 17:25, where a `PUBLISH` that waited for its reply took ~140 µs of
   CPU and 350–600 µs of wall time: a fifth of a dry run's time in a Celery child, in py-spy).
+  **2026-12-02 (a new, quiet machine, load < 1.5):** the client is now `http.client` on one
+  kept-alive connection (`harness.LeanClient`), with a submitter's key (an admin key is read from
+  the database on every request, by design); `requests` is measured beside it
+  (`requests_client_p50_ms`): it spent ~1–2.5 ms of the two cores per call merging settings and
+  proxies, which is the client library's time, not Aurora's. A submit no longer announces the run it
+  creates (nobody can wait for a run whose id is not told yet: one `PUBLISH` and one wake of every
+  web process saved per submit), and the outcome is one statement (the run joined to its call
+  records: 114 → 83–99 µs in process). Four runs of the Redis path: 2.05–2.17 (lean), 2.33–2.46
+  (requests); the last, in `bench/wait.py`: 9.06 / 4.34 ms = 2.09, embedded 1.69, n8n's webhook
+  116 ms p50 (12.8× the Redis path, 10.6× the embedded one). **The goal (≤ 2×) is not met on the Redis
+  path.** Stage stamps (temporary, 270 runs) put the outside time at 1.3 ms before `created_at`
+  (client → server 0.26, hand-over and key check 0.47–0.6, parse and validate 0.4–0.57) and 1.9 ms
+  after `finished_at` (the final transaction 0.86–0.96, note 0.13 + 0.19–0.33, wake 0.1, the
+  outcome read 0.5–0.66, the answer 0.44). On this virtual machine work done right after a
+  process slept costs 4–7× its warm cost (the outcome read: 111 µs in a warm loop, 521 µs of
+  *CPU* when the web wakes for a note; the same read after a 3 ms sleep in a loop: 400–870 µs),
+  and every stage on the outside path starts in a process that was asleep. The inside, meanwhile,
+  holds the Celery enqueue (~0.9 ms in the web): making that faster would make the ratio worse.
 - **Peers** (`make bench-peers`: `bench/peers/install.sh`, then `bench/peers/peers.py`). n8n 1.123
   from npm into `bench/peers/.cache/n8n` (npm overrides: the registry's `xlsx` for the vendor-CDN
   one, `isolated-vm` 5.0.4 for Node 20; `sqlite3` built from source), its workflow imported with
@@ -194,7 +212,10 @@ NOTES = """## Reading the figures
   cores): the peers suffered far more than Aurora — n8n answered in 0.3–1.3 s where issue 21
   measured 32–34 ms on a quieter machine, Prefect took 15.6 s a run where it measured 1.9 s — so
   the ratios of that run overstate Aurora's lead; rerun `make bench-peers` on a quiet machine
-  for figures to quote.
+  for figures to quote. **Rerun on 2026-12-02 on a quiet machine** (load < 1.5; every peer through the
+  same lean client): n8n 88 ms p50 and 12.2 done/s, Prefect 5.1 s and 0.57 done/s; Aurora 11.4 ms
+  (embedded) and 8.3 ms (Redis), 135 and 193 done/s. Aurora's idle RSS after the closed loop,
+  583/656 MB, is over the 400 MB goal: see "Idle memory" below.
 - **`POST /route`** (`python bench/router.py`, or `bench/run.py route_wrk`): wrk from Debian paces
   two connections at one request per 10 ms each with a Lua `delay()` (bench/route.lua); with
   `taskset` the server runs on core 0 and wrk on core 1 (other sessions still share both). Where
@@ -297,6 +318,31 @@ NOTES = """## Reading the figures
   so they read as the load, not the history — but one round each: not shown flat either. An
   earlier 100,000-run round (21:28–21:37) ran beside this session's own in-process checks and is
   not shown.
+- **History at a million runs, again (2026-12-02 01:48–01:54, a quiet machine, load 0.8–1.9).**
+  `submit → succeeded` is now submit-and-wait (`Prefer: wait`, one request) with as many samples as
+  every read (200; a p99 of 50 was the slowest of them, and the 2 ms polls ran beside the run).
+  SQLite, 10,000 → 1,000,000 runs on the schema of 0016: every p99 within 2× (worst the deep page of
+  `name=crm_sync`, 1.26×; `submit → succeeded` 1.04×), every plan indexed. Generating the million
+  took 214 s (1,188 s under load the day before); `aurora prune --before` of its first tenth 59.7 s,
+  the audit chain intact after it (1,000,193 records), a cursor inside the pruned range paging on,
+  `aurora status` of a pruned run naming its archive. PostgreSQL was not run again.
+- **Idle memory** (`bench/run.py memory`: every process of `aurora up`, 5 s after it answers).
+  **The goal (≤ 400 MB) is not met: 502 MB** (PSS 320 MB; the two Celery children are forks and
+  share most of their pages). It was 385–401 MB on 2026-12-01 before issues 17–21 and grew with
+  them, per process, not by a new one: measured here on old commits, 401 (b8d796d), 441 (da46727),
+  454 (the `fedtrust` merge), 511 (the `cli` merge: the supervisor +18 MB, each worker process +11),
+  548 at the start of 2026-12-02. Cut this session: serving processes check the database's revision
+  against `migrations.HEAD` instead of importing Alembic (−27 MB), and the supervisor leaves the
+  database check to its bootstrap child, never importing SQLAlchemy (−19 MB). Now: supervisor 33 MB,
+  gunicorn master 38, web 85, Celery parent 89 and children 80 + 80, system worker with beat 93. Each
+  Python process that serves holds ~75 MB before it has done anything (SQLAlchemy 21.5 MB alone,
+  asyncio 8.9 MB through it). The next cuts: starting Celery's worker without Celery's command line
+  (`celery.bin.celery` brings click_repl and prompt_toolkit, +11.4 MB in each of 4 processes).
+- **This machine, 2026-12-02.** The PostgreSQL scale-out measured 131–147 runs/s with one worker
+  process and 233–249 with two (1.59–1.9×, 0.38–0.52× raw), worker CPU 5.0–5.6 ms per run, where
+  the day before it measured 1.91×, 0.54× and 2.8–3.1 ms: the code of the start of this session
+  (f2510b1), run A/B beside it, measured the same (122 and 240 runs/s, 5.2–5.9 ms), so it is the
+  machine, not a change. On it the worker goal (≤ 3 ms) is not met.
 - **Reliability** (`bench/recovery.py`; `python bench/recovery.py soak --minutes 60` for the hour
   the issue asks for by hand). The soak counts "Unrecoverable error" lines and the supervisor's
   restarts in `aurora up`'s output. A worker killed mid-run is recovered when its lease lapses
