@@ -13,7 +13,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 from .resources import load_schema
 from .schema_patterns import Validator, inlined
 
-_EMAIL = re.compile(r"^[^@\s<>(),;:\"\[\]]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
+_EMAIL = re.compile(r"^[^@\s<>(),;:\"\[\]\x00-\x1f\x7f]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
 #: ``Display Name <address>``: a display name without angle brackets, quotes or line breaks
 _MAILBOX = re.compile(r'([^<>",;\r\n\x00-\x1f]{1,200}) <([^<>\s]+)>')
 

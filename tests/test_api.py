@@ -69,6 +69,8 @@ def test_submit_yaml_json_and_multipart(client, api_keys, runtime) -> None:
      "invalid_workflow", "payload.reply_to"),
     (MAIL.replace("kunde@example.com", '"kunde@example.com\\rBcc: all@example.com"'), YAML, 422,
      "invalid_workflow", "payload.to"),
+    # a control character in the address's local part (NUL ends a C string at the provider)
+    (MAIL.replace("kunde@example.com", '"kunde\\0@example.com"'), YAML, 422, "invalid_workflow", "payload.to"),
     # no ceiling on a charge: the default is 10000 per currency
     (CHARGE.replace('"9.99"', '"10000.01"'), YAML, 422, "invalid_workflow", "payload.amount"),
     (MAIL, {"Content-Type": "application/xml"}, 415, "unsupported_media_type", None),

@@ -298,7 +298,8 @@ def test_a_number_input_too_large_is_a_problem_not_minutes_of_cpu_or_a_500(given
     assert caught.value.problems[0].path == "inputs.n"
 
 
-@pytest.mark.parametrize("given", ["<b>x</b>@example.com", "a@-example.com", "a@example", "Shop <a@example.com>"])
+@pytest.mark.parametrize("given", ["<b>x</b>@example.com", "a@-example.com", "a@example", "Shop <a@example.com>",
+                                   "a\x00@example.com", "a\x01\x7f@example.com"])
 def test_an_email_input_is_checked_as_the_schema_checks_an_address(given) -> None:
     # one rule for "an email address": what a task's own "to" would refuse, an input refuses too
     document = json.loads(NUMBER_FLOW)
