@@ -164,3 +164,13 @@ def test_an_error_aurora_did_not_foresee_is_one_line_with_a_hint(where, tmp_path
     _assert_one_clear_error(done, ["keys", "list"])
     assert done.stderr.splitlines() == ["aurora: OperationalError: (sqlite3.OperationalError) no such table: api_keys",
                                         "  hint: the database is missing Aurora's tables: run `aurora db upgrade`"]
+
+
+def test_aurora_up_with_a_database_it_cannot_use_says_why_and_records_no_stack(tmp_path) -> None:
+    # the database is checked in the bootstrap child now: its one line must still reach the user,
+    # and a later command must not find a stack recorded for a database that never worked
+    url = f"sqlite:///{tmp_path / 'no' / 'such' / 'folder' / 'aurora.db'}"
+    done = CliRunner().invoke(main, ["up", "--port", str(free_port())], env=_env(tmp_path, url))
+    _assert_one_clear_error(done, ["up"])
+    assert "does not exist" in done.output
+    assert not (tmp_path / "stack.json").exists()
