@@ -3,17 +3,16 @@ config file that ``aurora up`` writes (mode 0600)."""
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 
+from .cli_config import config_path, read_config
 from .errors import ClientError, ConfigError
 
 DEFAULT_URL = "http://127.0.0.1:9292"
@@ -28,31 +27,6 @@ STREAM_IDLE = 45.0
 STREAM_RETRY = 1.0
 #: what may fail on the way and be tried again: the request may or may not have arrived
 RETRIED = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
-
-
-def config_path() -> Path:
-    if os.environ.get("AURORA_CLI_CONFIG"):
-        return Path(os.environ["AURORA_CLI_CONFIG"])
-    base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    return base / "aurora" / "cli.json"
-
-
-def write_config(url: str, token: str) -> Path:
-    path = config_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump({"url": url, "token": token}, handle)
-    os.chmod(path, 0o600)
-    return path
-
-
-def read_config() -> dict[str, str]:
-    path = config_path()
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
 
 
 class ClientConfigError(ConfigError):

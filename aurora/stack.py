@@ -65,7 +65,7 @@ def gunicorn_command(binds: Sequence[str], workers: int, threads: int = 4) -> li
 def prepare(settings: Settings, url: str) -> str | None:
     """Migrate the database; on first start make an admin key, store it for the CLI, return it."""
     from . import keys
-    from .client import write_config
+    from .cli_config import write_config
     from .migrations import upgrade
     from .models import Role
     from .policy_ledger import record_start

@@ -141,8 +141,10 @@ def wait_port(port: int, timeout: float = 60) -> None:
     raise RuntimeError(f"nothing listens on port {port}")
 
 
-def tree_rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its descendants, in MB (from /proc)."""
+def tree_rss_mb(pid: int, proportional: bool = False) -> float:
+    """Resident memory of a process and all its descendants, in MB (from /proc): the sum of their
+    RSS, which counts a page shared by several (a forked child's) in each; ``proportional``: the
+    sum of their PSS, which shares it out."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -151,13 +153,14 @@ def tree_rss_mb(pid: int) -> float:
             except (OSError, IndexError, ValueError):
                 continue
             children.setdefault(ppid, []).append(int(entry.name))
+    source, field = ("smaps_rollup", "Pss:") if proportional else ("status", "VmRSS:")
     total, stack = 0, [pid]
     while stack:
         current = stack.pop()
         stack.extend(children.get(current, []))
         try:
-            for line in Path(f"/proc/{current}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
+            for line in Path(f"/proc/{current}/{source}").read_text().splitlines():
+                if line.startswith(field):
                     total += int(line.split()[1])
         except OSError:
             pass

@@ -436,7 +436,8 @@ def write(results: dict) -> None:
                      f" after {thr['raw_before_after'][1]}) | {thr['ratio']} | {thr['goal']} |")
     if mem:
         lines.append(f"| idle stack RSS of `aurora up` (supervisor, gunicorn 1×8 threads, Celery worker with 2 processes, beat) |"
-                     f" {mem['idle_stack_rss_mb']} MB | — | — | {mem['goal']} |")
+                     f" {mem['idle_stack_rss_mb']} MB" + (f" (PSS {mem['idle_stack_pss_mb']} MB)" if "idle_stack_pss_mb" in mem else "")
+                     + f" | — | — | {mem['goal']} |")
     t = results.get("transports")
     if t:
         lines.append(f"| embedded broker: 500 no-op tasks, 2 processes | filesystem {t['filesystem_s']} s |"

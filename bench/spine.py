@@ -244,7 +244,7 @@ def memory() -> dict[str, Any]:
             time.sleep(5)
             health = requests.get(f"http://127.0.0.1:{port}/health", timeout=5).json()
             assert health["components"]["beats"]["ok"], health
-            rss = tree_rss_mb(up.pid)
-        return {"idle_stack_rss_mb": round(rss), "goal": "<= 400 MB"}
+            rss, pss = tree_rss_mb(up.pid), tree_rss_mb(up.pid, proportional=True)
+        return {"idle_stack_rss_mb": round(rss), "idle_stack_pss_mb": round(pss), "goal": "<= 400 MB"}
     finally:
         cleanup(home)

@@ -21,7 +21,10 @@ from aurora.runtime import set_runtime
 
 
 def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], click.Command]]:
-    for name, command in sorted(group.commands.items()):
+    context = click.Context(group)
+    for name in group.list_commands(context):
+        command = group.get_command(context, name)
+        assert command is not None, f"aurora {' '.join((*prefix, name))} is listed but does not load"
         if isinstance(command, click.Group):
             yield from _commands(command, (*prefix, name))
         else:

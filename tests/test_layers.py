@@ -1,7 +1,10 @@
-"""The core imports neither Flask nor Celery: it must run (and be tested) without either."""
+"""The core imports neither Flask nor Celery: it must run (and be tested) without either. The
+processes of the stack load only what they use."""
 
 from __future__ import annotations
 
+import importlib
+import os
 import subprocess
 import sys
 
@@ -15,3 +18,35 @@ def test_the_core_imports_neither_flask_nor_celery() -> None:
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'flask', 'celery', 'kombu'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+#: what a process that runs as long as the stack may not carry: another command's module, an HTTP
+#: library it never uses, Celery's command line (an interactive shell's libraries), Flask in
+#: gunicorn's master; each is several MB in every process of the stack (docs/benchmarks.md, memory)
+_LONG_RUNNING = {
+    "supervisor (aurora up)": ("main.get_command(click.Context(main), 'up')\nimport aurora.stack, aurora.banner",
+                               ("aurora.cli.workflows", "aurora.cli.admin", "aurora.client", "requests")),
+    "worker (aurora worker)": ("main.get_command(click.Context(main), 'worker')\n"
+                               "import aurora.celery_app, aurora.tasks, aurora.worker_start, celery.apps.worker",
+                               ("aurora.cli.workflows", "aurora.client", "requests", "celery.bin", "click_repl")),
+    "gunicorn's master": ("import aurora.gunicorn_conf, aurora.web.worker", ("flask",)),
+}
+
+
+def test_what_runs_as_long_as_the_stack_loads_only_what_it_uses(tmp_path) -> None:
+    for process, (imports, refused) in _LONG_RUNNING.items():
+        code = (f"import sys, click\nfrom aurora.cli import main\n{imports}\n"
+                f"print(sorted({{m.split('.')[0] if m.startswith('requests') else m for m in sys.modules\n"
+                f"               if m.startswith({refused!r})}}))")
+        out = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, check=True,
+                             env={**os.environ, "AURORA_HOME": str(tmp_path)}).stdout
+        assert out.strip() == "[]", f"{process} loads {out.strip()}"
+
+
+def test_each_command_is_found_in_the_module_that_defines_it() -> None:
+    from aurora.cli import _common, main
+
+    for module in set(_common.COMMAND_MODULES.values()):
+        importlib.import_module(f"aurora.cli.{module}")
+    defined = {name: command.callback.__module__.rsplit(".", 1)[-1] for name, command in main.commands.items()}
+    assert defined == _common.COMMAND_MODULES

@@ -16,8 +16,6 @@ import random
 import time
 from typing import Any
 
-import requests
-
 from ..errors import AdapterError
 from ..secrets import REDACTED, Secrets
 from .base import Adapter, AdapterResult, CallContext, Mode, decide_mode, granted
@@ -155,6 +153,8 @@ class EngineAdapter(Adapter):
 
     def _send(self, engine: str, request: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         """One live call with retries; the real key replaces the redaction marker only here."""
+        import requests  # by the first live call: a worker that only simulates never loads it (~7 MB)
+
         settings = fallback_settings(ctx)
         key = ctx.secrets.get("engines", engine, "api_key") or ""
         headers = {k: (v.replace(REDACTED, key) if isinstance(v, str) else v) for k, v in request["headers"].items()}

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any
-
-import requests
+from typing import TYPE_CHECKING, Any
 
 from .base import CallContext, LiveCallFailed, RetryLater
 
@@ -20,6 +18,9 @@ from .base import CallContext, LiveCallFailed, RetryLater
 MAX_RETRY_AFTER = 300.0
 #: a Retry-After up to this is slept in the worker: shorter than a trip through the broker
 INLINE_RETRY_AFTER = 1.0
+
+if TYPE_CHECKING:  # imported by the first live call: a worker that only simulates never loads it (~7 MB)
+    import requests
 
 
 def _retry_after(response: requests.Response) -> float | None:
@@ -34,6 +35,8 @@ def _retry_after(response: requests.Response) -> float | None:
 
 def never_sent(exc: requests.RequestException) -> bool:
     """True when the request surely did not reach the provider (no connection was made)."""
+    import requests
+
     if isinstance(exc, requests.ConnectTimeout):
         return True
     if isinstance(exc, requests.ConnectionError) and not isinstance(exc, requests.ReadTimeout):
@@ -60,6 +63,8 @@ def call(adapter: str, ctx: CallContext, method: str, url: str, *, classify: Any
     ``classify(status, body)`` may name a failure kind for a 4xx answer (default: 401/403 are
     ``auth``, others ``invalid``).
     """
+    import requests
+
     settings = ctx.settings(adapter)
     retries = int(settings.get("retries", 2))
     timeout = float(settings.get("timeout_seconds", 30))

@@ -152,9 +152,39 @@ def _reader_gone() -> NoReturn:
     sys.exit(141)  # 128 + SIGPIPE, what the shell reports for a killed writer
 
 
+#: the module of ``aurora.cli`` that defines each command: a module is imported when one of its
+#: commands is run (all of them for ``--help``), so that ``aurora worker`` and ``aurora up`` carry
+#: no HTTP client and no other command for as long as they run
+COMMAND_MODULES = {
+    "adapters": "admin", "doctor": "admin", "keys": "admin", "people": "admin",
+    "prune": "backups", "secrets": "backups",
+    "run": "definitions", "workflows": "definitions",
+    "federation": "federation", "nodes": "federation",
+    "audit": "ledger",
+    "beat": "stack", "bootstrap": "stack", "db": "stack", "serve": "stack", "up": "stack", "worker": "stack",
+    "approvals": "workflows", "approve": "workflows", "cancel": "workflows", "list": "workflows",
+    "reject": "workflows", "rerun": "workflows", "route": "workflows", "status": "workflows",
+    "submit": "workflows", "validate": "workflows",
+}
+
+
 class AuroraGroup(click.Group):
     """Turns every error into one clear line, a hint and an exit status; ``--debug`` shows the
-    traceback instead."""
+    traceback instead. Loads a command's module when the command is asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMAND_MODULES)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in COMMAND_MODULES and cmd_name not in self.commands:
+            from importlib import import_module
+
+            from ._output import add_json_option
+
+            import_module(f"{__package__}.{COMMAND_MODULES[cmd_name]}")
+            for command in list(self.commands.values()):  # each command the module brought
+                add_json_option(command)
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

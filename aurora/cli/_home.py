@@ -36,7 +36,7 @@ class DatabaseNotReady(ConfigError):
 
 
 def stack_file() -> Path:
-    from ..client import config_path
+    from ..cli_config import config_path
 
     return config_path().parent / "stack.json"
 

@@ -28,14 +28,14 @@ def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
         ctx.meta[JSON_KEY] = True
 
 
-def add_json_option(group: click.Group) -> None:
-    """Give every command of the tree a ``--json`` flag (those with their own keep it)."""
-    for command in group.commands.values():
-        if isinstance(command, click.Group):
-            add_json_option(command)
-        elif command.name not in NO_JSON and not any("--json" in p.opts for p in command.params):
-            command.params.append(click.Option(["--json"], is_flag=True, expose_value=False, callback=_set_json,
-                                               is_eager=True, help="Print the result as JSON, for scripts."))
+def add_json_option(command: click.Command) -> None:
+    """Give ``command``, or every command of its tree, a ``--json`` flag (those with their own keep it)."""
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            add_json_option(sub)
+    elif command.name not in NO_JSON and not any("--json" in p.opts for p in command.params):
+        command.params.append(click.Option(["--json"], is_flag=True, expose_value=False, callback=_set_json,
+                                           is_eager=True, help="Print the result as JSON, for scripts."))
 
 
 def print_json(data: Any) -> None:

@@ -36,7 +36,7 @@ def up(host: str, ports: tuple[int, ...], web_workers: int, log_dir: str | None)
     from pathlib import Path
 
     from ..banner import StartUp, block, running_as_root
-    from ..client import config_path
+    from ..cli_config import config_path
     from ..config import load_settings
     from ..stack import check_ports, claim_home, log_files, run_stack
 
@@ -152,6 +152,10 @@ def serve(host: str, port: int, workers: int) -> None:
     os.execv(command[0], command)
 
 
+#: what ``--loglevel`` takes (Celery's names for Python's levels)
+LOG_LEVELS = click.Choice(["debug", "info", "warning", "warn", "error", "critical"], case_sensitive=False)
+
+
 def _default_loglevel() -> str:
     return os.environ.get("AURORA_LOG_LEVEL", "info").lower()
 
@@ -160,7 +164,7 @@ def _default_loglevel() -> str:
 @click.option("--concurrency", "-c", type=int, default=None,
               help="Worker processes (default AURORA_WORKER_CONCURRENCY); threads with --system (default 4).")
 @click.option("--loglevel", "-l", default=_default_loglevel, show_default="AURORA_LOG_LEVEL, else info",
-              help="Lowest level of log lines written.")
+              type=LOG_LEVELS, help="Lowest level of log lines written.")
 @click.option("--system", is_flag=True,
               help="Serve the system queue instead of runs: sweeps, form ingests, federation syncs.")
 @click.option("--beat", "with_beat", is_flag=True,
@@ -186,9 +190,10 @@ def worker(concurrency: int | None, loglevel: str, system: bool, with_beat: bool
     celery_app.process_kind, celery_app.embedded_beat = kind, with_beat
     exit_when_stopped()
     _root_warning_once()
-    # --quiet: no banner (its facts are in `aurora up`'s block and in /health)
-    celery.worker_main(["--quiet", "worker", "-Q", queue, "-P", pool, "-c", str(count), "-l", loglevel, "--without-mingle",
-                        "--without-gossip", "--without-heartbeat", "-n", f"aurora-{kind}-{socket.gethostname()}-{os.getpid()}@%h"])
+    from ..worker_start import start_worker
+
+    sys.exit(start_worker(celery, queue=queue, pool=pool, concurrency_=count, loglevel=loglevel,
+                          name=f"aurora-{kind}-{socket.gethostname()}-{os.getpid()}@%h"))
 
 
 def _root_warning_once() -> None:
@@ -206,7 +211,7 @@ def _root_warning_once() -> None:
 
 @main.command()
 @click.option("--loglevel", "-l", default=_default_loglevel, show_default="AURORA_LOG_LEVEL, else info",
-              help="Lowest level of log lines written.")
+              type=LOG_LEVELS, help="Lowest level of log lines written.")
 def beat(loglevel: str) -> None:
     """Run Celery beat: the sweeper that recovers stuck runs and expires overdue gates."""
     settings = _runtime("serves").settings  # first: importing the Celery app builds a runtime of its own otherwise
