@@ -29,7 +29,7 @@ _LONG_RUNNING = {
     "worker (aurora worker)": ("main.get_command(click.Context(main), 'worker')\n"
                                "import aurora.celery_app, aurora.tasks, aurora.worker_start, celery.apps.worker",
                                ("aurora.cli.workflows", "aurora.client", "requests", "celery.bin", "click_repl")),
-    "gunicorn's master": ("import aurora.gunicorn_conf, aurora.web.worker", ("flask",)),
+    "gunicorn's master": ("import aurora.gunicorn_conf, aurora.web.worker", ("flask", "aurora.config", "aurora.runtime")),
 }
 
 

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..config import load_settings
-from ..runtime import Runtime, get_runtime, set_runtime
-
-if TYPE_CHECKING:  # imported by create_app: gunicorn's master loads aurora.web.worker, never the app (~7 MB)
+if TYPE_CHECKING:  # imported by create_app: gunicorn's master loads aurora.web.worker, never the app (~9 MB)
     from flask import Flask
 
 #: room for multipart boundaries and headers around the largest accepted document
@@ -16,6 +13,9 @@ MULTIPART_OVERHEAD = 64 * 1024
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from flask import Flask
+
+    from ..config import load_settings
+    from ..runtime import Runtime, get_runtime, set_runtime
 
     app = Flask(__name__)
     if test_config and "AURORA_ENV" in test_config:
