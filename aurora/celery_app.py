@@ -50,7 +50,10 @@ def broker_options(settings: Settings) -> dict[str, Any]:
             "processed_folder": str(folder / "processed"),
             "control_folder": str(folder / "control"),
             "store_processed": False,
-            "polling_interval": 0.01,
+            # consumers are woken by a datagram when a message is put (aurora/filesystem_transport.py):
+            # the interval is only the safety net for a lost one, and what an idle worker polls at
+            "wake_folder": str(folder / "wake"),
+            "polling_interval": 0.1,
         }
     if settings.broker_url.startswith(("redis://", "rediss://")):
         # No ack emulation: kombu's copy of every message taken (an unacked hash and a sorted set,

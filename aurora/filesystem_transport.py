@@ -16,6 +16,13 @@ again on every restart. Here:
   JSON message is moved to ``bad/`` beside the queue folder, logged once, and the next file is
   read.
 
+And a consumer that is woken instead of polling: kombu polls the folder every
+``polling_interval``, so a message waited half an interval on average before a worker saw it.
+Each consumer here names a loopback UDP port in the broker's ``wake/`` folder (as the web's
+listeners do in ``notify/``), and ``_put`` sends each one a datagram once the message is in
+place; the consumer waits on its port between polls. A datagram is only a hint (a forged one
+costs a poll, a lost one the rest of the interval, which stays the safety net).
+
 And a worker that stops when asked: the filesystem transport cannot wake a waiting consumer, so
 Celery runs it in its blocking loop, each turn polling the folder for up to two seconds; on
 SIGTERM Celery only sets a flag (``state.should_stop``) that the loop reads between turns, and it
@@ -31,11 +38,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
+import socket
 import stat
 import uuid
+from functools import cache
 from pathlib import Path
 from queue import Empty
-from time import monotonic, sleep
+from time import monotonic
 from typing import Any
 
 from kombu.exceptions import ChannelError
@@ -65,6 +75,9 @@ class Channel(filesystem.Channel):
         except OSError as exc:
             temporary.unlink(missing_ok=True)
             raise ChannelError(f"cannot add a message to {folder}: {exc.strerror or exc}") from exc
+        wake = self.transport_options.get("wake_folder")
+        if wake:
+            _waker(wake).send([b"w"], "a wake-up to the workers", "they find the message at their next poll")
 
     def _get(self, queue: str) -> Any:
         folder = Path(self.data_folder_in)
@@ -152,6 +165,39 @@ def _is_envelope(message: Any) -> bool:
             and message.get("content-type") == "application/json")
 
 
+@cache
+def _waker(folder: str) -> Any:
+    from .notify import LocalPublisher
+
+    return LocalPublisher(Path(folder))
+
+
+class Bell:
+    """This process's port in the wake folder: waiting on it ends when a message was put."""
+
+    def __init__(self, folder: Path):
+        from .notify import register
+
+        self.pid = os.getpid()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            self.sock.bind(("127.0.0.1", 0))
+            self.sock.setblocking(False)
+            register(folder, self.sock.getsockname()[1])
+        except OSError:
+            self.sock.close()
+            raise
+
+    def wait(self, seconds: float) -> None:
+        """Until a datagram comes or ``seconds`` pass; the datagrams waiting are taken."""
+        if select.select([self.sock], [], [], seconds)[0]:
+            try:
+                while self.sock.recv(64):
+                    pass
+            except BlockingIOError:
+                pass
+
+
 def _stopping() -> bool:
     # Imported late: web processes publish through this transport and never load the worker.
     from celery.worker import state
@@ -181,11 +227,32 @@ class Transport(filesystem.Transport):
         # "No hostname was supplied" at start.
         return {}
 
+    _bell: Bell | None = None
+    _bell_failed = float("-inf")
+
+    def bell(self) -> Bell | None:
+        """This consumer's wake-up port, made on its first wait (in the process that waits).
+        None while it cannot be made (a full disk, no loopback): the consumer polls meanwhile,
+        and tries again a minute later."""
+        folder = (self.client.transport_options or {}).get("wake_folder")
+        if not folder or (self._bell is not None and self._bell.pid == os.getpid()):
+            return self._bell
+        if monotonic() - self._bell_failed < 60:
+            return None
+        try:
+            self._bell = Bell(Path(folder))
+        except OSError as exc:
+            self._bell, self._bell_failed = None, monotonic()
+            log.warning("broker: no wake-up port in %s (%s); polling every %s s until there is one",
+                        folder, exc.strerror or exc.__class__.__name__, self.polling_interval)
+        return self._bell
+
     def drain_events(self, connection: Any, timeout: float | None = None) -> None:
         start = monotonic()
         interval = self.polling_interval
         if timeout and interval and interval > timeout:
             interval = timeout
+        bell = self.bell()
         while True:
             try:
                 self.cycle.get(self._deliver, timeout=timeout)
@@ -194,7 +261,10 @@ class Transport(filesystem.Transport):
                 if _stopping() or (timeout is not None and monotonic() - start >= timeout):
                     raise TimeoutError() from None  # socket.timeout, which Celery expects
                 if interval is not None:
-                    sleep(interval)
+                    if bell is not None:
+                        bell.wait(interval)
+                    else:
+                        select.select([], [], [], interval)
 
 
 #: how Celery's ``broker_transport`` names this transport

@@ -78,11 +78,11 @@ class _Warner:
     def __init__(self) -> None:
         self._last = -1e9
 
-    def warn(self, what: str, exc: BaseException) -> None:
+    def warn(self, what: str, exc: BaseException, cost: str = "waiting clients learn of changes later") -> None:
         now = time.monotonic()
         if now - self._last >= WARN_EVERY:
             self._last = now
-            log.warning("%s (%s); waiting clients learn of changes later", what, exc.__class__.__name__)
+            log.warning("%s (%s); %s", what, exc.__class__.__name__, cost)
 
 
 class RedisPublisher(_Warner):
@@ -163,6 +163,10 @@ class LocalPublisher(_Warner):
         return self._listing[1]
 
     def __call__(self, changed: dict[str, list[str]]) -> None:
+        self.send([message(run_id, types) for run_id, types in changed.items()], "run changes to the web processes")
+
+    def send(self, datagrams: list[bytes], what: str, cost: str = "waiting clients learn of changes later") -> None:
+        """Each datagram to every port named in the folder (a hint: one lost costs latency only)."""
         try:
             ports = self.ports()
             if not ports:
@@ -171,15 +175,14 @@ class LocalPublisher(_Warner):
                 self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 self._sock.setblocking(False)
                 self._pid = os.getpid()
-            for run_id, types in changed.items():
-                data = message(run_id, types)
+            for data in datagrams:
                 for port in ports:
                     try:
                         self._sock.sendto(data, ("127.0.0.1", port))
                     except (ConnectionRefusedError, BlockingIOError):
                         pass  # a listener gone (its file not yet cleared) or a full buffer: a hint lost
         except OSError as exc:
-            self.warn("could not send run changes to the web processes", exc)
+            self.warn(f"could not send {what}", exc, cost)
 
 
 def register(path: Path, port: int) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -24,13 +25,13 @@ def not_a_stopping_worker(monkeypatch) -> None:
     monkeypatch.setattr(state, "should_terminate", None)
 
 
-def connection(folder: Path) -> Connection:
+def connection(folder: Path, **options: object) -> Connection:
     for sub in ("queue", "processed", "control"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     return Connection("filesystem://", transport=filesystem_transport.NAME, transport_options={
         "data_folder_in": str(folder / "queue"), "data_folder_out": str(folder / "queue"),
         "processed_folder": str(folder / "processed"), "control_folder": str(folder / "control"),
-        "store_processed": False})
+        "store_processed": False, **options})
 
 
 #: what Celery puts in a message's headers (the transport takes only Celery's JSON messages)
@@ -152,3 +153,77 @@ def test_a_publish_on_a_full_disk_fails_and_leaves_no_file(tiny_disk: Path) -> N
         whole = len(sizes)
         for _ in range(whole):  # every message that was stored is read back whole
             assert inbox.get(timeout=2).payload["pad"] == "x" * 10_000
+
+
+def _consume_in_thread(folder: Path, got: list, timeout: float = 20) -> threading.Thread:
+    """A consumer that polls only every 10 s, waiting for one message in a thread of its own."""
+
+    def consume() -> None:
+        with connection(folder, wake_folder=str(folder / "wake"), polling_interval=10) as conn:
+            message = conn.SimpleQueue("q").get(timeout=timeout)
+            got.append((time.monotonic(), message.payload))
+
+    thread = threading.Thread(target=consume, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while not (folder / "wake").is_dir() or not os.listdir(folder / "wake"):  # its port is named
+        assert time.monotonic() < deadline, "the consumer never named its wake-up port"
+        time.sleep(0.01)
+    time.sleep(0.2)  # past its first poll: it waits on its port now
+    return thread
+
+
+def test_a_waiting_consumer_is_woken_by_a_put_not_by_its_next_poll(tmp_path: Path) -> None:
+    got: list = []
+    thread = _consume_in_thread(tmp_path, got)
+    with connection(tmp_path, wake_folder=str(tmp_path / "wake")) as conn:
+        sent = time.monotonic()
+        conn.SimpleQueue("q").put({"n": 1}, headers=CELERY, serializer="json")
+    thread.join(15)
+    assert got and got[0][1] == {"n": 1}
+    assert got[0][0] - sent < 5, "the message waited for the 10 s poll: the put woke nobody"
+
+
+def test_forged_wake_ups_cost_a_poll_and_nothing_else(tmp_path: Path) -> None:
+    import socket
+
+    got: list = []
+    thread = _consume_in_thread(tmp_path, got)
+    port = int(os.listdir(tmp_path / "wake")[0].split("-")[0])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as forger:
+        for data in (b"w", b"", b"x" * 60000, b"\x00" * 10):
+            forger.sendto(data, ("127.0.0.1", port))
+    time.sleep(0.3)
+    assert thread.is_alive() and not got  # woken, found nothing, waiting again
+    with connection(tmp_path, wake_folder=str(tmp_path / "wake")) as conn:
+        conn.SimpleQueue("q").put({"n": 2}, headers=CELERY, serializer="json")
+    thread.join(15)
+    assert got and got[0][1] == {"n": 2}
+
+
+def test_a_put_that_wakes_nobody_is_still_found_by_the_poll(tmp_path: Path) -> None:
+    (tmp_path / "wake").mkdir()
+    (tmp_path / "wake" / f"9-{os.getpid()}").touch()  # a port nobody listens on (a consumer gone)
+    with connection(tmp_path, wake_folder=str(tmp_path / "wake")) as conn:
+        conn.SimpleQueue("q").put({"n": 3}, headers=CELERY, serializer="json")
+    with connection(tmp_path, polling_interval=0.05) as conn:
+        assert conn.SimpleQueue("q").get(timeout=5).payload == {"n": 3}
+
+
+def test_a_consumer_that_cannot_name_its_port_polls_instead(tmp_path: Path, caplog) -> None:
+    (tmp_path / "not-a-folder").write_text("")  # where the wake folder should be: a full disk fails alike
+    wake = str(tmp_path / "not-a-folder" / "wake")
+    got: list = []
+
+    def consume() -> None:
+        with connection(tmp_path, wake_folder=wake, polling_interval=0.05) as conn:
+            got.append(conn.SimpleQueue("q").get(timeout=10).payload)
+
+    thread = threading.Thread(target=consume, daemon=True)
+    thread.start()
+    time.sleep(0.3)  # waiting, by polling
+    with connection(tmp_path, wake_folder=wake) as conn:
+        conn.SimpleQueue("q").put({"n": 4}, headers=CELERY, serializer="json")
+    thread.join(10)
+    assert got == [{"n": 4}]
+    assert "no wake-up port" in caplog.text and "find the message at their next poll" in caplog.text
