@@ -79,6 +79,16 @@ class Channel(filesystem.Channel):
         if wake:
             _waker(wake).send([b"w"], "a wake-up to the workers", "they find the message at their next poll")
 
+    # A consumer at its prefetch limit takes nothing more until a message is settled; settling
+    # rings its own port, so it takes the next at once instead of at its next poll.
+    def basic_ack(self, delivery_tag: Any, multiple: bool = False) -> None:
+        super().basic_ack(delivery_tag, multiple)
+        self.connection.ring()
+
+    def basic_reject(self, delivery_tag: Any, requeue: bool = False) -> None:
+        super().basic_reject(delivery_tag, requeue)
+        self.connection.ring()
+
     def _get(self, queue: str) -> Any:
         folder = Path(self.data_folder_in)
         wanted = f"{queue}.msg"
@@ -188,6 +198,13 @@ class Bell:
             self.sock.close()
             raise
 
+    def ring(self) -> None:
+        """End a wait of this process at once (from another thread of it)."""
+        try:
+            self.sock.sendto(b"a", self.sock.getsockname())
+        except OSError:
+            pass  # a full buffer: a wake-up is already waiting
+
     def wait(self, seconds: float) -> None:
         """Until a datagram comes or ``seconds`` pass; the datagrams waiting are taken."""
         if select.select([self.sock], [], [], seconds)[0]:
@@ -246,6 +263,10 @@ class Transport(filesystem.Transport):
             log.warning("broker: no wake-up port in %s (%s); polling every %s s until there is one",
                         folder, exc.strerror or exc.__class__.__name__, self.polling_interval)
         return self._bell
+
+    def ring(self) -> None:
+        if self._bell is not None and self._bell.pid == os.getpid():
+            self._bell.ring()
 
     def drain_events(self, connection: Any, timeout: float | None = None) -> None:
         start = monotonic()

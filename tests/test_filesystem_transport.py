@@ -227,3 +227,40 @@ def test_a_consumer_that_cannot_name_its_port_polls_instead(tmp_path: Path, capl
     thread.join(10)
     assert got == [{"n": 4}]
     assert "no wake-up port" in caplog.text and "find the message at their next poll" in caplog.text
+
+
+def test_a_consumer_at_its_prefetch_limit_takes_the_next_message_once_one_is_settled(tmp_path: Path) -> None:
+    """As a Celery worker does: one message prefetched, settled by another thread; the next must
+    not wait for the (here 10 s) poll — the backlog of a stack that was down drains at once."""
+    import queue as queues
+
+    from kombu import Consumer, Exchange, Queue
+
+    wake = str(tmp_path / "wake")
+    with connection(tmp_path, wake_folder=wake) as producer:
+        inbox = producer.SimpleQueue("q")
+        for n in range(20):
+            inbox.put({"n": n}, headers=CELERY, serializer="json")
+    handed: queues.Queue = queues.Queue()
+    settled: list[int] = []
+
+    def settle() -> None:
+        while len(settled) < 20:
+            message = handed.get(timeout=30)
+            time.sleep(0.02)  # the run
+            message.ack()
+            settled.append(message.payload["n"])
+
+    threading.Thread(target=settle, daemon=True).start()
+    started = time.monotonic()
+    with connection(tmp_path, wake_folder=wake, polling_interval=10) as conn:
+        channel = conn.channel()
+        channel.basic_qos(0, 1, False)
+        with Consumer(channel, [Queue("q", Exchange("q"), "q")], callbacks=[lambda _body, message: handed.put(message)]):
+            while len(settled) < 20 and time.monotonic() - started < 60:
+                try:
+                    conn.drain_events(timeout=1)
+                except TimeoutError:
+                    pass
+    assert sorted(settled) == list(range(20))
+    assert time.monotonic() - started < 10, "each message waited for a poll after the one before was settled"
