@@ -338,11 +338,43 @@ NOTES = """## Reading the figures
   Python process that serves holds ~75 MB before it has done anything (SQLAlchemy 21.5 MB alone,
   asyncio 8.9 MB through it). The next cuts: starting Celery's worker without Celery's command line
   (`celery.bin.celery` brings click_repl and prompt_toolkit, +11.4 MB in each of 4 processes).
+  **2026-12-02 afternoon: 502 → 434–435 MB (PSS 280–286), still over the goal.** Found with an
+  import-time memory tree (tracemalloc around each import): `aurora worker` builds Celery's
+  `app.Worker` itself (`aurora/worker_start.py`, −38 MB over the four Celery processes); a CLI
+  command's module is imported when it runs, and `requests` at an adapter's first live call
+  (−18 MB: the workers and the supervisor carried the whole CLI and the HTTP client); gunicorn's
+  master no longer imports Flask or Aurora's settings (−12 MB). Now: supervisor 27 MB, gunicorn
+  master 32, web 84, Celery parent 74 and children 67 + 67, system worker with beat 79. What is
+  left is shared code counted once per process: SQLAlchemy (~21 MB of Python objects) and Celery
+  (~8 MB) in five processes. Not done: the PostgreSQL dialect that SQLAlchemy loads to check the
+  models' `postgresql_*` index options even on SQLite (~2.3 MB × 5); a gunicorn worker class whose
+  uvicorn part loads only in the child (~8 MB in the master). The one cut that reaches the goal is
+  a different process model: two solo-pool workers instead of a prefork parent with two children
+  (~−70 MB), which would make the embedded stack run another pool than the production units.
 - **This machine, 2026-12-02.** The PostgreSQL scale-out measured 131–147 runs/s with one worker
   process and 233–249 with two (1.59–1.9×, 0.38–0.52× raw), worker CPU 5.0–5.6 ms per run, where
   the day before it measured 1.91×, 0.54× and 2.8–3.1 ms: the code of the start of this session
   (f2510b1), run A/B beside it, measured the same (122 and 240 runs/s, 5.2–5.9 ms), so it is the
-  machine, not a change. On it the worker goal (≤ 3 ms) is not met.
+  machine, not a change. On it the worker goal (≤ 3 ms) is not met. **On the machine of the
+  afternoon (another one, quiet: load < 0.5)** five runs measured 231–253 runs/s with one process
+  and 428–479 with two (1.77–1.96×, 0.46–0.49× raw, raw 924–1040 tasks/s), worker CPU 2.56–3.14 ms
+  per run (the prefork parent 0.61 of it, the child 2.3; in one process without Celery 2.08 ms, of
+  which psycopg's waits are the largest share: eight round trips a run — the fresh read, the
+  settling UPDATE, the advisory locks, the audit chain's last hash, its INSERT, the steps', the
+  events', COMMIT), PostgreSQL 0.70–0.79 ms: the worker and PostgreSQL goals met, ≥ 0.5× raw just not.
+- **Waiting, 2026-12-02 afternoon (quiet machine).** The embedded broker no longer polls for new
+  messages: every put wakes the consumers by a datagram on loopback and settling a message wakes
+  its own consumer (`aurora/filesystem_transport.py`; docs/architecture.md). Embedded submit →
+  succeeded 10.7 → 4.1 ms p50 (the run's own time 7.8 → 2.1 ms: it had waited half a 10 ms poll),
+  500 waiters answered 7.1 → 2.8 s after a worker started, the peers' closed loop 135 → 280 done/s
+  (n8n 14.8). Ratios to the run's own time now: embedded 1.95–2.02, Redis 2.14–2.17; n8n's webhook
+  90–93 ms, 20–24× Aurora's. So the goal of ≤ 2× is met on the embedded path only at its edge and
+  not on the Redis path, where the outside time is ~2.0 ms beside an inside of ~1.75: before
+  `created_at` 0.6 ms, after `finished_at` 1.35 ms (the final transaction 0.46 — `finished_at`
+  is taken when it begins —, Redis note 0.24, wake 0.06, the outcome read 0.3 — 86 µs in a warm
+  loop —, the answer 0.23). Pinning web and worker to separate cores changed nothing, nor did
+  hiredis; what is left is work done by processes that just woke. Idle RSS after the peers' loop:
+  468/528 MB (583/656 this morning).
 - **Reliability** (`bench/recovery.py`; `python bench/recovery.py soak --minutes 60` for the hour
   the issue asks for by hand). The soak counts "Unrecoverable error" lines and the supervisor's
   restarts in `aurora up`'s output. A worker killed mid-run is recovered when its lease lapses
