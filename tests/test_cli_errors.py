@@ -177,3 +177,20 @@ def test_aurora_up_with_a_database_it_cannot_use_says_why_and_records_no_stack(t
     _assert_one_clear_error(done, ["up"])
     assert "does not exist" in done.output
     assert not (tmp_path / "stack.json").exists()
+
+
+def test_a_worker_told_a_negative_concurrency_or_an_unknown_level_is_refused_before_it_starts() -> None:
+    for args in (["worker", "-c", "-1"], ["worker", "--system", "-c", "-3"], ["worker", "-l", "loud"],
+                 ["beat", "-l", "loud"]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2 and "Invalid value" in result.output, (args, result.output)
+        assert "Traceback" not in result.output
+
+
+def test_every_level_the_worker_offers_is_one_celery_takes() -> None:
+    from celery.bin.base import LogLevel
+
+    from aurora.cli import stack
+
+    for level in stack.LOG_LEVELS.choices:
+        assert stack._celery_level(None, None, level).upper() in LogLevel().choices, level  # type: ignore[arg-type]

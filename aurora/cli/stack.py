@@ -152,8 +152,13 @@ def serve(host: str, port: int, workers: int) -> None:
     os.execv(command[0], command)
 
 
-#: what ``--loglevel`` takes (Celery's names for Python's levels)
-LOG_LEVELS = click.Choice(["debug", "info", "warning", "warn", "error", "critical"], case_sensitive=False)
+#: what ``--loglevel`` takes (Python's names of its levels); each is handed on as Celery names it
+LOG_LEVELS = click.Choice(["debug", "info", "warning", "warn", "error", "critical", "fatal"], case_sensitive=False)
+_CELERY_LEVEL = {"warn": "warning", "fatal": "critical"}
+
+
+def _celery_level(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    return _CELERY_LEVEL.get(value.lower(), value.lower())
 
 
 def _default_loglevel() -> str:
@@ -161,10 +166,10 @@ def _default_loglevel() -> str:
 
 
 @main.command()
-@click.option("--concurrency", "-c", type=int, default=None,
+@click.option("--concurrency", "-c", type=click.IntRange(min=0), default=None,
               help="Worker processes (default AURORA_WORKER_CONCURRENCY); threads with --system (default 4).")
 @click.option("--loglevel", "-l", default=_default_loglevel, show_default="AURORA_LOG_LEVEL, else info",
-              type=LOG_LEVELS, help="Lowest level of log lines written.")
+              type=LOG_LEVELS, callback=_celery_level, help="Lowest level of log lines written.")
 @click.option("--system", is_flag=True,
               help="Serve the system queue instead of runs: sweeps, form ingests, federation syncs.")
 @click.option("--beat", "with_beat", is_flag=True,
@@ -211,7 +216,7 @@ def _root_warning_once() -> None:
 
 @main.command()
 @click.option("--loglevel", "-l", default=_default_loglevel, show_default="AURORA_LOG_LEVEL, else info",
-              type=LOG_LEVELS, help="Lowest level of log lines written.")
+              type=LOG_LEVELS, callback=_celery_level, help="Lowest level of log lines written.")
 def beat(loglevel: str) -> None:
     """Run Celery beat: the sweeper that recovers stuck runs and expires overdue gates."""
     settings = _runtime("serves").settings  # first: importing the Celery app builds a runtime of its own otherwise
