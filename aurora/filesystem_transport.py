@@ -209,8 +209,8 @@ class Bell:
         """Until a datagram comes or ``seconds`` pass; the datagrams waiting are taken."""
         if select.select([self.sock], [], [], seconds)[0]:
             try:
-                while self.sock.recv(64):
-                    pass
+                for _ in range(256):  # bounded: a flood of datagrams must not keep it from polling
+                    self.sock.recv(64)
             except BlockingIOError:
                 pass
 
@@ -258,10 +258,10 @@ class Transport(filesystem.Transport):
             return None
         try:
             self._bell = Bell(Path(folder))
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - without a port the consumer polls; it must never stop
             self._bell, self._bell_failed = None, monotonic()
             log.warning("broker: no wake-up port in %s (%s); polling every %s s until there is one",
-                        folder, exc.strerror or exc.__class__.__name__, self.polling_interval)
+                        folder, getattr(exc, "strerror", None) or exc.__class__.__name__, self.polling_interval)
         return self._bell
 
     def ring(self) -> None:

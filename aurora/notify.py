@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -154,12 +155,7 @@ class LocalPublisher(_Warner):
         except FileNotFoundError:
             return []
         if mtime != self._listing[0]:
-            found = []
-            for name in os.listdir(self.path):
-                port, _, _pid = name.partition("-")
-                if port.isdigit():
-                    found.append(int(port))
-            self._listing = (mtime, found)
+            self._listing = (mtime, [port for port, _pid, _name in listed(self.path)])
         return self._listing[1]
 
     def __call__(self, changed: dict[str, list[str]]) -> None:
@@ -181,16 +177,29 @@ class LocalPublisher(_Warner):
                         self._sock.sendto(data, ("127.0.0.1", port))
                     except (ConnectionRefusedError, BlockingIOError):
                         pass  # a listener gone (its file not yet cleared) or a full buffer: a hint lost
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - a hint: whatever the folder holds must not fail the caller
             self.warn(f"could not send {what}", exc, cost)
+
+
+#: a listener's file: ``<port>-<pid>``, ASCII digits only (anything else in the folder is ignored)
+_ENTRY = re.compile(r"([0-9]{1,5})-([0-9]{1,10})")
+
+
+def listed(path: Path) -> list[tuple[int, int, str]]:
+    """(port, pid, file name) of each well-formed listener file in ``path``."""
+    found = []
+    for name in os.listdir(path):
+        entry = _ENTRY.fullmatch(name)
+        if entry and 0 < int(entry[1]) < 65536:
+            found.append((int(entry[1]), int(entry[2]), name))
+    return found
 
 
 def register(path: Path, port: int) -> Path:
     """Name a listening UDP port in ``path`` (after clearing the files of processes gone)."""
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for name in os.listdir(path):
-        _port, _, pid = name.partition("-")
-        if pid.isdigit() and not _alive(int(pid)):
+    for _port, pid, name in listed(path):
+        if not _alive(pid):
             try:
                 (path / name).unlink()
             except FileNotFoundError:
@@ -203,7 +212,7 @@ def register(path: Path, port: int) -> Path:
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:
         return True

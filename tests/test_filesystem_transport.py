@@ -264,3 +264,17 @@ def test_a_consumer_at_its_prefetch_limit_takes_the_next_message_once_one_is_set
                     pass
     assert sorted(settled) == list(range(20))
     assert time.monotonic() - started < 10, "each message waited for a poll after the one before was settled"
+
+
+def test_files_that_name_no_port_in_the_wake_folder_stop_neither_a_put_nor_a_consumer(tmp_path: Path) -> None:
+    wake = tmp_path / "wake"
+    wake.mkdir()
+    for name in ("1-\u00b2", "\u00b2-1", "1-99999999999999999999", "99999-1", "0-1", "junk", "7-x"):
+        (wake / name).touch()
+    got: list = []
+    thread = _consume_in_thread(tmp_path, got)
+    with connection(tmp_path, wake_folder=str(wake)) as conn:
+        sent = time.monotonic()
+        conn.SimpleQueue("q").put({"n": 6}, headers=CELERY, serializer="json")
+    thread.join(15)
+    assert got and got[0][1] == {"n": 6} and got[0][0] - sent < 5
