@@ -45,7 +45,7 @@ import uuid
 from functools import cache
 from pathlib import Path
 from queue import Empty
-from time import monotonic
+from time import monotonic, sleep
 from typing import Any
 
 from kombu.exceptions import ChannelError
@@ -193,6 +193,9 @@ class Bell:
         try:
             self.sock.bind(("127.0.0.1", 0))
             self.sock.setblocking(False)
+            # poll, not select: a process may hold more than 1,024 descriptors
+            self.poller = select.poll()
+            self.poller.register(self.sock, select.POLLIN)
             register(folder, self.sock.getsockname()[1])
         except OSError:
             self.sock.close()
@@ -207,7 +210,7 @@ class Bell:
 
     def wait(self, seconds: float) -> None:
         """Until a datagram comes or ``seconds`` pass; the datagrams waiting are taken."""
-        if select.select([self.sock], [], [], seconds)[0]:
+        if self.poller.poll(seconds * 1000):
             try:
                 for _ in range(256):  # bounded: a flood of datagrams must not keep it from polling
                     self.sock.recv(64)
@@ -285,7 +288,7 @@ class Transport(filesystem.Transport):
                     if bell is not None:
                         bell.wait(interval)
                     else:
-                        select.select([], [], [], interval)
+                        sleep(interval)
 
 
 #: how Celery's ``broker_transport`` names this transport

@@ -278,3 +278,24 @@ def test_files_that_name_no_port_in_the_wake_folder_stop_neither_a_put_nor_a_con
         conn.SimpleQueue("q").put({"n": 6}, headers=CELERY, serializer="json")
     thread.join(15)
     assert got and got[0][1] == {"n": 6} and got[0][0] - sent < 5
+
+
+def test_a_consumer_in_a_process_with_more_than_1024_descriptors_is_woken(tmp_path: Path) -> None:
+    """select() refuses a descriptor past 1,023; a worker with many open files must still wait."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(2048, hard), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        got: list = []
+        thread = _consume_in_thread(tmp_path, got)
+        with connection(tmp_path, wake_folder=str(tmp_path / "wake")) as conn:
+            sent = time.monotonic()
+            conn.SimpleQueue("q").put({"n": 7}, headers=CELERY, serializer="json")
+        thread.join(15)
+        assert got and got[0][1] == {"n": 7} and got[0][0] - sent < 5
+    finally:
+        for fd in held:
+            os.close(fd)
