@@ -173,15 +173,20 @@ def _consume_in_thread(folder: Path, got: list, timeout: float = 20) -> threadin
     return thread
 
 
-def test_a_waiting_consumer_is_woken_by_a_put_not_by_its_next_poll(tmp_path: Path) -> None:
+def _put_and_see_it_taken_at_once(folder: Path, n: int) -> None:
+    """A consumer waits (polling every 10 s); a put must reach it long before its next poll."""
     got: list = []
-    thread = _consume_in_thread(tmp_path, got)
-    with connection(tmp_path, wake_folder=str(tmp_path / "wake")) as conn:
+    thread = _consume_in_thread(folder, got)
+    with connection(folder, wake_folder=str(folder / "wake")) as conn:
         sent = time.monotonic()
-        conn.SimpleQueue("q").put({"n": 1}, headers=CELERY, serializer="json")
+        conn.SimpleQueue("q").put({"n": n}, headers=CELERY, serializer="json")
     thread.join(15)
-    assert got and got[0][1] == {"n": 1}
+    assert got and got[0][1] == {"n": n}
     assert got[0][0] - sent < 5, "the message waited for the 10 s poll: the put woke nobody"
+
+
+def test_a_waiting_consumer_is_woken_by_a_put_not_by_its_next_poll(tmp_path: Path) -> None:
+    _put_and_see_it_taken_at_once(tmp_path, 1)
 
 
 def test_forged_wake_ups_cost_a_poll_and_nothing_else(tmp_path: Path) -> None:
@@ -271,13 +276,7 @@ def test_files_that_name_no_port_in_the_wake_folder_stop_neither_a_put_nor_a_con
     wake.mkdir()
     for name in ("1-\u00b2", "\u00b2-1", "1-99999999999999999999", "99999-1", "0-1", "junk", "7-x"):
         (wake / name).touch()
-    got: list = []
-    thread = _consume_in_thread(tmp_path, got)
-    with connection(tmp_path, wake_folder=str(wake)) as conn:
-        sent = time.monotonic()
-        conn.SimpleQueue("q").put({"n": 6}, headers=CELERY, serializer="json")
-    thread.join(15)
-    assert got and got[0][1] == {"n": 6} and got[0][0] - sent < 5
+    _put_and_see_it_taken_at_once(tmp_path, 6)
 
 
 def test_a_consumer_in_a_process_with_more_than_1024_descriptors_is_woken(tmp_path: Path) -> None:
@@ -289,13 +288,7 @@ def test_a_consumer_in_a_process_with_more_than_1024_descriptors_is_woken(tmp_pa
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(2048, hard), hard))
     held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
     try:
-        got: list = []
-        thread = _consume_in_thread(tmp_path, got)
-        with connection(tmp_path, wake_folder=str(tmp_path / "wake")) as conn:
-            sent = time.monotonic()
-            conn.SimpleQueue("q").put({"n": 7}, headers=CELERY, serializer="json")
-        thread.join(15)
-        assert got and got[0][1] == {"n": 7} and got[0][0] - sent < 5
+        _put_and_see_it_taken_at_once(tmp_path, 7)
     finally:
         for fd in held:
             os.close(fd)
