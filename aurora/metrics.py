@@ -23,8 +23,12 @@ _dir: Path | None = None
 F = TypeVar("F", bound=Callable[..., None])
 
 
-def prepare(home: Path, clear: bool = False) -> None:
-    """Point this process (and its children) at the shared directory, before prometheus_client loads."""
+def prepare(home: Path, clear: bool = False, counting: bool = True) -> None:
+    """Point this process (and its children) at the shared directory, before prometheus_client loads.
+
+    ``counting``: this process counts (it loads prometheus_client now, so that the children a
+    prefork worker forks share it instead of each loading its own). `aurora up`'s supervisor
+    counts only a restart: it loads the client (with its HTTP server, ~3.5 MB) if one happens."""
     global _dir
     path = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or home / "metrics")
     if clear and path.exists():
@@ -32,7 +36,8 @@ def prepare(home: Path, clear: bool = False) -> None:
     path.mkdir(parents=True, exist_ok=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
     _dir = path
-    _reserve_blocks()
+    if counting:
+        _reserve_blocks()
 
 
 #: bytes reserved for a new metrics file: its header and the first few dozen entries
@@ -111,6 +116,7 @@ def _metrics() -> dict[str, Any]:
 
 
 def _create() -> dict[str, Any]:
+    _reserve_blocks()  # done already unless prepare() was told this process would not count
     from prometheus_client import Counter, Histogram
 
     return {

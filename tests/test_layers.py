@@ -24,8 +24,12 @@ def test_the_core_imports_neither_flask_nor_celery() -> None:
 #: library it never uses, Celery's command line (an interactive shell's libraries), Flask in
 #: gunicorn's master; each is several MB in every process of the stack (docs/benchmarks.md, memory)
 _LONG_RUNNING = {
-    "supervisor (aurora up)": ("main.get_command(click.Context(main), 'up')\nimport aurora.stack, aurora.banner",
-                               ("aurora.cli.workflows", "aurora.cli.admin", "aurora.client", "requests")),
+    "supervisor (aurora up)": ("main.get_command(click.Context(main), 'up')\nimport aurora.stack, aurora.banner\n"
+                               "import os, aurora.metrics, aurora.cli.stack as s\n"
+                               "aurora.metrics.prepare(__import__('pathlib').Path(os.environ['AURORA_HOME']), counting=False)\n"
+                               "s._answers('http://127.0.0.1:9')",
+                               ("aurora.cli.workflows", "aurora.cli.admin", "aurora.client", "requests",
+                                "prometheus_client", "urllib.request")),
     "worker (aurora worker)": ("main.get_command(click.Context(main), 'worker')\n"
                                "import aurora.celery_app, aurora.tasks, aurora.worker_start, celery.apps.worker",
                                ("aurora.cli.workflows", "aurora.client", "requests", "celery.bin", "click_repl")),

@@ -56,7 +56,7 @@ def up(host: str, ports: tuple[int, ...], web_workers: int, log_dir: str | None)
                        "AURORA_POLICY_FILE": str(settings.policy_file), "AURORA_SECRETS_FILE": str(settings.secrets_file)})
     from ..metrics import prepare
 
-    prepare(settings.home, clear=True)  # counters start afresh with the stack; children share the folder
+    prepare(settings.home, clear=True, counting=False)  # counters start afresh with the stack; children share the folder
     # The database's check, migrations and the first key run in a child, so that this supervisor
     # stays small while it waits (it never imports SQLAlchemy: ~20 MB for as long as the stack runs).
     prepared = subprocess.run([*AURORA, "bootstrap", "--url", url],
@@ -89,15 +89,20 @@ def up(host: str, ports: tuple[int, ...], web_workers: int, log_dir: str | None)
 
 
 def _answers(url: str) -> bool:
-    """Whether the web process answers ``/health/live`` (what the start-up block waits for)."""
-    import urllib.request
+    """Whether the web process answers ``/health/live`` (what the start-up block waits for).
+    http.client, not urllib: never through an HTTP proxy, and less for the supervisor to load."""
+    import http.client
+    from urllib.parse import urlsplit
 
-    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through an HTTP proxy
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=1)
     try:
-        with direct.open(f"{url}/health/live", timeout=1) as response:
-            return response.status == 200
-    except OSError:
+        connection.request("GET", "/health/live")
+        return connection.getresponse().status == 200
+    except (OSError, http.client.HTTPException):
         return False
+    finally:
+        connection.close()
 
 
 #: how the stack starts Aurora: ``-P`` keeps the current directory off ``sys.path``, so an
