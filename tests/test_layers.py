@@ -27,7 +27,7 @@ _LONG_RUNNING = {
     "supervisor (aurora up)": ("main.get_command(click.Context(main), 'up')\nimport aurora.stack, aurora.banner\n"
                                "import os, aurora.metrics, aurora.cli.stack as s\n"
                                "aurora.metrics.prepare(__import__('pathlib').Path(os.environ['AURORA_HOME']), counting=False)\n"
-                               "s._answers('http://127.0.0.1:9')",
+                               "s._answers('127.0.0.1', 9)",
                                ("aurora.cli.workflows", "aurora.cli.admin", "aurora.client", "requests",
                                 "prometheus_client", "urllib.request")),
     "worker (aurora worker)": ("main.get_command(click.Context(main), 'worker')\n"

@@ -80,7 +80,7 @@ def up(host: str, ports: tuple[int, ...], web_workers: int, log_dir: str | None)
         shown.append(True)
         click.echo(block(start_up))
 
-    code = run_stack(commands, grace=settings.lease_seconds, logs=logs, ready=lambda: _answers(url),
+    code = run_stack(commands, grace=settings.lease_seconds, logs=logs, ready=lambda: _answers(host, ports[0]),
                      on_ready=announce)
     if start_up.key and not shown:  # the stack never answered: the key must not be lost all the same
         click.echo(f"Aurora's first admin key (saved in {config_path()}): {start_up.key}")
@@ -88,14 +88,12 @@ def up(host: str, ports: tuple[int, ...], web_workers: int, log_dir: str | None)
     sys.exit(code)
 
 
-def _answers(url: str) -> bool:
+def _answers(host: str, port: int) -> bool:
     """Whether the web process answers ``/health/live`` (what the start-up block waits for).
     http.client, not urllib: never through an HTTP proxy, and less for the supervisor to load."""
     import http.client
-    from urllib.parse import urlsplit
 
-    parts = urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=1)
+    connection = http.client.HTTPConnection(host, port, timeout=1)
     try:
         connection.request("GET", "/health/live")
         return connection.getresponse().status == 200
