@@ -351,6 +351,21 @@ NOTES = """## Reading the figures
   uvicorn part loads only in the child (~8 MB in the master). The one cut that reaches the goal is
   a different process model: two solo-pool workers instead of a prefork parent with two children
   (~−70 MB), which would make the embedded stack run another pool than the production units.
+  **2026-12-03: 435 → 431 MB (PSS 283), still over the goal.** `aurora up`'s supervisor no longer
+  loads prometheus_client (with the HTTP server it brings, ~3.5 MB of Python objects) unless it
+  counts a restart, nor urllib for its health probe (27 → 23 MB). Measured per process, 5 s after
+  start: supervisor 23 MB (USS 13), gunicorn master 31 (17), web 88 (71), Celery parent 72 (21)
+  and children 65 + 65 (17 each: the rest is shared with the parent and counted again in each
+  child's RSS), system worker with beat 76 (60). Looked at and left: the workers' own
+  prometheus_client is loaded before the prefork fork on purpose (loaded lazily, each child
+  would carry its own copy once it counts a run: a smaller idle RSS, more real memory);
+  `requests` in the web comes with the federation's fetch module (~2.6 MB, one process);
+  uvicorn in gunicorn's master (~4.4 MB) is built into uvicorn-worker's constructor, which runs
+  there; Flask itself imports werkzeug's server and test client (~2.4 MB). None of these closes
+  the gap of 31 MB: the goal of 400 MB was met before issues 17–21 added the federation, the CLI
+  and the waiting layer, and what each Python process now holds before it has done anything
+  (SQLAlchemy ~21 MB, Celery ~8 MB in the four Celery processes) is what is left. PSS, what the
+  stack really takes from the machine, is 283 MB (n8n: ~600 MB RSS).
 - **This machine, 2026-12-02.** The PostgreSQL scale-out measured 131–147 runs/s with one worker
   process and 233–249 with two (1.59–1.9×, 0.38–0.52× raw), worker CPU 5.0–5.6 ms per run, where
   the day before it measured 1.91×, 0.54× and 2.8–3.1 ms: the code of the start of this session
