@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -139,4 +141,24 @@ def test_a_fresh_stack_is_healthy_without_waiting_a_sweep_interval(make_stack) -
             break
         time.sleep(0.2)
     assert body["status"] == "ok" and body["components"]["sweeps"]["ok"], body
+    stop(stack)
+
+
+def test_the_running_supervisor_loads_no_metrics_client_and_no_urllib(make_stack) -> None:
+    """The real `aurora up`, its imports printed by Python itself (``-X importtime``, which its
+    children do not inherit): while it starts the stack and probes the web, the supervisor loads
+    neither prometheus_client (it counts only a restart) nor urllib.request (docs/benchmarks.md)."""
+    stack = make_stack()
+    ports = [free_port(), free_port()]
+    stack.port = ports[0]
+    log = stack.cwd / "up.log"
+    stack.logs["up"] = log
+    with open(log, "ab") as handle:
+        stack.procs["up"] = subprocess.Popen(
+            [sys.executable, "-X", "importtime", "-m", "aurora", "up", "--port", str(ports[0]), "--port", str(ports[1])],
+            env=stack.env, cwd=stack.cwd, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+    out = wait_for(stack, "up", "Ctrl-C stops everything.")
+    imported = {line.rsplit("|", 1)[1].strip() for line in out.splitlines() if line.startswith("import time:")}
+    assert "aurora.metrics" in imported and "http.client" in imported, "the import log was not read"
+    assert not {m for m in imported if m.startswith(("prometheus_client", "urllib.request"))}, sorted(imported)
     stop(stack)
