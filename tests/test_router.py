@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from aurora.policy import parse_policy
+from aurora.policy import RELOAD_CHECK_INTERVAL, parse_policy
 from aurora.route_eval import evaluate, load_labelled
 from aurora.router import Rules, route
 
@@ -151,6 +151,10 @@ def test_route_endpoint_and_rules_reload_in_a_running_stack(make_stack, tmp_path
     else:
         raise AssertionError("the edited rules were not picked up")
     assert stack.http("GET", "/route/rules").json()["rules"][0]["engine"] == "sonar_pro"
+    # Six answers in a row may all come from one of the two workers: give the other one's watcher
+    # a check of the good file before it is overwritten (a worker that never saw it keeps the
+    # version before, which is right, but not what this test looks at).
+    time.sleep(RELOAD_CHECK_INTERVAL + 0.5)
 
     policy_file.write_text(json.dumps({**data, "allow_paymentz": True}))  # a broken edit
     time.sleep(1.5)
