@@ -271,6 +271,17 @@ def _create_private(path: Path) -> None:
         pass
 
 
+def insert_ignoring_conflicts(dialect: str, table: Any, **conflict: Any) -> Any:
+    """``INSERT … ON CONFLICT DO NOTHING`` into ``table`` in ``dialect`` (``conflict``: its
+    target, as ``index_elements=``). Only that dialect's module is loaded: PostgreSQL's is ~3.5 MB
+    resident in each process of an embedded (SQLite) stack."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table).on_conflict_do_nothing(**conflict)
+
+
 class Database:
     """Sessions on one database. ``write()`` for anything that changes rows, ``read()`` otherwise."""
 

@@ -7,7 +7,7 @@ The supervisor (``run_stack``) keeps any number of named children running:
   ``aurora_supervisor_restarts_total{process}``. A child that exits ``MAX_FAST_EXITS`` times
   within ``FAST_EXIT_WINDOW`` seconds is broken, not unlucky: the stack stops with a message.
 - SIGTERM or Ctrl-C sends SIGTERM to each child's *main* process only, so that Celery's warm
-  shutdown finishes the runs in flight and gunicorn finishes its requests (a SIGTERM to the whole
+  shutdown finishes the runs in flight and the web finishes its requests (a SIGTERM to the whole
   process group killed Celery's pool processes mid-run). A child still there after the grace
   period (the run lease, ``AURORA_LEASE_SECONDS``), or any child after a second signal, gets
   SIGKILL with its whole process group.
@@ -16,8 +16,11 @@ The supervisor (``run_stack``) keeps any number of named children running:
   the children run without it (stop them yourself if the supervisor is killed).
 
 Before starting anything, ``claim_home`` takes an exclusive lock on ``$AURORA_HOME/up.lock`` and
-``check_ports`` makes sure every port is free: a second stack fails with a clear message and
-touches nothing of the first's.
+``listen`` binds every port (a second stack fails with a clear message and touches nothing of
+the first's). The supervisor keeps those sockets for the life of the stack and hands them to
+the web processes it starts (aurora/web/server.py): a connection made while the web restarts
+waits in the kernel's queue. A child given a heartbeat (the web) that stops beating for
+``HANG_SECONDS`` is killed and started again, as gunicorn's master did with a stuck worker.
 """
 
 from __future__ import annotations
@@ -49,6 +52,9 @@ FAST_EXIT_WINDOW = 60.0
 RESTART_DELAY = 0.5
 #: longest restart delay in seconds
 MAX_RESTART_DELAY = 30.0
+#: seconds without a heartbeat after which a child is taken for stuck and killed (gunicorn's
+#: default worker timeout)
+HANG_SECONDS = 30.0
 
 _PR_SET_PDEATHSIG = 1
 
@@ -114,11 +120,20 @@ def claim_home(home: Path) -> IO[str]:
     return handle
 
 
-def check_ports(host: str, ports: Sequence[int]) -> None:
-    """Raise ConfigError naming the first port that cannot be bound on ``host``."""
-    for port in ports:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
+#: connections the kernel queues on a listening socket while no web process accepts (gunicorn's default)
+BACKLOG = 2048
+
+
+def listen(host: str, ports: Sequence[int]) -> list[socket.socket]:
+    """Bind and listen on every port of ``host``: the stack's sockets, held by the supervisor for
+    as long as it runs and inherited by each web process it starts. Raise ConfigError naming the
+    first port that cannot be bound (the ones bound before it are closed again)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sockets: list[socket.socket] = []
+    try:
+        for port in ports:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(sock)
             # As gunicorn binds: a port in TIME_WAIT after a stop is free, one being listened on is not.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
@@ -131,6 +146,12 @@ def check_ports(host: str, ports: Sequence[int]) -> None:
                     why = f"cannot be used: {exc.strerror}"
                 raise ConfigError(f"port {port} on {host} {why}; nothing was started. Stop that program, "
                                   "or choose other ports with --port") from exc
+            sock.listen(BACKLOG)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
 
 
 # -- the children ------------------------------------------------------------------------------
@@ -182,15 +203,26 @@ class Child:
     restarts: int = 0
     start_at: float = 0.0  # when a child that exited may start again (monotonic)
     log: Path | None = None  # where its stdout and stderr go; None: the supervisor's own
+    inherits: tuple[int, ...] = ()  # descriptors it gets under the same numbers (listening sockets)
+    heartbeat: int | None = None  # a file the child's mtime is set on (to time.monotonic()) while it works
 
     def start(self, preexec: Callable[[], None] | None) -> None:
+        fds = (*self.inherits, *(() if self.heartbeat is None else (self.heartbeat,)))
+        if self.heartbeat is not None:
+            beat_on(self.heartbeat)  # its time to start counts as a beat
         # Its own session: Ctrl-C in the terminal reaches the supervisor only, which decides.
         if self.log is None:
-            self.proc = subprocess.Popen(self.command, start_new_session=True, preexec_fn=preexec)
+            self.proc = subprocess.Popen(self.command, start_new_session=True, preexec_fn=preexec, pass_fds=fds)
             return
         with open(self.log, "ab") as out:  # the child keeps its own copy of the descriptor
-            self.proc = subprocess.Popen(self.command, start_new_session=True, preexec_fn=preexec,
+            self.proc = subprocess.Popen(self.command, start_new_session=True, preexec_fn=preexec, pass_fds=fds,
                                          stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+
+    def silent_for(self) -> float:
+        """Seconds since the child's last heartbeat (0 for a child without one)."""
+        if self.heartbeat is None or not self.alive():
+            return 0.0
+        return time.monotonic() - os.fstat(self.heartbeat).st_mtime
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -207,15 +239,32 @@ class Child:
             pass
 
 
+def beat_on(fd: int) -> None:
+    """A heartbeat: the file's mtime set to the monotonic clock, which every process of the
+    machine reads alike and which no change of the wall clock moves (as gunicorn's WorkerTmp)."""
+    now = time.monotonic()
+    os.utime(fd, (now, now))
+
+
+def heartbeat_file(folder: Path) -> int:
+    """A descriptor for a child's heartbeat: a file in ``folder`` (the stack's home, which must be
+    writable anyway), unlinked at once, so nothing is left behind on disk."""
+    import tempfile
+
+    with tempfile.TemporaryFile(dir=folder) as handle:
+        return os.dup(handle.fileno())
+
+
 def _say(message: str) -> None:
     print(f"aurora: {message}", file=sys.stderr, flush=True)
 
 
-def _count_restart(name: str) -> None:
+def _count_restart(name: str, pid: int) -> None:
     try:
-        from .metrics import supervisor_restarted
+        from .metrics import process_exited, supervisor_restarted
 
         supervisor_restarted(name)
+        process_exited(pid)  # its live gauges go with it (under gunicorn, its child_exit hook does this)
     except Exception as exc:  # noqa: BLE001 - a metric must never stop the supervisor
         _say(f"could not count the restart of {name}: {exc}")
 
@@ -233,16 +282,21 @@ class _Signals:
 
 
 def run_stack(commands: dict[str, list[str]], grace: float = 60.0, logs: dict[str, Path] | None = None,
-              ready: Callable[[], bool] | None = None, on_ready: Callable[[], None] | None = None) -> int:
+              ready: Callable[[], bool] | None = None, on_ready: Callable[[], None] | None = None,
+              inherits: dict[str, Sequence[int]] | None = None, heartbeats: dict[str, int] | None = None,
+              hang: float = HANG_SECONDS) -> int:
     """Run every command as a supervised child until a signal or a child that keeps failing.
 
     ``logs`` sends a child's output to its file instead of this terminal. ``on_ready`` is called
-    once, the first time ``ready()`` (asked every loop until then) is true.
+    once, the first time ``ready()`` (asked every loop until then) is true. ``inherits`` names
+    the descriptors a child gets (under the same numbers); a child with a descriptor in
+    ``heartbeats`` must keep beating on it (``beat_on``) or is killed after ``hang`` seconds.
     Return 0 after a stop by signal, 1 when the supervisor gave up on a child.
     """
     preexec = _die_with_parent()
     signals = _Signals()
-    children = [Child(name, list(cmd), log=(logs or {}).get(name)) for name, cmd in commands.items()]
+    children = [Child(name, list(cmd), log=(logs or {}).get(name), inherits=tuple((inherits or {}).get(name, ())),
+                      heartbeat=(heartbeats or {}).get(name)) for name, cmd in commands.items()]
     code = 0
     announced = on_ready is None
     try:
@@ -261,6 +315,10 @@ def run_stack(commands: dict[str, list[str]], grace: float = 60.0, logs: dict[st
                         break
                 elif child.proc is None and now >= child.start_at:
                     child.start(preexec)
+                elif (silent := child.silent_for()) > hang:
+                    _say(f"{child.name} (pid {child.proc.pid}) gave no sign of life for {silent:.0f} s "  # type: ignore[union-attr]
+                         "(its event loop is stuck): killing it")
+                    child.signal(signal.SIGKILL, group=True)  # the next round sees the exit and restarts it
             if code:
                 break
             time.sleep(0.1)
@@ -292,7 +350,7 @@ def _on_exit(child: Child, now: float) -> bool:
     _say(f"{child.name} (pid {pid}) {how}; restarting it in {delay:g} s (restart {child.restarts})"
          + (f"; its last lines, from {child.log}:" if child.log else ""))
     _show_tail(child, 5)
-    _count_restart(child.name)
+    _count_restart(child.name, pid)
     return False
 
 

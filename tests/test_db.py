@@ -82,6 +82,31 @@ def test_the_migrations_build_exactly_the_tables_the_models_describe(runtime, re
     assert not columns, f"columns the migrations and the models disagree on: {columns}"
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_each_partial_index_of_the_models_is_partial_in_the_migrated_database(runtime, request, backend) -> None:
+    # The models name each partial index's condition once, for whichever dialect is in use
+    # (models.partial): the database the migrations build has each of them with that condition.
+    from sqlalchemy import create_engine, text
+
+    from aurora.migrations import upgrade
+    from aurora.models import PARTIAL_INDEXES
+
+    url = runtime.settings.database_url if backend == "sqlite" else request.getfixturevalue("postgres_url")
+    upgrade(url)
+    query = ("SELECT sql FROM sqlite_master WHERE name = :name" if backend == "sqlite"
+             else "SELECT indexdef FROM pg_indexes WHERE indexname = :name")
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.connect() as connection:
+            for index, where in PARTIAL_INDEXES.items():
+                built = connection.execute(text(query), {"name": index.name}).scalar_one()
+                assert " WHERE " in built.upper(), (index.name, built)
+                assert index.dialect_options[backend]["where"].text == where  # what Alembic compares
+    finally:
+        engine.dispose()
+    assert len(PARTIAL_INDEXES) == 6
+
+
 def test_the_head_revision_the_serving_processes_check_is_alembics_own(runtime) -> None:
     # Serving processes compare the database with migrations.HEAD instead of asking Alembic (which
     # they would otherwise keep in memory): a new migration must move HEAD too.

@@ -35,7 +35,7 @@ def test_the_stacks_children_cannot_be_shadowed_by_the_current_directory(tmp_pat
 
     (tmp_path / "aurora").mkdir()
     (tmp_path / "aurora" / "__init__.py").write_text(HIJACK)
-    for name, command in child_commands("127.0.0.1", (9292,), 1).items():
+    for name, command in child_commands((3,), {"web": 4}).items():
         program = command[:command.index("-m") + 2]
         done = subprocess.run([*program, "--version"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0 and "hijacked" not in done.stderr, (name, done.stderr)

@@ -22,7 +22,8 @@ def test_the_core_imports_neither_flask_nor_celery() -> None:
 
 #: what a process that runs as long as the stack may not carry: another command's module, an HTTP
 #: library it never uses, Celery's command line (an interactive shell's libraries), Flask in
-#: gunicorn's master; each is several MB in every process of the stack (docs/benchmarks.md, memory)
+#: gunicorn's master, PostgreSQL's dialect on SQLite; each is several MB in every process of the
+#: stack (docs/benchmarks.md, memory)
 _LONG_RUNNING = {
     "supervisor (aurora up)": ("main.get_command(click.Context(main), 'up')\nimport aurora.stack, aurora.banner\n"
                                "import os, aurora.metrics, aurora.cli.stack as s\n"
@@ -31,8 +32,14 @@ _LONG_RUNNING = {
                                ("aurora.cli.workflows", "aurora.cli.admin", "aurora.client", "requests",
                                 "prometheus_client", "urllib.request")),
     "worker (aurora worker)": ("main.get_command(click.Context(main), 'worker')\n"
-                               "import aurora.celery_app, aurora.tasks, aurora.worker_start, celery.apps.worker",
-                               ("aurora.cli.workflows", "aurora.client", "requests", "celery.bin", "click_repl")),
+                               "import aurora.celery_app, aurora.tasks, aurora.worker_start, celery.apps.worker"
+                               "\nimport aurora.federation.sync, aurora.federation.registry",
+                               ("aurora.cli.workflows", "aurora.client", "requests", "celery.bin", "click_repl",
+                                "sqlalchemy.dialects.postgresql")),
+    # requests comes with the first page fetched from a peer (aurora/federation/wire.py)
+    "web (aurora up's, on SQLite)": ("import aurora.web.server, aurora.web.asgi, aurora.federation.registry",
+                                     ("requests", "urllib3", "gunicorn", "uvicorn_worker", "sqlalchemy.dialects.postgresql",
+                                      "aurora.cli.workflows")),
     "gunicorn's master": ("import aurora.gunicorn_conf, aurora.web.worker", ("flask", "aurora.config", "aurora.runtime")),
 }
 

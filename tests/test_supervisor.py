@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 from conftest import ROOT, descendants, free_port, reachable
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the supervisor's guarantees are Linux's")
@@ -28,12 +29,12 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def start_up(make_stack, **extra: str):
+def start_up(make_stack, *options: str, **extra: str):
     """``aurora up`` on two free ports; returns the stack with its admin key, once healthy."""
     stack = make_stack(**extra)
     stack.ports = [free_port(), free_port()]
     stack.port = stack.ports[0]
-    stack.start("up", "up", "--port", str(stack.ports[0]), "--port", str(stack.ports[1]))
+    stack.start("up", "up", "--port", str(stack.ports[0]), "--port", str(stack.ports[1]), *options)
     stack.read_first_key()
     stack.wait_healthy()
     return stack
@@ -132,6 +133,38 @@ def test_a_killed_worker_is_restarted_and_the_stack_keeps_working(make_stack) ->
     assert children_named(stack, "aurora worker", exclude="--system") != [worker]
     metrics = stack.http("GET", "/metrics").text
     assert 'aurora_supervisor_restarts_total{process="worker"} 1.0' in metrics
+
+
+def test_a_killed_web_is_restarted_and_no_connection_is_refused_meanwhile(make_stack) -> None:
+    # The supervisor holds the listening sockets (no gunicorn master under it): a request made
+    # while no web process runs waits in the kernel's queue and is answered by the next one.
+    stack = start_up(make_stack)
+    [web] = children_named(stack, "aurora.web.server")
+    os.kill(web, signal.SIGKILL)
+    answers = [requests.get(f"http://127.0.0.1:{port}/health/live", timeout=30).status_code
+               for port in stack.ports for _ in range(3)]
+    assert answers == [200] * 6
+    assert re.search(rf"aurora: web \(pid {web}\) was killed by signal 9; restarting it", stack.log("up"))
+    [again] = children_named(stack, "aurora.web.server")
+    assert again != web
+
+
+def test_a_web_whose_event_loop_is_stuck_is_killed_and_started_again(make_stack) -> None:
+    # gunicorn's worker timeout, kept by the supervisor: the event loop beats on a file; one that
+    # stops beating (here: the whole process stopped) is killed after --web-timeout seconds.
+    stack = start_up(make_stack, "--web-timeout", "6")
+    [web] = children_named(stack, "aurora.web.server")
+    time.sleep(7)  # a web that beats is left alone past its timeout
+    assert children_named(stack, "aurora.web.server") == [web]
+    assert "no sign of life" not in stack.log("up")
+    os.kill(web, signal.SIGSTOP)
+    deadline = time.monotonic() + 30
+    while "restarting it" not in stack.log("up") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert re.search(rf"aurora: web \(pid {web}\) gave no sign of life for [6-9] s \(its event loop is stuck\): "
+                     "killing it", stack.log("up")), stack.log("up")[-2000:]
+    assert requests.get(f"http://127.0.0.1:{stack.port}/health/live", timeout=30).status_code == 200
+    assert children_named(stack, "aurora.web.server") not in ([], [web])
 
 
 def test_a_killed_supervisor_takes_its_children_with_it(make_stack) -> None:

@@ -18,11 +18,14 @@ from ._output import emit
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", "ports", multiple=True, type=int, default=[9292, 9195], show_default=True,
               help="Port to listen on (repeat for several; the seed uses 9292 and 9195).")
-@click.option("--web-workers", default=1, show_default=True, help="gunicorn worker processes (8 threads each).")
+@click.option("--web-workers", default=1, show_default=True, type=click.IntRange(min=1), help="Web processes (8 threads each), all on every port.")
+@click.option("--web-timeout", default=30, show_default=True, type=click.IntRange(min=3), metavar="SECONDS",
+              help="A web process whose event loop gives no sign of life for this long (stuck, or still "
+                   "starting) is killed and started again (gunicorn's --timeout).")
 @click.option("--logs", "log_dir", default=None, metavar="FOLDER",
               help="Where the processes' logs go, one file each (default $AURORA_HOME/logs); "
                    "'-' writes them to this terminal instead.")
-def up(host: str, ports: tuple[int, ...], web_workers: int, log_dir: str | None) -> None:
+def up(host: str, ports: tuple[int, ...], web_workers: int, web_timeout: int, log_dir: str | None) -> None:
     """Migrate the database and supervise web, worker and system worker (with beat).
 
     Once the stack answers it prints one block: the approval page and API URLs, the admin key on
@@ -38,7 +41,7 @@ def up(host: str, ports: tuple[int, ...], web_workers: int, log_dir: str | None)
     from ..banner import StartUp, block, running_as_root
     from ..cli_config import config_path
     from ..config import load_settings
-    from ..stack import check_ports, claim_home, log_files, run_stack
+    from ..stack import claim_home, heartbeat_file, listen, log_files, run_stack
 
     # Everything the stack makes (database and WAL files, broker folder, keys, metrics, logs) is
     # for this user only: the database holds key hashes, peer tokens and form answers.
@@ -47,7 +50,7 @@ def up(host: str, ports: tuple[int, ...], web_workers: int, log_dir: str | None)
     url = f"http://{host}:{ports[0]}"
     # Checked before anything is started or cleared: a second stack must not disturb the first.
     lock = claim_home(settings.home)
-    check_ports(host, ports)
+    sockets = listen(host, ports)  # held for the life of the stack: each web process inherits them
     from ._home import record_stack
 
     # The children are told exactly where this stack lives (they must never read the record of
@@ -66,7 +69,9 @@ def up(host: str, ports: tuple[int, ...], web_workers: int, log_dir: str | None)
     if prepared.returncode:
         sys.exit(prepared.returncode)
     record_stack(settings)  # only a stack whose database could be used is recorded
-    commands = child_commands(host, ports, web_workers)
+    fds = tuple(sock.fileno() for sock in sockets)
+    heartbeats = {name: heartbeat_file(settings.home) for name in web_names(web_workers)}
+    commands = child_commands(fds, heartbeats)
     folder = None if log_dir == "-" else Path(log_dir).absolute() if log_dir else settings.home / "logs"
     logs = log_files(folder, list(commands)) if folder else None
     start_up = StartUp(
@@ -81,7 +86,8 @@ def up(host: str, ports: tuple[int, ...], web_workers: int, log_dir: str | None)
         click.echo(block(start_up))
 
     code = run_stack(commands, grace=settings.lease_seconds, logs=logs, ready=lambda: _answers(host, ports[0]),
-                     on_ready=announce)
+                     on_ready=announce, inherits=dict.fromkeys(heartbeats, fds), heartbeats=heartbeats,
+                     hang=web_timeout)
     if start_up.key and not shown:  # the stack never answered: the key must not be lost all the same
         click.echo(f"Aurora's first admin key (saved in {config_path()}): {start_up.key}")
     lock.close()
@@ -108,11 +114,17 @@ def _answers(host: str, port: int) -> bool:
 AURORA = [sys.executable, "-P", "-m", "aurora"]
 
 
-def child_commands(host: str, ports: tuple[int, ...], web_workers: int) -> dict[str, list[str]]:
-    from ..stack import gunicorn_command
+def web_names(count: int) -> list[str]:
+    """The web processes' names (and log files): ``web``, then ``web-2``, ``web-3`` …"""
+    return ["web", *(f"web-{n}" for n in range(2, count + 1))]
 
+
+def child_commands(fds: tuple[int, ...], heartbeats: dict[str, int]) -> dict[str, list[str]]:
+    """What the supervisor starts: a web process per heartbeat on the listening sockets ``fds``
+    (aurora/web/server.py; no gunicorn master under the supervisor), the worker, the system worker."""
+    web = [sys.executable, "-P", "-m", "aurora.web.server", *(f"--fd={fd}" for fd in fds), "--threads", "8"]
     return {
-        "web": gunicorn_command([f"{host}:{p}" for p in ports], web_workers, threads=8),
+        **{name: [*web, f"--heartbeat={beat}"] for name, beat in heartbeats.items()},
         "worker": [*AURORA, "worker"],
         "system": [*AURORA, "worker", "--system", "--beat"],
     }

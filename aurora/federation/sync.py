@@ -18,10 +18,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from .. import logs, metrics
+from ..db import insert_ignoring_conflicts
 from ..engine import worker_identity
 from ..events import OUTBOX_LOCKS
 from ..models import Event, utcnow
@@ -195,13 +194,12 @@ class Syncer:
             if not fresh:
                 return 0
             self.db.lock(session, *OUTBOX_LOCKS)
-            insert = pg_insert if self.db.dialect == "postgresql" else sqlite_insert
             # RETURNING counts the rows inserted: psycopg's executemany reports no rowcount (-1),
             # which made every PostgreSQL sync say it pulled nothing
             # every foreign event has its origin's seq: it is in the partial unique index
             # (Event.UNIQUE_WHERE). No conflict target: SQLite infers a partial index only from a
             # WHERE it can match to the index's own, which differs per database (migration 0014).
-            statement = insert(Event.__table__).on_conflict_do_nothing().returning(Event.__table__.c.seq)
+            statement = insert_ignoring_conflicts(self.db.dialect, Event.__table__).returning(Event.__table__.c.seq)
             inserted = len(session.connection().execute(statement, fresh).all())
             witness.observe(self.db, session, self.node_name, page.accepted, stale_after)
             return inserted

@@ -11,11 +11,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from ..db import Database
+from ..db import Database, insert_ignoring_conflicts
 from ..models import utcnow
 from . import identity, signing
 from .models import FederationKey
@@ -47,8 +45,7 @@ def learn(session: Session, learned: dict[str, str], by: str, dialect: str) -> N
     (a concurrent sync's insert wins; no error)."""
     if not learned:
         return
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    session.execute(insert(FederationKey).on_conflict_do_nothing(index_elements=["origin"]), [
+    session.execute(insert_ignoring_conflicts(dialect, FederationKey.__table__, index_elements=["origin"]), [
         {"origin": origin, "public_key": public_key, "source": INTRODUCED, "introduced_by": by,
          "created_at": utcnow()} for origin, public_key in learned.items()])
 

@@ -1,4 +1,5 @@
-"""The web's entry point for gunicorn: ``aurora.web.asgi:app``, Flask behind a waiting layer.
+"""The web's ASGI app, ``aurora.web.asgi:app`` (for gunicorn's worker and aurora/web/server.py): Flask
+behind a waiting layer.
 
 Flask answers every request, in a pool of threads (a2wsgi), as under gunicorn's threaded
 worker. Three kinds of request may have to wait for a run, and waiting there would hold a thread
@@ -49,7 +50,7 @@ from .streaming import FINAL, FOLLOW
 
 #: the longest wait a request may ask for (seconds); a longer one is cut to this
 MAX_WAIT = 60
-#: threads that run Flask (gunicorn's ``--threads`` sets it through the worker)
+#: threads that run Flask (``--threads`` sets it, through gunicorn's worker or aurora/web/server.py)
 DEFAULT_THREADS = 8
 #: seconds between re-reads of a waited-for run when notes flow (a lost note costs at most this)
 RECHECK = 20.0
