@@ -366,6 +366,18 @@ NOTES = """## Reading the figures
   and the waiting layer, and what each Python process now holds before it has done anything
   (SQLAlchemy ~21 MB, Celery ~8 MB in the four Celery processes) is what is left. PSS, what the
   stack really takes from the machine, is 283 MB (n8n: ~600 MB RSS).
+  **2026-12-03, later: 431 → 385–386 MB (PSS 245–253): the goal is met again.** Three cuts, each
+  measured per process: (1) no gunicorn master under `aurora up` (−31 MB, a whole process): the
+  supervisor binds the sockets, keeps them for the life of the stack and starts the web as uvicorn
+  on them (`aurora/web/server.py`), with gunicorn's worker timeout kept as a heartbeat
+  (`--web-timeout`); a web killed now refuses no connection meanwhile (they wait in the kernel's
+  queue), tested. `aurora serve` and the systemd unit keep gunicorn. (2) `requests` (with urllib3,
+  charset_normalizer, idna) loads with the first page fetched from a peer, not with the
+  federation's modules (web 88 → 82 MB with (3)). (3) PostgreSQL's SQLAlchemy dialect loads only
+  where it is used: the models name each partial index's condition once and Alembic's environment
+  gives it to the dialect in use (`models.partial`), the federation's upserts load their dialect's
+  INSERT when they run (~1.6 MB in each of the Celery processes). Now: supervisor 24 MB (USS 14),
+  web 82 (67), Celery parent 72 (23) and children 65 + 65 (18 each), system worker with beat 77 (61).
 - **This machine, 2026-12-02.** The PostgreSQL scale-out measured 131–147 runs/s with one worker
   process and 233–249 with two (1.59–1.9×, 0.38–0.52× raw), worker CPU 5.0–5.6 ms per run, where
   the day before it measured 1.91×, 0.54× and 2.8–3.1 ms: the code of the start of this session
@@ -482,7 +494,7 @@ def write(results: dict) -> None:
                      f" raw Celery no-op {thr['raw_tasks_per_s']} tasks/s (before {thr['raw_before_after'][0]},"
                      f" after {thr['raw_before_after'][1]}) | {thr['ratio']} | {thr['goal']} |")
     if mem:
-        lines.append(f"| idle stack RSS of `aurora up` (supervisor, gunicorn 1×8 threads, Celery worker with 2 processes, beat) |"
+        lines.append(f"| idle stack RSS of `aurora up` (supervisor, web 1×8 threads, Celery worker with 2 processes, beat) |"
                      f" {mem['idle_stack_rss_mb']} MB" + (f" (PSS {mem['idle_stack_pss_mb']} MB)" if "idle_stack_pss_mb" in mem else "")
                      + f" | — | — | {mem['goal']} |")
     t = results.get("transports")
