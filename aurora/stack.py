@@ -129,6 +129,9 @@ def listen(host: str, ports: Sequence[int]) -> list[socket.socket]:
     as long as it runs and inherited by each web process it starts. Raise ConfigError naming the
     first port that cannot be bound (the ones bound before it are closed again)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    twice = sorted({port for port in ports if list(ports).count(port) > 1})
+    if twice:
+        raise ConfigError(f"port {twice[0]} is given twice; nothing was started. Give each --port once")
     sockets: list[socket.socket] = []
     try:
         for port in ports:
@@ -205,6 +208,7 @@ class Child:
     log: Path | None = None  # where its stdout and stderr go; None: the supervisor's own
     inherits: tuple[int, ...] = ()  # descriptors it gets under the same numbers (listening sockets)
     heartbeat: int | None = None  # a file the child's mtime is set on (to time.monotonic()) while it works
+    stop_grace: float | None = None  # seconds it gets to stop before SIGKILL (None: the stack's grace)
 
     def start(self, preexec: Callable[[], None] | None) -> None:
         fds = (*self.inherits, *(() if self.heartbeat is None else (self.heartbeat,)))
@@ -281,22 +285,38 @@ class _Signals:
         self.count += 1
 
 
+@dataclass
+class Webs:
+    """What the web processes get from the supervisor: the listening sockets (the supervisor
+    holds them and closes them first when the stack stops, so that a stopping stack refuses new
+    connections instead of queueing them), a heartbeat file each (by child name), the silence
+    after which one is taken for stuck, and how long a stopping one may take."""
+
+    sockets: list[socket.socket]
+    heartbeats: dict[str, int]
+    hang: float = HANG_SECONDS
+    stop_grace: float = 15.0
+
+
 def run_stack(commands: dict[str, list[str]], grace: float = 60.0, logs: dict[str, Path] | None = None,
               ready: Callable[[], bool] | None = None, on_ready: Callable[[], None] | None = None,
-              inherits: dict[str, Sequence[int]] | None = None, heartbeats: dict[str, int] | None = None,
-              hang: float = HANG_SECONDS) -> int:
+              webs: Webs | None = None) -> int:
     """Run every command as a supervised child until a signal or a child that keeps failing.
 
     ``logs`` sends a child's output to its file instead of this terminal. ``on_ready`` is called
-    once, the first time ``ready()`` (asked every loop until then) is true. ``inherits`` names
-    the descriptors a child gets (under the same numbers); a child with a descriptor in
-    ``heartbeats`` must keep beating on it (``beat_on``) or is killed after ``hang`` seconds.
-    Return 0 after a stop by signal, 1 when the supervisor gave up on a child.
+    once, the first time ``ready()`` (asked every loop until then) is true. The children named in
+    ``webs.heartbeats`` inherit its sockets and must keep beating (``beat_on``), or are killed
+    after ``webs.hang`` seconds of silence. Return 0 after a stop by signal, 1 when the
+    supervisor gave up on a child.
     """
     preexec = _die_with_parent()
     signals = _Signals()
-    children = [Child(name, list(cmd), log=(logs or {}).get(name), inherits=tuple((inherits or {}).get(name, ())),
-                      heartbeat=(heartbeats or {}).get(name)) for name, cmd in commands.items()]
+    beats = webs.heartbeats if webs else {}
+    fds = tuple(sock.fileno() for sock in webs.sockets) if webs else ()
+    hang = webs.hang if webs else HANG_SECONDS
+    children = [Child(name, list(cmd), log=(logs or {}).get(name), inherits=fds if name in beats else (),
+                      heartbeat=beats.get(name), stop_grace=webs.stop_grace if webs and name in beats else None)
+                for name, cmd in commands.items()]
     code = 0
     announced = on_ready is None
     try:
@@ -323,6 +343,8 @@ def run_stack(commands: dict[str, list[str]], grace: float = 60.0, logs: dict[st
                 break
             time.sleep(0.1)
     finally:
+        for sock in webs.sockets if webs else ():
+            sock.close()  # the webs close theirs as they stop: from now on a connection is refused
         _stop(children, signals, grace)
     return code
 
@@ -360,7 +382,8 @@ def _show_tail(child: Child, lines: int) -> None:
 
 
 def _stop(children: list[Child], signals: _Signals, grace: float) -> None:
-    """SIGTERM to each main process; SIGKILL to the groups after ``grace`` s or a second signal."""
+    """SIGTERM to each main process; SIGKILL to a child's group after its ``stop_grace`` (else
+    ``grace``) seconds, or to all after a second signal."""
     alive = [c for c in children if c.alive()]
     if alive:
         _say("stopping: " + ", ".join(c.name for c in alive) + " (finishing what is in flight; "
@@ -368,16 +391,17 @@ def _stop(children: list[Child], signals: _Signals, grace: float) -> None:
     first = signals.count  # 0 when the supervisor gave up: then the first Ctrl-C stops at once
     for child in alive:
         child.signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace
+    started = time.monotonic()
     while any(c.alive() for c in alive):
-        if signals.count > first or time.monotonic() >= deadline:
-            late = [c for c in alive if c.alive()]
+        now = time.monotonic()
+        late = [c for c in alive if c.alive() and (signals.count > first or now - started >= (c.stop_grace or grace))]
+        if late:
             _say("stopping at once: " + ", ".join(c.name for c in late))
             for child in late:
                 child.signal(signal.SIGKILL, group=True)
             for child in late:
                 child.proc.wait()  # type: ignore[union-attr]
-            break
+            continue  # the others keep their time (a stuck web does not cut a run in flight short)
         time.sleep(0.05)
     for child in children:
         child.signal(signal.SIGKILL, group=True)  # leftovers of a main process that is gone

@@ -4,10 +4,12 @@ with it when it is killed."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -152,19 +154,80 @@ def test_a_killed_web_is_restarted_and_no_connection_is_refused_meanwhile(make_s
 def test_a_web_whose_event_loop_is_stuck_is_killed_and_started_again(make_stack) -> None:
     # gunicorn's worker timeout, kept by the supervisor: the event loop beats on a file; one that
     # stops beating (here: the whole process stopped) is killed after --web-timeout seconds.
-    stack = start_up(make_stack, "--web-timeout", "6")
+    stack = start_up(make_stack, "--web-timeout", "10")
     [web] = children_named(stack, "aurora.web.server")
-    time.sleep(7)  # a web that beats is left alone past its timeout
+    time.sleep(11)  # a web that beats is left alone past its timeout
     assert children_named(stack, "aurora.web.server") == [web]
     assert "no sign of life" not in stack.log("up")
     os.kill(web, signal.SIGSTOP)
     deadline = time.monotonic() + 30
     while "restarting it" not in stack.log("up") and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert re.search(rf"aurora: web \(pid {web}\) gave no sign of life for [6-9] s \(its event loop is stuck\): "
+    assert re.search(rf"aurora: web \(pid {web}\) gave no sign of life for 1[0-3] s \(its event loop is stuck\): "
                      "killing it", stack.log("up")), stack.log("up")[-2000:]
     assert requests.get(f"http://127.0.0.1:{stack.port}/health/live", timeout=30).status_code == 200
     assert children_named(stack, "aurora.web.server") not in ([], [web])
+
+
+def test_a_stopping_stack_refuses_connections_and_a_stuck_web_does_not_hold_the_stop(make_stack) -> None:
+    # The supervisor closes its listening sockets when the stop begins (as gunicorn's master did):
+    # a client is refused at once instead of queueing for as long as a run in flight takes. A web
+    # that is stuck gets its graceful time and a little more, not the run lease (60 s here).
+    stack = start_up(make_stack)
+    [worker] = children_named(stack, "aurora worker", exclude="--system")
+    [web] = children_named(stack, "aurora.web.server")
+    os.kill(worker, signal.SIGSTOP)  # stands in for a run in flight: the stop must wait for it
+    os.kill(web, signal.SIGSTOP)
+    proc = stack.procs.pop("up")
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        deadline = time.monotonic() + 40
+        while alive(web) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not alive(web)
+        assert 14 < time.monotonic() - started < 25, time.monotonic() - started
+        for port in stack.ports:  # no web left, and the supervisor's own sockets are closed
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        assert alive(worker) and proc.poll() is None  # the run in flight keeps its time
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    proc.wait(timeout=30)
+    assert "stopping at once: web\n" in stack.log("up") and "stopping at once: worker" not in stack.log("up")
+
+
+def test_a_web_orphaned_with_a_stuck_event_loop_leaves_on_its_own(tmp_path) -> None:
+    # When the supervisor dies, its web gets SIGTERM, which a stuck event loop never acts on:
+    # the web's own watch exits hard after the graceful time, so no orphan keeps the ports.
+    script = (
+        "import os, signal, socket, subprocess, sys, time\n"
+        "listener = socket.create_server(('127.0.0.1', 0))\n"
+        "print(listener.getsockname()[1], flush=True)\n"
+        "if os.fork() == 0:\n"
+        "    from aurora.web import server\n"
+        "    server.GRACEFUL_SECONDS = 1\n"
+        "    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the stuck loop: the signal changes nothing\n"
+        "    import threading\n"
+        "    threading.Thread(target=server._leave_when_orphaned, args=(os.getppid(),)).start()\n"
+        "    print(os.getpid(), flush=True)\n"
+        "    time.sleep(600)\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(parent.stdout.readline())
+        web = int(parent.stdout.readline())
+        parent.kill()  # the supervisor, gone without a word
+        parent.wait()
+        assert alive(web) and reachable("127.0.0.1", port)
+        deadline = time.monotonic() + 20
+        while alive(web) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not alive(web) and not reachable("127.0.0.1", port)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(web, signal.SIGKILL)
 
 
 def test_a_killed_supervisor_takes_its_children_with_it(make_stack) -> None:
@@ -195,3 +258,15 @@ def test_the_supervisor_gives_up_on_a_child_that_keeps_failing() -> None:
     assert time.monotonic() - started < 10  # the healthy child was stopped, not waited for
     assert done.stderr.count("broken (pid") == 5
     assert "exited 5 times within 60 s, so it is not restarted again" in done.stderr
+
+
+def test_a_port_given_twice_is_refused_and_an_ipv6_host_gets_a_url_with_brackets() -> None:
+    from aurora.cli.stack import _url
+    from aurora.errors import ConfigError
+    from aurora.stack import listen
+
+    port = free_port()
+    with pytest.raises(ConfigError, match=f"port {port} is given twice"):
+        listen("127.0.0.1", [port, port])
+    assert not reachable("127.0.0.1", port)
+    assert _url("::1", 9292) == "http://[::1]:9292" and _url("127.0.0.1", 9292) == "http://127.0.0.1:9292"

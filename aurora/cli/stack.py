@@ -19,7 +19,7 @@ from ._output import emit
 @click.option("--port", "ports", multiple=True, type=int, default=[9292, 9195], show_default=True,
               help="Port to listen on (repeat for several; the seed uses 9292 and 9195).")
 @click.option("--web-workers", default=1, show_default=True, type=click.IntRange(min=1), help="Web processes (8 threads each), all on every port.")
-@click.option("--web-timeout", default=30, show_default=True, type=click.IntRange(min=3), metavar="SECONDS",
+@click.option("--web-timeout", default=30, show_default=True, type=click.IntRange(min=10), metavar="SECONDS",
               help="A web process whose event loop gives no sign of life for this long (stuck, or still "
                    "starting) is killed and started again (gunicorn's --timeout).")
 @click.option("--logs", "log_dir", default=None, metavar="FOLDER",
@@ -41,13 +41,14 @@ def up(host: str, ports: tuple[int, ...], web_workers: int, web_timeout: int, lo
     from ..banner import StartUp, block, running_as_root
     from ..cli_config import config_path
     from ..config import load_settings
-    from ..stack import claim_home, heartbeat_file, listen, log_files, run_stack
+    from ..stack import Webs, claim_home, heartbeat_file, listen, log_files, run_stack
+    from ..web.server import GRACEFUL_SECONDS
 
     # Everything the stack makes (database and WAL files, broker folder, keys, metrics, logs) is
     # for this user only: the database holds key hashes, peer tokens and form answers.
     os.umask(0o077)
     settings = load_settings()
-    url = f"http://{host}:{ports[0]}"
+    url = _url(host, ports[0])
     # Checked before anything is started or cleared: a second stack must not disturb the first.
     lock = claim_home(settings.home)
     sockets = listen(host, ports)  # held for the life of the stack: each web process inherits them
@@ -75,7 +76,7 @@ def up(host: str, ports: tuple[int, ...], web_workers: int, web_timeout: int, lo
     folder = None if log_dir == "-" else Path(log_dir).absolute() if log_dir else settings.home / "logs"
     logs = log_files(folder, list(commands)) if folder else None
     start_up = StartUp(
-        version=__version__, node=settings.node_name, urls=[f"http://{host}:{p}" for p in ports],
+        version=__version__, node=settings.node_name, urls=[_url(host, p) for p in ports],
         key=prepared.stdout.strip() or None, cli_config=config_path(), logs=folder,
         log_names=[p.name for p in (logs or {}).values()], database=settings.database_url.split("@")[-1],
         broker=settings.broker_url.split("@")[-1], root=running_as_root())
@@ -85,13 +86,19 @@ def up(host: str, ports: tuple[int, ...], web_workers: int, web_timeout: int, lo
         shown.append(True)
         click.echo(block(start_up))
 
+    # A stopping web gets its graceful time and a little more: stuck, it would hold the stop for the lease.
+    webs = Webs(sockets, heartbeats, hang=web_timeout, stop_grace=GRACEFUL_SECONDS + 5)
     code = run_stack(commands, grace=settings.lease_seconds, logs=logs, ready=lambda: _answers(host, ports[0]),
-                     on_ready=announce, inherits=dict.fromkeys(heartbeats, fds), heartbeats=heartbeats,
-                     hang=web_timeout)
+                     on_ready=announce, webs=webs)
     if start_up.key and not shown:  # the stack never answered: the key must not be lost all the same
         click.echo(f"Aurora's first admin key (saved in {config_path()}): {start_up.key}")
     lock.close()
     sys.exit(code)
+
+
+def _url(host: str, port: int) -> str:
+    """The stack's URL on ``host`` (an IPv6 address in brackets, RFC 3986)."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _answers(host: str, port: int) -> bool:

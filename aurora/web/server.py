@@ -9,17 +9,20 @@ the web as well (docs/benchmarks.md, memory). ``aurora serve`` and the systemd u
 (``aurora/web/worker.py``), whose worker runs the same uvicorn server with the same settings
 (``SERVER_SETTINGS``), protocol and app: only who starts and watches the process differs.
 
-The heartbeat is gunicorn's worker timeout, kept: the event loop touches a file the supervisor
-gave it every ``BEAT_SECONDS``; a loop that is stuck (or a process that takes too long to start)
+The heartbeat is gunicorn's worker timeout, kept: a task on the event loop touches a file the
+supervisor gave it every ``BEAT_SECONDS``; a loop that is stuck (or a process that takes too long to start)
 stops touching it, and the supervisor kills the process after ``aurora up --web-timeout``
 seconds (30, gunicorn's default) and starts another.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
 import socket
+import threading
+import time
 from typing import Any
 
 #: uvicorn's settings wherever Aurora's web runs. The client address is the peer's: no proxy
@@ -54,7 +57,6 @@ def serve(fds: list[int], threads: int, heartbeat: int | None) -> None:
 
     import uvicorn
 
-    from ..stack import beat_on
     from .asgi import app
 
     # uvicorn's lines at INFO ("Started server process", "Waiting for application startup") are
@@ -63,15 +65,48 @@ def serve(fds: list[int], threads: int, heartbeat: int | None) -> None:
     if os.environ.get("AURORA_LOG_LEVEL", "").lower() != "debug":
         logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
 
-    async def beat() -> None:
-        beat_on(heartbeat)  # type: ignore[arg-type] - only called with a heartbeat
-
-    config = uvicorn.Config(app, log_config=None, access_log=False, timeout_keep_alive=KEEP_ALIVE_SECONDS,
-                            timeout_graceful_shutdown=GRACEFUL_SECONDS, timeout_notify=BEAT_SECONDS,
-                            callback_notify=beat if heartbeat is not None else None, **SERVER_SETTINGS)
-    settle(app, threads)
+    # Nothing this process may start later gets the ports or the heartbeat (as under gunicorn).
     sockets = [socket.socket(fileno=fd) for fd in fds]
-    uvicorn.Server(config).run(sockets=sockets)
+    for sock in sockets:
+        sock.set_inheritable(False)
+    if heartbeat is not None:
+        os.set_inheritable(heartbeat, False)
+    config = uvicorn.Config(app, log_config=None, access_log=False, timeout_keep_alive=KEEP_ALIVE_SECONDS,
+                            timeout_graceful_shutdown=GRACEFUL_SECONDS, **SERVER_SETTINGS)
+    settle(app, threads)
+    threading.Thread(target=_leave_when_orphaned, args=(os.getppid(),), name="aurora-orphan-watch",
+                     daemon=True).start()
+
+    async def main() -> None:
+        beating = asyncio.create_task(_beat(heartbeat)) if heartbeat is not None else None
+        try:
+            await uvicorn.Server(config).serve(sockets=sockets)
+        finally:
+            if beating is not None:
+                beating.cancel()
+
+    asyncio.run(main())
+
+
+async def _beat(heartbeat: int) -> None:
+    """The event loop's sign of life, paced by the loop's own monotonic clock (a step of the
+    wall clock neither stops nor hurries it)."""
+    from ..stack import beat_on
+
+    while True:
+        beat_on(heartbeat)
+        await asyncio.sleep(BEAT_SECONDS)
+
+
+def _leave_when_orphaned(parent: int) -> None:
+    """Exit hard once the supervisor has been gone for the graceful time and a little more. Its
+    death sends this process SIGTERM (``PR_SET_PDEATHSIG``), on which uvicorn finishes its
+    requests; but an event loop that is stuck never acts on it, and nobody is left to kill the
+    process, which would hold the ports for ever (gunicorn's master killed such a worker)."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    time.sleep(GRACEFUL_SECONDS + 5)
+    os._exit(70)
 
 
 def main() -> None:
