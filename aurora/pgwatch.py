@@ -18,6 +18,9 @@ import os
 import socket
 import threading
 import time
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, event
@@ -81,10 +84,32 @@ def _cut(dbapi_connection: Any) -> None:
         sock.close()
 
 
+#: each watched engine's watchdog (weakly: a disposed engine takes its own along)
+_DOGS: weakref.WeakKeyDictionary[Engine, Watchdog] = weakref.WeakKeyDictionary()
+
+
+@contextmanager
+def deadline(engine: Engine, dbapi_connection: Any) -> Iterator[None]:
+    """One statement's deadline over the whole block, for a psycopg pipeline on this connection
+    (``Database.batch``): there each ``execute`` only queues its statement and returns at once
+    (its own deadline ends with it), and the waiting for all their results happens at the
+    pipeline's end, outside any execute. Nothing, if the engine is not watched."""
+    dog = _DOGS.get(engine)
+    if dog is None:
+        yield
+        return
+    key = id(dbapi_connection)  # as a ping's: a connection is never pinged while it is in use
+    dog.begin(key, dbapi_connection, dog.seconds)
+    try:
+        yield
+    finally:
+        dog.end(key)
+
+
 def watch(engine: Engine, seconds: float, ping_seconds: float) -> Watchdog:
     """Give every statement on ``engine`` a deadline of ``seconds``, and the pool's pre-ping one
     of ``ping_seconds`` (a ``SELECT 1`` that takes long means the server is not answering)."""
-    dog = Watchdog(seconds, ping_seconds)
+    dog = _DOGS[engine] = Watchdog(seconds, ping_seconds)
 
     @event.listens_for(engine, "before_cursor_execute")
     def _before(conn: Any, cursor: Any, *_args: Any) -> None:
