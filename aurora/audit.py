@@ -44,7 +44,7 @@ LEDGER_MODE = "ledger"
 #: keeps a checkpoint's signature from ever being taken for a record's hash, and vice versa
 _CHECKPOINT_DOMAIN = b"aurora-audit-checkpoint-v1\n"
 _TABLE = AuditRecord.__table__
-_INSERT = _TABLE.insert()
+_INSERT = _TABLE.insert().inline()  # the key is given (:func:`chain`): nothing to read back
 
 
 class _next_pk(FunctionElement[int]):

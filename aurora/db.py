@@ -379,7 +379,9 @@ class Database:
 
     @contextmanager
     def batch(self, connection: Connection, commit: bool = False) -> Iterator[Connection]:
-        """Statements whose results nobody reads (INSERTs without ``RETURNING``), sent together.
+        """Statements whose results nobody reads, sent together: INSERTs without ``RETURNING``
+        (``insert().inline()``, or keys given: SQLAlchemy reads a new key back otherwise, which
+        a pipeline cannot answer before its end).
 
         On PostgreSQL the block runs in a psycopg pipeline: each ``execute`` only queues its
         statement, and all of them — with ``commit``, the ``COMMIT`` too — cost one round trip at

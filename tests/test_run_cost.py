@@ -9,6 +9,7 @@ import time
 from collections import Counter
 
 import psycopg
+from pgproxy import proxy_for
 from sqlalchemy import event, text
 
 from aurora import db as aurora_db
@@ -16,7 +17,6 @@ from aurora import documents
 from aurora.config import load_settings
 from aurora.migrations import upgrade
 from aurora.runtime import Runtime
-from pgproxy import proxy_for
 
 MAIL = "name: mail\ngoal: send_email\npayload: {to: a@example.com, subject: Hi, text: Hallo}\n"
 
