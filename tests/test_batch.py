@@ -78,6 +78,20 @@ def test_a_batch_that_fails_half_way_keeps_nothing(db: Database) -> None:
     assert _events(db) == 0
 
 
+def test_a_commit_answered_with_rollback_is_not_taken_for_one(env, postgres_url) -> None:
+    """A transaction that already failed (its error caught) answers the batch's COMMIT with
+    ROLLBACK, and no error: the batch says so instead of reporting a commit."""
+    db = Runtime(load_settings({**env, "AURORA_DATABASE_URL": postgres_url})).db
+    upgrade(postgres_url)
+    with pytest.raises(sa_exc.DBAPIError, match="answered 'ROLLBACK'"), db.write_rows() as connection:
+        connection.execute(INSERT, _event())
+        with pytest.raises(sa_exc.DataError):
+            connection.execute(text("SELECT 1 / 0"))
+        with db.batch(connection, commit=True):
+            pass  # an INSERT here would fail at once (the transaction is aborted): only the COMMIT
+    assert _events(db) == 0
+
+
 def test_the_change_takes_the_locks_only_when_it_changes_a_row(db: Database) -> None:
     with db.write_rows() as connection:
         connection.execute(INSERT, _event())
