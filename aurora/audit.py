@@ -67,7 +67,8 @@ def _next_pk_sqlite(_element: Any, _compiler: Any, **_kw: Any) -> str:
 
 @compiles(_next_pk, "postgresql")
 def _next_pk_postgresql(_element: Any, _compiler: Any, **_kw: Any) -> str:
-    return "nextval('audit_records_pk_seq')"  # the column's own sequence (its BIGSERIAL default)
+    # the column's own sequence, found by the column (not by a name that a migration could change)
+    return "nextval(pg_get_serial_sequence('audit_records', 'pk'))"
 
 
 #: the newest record's hash (none: the chain is empty) and the next record's primary key

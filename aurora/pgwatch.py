@@ -48,6 +48,13 @@ class Watchdog:
                 threading.Thread(target=self._loop, name="aurora-pg-watchdog", daemon=True).start()
             self._running[key] = (time.monotonic() + seconds, dbapi_connection)
 
+    def extend(self, key: int, seconds: float) -> None:
+        """Push the deadline of ``key`` out by ``seconds``, if it is running (a batch's, below)."""
+        with self._lock:
+            running = self._running.get(key)
+            if running is not None:
+                self._running[key] = (running[0] + seconds, running[1])
+
     def end(self, key: int) -> None:
         with self._lock:
             self._running.pop(key, None)
@@ -90,10 +97,14 @@ _DOGS: weakref.WeakKeyDictionary[Engine, Watchdog] = weakref.WeakKeyDictionary()
 
 @contextmanager
 def deadline(engine: Engine, dbapi_connection: Any) -> Iterator[None]:
-    """One statement's deadline over the whole block, for a psycopg pipeline on this connection
+    """A deadline over the whole block, for a psycopg pipeline on this connection
     (``Database.batch``): there each ``execute`` only queues its statement and returns at once
     (its own deadline ends with it), and the waiting for all their results happens at the
-    pipeline's end, outside any execute. Nothing, if the engine is not watched."""
+    pipeline's end, outside any execute. The server gives each statement of a pipeline its own
+    ``statement_timeout``, so the block's deadline is one statement's for each statement queued in
+    it (``_before``) and one more for what the block sends itself (its ``COMMIT``): a batch that is
+    slow but answering is never cut, one whose server stopped answering is. Nothing, if the
+    engine is not watched."""
     dog = _DOGS.get(engine)
     if dog is None:
         yield
@@ -113,7 +124,9 @@ def watch(engine: Engine, seconds: float, ping_seconds: float) -> Watchdog:
 
     @event.listens_for(engine, "before_cursor_execute")
     def _before(conn: Any, cursor: Any, *_args: Any) -> None:
-        dog.begin(id(cursor), conn.connection.dbapi_connection, dog.seconds)
+        dbapi_connection = conn.connection.dbapi_connection
+        dog.extend(id(dbapi_connection), dog.seconds)  # a statement queued in a batch (``deadline``)
+        dog.begin(id(cursor), dbapi_connection, dog.seconds)
 
     @event.listens_for(engine, "after_cursor_execute")
     def _after(_conn: Any, cursor: Any, *_args: Any) -> None:

@@ -133,3 +133,24 @@ def test_a_pipeline_whose_server_stops_answering_is_cut_at_the_deadline(env, pos
             aurora_db.forget(url)
     with Database(postgres_url).read() as session:  # the cut transaction kept nothing
         assert session.scalar(select(func.count()).select_from(Event)) == 1
+
+
+@pytest.mark.timeout(60)
+def test_a_pipeline_that_is_slow_but_answering_is_not_cut(env, postgres_url) -> None:
+    # The server times each statement of a pipeline on its own: seven statements of 0.45 s each
+    # under a statement_timeout of 0.5 s take 3.2 s, past one statement's client deadline (0.5 +
+    # 2 s), and the batch must still commit (red when the deadline is not one per statement).
+    upgrade(postgres_url)
+    url = postgres_url + "?options=-c%20statement_timeout%3D500"
+    try:
+        db = Runtime(load_settings({**env, "AURORA_DATABASE_URL": url})).db
+        started = time.monotonic()
+        with db.write_rows() as connection, db.batch(connection, commit=True):
+            for _ in range(7):
+                connection.execute(text("SELECT pg_sleep(0.45)"))
+            connection.execute(INSERT, _event("slow"))
+        assert time.monotonic() - started > 3
+    finally:
+        aurora_db.forget(url)
+    with Database(postgres_url).read() as session:
+        assert session.scalar(select(func.count()).select_from(Event).where(Event.type == "slow")) == 1
