@@ -26,8 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, or_, select
+from sqlalchemy import BigInteger, Connection, or_, select
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.functions import FunctionElement
 
 from . import audit_key
 from .db import AUDIT_LOCK_KEY as AUDIT_LOCK_KEY  # its home was here
@@ -42,8 +44,35 @@ LEDGER_MODE = "ledger"
 #: keeps a checkpoint's signature from ever being taken for a record's hash, and vice versa
 _CHECKPOINT_DOMAIN = b"aurora-audit-checkpoint-v1\n"
 _TABLE = AuditRecord.__table__
-_INSERT = _TABLE.insert()
-_LAST_HASH = select(_TABLE.c.hash).order_by(_TABLE.c.pk.desc()).limit(1)
+_INSERT = _TABLE.insert().inline()  # the key is given (:func:`chain`): nothing to read back
+
+
+class _next_pk(FunctionElement[int]):
+    """The primary key the next record gets: handed out with the chain head (:data:`_HEAD`), so
+    the INSERT carries its key and needs no ``RETURNING`` (an INSERT whose result nobody reads
+    can be sent in a pipeline with the rest of the transaction: ``Database.batch``). Read under
+    the outbox locks, so keys grow in the order of the chain, as they did when the INSERT took them."""
+
+    type = BigInteger()
+    name = "aurora_next_audit_pk"
+    inherit_cache = True
+
+
+@compiles(_next_pk)
+def _next_pk_sqlite(_element: Any, _compiler: Any, **_kw: Any) -> str:
+    # SQLite (its writer holds the database): what an INTEGER PRIMARY KEY without AUTOINCREMENT
+    # would have taken itself
+    return "(SELECT coalesce(max(pk), 0) + 1 FROM audit_records)"
+
+
+@compiles(_next_pk, "postgresql")
+def _next_pk_postgresql(_element: Any, _compiler: Any, **_kw: Any) -> str:
+    # the column's own sequence, found by the column (not by a name that a migration could change)
+    return "nextval(pg_get_serial_sequence('audit_records', 'pk'))"
+
+
+#: the newest record's hash (none: the chain is empty) and the next record's primary key
+_HEAD = select(select(_TABLE.c.hash).order_by(_TABLE.c.pk.desc()).limit(1).scalar_subquery(), _next_pk())
 
 
 def _content(record: Any) -> dict[str, Any]:
@@ -102,14 +131,24 @@ def append(db: Database, session: Session | Connection, prepared: Prepared | Non
 
     Give either a record made by :func:`prepare` or its ``fields`` (already redacted).
     """
-    prepared = prepared or prepare(**fields)
+    values = chain(db, session, prepared or prepare(**fields))
+    insert(session, values)
+    return values
+
+
+def chain(db: Database, session: Session | Connection, prepared: Prepared) -> dict[str, Any]:
+    """Take the outbox locks, read the chain's head and seal ``prepared`` onto it: the values of
+    the record, its primary key among them, for :func:`insert` in the same transaction."""
     key = db.audit_key()  # before the lock: the first call may create the key file
     db.lock(session, *OUTBOX_LOCKS)  # with the events' lock: see aurora.events
-    conn = connection_of(session)
-    prev = conn.execute(_LAST_HASH).scalar() or GENESIS
-    values = {**prepared.fields, "prev_hash": prev, "hash": _seal(key, prev, prepared.canonical)}
-    values["pk"] = conn.execute(_INSERT, values).inserted_primary_key[0]
-    return values
+    prev, pk = connection_of(session).execute(_HEAD).one()
+    prev = prev or GENESIS
+    return {**prepared.fields, "pk": pk, "prev_hash": prev, "hash": _seal(key, prev, prepared.canonical)}
+
+
+def insert(session: Session | Connection, values: dict[str, Any]) -> None:
+    """Insert a record :func:`chain` sealed. Nothing is read back: it may run in a batch."""
+    connection_of(session).execute(_INSERT, values)
 
 
 def note(db: Database, session: Session | Connection, subject: str, operation: str, details: dict[str, Any],

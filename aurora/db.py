@@ -23,11 +23,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, func, literal_column, text
 from sqlalchemy.dialects import registry
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
@@ -377,6 +377,85 @@ class Database:
         with self.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
 
+    @contextmanager
+    def batch(self, connection: Connection, commit: bool = False) -> Iterator[Connection]:
+        """Statements whose results nobody reads, sent together: INSERTs without ``RETURNING``
+        (``insert().inline()``, or keys given: SQLAlchemy reads a new key back otherwise, which
+        a pipeline cannot answer before its end).
+
+        On PostgreSQL the block runs in a psycopg pipeline: each ``execute`` only queues its
+        statement, and all of them — with ``commit``, the ``COMMIT`` too — cost one round trip at
+        the end, where an error in any of them is raised (wrapped as SQLAlchemy wraps a driver's
+        error). A statement after a failed one is not run, and a transaction with a failed
+        statement cannot commit: nothing of it is kept. SQLite: the statements run one by one.
+
+        ``commit``: the transaction ends with the block, and so does ``connection``: it is closed,
+        so that a statement after the commit fails loudly instead of starting a new transaction
+        that would be rolled back, unseen, when the connection goes back to the pool. Give it a
+        Core connection of its own (:meth:`write_rows`), not a Session's.
+        """
+        if self.dialect != "postgresql":
+            yield connection
+        else:
+            with self._pipeline(connection, commit):
+                yield connection
+        if commit:
+            # PostgreSQL: the COMMIT was sent in the pipeline and its answer checked, so psycopg's
+            # commit() finds an idle connection and sends nothing; SQLAlchemy's bookkeeping (its
+            # transaction, the commit event) happens here, the same on both databases.
+            transaction = connection.get_transaction()
+            assert transaction is not None, "batch(commit=True) outside a transaction"
+            transaction.commit()
+            connection.close()
+
+    @contextmanager
+    def _pipeline(self, connection: Connection, commit: bool) -> Iterator[None]:
+        dbapi_connection = connection.connection.dbapi_connection
+        assert dbapi_connection is not None
+        dbapi = self.engine.dialect.loaded_dbapi
+        ended = None
+        try:
+            # The results are awaited when the pipeline ends, outside any execute: the client's
+            # deadline (aurora/pgwatch.py) covers the whole block.
+            with pgwatch.deadline(self.engine, dbapi_connection), dbapi_connection.pipeline():
+                yield
+                if commit:
+                    ended = dbapi_connection.execute("COMMIT")
+        except dbapi.Error as exc:
+            gone = self.engine.dialect.is_disconnect(exc, dbapi_connection, None)
+            if gone:
+                connection.invalidate(exc)
+            raise DBAPIError.instance("(a batch of statements)", None, exc, dbapi.Error,
+                                      connection_invalidated=gone, dialect=self.engine.dialect) from exc
+        if ended is not None and (ended.statusmessage != "COMMIT" or
+                                  dbapi_connection.info.transaction_status != dbapi.pq.TransactionStatus.IDLE):
+            # Never assumed: a COMMIT that answered otherwise (ROLLBACK: the transaction had
+            # failed) must not pass for one, and psycopg must find nothing left to commit.
+            raise DBAPIError.instance("COMMIT", None, dbapi.OperationalError(
+                f"the batch's COMMIT answered {ended.statusmessage!r}"), dbapi.Error, dialect=self.engine.dialect)
+
+    def change_then_lock(self, connection: Connection, statement: Any, params: dict[str, Any], *keys: int) -> int:
+        """Run an UPDATE and take the advisory locks ``keys`` (see :meth:`lock`) in the same
+        statement; return the number of rows it changed.
+
+        On PostgreSQL the locks are the UPDATE's ``RETURNING pg_advisory_xact_lock(…)``: one round
+        trip where an UPDATE and then a ``SELECT`` of the locks were two, and the same order as
+        before (the row first, then the locks: no new way to deadlock). They are evaluated for each
+        row changed, so a statement that changes nothing takes none — and then needs none. Give it
+        an UPDATE of at most one row (the locks are taken again, harmlessly, for every further row).
+        SQLite: the UPDATE alone (its writer already holds the database).
+        """
+        if self.dialect != "postgresql":
+            return int(connection.execute(statement, params).rowcount)
+        held = _held_locks(connection)
+        wanted = tuple(key for key in keys if key not in held)
+        if not wanted:
+            return int(connection.execute(statement, params).rowcount)
+        changed = len(connection.execute(_returning_locks(statement, wanted), params).all())
+        if changed:
+            held.update(wanted)
+        return changed
+
     def lock(self, session: Session | Connection, *keys: int) -> None:
         """Serialise this transaction with others taking the same keys until it ends.
 
@@ -389,16 +468,29 @@ class Database:
         if self.dialect != "postgresql":
             return
         connection = connection_of(session)
-        transaction = connection.get_transaction()
-        held = connection.info.get("aurora_locks")
-        if held is None or held[0] is not transaction:
-            held = connection.info["aurora_locks"] = (transaction, set())
-        wanted = tuple(key for key in keys if key not in held[1])
+        held = _held_locks(connection)
+        wanted = tuple(key for key in keys if key not in held)
         if wanted:
             connection.execute(_lock_statement(len(wanted)), {f"k{i}": key for i, key in enumerate(wanted)})
-            held[1].update(wanted)
+            held.update(wanted)
+
+
+def _held_locks(connection: Connection) -> set[int]:
+    """The advisory locks the connection's current transaction holds (a new transaction: none)."""
+    transaction = connection.get_transaction()
+    held = connection.info.get("aurora_locks")
+    if held is None or held[0] is not transaction:
+        held = connection.info["aurora_locks"] = (transaction, set())
+    return held[1]
 
 
 @cache
 def _lock_statement(count: int) -> Any:
     return text("SELECT " + ", ".join(f"pg_advisory_xact_lock(:k{i})" for i in range(count)))
+
+
+@cache
+def _returning_locks(statement: Any, keys: tuple[int, ...]) -> Any:
+    # Made once per statement and keys (cached): a new statement object each call would cost
+    # SQLAlchemy a cache key of its own each time. The keys are constants, written into the SQL.
+    return statement.returning(*(func.pg_advisory_xact_lock(literal_column(str(int(key)))) for key in keys))

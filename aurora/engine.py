@@ -51,7 +51,7 @@ from .adapters.engines import DEFAULT_FALLBACK
 from .blocking import block as block_run
 from .blocking import usable
 from .config import Settings
-from .db import Database, connection_of
+from .db import OUTBOX_LOCKS, Database, connection_of
 from .documents import Workflow, refuse_over_ceiling
 from .engine_health import HealthStore
 from .errors import AuroraError, ConfigError, Conflict, NotFound
@@ -414,22 +414,27 @@ class Engine:
         with self.db.write_rows() as connection:
             # The workflow's row first, as advancing and cancelling lock it: one order, no deadlock.
             parent = flow_runs.lock_parent(connection, run.parent_id) if run.parent_id else None
-            moved = connection.execute(run_sql.SETTLE_FRESH, {
+            # The compare-and-set takes the outbox locks in the same statement (one round trip).
+            moved = self.db.change_then_lock(connection, run_sql.SETTLE_FRESH, {
                 "rid": run_id, "now": now, "v_status": status.value, "v_result": settlement.body,
-                "v_error": settlement.error}).rowcount
+                "v_error": settlement.error}, *OUTBOX_LOCKS)
             if not moved:
                 return None
-            record = audit.append(self.db, connection, settlement.record)
+            record = audit.chain(self.db, connection, settlement.record)  # the last read before the commit
             final = {"mode": record["mode"], "audit": record["pk"]} if settlement.ok else {"error": settlement.error}
             settled: list[tuple[str, dict[str, Any]]] = [
                 ("run.running", {"attempt": 1, "worker": owner.rsplit(":", 1)[0]}), (f"run.{status.value}", final)]
-            self._record_steps(connection, run.pk, {},
-                               [*plan.pending, self._gate_open, finishing.act_done(record, status, 1)])
             fresh: list[Any] = []
-            if parent is None:
-                events.append_many(self.db, connection, self.node, settled, run_id=run_id, at=now)
-                sent = []
-            else:  # its events and its workflow's in one statement
+            sent: list[Any] = []
+            # What is left reads nothing back: on PostgreSQL its INSERTs (and, for a run outside a
+            # workflow, the COMMIT) are one round trip. A workflow's advance reads: after it.
+            with self.db.batch(connection, commit=parent is None):
+                audit.insert(connection, record)
+                self._record_steps(connection, run.pk, {},
+                                   [*plan.pending, self._gate_open, finishing.act_done(record, status, 1)])
+                if parent is None:
+                    events.append_many(self.db, connection, self.node, settled, run_id=run_id, at=now)
+            if parent is not None:  # its events and its workflow's in one statement
                 sent = flow_runs.advance_in(self, connection, parent, policy, fresh,
                                             [(type_, data, run_id) for type_, data in settled], now)
                 for type_, _data in settled:

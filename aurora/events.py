@@ -21,8 +21,9 @@ from .models import Event, Run, utcnow
 
 _RUNS = Run.__table__
 #: an event of one of this node's runs names the run by its pk too (``Event.run_pk``), looked up
-#: in the insert itself: no caller needs to know it
-_INSERT = Event.__table__.insert().values(
+#: in the insert itself: no caller needs to know it. Inline: nobody reads the new ``seq`` back,
+#: so not even a one-event INSERT has a ``RETURNING`` (and each may run in ``Database.batch``)
+_INSERT = Event.__table__.insert().inline().values(
     run_pk=select(_RUNS.c.pk).where(_RUNS.c.id == bindparam("run_of")).scalar_subquery())
 
 

@@ -18,6 +18,9 @@ import os
 import socket
 import threading
 import time
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, event
@@ -44,6 +47,13 @@ class Watchdog:
                 self._pid = os.getpid()
                 threading.Thread(target=self._loop, name="aurora-pg-watchdog", daemon=True).start()
             self._running[key] = (time.monotonic() + seconds, dbapi_connection)
+
+    def extend(self, key: int, seconds: float) -> None:
+        """Push the deadline of ``key`` out by ``seconds``, if it is running (a batch's, below)."""
+        with self._lock:
+            running = self._running.get(key)
+            if running is not None:
+                self._running[key] = (running[0] + seconds, running[1])
 
     def end(self, key: int) -> None:
         with self._lock:
@@ -81,14 +91,42 @@ def _cut(dbapi_connection: Any) -> None:
         sock.close()
 
 
+#: each watched engine's watchdog (weakly: a disposed engine takes its own along)
+_DOGS: weakref.WeakKeyDictionary[Engine, Watchdog] = weakref.WeakKeyDictionary()
+
+
+@contextmanager
+def deadline(engine: Engine, dbapi_connection: Any) -> Iterator[None]:
+    """A deadline over the whole block, for a psycopg pipeline on this connection
+    (``Database.batch``): there each ``execute`` only queues its statement and returns at once
+    (its own deadline ends with it), and the waiting for all their results happens at the
+    pipeline's end, outside any execute. The server gives each statement of a pipeline its own
+    ``statement_timeout``, so the block's deadline is one statement's for each statement queued in
+    it (``_before``) and one more for what the block sends itself (its ``COMMIT``): a batch that is
+    slow but answering is never cut, one whose server stopped answering is. Nothing, if the
+    engine is not watched."""
+    dog = _DOGS.get(engine)
+    if dog is None:
+        yield
+        return
+    key = id(dbapi_connection)  # as a ping's: a connection is never pinged while it is in use
+    dog.begin(key, dbapi_connection, dog.seconds)
+    try:
+        yield
+    finally:
+        dog.end(key)
+
+
 def watch(engine: Engine, seconds: float, ping_seconds: float) -> Watchdog:
     """Give every statement on ``engine`` a deadline of ``seconds``, and the pool's pre-ping one
     of ``ping_seconds`` (a ``SELECT 1`` that takes long means the server is not answering)."""
-    dog = Watchdog(seconds, ping_seconds)
+    dog = _DOGS[engine] = Watchdog(seconds, ping_seconds)
 
     @event.listens_for(engine, "before_cursor_execute")
     def _before(conn: Any, cursor: Any, *_args: Any) -> None:
-        dog.begin(id(cursor), conn.connection.dbapi_connection, dog.seconds)
+        dbapi_connection = conn.connection.dbapi_connection
+        dog.extend(id(dbapi_connection), dog.seconds)  # a statement queued in a batch (``deadline``)
+        dog.begin(id(cursor), dbapi_connection, dog.seconds)
 
     @event.listens_for(engine, "after_cursor_execute")
     def _after(_conn: Any, cursor: Any, *_args: Any) -> None:

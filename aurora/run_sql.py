@@ -21,7 +21,7 @@ STEPS = RunStep.__table__
 NOW = bindparam("now", type_=UTCDateTime())
 
 INSERT_RUN = RUNS.insert()
-INSERT_STEPS = STEPS.insert()
+INSERT_STEPS = STEPS.insert().inline()  # the key is given: nothing to read back (Database.batch)
 
 #: take a queued run, or a running one whose lease lapsed; the step is "act" from here on. The
 #: lease is on the database's clock (``aurora.dbclock``): a worker's own clock may be skewed.

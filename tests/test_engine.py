@@ -316,3 +316,73 @@ def test_passing_the_gate_is_not_an_attempt(engine: Engine) -> None:
     assert engine.execute(run.id).status == "succeeded"
     assert run_of(engine, run.id).attempts == 1
     assert count(engine, AuditRecord, AuditRecord.run_id == run.id) == 1
+
+
+def test_four_concurrent_workers_keep_one_linear_audit_chain(engine: Engine) -> None:
+    """The run's UPDATE takes the outbox locks and the chain's head is read under them (with the
+    next record's key): records appended at once by four workers, and by ledger notes between
+    them, still form one chain, in key order, with no two records sealed onto the same head."""
+    from aurora import keys
+    from aurora.models import Role
+
+    workflow = documents.load(MAIL)
+    batches = [[engine.submit(workflow, "sam").id for _ in range(12)] for _ in range(4)]
+    start = threading.Barrier(5)
+    failures: list[BaseException] = []
+
+    def worker(run_ids: list[str]) -> None:
+        try:
+            start.wait()
+            for run_id in run_ids:
+                assert engine.execute(run_id, owner=f"w{id(run_ids)}:1:worker").status == "succeeded"
+        except BaseException as exc:  # noqa: BLE001 - reported below, in the test's thread
+            failures.append(exc)
+
+    def ledger() -> None:  # another writer of the chain: audit.note takes the locks itself
+        try:
+            start.wait()
+            for i in range(6):
+                keys.create(engine.db, f"k{i}", Role.SUBMITTER)
+        except BaseException as exc:  # noqa: BLE001
+            failures.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(b,)) for b in batches] + [threading.Thread(target=ledger)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures, failures
+    with engine.db.read() as session:
+        records = list(session.scalars(select(AuditRecord).order_by(AuditRecord.pk)))
+        verdict = audit.verify(records, engine.db.audit_key())
+    assert verdict.intact, verdict
+    assert len({r.prev_hash for r in records}) == len(records) == verdict.count
+    assert count(engine, AuditRecord, AuditRecord.run_id.in_([r for b in batches for r in b])) == 48
+
+
+def test_a_settle_that_fails_half_way_commits_nothing(engine: Engine, monkeypatch) -> None:
+    """The audit and steps INSERTs are sent (in one pipeline on PostgreSQL) before the events
+    INSERT fails: the error reaches the caller and none of the transaction is kept — not the
+    run's UPDATE, not the audit record — and the chain goes on intact."""
+    from sqlalchemy.exc import IntegrityError
+
+    from aurora import engine as engine_module
+
+    run = engine.submit(documents.load(MAIL), "sam")
+    real = engine_module.events.append_many
+
+    def broken(db, session, _origin, *args, **kwargs):
+        return real(db, session, None, *args, **kwargs)  # origin is NOT NULL: the INSERT fails
+
+    monkeypatch.setattr(engine_module.events, "append_many", broken)
+    with pytest.raises(IntegrityError):
+        engine.execute(run.id)
+    monkeypatch.setattr(engine_module.events, "append_many", real)
+    assert run_of(engine, run.id).status == "queued"
+    assert count(engine, AuditRecord) == 0
+    assert _steps(engine, run.id) == {}
+    assert event_types(engine, run.id) == ["run.queued"]
+    assert engine.execute(run.id).status == "succeeded"
+    assert event_types(engine, run.id) == ["run.queued", "run.running", "run.succeeded"]
+    with engine.db.read() as session:
+        assert audit.verify(session.scalars(select(AuditRecord).order_by(AuditRecord.pk)), engine.db.audit_key())[0]
