@@ -378,6 +378,12 @@ NOTES = """## Reading the figures
   gives it to the dialect in use (`models.partial`), the federation's upserts load their dialect's
   INSERT when they run (~1.6 MB in each of the Celery processes). Now: supervisor 24 MB (USS 14),
   web 82 (67), Celery parent 72 (23) and children 65 + 65 (18 each), system worker with beat 77 (61).
+- **One dry run on PostgreSQL, 2026-12-03 15:58–16:02 UTC** (`bench/run.py --update runcost`, after the
+  settle went from 9 round trips to 5: docs/scaling.md, with its interleaved A/B against the code
+  before): 6 statements and one commit; two runs a few minutes apart, load 1.6–2.5: worker 4.90
+  and 2.26 ms of CPU per run, PostgreSQL 2.17 and 0.83 ms. The table keeps the second. On this
+  virtual machine one run's absolute figures swing by 2× with the load; the A/B's ratios (worker
+  CPU 0.85–0.95×, PostgreSQL 0.84–0.97×) are what shows the change.
 - **This machine, 2026-12-02.** The PostgreSQL scale-out measured 131–147 runs/s with one worker
   process and 233–249 with two (1.59–1.9×, 0.38–0.52× raw), worker CPU 5.0–5.6 ms per run, where
   the day before it measured 1.91×, 0.54× and 2.8–3.1 ms: the code of the start of this session
