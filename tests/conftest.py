@@ -217,6 +217,17 @@ def postgres_url() -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def each_db(request: Any, env: dict[str, str]) -> Runtime:
+    """A runtime on a migrated database of each kind in turn: a test that takes it runs twice,
+    on SQLite and on PostgreSQL."""
+    if request.param == "postgresql":
+        env = {**env, "AURORA_DATABASE_URL": request.getfixturevalue("postgres_url")}
+    runtime = Runtime(load_settings(env))
+    upgrade(runtime.settings.database_url)
+    return runtime
+
 # -- whole stacks as real processes -----------------------------------------------------------
 
 @dataclass

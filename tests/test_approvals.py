@@ -12,24 +12,17 @@ from conftest import seen, shown
 from sqlalchemy import select, update
 
 from aurora import approvals, documents, keys, runs
-from aurora.config import load_settings
 from aurora.errors import Conflict, PermissionDenied
 from aurora.keys import Caller
-from aurora.migrations import upgrade
 from aurora.models import AuditRecord, Event, Role, Run, utcnow
-from aurora.runtime import Runtime
 
 CHARGE = 'name: pay\ngoal: charge\npayload: {customer: cus_1, amount: "9.99", currency: EUR}\n'
 ALICE, BOB, CAROL = (Caller(n, Role.APPROVER) for n in ("alice", "bob", "carol"))
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request, env):
-    if request.param == "postgresql":
-        env = {**env, "AURORA_DATABASE_URL": request.getfixturevalue("postgres_url")}
-    rt = Runtime(load_settings(env))
-    upgrade(rt.settings.database_url)
-    return rt.engine
+@pytest.fixture
+def engine(each_db):
+    return each_db.engine
 
 
 def waiting_run(engine, text: str = CHARGE, by: str = "sam") -> str:

@@ -23,13 +23,9 @@ from aurora.web.unavailable import component_of
 INSERT = Event.__table__.insert().inline()  # no RETURNING of the new seq: nothing read back
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request, env) -> Database:
-    if request.param == "postgresql":
-        env = {**env, "AURORA_DATABASE_URL": request.getfixturevalue("postgres_url")}
-    runtime = Runtime(load_settings(env))
-    upgrade(runtime.settings.database_url)
-    return runtime.db
+@pytest.fixture
+def db(each_db) -> Database:
+    return each_db.db
 
 
 def _event(type_: str = "t") -> dict:

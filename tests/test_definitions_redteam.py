@@ -12,11 +12,8 @@ from sqlalchemy import select, update
 from standardwebhooks import Webhook
 
 from aurora import definitions, triggers
-from aurora.config import load_settings
 from aurora.errors import DocumentError
-from aurora.migrations import upgrade
 from aurora.models import Definition, Event, Run
-from aurora.runtime import Runtime
 
 MONDAY_9 = datetime(2026, 12, 7, 8, 0, tzinfo=UTC)  # 09:00 in Berlin
 
@@ -147,12 +144,9 @@ def test_a_cron_with_a_seconds_field_is_refused(runtime) -> None:
     assert bad.value.problems[0].path == "on.schedule[0].cron"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_db(request, env):
-    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else env["AURORA_DATABASE_URL"]
-    rt = Runtime(load_settings({**env, "AURORA_DATABASE_URL": url}))
-    upgrade(url)
-    return rt
+@pytest.fixture
+def any_db(each_db):
+    return each_db
 
 
 @pytest.mark.parametrize("first", [True, False], ids=["new", "changed"])

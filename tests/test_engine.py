@@ -11,24 +11,17 @@ from conftest import whole_run
 from sqlalchemy import func, select, update
 
 from aurora import audit, documents
-from aurora.config import load_settings
 from aurora.engine import MAX_ATTEMPTS, Engine
 from aurora.errors import Conflict
-from aurora.migrations import upgrade
 from aurora.models import Approval, AuditRecord, Event, Run, RunStep, utcnow
-from aurora.runtime import Runtime
 
 MAIL = "name: mail\ngoal: send_email\npayload: {to: a@example.com, subject: Hi, text: Hallo}\n"
 CHARGE = 'name: pay\ngoal: charge\npayload: {customer: cus_1, amount: "9.99", currency: EUR}\n'
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request, env) -> Engine:
-    if request.param == "postgresql":
-        env = {**env, "AURORA_DATABASE_URL": request.getfixturevalue("postgres_url")}
-    rt = Runtime(load_settings(env))
-    upgrade(rt.settings.database_url)
-    return rt.engine
+@pytest.fixture
+def engine(each_db) -> Engine:
+    return each_db.engine
 
 
 def count(engine: Engine, model, *where) -> int:

@@ -10,10 +10,8 @@ import pytest
 from sqlalchemy import func, select, update
 
 from aurora import idempotency, keys
-from aurora.config import load_settings
-from aurora.migrations import upgrade
 from aurora.models import IdempotencyKey, Role, Run, utcnow
-from aurora.runtime import Runtime, set_runtime
+from aurora.runtime import set_runtime
 
 MAIL = "name: send_report\ngoal: send_email\npayload: {to: kunde@example.com, subject: Hi, template: monthly}\n"
 OTHER = MAIL.replace("Hi", "Hallo")
@@ -97,13 +95,10 @@ def test_a_key_is_kept_24_hours_then_forgotten(client, api_keys, runtime) -> Non
         assert session.scalars(select(IdempotencyKey.key)).all() == ["old-key"]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_runtime(request, env):
-    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else env["AURORA_DATABASE_URL"]
-    rt = Runtime(load_settings({**env, "AURORA_DATABASE_URL": url}))
-    upgrade(url)
-    set_runtime(rt)
-    yield rt
+@pytest.fixture
+def any_runtime(each_db):
+    set_runtime(each_db)
+    yield each_db
     set_runtime(None)
 
 

@@ -11,11 +11,8 @@ from sqlalchemy import event, func, select
 from sqlalchemy.engine.base import OptionEngine
 
 from aurora import approvals, documents, flow_runs
-from aurora.config import load_settings
 from aurora.keys import Caller
-from aurora.migrations import upgrade
 from aurora.models import AuditRecord, Event, Role, Run, RunStep
-from aurora.runtime import Runtime
 
 TWO = """name: two
 steps:
@@ -25,13 +22,9 @@ steps:
 REVIEWED = "name: reviewed\ngoal: send_email\npayload: {to: a@example.com, subject: Hi, text: Hallo, require_approval: true}\n"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request, env):
-    if request.param == "postgresql":
-        env = {**env, "AURORA_DATABASE_URL": request.getfixturevalue("postgres_url")}
-    rt = Runtime(load_settings(env))
-    upgrade(rt.settings.database_url)
-    return rt.engine
+@pytest.fixture
+def engine(each_db):
+    return each_db.engine
 
 
 class Commits:

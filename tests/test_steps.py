@@ -9,23 +9,16 @@ from conftest import whole_run
 from sqlalchemy import select
 
 from aurora import documents
-from aurora.config import load_settings
 from aurora.engine import Engine
 from aurora.errors import Conflict, DocumentError
-from aurora.migrations import upgrade
 from aurora.models import Event, Run
-from aurora.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request, env) -> Engine:
-    if request.param == "postgresql":
-        env = {**env, "AURORA_DATABASE_URL": request.getfixturevalue("postgres_url")}
-    rt = Runtime(load_settings(env))
-    upgrade(rt.settings.database_url)
-    return rt.engine
+@pytest.fixture
+def engine(each_db) -> Engine:
+    return each_db.engine
 
 
 def drive(engine: Engine, run_id: str, limit: int = 100) -> list[str]:
