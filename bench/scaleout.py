@@ -1,13 +1,15 @@
 """Scale-out on the production path: PostgreSQL + Redis, 1 and 2 worker processes, beside raw Celery.
 
-Raw Celery (2 processes, a no-op that counts in Redis) is measured before and after Aurora on the
-same Redis, so that a drift of this shared machine shows as a gap between the two. For each worker
+Raw Celery (2 processes, a no-op that counts in Redis) is measured before and after each round of
+Aurora on the same Redis, so that a drift of this shared machine shows as a gap between the two;
+the figures are the medians of the rounds (``--rounds``, 3), each round's ratio against the raw
+figures on either side of it. For each worker
 count, ``n`` dry runs are queued first, then an ``aurora worker -c N`` drains them; the rate is
 taken from the first completion to the last, and over the same interval the CPU of the worker's
 process tree and of the PostgreSQL backends serving this database (from /proc) is divided by the
 runs finished in it.
 
-Usage: python bench/scaleout.py [-n N]   (BENCH_PG_ADMIN: a PostgreSQL URL allowed to CREATE DATABASE)
+Usage: python bench/scaleout.py [-n N] [--rounds R]   (BENCH_PG_ADMIN: a PostgreSQL URL allowed to CREATE DATABASE)
 """
 
 from __future__ import annotations
@@ -136,24 +138,45 @@ def _aurora(n: int, processes: int, admin: Any) -> dict[str, Any]:
         cleanup(home)
 
 
-def compare(n: int = 2000) -> dict[str, Any]:
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def _median_of(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    return {key: round(_median([part[key] for part in parts]), 2) for key in parts[0]}
+
+
+def compare(n: int = 2000, rounds: int = 3) -> dict[str, Any]:
+    """``rounds`` rounds of raw, one process, two processes, with raw once more at the end: each
+    round's ratio is its two processes over the mean of the raw figures measured just before and
+    just after it (this machine's speed drifts by half within minutes), and the figures are the
+    medians of the rounds."""
     import psycopg
 
     client = redis.Redis.from_url(REDIS)
     os.environ.update(BENCH_BROKER=REDIS)
     try:
         with psycopg.connect(ADMIN_PG, autocommit=True) as admin:
-            before = _raw(client, n)
-            client.flushdb()
-            one = _aurora(n, 1, admin)
-            client.flushdb()
-            two = _aurora(n, 2, admin)
-            after = _raw(client, n)
-        raw = (before + after) / 2
-        return {"one_process": one, "two_processes": two, "raw_tasks_per_s": round(raw),
-                "raw_before_after": [round(before), round(after)],
-                "two_over_one": round(two["runs_per_s"] / one["runs_per_s"], 2),
-                "two_over_raw": round(two["runs_per_s"] / raw, 2),
+            raws = [_raw(client, n)]
+            ones, twos = [], []
+            for _ in range(rounds):
+                client.flushdb()
+                ones.append(_aurora(n, 1, admin))
+                client.flushdb()
+                twos.append(_aurora(n, 2, admin))
+                raws.append(_raw(client, n))
+        per_round = [{"one": one["runs_per_s"], "two": two["runs_per_s"], "raw": round((before + after) / 2),
+                      "two_over_one": round(two["runs_per_s"] / one["runs_per_s"], 2),
+                      "two_over_raw": round(two["runs_per_s"] / ((before + after) / 2), 2)}
+                     for one, two, before, after in zip(ones, twos, raws[:-1], raws[1:], strict=True)]
+        return {"one_process": _median_of(ones), "two_processes": _median_of(twos),
+                "raw_tasks_per_s": round(_median([r["raw"] for r in per_round])),
+                "raw_before_after": [round(raws[0]), round(raws[-1])],
+                "two_over_one": _median([r["two_over_one"] for r in per_round]),
+                "two_over_raw": _median([r["two_over_raw"] for r in per_round]),
+                "rounds": per_round, "runs": n,
                 "goal": "2 processes >= 1.6x one; >= 0.5x raw; worker <= 3 ms, PostgreSQL <= 1.5 ms per run"}
     finally:
         client.flushdb()
@@ -162,4 +185,6 @@ def compare(n: int = 2000) -> dict[str, Any]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-n", type=int, default=2000)
-    print(json.dumps(compare(parser.parse_args().n), indent=2))
+    parser.add_argument("--rounds", type=int, default=3)
+    arguments = parser.parse_args()
+    print(json.dumps(compare(arguments.n, arguments.rounds), indent=2))
