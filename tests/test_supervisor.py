@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import re
 import signal
@@ -13,8 +14,10 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -90,6 +93,40 @@ def test_an_idle_stack_stops_in_under_three_seconds_and_leaves_nothing(make_stac
     assert took < 3, f"stopping took {took:.1f} s\n" + stack.log("up")[-3000:]
     assert not [pid for pid in pids if alive(pid)]
     assert not any(reachable("127.0.0.1", port) for port in stack.ports)
+
+
+def test_a_stopping_stack_answers_its_waiters_at_once_and_ends_their_streams(make_stack) -> None:
+    # A long poll and an event stream of a run that waits for approval (nothing will change it):
+    # the stop must not sit out the web's graceful time for them and then cut them off.
+    stack = start_up(make_stack)
+    charge = json.dumps({"name": "pay", "goal": "charge", "payload": {
+        "customer": "cus_9", "amount": "42.50", "currency": "EUR", "payment_method": "pm_1"}})
+    run = stack.http("POST", "/workflows", data=charge,
+                     headers={"Content-Type": "application/json", "Prefer": "wait=30"}).json()
+    assert run["status"] == "awaiting_approval", run
+    etag = stack.http("GET", f"/workflows/{run['id']}?wait=0").headers["ETag"]
+    answers: dict[str, Any] = {}
+    auth = {"Authorization": f"Bearer {stack.keys['admin']}"}
+
+    def poll() -> None:
+        answers["poll"] = requests.get(f"{stack.url}/workflows/{run['id']}?wait=60", timeout=90,
+                                       headers={**auth, "If-None-Match": etag})
+
+    def follow() -> None:
+        with requests.get(f"{stack.url}/workflows/{run['id']}/stream", stream=True, timeout=90, headers=auth) as got:
+            answers["stream"] = got.text  # read to its end: an error here if it was cut off
+
+    waiters = [threading.Thread(target=poll), threading.Thread(target=follow)]
+    for waiter in waiters:
+        waiter.start()
+    time.sleep(1.5)  # both are waiting now
+    took = stop_up(stack)
+    for waiter in waiters:
+        waiter.join(10)
+    assert took < 6, f"stopping took {took:.1f} s\n" + stack.up_logs()[-3000:]
+    assert answers["poll"].status_code == 200 and answers["poll"].json()["status"] == "awaiting_approval"
+    assert "event: run.awaiting_approval" in answers["stream"]
+    assert "graceful shutdown exceeded" not in stack.up_logs() + stack.log("up")
 
 
 def test_a_taken_port_or_a_running_stack_on_the_same_home_starts_and_clears_nothing(make_stack) -> None:

@@ -231,3 +231,23 @@ def test_fifty_waiters_hold_no_database_connection_and_no_thread(make_stack, req
     assert elapsed < FIFTY_WAIT + 25
     # the thread pool is Flask's (8), not one per waiter
     assert threads_waiting <= threads_before + 8, (threads_before, threads_waiting)
+
+
+def test_a_long_poll_is_answered_at_once_when_aurora_serve_stops(make_stack) -> None:
+    # gunicorn's worker runs the same protocol: its graceful stop answers waiters too, instead of
+    # letting them hang for the graceful time and then dropping them
+    import signal
+
+    stack = make_stack().boot(workers=False)
+    run_id = _submit(stack, {"Content-Type": "application/json"}, body=json.dumps(CHARGE).encode()).json()["id"]
+    etag = stack.http("GET", f"/workflows/{run_id}?wait=0").headers["ETag"]  # queued: no worker runs it
+    with ThreadPoolExecutor(1) as pool:
+        poll = pool.submit(requests.get, f"{stack.url}/workflows/{run_id}?wait=60", timeout=90,
+                           headers={"Authorization": f"Bearer {stack.keys['admin']}", "If-None-Match": etag})
+        time.sleep(1.5)
+        started = time.monotonic()
+        stack.procs["web"].send_signal(signal.SIGTERM)
+        answer = poll.result(timeout=30)
+        assert time.monotonic() - started < 5
+    assert answer.status_code == 200 and answer.json()["status"] == "queued", answer.text
+    assert answer.headers["ETag"] == etag

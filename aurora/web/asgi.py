@@ -15,6 +15,10 @@ event loop instead, without a thread or a database connection (docs/architecture
 - ``GET /workflows/<id>/stream`` and ``/ui/runs/<id>/stream``: server-sent events, kept open and
   fed as the run changes until it ends (aurora/web/streaming.py).
 
+When the server begins to stop, every waiter answers at once: a submitter or a long poll with
+the run as it is then (as at its deadline), an event stream with what is new and its end (the
+client resumes it after its last event, from a server that is there again).
+
 The layer decides only *when* to ask Flask: each answer, and each read after a change, is an
 ordinary Flask request with the client's own credentials, in the thread pool — but for the
 submitter's outcome, one indexed read of the run it has just been allowed to submit.
@@ -44,7 +48,7 @@ from a2wsgi.wsgi import build_environ
 from werkzeug.test import run_wsgi_app
 
 from .. import keys
-from . import create_app
+from . import create_app, protocol
 from .hub import Hub
 from .streaming import FINAL, FOLLOW
 
@@ -142,6 +146,8 @@ class WaitingApp:
         self.threads = threads
         self._wsgi: WSGIMiddleware | None = None
         self._hub: Hub | None = None
+        #: the server is stopping: no request waits any more (see the module's docstring)
+        self.stopping = False
 
     def configure(self, threads: int) -> None:
         """Before the first request: the size of Flask's thread pool."""
@@ -156,8 +162,14 @@ class WaitingApp:
     async def hub(self) -> Hub:
         if self._hub is None:
             self._hub = Hub(self.settings)
+            protocol.when_stopping(self._stop_waiting)
         await self._hub.start()
         return self._hub
+
+    def _stop_waiting(self) -> None:
+        if not self.stopping and self._hub is not None:
+            self.stopping = True
+            self._hub.wake_all()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
@@ -294,12 +306,16 @@ class WaitingApp:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return latest
+            if self.stopping:  # the run as it is now, and no more waiting
+                return (await read()) or latest
             recheck = RECHECK if hub.healthy else RECHECK_UNNOTIFIED
             woken = False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(watch.event.wait(), min(remaining, recheck))
                 woken = True
             types = watch.take()
+            if self.stopping:
+                continue
             if woken and settles_only and types and not any(_settles(t) for t in types):
                 continue  # a step along the way (running, …): nothing a submitter waits for
             if not woken and remaining <= recheck:
@@ -324,7 +340,7 @@ class WaitingApp:
             await send({"type": "http.response.body", "body": answer.body, "more_body": True})
             gone = asyncio.ensure_future(_disconnected(receive))
             try:
-                while follow:
+                while follow and not self.stopping:
                     last = follow.split(" ")[1]
                     waiter = asyncio.ensure_future(watch.event.wait())
                     recheck = RECHECK if hub.healthy else RECHECK_UNNOTIFIED

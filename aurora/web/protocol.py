@@ -7,21 +7,41 @@ Every answer of Aurora's sends the two one right after the other, so here the he
 first part of its body and both leave in one write. A head whose body does not follow in the
 same turn of the event loop (an event stream that waits for its first event) leaves at the end
 of that turn. Bytes are never reordered: whatever is held goes out before anything written after.
+
+uvicorn tells each connection when the server begins a graceful stop (``shutdown``), but not the
+app: a request that waits for a run (aurora/web/asgi.py) would wait on until the graceful time
+ran out and was then cut off, with an error in the log. Here the stop is passed on to whoever
+asked (:func:`when_stopping`), so that waiters answer at once with what they have.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 _INTERIM = (b"HTTP/1.1 1", b"HTTP/1.0 1")
 
+#: called when the server begins its graceful stop (once for each connection open then: make it
+#: cheap to call again)
+_stopping: list[Callable[[], None]] = []
+
+
+def when_stopping(listener: Callable[[], None]) -> None:
+    """Have ``listener`` called, on the event loop, when the server begins to stop."""
+    _stopping.append(listener)
+
 
 class OneWrite(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(_HeadWithBody(transport))  # type: ignore[arg-type]
+
+    def shutdown(self) -> None:
+        for listener in list(_stopping):
+            listener()
+        super().shutdown()  # a response in flight: the connection closes once it is complete
 
 
 class _HeadWithBody:
