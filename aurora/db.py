@@ -58,6 +58,10 @@ PG_PING_AFTER_IDLE = 1.0
 
 #: advisory lock keys (PostgreSQL) of the audit chain ("AURORA_AU") and of the event log
 #: ("AURORA_EV"); every append takes both, in this order and in one statement (aurora.events)
+#: — which also tells PostgreSQL to end the transaction should it then say nothing for
+#: ``PG_LOCKED_IDLE_MS``: a process frozen while it holds them (SIGSTOP, a hung machine) would
+#: otherwise stop every change of every run until it woke up (its kernel keeps the connection).
+PG_LOCKED_IDLE_MS = 10_000
 AUDIT_LOCK_KEY = 0x4155524F52415F41
 EVENT_LOCK_KEY = 0x4155524F52415F45
 OUTBOX_LOCKS = (AUDIT_LOCK_KEY, EVENT_LOCK_KEY)
@@ -486,11 +490,16 @@ def _held_locks(connection: Connection) -> set[int]:
 
 @cache
 def _lock_statement(count: int) -> Any:
-    return text("SELECT " + ", ".join(f"pg_advisory_xact_lock(:k{i})" for i in range(count)))
+    return text("SELECT " + ", ".join([*(f"pg_advisory_xact_lock(:k{i})" for i in range(count)), _IDLE_LIMIT]))
 
 
 @cache
 def _returning_locks(statement: Any, keys: tuple[int, ...]) -> Any:
     # Made once per statement and keys (cached): a new statement object each call would cost
     # SQLAlchemy a cache key of its own each time. The keys are constants, written into the SQL.
-    return statement.returning(*(func.pg_advisory_xact_lock(literal_column(str(int(key)))) for key in keys))
+    return statement.returning(*(func.pg_advisory_xact_lock(literal_column(str(int(key)))) for key in keys),
+                               literal_column(_IDLE_LIMIT))
+
+
+#: for this transaction only (``is_local``); see PG_LOCKED_IDLE_MS
+_IDLE_LIMIT = f"set_config('idle_in_transaction_session_timeout', '{PG_LOCKED_IDLE_MS}', true)"

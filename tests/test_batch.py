@@ -99,6 +99,8 @@ def test_the_change_takes_the_locks_only_when_it_changes_a_row(db: Database) -> 
         if db.dialect == "postgresql":
             held = connection.execute(text("SELECT objid::bigint FROM pg_locks WHERE locktype = 'advisory' "
                                            "AND pid = pg_backend_pid()")).scalars().all()
+            # and, should the transaction then idle (a frozen worker), PostgreSQL ends it
+            assert connection.execute(text("SHOW idle_in_transaction_session_timeout")).scalar() == "10s"
         assert db.change_then_lock(connection, change, {}, *OUTBOX_LOCKS) == 0  # nothing left to change
     if db.dialect == "postgresql":  # advisory keys are split in two halves: the low 32 bits are objid
         assert sorted(held) == sorted(key & 0xFFFFFFFF for key in OUTBOX_LOCKS)

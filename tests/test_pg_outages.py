@@ -133,3 +133,19 @@ def test_the_url_keeps_its_own_settings(monkeypatch) -> None:
     assert aurora_db.statement_timeout_ms("-c statement_timeout=0") == 0
     assert aurora_db.statement_timeout_ms("-c statement_timeout=5s") == 5000
     assert aurora_db.statement_timeout_ms("-c statement_timeout=2500") == 2500
+
+
+def test_a_transaction_holding_the_outbox_locks_may_not_idle_for_long(postgres_url) -> None:
+    """PostgreSQL ends a transaction that holds the outbox locks and then says nothing for
+    PG_LOCKED_IDLE_MS (a frozen process must not stop every writer: tests/test_stack.py); only
+    that transaction: the session's own setting is left as it was. (The settling UPDATE's
+    locks: tests/test_batch.py.)"""
+    database = aurora_db.Database(postgres_url)
+    limit = f"{aurora_db.PG_LOCKED_IDLE_MS // 1000}s"
+    with database.engine.connect() as connection:
+        with connection.begin():
+            assert connection.execute(text("SHOW idle_in_transaction_session_timeout")).scalar() == "0"
+            database.lock(connection, *aurora_db.OUTBOX_LOCKS)
+            assert connection.execute(text("SHOW idle_in_transaction_session_timeout")).scalar() == limit
+        assert connection.execute(text("SHOW idle_in_transaction_session_timeout")).scalar() == "0"
+    aurora_db.forget(postgres_url)

@@ -155,6 +155,67 @@ def test_a_worker_killed_mid_run_is_recovered_and_the_run_finishes_once(redis_st
     assert len(reclaimed) == 1
 
 
+def _backends(url: str, state: str = "active", wait_event: str | None = None) -> list[int]:
+    """The pids of the database's other backends in ``state`` (waiting for ``wait_event``)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as probe:
+        return [pid for (pid,) in probe.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " AND state = %s AND (%s::text IS NULL OR wait_event = %s)", (state, wait_event, wait_event))]
+
+
+@pytest.mark.timeout(180)
+def test_a_worker_frozen_holding_the_outbox_lock_stalls_the_others_only_briefly(redis_stack, postgres_url) -> None:
+    """A worker stopped (SIGSTOP, a hung machine) in the worst moment — just after it took the
+    outbox's locks, which every change of every run needs — must not stop the whole system until
+    it wakes up: PostgreSQL ends its transaction after ``PG_LOCKED_IDLE_MS``, the others go on, its
+    run is reclaimed once its lease lapses, and when it wakes it finishes nothing a second time."""
+    import os
+    import signal
+
+    import psycopg
+
+    from aurora.db import OUTBOX_LOCKS, PG_LOCKED_IDLE_MS
+
+    stack = redis_stack(database_url=postgres_url, AURORA_SIMULATED_LATENCY_MS="3000", AURORA_LEASE_SECONDS="2")
+    frozen = stack.procs["worker0"].pid
+    first = submit(stack, "send_report")
+    holder = psycopg.connect(postgres_url)  # holds the outbox locks while the worker's run acts
+    holder.execute("SELECT pg_advisory_xact_lock(%s), pg_advisory_xact_lock(%s)", OUTBOX_LOCKS)
+    deadline = time.monotonic() + 30
+    while not _backends(postgres_url, wait_event="advisory") and time.monotonic() < deadline:
+        time.sleep(0.05)  # its act done, the worker's finish waits for the locks
+    assert _backends(postgres_url, wait_event="advisory"), stack.log("worker0")
+    os.killpg(frozen, signal.SIGSTOP)
+    try:
+        holder.commit()  # the frozen worker's transaction now holds the locks, and says nothing more
+        while not _backends(postgres_url, state="idle in transaction") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _backends(postgres_url, state="idle in transaction")
+        stuck = time.monotonic()
+        stack.start("worker1", "worker", "-c", "1")
+        time.sleep(PG_LOCKED_IDLE_MS / 1000 * 0.4)
+        second = submit(stack, "send_report")  # waits for the locks: at most what is left of the limit
+        assert time.monotonic() - stuck < PG_LOCKED_IDLE_MS / 1000 + 5
+        for run_id in (first, second):  # the first one reclaimed from the frozen worker
+            run = stack.wait_status(run_id, {"succeeded", "failed"}, timeout=60)
+            assert run["status"] == "succeeded", run
+    finally:
+        os.killpg(frozen, signal.SIGCONT)
+        holder.close()
+    third = submit(stack, "send_report")
+    time.sleep(PG_LOCKED_IDLE_MS / 1000 / 4)  # the woken worker finds its transaction gone
+    assert stack.procs["worker0"].poll() is None, stack.log("worker0")
+    assert stack.wait_status(third, {"succeeded", "failed"})["status"] == "succeeded"
+    run = stack.wait_status(first, {"succeeded"})
+    assert [e["type"] for e in run["timeline"]].count("run.succeeded") == 1
+    verified = stack.aurora("audit", "verify", check=False)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    records = [json.loads(line) for line in stack.aurora("audit", "export").stdout.splitlines()]
+    assert [r["run_id"] for r in records].count(first) == 1, records
+
+
 def test_duplicate_messages_never_run_a_step_twice(redis_stack) -> None:
     stack = redis_stack()
     run_id = submit(stack, "send_report")
