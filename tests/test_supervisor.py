@@ -129,6 +129,58 @@ def test_a_stopping_stack_answers_its_waiters_at_once_and_ends_their_streams(mak
     assert "graceful shutdown exceeded" not in stack.up_logs() + stack.log("up")
 
 
+def test_a_first_submitter_still_sending_is_answered_when_aurora_up_stops(make_stack) -> None:
+    from test_waiting import half_sent_submit
+
+    stack = start_up(make_stack)
+    data, took = half_sent_submit(stack, lambda: stack.procs["up"].send_signal(signal.SIGTERM))
+    stack.procs.pop("up").wait(30)
+    assert data.startswith(b"HTTP/1.1 201"), (took, data[:300])
+    assert took < 5, took
+    assert "graceful shutdown exceeded" not in stack.up_logs()
+
+
+def test_two_thousand_waiters_are_all_answered_at_once_when_aurora_up_stops(make_stack) -> None:
+    # A stop that asked Flask for each waiter's run (~200 a second here) outlasted the web's
+    # graceful time beyond ~1,500 waiters, and cut the rest off.
+    from concurrent.futures import ThreadPoolExecutor
+
+    n = 2000
+    stack = start_up(make_stack)
+    auth = {"Authorization": f"Bearer {stack.keys['admin']}"}
+    charge = json.dumps({"name": "pay", "goal": "charge", "payload": {
+        "customer": "cus_9", "amount": "42.50", "currency": "EUR", "payment_method": "pm_1"}})
+    run = stack.http("POST", "/workflows", data=charge,
+                     headers={"Content-Type": "application/json", "Prefer": "wait=30"}).json()
+    assert run["status"] == "awaiting_approval", run
+    etag = stack.http("GET", f"/workflows/{run['id']}?wait=0").headers["ETag"]
+
+    def wait(i: int) -> str:
+        try:
+            if i % 3 == 0:
+                with requests.get(f"{stack.url}/workflows/{run['id']}/stream", stream=True, timeout=90,
+                                  headers=auth) as got:
+                    return "ok" if "event: run.awaiting_approval" in got.text else "no events"
+            got = requests.get(f"{stack.url}/workflows/{run['id']}?wait=60", timeout=90,
+                               headers={**auth, "If-None-Match": etag})
+            return "ok" if got.status_code == 200 and got.headers["ETag"] == etag else str(got.status_code)
+        except requests.RequestException as exc:
+            return exc.__class__.__name__
+
+    with ThreadPoolExecutor(n) as pool:
+        answers = [pool.submit(wait, i) for i in range(n)]
+        deadline = time.monotonic() + 90
+        while stack.up_logs().count(f"GET /workflows/{run['id']}") < n + 1 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(2)  # every one of them waits now
+        took = stop_up(stack, timeout=60)
+        outcomes = [answer.result(120) for answer in answers]
+    failed = [outcome for outcome in outcomes if outcome != "ok"]
+    assert not failed, (len(failed), sorted(set(failed)))
+    assert took < 8, f"stopping took {took:.1f} s"
+    assert "graceful shutdown exceeded" not in stack.up_logs()
+
+
 def test_a_taken_port_or_a_running_stack_on_the_same_home_starts_and_clears_nothing(make_stack) -> None:
     stack = make_stack()
     home = Path(stack.env["AURORA_HOME"])

@@ -251,3 +251,87 @@ def test_a_long_poll_is_answered_at_once_when_aurora_serve_stops(make_stack) -> 
         assert time.monotonic() - started < 5
     assert answer.status_code == 200 and answer.json()["status"] == "queued", answer.text
     assert answer.headers["ETag"] == etag
+
+
+def half_sent_submit(stack, stop: Any) -> tuple[bytes, float]:
+    """A ``Prefer: wait`` submit whose body is still on its way when ``stop()`` is called — to a
+    web that has had no waiting request yet (a fresh worker): the answer's bytes, and the seconds
+    from the stop to the answer's end."""
+    import socket
+
+    body = json.dumps(CHARGE).encode()
+    head = (f"POST /workflows HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {stack.keys['admin']}\r\n"
+            f"Content-Type: application/json\r\nPrefer: wait=60\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", stack.port)) as sock:
+        sock.sendall(head + body[:10])
+        time.sleep(1.0)
+        started = time.monotonic()
+        stop()
+        time.sleep(0.5)
+        sock.sendall(body[10:])
+        sock.settimeout(40)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        return data, time.monotonic() - started
+
+
+def test_a_first_submitter_still_sending_is_answered_when_aurora_serve_stops(make_stack) -> None:
+    # the stop reached the app before its first waiter did: it must still not wait (before, the
+    # run was accepted and its submitter got nothing, cut off after the graceful time)
+    import signal
+
+    stack = make_stack().boot(workers=False)
+    data, took = half_sent_submit(stack, lambda: stack.procs["web"].send_signal(signal.SIGTERM))
+    assert data.startswith(b"HTTP/1.1 201"), (took, data[:300])
+    assert json.loads(data.split(b"\r\n\r\n", 1)[1])["status"] == "queued"
+    assert took < 5, took
+
+
+def test_the_stop_of_one_server_leaves_another_app_in_the_process_waiting(make_stack) -> None:
+    # two servers in one process (a test, an embedding): the stop of one is not the other's
+    import uvicorn
+    from conftest import free_port
+
+    from aurora.config import load_settings
+    from aurora.runtime import Runtime, set_runtime
+    from aurora.web import create_app
+    from aurora.web.asgi import WaitingApp
+    from aurora.web.server import SERVER_SETTINGS
+
+    stack = make_stack()
+    stack.aurora("db", "upgrade")
+    key = stack.aurora("keys", "create", "admin", "--role", "admin").stdout.strip()
+    set_runtime(Runtime(load_settings(stack.env)))
+    try:
+        flask = create_app()
+        apps = {name: WaitingApp(flask, threads=2) for name in "AB"}
+        ports = {name: free_port() for name in "AB"}
+        servers = {name: uvicorn.Server(uvicorn.Config(apps[name], port=ports[name], log_level="warning",
+                                                       **SERVER_SETTINGS)) for name in "AB"}
+        threads = {name: threading.Thread(target=servers[name].run, daemon=True) for name in "AB"}
+        for thread in threads.values():
+            thread.start()
+        while not all(server.started for server in servers.values()):
+            time.sleep(0.05)
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        url = {name: f"http://127.0.0.1:{ports[name]}" for name in "AB"}
+        run = requests.post(f"{url['B']}/workflows", data=json.dumps(CHARGE), headers=headers, timeout=10).json()
+        etag = requests.get(f"{url['A']}/workflows/{run['id']}?wait=0", headers=headers, timeout=10).headers["ETag"]
+        headers["If-None-Match"] = etag
+        requests.get(f"{url['B']}/workflows/{run['id']}?wait=1", headers=headers, timeout=10)  # B has waited too
+        with ThreadPoolExecutor(2) as pool:
+            on_a = pool.submit(requests.get, f"{url['A']}/workflows/{run['id']}?wait=30", headers=headers, timeout=60)
+            time.sleep(1.0)  # A has a waiter when it stops
+            servers["A"].should_exit = True
+            threads["A"].join(10)
+            assert on_a.result(10).status_code == 200
+            started = time.monotonic()
+            requests.get(f"{url['B']}/workflows/{run['id']}?wait=2", headers=headers, timeout=10)
+            waited = time.monotonic() - started
+        servers["B"].should_exit = True
+        threads["B"].join(10)
+        assert apps["A"].stopping and not apps["B"].stopping
+        assert waited > 1.5, waited  # B's long poll waited its time: nothing changed the run
+    finally:
+        set_runtime(None)

@@ -15,9 +15,10 @@ event loop instead, without a thread or a database connection (docs/architecture
 - ``GET /workflows/<id>/stream`` and ``/ui/runs/<id>/stream``: server-sent events, kept open and
   fed as the run changes until it ends (aurora/web/streaming.py).
 
-When the server begins to stop, every waiter answers at once: a submitter or a long poll with
-the run as it is then (as at its deadline), an event stream with what is new and its end (the
-client resumes it after its last event, from a server that is there again).
+When the server begins to stop, every waiter answers at once, without a request to Flask each
+(thousands may be waiting): a submitter with the run as it is then (one indexed read), a long
+poll as at its deadline, an event stream with its end. Each client then asks again — a long poll
+with its ETag, a stream after its last event — of a server that is there again: nothing is missed.
 
 The layer decides only *when* to ask Flask: each answer, and each read after a change, is an
 ordinary Flask request with the client's own credentials, in the thread pool — but for the
@@ -48,7 +49,7 @@ from a2wsgi.wsgi import build_environ
 from werkzeug.test import run_wsgi_app
 
 from .. import keys
-from . import create_app, protocol
+from . import create_app
 from .hub import Hub
 from .streaming import FINAL, FOLLOW
 
@@ -162,14 +163,16 @@ class WaitingApp:
     async def hub(self) -> Hub:
         if self._hub is None:
             self._hub = Hub(self.settings)
-            protocol.when_stopping(self._stop_waiting)
         await self._hub.start()
         return self._hub
 
-    def _stop_waiting(self) -> None:
-        if not self.stopping and self._hub is not None:
+    def stop_waiting(self) -> None:
+        """The server begins to stop (aurora/web/protocol.py): no request waits any more, those
+        waiting now included — and those still arriving (a submitter whose body is on its way)."""
+        if not self.stopping:
             self.stopping = True
-            self._hub.wake_all()
+            if self._hub is not None:
+                self._hub.wake_all()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
@@ -306,8 +309,8 @@ class WaitingApp:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return latest
-            if self.stopping:  # the run as it is now, and no more waiting
-                return (await read()) or latest
+            if self.stopping:  # as at the deadline: the caller answers with what it has
+                return latest
             recheck = RECHECK if hub.healthy else RECHECK_UNNOTIFIED
             woken = False
             with contextlib.suppress(TimeoutError):
@@ -315,7 +318,7 @@ class WaitingApp:
                 woken = True
             types = watch.take()
             if self.stopping:
-                continue
+                return latest
             if woken and settles_only and types and not any(_settles(t) for t in types):
                 continue  # a step along the way (running, …): nothing a submitter waits for
             if not woken and remaining <= recheck:

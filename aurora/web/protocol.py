@@ -10,8 +10,10 @@ of that turn. Bytes are never reordered: whatever is held goes out before anythi
 
 uvicorn tells each connection when the server begins a graceful stop (``shutdown``), but not the
 app: a request that waits for a run (aurora/web/asgi.py) would wait on until the graceful time
-ran out and was then cut off, with an error in the log. Here the stop is passed on to whoever
-asked (:func:`when_stopping`), so that waiters answer at once with what they have.
+ran out and was then cut off, with an error in the log. Here the stop is passed on to the app
+this connection serves — its ``stop_waiting``, found through the middleware uvicorn may wrap it
+in — so that its waiters answer at once with what they have. The app of this server only: another
+server in the same process goes on waiting.
 """
 
 from __future__ import annotations
@@ -24,24 +26,28 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 _INTERIM = (b"HTTP/1.1 1", b"HTTP/1.0 1")
 
-#: called when the server begins its graceful stop (once for each connection open then: make it
-#: cheap to call again)
-_stopping: list[Callable[[], None]] = []
-
-
-def when_stopping(listener: Callable[[], None]) -> None:
-    """Have ``listener`` called, on the event loop, when the server begins to stop."""
-    _stopping.append(listener)
-
-
 class OneWrite(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(_HeadWithBody(transport))  # type: ignore[arg-type]
 
     def shutdown(self) -> None:
-        for listener in list(_stopping):
-            listener()
+        # called for each connection open when the stop begins: stop_waiting must be cheap to repeat
+        stop_waiting = _stop_waiting_of(self.app)
+        if stop_waiting is not None:
+            stop_waiting()
         super().shutdown()  # a response in flight: the connection closes once it is complete
+
+
+def _stop_waiting_of(app: Any) -> Callable[[], None] | None:
+    """The app's ``stop_waiting``, looked for through the middleware wrapped around it (``.app``)."""
+    for _ in range(8):  # uvicorn wraps at most a few layers; a loop of wrappers must not hang a stop
+        if app is None:
+            return None
+        found = getattr(app, "stop_waiting", None)
+        if callable(found):
+            return found
+        app = getattr(app, "app", None)
+    return None
 
 
 class _HeadWithBody:
