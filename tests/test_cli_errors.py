@@ -155,6 +155,21 @@ def test_debug_shows_the_traceback_the_plain_error_hides(tmp_path) -> None:
     assert "Traceback" in debug.stderr and "DatabaseNotReady" in debug.stderr
 
 
+def test_debug_shows_the_traceback_of_aurora_up_s_database_check_too(tmp_path) -> None:
+    # `aurora up` checks and migrates the database in a child process: --debug must reach it,
+    # or the hint "run it again with --debug" only repeats itself
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"not a database, " * 400)
+    env = environment_outside()
+    env.update(AURORA_CLI_CONFIG=str(tmp_path / "cli.json"), AURORA_HOME=str(tmp_path / "var"),
+               AURORA_DATABASE_URL=f"sqlite:///{bad}")
+    port = str(free_port())
+    plain = _aurora("up", "--port", port, env=env, cwd=tmp_path)
+    assert plain.returncode != 0 and "Traceback" not in plain.stderr and "--debug" in plain.stderr, plain.stderr
+    debug = _aurora("--debug", "up", "--port", port, env=env, cwd=tmp_path)
+    assert debug.returncode != 0 and "Traceback" in debug.stderr and "file is not a database" in debug.stderr
+
+
 def test_an_error_aurora_did_not_foresee_is_one_line_with_a_hint(where, tmp_path) -> None:
     # migrated, then a table lost: SQLAlchemy's own error, deep inside, with no Aurora error around it
     db = tmp_path / "a.db"

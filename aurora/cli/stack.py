@@ -63,8 +63,9 @@ def up(host: str, ports: tuple[int, ...], web_workers: int, web_timeout: int, lo
     prepare(settings.home, clear=True, counting=False)  # counters start afresh with the stack; children share the folder
     # The database's check, migrations and the first key run in a child, so that this supervisor
     # stays small while it waits (it never imports SQLAlchemy: ~20 MB for as long as the stack runs).
-    prepared = subprocess.run([*AURORA, "bootstrap", "--url", url],
-                              capture_output=True, text=True)
+    # (--debug too: an error there says "run it again with --debug", which must then show it)
+    debug = ["--debug"] if click.get_current_context().find_root().params.get("debug") else []
+    prepared = subprocess.run([*AURORA, *debug, "bootstrap", "--url", url], capture_output=True, text=True)
     if prepared.stderr:  # its log lines, or the one line that says why the database cannot be used
         click.echo(prepared.stderr.rstrip("\n"), err=True)
     if prepared.returncode:
