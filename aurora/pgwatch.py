@@ -84,7 +84,8 @@ def _cut(dbapi_connection: Any) -> None:
         return
     try:
         sock.shutdown(socket.SHUT_RDWR)
-        log.warning("PostgreSQL did not answer a statement within its deadline: connection cut")
+        log.warning("a PostgreSQL statement outlived its deadline (the server did not answer, or this process "
+                    "was stopped meanwhile): connection cut")
     except OSError:
         pass
     finally:

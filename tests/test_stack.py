@@ -216,6 +216,48 @@ def test_a_worker_frozen_holding_the_outbox_lock_stalls_the_others_only_briefly(
     assert [r["run_id"] for r in records].count(first) == 1, records
 
 
+@pytest.mark.timeout(120)
+def test_a_process_frozen_inside_a_batch_with_the_outbox_locks_is_ended_by_the_sweeper(
+        redis_stack, postgres_url) -> None:
+    """Frozen inside ``Database.batch`` (its pipeline's statements sent, no Sync): PostgreSQL
+    never arms the idle limit there — its backend waits mid-turn, 'active' — so the stack's
+    sweeper ends it (aurora/frozen_holders.py), and the others get the locks within the limit."""
+    import psycopg
+    from sqlalchemy import text
+
+    from aurora import db as aurora_db
+
+    stack = redis_stack(database_url=postgres_url)
+    limit = aurora_db.PG_LOCKED_IDLE_MS / 1000
+    database = aurora_db.Database(postgres_url)
+    connection = database.engine.connect()
+    connection.begin()
+    database.lock(connection, *aurora_db.OUTBOX_LOCKS)
+    waited = None
+    try:
+        with database.batch(connection):
+            connection.execute(text("SELECT 1"))  # sent; this process now says nothing, as a frozen one
+            started = time.monotonic()
+            with psycopg.connect(postgres_url, autocommit=True) as other:  # another writer's turn
+                other.execute(f"SET lock_timeout = '{int(limit + 10)}s'")
+                try:
+                    other.execute("SELECT pg_advisory_xact_lock(%s)", (aurora_db.EVENT_LOCK_KEY,))
+                    waited = time.monotonic() - started
+                except psycopg.errors.LockNotAvailable:
+                    pass
+    except Exception:  # noqa: BLE001 - its transaction was ended: that is the point
+        pass
+    finally:
+        connection.invalidate()
+        connection.close()
+        aurora_db.forget(postgres_url)
+    assert waited is not None, f"another writer waited over {limit + 10:.0f} s\n" + stack.log("system")[-3000:]
+    assert waited < limit + 4, waited  # the limit, and a sweep (every 0.5 s here)
+    assert "held the outbox locks" in stack.log("system")
+    run_id = submit(stack, "send_report")  # and the stack goes on
+    assert stack.wait_status(run_id, {"succeeded", "failed"})["status"] == "succeeded"
+
+
 def test_duplicate_messages_never_run_a_step_twice(redis_stack) -> None:
     stack = redis_stack()
     run_id = submit(stack, "send_report")
