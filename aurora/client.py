@@ -27,6 +27,8 @@ STREAM_IDLE = 45.0
 STREAM_RETRY = 1.0
 #: what may fail on the way and be tried again: the request may or may not have arrived
 RETRIED = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+#: answers of a server (or a proxy in front of it) that is there again in a moment
+UNAVAILABLE = frozenset({502, 503, 504})
 
 
 class ClientConfigError(ConfigError):
@@ -75,6 +77,8 @@ def unreachable_words(exc: Exception) -> str:
         return "the answer broke off"
     if isinstance(exc, requests.ConnectionError):
         return "nothing answers there (connection refused or reset)"
+    if isinstance(exc, ClientError):  # a request that gave up: its message says why
+        return str(exc)
     return exc.__class__.__name__
 
 
@@ -154,9 +158,10 @@ class Client:
 
         It listens to the run's event stream (``GET /workflows/<id>/stream``, server-sent events),
         so nothing polls: the run is read once at the start and once after each event, and
-        ``seen`` is given each read. A stream that breaks off is resumed after the last event
-        it delivered (``Last-Event-ID``), a little later each time it fails; ``lost`` is told
-        each time Aurora cannot be reached.
+        ``seen`` is given each read. A stream that breaks off — or whose read after an event finds
+        no server (it stopped right after sending it) — is resumed after the last event that was
+        read (``Last-Event-ID``), a little later each time it fails, until ``timeout``; ``lost``
+        is told each time Aurora cannot be reached.
         """
         deadline = time.monotonic() + timeout
         run = self.get(f"/workflows/{run_id}")
@@ -177,15 +182,19 @@ class Client:
             try:
                 with requests.get(f"{self.url}/workflows/{run_id}/stream", headers=headers, stream=True,
                                   timeout=(self.timeout, idle)) as response:
+                    if response.status_code in UNAVAILABLE:
+                        raise ClientError(f"Aurora at {self.url} is unavailable (HTTP {response.status_code})",
+                                          response.status_code)
                     if response.status_code >= 400:
                         return self.get(f"/workflows/{run_id}")  # says why (gone, not allowed) as an error
                     for event_id, name in _events(response):
-                        last_id = event_id or last_id
                         if name == "end" or name.startswith("run."):
                             run = self.get(f"/workflows/{run_id}")
                             if seen:
                                 seen(run)
                             pause = self.backoff
+                        # only now: were that read lost, the resumed stream sends this event again
+                        last_id = event_id or last_id
                         if done(run) or time.monotonic() >= deadline:
                             return run
                         if time.monotonic() + idle > deadline + 0.5:
@@ -203,6 +212,11 @@ class Client:
                 if time.monotonic() >= deadline - 0.05:
                     return run  # the read timeout that ends at the deadline: Aurora answered, nothing changed
                 if lost:  # the caller may say so; the run goes on without us
+                    lost(exc)
+            except ClientError as exc:  # a read that found no server, after its own tries
+                if exc.status is not None and exc.status not in UNAVAILABLE:
+                    raise
+                if lost:
                     lost(exc)
             except requests.RequestException as exc:
                 raise ClientError(f"cannot reach Aurora at {self.url}: {unreachable_words(exc)}") from None

@@ -6,7 +6,9 @@ TCP segments they take; a statement and its answer, then the next statement, are
 counted before its bytes are forwarded, so a reply the client waited for is always seen first.
 
 ``freeze()`` stops forwarding in both directions while keeping every socket open: to the client
-it is a server that accepts packets and never answers (as a ``SIGSTOP``ped one does).
+it is a server that accepts packets and never answers (as a ``SIGSTOP``ped one does). With
+``refusing`` set, a new connection is closed at once (a server gone) while those open go on.
+(Any TCP server can stand behind it: an HTTP one too.)
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class Proxy:
         self._running.set()
         self._closed = False
         self._sockets: list[socket.socket] = []
+        self.refusing = False
         threading.Thread(target=self._accept, daemon=True).start()
 
     def url(self, url: str) -> str:
@@ -56,6 +59,9 @@ class Proxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
+            if self.refusing:
+                client.close()
+                continue
             server = socket.create_connection(self.upstream)
             self._sockets += [client, server]
             last = ["server"]  # this connection's last speaker: the client's first bytes are a turn

@@ -335,3 +335,33 @@ def test_the_stop_of_one_server_leaves_another_app_in_the_process_waiting(make_s
         assert waited > 1.5, waited  # B's long poll waited its time: nothing changed the run
     finally:
         set_runtime(None)
+
+
+def test_client_wait_resumes_when_the_server_goes_right_after_an_event(make_stack) -> None:
+    # The stream delivers an event, and the read of the run that follows finds no server (a web
+    # that stopped right after it, and takes longer to come back than one request's own tries):
+    # `aurora submit --wait` must go on, and see the run to its end (before: ClientError).
+    from pgproxy import Proxy
+
+    from aurora.client import Client
+
+    stack = make_stack().boot(workers=False)
+    run_id = _submit(stack, {"Content-Type": "application/json"}, body=json.dumps(CHARGE).encode()).json()["id"]
+    proxy = Proxy("127.0.0.1", stack.port)
+    client = Client(f"http://127.0.0.1:{proxy.port}", stack.keys["admin"])
+    client.backoff = 0.1
+    lost: list[Exception] = []
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(client.wait, run_id, 60, lambda run: run["status"] == "cancelled",
+                                  None, lost.append)
+            time.sleep(1.5)  # it follows the run's stream now
+            proxy.refusing = True  # no new connection: the stream that is open goes on
+            assert stack.http("POST", f"/workflows/{run_id}/cancel").status_code == 200
+            time.sleep(5)  # longer than one request's own tries (0.1 + 0.2 + 0.4 s here)
+            proxy.refusing = False
+            run = waiting.result(timeout=40)
+    finally:
+        proxy.close()
+    assert run["status"] == "cancelled", run
+    assert lost, "the outage was never reported"
