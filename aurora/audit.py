@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sqlalchemy import BigInteger, Connection, func, or_, select
+from sqlalchemy import BigInteger, Connection, or_, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
@@ -35,6 +35,7 @@ from . import audit_key
 from .db import AUDIT_LOCK_KEY as AUDIT_LOCK_KEY  # its home was here
 from .db import OUTBOX_LOCKS, Database, connection_of
 from .errors import AuditKeyError
+from .frozen_holders import be_patient
 from .models import Approval, AuditRecord, utcnow
 
 #: the ``prev_hash`` of the first record
@@ -377,8 +378,7 @@ def reseal(db: Database) -> int:
     key = db.audit_key()
     with db.write() as session:
         db.lock(session, *OUTBOX_LOCKS)
-        if db.dialect == "postgresql":  # its passes over a long chain say nothing for a while: not frozen
-            session.execute(select(func.set_config("idle_in_transaction_session_timeout", "0", True)))
+        be_patient(db, session)  # its passes over a long chain say nothing for a while: not frozen
         rows = list(session.scalars(select(AuditRecord).order_by(AuditRecord.pk)))
         prev, keyed = GENESIS, False
         for record in rows:

@@ -149,3 +149,33 @@ def test_a_transaction_holding_the_outbox_locks_may_not_idle_for_long(postgres_u
             assert connection.execute(text("SHOW idle_in_transaction_session_timeout")).scalar() == limit
         assert connection.execute(text("SHOW idle_in_transaction_session_timeout")).scalar() == "0"
     aurora_db.forget(postgres_url)
+
+
+def test_the_sweeper_ends_a_silent_holder_of_the_outbox_locks_but_not_a_patient_one(postgres_url, monkeypatch) -> None:
+    """aurora/frozen_holders.py: a transaction that holds the outbox locks and has said nothing
+    for the limit is ended; one that said it may be silent (``aurora audit reseal``) is not."""
+    from aurora import frozen_holders
+
+    monkeypatch.setattr(frozen_holders, "PG_LOCKED_IDLE_MS", 300)
+    database = aurora_db.Database(postgres_url)
+    patient, silent = database.engine.connect(), database.engine.connect()
+    try:
+        patient.begin()
+        database.lock(patient, *aurora_db.OUTBOX_LOCKS)
+        frozen_holders.be_patient(database, patient)
+        pid = patient.execute(text("SELECT pg_backend_pid()")).scalar()
+        time.sleep(0.6)
+        assert frozen_holders.end_frozen_holders(database) == []
+        patient.rollback()  # the locks are free for the next one
+        silent.begin()
+        database.lock(silent, *aurora_db.OUTBOX_LOCKS)
+        pid = silent.execute(text("SELECT pg_backend_pid()")).scalar()
+        time.sleep(0.6)
+        assert frozen_holders.end_frozen_holders(database) == [pid]
+        with pytest.raises(sa_exc.DBAPIError):
+            silent.execute(text("SELECT 1"))
+    finally:
+        for connection in (patient, silent):
+            connection.invalidate()
+            connection.close()
+        aurora_db.forget(postgres_url)
