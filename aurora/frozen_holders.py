@@ -7,7 +7,8 @@ process frozen (SIGSTOP, a hung machine) inside ``Database.batch``: its pipeline
 its COMMIT not, the backend waits mid-turn — 'active', in ClientRead — where no server-side limit
 applies (before PostgreSQL 17's ``transaction_timeout``). So each sweep also ends any backend of
 this database that holds those locks and has heard nothing from its client for as long: the same
-limit, applied from outside. Aurora itself never holds them that long in silence.
+limit, applied from outside. Aurora itself never holds them that long in silence, but in a
+transaction that says so first (:func:`be_patient`).
 """
 
 from __future__ import annotations
