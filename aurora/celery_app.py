@@ -36,7 +36,10 @@ QUEUE = "aurora"
 SYSTEM_QUEUE = "aurora.system"
 #: the tasks that go through :data:`SYSTEM_QUEUE`
 SYSTEM_TASKS = ("aurora.sweep", "aurora.ingest_forms", "aurora.federation_sync", "aurora.audit_checkpoint",
-                "aurora.fire_schedules")
+                "aurora.fire_schedules", "aurora.end_frozen_holders")
+#: seconds between two looks for frozen holders of the outbox locks (PostgreSQL only:
+#: aurora/frozen_holders.py) — apart from the sweep, whose own writes may be waiting for them
+FROZEN_HOLDERS_EVERY = 2.0
 
 
 def broker_options(settings: Settings) -> dict[str, Any]:
@@ -125,6 +128,8 @@ def make_celery(settings: Settings, set_as_current: bool = True) -> Celery:
                 lambda p: p.federation["sync_interval"], 600.0)),
             "aurora-audit-checkpoint": ("aurora.audit_checkpoint", float(settings.audit_checkpoint_interval)),
             "aurora-fire-schedules": ("aurora.fire_schedules", 20.0),  # aurora.triggers.TICK
+            **({"aurora-end-frozen-holders": ("aurora.end_frozen_holders", FROZEN_HOLDERS_EVERY)}
+               if settings.database_url.startswith("postgresql") else {}),
         }),
         beat_schedule_filename=str(settings.home / "celerybeat-schedule"),
     )

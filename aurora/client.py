@@ -107,17 +107,19 @@ class Client:
                          f"the token in {config_path()}")
         return cls(url.rstrip("/"), token)
 
-    def request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    def request(self, method: str, path: str, *, attempts: int = ATTEMPTS, timeout: float | None = None,
+                **kwargs: Any) -> dict[str, Any]:
         headers = kwargs.pop("headers", {})
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         # Repeating is safe only when the server can tell a repeat from a new request.
         repeatable = method == "GET" or "Idempotency-Key" in headers
-        for attempt in range(1, ATTEMPTS + 1):
-            last = not repeatable or attempt == ATTEMPTS
+        for attempt in range(1, attempts + 1):
+            last = not repeatable or attempt == attempts
             wait = self.backoff * 2 ** (attempt - 1)
             try:
-                response = requests.request(method, self.url + path, headers=headers, timeout=self.timeout, **kwargs)
+                response = requests.request(method, self.url + path, headers=headers, timeout=timeout or self.timeout,
+                                            **kwargs)
             except RETRIED as exc:
                 if last:
                     raise ClientError(f"cannot reach Aurora at {self.url}: {unreachable_words(exc)}") from None
@@ -189,7 +191,9 @@ class Client:
                         return self.get(f"/workflows/{run_id}")  # says why (gone, not allowed) as an error
                     for event_id, name in _events(response):
                         if name == "end" or name.startswith("run."):
-                            run = self.get(f"/workflows/{run_id}")
+                            # once, and no longer than the deadline: this loop tries again itself
+                            run = self.request("GET", f"/workflows/{run_id}", attempts=1,
+                                               timeout=min(self.timeout, max(deadline - time.monotonic(), 0.5)))
                             if seen:
                                 seen(run)
                             pause = self.backoff

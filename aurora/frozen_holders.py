@@ -5,9 +5,11 @@ every run takes) ``PG_LOCKED_IDLE_MS`` of silence, as ``idle_in_transaction_sess
 PostgreSQL arms that clock only once its client has finished a turn (a Sync), so it misses a
 process frozen (SIGSTOP, a hung machine) inside ``Database.batch``: its pipeline's INSERTs sent,
 its COMMIT not, the backend waits mid-turn — 'active', in ClientRead — where no server-side limit
-applies (before PostgreSQL 17's ``transaction_timeout``). So each sweep also ends any backend of
-this database that holds those locks and has heard nothing from its client for as long: the same
-limit, applied from outside. Aurora itself never holds them that long in silence, but in a
+applies (before PostgreSQL 17's ``transaction_timeout``). So every ``FROZEN_HOLDERS_EVERY``
+seconds beat has the system worker end any backend of this database that holds those locks and
+has heard nothing from its client for as long: the same limit, applied from outside. (Not inside
+the sweep: a sweep whose writes wait for the frozen holder's locks would wait in vain.) It sees,
+and may end, the backends of its own role only (or with ``pg_signal_backend``). Aurora itself never holds them that long in silence, but in a
 transaction that says so first (:func:`be_patient`).
 """
 

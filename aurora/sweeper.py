@@ -15,7 +15,6 @@ from sqlalchemy.orm import Session
 
 from . import events, run_sql
 from .dbclock import db_now
-from .frozen_holders import end_frozen_holders
 from .models import Event, Run, RunStatus, utcnow
 
 if TYPE_CHECKING:
@@ -38,11 +37,7 @@ def sweep(engine: Engine, waiting: int | None = None) -> list[str]:
     The candidates are found in a read, without the writer's turn (on SQLite every worker
     waits for that turn, and a backlog makes the search longer); the writes that follow are
     compare-and-sets, so whatever moved in between is left alone.
-
-    First of all, a transaction whose frozen process holds the outbox locks is ended
-    (aurora/frozen_holders.py): every write below needs them.
     """
-    end_frozen_holders(engine.db)
     with engine.db.read() as session:
         # The database's clock, as for leases: a system worker whose clock runs days fast must
         # not expire gates, nor one that runs slow keep lost runs waiting (aurora/dbclock.py).

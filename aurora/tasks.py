@@ -90,6 +90,14 @@ def sweep() -> int:
     return len(again)
 
 
+@shared_task(name="aurora.end_frozen_holders", acks_late=False)
+def end_frozen_holders() -> int:
+    """Beat's look for transactions whose frozen process holds the outbox locks (PostgreSQL)."""
+    from .frozen_holders import end_frozen_holders as end
+
+    return len(end(get_runtime().engine.db))
+
+
 @shared_task(name="aurora.ingest_forms", acks_late=False)
 def ingest_forms() -> int:
     """Beat's Typeform ingest: one run per configured form, only with allow_typeform_auto_ingest."""

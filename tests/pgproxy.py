@@ -7,8 +7,9 @@ counted before its bytes are forwarded, so a reply the client waited for is alwa
 
 ``freeze()`` stops forwarding in both directions while keeping every socket open: to the client
 it is a server that accepts packets and never answers (as a ``SIGSTOP``ped one does). With
-``refusing`` set, a new connection is closed at once (a server gone) while those open go on.
-(Any TCP server can stand behind it: an HTTP one too.)
+``refusing`` set, a new connection is closed at once (a server gone); with ``stalling``, it is
+accepted and never answered (a frozen server) — while those open go on in both cases. (Any TCP
+server can stand behind it: an HTTP one too.)
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class Proxy:
         self._running.set()
         self._closed = False
         self._sockets: list[socket.socket] = []
-        self.refusing = False
+        self.refusing = self.stalling = False
         threading.Thread(target=self._accept, daemon=True).start()
 
     def url(self, url: str) -> str:
@@ -61,6 +62,9 @@ class Proxy:
                 return
             if self.refusing:
                 client.close()
+                continue
+            if self.stalling:
+                self._sockets.append(client)  # open, unanswered, until close()
                 continue
             server = socket.create_connection(self.upstream)
             self._sockets += [client, server]

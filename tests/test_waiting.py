@@ -365,3 +365,31 @@ def test_client_wait_resumes_when_the_server_goes_right_after_an_event(make_stac
         proxy.close()
     assert run["status"] == "cancelled", run
     assert lost, "the outage was never reported"
+
+
+def test_client_wait_keeps_its_deadline_when_the_read_after_an_event_is_never_answered(make_stack) -> None:
+    # A web that froze right after an event: the read of the run that follows is accepted and
+    # never answered. Client.wait must end at its deadline, not after one request's own tries
+    # (4 x its 30 s timeout).
+    from pgproxy import Proxy
+
+    from aurora.client import Client
+
+    stack = make_stack().boot(workers=False)
+    run_id = _submit(stack, {"Content-Type": "application/json"}, body=json.dumps(CHARGE).encode()).json()["id"]
+    proxy = Proxy("127.0.0.1", stack.port)
+    client = Client(f"http://127.0.0.1:{proxy.port}", stack.keys["admin"])
+    client.backoff = 0.1
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            started = time.monotonic()
+            waiting = pool.submit(client.wait, run_id, 5, lambda run: run["status"] == "succeeded")
+            time.sleep(1.5)
+            proxy.stalling = True
+            assert stack.http("POST", f"/workflows/{run_id}/cancel").status_code == 200
+            run = waiting.result(timeout=150)
+            took = time.monotonic() - started
+    finally:
+        proxy.close()
+    assert took < 5 + 2, took
+    assert run["status"] != "succeeded"  # what it had read: the deadline passed before any other
