@@ -58,9 +58,7 @@ PG_PING_AFTER_IDLE = 1.0
 
 #: advisory lock keys (PostgreSQL) of the audit chain ("AURORA_AU") and of the event log
 #: ("AURORA_EV"); every append takes both, in this order and in one statement (aurora.events)
-#: — which also tells PostgreSQL to end the transaction should it then say nothing for
-#: ``PG_LOCKED_IDLE_MS``: a process frozen while it holds them (SIGSTOP, a hung machine) would
-#: otherwise stop every change of every run until it woke up (its kernel keeps the connection).
+#: and ends a transaction that then says nothing for ``PG_LOCKED_IDLE_MS`` (a frozen process)
 PG_LOCKED_IDLE_MS = 10_000
 AUDIT_LOCK_KEY = 0x4155524F52415F41
 EVENT_LOCK_KEY = 0x4155524F52415F45

@@ -59,6 +59,16 @@ def submit(stack, name: str = "send_report") -> str:
     return response.json()["id"]
 
 
+def awaiting_approval(stack) -> tuple[dict, str]:
+    """A run that waits for approval (nothing will change it), and its ETag."""
+    charge = json.dumps({"name": "pay", "goal": "charge", "payload": {
+        "customer": "cus_9", "amount": "42.50", "currency": "EUR", "payment_method": "pm_1"}})
+    run = stack.http("POST", "/workflows", data=charge,
+                     headers={"Content-Type": "application/json", "Prefer": "wait=30"}).json()
+    assert run["status"] == "awaiting_approval", run
+    return run, stack.http("GET", f"/workflows/{run['id']}?wait=0").headers["ETag"]
+
+
 def stop_up(stack, timeout: float = 30) -> float:
     """SIGTERM to the ``aurora up`` process alone; seconds until it exited."""
     proc = stack.procs.pop("up")
@@ -99,12 +109,7 @@ def test_a_stopping_stack_answers_its_waiters_at_once_and_ends_their_streams(mak
     # A long poll and an event stream of a run that waits for approval (nothing will change it):
     # the stop must not sit out the web's graceful time for them and then cut them off.
     stack = start_up(make_stack)
-    charge = json.dumps({"name": "pay", "goal": "charge", "payload": {
-        "customer": "cus_9", "amount": "42.50", "currency": "EUR", "payment_method": "pm_1"}})
-    run = stack.http("POST", "/workflows", data=charge,
-                     headers={"Content-Type": "application/json", "Prefer": "wait=30"}).json()
-    assert run["status"] == "awaiting_approval", run
-    etag = stack.http("GET", f"/workflows/{run['id']}?wait=0").headers["ETag"]
+    run, etag = awaiting_approval(stack)
     answers: dict[str, Any] = {}
     auth = {"Authorization": f"Bearer {stack.keys['admin']}"}
 
@@ -148,12 +153,7 @@ def test_two_thousand_waiters_are_all_answered_at_once_when_aurora_up_stops(make
     n = 2000
     stack = start_up(make_stack)
     auth = {"Authorization": f"Bearer {stack.keys['admin']}"}
-    charge = json.dumps({"name": "pay", "goal": "charge", "payload": {
-        "customer": "cus_9", "amount": "42.50", "currency": "EUR", "payment_method": "pm_1"}})
-    run = stack.http("POST", "/workflows", data=charge,
-                     headers={"Content-Type": "application/json", "Prefer": "wait=30"}).json()
-    assert run["status"] == "awaiting_approval", run
-    etag = stack.http("GET", f"/workflows/{run['id']}?wait=0").headers["ETag"]
+    run, etag = awaiting_approval(stack)
 
     def wait(i: int) -> str:
         try:

@@ -337,10 +337,9 @@ def test_the_stop_of_one_server_leaves_another_app_in_the_process_waiting(make_s
         set_runtime(None)
 
 
-def test_client_wait_resumes_when_the_server_goes_right_after_an_event(make_stack) -> None:
-    # The stream delivers an event, and the read of the run that follows finds no server (a web
-    # that stopped right after it, and takes longer to come back than one request's own tries):
-    # `aurora submit --wait` must go on, and see the run to its end (before: ClientError).
+def _behind_a_proxy(make_stack) -> tuple[Any, str, Any, Any]:
+    """A web (no worker) with a run that waits, a TCP proxy in front of it (tests/pgproxy.py),
+    and a client through the proxy that tries again soon."""
     from pgproxy import Proxy
 
     from aurora.client import Client
@@ -350,6 +349,14 @@ def test_client_wait_resumes_when_the_server_goes_right_after_an_event(make_stac
     proxy = Proxy("127.0.0.1", stack.port)
     client = Client(f"http://127.0.0.1:{proxy.port}", stack.keys["admin"])
     client.backoff = 0.1
+    return stack, run_id, proxy, client
+
+
+def test_client_wait_resumes_when_the_server_goes_right_after_an_event(make_stack) -> None:
+    # The stream delivers an event, and the read of the run that follows finds no server (a web
+    # that stopped right after it, and takes longer to come back than one request's own tries):
+    # `aurora submit --wait` must go on, and see the run to its end (before: ClientError).
+    stack, run_id, proxy, client = _behind_a_proxy(make_stack)
     lost: list[Exception] = []
     try:
         with ThreadPoolExecutor(1) as pool:
@@ -371,15 +378,7 @@ def test_client_wait_keeps_its_deadline_when_the_read_after_an_event_is_never_an
     # A web that froze right after an event: the read of the run that follows is accepted and
     # never answered. Client.wait must end at its deadline, not after one request's own tries
     # (4 x its 30 s timeout).
-    from pgproxy import Proxy
-
-    from aurora.client import Client
-
-    stack = make_stack().boot(workers=False)
-    run_id = _submit(stack, {"Content-Type": "application/json"}, body=json.dumps(CHARGE).encode()).json()["id"]
-    proxy = Proxy("127.0.0.1", stack.port)
-    client = Client(f"http://127.0.0.1:{proxy.port}", stack.keys["admin"])
-    client.backoff = 0.1
+    stack, run_id, proxy, client = _behind_a_proxy(make_stack)
     try:
         with ThreadPoolExecutor(1) as pool:
             started = time.monotonic()
